@@ -1,0 +1,1 @@
+"""Torch helpers: distributed set-up, misc utilities, persistence (safe pickles), training statistics."""
