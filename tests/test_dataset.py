@@ -1,0 +1,393 @@
+"""training.dataset / training.dataset_discrete on real files written here in the real formats."""
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from dnnlib.util import construct_class_by_name
+from training.dataset import (DigitsDataset, ImageFolderDataset, dataset_kwargs_from_spec, load_digits_uint8,
+                              open_dataset)
+from training.dataset_discrete import BinarizedDataset, DNADataset, encode_dna, fold_dna, unfold_dna
+
+DNA_REAL = '/work/shared/data/dna/K562_ENCLB843GMH.txt'
+
+
+def _png_bytes(hwc):
+    buf = io.BytesIO()
+    PIL.Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc).save(buf, format='png')
+    return buf.getvalue()
+
+
+def _make_images(n=6, res=4, channels=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=[n, res, res, channels], dtype=np.uint8)
+
+
+def _write_folder(root, images, labels=None, meta_extra=None):
+    os.makedirs(root, exist_ok=True)
+    names = []
+    for i, img in enumerate(images):
+        name = f'{i // 4:05d}/img{i:08d}.png'
+        os.makedirs(os.path.join(root, os.path.dirname(name)), exist_ok=True)
+        with open(os.path.join(root, name), 'wb') as f:
+            f.write(_png_bytes(img))
+        names.append(name)
+    if labels is not None or meta_extra:
+        meta = {'labels': None if labels is None else [[n, int(l)] for n, l in zip(names, labels)]}
+        meta.update(meta_extra or {})
+        with open(os.path.join(root, 'dataset.json'), 'w') as f:
+            json.dump(meta, f)
+    return names
+
+
+def _write_zip(path, images, labels=None):
+    with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_STORED) as z:
+        names = []
+        for i, img in enumerate(images):
+            name = f'00000/img{i:08d}.png'
+            z.writestr(name, _png_bytes(img))
+            names.append(name)
+        if labels is not None:
+            z.writestr('dataset.json', json.dumps({'labels': [[n, int(l)] for n, l in zip(names, labels)]}))
+
+
+@pytest.fixture
+def rgb_folder(tmp_path):
+    images = _make_images()
+    labels = np.array([3, 0, 2, 3, 1, 0])
+    root = str(tmp_path / 'rgbset')
+    _write_folder(root, images, labels)
+    return root, images, labels
+
+
+# ------------------------------------------------------------------------------------------------
+# ImageFolderDataset
+
+def test_folder_pixels_labels_and_shapes(rgb_folder):
+    root, images, labels = rgb_folder
+    ds = ImageFolderDataset(root, use_labels=True)
+    assert len(ds) == 6 and ds.image_shape == [3, 4, 4] and ds.num_channels == 3 and ds.resolution == 4
+    assert ds.name == 'rgbset' and ds.endpoint == 'continuous'
+    assert ds.label_shape == [4] and ds.label_dim == 4 and ds.has_labels and ds.has_onehot_labels
+    for i in range(6):
+        img, lab = ds[i]
+        assert img.dtype == np.uint8 and np.array_equal(img, images[i].transpose(2, 0, 1))
+        assert lab.dtype == np.float32 and np.array_equal(lab, np.eye(4, dtype=np.float32)[labels[i]])
+    unlabeled = ImageFolderDataset(root)
+    assert unlabeled.label_shape == [0] and not unlabeled.has_labels and unlabeled[0][1].shape == (0,)
+
+
+def test_zip_matches_folder_and_grayscale_is_one_channel(tmp_path):
+    images = _make_images(n=5, res=8, channels=1, seed=1)
+    labels = np.arange(5) % 2
+    _write_zip(str(tmp_path / 'g.zip'), images, labels)
+    ds = ImageFolderDataset(str(tmp_path / 'g.zip'), use_labels=True, resolution=8)
+    assert ds.image_shape == [1, 8, 8] and ds.label_dim == 2
+    for i in range(5):
+        assert np.array_equal(ds[i][0], images[i].transpose(2, 0, 1))
+        assert ds[i][1].argmax() == labels[i]
+
+
+def test_jpeg_grayscale_folder(tmp_path):
+    root = tmp_path / 'jpg'
+    root.mkdir()
+    flat = np.full([16, 16], 100, dtype=np.uint8)
+    for i in range(3):
+        PIL.Image.fromarray(flat + 20 * i).save(root / f'{i}.jpg', quality=95)
+    ds = ImageFolderDataset(str(root))
+    assert ds.image_shape == [1, 16, 16]
+    for i in range(3):
+        assert np.abs(ds[i][0].astype(int) - (100 + 20 * i)).max() <= 2  # lossy codec, flat image
+
+
+def test_max_size_subset_and_xflip(rgb_folder):
+    root, images, _ = rgb_folder
+    ds = ImageFolderDataset(root, max_size=4, random_seed=7, xflip=True)
+    # Reference rule: shuffle arange(N) with RandomState(seed), keep the first max_size, sorted.
+    order = np.arange(6)
+    np.random.RandomState(7).shuffle(order)
+    expected_raw = np.sort(order[:4])
+    assert len(ds) == 8
+    for i in range(8):
+        d = ds.get_details(i)
+        assert d.raw_idx == expected_raw[i % 4] and d.xflip == (i >= 4)
+        want = images[d.raw_idx].transpose(2, 0, 1)
+        assert np.array_equal(ds[i][0], want[:, :, ::-1] if d.xflip else want)
+    assert ImageFolderDataset(root, max_size=100).get_details(5).raw_idx == 5
+    other = ImageFolderDataset(root, max_size=4, random_seed=8)
+    assert len(other) == 4
+
+
+def test_pickle_dataset_kwargs_and_dataloader_workers(tmp_path):
+    images = _make_images(n=8, res=4, seed=3)
+    labels = np.arange(8) % 3
+    path = str(tmp_path / 'd.zip')
+    _write_zip(path, images, labels)
+    ds = ImageFolderDataset(path, use_labels=True, cache=True)
+    ds[0]  # opens the zip in this process
+    clone = pickle.loads(pickle.dumps(ds))
+    rebuilt = construct_class_by_name(**ds.dataset_kwargs)
+    assert ds.dataset_kwargs.class_name == 'training.dataset.ImageFolderDataset'
+    for other in (clone, rebuilt):
+        for i in range(8):
+            assert np.array_equal(other[i][0], ds[i][0]) and np.array_equal(other[i][1], ds[i][1])
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, shuffle=False)
+    batches = [x for x, _ in loader]
+    got = torch.cat(batches).numpy()
+    assert np.array_equal(got, images.transpose(0, 3, 1, 2))
+
+
+def test_endpoint_from_dataset_json(tmp_path):
+    root = str(tmp_path / 'b')
+    _write_folder(root, (_make_images(n=2) > 127).astype(np.uint8) * 255, meta_extra={'endpoint': 'discrete'})
+    assert ImageFolderDataset(root).endpoint == 'discrete'
+
+
+@pytest.mark.parametrize('case', ['missing', 'empty', 'corrupt_zip', 'not_zip', 'mixed_size', 'mixed_channels',
+                                  'no_json', 'null_labels', 'incomplete', 'resolution', 'corrupt_image'])
+def test_folder_errors(tmp_path, case):
+    root = str(tmp_path / 'ds')
+    kwargs = {}
+    err = ValueError
+    if case == 'missing':
+        root, err = str(tmp_path / 'nope'), OSError
+    elif case == 'empty':
+        os.makedirs(root)
+        open(os.path.join(root, 'readme.txt'), 'w').close()
+        err = OSError
+    elif case == 'corrupt_zip':
+        _write_zip(str(tmp_path / 'x.zip'), _make_images(n=3))
+        data = open(tmp_path / 'x.zip', 'rb').read()
+        root = str(tmp_path / 'bad.zip')
+        with open(root, 'wb') as f:
+            f.write(data[:len(data) // 2] + b'\0' * 64 + data[-22:])  # central directory points at garbage
+        err = OSError
+    elif case == 'not_zip':
+        root = str(tmp_path / 'x.zip')
+        open(root, 'wb').write(b'this is not a zip archive at all')
+        err = OSError
+    elif case == 'mixed_size':
+        _write_folder(root, _make_images(n=2, res=4))
+        PIL.Image.fromarray(_make_images(n=1, res=8)[0]).save(os.path.join(root, 'zzz.png'))
+    elif case == 'mixed_channels':
+        _write_folder(root, _make_images(n=2, res=4))
+        PIL.Image.fromarray(_make_images(n=1, res=4, channels=1)[0, :, :, 0]).save(os.path.join(root, 'zzz.png'))
+    elif case == 'no_json':
+        _write_folder(root, _make_images(n=2))
+        kwargs = dict(use_labels=True)
+    elif case == 'null_labels':
+        _write_folder(root, _make_images(n=2), meta_extra={'labels': None})
+        kwargs = dict(use_labels=True)
+    elif case == 'incomplete':
+        names = _write_folder(root, _make_images(n=3), labels=[0, 1, 2])
+        json.dump({'labels': [[names[0], 0], [names[1], 1]]}, open(os.path.join(root, 'dataset.json'), 'w'))
+        kwargs = dict(use_labels=True)
+    elif case == 'resolution':
+        _write_folder(root, _make_images(n=2, res=4))
+        kwargs = dict(resolution=8)
+    elif case == 'corrupt_image':
+        _write_folder(root, _make_images(n=2, res=4))
+        open(os.path.join(root, 'zzz.png'), 'wb').write(b'\x89PNG\r\n\x1a\n garbage')
+        err = OSError
+    with pytest.raises(err) as info:
+        ImageFolderDataset(root, **kwargs)
+    msg = str(info.value)
+    assert msg and '\n' not in msg
+    if case.startswith('mixed'):
+        assert 'zzz.png' in msg
+
+
+def test_verify_false_defers_mismatch_to_load(tmp_path):
+    root = str(tmp_path / 'ds')
+    _write_folder(root, _make_images(n=2, res=4))
+    PIL.Image.fromarray(_make_images(n=1, res=8)[0]).save(os.path.join(root, 'zzz.png'))
+    ds = ImageFolderDataset(root, verify=False)
+    ds[0]
+    with pytest.raises(ValueError):
+        ds[2]
+
+
+# ------------------------------------------------------------------------------------------------
+# Built-in digits and binarisation
+
+def test_builtin_digits_pixel_rule_and_labels():
+    from sklearn.datasets import load_digits
+    raw = load_digits()
+    ds = open_dataset('builtin:digits', use_labels=True)
+    assert isinstance(ds, DigitsDataset) and len(ds) == 1797 and ds.image_shape == [1, 8, 8]
+    assert ds.label_dim == 10 and ds.endpoint == 'continuous'
+    # Documented rule: round(255 v / 16), halves up; the table below is computed by hand.
+    table = {0: 0, 1: 16, 2: 32, 3: 48, 4: 64, 8: 128, 15: 239, 16: 255}
+    for i in (0, 1, 500, 1796):
+        img, lab = ds[i]
+        for v, want in table.items():
+            assert np.all(img[0][raw.images[i] == v] == want)
+        assert lab.argmax() == raw.target[i] and lab.sum() == 1
+    images, labels = load_digits_uint8()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+
+
+def test_builtin_digits_binary_threshold_at_half_range():
+    from sklearn.datasets import load_digits
+    raw = load_digits().images
+    ds = open_dataset('builtin:digits-binary', max_size=50, random_seed=3)
+    assert isinstance(ds, BinarizedDataset) and ds.endpoint == 'discrete' and len(ds) == 50
+    for i in range(50):
+        img, _ = ds[i]
+        want = np.where(raw[ds.get_details(i).raw_idx] >= 8, 255, 0)
+        assert np.array_equal(img[0], want)
+    clone = construct_class_by_name(**ds.dataset_kwargs)
+    clone2 = pickle.loads(pickle.dumps(ds))
+    for other in (clone, clone2):
+        assert len(other) == 50 and all(np.array_equal(other[i][0], ds[i][0]) for i in range(50))
+
+
+def test_binarized_wrapping_an_instance(rgb_folder):
+    root, images, labels = rgb_folder
+    base = ImageFolderDataset(root, use_labels=True, xflip=True)
+    ds = BinarizedDataset(base, threshold=0.25)
+    assert len(ds) == 12 and ds.label_dim == 4 and ds.image_shape == [3, 4, 4]
+    for i in range(12):
+        x, lab = ds[i]
+        bx, blab = base[i]
+        assert np.array_equal(x, np.where(bx.astype(int) * 4 > 255, 255, 0)) and np.array_equal(lab, blab)
+    rebuilt = construct_class_by_name(**ds.dataset_kwargs)
+    assert np.array_equal(rebuilt[7][0], ds[7][0])
+    with pytest.raises(ValueError):
+        BinarizedDataset(base, threshold=1.0)
+
+
+def test_open_dataset_specs(tmp_path, rgb_folder):
+    root, _, _ = rgb_folder
+    assert isinstance(open_dataset(root), ImageFolderDataset)
+    assert open_dataset('binary:' + root).endpoint == 'discrete'
+    kw = dataset_kwargs_from_spec(root, use_labels=True, xflip=False)
+    assert kw == dict(class_name='training.dataset.ImageFolderDataset', path=root, use_labels=True, xflip=False)
+    assert len(open_dataset(dict(kw))) == 6
+    via_spec = open_dataset(dict(spec='builtin:digits-binary', use_labels=True, max_size=10))
+    assert via_spec.endpoint == 'discrete' and len(via_spec) == 10 and via_spec.label_dim == 10
+    with pytest.raises(ValueError):
+        open_dataset(dict(path=root))
+    for bad in ('builtin:cifar', 'dna:'):
+        with pytest.raises(ValueError):
+            open_dataset(bad)
+    with pytest.raises(ValueError):
+        open_dataset('builtin:digits', resolution=16)
+
+
+# ------------------------------------------------------------------------------------------------
+# DNA
+
+PER_CELL_HEADER = ['dhs_id', 'chr', 'start', 'end', 'DHS_width', 'summit', 'numsamples', 'total_signal', 'component',
+                   'proportion', 'sequence', 'GM12878_ENCLB441ZZZ', 'hESCT0_ENCLB449ZZZ', 'K562_ENCLB843GMH',
+                   'HepG2_ENCLB029COU', 'TAG', 'addtional_rep_with_this_peak',
+                   'other_samples_with_this_peak_not_considering_reps', 'data_label']
+
+
+def _random_seqs(n, length, seed):
+    rng = np.random.default_rng(seed)
+    return [''.join(rng.choice(list('ACGT'), size=length)) for _ in range(n)]
+
+
+def _write_per_cell(path, seqs, tag, splits):
+    lines = ['\t'.join(PER_CELL_HEADER)]
+    for i, (s, sp) in enumerate(zip(seqs, splits)):
+        row = [f'chr1_{i}', 'chr1', str(i), str(i + 200), '200', str(i + 100), '5', '3.7', '15', '0.56', s,
+               '0', '0', '1', '0', tag, '4', '0', sp]
+        lines.append('\t'.join(row))
+    open(path, 'w').write('\n'.join(lines) + '\n')
+
+
+def test_dna_per_cell_layout_fold_layout_and_labels(tmp_path):
+    seqs = _random_seqs(5, 20, seed=0)
+    seqs[1] = seqs[1].lower()          # soft-masked bases are valid
+    seqs[3] = seqs[3][:10] + 'N' + seqs[3][11:]  # skipped, as DNA-Diffusion does
+    splits = ['training', 'training', 'test', 'training', 'validation']
+    path = str(tmp_path / 'K562_X.txt')
+    _write_per_cell(path, seqs, 'K562_X', splits)
+    ds = DNADataset(path, seq_len=20, fold=5, use_labels=True)
+    assert ds.endpoint == 'discrete' and ds.image_shape == [4, 5, 5] and ds.resolution == 5
+    assert len(ds) == 2 and ds.num_skipped == 1 and ds.cell_types == ['K562_X'] and ds.label_dim == 1
+    for i, s in zip(range(2), [seqs[0], seqs[1].upper()]):
+        img, lab = ds[i]
+        assert img.dtype == np.uint8 and lab.tolist() == [1.0]
+        for pos in range(25):  # independent check of the documented layout
+            r, c = divmod(pos, 5)
+            want = [255 * (pos < 20 and s[pos] == b) for b in 'ACGT']
+            assert img[:, r, c].tolist() == want
+        assert unfold_dna(img) == [s]
+        assert unfold_dna(img.astype(np.float32) / 127.5 - 1) == [s]
+    assert len(DNADataset(path, seq_len=20, fold=5, split=None)) == 4
+    assert len(DNADataset(path, seq_len=20, fold=5, split='val')) == 1
+    assert ds.sequences() == [seqs[0], seqs[1].upper()]
+
+
+def test_dna_four_cell_layout_and_chromosome_split(tmp_path):
+    seqs = _random_seqs(8, 12, seed=1)
+    types = ['K562_A', 'HepG2_B', 'GM12878_C', 'hESCT0_D'] * 2
+    tags = ['training'] * 6 + ['test', 'validation']
+    header = 'chrom\tstart\tend\tID\tCELL_TYPE\tSEQUENCE\tTAG'
+    rows = [f'chr3\t0\t12\tid{i}\t{t}\t{s}\t{g}' for i, (s, t, g) in enumerate(zip(seqs, types, tags))]
+    path = str(tmp_path / 'four.txt')
+    open(path, 'w').write('\n'.join([header] + rows) + '\n')
+    ds = DNADataset(path, seq_len=12, fold=4, use_labels=True)
+    assert ds.cell_types == sorted(set(types)) and ds.label_dim == 4 and len(ds) == 6
+    for i in range(6):
+        assert ds.cell_types[int(ds[i][1].argmax())] == types[i]
+        assert unfold_dna(ds[i][0]) == [seqs[i]]
+    k562 = DNADataset(path, seq_len=12, fold=4, cell_type='K562', use_labels=True, split=None)
+    k = ds.cell_types.index('K562_A')
+    assert len(k562) == 2 and k562.label_dim == 4 and all(k562[i][1][k] == 1 for i in range(2))
+    # TAG without split names: DNA-Diffusion's chromosome rule (chr1 validation, chr2 test, others training).
+    chroms = ['chr1', 'chr2', 'chr3', 'chr4', 'chr1', 'chr5', 'chr2', 'chrX']
+    rows = [f'{c}\t0\t12\tid{i}\t{t}\t{s}\t{t}' for i, (s, t, c) in enumerate(zip(seqs, types, chroms))]
+    open(path, 'w').write('\n'.join([header] + rows) + '\n')
+    assert len(DNADataset(path, seq_len=12, fold=4, split='validation')) == 2
+    assert len(DNADataset(path, seq_len=12, fold=4, split='test')) == 2
+    assert len(DNADataset(path, seq_len=12, fold=4, split='training')) == 4
+
+
+def test_dna_fold_unfold_round_trip_varied_lengths():
+    rng = np.random.default_rng(5)
+    seqs = [''.join(rng.choice(list('ACGT'), size=n)) for n in (200, 1, 57, 199, 256)]
+    images = fold_dna(seqs, fold=16)
+    assert images.shape == (5, 4, 16, 16) and set(np.unique(images)) <= {0, 255}
+    assert unfold_dna(images) == seqs
+    x = torch.from_numpy(images).float() / 127.5 - 1
+    noisy = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert unfold_dna(noisy, seq_len=200)[0] == seqs[0]
+    assert encode_dna(['AC', 'gT', 'AN']).tolist() == [[0, 1], [2, 3], [0, 5]]
+    with pytest.raises(ValueError):
+        fold_dna(['A' * 17], fold=4)
+    with pytest.raises(ValueError):
+        fold_dna(['ACNT'], fold=2)
+
+
+def test_dna_errors(tmp_path):
+    path = str(tmp_path / 'K562_X.txt')
+    _write_per_cell(path, _random_seqs(2, 20, seed=2), 'K562_X', ['training'] * 2)
+    for kwargs in (dict(fold=4), dict(xflip=True), dict(cell_type='HepG2'), dict(split='dev'),
+                   dict(seq_len=10, fold=4), dict(resolution=32)):
+        with pytest.raises(ValueError):
+            DNADataset(path, **kwargs)
+    with pytest.raises(FileNotFoundError):
+        DNADataset(str(tmp_path / 'missing.txt'))
+    spec_ds = open_dataset('dna:' + path, split=None)
+    assert isinstance(spec_ds, DNADataset) and len(spec_ds) == 2
+    assert construct_class_by_name(**spec_ds.dataset_kwargs).sequences() == spec_ds.sequences()
+
+
+@pytest.mark.skipif(not os.path.isfile(DNA_REAL), reason='DNA-Diffusion K562 table not present')
+def test_dna_real_k562_table():
+    ds = DNADataset(DNA_REAL)
+    assert len(ds) == 9769 and ds.image_shape == [4, 16, 16] and ds.num_skipped == 0
+    with open(DNA_REAL) as f:
+        header = f.readline().rstrip('\n').split('\t')
+        first_training = next(r for r in (line.rstrip('\n').split('\t') for line in f)
+                              if r[header.index('data_label')] == 'training')
+    assert unfold_dna(ds[0][0]) == [first_training[header.index('sequence')]]

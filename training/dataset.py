@@ -1,0 +1,469 @@
+"""Training datasets in the StyleGAN2-ADA / EDM archive format, plus built-in and discrete datasets.
+
+Archive layout (what `scripts/dataset_tool.py convert` writes and `train.py --data` reads):
+
+    DATA/                       a folder, or DATA.zip (an uncompressed zip with the same members)
+        00000/img00000000.png   images, any nesting; PNG or JPEG (also BMP/GIF/TIFF/WebP/PPM)
+        00000/img00000001.png   all of one size H x W and one channel count C (1 = grayscale, 3 = RGB)
+        ...
+        dataset.json            optional: {"labels": [["00000/img00000000.png", 6], ...]} or {"labels": null};
+                                a label is a class index (int) or a float vector; names are relative, '/'-separated.
+                                Optional extra key "endpoint": "discrete" marks binarised data.
+
+Images are sorted by relative name; item i is (uint8 ndarray [C, H, W], float32 label ndarray) where the
+label is one-hot of length `label_dim` (class-index labels), the stored vector, or empty without labels.
+
+Every dataset declares `endpoint`: 'continuous' (natural images) or 'discrete' (binarised images, DNA),
+which selects the InfoNoise pivot rule, and exposes `dataset_kwargs` (class_name + plain constructor
+kwargs) so a training snapshot can store how to reopen it, as EDM stores `dataset_kwargs`.
+
+`open_dataset(spec, **kwargs)` accepts a path, 'builtin:digits', 'builtin:digits-binary', 'dna:PATH[,PATH...]',
+'binary:SPEC' (binarise any other spec at threshold 0.5) or a dict with `class_name` or `spec` plus kwargs.
+The discrete classes live in `training.dataset_discrete` and are re-exported here.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from typing import Any, BinaryIO
+
+import numpy as np
+import PIL.Image
+import torch
+
+from dnnlib.util import EasyDict, construct_class_by_name
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+ENDPOINTS = ('continuous', 'discrete')
+
+# PIL mode -> (mode to decode in, channel count). Modes not listed are refused with a clear error.
+_MODES = {
+    'L': ('L', 1), '1': ('L', 1), 'LA': ('LA', 2), 'RGB': ('RGB', 3), 'P': ('RGB', 3),
+    'CMYK': ('RGB', 3), 'YCbCr': ('RGB', 3), 'RGBA': ('RGBA', 4), 'PA': ('RGBA', 4),
+}
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def image_mode_channels(mode: str, name: str = 'image') -> tuple[str, int]:
+    """(decode mode, channel count) for a PIL mode; ValueError for modes this format does not carry."""
+    if mode not in _MODES:
+        raise ValueError(f'{name} has unsupported pixel mode {mode!r} (expected grayscale, RGB or RGBA, 8 bits).')
+    return _MODES[mode]
+
+
+def load_image_array(f: BinaryIO, name: str = 'image') -> np.ndarray:
+    """Decode one image file object to a uint8 HWC array (grayscale keeps C = 1; palettes become RGB)."""
+    try:
+        with PIL.Image.open(f) as img:
+            mode, _ = image_mode_channels(img.mode, name)
+            if img.mode != mode:
+                img = img.convert(mode)
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError) as exc:  # PIL reports truncated/corrupt files as OSError or SyntaxError
+        raise OSError(f'Cannot decode {name}: {exc}.') from exc
+    return array[:, :, np.newaxis] if array.ndim == 2 else array
+
+
+def load_digits_uint8() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 handwritten digits as (uint8 images [1797, 8, 8], int64 labels [1797]).
+
+    The raw pixel values are integers 0..16; they map to uint8 by v -> (255 * v + 8) // 16, i.e.
+    round(255 * v / 16) with halves rounded up: 0 -> 0, 8 -> 128, 16 -> 255. Shipped with scikit-learn.
+    """
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    v = np.rint(digits.images).astype(np.int64)
+    return ((255 * v + 8) // 16).astype(np.uint8), digits.target.astype(np.int64)
+
+
+class Dataset(torch.utils.data.Dataset):
+    """Base class: index bookkeeping (max_size subset, x-flip doubling), labels, caching.
+
+    Subclasses set `self._init_kwargs` (their plain constructor kwargs) and implement
+    `_load_raw_image(raw_idx) -> uint8 CHW` and `_load_raw_labels() -> int64 [N] | float32 [N, D] | None`.
+    """
+
+    endpoint = 'continuous'
+
+    def __init__(self,
+        name: str,                  # Dataset name (for logs and run directory names).
+        raw_shape: list[int],       # Shape of the full raw data, [N, C, H, W].
+        max_size: int | None = None,  # Keep a seeded random subset of this many raw items (before xflip). None = all.
+        use_labels: bool = False,   # Return conditioning labels? False = label_dim 0.
+        xflip: bool = False,        # Double the dataset with horizontally flipped copies (after max_size).
+        random_seed: int = 0,       # Seed of the max_size subset.
+        cache: bool = False,        # Keep decoded images in memory.
+    ) -> None:
+        if max_size is not None and int(max_size) < 1:
+            raise ValueError(f'max_size must be a positive integer or None, got {max_size}.')
+        self._name = name
+        self._raw_shape = [int(s) for s in raw_shape]
+        self._use_labels = bool(use_labels)
+        self._cache = bool(cache)
+        self._cached_images: dict[int, np.ndarray] = {}
+        self._raw_labels: np.ndarray | None = None
+        self._label_shape: list[int] | None = None
+
+        # Subset: shuffle all raw indices with a seeded RandomState, keep the first max_size, sorted.
+        raw_idx = np.arange(self._raw_shape[0], dtype=np.int64)
+        if max_size is not None and raw_idx.size > max_size:
+            np.random.RandomState(random_seed % (1 << 31)).shuffle(raw_idx)
+            raw_idx = np.sort(raw_idx[:int(max_size)])
+        flips = np.zeros(raw_idx.size, dtype=np.uint8)
+        if xflip:
+            raw_idx = np.concatenate([raw_idx, raw_idx])
+            flips = np.concatenate([flips, np.ones_like(flips)])
+        self._raw_idx = raw_idx
+        self._xflip = flips
+
+    # -- subclass hooks -------------------------------------------------------------------------
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _load_raw_labels(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release open files (subclasses with file handles override this)."""
+
+    # -- labels ---------------------------------------------------------------------------------
+    def _get_raw_labels(self) -> np.ndarray:
+        if self._raw_labels is None:
+            labels = self._load_raw_labels() if self._use_labels else None
+            if labels is None:
+                labels = np.zeros([self._raw_shape[0], 0], dtype=np.float32)
+            self._raw_labels = _check_raw_labels(labels, self._raw_shape[0])
+        return self._raw_labels
+
+    def get_label(self, idx: int) -> np.ndarray:
+        """Label of item idx: float32 one-hot [label_dim] for class indices, else the stored vector."""
+        label = self._get_raw_labels()[self._raw_idx[idx]]
+        if label.dtype == np.int64:
+            onehot = np.zeros(self.label_shape, dtype=np.float32)
+            onehot[label] = 1
+            return onehot
+        return label.copy()
+
+    def get_details(self, idx: int) -> EasyDict:
+        """raw_idx, xflip and raw_label of item idx."""
+        raw_idx = int(self._raw_idx[idx])
+        return EasyDict(raw_idx=raw_idx, xflip=bool(self._xflip[idx]),
+                        raw_label=self._get_raw_labels()[raw_idx].copy())
+
+    # -- item access ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._raw_idx.size)
+
+    def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        raw_idx = int(self._raw_idx[idx])
+        image = self._cached_images.get(raw_idx)
+        if image is None:
+            image = self._load_raw_image(raw_idx)
+            if list(image.shape) != self.image_shape or image.dtype != np.uint8:
+                raise ValueError(f'Item {raw_idx} of {self._name} has shape {list(image.shape)} '
+                                 f'({image.dtype}), expected {self.image_shape} (uint8).')
+            if self._cache:
+                self._cached_images[raw_idx] = image
+        if self._xflip[idx]:
+            image = image[:, :, ::-1]
+        return image.copy(), self.get_label(idx)
+
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- shape properties -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def image_shape(self) -> list[int]:
+        """[C, H, W]."""
+        return list(self._raw_shape[1:])
+
+    @property
+    def num_channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def resolution(self) -> int:
+        _, h, w = self.image_shape
+        if h != w:
+            raise ValueError(f'{self._name} images are {h}x{w}, not square.')
+        return h
+
+    @property
+    def label_shape(self) -> list[int]:
+        """[num_classes] (= max class index + 1) for class labels, the vector shape otherwise, [0] without."""
+        if self._label_shape is None:
+            raw = self._get_raw_labels()
+            self._label_shape = [int(raw.max()) + 1] if raw.dtype == np.int64 else list(raw.shape[1:])
+        return list(self._label_shape)
+
+    @property
+    def label_dim(self) -> int:
+        return self.label_shape[0]
+
+    @property
+    def has_labels(self) -> bool:
+        return any(s != 0 for s in self.label_shape)
+
+    @property
+    def has_onehot_labels(self) -> bool:
+        return self._get_raw_labels().dtype == np.int64
+
+    @property
+    def dataset_kwargs(self) -> EasyDict:
+        """class_name + plain constructor kwargs: `construct_class_by_name(**d)` reopens this dataset."""
+        cls = type(self)
+        return EasyDict(class_name=f'{cls.__module__}.{cls.__qualname__}', **self._init_kwargs)
+
+
+def _check_raw_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape[0] != n:
+        raise ValueError(f'Got {labels.shape[0]} labels for {n} images.')
+    if labels.ndim == 1:
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError('Class labels must be integers.')
+        labels = labels.astype(np.int64)
+        if n and labels.min() < 0:
+            raise ValueError('Class labels must be non-negative.')
+        return labels
+    if labels.ndim == 2:
+        return labels.astype(np.float32)
+    raise ValueError(f'Labels must be class indices or vectors, got shape {list(labels.shape)}.')
+
+
+class ImageFolderDataset(Dataset):
+    """Images (and dataset.json labels) from a folder or an uncompressed zip, see the module docstring.
+
+    On open, the first image fixes [C, H, W]; with `verify=True` every other image's header is read
+    as well (PIL parses only the header, no pixels are decoded) so that mixed sizes or channel counts
+    fail at once with the offending file named. With `verify=False` only the first image is read and
+    a mismatching image raises ValueError when it is loaded.
+    """
+
+    def __init__(self,
+        path: str,                    # Folder or .zip file.
+        resolution: int | None = None,  # Require square images of this size; None = accept the stored size.
+        use_labels: bool = False,     # Read class labels from dataset.json (error if missing or incomplete).
+        max_size: int | None = None,  # See Dataset.
+        xflip: bool = False,          # See Dataset.
+        random_seed: int = 0,         # See Dataset.
+        cache: bool = False,          # See Dataset.
+        name: str | None = None,      # Dataset name; None = the file/folder name without extension.
+        verify: bool = True,          # Check every image header on open (see class docstring).
+    ) -> None:
+        self._init_kwargs = dict(path=path, resolution=resolution, use_labels=use_labels, max_size=max_size,
+                                 xflip=xflip, random_seed=random_seed, cache=cache, name=name, verify=verify)
+        self._path = str(path)
+        self._zipfile: zipfile.ZipFile | None = None
+        self._zip_pid: int | None = None
+        if os.path.isdir(self._path):
+            self._type = 'dir'
+            names = []
+            for root, _dirs, files in os.walk(self._path):
+                rel_root = os.path.relpath(root, self._path)
+                names += [f if rel_root == '.' else f'{rel_root}/{f}'.replace(os.sep, '/') for f in files]
+            self._all_names = set(names)
+        elif os.path.isfile(self._path):
+            if not zipfile.is_zipfile(self._path):
+                raise OSError(f'{self._path} is neither a folder nor a readable zip file.')
+            self._type = 'zip'
+            try:
+                self._all_names = set(self._get_zipfile().namelist())
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise OSError(f'{self._path} is a corrupt zip file: {exc}.') from exc
+        else:
+            raise FileNotFoundError(f'Dataset path {self._path} does not exist.')
+
+        self._image_names = sorted(n for n in self._all_names if _is_image_name(n) and not n.endswith('/'))
+        if not self._image_names:
+            raise OSError(f'No image files ({", ".join(IMAGE_EXTENSIONS)}) found in {self._path}.')
+        self._meta = self._read_meta()
+        self.endpoint = self._meta.get('endpoint') or 'continuous'
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f'dataset.json of {self._path} declares unknown endpoint {self.endpoint!r}.')
+
+        first = self._load_raw_image_by_name(self._image_names[0])
+        if verify:
+            self._verify_headers(first.shape)
+        raw_shape = [len(self._image_names)] + list(first.shape)
+        if resolution is not None and (raw_shape[2] != resolution or raw_shape[3] != resolution):
+            raise ValueError(f'Images in {self._path} are {raw_shape[3]}x{raw_shape[2]}, '
+                             f'not the requested resolution {resolution}x{resolution}.')
+        if name is None:
+            name = os.path.splitext(os.path.basename(os.path.normpath(self._path)))[0]
+        super().__init__(name=name, raw_shape=raw_shape, max_size=max_size, use_labels=use_labels,
+                         xflip=xflip, random_seed=random_seed, cache=cache)
+        if use_labels:
+            self._get_raw_labels()  # surface missing/incomplete labels at open time
+        self.close()  # reopened lazily per process (safe with forked DataLoader workers)
+
+    # -- file access ----------------------------------------------------------------------------
+    def _get_zipfile(self) -> zipfile.ZipFile:
+        if self._zipfile is None or self._zip_pid != os.getpid():
+            self._zipfile = zipfile.ZipFile(self._path)
+            self._zip_pid = os.getpid()
+        return self._zipfile
+
+    def _open_file(self, name: str) -> BinaryIO:
+        if self._type == 'dir':
+            return open(os.path.join(self._path, name), 'rb')
+        return self._get_zipfile().open(name, 'r')
+
+    def _read_bytes(self, name: str) -> bytes:
+        try:
+            with self._open_file(name) as f:
+                return f.read()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise OSError(f'Cannot read {name} from {self._path}: {exc}.') from exc
+
+    def close(self) -> None:
+        try:
+            if self._zipfile is not None and self._zip_pid == os.getpid():
+                self._zipfile.close()
+        finally:
+            self._zipfile = None
+            self._zip_pid = None
+
+    def __getstate__(self) -> dict:
+        return dict(super().__getstate__(), _zipfile=None, _zip_pid=None)
+
+    # -- content --------------------------------------------------------------------------------
+    def _read_meta(self) -> dict:
+        if 'dataset.json' not in self._all_names:
+            return {}
+        try:
+            meta = json.loads(self._read_bytes('dataset.json').decode('utf-8'))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f'dataset.json in {self._path} is not valid JSON: {exc}') from exc
+        if not isinstance(meta, dict):
+            raise ValueError(f'dataset.json in {self._path} must hold a JSON object.')
+        return meta
+
+    def _verify_headers(self, first_shape: tuple[int, ...]) -> None:
+        c, h, w = first_shape
+        for name in self._image_names[1:]:
+            try:
+                with self._open_file(name) as f, PIL.Image.open(f) as img:
+                    size, mode = img.size, img.mode
+            except (zipfile.BadZipFile, OSError, SyntaxError) as exc:
+                raise OSError(f'Cannot read image {name} in {self._path}: {exc}.') from exc
+            _, channels = image_mode_channels(mode, name)
+            if size != (w, h) or channels != c:
+                raise ValueError(f'Image {name} is {size[0]}x{size[1]} with {channels} channel(s) but '
+                                 f'{self._image_names[0]} is {w}x{h} with {c}; all images must match.')
+
+    def _load_raw_image_by_name(self, name: str) -> np.ndarray:
+        return load_image_array(io.BytesIO(self._read_bytes(name)), name).transpose(2, 0, 1)
+
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        return self._load_raw_image_by_name(self._image_names[raw_idx])
+
+    def _load_raw_labels(self) -> np.ndarray:
+        if 'dataset.json' not in self._all_names:
+            raise ValueError(f'use_labels=True but {self._path} has no dataset.json.')
+        entries = self._meta.get('labels')
+        if entries is None:
+            raise ValueError(f'use_labels=True but dataset.json in {self._path} has no labels.')
+        table = {str(k).replace('\\', '/'): v for k, v in entries}
+        missing = [n for n in self._image_names if n not in table]
+        if missing:
+            raise ValueError(f'dataset.json in {self._path} has no label for {len(missing)} image(s), '
+                             f'e.g. {missing[0]}.')
+        return np.array([table[n] for n in self._image_names])
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's 8x8 handwritten digits: 1,797 grayscale images [1, 8, 8], labels 0-9 (no download).
+
+    Pixel rule: see `load_digits_uint8`.
+    """
+
+    def __init__(self,
+        resolution: int | None = None,  # Must be None or 8.
+        use_labels: bool = False,     # Digit class as label (label_dim 10).
+        max_size: int | None = None,  # See Dataset.
+        xflip: bool = False,          # See Dataset.
+        random_seed: int = 0,         # See Dataset.
+        cache: bool = False,          # Accepted for uniformity; the data is always in memory.
+        name: str = 'digits',         # Dataset name.
+    ) -> None:
+        self._init_kwargs = dict(resolution=resolution, use_labels=use_labels, max_size=max_size,
+                                 xflip=xflip, random_seed=random_seed, cache=cache, name=name)
+        if resolution is not None and resolution != 8:
+            raise ValueError(f'The digits dataset is 8x8, not the requested resolution {resolution}.')
+        images, self._labels = load_digits_uint8()
+        self._images = images[:, np.newaxis]
+        super().__init__(name=name, raw_shape=self._images.shape, max_size=max_size, use_labels=use_labels,
+                         xflip=xflip, random_seed=random_seed, cache=False)
+
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        return self._images[raw_idx]
+
+    def _load_raw_labels(self) -> np.ndarray:
+        return self._labels
+
+
+_DISCRETE_NAMES = ('BinarizedDataset', 'DNADataset', 'fold_dna', 'unfold_dna', 'encode_dna', 'read_dna_table')
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy re-export of the discrete datasets (they subclass Dataset, so they cannot be imported above).
+    if name in _DISCRETE_NAMES:
+        from training import dataset_discrete
+        return getattr(dataset_discrete, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def dataset_kwargs_from_spec(spec: str | dict, **kwargs: Any) -> EasyDict:
+    """Plain-data `dataset_kwargs` (class_name + kwargs) for a dataset spec; see `open_dataset`."""
+    if isinstance(spec, dict):
+        spec = dict(spec, **kwargs)
+        if 'class_name' in spec:
+            return EasyDict(spec)
+        if 'spec' in spec:
+            return dataset_kwargs_from_spec(spec.pop('spec'), **spec)
+        raise ValueError('A dataset dict needs a class_name (stored dataset_kwargs) or a spec entry.')
+    spec = str(spec)
+    if spec == 'builtin:digits':
+        return EasyDict(class_name='training.dataset.DigitsDataset', **kwargs)
+    if spec == 'builtin:digits-binary':
+        return EasyDict(class_name='training.dataset_discrete.BinarizedDataset', base='builtin:digits',
+                        **{'threshold': 0.5, **kwargs})
+    if spec.startswith('builtin:'):
+        raise ValueError(f'Unknown built-in dataset {spec!r}; choose builtin:digits or builtin:digits-binary.')
+    if spec.startswith('binary:'):
+        return EasyDict(class_name='training.dataset_discrete.BinarizedDataset', base=spec[len('binary:'):],
+                        **{'threshold': 0.5, **kwargs})
+    if spec.startswith('dna:'):
+        paths = [p for p in spec[len('dna:'):].split(',') if p]
+        if not paths:
+            raise ValueError('A dna: dataset spec needs a file path, e.g. dna:data/K562_ENCLB843GMH.txt.')
+        return EasyDict(class_name='training.dataset_discrete.DNADataset',
+                        path=paths[0] if len(paths) == 1 else paths, **kwargs)
+    return EasyDict(class_name='training.dataset.ImageFolderDataset', path=spec, **kwargs)
+
+
+def open_dataset(spec: str | dict, **kwargs: Any) -> Dataset:
+    """Open a dataset from a spec plus EDM-style kwargs (resolution, use_labels, max_size, xflip, cache, ...).
+
+    spec: a folder or .zip path (ImageFolderDataset); 'builtin:digits'; 'builtin:digits-binary'
+    (digits thresholded at half range, i.e. raw value >= 8 of 16); 'dna:PATH[,PATH...]' (DNADataset);
+    'binary:SPEC' (BinarizedDataset of SPEC at threshold 0.5); or a dict holding either class_name (a
+    stored `dataset_kwargs`) or spec, plus kwargs. Raises ValueError / OSError with one sentence on bad input.
+    """
+    return construct_class_by_name(**dataset_kwargs_from_spec(spec, **kwargs))
