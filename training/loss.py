@@ -1,0 +1,204 @@
+"""Denoising losses of EDM (VP, VE and EDM objectives) with a pluggable σ distribution and weight.
+
+Each loss draws one σ per image from ``self.sigma_sampler``, optionally augments the images, adds
+Gaussian noise of that σ, and returns the weighted squared error of the denoiser:
+
+    loss = w(σ) · (D(y + σ ε; σ) − y)²          (per element, not reduced)
+
+With the default sampler and weighting every loss is bit-for-bit the reference's for the same random
+state: σ is drawn first (n values, reshaped to [N, 1, 1, 1]), then the augmentation pipe runs, then
+``torch.randn_like(y)``.
+
+Pluggable parts (docs/INTERFACES.md):
+
+- ``loss_fn.sigma_sampler``: any object with ``sample(n, device=None, generator=None)`` (and
+  ``observe`` / ``step`` / ``profile`` / ``state_dict`` / ``load_state_dict``), e.g. an
+  ``infonoise.InfoNoiseSampler``; replace it by assignment. It is not pickled with the loss
+  (``_persistence_exclude``); a loaded loss starts with its default sampler.
+- ``weighting``: constructor kwarg naming ``infonoise.get_weight``'s function ('edm' | 'vp' | 've' |
+  'unit'). ``loss_fn.weight_fn`` is that function (picklable), e.g. for ``InfoNoiseSampler(weight_fn=...)``.
+
+``compute()`` also returns σ and the per-sample unweighted error for ``sigma_sampler.observe``; the
+training loop calls ``observe`` (the loss never does, so gradient accumulation stays the caller's call).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import torch
+
+from infonoise.samplers import LogNormalSampler, LogUniformSampler
+from infonoise.weights import WEIGHT_NAMES, get_weight
+from torch_utils import persistence
+
+
+class LossTerms(NamedTuple):
+    """What one loss evaluation produces."""
+    loss: torch.Tensor   # weighted per-element loss, shaped like the images (the reference's return value)
+    sigma: torch.Tensor  # [N] noise level drawn for each image
+    error: torch.Tensor  # [N] detached mean over each image's elements of (D − y)², unweighted
+
+
+def vp_sigma(t, beta_d: float, beta_min: float) -> torch.Tensor:
+    """The VP schedule σ(t) = sqrt(exp(½ β_d t² + β_min t) − 1), in the reference's float ops."""
+    t = torch.as_tensor(t)
+    return ((0.5 * beta_d * (t ** 2) + beta_min * t).exp() - 1).sqrt()
+
+
+class VPTimeSampler:
+    """The VP loss's σ distribution: t ~ U(ε_t, 1), σ = σ_VP(t). A fixed σ-sampler.
+
+    Args:
+        beta_d:    extent β_d of the VP schedule.
+        beta_min:  initial slope β_min of the VP schedule.
+        epsilon_t: smallest time ε_t.
+    """
+
+    def __init__(self, beta_d: float = 19.9, beta_min: float = 0.1, epsilon_t: float = 1e-5):
+        self.beta_d = float(beta_d)
+        self.beta_min = float(beta_min)
+        self.epsilon_t = float(epsilon_t)
+
+    def sigma(self, t) -> torch.Tensor:
+        return vp_sigma(t, self.beta_d, self.beta_min)
+
+    def sample(self, n: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n draws (float32): σ(1 + u(ε_t − 1)) with u ~ U[0, 1) -- the reference's expression."""
+        rnd_uniform = torch.rand(n, device=device, generator=generator)
+        return self.sigma(1 + rnd_uniform * (self.epsilon_t - 1))
+
+    def observe(self, sigma: torch.Tensor, loss: torch.Tensor) -> None:
+        """A fixed distribution learns nothing."""
+
+    def step(self) -> bool:
+        return False
+
+    def profile(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore."""
+
+    def __repr__(self) -> str:
+        return f'VPTimeSampler(beta_d={self.beta_d}, beta_min={self.beta_min}, epsilon_t={self.epsilon_t})'
+
+
+class _DenoisingLoss:
+    """Shared body of the three losses; subclasses set their parameters and default sampler."""
+
+    _persistence_exclude = ('sigma_sampler',)
+    # Class-level fallbacks for objects restored from a reference state (which lacks these fields).
+    weighting = 've'
+    sigma_data = 0.5
+
+    def _init_common(self, weighting: str, sigma_data: float) -> None:
+        if weighting not in WEIGHT_NAMES:
+            raise ValueError(f'weighting must be one of {", ".join(WEIGHT_NAMES)}; got {weighting!r}')
+        self.weighting = weighting
+        self.sigma_data = float(sigma_data)
+        self.sigma_sampler = self.default_sigma_sampler()
+
+    def default_sigma_sampler(self):
+        raise NotImplementedError
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: an object restored from a pickled __dict__ without
+        # its (excluded) sampler gets the default one on first use.
+        if name == 'sigma_sampler':
+            sampler = self.default_sigma_sampler()
+            self.__dict__['sigma_sampler'] = sampler
+            return sampler
+        raise AttributeError(f'{type(self).__name__!r} object has no attribute {name!r}')
+
+    @property
+    def weight_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The loss weight w(σ) as a (picklable) function."""
+        return get_weight(self.weighting, sigma_data=self.sigma_data)
+
+    def _evaluate(self, net, images: torch.Tensor, labels, augment_pipe):
+        batch = images.shape[0]
+        sigma = self.sigma_sampler.sample(batch, device=images.device)
+        sigma = sigma.reshape([batch] + [1] * (images.ndim - 1))
+        weight = self.weight_fn(sigma)
+        y, augment_labels = augment_pipe(images) if augment_pipe is not None else (images, None)
+        n = torch.randn_like(y) * sigma
+        D_yn = net(y + n, sigma, labels, augment_labels=augment_labels)
+        squared_error = (D_yn - y) ** 2
+        return weight * squared_error, sigma, squared_error
+
+    def __call__(self, net, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                 augment_pipe=None) -> torch.Tensor:
+        """The weighted per-element loss (same shape as ``images``), exactly as the reference."""
+        return self._evaluate(net, images, labels, augment_pipe)[0]
+
+    def compute(self, net, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                augment_pipe=None) -> LossTerms:
+        """``__call__``'s loss (same random draws) plus σ [N] and the unweighted error [N]."""
+        loss, sigma, squared_error = self._evaluate(net, images, labels, augment_pipe)
+        error = squared_error.detach().flatten(1).mean(dim=1)
+        return LossTerms(loss=loss, sigma=sigma.detach().flatten(), error=error)
+
+
+@persistence.persistent_class
+class VPLoss(_DenoisingLoss):
+    """The variance-preserving objective (Song et al. 2021) as EDM writes it: t ~ U(ε_t, 1), w = 1/σ²."""
+
+    def __init__(self,
+                 beta_d: float = 19.9,      # Extent of the VP noise schedule.
+                 beta_min: float = 0.1,     # Initial slope of the VP noise schedule.
+                 epsilon_t: float = 1e-5,   # Smallest sampled time t.
+                 weighting: str = 've',     # Loss weight: 'edm' | 'vp' | 've' (1/σ², the reference) | 'unit'.
+                 sigma_data: float = 0.5,   # σ_data of the 'edm' weighting (unused otherwise).
+                 ):
+        self.beta_d = beta_d
+        self.beta_min = beta_min
+        self.epsilon_t = epsilon_t
+        self._init_common(weighting, sigma_data)
+
+    def default_sigma_sampler(self) -> VPTimeSampler:
+        return VPTimeSampler(self.beta_d, self.beta_min, self.epsilon_t)
+
+    def sigma(self, t) -> torch.Tensor:
+        """σ(t) of this loss's VP schedule."""
+        return vp_sigma(t, self.beta_d, self.beta_min)
+
+
+@persistence.persistent_class
+class VELoss(_DenoisingLoss):
+    """The variance-exploding objective (Song et al. 2021): ln σ ~ U(ln σ_min, ln σ_max), w = 1/σ²."""
+
+    def __init__(self,
+                 sigma_min: float = 0.02,   # Lower end of the log-uniform σ range.
+                 sigma_max: float = 100,    # Upper end of the log-uniform σ range.
+                 weighting: str = 've',     # Loss weight: 'edm' | 'vp' | 've' (1/σ², the reference) | 'unit'.
+                 sigma_data: float = 0.5,   # σ_data of the 'edm' weighting (unused otherwise).
+                 ):
+        self.sigma_min = sigma_min
+        self.sigma_max = sigma_max
+        self._init_common(weighting, sigma_data)
+
+    def default_sigma_sampler(self) -> LogUniformSampler:
+        return LogUniformSampler(self.sigma_min, self.sigma_max)
+
+
+@persistence.persistent_class
+class EDMLoss(_DenoisingLoss):
+    """EDM's objective: ln σ ~ N(P_mean, P_std²), w = (σ² + σ_data²)/(σ σ_data)²."""
+
+    weighting = 'edm'
+
+    def __init__(self,
+                 P_mean: float = -1.2,      # Mean of ln σ.
+                 P_std: float = 1.2,        # Standard deviation of ln σ.
+                 sigma_data: float = 0.5,   # Standard deviation of the data (EDM weighting).
+                 weighting: str = 'edm',    # Loss weight: 'edm' (the reference) | 'vp' | 've' | 'unit'.
+                 ):
+        self.P_mean = P_mean
+        self.P_std = P_std
+        self._init_common(weighting, sigma_data)
+
+    def default_sigma_sampler(self) -> LogNormalSampler:
+        return LogNormalSampler(self.P_mean, self.P_std)
