@@ -1,2 +1,12 @@
-"""Small generic utilities: EasyDict, construct-by-name, URL opening with a cache."""
-from .util import EasyDict, construct_class_by_name, call_func_by_name, get_obj_by_name, open_url, make_cache_dir_path  # noqa: F401
+"""Small generic utilities: EasyDict, construct-by-name, atomic writes, URL opening with a cache."""
+from . import util  # noqa: F401
+from .util import (  # noqa: F401
+    DownloadError,
+    EasyDict,
+    atomic_write,
+    call_func_by_name,
+    construct_class_by_name,
+    get_obj_by_name,
+    make_cache_dir_path,
+    open_url,
+)

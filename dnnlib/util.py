@@ -1,9 +1,41 @@
-"""Generic utilities (placeholder: EasyDict only; the rest lands with issue 2's dnnlib work)."""
+"""Generic utilities: attribute dicts, objects by dotted name, atomic file writes, and URL opening.
+
+`open_url` understands local paths, `file://` URLs and `http(s)://` URLs. Downloads are retried with an
+exponential back-off, written atomically, and kept in a cache directory under the name
+`<md5 of the URL>_<sanitised file name>` (the layout of EDM's dnnlib cache, so an existing
+`~/.cache/dnnlib/downloads` is reused). Library code here never prints; progress goes to the
+`dnnlib` logger.
+"""
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import importlib
-from typing import Any
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any, BinaryIO, Iterator
 
+_log = logging.getLogger('dnnlib')
+
+# Retry policy for downloads: delay before attempt k+1 is min(_BACKOFF_START_S * 2**k, _BACKOFF_MAX_S).
+_BACKOFF_START_S = 0.25
+_BACKOFF_MAX_S = 10.0
+_HTTP_TIMEOUT_S = 60.0
+# HTTP statuses worth another attempt; any other 4xx is a permanent answer.
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attribute dict.
 
 class EasyDict(dict):
     """dict whose items are also attributes: d.key == d['key']."""
@@ -12,31 +44,311 @@ class EasyDict(dict):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(name)
+            raise AttributeError(name) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
 
     def __delattr__(self, name: str) -> None:
-        del self[name]
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Objects by dotted name.
+
+def _import_longest_prefix(parts: list[str]) -> tuple[Any, list[str]]:
+    """Import the longest importable module prefix of `parts`; return (module, remaining attribute path)."""
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = '.'.join(parts[:split])
+        try:
+            return importlib.import_module(module_name), parts[split:]
+        except ModuleNotFoundError as exc:
+            # Only "this module (or a parent) does not exist" means: try a shorter prefix. A module that
+            # exists but fails to import one of *its* dependencies is a real error.
+            missing = exc.name or ''
+            if not (module_name == missing or module_name.startswith(missing + '.')):
+                raise
+    if len(parts) > 1:
+        raise ImportError(f'Cannot find {".".join(parts)!r}: no importable module named {parts[0]!r}.')
+    return importlib.import_module('builtins'), parts
 
 
 def get_obj_by_name(name: str) -> Any:
-    module_name, _, attr = name.rpartition('.')
-    return getattr(importlib.import_module(module_name), attr)
+    """Return the object a dotted name refers to, e.g. 'training.networks.EDMPrecond' or 'torch.optim.Adam'.
+
+    The longest importable prefix is imported as a module and the rest is resolved with getattr. A name
+    without dots is looked up in builtins.
+    """
+    if not isinstance(name, str) or not name or any(not p for p in name.split('.')):
+        raise ValueError(f'Invalid object name {name!r}: expected a dotted name such as "package.module.Class".')
+    parts = name.split('.')
+    obj, attrs = _import_longest_prefix(parts)
+    for attr in attrs:
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            owner = getattr(obj, '__name__', obj)
+            raise AttributeError(f'Cannot find {name!r}: {owner!s} has no attribute {attr!r}.') from None
+    return obj
 
 
-def call_func_by_name(*args, func_name: str, **kwargs) -> Any:
-    return get_obj_by_name(func_name)(*args, **kwargs)
+def call_func_by_name(*args: Any, func_name: str, **kwargs: Any) -> Any:
+    """Call the function named by `func_name` with the remaining arguments."""
+    func = get_obj_by_name(func_name)
+    if not callable(func):
+        raise TypeError(f'{func_name!r} is not callable.')
+    return func(*args, **kwargs)
 
 
-def construct_class_by_name(*args, class_name: str, **kwargs) -> Any:
-    return get_obj_by_name(class_name)(*args, **kwargs)
+def construct_class_by_name(*args: Any, class_name: str, **kwargs: Any) -> Any:
+    """Instantiate the class named by `class_name` with the remaining arguments."""
+    return call_func_by_name(*args, func_name=class_name, **kwargs)
 
 
-def open_url(*args, **kwargs):  # replaced by the full implementation
-    raise NotImplementedError
+# ---------------------------------------------------------------------------------------------------
+# Small formatting helper (used by training logs).
+
+def format_time(seconds: float) -> str:
+    """Human-readable duration: '42s', '3m 05s', '2h 07m 09s', '1d 02h 03m'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f'{s}s'
+    if s < 3600:
+        return f'{s // 60}m {s % 60:02d}s'
+    if s < 86400:
+        return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
+    return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
 
 
-def make_cache_dir_path(*paths: str) -> str:  # replaced by the full implementation
-    raise NotImplementedError
+# ---------------------------------------------------------------------------------------------------
+# Atomic writes.
+
+def _fsync_directory(directory: str) -> None:
+    """Best effort: make a rename durable by syncing its directory (not possible on every platform)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Context manager yielding a binary file that replaces `path` only if the body finishes.
+
+    The data goes to a hidden temporary file in the same directory, is flushed and fsync'ed, and is then
+    renamed over `path` with `os.replace` (atomic on POSIX and Windows). If the body raises, the temporary
+    file is removed and any existing `path` is left untouched. The file gets the usual umask permissions.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_path = os.path.join(directory, f'.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp')
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
+    f = os.fdopen(fd, 'wb')
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp_path, path)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_path)
+        raise
+    _fsync_directory(directory)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cache directory.
+
+def make_cache_dir_path(*paths: str) -> str:
+    """Path inside the dnnlib cache: $DNNLIB_CACHE_DIR, else ~/.cache/dnnlib (else a temp-dir fallback)."""
+    root = os.environ.get('DNNLIB_CACHE_DIR')
+    if not root:
+        home = os.environ.get('HOME') or os.environ.get('USERPROFILE')
+        root = os.path.join(home or tempfile.gettempdir(), '.cache', 'dnnlib')
+    return os.path.join(root, *paths)
+
+
+def _url_md5(url: str) -> str:
+    return hashlib.md5(url.encode('utf-8')).hexdigest()
+
+
+def _safe_file_name(url: str) -> str:
+    name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
+    return re.sub(r'[^0-9a-zA-Z._-]', '_', name)[:128]
+
+
+def _find_cached(cache_dir: str, url_md5: str) -> str | None:
+    hits = sorted(p for p in glob.glob(os.path.join(glob.escape(cache_dir), url_md5 + '_*')) if not p.endswith('.tmp'))
+    return hits[0] if hits else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Opening URLs.
+
+class DownloadError(OSError):
+    """A URL could not be downloaded (after the allowed number of attempts, or with a permanent error)."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable  # whether another attempt could succeed (used by the retry loop)
+
+
+def _file_url_to_path(url: str) -> str:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.netloc not in ('', 'localhost'):
+        raise ValueError(f'Unsupported file URL {url!r}: only local files (file:///path) can be opened.')
+    return urllib.request.url2pathname(parsed.path)
+
+
+def _open_local(path: str, url: str, return_filename: bool) -> Any:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'No such file: {path} (from {url!r}).')
+    return path if return_filename else open(path, 'rb')
+
+
+def _download_once(session: Any, url: str) -> bytes:
+    """One HTTP GET; raises DownloadError on a bad status or a truncated body."""
+    with session.get(url, timeout=_HTTP_TIMEOUT_S) as res:
+        if res.status_code >= 400:
+            raise DownloadError(f'HTTP status {res.status_code} {res.reason or ""}'.rstrip(),
+                                retryable=res.status_code in _RETRYABLE_STATUS)
+        data = res.content
+        expected = res.headers.get('Content-Length')
+        encoded = res.headers.get('Content-Encoding', 'identity') not in ('', 'identity')
+        if expected is not None and not encoded and len(data) != int(expected):
+            raise DownloadError(f'truncated body: got {len(data)} of {expected} bytes', retryable=True)
+        return data
+
+
+def _download(url: str, num_attempts: int) -> bytes:
+    import requests
+    last_error: BaseException | None = None
+    with requests.Session() as session:
+        for attempt in range(num_attempts):
+            if attempt > 0:
+                time.sleep(min(_BACKOFF_START_S * 2 ** (attempt - 1), _BACKOFF_MAX_S))
+            try:
+                return _download_once(session, url)
+            except DownloadError as exc:
+                last_error = exc
+                if not exc.retryable:
+                    raise DownloadError(f'Cannot download {url}: {exc}.') from None
+            except requests.RequestException as exc:
+                last_error = exc
+            _log.info('download of %s failed (attempt %d/%d): %s', url, attempt + 1, num_attempts, last_error)
+    raise DownloadError(f'Cannot download {url} after {num_attempts} attempts: {last_error}.') from last_error
+
+
+def open_url(
+    url: str,                       # Local path, file:// URL, or http(s):// URL.
+    cache_dir: str | None = None,   # Download cache; default make_cache_dir_path('downloads').
+    num_attempts: int = 10,         # Attempts per download (transient errors only; 4xx fail at once).
+    verbose: bool = False,          # Log progress at INFO instead of DEBUG level (never prints).
+    return_filename: bool = False,  # Return the local file name instead of an open file (needs a file).
+    cache: bool = True,             # Keep downloads in (and serve them from) the cache directory.
+) -> Any:
+    """Open `url` and return a binary file object (or, with return_filename=True, a local file name).
+
+    http(s) downloads are served from the cache when present; otherwise they are downloaded with retries
+    and written atomically into the cache. With cache=False the download is returned as an in-memory
+    file. Raises FileNotFoundError for a missing local file, DownloadError (an OSError) when a download
+    fails, and ValueError for unsupported URLs or argument combinations.
+    """
+    if not isinstance(url, (str, os.PathLike)):
+        raise ValueError(f'open_url expects a path or URL string, got {type(url).__name__}.')
+    url = os.fspath(url)
+    if not isinstance(num_attempts, int) or num_attempts < 1:
+        raise ValueError(f'num_attempts must be a positive integer, got {num_attempts!r}.')
+    if return_filename and not cache:
+        raise ValueError('open_url(return_filename=True) needs cache=True: an uncached download has no file name.')
+
+    scheme = urllib.parse.urlparse(url).scheme.lower() if '://' in url else ''
+    if scheme == '':
+        return _open_local(url, url, return_filename)
+    if scheme == 'file':
+        return _open_local(_file_url_to_path(url), url, return_filename)
+    if scheme not in ('http', 'https'):
+        raise ValueError(f'Unsupported URL scheme {scheme!r} in {url!r}: '
+                         f'expected a path, file://, http:// or https://.')
+
+    level = logging.INFO if verbose else logging.DEBUG
+    if cache_dir is None:
+        cache_dir = make_cache_dir_path('downloads')
+    url_md5 = _url_md5(url)
+    if cache:
+        cached = _find_cached(cache_dir, url_md5)
+        if cached is not None:
+            _log.log(level, 'using cached %s for %s', cached, url)
+            return cached if return_filename else open(cached, 'rb')
+
+    _log.log(level, 'downloading %s', url)
+    data = _download(url, num_attempts)
+    if not cache:
+        return io.BytesIO(data)
+
+    os.makedirs(cache_dir, exist_ok=True)
+    target = os.path.join(cache_dir, f'{url_md5}_{_safe_file_name(url)}')
+    with atomic_write(target) as f:
+        f.write(data)
+    _log.log(level, 'saved %s (%d bytes)', target, len(data))
+    return target if return_filename else open(target, 'rb')
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tee of stdout/stderr into a log file (for CLIs; the library itself never prints).
+
+class Logger:
+    """Copy everything written to stdout/stderr into `file_name` while active (a context manager)."""
+
+    def __init__(self,
+        file_name: str | None = None,   # Log file; None = no file (only the streams).
+        file_mode: str = 'w',           # 'w' to truncate, 'a' to append.
+        should_flush: bool = True,      # Flush after every write.
+    ) -> None:
+        self.file = open(file_name, file_mode, encoding='utf-8') if file_name is not None else None
+        self.should_flush = should_flush
+        self.stdout = sys.stdout
+        self.stderr = sys.stderr
+        sys.stdout = self
+        sys.stderr = self
+
+    def __enter__(self) -> 'Logger':
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        if self.file is not None:
+            self.file.write(text)
+        self.stdout.write(text)
+        if self.should_flush:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+        self.stdout.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if sys.stdout is self:
+            sys.stdout = self.stdout
+        if sys.stderr is self:
+            sys.stderr = self.stderr
+        if self.file is not None:
+            self.file.close()
+            self.file = None

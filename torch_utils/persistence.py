@@ -1,19 +1,75 @@
-"""Persistent classes: objects that remember their constructor arguments.
+"""Persistent classes and network pickles in EDM's record format, loaded without running their code.
 
-`@persistent_class` records `_init_args` / `_init_kwargs` on every instance so that a snapshot can
-store an object as (class name, constructor arguments, parameters) -- the record layout of EDM's
-network pickles -- and rebuild it later without executing code from the file.
+Writing. `@persistent_class` makes every instance record a deep copy of its constructor arguments
+(`_init_args`, `_init_kwargs`) and makes pickling produce EDM's record: the object reduces to
+`torch_utils.persistence._reconstruct_persistent_obj(meta)` with
+
+    meta = dict(type='class', version=6, module_src=<source of the class's module, or ''>,
+                class_name=<class name>, state=<obj.__dict__ minus the class's `_persistence_exclude`>)
+
+so our snapshots have the layout of EDM's network pickles (an nn.Module's state holds `_parameters`,
+`_buffers`, `_modules`, ...; children are pickled, and therefore rebuilt, before their parents).
+
+Reading, safely: `load_network_pickle(f)` uses a restricted unpickler. Only a fixed set of globals can
+be named by the file (tensor/storage/parameter rebuild functions, torch dtypes/devices/Size,
+OrderedDict, EasyDict, a few builtins, NumPy array and scalar reconstruction, the persistent-record hook,
+and torch.nn container classes, which are only ever turned into inert placeholders); anything else
+raises `pickle.UnpicklingError` naming the global. Embedded `module_src` is never executed: each
+persistent record becomes a placeholder, and each top-level record is rebuilt by calling *this
+project's* class of the same name (a registry: training.networks, training.layers, training.loss,
+training.augment, plus `register_known_class`) with the recorded constructor arguments, after which
+every parameter and persistent buffer gathered from the placeholder tree is copied in (strictly: key
+sets and shapes must match). Unknown class names are refused.
+
+Reading, trusted: `load_trusted_pickle(f)` is the reference's reconstruction path and DOES EXECUTE the
+source embedded in the file. Use it only for pinned files whose content you trust (EDM's Inception-v3
+detector pickle, listed in `pinned_urls`).
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import copy
 import functools
+import hashlib
+import importlib
+import inspect
+import io
+import os
+import pickle
+import sys
+import types
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+import torch
+
+from dnnlib.util import EasyDict
+
+_FORMAT_VERSION = 6                     # EDM's persistence format version
+_RECONSTRUCT = ('torch_utils.persistence', '_reconstruct_persistent_obj')
+
+pinned_urls = frozenset({
+    'https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/inception-2015-12-05.pkl',
+})
 
 _persistent_classes: set[type] = set()
+_classes_by_name: dict[str, list[type]] = {}
+_module_sources: dict[str, str] = {}            # module name -> source text ('' when unavailable)
+_trusted_modules: dict[str, types.ModuleType] = {}  # source text -> module created by the trusted path
+_import_hooks: list[Callable[[EasyDict], EasyDict]] = []
 
+
+# ===================================================================================================
+# Writing: the decorator and the reduce.
 
 def persistent_class(cls: type) -> type:
-    """Class decorator: make instances record a deep copy of their constructor arguments."""
+    """Class decorator: instances record a deep copy of their constructor arguments and pickle as
+    EDM persistent records. Idempotent; the class itself is returned (no wrapper subclass)."""
+    if not isinstance(cls, type):
+        raise TypeError('persistent_class decorates classes.')
+    if cls in _persistent_classes:
+        return cls
     orig_init = cls.__init__
 
     @functools.wraps(orig_init)
@@ -23,11 +79,518 @@ def persistent_class(cls: type) -> type:
         self._init_kwargs = copy.deepcopy(kwargs)
 
     cls.__init__ = __init__
+    cls.__reduce__ = _reduce_persistent
     _persistent_classes.add(cls)
+    _classes_by_name.setdefault(cls.__name__, []).append(cls)
     return cls
 
 
-def is_persistent(obj) -> bool:
+def is_persistent(obj: Any) -> bool:
     """True if `obj` is an instance (or subclass) of a persistent class."""
     t = obj if isinstance(obj, type) else type(obj)
     return any(issubclass(t, c) for c in _persistent_classes)
+
+
+def import_hook(hook: Callable[[EasyDict], EasyDict]) -> Callable[[EasyDict], EasyDict]:
+    """Register `hook(meta) -> meta`, applied to every record on the *trusted* path before its source
+    runs (e.g. to patch old source). The safe path never runs source, so hooks do not apply there."""
+    if not callable(hook):
+        raise TypeError('import_hook expects a callable.')
+    _import_hooks.append(hook)
+    return hook
+
+
+def _module_source(cls: type) -> str:
+    """Source text of the module defining `cls` (cached), or '' when it cannot be read."""
+    name = cls.__module__
+    src = _module_sources.get(name)
+    if src is None:
+        try:
+            src = inspect.getsource(sys.modules[name])
+        except (KeyError, OSError, TypeError):
+            src = ''
+        _module_sources[name] = src
+    return src
+
+
+def _reduce_persistent(self: Any) -> tuple:
+    state = self.__getstate__() if hasattr(self, '__getstate__') else self.__dict__
+    if not isinstance(state, dict):
+        raise TypeError(f'{type(self).__name__}: persistent objects must keep their state in __dict__.')
+    excluded = set(getattr(type(self), '_persistence_exclude', ()))
+    state = {key: value for key, value in state.items() if key not in excluded}
+    meta = dict(type='class', version=_FORMAT_VERSION, module_src=_module_source(type(self)),
+                class_name=type(self).__name__, state=state)
+    return _reconstruct_persistent_obj, (meta,)
+
+
+def _check_meta(meta: Any) -> dict:
+    if not isinstance(meta, dict) or meta.get('type') != 'class':
+        raise pickle.UnpicklingError('malformed persistent record (expected a dict with type="class").')
+    version = meta.get('version')
+    if not isinstance(version, int) or not 1 <= version <= _FORMAT_VERSION:
+        raise pickle.UnpicklingError(f'persistent record has unsupported format version {version!r} '
+                                     f'(this loader reads versions up to {_FORMAT_VERSION}).')
+    if not isinstance(meta.get('class_name'), str) or not isinstance(meta.get('state'), dict):
+        raise pickle.UnpicklingError('malformed persistent record (class_name must be a str and state a dict).')
+    if not isinstance(meta.get('module_src', ''), str):
+        raise pickle.UnpicklingError('malformed persistent record (module_src must be a str).')
+    return meta
+
+
+def _set_state(obj: Any, state: dict) -> None:
+    setstate = getattr(obj, '__setstate__', None)
+    if callable(setstate):
+        setstate(state)
+    else:
+        obj.__dict__.update(state)
+
+
+def _instantiate(cls: type, state: dict) -> Any:
+    """Rebuild an instance of a live class from its pickled state (the reference's semantics).
+
+    A class with `_persistence_exclude` is constructed from its recorded arguments first, so excluded
+    attributes get their constructor defaults; the pickled state then overrides everything else.
+    """
+    if getattr(cls, '_persistence_exclude', ()) and isinstance(state.get('_init_kwargs'), dict):
+        obj = cls(*state.get('_init_args') or (), **state['_init_kwargs'])
+        obj.__dict__.update(state)
+        return obj
+    obj = cls.__new__(cls)
+    _set_state(obj, state)
+    return obj
+
+
+def _live_class(class_name: str, module_src: str) -> type | None:
+    for cls in reversed(_classes_by_name.get(class_name, [])):
+        if _module_source(cls) == module_src:
+            return cls
+    return None
+
+
+def _reconstruct_persistent_obj(meta: dict) -> Any:
+    """Pickle hook for persistent records met by a *plain* unpickler (and by copy.deepcopy).
+
+    Only records whose embedded source equals the source of a class loaded in this process are
+    rebuilt (the deepcopy / same-code case). Anything else is refused: use `load_network_pickle`
+    (safe) or, for pinned files, `load_trusted_pickle`.
+    """
+    meta = _check_meta(meta)
+    cls = _live_class(meta['class_name'], meta.get('module_src', ''))
+    if cls is None:
+        raise pickle.UnpicklingError(
+            f'persistent class {meta["class_name"]} was pickled from source that is not loaded in this process; '
+            f'load the file with torch_utils.persistence.load_network_pickle (safe) or, for pinned files only, '
+            f'load_trusted_pickle.')
+    return _instantiate(cls, meta['state'])
+
+
+def dump_network_pickle(obj: Any, f: BinaryIO | str | os.PathLike) -> None:
+    """Write `obj` (usually the snapshot dict) as a network pickle; a path is written atomically."""
+    if isinstance(f, (str, os.PathLike)):
+        from dnnlib.util import atomic_write
+        with atomic_write(f) as out:
+            pickle.dump(obj, out, protocol=4)
+    else:
+        pickle.dump(obj, f, protocol=4)
+
+
+# ===================================================================================================
+# Known classes: record class names the safe loader may rebuild, resolved lazily.
+
+_NETWORKS = ('training.networks',)
+_LAYERS = ('training.layers', 'training.networks')
+_KNOWN_CLASS_MODULES: dict[str, tuple[str, ...]] = {
+    **{name: _NETWORKS for name in ('SongUNet', 'DhariwalUNet', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond',
+                                    'EDMPrecond')},
+    **{name: _LAYERS for name in ('Linear', 'Conv2d', 'GroupNorm', 'AttentionOp', 'UNetBlock',
+                                  'PositionalEmbedding', 'FourierEmbedding')},
+    **{name: ('training.loss',) for name in ('VPLoss', 'VELoss', 'EDMLoss')},
+    'AugmentPipe': ('training.augment',),
+}
+_registered_classes: dict[str, type] = {}
+
+
+def register_known_class(name: str, cls: type) -> None:
+    """Let the safe loader rebuild records named `name` with `cls` (its constructor is called with the
+    recorded arguments). Overrides the built-in mapping for that name."""
+    if not isinstance(name, str) or not isinstance(cls, type):
+        raise TypeError('register_known_class(name: str, cls: type)')
+    _registered_classes[name] = cls
+
+
+def known_class_names() -> list[str]:
+    """Names of persistent records the safe loader accepts."""
+    return sorted(set(_KNOWN_CLASS_MODULES) | set(_registered_classes))
+
+
+def _is_known(name: str) -> bool:
+    return name in _registered_classes or name in _KNOWN_CLASS_MODULES
+
+
+def _resolve_known_class(name: str) -> type:
+    if name in _registered_classes:
+        return _registered_classes[name]
+    errors = []
+    for module_name in _KNOWN_CLASS_MODULES[name]:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # the module is missing or broken: say so, naming it
+            errors.append(f'{module_name} cannot be imported ({type(exc).__name__}: {exc})')
+            continue
+        cls = module.__dict__.get(name)
+        if isinstance(cls, type):
+            return cls
+        errors.append(f'{module_name} has no class {name}')
+    raise pickle.UnpicklingError(f'persistent class {name} is known but unavailable: {"; ".join(errors)}.')
+
+
+# ===================================================================================================
+# Safe loading: placeholders, whitelist, rebuild.
+
+class _PersistentRecord:
+    """Inert stand-in for a persistent object read from a file: its class name and pickled state."""
+
+    def __init__(self, class_name: str, state: dict) -> None:
+        self.class_name = class_name
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f'<persistent record {self.class_name}>'
+
+
+class _TorchModuleRecord:
+    """Inert stand-in for a plain torch.nn module (e.g. ModuleDict) inside a persistent network.
+
+    The unpickler creates it with __new__ and fills it with __setstate__; the real class never runs.
+    """
+    torch_class = 'torch.nn.Module'
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f'malformed state for {self.torch_class}.')
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f'<placeholder {self.torch_class}>'
+
+
+_torch_module_records: dict[str, type] = {}
+
+
+def _torch_module_record_type(module: str, name: str) -> type | None:
+    """Placeholder type for `module.name` if that names a torch.nn module class, else None."""
+    if not module.startswith('torch.nn.modules.'):
+        return None
+    try:
+        target = getattr(importlib.import_module(module), name, None)
+    except (ImportError, ValueError):
+        return None
+    if not (isinstance(target, type) and issubclass(target, torch.nn.Module)):
+        return None
+    key = f'{module}.{name}'
+    if key not in _torch_module_records:
+        _torch_module_records[key] = type(f'_Placeholder_{name}', (_TorchModuleRecord,), {'torch_class': key})
+    return _torch_module_records[key]
+
+
+def _no_hooks(hooks: Any) -> None:
+    if hooks:
+        raise pickle.UnpicklingError('refusing a tensor with backward hooks (they would be code from the file).')
+
+
+def _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
+    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+        raise pickle.UnpicklingError('malformed tensor record (its storage is not a torch storage).')
+    _no_hooks(backward_hooks)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise pickle.UnpicklingError('malformed tensor record (metadata).')
+    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, bool(requires_grad),
+                                           collections.OrderedDict(), metadata)
+
+
+def _safe_rebuild_tensor(storage, storage_offset, size, stride):
+    return _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, False, None)
+
+
+def _safe_rebuild_parameter(data, requires_grad, backward_hooks):
+    if not isinstance(data, torch.Tensor):
+        raise pickle.UnpicklingError('malformed parameter record (data is not a tensor).')
+    _no_hooks(backward_hooks)
+    return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
+
+
+def _safe_rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
+    if state:
+        raise pickle.UnpicklingError('refusing a parameter with extra Python state.')
+    return _safe_rebuild_parameter(data, requires_grad, backward_hooks)
+
+
+def _safe_codecs_encode(text, encoding='utf-8'):
+    if not isinstance(text, str) or encoding != 'latin1':
+        raise pickle.UnpicklingError('refusing _codecs.encode other than the latin1 form pickle uses for bytes.')
+    return text.encode('latin1')
+
+
+def _safe_copyreg_reconstructor(cls, base, state):
+    if not (isinstance(cls, type) and issubclass(cls, _TorchModuleRecord) and base is object and state is None):
+        raise pickle.UnpicklingError('refusing copyreg._reconstructor outside torch.nn placeholders.')
+    return cls.__new__(cls)
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    table: dict[tuple[str, str], Any] = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype}
+    for module_name in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        table[(module_name, '_reconstruct')] = np.ndarray.__reduce__(np.zeros(0))[0]
+        table[(module_name, 'scalar')] = np.float64(0).__reduce__()[0]
+    return table
+
+
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ('collections', 'OrderedDict'): collections.OrderedDict,
+    ('builtins', 'set'): set,
+    ('builtins', 'frozenset'): frozenset,
+    ('builtins', 'slice'): slice,
+    ('builtins', 'complex'): complex,
+    ('builtins', 'bytearray'): bytearray,
+    ('_codecs', 'encode'): _safe_codecs_encode,
+    ('copyreg', '_reconstructor'): _safe_copyreg_reconstructor,
+    ('dnnlib.util', 'EasyDict'): EasyDict,
+    ('torch', 'Size'): torch.Size,
+    ('torch', 'device'): torch.device,
+    ('torch._utils', '_rebuild_tensor'): _safe_rebuild_tensor,
+    ('torch._utils', '_rebuild_tensor_v2'): _safe_rebuild_tensor_v2,
+    ('torch._utils', '_rebuild_parameter'): _safe_rebuild_parameter,
+    ('torch._utils', '_rebuild_parameter_with_state'): _safe_rebuild_parameter_with_state,
+    **_numpy_globals(),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only whitelisted globals and turns persistent records into placeholders."""
+
+    def __init__(self, f: BinaryIO, map_location: torch.device) -> None:
+        super().__init__(f)
+        self._map_location = map_location
+
+    def _load_storage_from_bytes(self, data: Any) -> Any:
+        if not isinstance(data, (bytes, bytearray)):
+            raise pickle.UnpicklingError('malformed storage record (expected bytes).')
+        storage = torch.load(io.BytesIO(data), weights_only=True, map_location=self._map_location)
+        if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+            raise pickle.UnpicklingError('malformed storage record (it does not hold a torch storage).')
+        return storage
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = (module, name)
+        if key == _RECONSTRUCT:
+            return _record_from_meta
+        if key == ('torch.storage', '_load_from_bytes'):
+            return self._load_storage_from_bytes
+        if key in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[key]
+        if module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        placeholder = _torch_module_record_type(module, name)
+        if placeholder is not None:
+            return placeholder
+        raise pickle.UnpicklingError(f'refusing to load global {module}.{name}: it is not on the safe list '
+                                     f'of torch_utils.persistence.load_network_pickle.')
+
+
+def _record_from_meta(meta: Any) -> _PersistentRecord:
+    meta = _check_meta(meta)
+    name = meta['class_name']
+    if not _is_known(name):
+        raise pickle.UnpicklingError(f'unknown persistent class {name} (refusing to execute code from the file).')
+    return _PersistentRecord(name, meta['state'])
+
+
+def _gather_tensors(record: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    """state_dict-style {name: tensor} of a placeholder tree (parameters and persistent buffers)."""
+    state = record.state
+    params = state.get('_parameters') or {}
+    buffers = state.get('_buffers') or {}
+    skip = set(state.get('_non_persistent_buffers_set') or ())
+    for kind, table in (('parameter', params), ('buffer', buffers)):
+        for key, value in table.items():
+            if value is None or (kind == 'buffer' and key in skip):
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise pickle.UnpicklingError(f'{kind} {prefix}{key} in the file is not a tensor.')
+            out[prefix + key] = value
+    for key, child in (state.get('_modules') or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, (_PersistentRecord, _TorchModuleRecord)):
+            raise pickle.UnpicklingError(f'submodule {prefix}{key} in the file is not a module record.')
+        _gather_tensors(child, f'{prefix}{key}.', out)
+
+
+def _is_module_record(record: _PersistentRecord) -> bool:
+    return isinstance(record.state.get('_parameters'), dict) and isinstance(record.state.get('_modules'), dict)
+
+
+def _short(items: list[str], limit: int = 8) -> str:
+    return ', '.join(items[:limit]) + (f', ... ({len(items)} in all)' if len(items) > limit else '')
+
+
+@torch.no_grad()
+def _load_tensors_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], class_name: str) -> None:
+    own = module.state_dict(keep_vars=True)
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f'missing from the file: {_short(missing)}')
+        if unexpected:
+            parts.append(f'not in {class_name}: {_short(unexpected)}')
+        raise pickle.UnpicklingError(f'{class_name} rebuilt from its recorded arguments does not match the file '
+                                     f'({"; ".join(parts)}).')
+    wrong = [f'{k} {list(tensors[k].shape)} vs {list(own[k].shape)}' for k in own if tensors[k].shape != own[k].shape]
+    if wrong:
+        raise pickle.UnpicklingError(f'{class_name}: tensor shapes in the file differ from the rebuilt network '
+                                     f'(file vs ours: {_short(wrong)}).')
+    params = {id(p) for p in module.parameters()}
+    for key, target in own.items():
+        target.copy_(tensors[key])
+        if id(target) in params:
+            target.requires_grad_(tensors[key].requires_grad)
+
+
+def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device) -> Any:
+    name = record.class_name
+    args = record.state.get('_init_args')
+    kwargs = record.state.get('_init_kwargs')
+    if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
+        raise pickle.UnpicklingError(f'persistent record {name} lacks its recorded constructor arguments.')
+    args = _materialize(list(args), memo, device)
+    kwargs = _materialize(dict(kwargs), memo, device)
+    cls = _resolve_known_class(name)
+    try:
+        with torch.random.fork_rng(devices=[]):  # loading must not disturb the caller's random stream
+            obj = cls(*args, **kwargs)
+    except Exception as exc:
+        raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: '
+                                     f'{type(exc).__name__}: {exc}') from exc
+    if isinstance(obj, torch.nn.Module) and _is_module_record(record):
+        tensors: dict[str, torch.Tensor] = {}
+        _gather_tensors(record, '', tensors)
+        _load_tensors_strict(obj, tensors, name)
+        obj.train(bool(record.state.get('training', True)))
+        obj.to(device)
+    return obj
+
+
+def _materialize(obj: Any, memo: dict[int, Any], device: torch.device) -> Any:
+    """Replace placeholder records in a freshly unpickled structure by rebuilt objects."""
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, _PersistentRecord):
+        result = _build(obj, memo, device)
+    elif isinstance(obj, _TorchModuleRecord):
+        raise pickle.UnpicklingError(f'a bare {obj.torch_class} outside a persistent network cannot be rebuilt safely.')
+    elif isinstance(obj, dict):
+        for key in list(obj):
+            obj[key] = _materialize(obj[key], memo, device)
+        result = obj
+    elif isinstance(obj, list):
+        obj[:] = [_materialize(item, memo, device) for item in obj]
+        result = obj
+    elif isinstance(obj, tuple):
+        result = tuple(_materialize(item, memo, device) for item in obj)
+    else:
+        result = obj
+    memo[id(obj)] = result
+    return result
+
+
+@contextlib.contextmanager
+def _opened(f: BinaryIO | str | os.PathLike):
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, 'rb') as handle:
+            yield handle
+    else:
+        yield f
+
+
+def load_network_pickle(f: BinaryIO | str | os.PathLike, allow_trusted: bool = False,
+                        map_location: str | torch.device = 'cpu') -> Any:
+    """Load a network pickle (ours or an official EDM one) without executing code from the file.
+
+    Returns the unpickled object, usually a dict with 'ema', 'loss_fn', 'augment_pipe',
+    'dataset_kwargs' (and our optional 'infonoise' profile), where every persistent object has been
+    rebuilt with this project's class of the same name. Tensors and rebuilt networks are placed on
+    `map_location` (a device).
+
+    Raises pickle.UnpicklingError (one sentence) for globals off the safe list, unknown persistent
+    classes, malformed records, and networks whose tensors do not match their recorded arguments.
+
+    allow_trusted=True: if the safe loader refuses the file, read it again with load_trusted_pickle,
+    which EXECUTES code embedded in the file. Only for pinned files you trust.
+    """
+    device = torch.device(map_location)
+    with _opened(f) as handle:
+        start = handle.tell() if allow_trusted and handle.seekable() else None
+        if allow_trusted and start is None:
+            handle = io.BytesIO(handle.read())
+            start = 0
+        try:
+            raw = _SafeUnpickler(handle, device).load()
+            return _materialize(raw, {}, device)
+        except pickle.UnpicklingError:
+            if not allow_trusted:
+                raise
+        handle.seek(start)
+        return load_trusted_pickle(handle)
+
+
+# ===================================================================================================
+# Trusted loading (executes embedded source; pinned files only).
+
+def _module_for_source(src: str) -> types.ModuleType:
+    """The loaded module whose source is `src`, or a fresh module created by executing `src`."""
+    for cls in _persistent_classes:
+        if src and _module_source(cls) == src:
+            return sys.modules[cls.__module__]
+    module = _trusted_modules.get(src)
+    if module is None:
+        module_name = '_imported_module_' + hashlib.sha256(src.encode('utf-8')).hexdigest()[:16]
+        module = types.ModuleType(module_name)
+        sys.modules[module_name] = module
+        _module_sources[module_name] = src
+        _trusted_modules[src] = module
+        exec(compile(src, f'<{module_name}>', 'exec'), module.__dict__)  # trusted path: runs file code by design
+    return module
+
+
+def _trusted_reconstruct(meta: Any) -> Any:
+    meta = EasyDict(_check_meta(meta))
+    for hook in _import_hooks:
+        meta = hook(meta)
+        if meta is None:
+            raise ValueError('an import hook returned None instead of the record.')
+    module = _module_for_source(meta.module_src)
+    cls = module.__dict__.get(meta.class_name)
+    if not isinstance(cls, type):
+        raise pickle.UnpicklingError(f'the embedded source defines no class {meta.class_name}.')
+    return _instantiate(persistent_class(cls), meta.state)
+
+
+class _TrustedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == _RECONSTRUCT:
+            return _trusted_reconstruct
+        return super().find_class(module, name)
+
+
+def load_trusted_pickle(f: BinaryIO | str | os.PathLike) -> Any:
+    """Load a pickle the way EDM's reference does: persistent records EXECUTE their embedded source.
+
+    WARNING: this runs arbitrary code from the file, like plain pickle.load. Use it only for pinned
+    files whose content you trust (see `pinned_urls`, e.g. EDM's Inception-v3 detector). Every other
+    file goes through load_network_pickle.
+    """
+    with _opened(f) as handle:
+        return _TrustedUnpickler(handle).load()
