@@ -1,0 +1,390 @@
+"""InfoNoiseSampler: the online, entropy-rate-driven σ distribution (paper Algorithm 1).
+
+Life of the sampler, per optimizer step:
+
+    sigma = s.sample(n, device)      # base sampler until the first refresh, then the table (+ floor)
+    ... loss_k = mean over elements of (D(x_σ) − y)², unweighted ...
+    s.observe(sigma, loss)           # push into per-bin FIFO ring buffers, on device, no host sync
+    s.step()                         # count the step; every `refresh_every` steps after warm-up, rebuild
+
+A refresh reads the per-bin buffer sums and counts (all-reduced over ranks when torch.distributed is
+initialised, so every rank builds the bitwise-identical table), updates the EMA of the bin means,
+forms r = mse/σ³, finds the pivot, gates, divides by w(σ) and tabulates the density (see profile.py).
+It is the only place with a device→host read.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .grid import SigmaGrid
+from .profile import entropy_rate, gate, log_smooth, onset_pivot, powerlaw_pivot, sampler_table
+from .samplers import LogNormalSampler, empty_profile, loguniform_bin_density
+from .weights import edm_weight, get_weight
+
+ENDPOINTS = ('continuous', 'discrete')
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    """`value` as an int (integral floats such as 200.0 from JSON are accepted)."""
+    integral = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating))
+                                                        and float(value).is_integer())
+    if isinstance(value, bool) or not integral or value < minimum:
+        raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+    return int(value)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type == 'cuda':
+        cur = torch.cuda.current_device()
+        return (a.index if a.index is not None else cur) == (b.index if b.index is not None else cur)
+    return a.index == b.index or a.index is None or b.index is None
+
+
+class InfoNoiseSampler:
+    """Adaptive σ sampler π(σ) ∝ gate-regularised entropy rate / w(σ).
+
+    Args:
+        grid:          SigmaGrid of K log-spaced bins (estimation, floor range and table support).
+        base:          sampler used until the first successful refresh (default LogNormalSampler()).
+        weight_fn:     the training loss weight w(σ) (callable on a float64 tensor, or one of
+                       'edm' | 'vp' | 've' | 'unit'); the table is q_k = r̃_k / w(σ_k).
+        warmup_steps:  N_warm >= 0; no refresh happens while step <= warmup_steps.
+        refresh_every: M >= 1; refreshes are attempted when step > warmup_steps and step % M == 0.
+        buffer_size:   B >= 1, FIFO capacity per bin (per rank).
+        ema:           β in (0, 1]; mse_k <- (1 − β) mse_k + β · mean_k (first refresh: mse_k <- mean_k).
+        min_count:     N_min in [1, buffer_size]; a refresh needs min_k n_k >= N_min, with n_k summed over
+                       ranks (so a single process can always get there).
+        gate_n:        gate exponent n > 0 (paper: 3).
+        endpoint:      'continuous' (onset pivot) or 'discrete' (power-law pivot).
+        onset_p:       threshold p in (0, 1) of the onset rule (paper: 2e-3).
+        floor:         in [0, 1): sample from (1 − floor)·table + floor·LogUniform(grid range) so that
+                       every bin keeps being observed; 0 is the paper's literal algorithm.
+        smooth:        passes (>= 0) of a [1, 2, 1]/4 filter on log r across neighbouring bins before the
+                       pivot and the gate (`log_smooth`; exact power laws pass unchanged); 0 = none.
+        device:        where buffers and the table live. None: bound to the device of the first
+                       `observe` (or of the first `sample` given an explicit device).
+
+    Before the first successful refresh, `sample` draws from `base`. If a refresh attempt after warm-up
+    fails because some bin holds fewer than `min_count` losses (e.g. log-normal tails never reach the top
+    bins) and floor > 0, sampling switches to (1 − floor)·base + floor·LogUniform until a refresh
+    succeeds, so the empty bins fill up (with floor = 0 it stays on the base, as in the paper).
+    Non-finite losses, non-finite σ and σ < 0 are dropped (counted in `dropped_nonfinite`); σ outside the
+    grid, σ = 0 included, are binned into the edge bins.
+    A refresh whose table would be degenerate (all weights zero) keeps the previous one.
+    """
+
+    def __init__(self, grid: SigmaGrid, base=None, weight_fn: Callable | str = edm_weight,
+                 warmup_steps: int = 2000, refresh_every: int = 200, buffer_size: int = 512,
+                 ema: float = 0.1, min_count: int = 32, gate_n: float = 3, endpoint: str = 'continuous',
+                 onset_p: float = 2e-3, floor: float = 0.05, smooth: int = 0, device=None):
+        if not isinstance(grid, SigmaGrid):
+            raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
+        self.grid = grid
+        self.base = LogNormalSampler() if base is None else base
+        if not callable(getattr(self.base, 'sample', None)):
+            raise ValueError('base must be a σ-sampler with a sample(n, device, generator) method')
+        self.weight_fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn
+        if not callable(self.weight_fn):
+            raise ValueError('weight_fn must be callable or one of edm, vp, ve, unit')
+        self.warmup_steps = _check_int('warmup_steps', warmup_steps, 0)
+        self.refresh_every = _check_int('refresh_every', refresh_every, 1)
+        self.buffer_size = _check_int('buffer_size', buffer_size, 1)
+        self.min_count = _check_int('min_count', min_count, 1)
+        self.smooth = _check_int('smooth', smooth, 0)
+        if self.min_count > self.buffer_size:
+            raise ValueError(f'min_count ({min_count}) must not exceed buffer_size ({buffer_size})')
+        if not 0 < ema <= 1:
+            raise ValueError(f'ema must lie in (0, 1], got {ema}')
+        if not (math.isfinite(gate_n) and gate_n > 0):
+            raise ValueError(f'gate_n must be a finite number > 0, got {gate_n}')
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f'endpoint must be one of {", ".join(ENDPOINTS)}, got {endpoint!r}')
+        if not 0 < onset_p < 1:
+            raise ValueError(f'onset_p must lie in (0, 1), got {onset_p}')
+        if not 0 <= floor < 1:
+            raise ValueError(f'floor must lie in [0, 1), got {floor}')
+        self.ema, self.gate_n, self.endpoint = float(ema), float(gate_n), endpoint
+        self.onset_p, self.floor = float(onset_p), float(floor)
+        # R^(1/floor) with R = σ_max/σ_min, the base of the floor's power; unused (1) without a floor.
+        self._floor_base = math.exp((grid.log_max - grid.log_min) / self.floor) if self.floor > 0 else 1.0
+        self.device = None
+        self._weights = self._weight_on_grid()
+        self._reset_state()
+        if device is not None:
+            self._bind(torch.device(device))
+
+    # ------------------------------------------------------------------ state
+
+    def _weight_on_grid(self) -> np.ndarray:
+        w = self.weight_fn(self.grid.sigma.clone())
+        w = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
+        if w.shape != (self.grid.num_bins,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError('weight_fn must return finite positive weights on the grid')
+        return w
+
+    def _reset_state(self) -> None:
+        K, B = self.grid.num_bins, self.buffer_size
+        # Device state. Row K of the ring buffers is scratch: dropped entries (and arrivals a full batch
+        # would evict at once) are written there and never read. `_total[k]` counts every arrival in bin k
+        # ever, so n_k = min(total_k, B), the next write slot is total_k mod B, and total_K = dropped.
+        self._buf = torch.zeros(K + 1, B, dtype=torch.float32)
+        self._total = torch.zeros(K + 1, dtype=torch.int64)
+        self._table = None                                       # (interior cdf, per-bin rows) on device
+        self._aranges = {}                                       # cached index ranges on the state device
+        # Bin boundaries for `observe` in log σ: the K−1 interior edges, then +inf, so that a NaN key (and
+        # +inf) lands in row K while σ below / above the grid lands in bin 0 / K−1.
+        log_inner = self.grid.edges[1:-1].log().float()
+        self._log_bounds = torch.cat([log_inner, torch.tensor([float('inf')])])
+        # Host state (numpy float64 on the grid; NaN until the first refresh).
+        self._step = 0
+        self._refreshes = 0
+        self._starved = False
+        nan = np.full(K, np.nan)
+        self._mse, self._rate, self._gated = nan.copy(), nan.copy(), nan.copy()
+        self._density, self._cdf = nan.copy(), np.full(K + 1, np.nan)
+        self._pivot = float('nan')
+
+    def _bind(self, device: torch.device) -> None:
+        if device.type == 'cuda' and device.index is None:
+            device = torch.device('cuda', torch.cuda.current_device())
+        self.device = device
+        self._buf, self._total = self._buf.to(device), self._total.to(device)
+        self._aranges = {}
+        self._log_bounds = self._log_bounds.to(device)
+        if self._table is not None:
+            self._table = tuple(t.to(device) for t in self._table)
+
+    def _arange(self, n: int) -> torch.Tensor:
+        out = self._aranges.get(n)
+        if out is None:
+            out = self._aranges[n] = torch.arange(n, device=self._state_device())
+        return out
+
+    def _state_device(self) -> torch.device:
+        return self._buf.device
+
+    # ------------------------------------------------------------------ sampling
+
+    def _floor_sigma(self, u: torch.Tensor) -> torch.Tensor:
+        """LogUniform over the grid range from uniforms u in [0, floor): σ = σ_min · R^(u/floor)."""
+        return torch.pow(self._floor_base, u).mul_(self.grid.sigma_min)
+
+    def _table_sigma(self, u: torch.Tensor) -> torch.Tensor:
+        """Exact inverse CDF of the piecewise-constant table density at uniforms u in [floor, 1).
+
+        The table lives in u-space: U_k = floor + (1 − floor) · cdf_k. k = number of interior U values
+        <= u, i.e. U_k <= u < U_{k+1} (zero-mass bins are skipped); inside bin k the CDF is linear, so
+        σ = edge_k + (u − U_k) · Δσ_k / (U_{k+1} − U_k). (u < floor gives values that are not used.)
+        """
+        inner_cdf, rows = self._table
+        if inner_cdf.device != u.device:
+            inner_cdf, rows = inner_cdf.to(u.device), rows.to(u.device)
+        lo_edge, lo_cdf, scale = rows[:, torch.bucketize(u, inner_cdf, right=True)]
+        return torch.addcmul(lo_edge, u - lo_cdf, scale)
+
+    def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n σ's (float32, > 0) on `device` (default: the sampler's device, else CPU). No host sync.
+
+        One uniform u per draw: u < floor picks the log-uniform floor (at u / floor), otherwise the table
+        (at (u − floor) / (1 − floor)); before the first refresh the base sampler draws instead.
+        """
+        if device is not None:
+            device = torch.device(device)
+            if self.device is None:
+                self._bind(device)
+        else:
+            device = self.device if self.device is not None else torch.device('cpu')
+        if self._table is None:
+            sigma = self.base.sample(n, device=device, generator=generator)
+            if self._starved and self.floor > 0:
+                u = torch.rand(n, device=device, generator=generator, dtype=torch.float64)
+                sigma = torch.where(u < self.floor, self._floor_sigma(u).to(sigma.dtype), sigma)
+            return sigma.float()
+        u = torch.rand(n, device=device, generator=generator, dtype=torch.float64)
+        if self.floor == 0:
+            return self._table_sigma(u).float()
+        return torch.where(u < self.floor, self._floor_sigma(u), self._table_sigma(u)).float()
+
+    # ------------------------------------------------------------------ observing
+
+    def observe(self, sigma: torch.Tensor, loss: torch.Tensor) -> None:
+        """Push per-sample unweighted losses into the FIFO buffer of each σ's bin. No host sync.
+
+        sigma: [N] or [N, 1, ..., 1]; loss: [N] (mean over the sample's elements of (D − y)²).
+        """
+        if not isinstance(sigma, torch.Tensor) or not isinstance(loss, torch.Tensor):
+            raise ValueError('observe expects torch tensors for sigma and loss')
+        if sigma.ndim == 0 or any(d != 1 for d in sigma.shape[1:]):
+            raise ValueError(f'sigma must have shape [N] or [N, 1, ..., 1], got {tuple(sigma.shape)}')
+        if loss.ndim != 1 or loss.shape[0] != sigma.shape[0]:
+            raise ValueError(f'loss must have shape [N] = [{sigma.shape[0]}], got {tuple(loss.shape)}')
+        if sigma.device != loss.device:
+            raise ValueError(f'sigma is on {sigma.device} but loss is on {loss.device}')
+        if self.device is None:
+            self._bind(sigma.device)
+        elif not _same_device(sigma.device, self.device):
+            raise ValueError(f'tensors are on {sigma.device} but the sampler lives on {self.device}')
+        if sigma.shape[0] == 0:
+            return
+        K, B = self.grid.num_bins, self.buffer_size
+        sigma = sigma.detach().reshape(-1)
+        loss = loss.detach()
+        # key = log σ, or NaN when σ < 0 or σ or the loss is NaN/inf: NaN and +inf go to scratch row K.
+        key = torch.add(sigma.log(), loss - loss).to(torch.float32)
+        row = torch.bucketize(key, self._log_bounds, right=True)
+        # Group by bin, keeping arrival order: the i-th of a bin's arrivals in this batch goes to slot
+        # (total_k + i) mod B of its ring, i.e. (offset_k + batch position) mod B after sorting.
+        row, order = torch.sort(row, stable=True)
+        starts = torch.searchsorted(row, self._arange(K + 2))  # first sorted position of each bin
+        added = starts[1:] - starts[:-1]                       # arrivals per bin (row K: dropped)
+        position = (self._total - starts[:-1])[row] + self._arange(row.shape[0])
+        if row.shape[0] > B:
+            # Of more than B arrivals in one bin only the last B survive a FIFO: send the rest to scratch.
+            row = torch.where(position - self._total[row] >= added[row] - B, row, K)
+        self._buf.view(-1)[torch.add(position % B, row, alpha=B)] = loss[order].to(torch.float32)
+        self._total += added
+
+    # ------------------------------------------------------------------ refresh
+
+    def _fill(self) -> torch.Tensor:
+        """n_k: losses held per bin (this rank), on device."""
+        return self._total[:self.grid.num_bins].clamp(max=self.buffer_size)
+
+    def _reduced_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin buffer sums and counts, summed over ranks; the one device→host read of a refresh."""
+        K = self.grid.num_bins
+        packed = torch.cat([self._buf[:K].sum(1, dtype=torch.float64), self._fill().double()])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
+        packed = packed.cpu().numpy()
+        return packed[:K], packed[K:]
+
+    def step(self) -> bool:
+        """Count one optimizer step (call after that step's observes); True iff the table was rebuilt."""
+        self._step += 1
+        if self._step <= self.warmup_steps or self._step % self.refresh_every != 0:
+            return False
+        sums, counts = self._reduced_sums()
+        if counts.min() < self.min_count:
+            self._starved = True
+            return False
+        return self._rebuild(sums / counts)
+
+    def _rebuild(self, means: np.ndarray) -> bool:
+        grid = self.grid
+        sigma, edges = grid.sigma.numpy(), grid.edges.numpy()
+        mse = means if self._refreshes == 0 else (1 - self.ema) * self._mse + self.ema * means
+        rate = entropy_rate(sigma, mse)
+        if self.smooth:
+            rate = log_smooth(rate, self.smooth)
+        if self.endpoint == 'continuous':
+            pivot = onset_pivot(sigma, rate, self.onset_p)
+        else:
+            pivot = powerlaw_pivot(sigma, rate)
+        gated = rate * gate(sigma, pivot, self.gate_n)
+        q = gated / self._weights
+        if not (np.all(np.isfinite(q)) and np.all(q >= 0) and q.sum() > 0):
+            return False
+        density, cdf = sampler_table(edges, q)
+        self._mse, self._rate, self._gated, self._pivot = mse, rate, gated, pivot
+        self._density, self._cdf = density, cdf
+        self._refreshes += 1
+        self._install_table()
+        return True
+
+    def _install_table(self) -> None:
+        """Put the table on the state device in u-space (see `_table_sigma`): the interior U_k and the
+        per-bin rows (edge_k, U_k, dσ/du)."""
+        f = self.floor
+        u_edges = f + (1 - f) * self._cdf
+        u_edges[-1] = 1.0
+        mass = np.diff(u_edges)
+        scale = np.where(mass > 0, self.grid.widths.numpy() / np.where(mass > 0, mass, 1.0), 0.0)
+        rows = np.stack([self.grid.edges.numpy()[:-1], u_edges[:-1], scale])     # [3, K]
+        device = self._state_device()
+        self._table = (torch.from_numpy(u_edges[1:-1].copy()).to(device), torch.from_numpy(rows).to(device))
+
+    # ------------------------------------------------------------------ telemetry
+
+    def profile(self) -> dict:
+        """Telemetry on the grid (DESIGN §3.4); reads device state once (not for the hot loop).
+
+        rate / gated_rate are the (smoothed, when smooth > 0) r and r̃ of the last refresh; rho is r̃
+        normalised to a density on σ and u its CDF at the edges; pi is the current sampling density
+        (bin-averaged, floor included; the base sampler's before the first refresh); phi = pi · w;
+        counts are this rank's buffer fills n_k now.
+        """
+        grid = self.grid
+        prof = empty_profile(grid)
+        widths = grid.widths.numpy()
+        floor_pi = loguniform_bin_density(grid, grid.sigma_min, grid.sigma_max)
+        if self._table is not None:
+            pi = (1 - self.floor) * self._density + self.floor * floor_pi
+            rho = self._gated / np.sum(self._gated * widths)
+            prof.update(mse=self._mse.copy(), rate=self._rate.copy(), pivot=float(self._pivot),
+                        gated_rate=self._gated.copy(), rho=rho,
+                        u=np.concatenate([[0.0], np.cumsum(rho * widths)]))
+        else:
+            base_profile = getattr(self.base, 'profile', None)
+            pi = base_profile(grid)['pi'] if callable(base_profile) else np.full(grid.num_bins, np.nan)
+            if self._starved and self.floor > 0:
+                pi = (1 - self.floor) * pi + self.floor * floor_pi
+        total = self._total.cpu().numpy()
+        prof.update(pi=pi, phi=pi * self._weights, counts=np.minimum(total[:-1], self.buffer_size),
+                    step=self._step, refreshes=self._refreshes, dropped_nonfinite=int(total[-1]))
+        return prof
+
+    # ------------------------------------------------------------------ resume
+
+    def state_dict(self) -> dict:
+        """Everything needed for an exact resume: CPU tensors and plain Python numbers only."""
+        K = self.grid.num_bins
+        t = lambda a: torch.from_numpy(np.array(a, dtype=np.float64))   # noqa: E731
+        base_state = self.base.state_dict() if callable(getattr(self.base, 'state_dict', None)) else {}
+        return {
+            'num_bins': self.grid.num_bins, 'buffer_size': self.buffer_size,
+            'step': self._step, 'refreshes': self._refreshes, 'starved': int(self._starved),
+            'pivot': float(self._pivot),
+            'buf': self._buf.cpu().clone().index_fill_(0, torch.tensor([K]), 0.0),   # row K: scratch
+            'total': self._total.cpu().clone(),
+            'mse': t(self._mse), 'rate': t(self._rate), 'gated_rate': t(self._gated),
+            'density': t(self._density), 'cdf': t(self._cdf),
+            'base': base_state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict()`; the sampler must have been built with the same grid and buffer size."""
+        K, B = self.grid.num_bins, self.buffer_size
+        missing = [k for k in ('num_bins', 'buffer_size', 'step', 'refreshes', 'starved', 'pivot', 'buf',
+                               'total', 'mse', 'rate', 'gated_rate', 'density', 'cdf', 'base')
+                   if k not in state]
+        if missing:
+            raise ValueError(f'sampler state lacks {", ".join(missing)}')
+        if int(state['num_bins']) != K or int(state['buffer_size']) != B:
+            raise ValueError(f'sampler state is for {state["num_bins"]} bins x {state["buffer_size"]} losses, '
+                             f'this sampler has {K} x {B}')
+        device = self._state_device()
+        self._buf = state['buf'].to(device, torch.float32).clone()
+        self._total = state['total'].to(device, torch.int64).clone()
+        self._step, self._refreshes = int(state['step']), int(state['refreshes'])
+        self._starved, self._pivot = bool(state['starved']), float(state['pivot'])
+        arr = lambda name: state[name].detach().cpu().double().numpy().copy()   # noqa: E731
+        self._mse, self._rate, self._gated = arr('mse'), arr('rate'), arr('gated_rate')
+        self._density, self._cdf = arr('density'), arr('cdf')
+        self._table = None
+        if self._refreshes > 0:
+            self._install_table()
+        if state['base'] and callable(getattr(self.base, 'load_state_dict', None)):
+            self.base.load_state_dict(state['base'])
+
+    def __repr__(self) -> str:
+        return (f'InfoNoiseSampler({self.grid!r}, base={self.base!r}, endpoint={self.endpoint!r}, '
+                f'warmup_steps={self.warmup_steps}, refresh_every={self.refresh_every}, '
+                f'buffer_size={self.buffer_size}, ema={self.ema}, min_count={self.min_count}, '
+                f'gate_n={self.gate_n}, onset_p={self.onset_p}, floor={self.floor}, smooth={self.smooth})')

@@ -1,0 +1,145 @@
+"""Fixed σ distributions with the shared σ-sampler interface.
+
+`LogNormalSampler` is EDM's training distribution, `LogUniformSampler` the uniform-in-log σ one. Their
+`sample` expressions are the reference losses' own, so a loss that draws σ through them consumes the
+random stream exactly as the reference does. `observe` is a no-op and `step` only counts steps, so a
+fixed sampler can stand wherever an `InfoNoiseSampler` can.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .grid import SigmaGrid
+
+
+def default_grid() -> SigmaGrid:
+    """The grid that fixed samplers report their density on when none is given."""
+    return SigmaGrid(0.002, 80.0, 64)
+
+
+def empty_profile(grid: SigmaGrid) -> dict:
+    """A telemetry dict (DESIGN §3.4) on `grid` with every estimate still unknown (NaN)."""
+    num_bins = grid.num_bins
+    nan_k = np.full(num_bins, np.nan)
+    return dict(
+        sigma=grid.sigma.numpy().copy(), edges=grid.edges.numpy().copy(),
+        mse=nan_k.copy(), rate=nan_k.copy(), pivot=float('nan'), gated_rate=nan_k.copy(),
+        rho=nan_k.copy(), pi=nan_k.copy(), phi=nan_k.copy(), u=np.full(num_bins + 1, np.nan),
+        counts=np.zeros(num_bins, dtype=np.int64), step=0, refreshes=0, dropped_nonfinite=0,
+    )
+
+
+def loguniform_bin_density(grid: SigmaGrid, sigma_min: float, sigma_max: float) -> np.ndarray:
+    """Bin-averaged density of LogUniform(sigma_min, sigma_max) on the bins of `grid` (float64 [K])."""
+    log_edges = np.log(grid.edges.numpy())
+    lo, hi = math.log(sigma_min), math.log(sigma_max)
+    mass = np.diff(np.clip(log_edges, lo, hi)) / (hi - lo)
+    return mass / grid.widths.numpy()
+
+
+def _phi(pi: np.ndarray, grid: SigmaGrid, weight_fn: Callable | None) -> np.ndarray:
+    if weight_fn is None:
+        return np.full_like(pi, np.nan)
+    w = weight_fn(grid.sigma.clone())
+    return pi * np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
+
+
+class _FixedSampler:
+    """Shared plumbing of the fixed samplers: step counting, telemetry, state."""
+
+    def __init__(self):
+        self._step = 0
+
+    def observe(self, sigma: torch.Tensor, loss: torch.Tensor) -> None:
+        """Fixed samplers learn nothing from the losses."""
+
+    def step(self) -> bool:
+        """Count one optimizer step; a fixed sampler never rebuilds."""
+        self._step += 1
+        return False
+
+    def _bin_mass(self, grid: SigmaGrid) -> np.ndarray:
+        raise NotImplementedError
+
+    def profile(self, grid: SigmaGrid | None = None, weight_fn: Callable | None = None) -> dict:
+        """Telemetry on `grid` (default SigmaGrid(0.002, 80, 64)): `pi` is the bin-averaged density.
+
+        `phi` = π·w needs `weight_fn`; without it (and for the estimates a fixed sampler does not make)
+        the entries are NaN.
+        """
+        grid = default_grid() if grid is None else grid
+        prof = empty_profile(grid)
+        prof['pi'] = self._bin_mass(grid) / grid.widths.numpy()
+        prof['phi'] = _phi(prof['pi'], grid, weight_fn)
+        prof['step'] = self._step
+        return prof
+
+    def state_dict(self) -> dict:
+        return {'step': self._step}
+
+    def load_state_dict(self, state: dict) -> None:
+        if 'step' not in state:
+            raise ValueError('sampler state has no "step" entry')
+        self._step = int(state['step'])
+
+
+class LogNormalSampler(_FixedSampler):
+    """ln σ ~ N(P_mean, P_std²), EDM's training distribution.
+
+    Args:
+        P_mean: mean of ln σ.
+        P_std:  standard deviation of ln σ, > 0.
+    """
+
+    def __init__(self, P_mean: float = -1.2, P_std: float = 1.2):
+        super().__init__()
+        if not math.isfinite(P_mean):
+            raise ValueError(f'P_mean must be finite, got {P_mean}')
+        if not math.isfinite(P_std) or P_std <= 0:
+            raise ValueError(f'P_std must be a finite number > 0, got {P_std}')
+        self.P_mean = float(P_mean)
+        self.P_std = float(P_std)
+
+    def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws (float32) on `device`, with exactly the reference's expression and random stream."""
+        return (torch.randn(n, device=device, generator=generator) * self.P_std + self.P_mean).exp()
+
+    def _bin_mass(self, grid: SigmaGrid) -> np.ndarray:
+        z = (grid.edges.log() - self.P_mean) / self.P_std
+        return torch.special.ndtr(z).diff().numpy()
+
+    def __repr__(self) -> str:
+        return f'LogNormalSampler(P_mean={self.P_mean}, P_std={self.P_std})'
+
+
+class LogUniformSampler(_FixedSampler):
+    """ln σ ~ U(ln sigma_min, ln sigma_max).
+
+    Args:
+        sigma_min: lower end, > 0.
+        sigma_max: upper end, > sigma_min.
+    """
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
+        super().__init__()
+        if not math.isfinite(sigma_min) or sigma_min <= 0:
+            raise ValueError(f'sigma_min must be a finite number > 0, got {sigma_min}')
+        if not math.isfinite(sigma_max) or sigma_max <= sigma_min:
+            raise ValueError(f'sigma_max must be finite and greater than sigma_min={sigma_min}, got {sigma_max}')
+        self.sigma_min = float(sigma_min)
+        self.sigma_max = float(sigma_max)
+
+    def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws (float32) on `device`: sigma_min · (sigma_max / sigma_min) ** U(0, 1)."""
+        return self.sigma_min * ((self.sigma_max / self.sigma_min) ** torch.rand(n, device=device,
+                                                                                  generator=generator))
+
+    def _bin_mass(self, grid: SigmaGrid) -> np.ndarray:
+        return loguniform_bin_density(grid, self.sigma_min, self.sigma_max) * grid.widths.numpy()
+
+    def __repr__(self) -> str:
+        return f'LogUniformSampler(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})'

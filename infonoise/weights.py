@@ -1,0 +1,47 @@
+"""Per-σ loss weights w(σ) of the common diffusion objectives.
+
+The training loss is w(σ)·‖D(x_σ) − y‖²; InfoNoise samples π ∝ ρ / w so that the effective emphasis
+φ = π·w follows the target ρ. Every function takes a tensor (or ndarray) of σ and returns w of the same
+shape and kind.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import numpy as np
+import torch
+
+WEIGHT_NAMES = ('edm', 'vp', 've', 'unit')
+
+
+def edm_weight(sigma, sigma_data: float = 0.5):
+    """EDM's weight λ(σ) = (σ² + σ_data²) / (σ · σ_data)²."""
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
+def vp_weight(sigma):
+    """The VP objective's weight as EDM writes it in σ: 1 / σ²."""
+    return 1 / sigma ** 2
+
+
+def ve_weight(sigma):
+    """The VE objective's weight: 1 / σ²."""
+    return 1 / sigma ** 2
+
+
+def unit_weight(sigma):
+    """w ≡ 1 (plain denoising error; the discrete-data recipes)."""
+    if isinstance(sigma, torch.Tensor):
+        return torch.ones_like(sigma)
+    return np.ones_like(np.asarray(sigma, dtype=np.float64))
+
+
+def get_weight(name: str, sigma_data: float = 0.5) -> Callable:
+    """The weight function called `name` (one of edm, vp, ve, unit); picklable."""
+    if name == 'edm':
+        return functools.partial(edm_weight, sigma_data=sigma_data)
+    table = {'vp': vp_weight, 've': ve_weight, 'unit': unit_weight}
+    if name not in table:
+        raise ValueError(f'unknown weight name {name!r}; expected one of {", ".join(WEIGHT_NAMES)}')
+    return table[name]
