@@ -1,0 +1,225 @@
+"""Measure the entropy-rate profile r(σ) = mse(σ)/σ³ of a frozen network on a dataset, or the exact
+empirical-Bayes profile of a small dataset, and write it as a profile JSON for `generate.py --infogrid-profile`.
+
+Network mode uses the training estimator itself: for each of the K log-spaced bins, N noise levels are
+drawn stratified in log σ inside the bin, the per-sample unweighted error mean((D(y + σn; σ) − y)²) is
+computed on random dataset images (y in [−1, 1], EDM's scaling), and the errors go through an
+`InfoNoiseSampler`'s observe/refresh machinery (one refresh, no EMA), which forms the rate, pivot, gate,
+target ρ, sampling density π (with the floor), φ = π·w and the CDF u exactly as training does.
+
+Oracle mode (`--oracle`) replaces the network by the exact empirical-Bayes denoiser of the dataset
+(`infonoise.oracles.EmpiricalBayes`, the memorising optimum): mse_k is its Monte Carlo MMSE at the bin
+centre σ_k over N draws of (x0, ε), divided by the number of elements (the per-element convention of
+the training estimator), and goes through the same machinery.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+_SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_SCRIPTS)
+if sys.path and os.path.abspath(sys.path[0] or '.') == _SCRIPTS:
+    sys.path[0] = _ROOT  # run as a script: import the repo, and do not shadow the stdlib `profile`
+elif _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from typing import Any, Callable  # noqa: E402
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import tqdm  # noqa: E402
+
+import infonoise  # noqa: E402
+from dnnlib import util  # noqa: E402
+
+EXAMPLES = """\b
+Examples:
+  # Profile of a trained snapshot on its training data (64 bins x 256 samples)
+  python scripts/profile.py --network runs/00000-cifar10/network-snapshot-200000.pkl \\
+      --data datasets/cifar10-32x32.zip --out profile.json
+  python generate.py --network NET.pkl --outdir out --infogrid-profile profile.json
+\b
+  # Exact empirical-Bayes profile of 500 digits (no network)
+  python scripts/profile.py --oracle --data builtin:digits --max-size 500 --out digits-oracle.json
+"""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Measurement (plain functions; the CLI below only wires options to them).
+
+def stratified_sigma(grid: infonoise.SigmaGrid, per_bin: int, generator: torch.Generator) -> torch.Tensor:
+    """K·N σ's, N per bin, stratified in log σ within each bin (float64, bin-major order).
+
+    Sub-bin j of bin k gets log σ = log edge_k + (j + U)/N · Δlog with U ~ U[0, 1), squeezed by 1e-6 of
+    a bin width away from the edges so that every σ lands in its own bin under `grid.bin_index`.
+    """
+    K = grid.num_bins
+    j = torch.arange(per_bin, dtype=torch.float64).repeat(K)
+    k = torch.arange(K, dtype=torch.float64).repeat_interleave(per_bin)
+    frac = (j + torch.rand(K * per_bin, dtype=torch.float64, generator=generator)) / per_bin
+    frac = 1e-6 + (1 - 2e-6) * frac
+    return torch.exp(grid.log_min + (k + frac) * grid.log_width)
+
+
+def profile_from_losses(grid: infonoise.SigmaGrid, sigma: torch.Tensor, losses: torch.Tensor, weight_fn: Callable,
+                        endpoint: str, floor: float, smooth: int = 0) -> dict:
+    """Run per-sample (σ, unweighted loss) pairs through one refresh of an InfoNoiseSampler; its profile()."""
+    counts = torch.bincount(grid.bin_index(sigma), minlength=grid.num_bins)
+    buffer_size = int(counts.max())
+    s = infonoise.InfoNoiseSampler(grid, weight_fn=weight_fn, warmup_steps=0, refresh_every=1,
+                                   buffer_size=buffer_size, ema=1.0, min_count=1, endpoint=endpoint, floor=floor,
+                                   smooth=smooth, device='cpu')
+    s.observe(sigma.cpu().double(), losses.cpu().float())
+    if int(counts.min()) < 1:
+        raise ValueError('Some σ bins received no samples.')
+    if not s.step():
+        raise ValueError('The measured losses do not give a usable profile (non-finite or all-zero rate).')
+    return s.profile()
+
+
+def measure_network_losses(net: torch.nn.Module, dataset: Any, sigma: torch.Tensor, batch_size: int,
+                           generator: torch.Generator, device: torch.device,
+                           progress: Callable = lambda it, total: it) -> torch.Tensor:
+    """Per-sample mean((D(y + σn; σ) − y)²) for every σ, on random dataset items (y = x/127.5 − 1)."""
+    label_dim = int(getattr(net, 'label_dim', 0) or 0)
+    index = torch.randint(len(dataset), [sigma.numel()], generator=generator)
+    losses = torch.empty(sigma.numel(), dtype=torch.float64)
+    starts = range(0, sigma.numel(), batch_size)
+    for start in progress(starts, len(starts)):
+        idx = index[start:start + batch_size].tolist()
+        items = [dataset[i] for i in idx]
+        y = torch.from_numpy(np.stack([im for im, _ in items])).to(device, torch.float32) / 127.5 - 1
+        labels = None
+        if label_dim:
+            labels = torch.from_numpy(np.stack([lb for _, lb in items])).to(device, torch.float32)
+        s = sigma[start:start + batch_size].to(device, torch.float32)
+        noise = torch.randn(y.shape, generator=generator).to(device)
+        with torch.no_grad():
+            denoised = net(y + noise * s[:, None, None, None], s, labels).to(torch.float32)
+        losses[start:start + len(idx)] = (denoised - y).square().flatten(1).mean(1).double().cpu()
+    return losses
+
+
+def dataset_array(dataset: Any) -> np.ndarray:
+    """All items of a dataset as float64 [n, C, H, W] in [−1, 1]."""
+    return np.stack([dataset[i][0] for i in range(len(dataset))]).astype(np.float64) / 127.5 - 1
+
+
+def oracle_mse(data: np.ndarray, sigma: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
+    """Per-element empirical-Bayes MMSE at each σ: EmpiricalBayes(data).mmse(σ) / (elements per item)."""
+    oracle = infonoise.EmpiricalBayes(torch.from_numpy(data))
+    generator = torch.Generator().manual_seed(seed)
+    mmse = oracle.mmse(np.asarray(sigma, np.float64), num_samples=num_samples, generator=generator)
+    return np.asarray(mmse) / oracle.dim
+
+
+def annotate(profile: dict, **meta: Any) -> dict:
+    """The profile as JSON-ready data with provenance fields added."""
+    out = infonoise.profile_to_json(profile)
+    out.update({k: v for k, v in meta.items() if v is not None})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI.
+
+@click.command(epilog=EXAMPLES, context_settings=dict(max_content_width=110))
+@click.option('--network', metavar='PATH|URL', default=None, help='Network snapshot (not with --oracle).')
+@click.option('--data', 'data_spec', metavar='PATH|SPEC', required=True, help='Dataset: folder, zip or builtin:digits.')
+@click.option('--out', 'out_path', required=True, type=click.Path(dir_okay=False), help='Profile JSON to write.')
+@click.option('--oracle', is_flag=True, help='Exact empirical-Bayes profile of the dataset instead of a network.')
+@click.option('--bins', 'num_bins', type=click.IntRange(min=2), default=64, show_default=True,
+              help='Number of σ bins K.')
+@click.option('--sigma-min', type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
+@click.option('--sigma-max', type=click.FloatRange(min=0, min_open=True), default=80.0, show_default=True)
+@click.option('--per-bin', type=click.IntRange(min=1), default=256, show_default=True,
+              help='Samples per bin N (oracle: Monte Carlo draws per σ).')
+@click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=256, show_default=True,
+              help='Network evaluations per batch.')
+@click.option('--max-size', type=click.IntRange(min=1), default=None, help='Use a seeded random subset of the dataset.')
+@click.option('--cond/--uncond', 'use_labels', default=None,
+              help='Read dataset labels  [default: when the network is conditional]')
+@click.option('--weight', type=click.Choice(list(infonoise.weights.WEIGHT_NAMES)), default='edm', show_default=True,
+              help='Training loss weight w(σ) for π and φ = π·w.')
+@click.option('--sigma-data', type=click.FloatRange(min=0, min_open=True), default=None,
+              help="σ_data of the EDM weight  [default: the network's, else 0.5]")
+@click.option('--endpoint', type=click.Choice(['auto', 'continuous', 'discrete']), default='auto', show_default=True,
+              help='Pivot rule; auto = what the dataset declares.')
+@click.option('--floor', type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
+              help='Log-uniform floor mixed into π (as in training).')
+@click.option('--smooth', type=click.IntRange(min=0), default=0, show_default=True, help='Log-rate smoothing passes.')
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed.')
+@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+def main(network: str | None, data_spec: str, out_path: str, oracle: bool, num_bins: int, sigma_min: float,
+         sigma_max: float, per_bin: int, batch_size: int, max_size: int | None, use_labels: bool | None, weight: str,
+         sigma_data: float | None, endpoint: str, floor: float, smooth: int, seed: int, device: str) -> None:
+    """Entropy-rate profile of a network (or of the exact denoiser of a dataset) as a profile JSON."""
+    from training.dataset import open_dataset
+    from training.network_io import load_network
+
+    if oracle == (network is not None):
+        raise click.UsageError('Give either --network or --oracle.')
+    if not sigma_min < sigma_max:
+        raise click.BadParameter(f'--sigma-min {sigma_min} must be below --sigma-max {sigma_max}.')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
+    device_t = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else
+                            ('cpu' if device == 'auto' else device))
+
+    net = None
+    if network is not None:
+        try:
+            net = load_network(network, device_t)['ema']
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        if use_labels is None:
+            use_labels = bool(getattr(net, 'label_dim', 0))
+    try:
+        dataset = open_dataset(data_spec, max_size=max_size, random_seed=seed, use_labels=bool(use_labels))
+        if net is not None and list(dataset.image_shape) != [net.img_channels, net.img_resolution, net.img_resolution]:
+            raise ValueError(f'{data_spec} holds images of shape {dataset.image_shape} but the network makes '
+                             f'{[net.img_channels, net.img_resolution, net.img_resolution]}.')
+        if net is not None and getattr(net, 'label_dim', 0) and dataset.label_dim != net.label_dim:
+            raise ValueError(f'The network needs {net.label_dim} class labels; '
+                             f'{data_spec} provides {dataset.label_dim}.')
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    grid = infonoise.SigmaGrid(sigma_min, sigma_max, num_bins)
+    if sigma_data is None:
+        sigma_data = float(getattr(net, 'sigma_data', 0.5) or 0.5)
+    weight_fn = infonoise.get_weight(weight, sigma_data=sigma_data)
+    endpoint = dataset.endpoint if endpoint == 'auto' else endpoint
+    bar = lambda it, total: tqdm.tqdm(it, total=total, unit='batch')  # noqa: E731
+
+    try:
+        if oracle:
+            click.echo(f'Exact empirical-Bayes profile of {len(dataset)} items on {num_bins} bins ...')
+            mse = oracle_mse(dataset_array(dataset), grid.sigma.numpy(), per_bin, seed)
+            profile = profile_from_losses(grid, grid.sigma.clone(), torch.from_numpy(mse), weight_fn, endpoint,
+                                          floor, smooth)
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            sigma = stratified_sigma(grid, per_bin, generator)
+            click.echo(f'Measuring {network} on {num_bins} bins x {per_bin} samples ...')
+            losses = measure_network_losses(net, dataset, sigma, batch_size, generator, device_t, bar)
+            profile = profile_from_losses(grid, sigma, losses, weight_fn, endpoint, floor, smooth)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    record = annotate(profile, source='oracle' if oracle else 'network', network=network, data=data_spec,
+                      num_items=len(dataset), per_bin=per_bin, weight=weight, sigma_data=sigma_data,
+                      endpoint=endpoint, floor=floor, seed=seed)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with util.atomic_write(out_path) as f:
+        f.write((json.dumps(record, indent=1) + '\n').encode('utf-8'))
+    pivot = profile.get('pivot', math.nan)
+    click.echo(f'Wrote {out_path} (pivot σ = {float(pivot):.4g}).')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,157 @@
+"""scripts/profile.py (network and exact empirical-Bayes profiles), scripts/plot_profile.py, training.plotting."""
+import json
+import os
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+import infonoise
+from scripts import plot_profile as plot_cli
+from scripts import profile as profile_cli
+from torch_utils import persistence
+from training import generation, plotting
+from training.dataset import open_dataset
+from training.networks import EDMPrecond
+
+BINS, PER_BIN, MAX_SIZE = 10, 48, 100
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny networks run fastest single-threaded, and the shared CI machine has 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def zero_net() -> EDMPrecond:
+    """An EDMPrecond whose inner model outputs exactly 0, so D(x; σ) = c_skip(σ)·x."""
+    net = EDMPrecond(img_resolution=8, img_channels=1, model_type='SongUNet', model_channels=8, channel_mult=[1],
+                     num_blocks=1, attn_resolutions=[], dropout=0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    return net.eval()
+
+
+def digits_subset(seed: int = 0) -> np.ndarray:
+    """The seeded random subset profile.py uses (--max-size, subset seed = --seed)."""
+    ds = open_dataset('builtin:digits', max_size=MAX_SIZE, random_seed=seed)
+    return np.stack([ds[i][0] for i in range(len(ds))]).astype(np.float64) / 127.5 - 1
+
+
+def assert_png(path):
+    assert os.path.getsize(path) > 0
+    with PIL.Image.open(path) as im:
+        im.load()
+        assert im.format == 'PNG' and im.size[0] > 100 and im.size[1] > 100
+        assert len(im.convert('RGB').getcolors(maxcolors=1 << 20)) > 10   # something was drawn
+
+
+def test_network_profile_matches_closed_form_of_a_skip_only_denoiser(tmp_path):
+    snap = tmp_path / 'zero.pkl'
+    persistence.dump_network_pickle(dict(ema=zero_net(), loss_fn=None, augment_pipe=None, dataset_kwargs={}), str(snap))
+    out = tmp_path / 'net-profile.json'
+    r = CliRunner().invoke(profile_cli.main, ['--network', str(snap), '--data', 'builtin:digits', '--max-size', MAX_SIZE,
+                                              '--bins', BINS, '--per-bin', PER_BIN, '--batch', 128, '--out', str(out),
+                                              '--device', 'cpu'])
+    assert r.exit_code == 0, r.output
+    prof = infonoise.profile_from_json(json.loads(out.read_text()))
+    grid = infonoise.SigmaGrid(0.002, 80, BINS)
+    np.testing.assert_allclose(prof['edges'], grid.edges.numpy())
+    np.testing.assert_array_equal(prof['counts'], np.full(BINS, PER_BIN))
+    np.testing.assert_allclose(prof['rate'], prof['mse'] / prof['sigma'] ** 3, rtol=1e-12)
+
+    # Closed form: D = c_skip x with c_skip = sd²/(σ² + sd²), so per element
+    # mse(σ) = (σ²/(σ² + sd²))² E[y²] + c_skip² σ², averaged over log σ inside each bin.
+    m2 = np.mean(digits_subset() ** 2)
+    sd2 = 0.25
+    expected = []
+    for lo, hi in zip(grid.edges.numpy()[:-1], grid.edges.numpy()[1:]):
+        s = np.exp(np.linspace(np.log(lo), np.log(hi), 2001))
+        mse = (s ** 2 / (s ** 2 + sd2)) ** 2 * m2 + (sd2 / (s ** 2 + sd2)) ** 2 * s ** 2
+        expected.append(np.trapezoid(mse, np.log(s)) / np.log(hi / lo))
+    np.testing.assert_allclose(prof["mse"], expected, rtol=0.1)
+    widths = grid.widths.numpy()
+    assert np.sum(prof['pi'] * widths) == pytest.approx(1.0, rel=1e-9)
+    assert prof['u'][0] == 0 and prof['u'][-1] == pytest.approx(1.0)
+
+
+def test_oracle_profile_is_the_empirical_bayes_rate_on_the_grid(tmp_path):
+    out = tmp_path / 'oracle.json'
+    r = CliRunner().invoke(profile_cli.main, ['--oracle', '--data', 'builtin:digits', '--max-size', MAX_SIZE,
+                                              '--bins', BINS, '--per-bin', PER_BIN, '--seed', 3, '--out', str(out)])
+    assert r.exit_code == 0, r.output
+    prof = infonoise.profile_from_json(json.loads(out.read_text()))
+    data = digits_subset(3)
+    grid = infonoise.SigmaGrid(0.002, 80, BINS)
+    oracle = infonoise.EmpiricalBayes(torch.from_numpy(data))
+    rate = oracle.rate(grid.sigma.numpy(), num_samples=PER_BIN, generator=torch.Generator().manual_seed(3))
+    expected = rate / data[0].size          # per-element convention of the training estimator
+    np.testing.assert_allclose(prof['sigma'], grid.sigma.numpy())
+    np.testing.assert_allclose(prof['rate'], expected, rtol=1e-6, atol=1e-9 * expected.max())
+    assert expected[-1] > 0 and prof['source'] == 'oracle'
+
+    # The file is a valid --infogrid-profile.
+    loaded = generation.load_profile_file(str(out))
+    steps = infonoise.infogrid_sigma_steps(loaded, 8, 0.002, 80)
+    assert steps.shape == (9,) and steps[0] == 80 and steps[-1] == 0
+
+
+def test_profile_cli_errors(tmp_path):
+    r = CliRunner().invoke(profile_cli.main, ['--data', 'builtin:digits', '--out', str(tmp_path / 'x.json')])
+    assert r.exit_code != 0 and 'Traceback' not in r.output and '--network or --oracle' in r.output
+    snap = tmp_path / 'rgb.pkl'
+    net = EDMPrecond(img_resolution=8, img_channels=3, model_type='SongUNet', model_channels=8, channel_mult=[1],
+                     num_blocks=1, attn_resolutions=[], dropout=0)
+    persistence.dump_network_pickle(dict(ema=net), str(snap))
+    r = CliRunner().invoke(profile_cli.main, ['--network', str(snap), '--data', 'builtin:digits',
+                                              '--out', str(tmp_path / 'x.json')])
+    assert r.exit_code != 0 and 'Traceback' not in r.output and 'shape' in r.output
+    assert not (tmp_path / 'x.json').exists()
+
+
+def synthetic_profile(step: int, shift: float) -> dict:
+    grid = infonoise.SigmaGrid(0.002, 80, 16)
+    sigma, widths = grid.sigma.numpy(), grid.widths.numpy()
+    rate = np.exp(-(np.log(sigma) - shift) ** 2)
+    rho = rate / np.sum(rate * widths)
+    pi = 0.9 * rho + 0.1 / (sigma * np.log(80 / 0.002))
+    return dict(sigma=sigma, edges=grid.edges.numpy(), rate=rate, gated_rate=rate, rho=rho, pi=pi,
+                phi=pi * infonoise.edm_weight(sigma), u=np.concatenate([[0], np.cumsum(rho * widths)]),
+                pivot=0.01, step=step)
+
+
+def test_plot_profile_cli_writes_pngs(tmp_path):
+    rows = [infonoise.profile_to_json(synthetic_profile(step, shift)) for step, shift in ((200, -1), (400, 0), (600, 1))]
+    (tmp_path / 'infonoise.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    (tmp_path / 'grid.json').write_text(json.dumps({'sigma_steps': [80, 10, 1, 0.1, 0.002, 0]}))
+    r = CliRunner().invoke(plot_cli.main, [str(tmp_path / 'infonoise.jsonl'), '--outdir', str(tmp_path / 'plots'),
+                                           '--steps', 12, '--grid', str(tmp_path / 'grid.json')])
+    assert r.exit_code == 0, r.output
+    for name in ('profile.png', 'grids.png', 'emergence.png'):
+        assert_png(tmp_path / 'plots' / name)
+
+    (tmp_path / 'single.json').write_text(json.dumps(rows[0]))
+    r = CliRunner().invoke(plot_cli.main, [str(tmp_path / 'single.json'), '--outdir', str(tmp_path / 'single')])
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(tmp_path / 'single')) == ['grids.png', 'profile.png']
+
+    (tmp_path / 'bad.json').write_text('{"foo": 1}')
+    r = CliRunner().invoke(plot_cli.main, [str(tmp_path / 'bad.json')])
+    assert r.exit_code != 0 and 'Traceback' not in r.output and 'no InfoNoise profile' in r.output
+
+
+def test_plotting_library_functions(tmp_path):
+    prof = synthetic_profile(100, 0.5)
+    plotting.plot_profile(prof, str(tmp_path / 'p.png'))
+    plotting.plot_emergence([infonoise.profile_to_json(prof)], str(tmp_path / 'e.png'))
+    plotting.plot_grids({'a': [80, 1, 0.002, 0], 'b': np.geomspace(80, 0.002, 7)}, str(tmp_path / 'g.png'))
+    for name in ('p.png', 'e.png', 'g.png'):
+        assert_png(tmp_path / name)
+    with pytest.raises(ValueError):
+        plotting.plot_emergence([], str(tmp_path / 'none.png'))

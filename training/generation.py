@@ -1,0 +1,269 @@
+"""Batched image generation: per-seed random streams, σ grids (EDM, InfoGrid, ablation), rank sharding.
+
+Reproducibility contract: every seed owns one `torch.Generator` seeded with `seed % 2**32`. A batch
+draws, per seed and in this order, the latents [C, H, W], then (for conditional networks) a class
+index, then one Gaussian tensor per sampler step (the sampler's `randn_like`). An image therefore
+depends only on its seed, the network and the sampler options — not on the batch size, the batch
+composition or the number of ranks — and matches EDM's generate.py for the same seed and device.
+
+Sharding: seeds are split into `world_size * ceil(len / (max_batch * world_size))` consecutive batches
+of near-equal size and rank r takes batches r, r + world_size, ... (EDM's scheme), so every rank runs
+the same number of batches.
+
+The caller chooses the σ grid once with `resolve_sigma_steps` and passes it to `sample_batch`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+
+from training import sampler as samplers
+
+ABLATION_KEYS = ('solver', 'discretization', 'schedule', 'scaling')
+INFOGRID_MEASURES = ('literal', 'entropic')
+# Provisional InfoGrid defaults: the literal Eq. 19 measure blended 50/50 with log-uniform, which the
+# exact Gaussian-mixture study (DESIGN §3.4) found robust across dimensions. To be revisited once the
+# measurements on trained models are in docs/BENCHMARKS.md.
+DEFAULT_INFOGRID_MEASURE = 'literal'
+DEFAULT_INFOGRID_FLOOR = 0.5
+EDM_SIGMA_MIN = 0.002
+EDM_SIGMA_MAX = 80.0
+PROFILE_HINT = ('measure one with `python scripts/profile.py --network NET --data DATA --out profile.json` '
+                'and pass --infogrid-profile profile.json')
+
+
+class GenerationError(ValueError):
+    """Sampler options that do not fit the network or each other."""
+
+
+@dataclasses.dataclass
+class SamplerOptions:
+    """How to sample; None leaves a value to the sampler's default (EDM's convention)."""
+
+    num_steps: int = 18                     # Number of σ steps N (NFE = 2N − 1 for Heun).
+    sigma_min: float | None = None          # Lowest σ; None = 0.002 (EDM/InfoGrid) or the ablation default.
+    sigma_max: float | None = None          # Highest σ; None = 80 (EDM/InfoGrid) or the ablation default.
+    rho: float = 7.0                        # Exponent of EDM's ρ-grid.
+    S_churn: float = 0.0                    # Stochasticity strength (EDM's Algorithm 2).
+    S_min: float = 0.0                      # Lowest σ with churn.
+    S_max: float = math.inf                 # Highest σ with churn.
+    S_noise: float = 1.0                    # Noise inflation for churn.
+    solver: str | None = None               # 'heun' | 'euler'; None = heun.
+    discretization: str | None = None       # Ablation: 'vp' | 've' | 'iddpm' | 'edm'.
+    schedule: str | None = None             # Ablation: 'vp' | 've' | 'linear'.
+    scaling: str | None = None              # Ablation: 'vp' | 'none'.
+    infogrid: Mapping[str, Any] | None = None    # Profile (numpy arrays) for InfoGrid; None = not InfoGrid.
+    infogrid_measure: str = DEFAULT_INFOGRID_MEASURE  # 'literal' (Eq. 19) | 'entropic'.
+    infogrid_floor: float = DEFAULT_INFOGRID_FLOOR    # Blend weight of log-uniform in the InfoGrid density.
+    infogrid_gated: bool = False            # Build InfoGrid from the gated rate instead of the raw rate.
+
+    @property
+    def uses_ablation(self) -> bool:
+        """EDM's rule: any ablation option selects the ablation sampler (InfoGrid takes only `solver`)."""
+        if self.infogrid is not None:
+            return False
+        return any(getattr(self, k) is not None for k in ABLATION_KEYS)
+
+
+def parse_seeds(spec: str | Sequence[int]) -> list[int]:
+    """'0-3,10,12-13' -> [0, 1, 2, 3, 10, 12, 13]; a list of ints passes through. ValueError if malformed."""
+    if not isinstance(spec, str):
+        return [int(s) for s in spec]
+    seeds: list[int] = []
+    for part in spec.split(','):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition('-')
+        try:
+            if sep:
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise ValueError(f'cannot read {part!r} as a seed or an ascending range like 0-63') from None
+    if not seeds:
+        raise ValueError('no seeds given')
+    if min(seeds) < 0:
+        raise ValueError('seeds must be non-negative')
+    return seeds
+
+
+class SeedRandom:
+    """One generator per seed; draws are stacked along the batch dimension (StackedRandomGenerator-like)."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(self.device).manual_seed(int(s) % (1 << 32)) for s in seeds]
+
+    def randn(self, size: Sequence[int], **kwargs: Any) -> torch.Tensor:
+        if size[0] != len(self.generators):
+            raise ValueError(f'batch dimension {size[0]} != number of seeds {len(self.generators)}')
+        kwargs.setdefault('device', self.device)
+        return torch.stack([torch.randn(list(size[1:]), generator=g, **kwargs) for g in self.generators])
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.randn(x.shape, dtype=x.dtype, layout=x.layout, device=x.device)
+
+    def randint(self, high: int, size: Sequence[int], **kwargs: Any) -> torch.Tensor:
+        if size[0] != len(self.generators):
+            raise ValueError(f'batch dimension {size[0]} != number of seeds {len(self.generators)}')
+        kwargs.setdefault('device', self.device)
+        return torch.stack([torch.randint(high, size=list(size[1:]), generator=g, **kwargs)
+                            for g in self.generators])
+
+
+def rank_batches(seeds: Sequence[int], max_batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """This rank's seed batches (some may be empty when there are few seeds); see the module docstring."""
+    if max_batch_size < 1:
+        raise ValueError('max_batch_size must be >= 1')
+    n = len(seeds)
+    num_batches = ((n - 1) // (max_batch_size * world_size) + 1) * world_size if n else world_size
+    batches = torch.as_tensor(list(seeds), dtype=torch.int64).tensor_split(num_batches)
+    return [b.tolist() for b in batches[rank::world_size]]
+
+
+def load_profile_file(path: str) -> dict:
+    """A profile from a JSON file (`profile_to_json` output) or the last row of an `infonoise.jsonl`."""
+    import infonoise
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        raise ValueError(f'{path} is not a text file, so neither a profile JSON nor an infonoise.jsonl') from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        try:
+            data = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            data = None
+        if data is None:
+            raise ValueError(f'{path} is neither a profile JSON file nor an infonoise.jsonl log') from None
+    if not isinstance(data, dict) or 'rate' not in data or 'edges' not in data:
+        raise ValueError(f'{path} does not hold a profile (expected keys such as sigma, edges, rate)')
+    return infonoise.profile_from_json(data)
+
+
+def snapshot_profile(snapshot: Mapping[str, Any], name: str = 'the snapshot') -> dict:
+    """The InfoNoise profile embedded in a snapshot (key 'infonoise'); GenerationError if it has none."""
+    import infonoise
+    data = snapshot.get('infonoise')
+    if not data or 'rate' not in data:
+        raise GenerationError(f'{name} has no InfoNoise profile for --infogrid; {PROFILE_HINT}')
+    return infonoise.profile_from_json(dict(data))
+
+
+def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None = None) -> None:
+    """Raise GenerationError for options that cannot work with `net`."""
+    label_dim = int(getattr(net, 'label_dim', 0) or 0)
+    if class_idx is not None:
+        if label_dim == 0:
+            raise GenerationError(f'--class {class_idx} was given but the network is unconditional.')
+        if not 0 <= class_idx < label_dim:
+            raise GenerationError(f'--class {class_idx} is out of range for a network with {label_dim} classes '
+                                  f'(0..{label_dim - 1}).')
+    if opts.num_steps < 1:
+        raise GenerationError('The number of steps must be at least 1.')
+    if opts.infogrid is not None:
+        flags = {'discretization': '--disc', 'schedule': '--schedule', 'scaling': '--scaling'}
+        extra = [flag for key, flag in flags.items() if getattr(opts, key) is not None]
+        if extra:
+            raise GenerationError(f'InfoGrid sets the σ grid itself and cannot be combined with {", ".join(extra)}.')
+        if opts.infogrid_measure not in INFOGRID_MEASURES:
+            raise GenerationError(f'Unknown InfoGrid measure {opts.infogrid_measure!r}.')
+        if not 0.0 <= opts.infogrid_floor <= 1.0:
+            raise GenerationError(f'The InfoGrid floor must lie in [0, 1], got {opts.infogrid_floor}.')
+    lo, hi = _sigma_range(net, opts)
+    if opts.sigma_min is not None and opts.sigma_max is not None and not opts.sigma_min < opts.sigma_max:
+        raise GenerationError(f'sigma_min ({opts.sigma_min}) must be below sigma_max ({opts.sigma_max}).')
+    if not opts.uses_ablation and not lo < hi:
+        raise GenerationError(f'The σ range [{lo}, {hi}] is empty after clamping to the network\'s range.')
+
+
+def _sigma_range(net: torch.nn.Module, opts: SamplerOptions) -> tuple[float, float]:
+    """[σ_min, σ_max] of the EDM/InfoGrid grid: the requested (or EDM default) range clamped to the net's."""
+    lo = EDM_SIGMA_MIN if opts.sigma_min is None else float(opts.sigma_min)
+    hi = EDM_SIGMA_MAX if opts.sigma_max is None else float(opts.sigma_max)
+    return max(lo, float(getattr(net, 'sigma_min', 0.0))), min(hi, float(getattr(net, 'sigma_max', math.inf)))
+
+
+def resolve_sigma_steps(net: torch.nn.Module, opts: SamplerOptions) -> torch.Tensor | None:
+    """The σ grid (float64, N decreasing values then 0) for EDM or InfoGrid; None for the ablation sampler.
+
+    Both grids are rounded with `net.round_sigma`, as EDM's sampler rounds its grid.
+    """
+    if opts.uses_ablation:
+        return None
+    lo, hi = _sigma_range(net, opts)
+    round_sigma = getattr(net, 'round_sigma', None)
+    if opts.infogrid is None:
+        return samplers.edm_sigma_steps(opts.num_steps, lo, hi, opts.rho, round_sigma=round_sigma)
+    import infonoise
+    steps = infonoise.infogrid_sigma_steps(opts.infogrid, opts.num_steps, lo, hi, measure=opts.infogrid_measure,
+                                           floor=opts.infogrid_floor, gated=opts.infogrid_gated)
+    steps = torch.as_tensor(steps, dtype=torch.float64)
+    if round_sigma is not None:
+        steps = torch.cat([torch.as_tensor(round_sigma(steps[:-1]), dtype=torch.float64).cpu(), steps[-1:]])
+    return steps
+
+
+def sample_batch(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions,
+                 sigma_steps: torch.Tensor | None, class_idx: int | None = None,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """Float64 images [len(seeds), C, H, W] in the network's range (about [−1, 1]); see module docstring."""
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    rnd = SeedRandom(seeds, device)
+    n = len(seeds)
+    latents = rnd.randn([n, net.img_channels, net.img_resolution, net.img_resolution], device=device)
+    class_labels = None
+    label_dim = int(getattr(net, 'label_dim', 0) or 0)
+    if label_dim:
+        class_labels = torch.eye(label_dim, device=device)[rnd.randint(label_dim, size=[n], device=device)]
+        if class_idx is not None:
+            class_labels[:, :] = 0
+            class_labels[:, class_idx] = 1
+    churn = dict(S_churn=opts.S_churn, S_min=opts.S_min, S_max=opts.S_max, S_noise=opts.S_noise)
+    with torch.no_grad():
+        if opts.uses_ablation:
+            kwargs = {k: getattr(opts, k) for k in ('sigma_min', 'sigma_max', *ABLATION_KEYS)
+                      if getattr(opts, k) is not None}
+            return samplers.ablation_sampler(net, latents, class_labels, randn_like=rnd.randn_like,
+                                             num_steps=opts.num_steps, rho=opts.rho, **kwargs, **churn)
+        return samplers.heun_sampler(net, latents, sigma_steps.to(device), class_labels, randn_like=rnd.randn_like,
+                                     solver=opts.solver or 'heun', **churn)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Network-range images to uint8 [N, C, H, W] as EDM saves them: x·127.5 + 128, clipped, truncated."""
+    return (images * 127.5 + 128).clip(0, 255).to(torch.uint8)
+
+
+def iterate_batches(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions, max_batch_size: int,
+                    rank: int = 0, world_size: int = 1, class_idx: int | None = None,
+                    device: torch.device | str | None = None,
+                    sigma_steps: torch.Tensor | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yield (seeds, uint8 images [n, C, H, W] on the device) for each non-empty batch of this rank."""
+    validate(net, opts, class_idx)
+    if sigma_steps is None:
+        sigma_steps = resolve_sigma_steps(net, opts)
+    for batch in rank_batches(seeds, max_batch_size, rank, world_size):
+        if not batch:
+            continue
+        yield batch, to_uint8(sample_batch(net, batch, opts, sigma_steps, class_idx, device))
+
+
+def image_path(outdir: str, seed: int, subdirs: bool = False) -> str:
+    """EDM's layout: OUTDIR/000123.png, or OUTDIR/000000/000123.png with subdirs (1000 seeds per folder)."""
+    folder = os.path.join(outdir, f'{seed - seed % 1000:06d}') if subdirs else outdir
+    return os.path.join(folder, f'{seed:06d}.png')
