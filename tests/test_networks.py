@@ -69,11 +69,12 @@ def test_fixture_parity(parity_records):
         assert sum(p.numel() for p in net.parameters()) == rec['num_params'], name
 
 
-@pytest.mark.parametrize('name, tol', [('ddpmpp_edm_uncond', 1e-3), ('ncsnpp_ve_uncond', 2e-2),
-                                       ('ddpmpp_vp_cond_aug', 2e-2)])
+@pytest.mark.parametrize('name, tol', [('ddpmpp_edm_uncond', 1e-3), ('ncsnpp_ve_uncond', 7e-3),
+                                       ('ddpmpp_vp_cond_aug', 7e-3)])
 def test_fixture_unet_output_at_high_sigma(parity_records, name, tol):
     # At the largest sigma, c_out F(c_in x; c_noise) is a resolvable part of the reference output, so the
-    # reference UNet's own output can be read back (to ~1e-5 for EDM, ~1e-2 for VE/VP where c_skip = 1).
+    # reference UNet's own output can be read back (to ~2e-5 for EDM, ~4e-3 for VE/VP where c_skip = 1;
+    # dropping NCSN++'s 1/sqrt(2) on the residual encoder path gives 1.4e-2).
     # This pins the skip path of the network (everything except the near-zero-initialised branch ends).
     rec = parity_records[name]
     net = build(rec)
@@ -99,7 +100,7 @@ def test_fixture_unet_output_at_high_sigma(parity_records, name, tol):
 def test_iddpm_ladder_matches_reference(parity_records):
     rec = parity_records['adm_iddpm_uncond']
     net = networks.iDDPMPrecond(**rec['precond_kwargs'], **rec['model_kwargs'])  # built, not loaded
-    assert torch.equal(net.u, rec['state_dict']['u'])
+    assert torch.allclose(net.u, rec['state_dict']['u'], rtol=1e-6, atol=0)  # bitwise on torch 2.13 CPU
     assert net.sigma_min == float(net.u[net.M - 1]) and net.sigma_max == float(net.u[0])
     assert net.u[-1] == 0 and bool((net.u[:-1] > net.u[1:]).all())
     # round_sigma snaps onto the ladder and the index is consistent.
