@@ -228,6 +228,12 @@ def test_curie_weiss_two_phase_matches_enumeration():
         x = x0 + sigma * torch.randn(x0.shape, dtype=torch.float64, generator=g)
         expected = _enumerated_posterior_mean(states, log_prior, x, sigma)
         assert torch.allclose(cw.denoise(x, sigma), expected, atol=1e-10)
+        # Phase posterior: enumerate (phase, s) jointly.
+        log_plus = math.log(cw.pi_plus) + torch.log((1 + cw.m * states) / 2).sum(1)
+        log_lik = -(x[:, None, :] - states[None]).square().sum(-1) / (2 * sigma ** 2)
+        joint_plus = torch.logsumexp(log_plus[None] + log_lik, 1)
+        joint_all = torch.logsumexp(log_prior[None] + log_lik, 1)
+        assert torch.allclose(cw.phase_posterior(x, sigma), (joint_plus - joint_all).exp(), atol=1e-10)
     # The law itself: per-spin mean (2 pi+ - 1) m.
     draws = cw.sample(40000, generator=g)
     assert draws.mean().item() == pytest.approx((2 * cw.pi_plus - 1) * cw.m, abs=0.01)
