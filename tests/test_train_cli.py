@@ -1,0 +1,271 @@
+"""train.py's command line: presets, option precedence, and one-line errors on bad input.
+
+Every bad-input case checks the same contract: non-zero exit, one 'Error: ...' line naming the
+problem, no traceback, and no run directory left behind.
+"""
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+import dnnlib
+import train
+from training import options as O
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Reference parameter counts of EDM's full-size networks (DESIGN §3.1), built from our presets.
+PRESET_PARAMS = [
+    ('cifar10-uncond', 32, 3, 0, 55_733_891),
+    ('cifar10-cond', 32, 3, 10, 55_735_299),
+    ('ffhq64', 64, 3, 0, 61_805_571),
+    ('afhqv2-64', 64, 3, 0, 61_805_571),
+    ('imagenet64', 64, 3, 1000, 295_899_267),
+    ('mnist', 32, 1, 0, 15_429_889),
+]
+
+
+def invoke(args):
+    return CliRunner().invoke(train.main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments, outdir=None):
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert 'Traceback' not in result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert lines[-1].startswith('Error: '), result.output
+    errors = [ln for ln in lines if ln.startswith('Error: ')]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    if outdir is not None:
+        assert not os.path.exists(outdir) or os.listdir(outdir) == [], os.listdir(outdir)
+
+
+def dataset_facts(resolution, channels, label_dim, endpoint='continuous'):
+    return dict(name='x', resolution=resolution, num_channels=channels, label_dim=label_dim,
+                has_labels=label_dim > 0, endpoint=endpoint, size=10, dataset_kwargs={'class_name': 'x'})
+
+
+def write_png(path, size, channels=1, value=0):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shape = (size, size) if channels == 1 else (size, size, channels)
+    PIL.Image.fromarray(np.full(shape, value, np.uint8)).save(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Presets and option precedence.
+
+def test_help_lists_options_defaults_and_examples():
+    result = invoke(['--help'])
+    assert result.exit_code == 0
+    for text in ('--sigma-dist', '--infonoise-endpoint', '--preset', '--resume', 'Examples:',
+                 'python train.py --preset digits-demo --outdir runs', 'default: 512'):
+        assert text in result.output, text
+
+
+@pytest.mark.parametrize('name,res,channels,labels,expected', PRESET_PARAMS)
+def test_image_presets_build_edm_networks_with_reference_parameter_counts(name, res, channels, labels, expected):
+    opts = O.resolve_options({}, O.load_preset(name))
+    config = O.build_config(opts, dataset_facts(res, channels, labels))
+    with torch.device('meta'):
+        net = dnnlib.util.construct_class_by_name(**config['network_kwargs'], img_resolution=res,
+                                                  img_channels=channels, label_dim=labels)
+    assert sum(p.numel() for p in net.parameters()) == expected
+
+
+def test_every_preset_loads_and_builds():
+    names = O.list_presets()
+    assert {'cifar10-uncond', 'cifar10-cond', 'ffhq64', 'afhqv2-64', 'imagenet64', 'mnist', 'fashionmnist',
+            'bmnist', 'bfashionmnist', 'dna', 'digits-demo'} <= set(names)
+    for name in names:
+        opts = O.resolve_options({'data': 'dna:x.txt'} if name == 'dna' else {}, O.load_preset(name))
+        config = O.build_config(opts, dataset_facts(16, 4, 10, 'discrete'))
+        assert config['batch_size'] == opts['batch']
+
+
+def test_discrete_presets_differ_only_in_sigma_dist():
+    base = O.resolve_options({}, O.load_preset('bmnist'))
+    rows = {}
+    for dist in ('loguniform', 'infonoise', 'lognormal'):
+        opts = O.resolve_options({'sigma_dist': dist}, O.load_preset('bmnist'))
+        config = O.build_config(opts, dataset_facts(32, 1, 0, 'discrete'))
+        rows[dist] = config
+        assert config['loss_kwargs']['weighting'] == 'unit'
+    assert base['sigma_dist'] == 'loguniform'
+    sampler = rows['infonoise']['sigma_sampler_kwargs']
+    assert sampler['endpoint'] == 'discrete' and sampler['weighting'] == 'unit'
+    assert sampler['base']['class_name'] == 'infonoise.LogUniformSampler'
+    for key in rows['loguniform']:
+        if key != 'sigma_sampler_kwargs':
+            assert rows['loguniform'][key] == rows['infonoise'][key] == rows['lognormal'][key], key
+
+
+def test_explicit_flags_override_preset_and_preset_overrides_defaults(tmp_path):
+    result = invoke(['--outdir', tmp_path, '--preset', 'digits-demo', '--batch', 64, '--kimg', 3, '-n'])
+    assert result.exit_code == 0, result.output
+    assert 'Batch:                64 = 1 rank(s) x 64 x 1 round(s)' in result.output
+    assert 'Training length:      3 kimg' in result.output
+    assert 'channels 32 x [1, 2]' in result.output          # from the preset, not EDM's 128 x [2, 2, 2]
+    assert os.listdir(tmp_path) == []                         # dry run writes nothing
+    # --duration given explicitly replaces the preset's kimg.
+    result = invoke(['--outdir', tmp_path, '--preset', 'digits-demo', '--duration', 0.012, '-n'])
+    assert 'Training length:      12 kimg' in result.output
+
+
+def test_flag_equal_to_default_still_overrides_preset():
+    preset = O.load_preset('digits-demo')          # sets augment 0, cbase 32
+    opts = O.resolve_options({'augment': O.DEFAULTS['augment']}, preset)
+    assert opts['augment'] == 0.12 and opts['cbase'] == 32
+
+
+def test_preset_file_path_and_unknown_keys(tmp_path):
+    good = tmp_path / 'mine.json'
+    good.write_text('{"options": {"batch": 32}, "network_kwargs": {"num_blocks": 1}}')
+    preset = O.load_preset(str(good))
+    assert preset['options'] == {'batch': 32} and preset['network_kwargs'] == {'num_blocks': 1}
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"options": {"batchsize": 32}}')
+    with pytest.raises(O.OptionsError, match='batchsize'):
+        O.load_preset(str(bad))
+    bad.write_text('{"options": {"batch": "32"}}')
+    with pytest.raises(O.OptionsError, match="'batch' has the wrong type"):
+        O.load_preset(str(bad))
+
+
+def test_batch_geometry():
+    assert O.batch_per_rank(512, None, 8) == (64, 1)
+    assert O.batch_per_rank(512, 16, 8) == (16, 4)
+    assert O.batch_per_rank(512, 1000, 2) == (256, 1)        # batch_gpu capped at the per-rank batch
+    with pytest.raises(O.OptionsError, match='ranks'):
+        O.batch_per_rank(100, None, 3)
+    with pytest.raises(O.OptionsError, match='--batch-gpu'):
+        O.batch_per_rank(96, 20, 2)
+
+
+def test_auto_resolution_of_endpoint_weighting_and_infonoise_base():
+    opts = O.resolve_options({'data': 'x', 'sigma_dist': 'infonoise'})
+    cont = O.build_config(opts, dataset_facts(8, 1, 0, 'continuous'))['sigma_sampler_kwargs']
+    disc = O.build_config(opts, dataset_facts(8, 1, 0, 'discrete'))['sigma_sampler_kwargs']
+    assert cont['endpoint'] == 'continuous' and cont['base']['class_name'] == 'infonoise.LogNormalSampler'
+    assert disc['endpoint'] == 'discrete' and disc['base']['class_name'] == 'infonoise.LogUniformSampler'
+    assert cont['weighting'] == 'edm'
+    ve = O.build_config(dict(opts, precond='ve'), dataset_facts(8, 1, 0))
+    assert ve['sigma_sampler_kwargs']['weighting'] == 've' and 'weighting' not in ve['loss_kwargs']
+    assert O.build_config(dict(opts, sigma_dist='auto'), dataset_facts(8, 1, 0))['sigma_sampler_kwargs'] is None
+
+
+def test_duration_units():
+    assert O.total_kimg(dict(O.DEFAULTS)) == 200000
+    assert O.total_kimg(dict(O.DEFAULTS, duration=0.012)) == pytest.approx(12)
+    assert O.total_kimg(dict(O.DEFAULTS, kimg=7.5)) == 7.5
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: one line, non-zero exit, nothing written.
+
+def test_unknown_preset(tmp_path):
+    out = tmp_path / 'out'
+    assert_one_line_error(invoke(['--outdir', out, '--preset', 'cifar11']), "Unknown preset 'cifar11'",
+                          'cifar10-uncond', outdir=out)
+
+
+def test_missing_data(tmp_path):
+    out = tmp_path / 'out'
+    assert_one_line_error(invoke(['--outdir', out, '--data', tmp_path / 'nope.zip']), 'does not exist', outdir=out)
+    assert_one_line_error(invoke(['--outdir', out]), '--data', outdir=out)
+
+
+def test_unreadable_data(tmp_path):
+    out = tmp_path / 'out'
+    junk = tmp_path / 'junk.zip'
+    junk.write_bytes(b'not an archive at all')
+    assert_one_line_error(invoke(['--outdir', out, '--data', junk]), 'junk.zip', outdir=out)
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert_one_line_error(invoke(['--outdir', out, '--data', empty]), 'No image files', outdir=out)
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'img0.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'garbage' * 10)
+    assert_one_line_error(invoke(['--outdir', out, '--data', broken]), 'img0.png', outdir=out)
+
+
+def test_images_of_mixed_size_or_channels(tmp_path):
+    out = tmp_path / 'out'
+    write_png(str(tmp_path / 'mixed' / 'a.png'), 8)
+    write_png(str(tmp_path / 'mixed' / 'b.png'), 9)
+    assert_one_line_error(invoke(['--outdir', out, '--data', tmp_path / 'mixed']), 'b.png', outdir=out)
+    write_png(str(tmp_path / 'chan' / 'a.png'), 8, channels=1)
+    write_png(str(tmp_path / 'chan' / 'b.png'), 8, channels=3)
+    assert_one_line_error(invoke(['--outdir', out, '--data', tmp_path / 'chan']), 'channel', outdir=out)
+
+
+def test_corrupt_zip(tmp_path):
+    out = tmp_path / 'out'
+    archive = tmp_path / 'data.zip'
+    with zipfile.ZipFile(archive, 'w', compression=zipfile.ZIP_STORED) as z:
+        for i in range(4):
+            write_png(str(tmp_path / 'src' / f'{i}.png'), 8, value=10 * i)
+            z.write(tmp_path / 'src' / f'{i}.png', f'{i}.png')
+    data = bytearray(archive.read_bytes())
+    archive.write_bytes(bytes(data[: len(data) // 2]))       # truncated: central directory gone
+    assert_one_line_error(invoke(['--outdir', out, '--data', archive]), 'data.zip', outdir=out)
+
+
+def test_cond_without_labels(tmp_path):
+    out = tmp_path / 'out'
+    for i in range(3):
+        write_png(str(tmp_path / 'imgs' / f'{i}.png'), 8)
+    assert_one_line_error(invoke(['--outdir', out, '--data', tmp_path / 'imgs', '--cond', 1]),
+                          '--cond requires class labels', outdir=out)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--batch', 100, '--batch-gpu', 30], 'not divisible by ranks x --batch-gpu'),
+    (['--fp16', 1, '--bf16'], '--fp16 and --bf16'),
+    (['--duration', 1, '--kimg', 5], '--duration and --kimg'),
+    (['--transfer', 'a.pkl', '--resume', 'b'], '--transfer and --resume'),
+    (['--sigma-min', 5, '--sigma-max', 1], '--sigma-max'),
+    (['--infonoise-buffer', 8, '--infonoise-min-count', 9], '--infonoise-min-count'),
+])
+def test_conflicting_or_invalid_options(tmp_path, args, fragment):
+    out = tmp_path / 'out'
+    result = invoke(['--outdir', out, '--data', 'builtin:digits', *args])
+    assert_one_line_error(result, fragment, outdir=out)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
+def test_cuda_requested_without_cuda(tmp_path):
+    out = tmp_path / 'out'
+    assert_one_line_error(invoke(['--outdir', out, '--data', 'builtin:digits', '--device', 'cuda']),
+                          'no CUDA device', outdir=out)
+
+
+def test_resume_of_missing_file_or_empty_run_dir(tmp_path):
+    out = tmp_path / 'out'
+    assert_one_line_error(invoke(['--outdir', out, '--data', 'builtin:digits', '--resume', tmp_path / 'x.pt']),
+                          'does not exist', outdir=out)
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    (run_dir / '.training-state-000004.pt.1234.tmp').write_bytes(b'partial')
+    assert_one_line_error(invoke(['--outdir', out, '--data', 'builtin:digits', '--resume', run_dir]),
+                          'no training-state', outdir=out)
+    fake = run_dir / 'training-state-000004.pt'
+    fake.write_bytes(b'definitely not a torch file')
+    assert_one_line_error(invoke(['--outdir', out, '--resume', run_dir]), 'training-state-000004.pt', outdir=out)
+
+
+def test_error_is_one_line_on_stderr_in_a_real_process(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--outdir', str(tmp_path / 'o'),
+                           '--data', str(tmp_path / 'missing')], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0
+    assert proc.stdout == ''
+    assert proc.stderr.strip().count('\n') == 0 and proc.stderr.startswith('Error: --data'), proc.stderr
+    assert not os.path.exists(tmp_path / 'o')

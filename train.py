@@ -1,0 +1,379 @@
+"""Train a diffusion model with EDM's pipeline and an InfoNoise or fixed σ distribution.
+
+Thin CLI: options -> `training.options` (presets, validation, plain-data config) -> dataset check ->
+`training.training_loop.training_loop`. Runs as plain `python` (one process, CPU or one GPU) and under
+`torchrun` (NCCL on GPUs, gloo on CPU).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+import click
+
+from training import options as opt_lib
+
+EXAMPLES = """\b
+Examples:
+  # CPU demo: 8x8 digits with InfoNoise, a few minutes; sample grid + profile plot in runs/
+  python train.py --preset digits-demo --outdir runs
+\b
+  # EDM's CIFAR-10 recipe on 8 GPUs, InfoNoise row of the paper
+  torchrun --standalone --nproc_per_node=8 train.py --preset cifar10-uncond \\
+      --data datasets/cifar10-32x32.zip --outdir runs --sigma-dist infonoise
+\b
+  # Plain EDM options (no preset), 2 CPU ranks with gloo, 12 kimg
+  torchrun --nproc_per_node=2 train.py --outdir runs --data builtin:digits --cbase 32 \\
+      --cres 1,2 --batch 64 --kimg 12 --device cpu
+\b
+  # Continue the newest training state of a run (same options, taken from the state)
+  python train.py --outdir runs --resume runs/00000-digits-uncond-ddpmpp-edm-infonoise-gpus1-batch128-fp32
+"""
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None or isinstance(value, list):
+        return value
+    try:
+        return [int(x) for x in value.split(',') if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f'expected comma-separated integers, got {value!r}') from None
+
+
+D = opt_lib.DEFAULTS
+C = opt_lib.CHOICES
+
+
+@click.command(epilog=EXAMPLES, context_settings=dict(show_default=True, max_content_width=110))
+# Run.
+@click.option('--outdir', help='Where to save the results', metavar='DIR', type=str, required=True)
+@click.option('--preset', help='Recipe from configs/NAME.json (explicit options override it)', metavar='NAME', type=str)
+@click.option('--desc', help='String to include in the run-directory name', metavar='STR', type=str)
+@click.option('--nosubdir', help='Do not create a subdirectory for results', is_flag=True)
+@click.option('-n', '--dry-run', help='Print the configuration and exit', is_flag=True)
+# Data and network (EDM's options).
+@click.option('--data', help="Dataset: folder/zip path, builtin:digits, builtin:digits-binary, dna:PATH, binary:SPEC",
+              metavar='SPEC', type=str)
+@click.option('--cond', help='Train class-conditional model', metavar='BOOL', type=bool, default=D['cond'])
+@click.option('--arch', help='Network architecture', type=click.Choice(C['arch']), default=D['arch'])
+@click.option('--precond', help='Preconditioning & loss function', type=click.Choice(C['precond']),
+              default=D['precond'])
+@click.option('--duration', help='Training duration', metavar='MIMG', type=click.FloatRange(min=0, min_open=True),
+              default=D['duration'])
+@click.option('--kimg', help='Training duration in kimg (instead of --duration)', metavar='KIMG',
+              type=click.FloatRange(min=0, min_open=True))
+@click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1), default=D['batch'])
+@click.option('--batch-gpu', help='Limit batch size per GPU/rank', metavar='INT', type=click.IntRange(min=1))
+@click.option('--cbase', help='Channel multiplier  [default: varies]', metavar='INT', type=click.IntRange(min=1))
+@click.option('--cres', help='Channels per resolution  [default: varies]', metavar='LIST', callback=_int_list)
+@click.option('--lr', help='Learning rate', metavar='FLOAT', type=click.FloatRange(min=0, min_open=True),
+              default=D['lr'])
+@click.option('--ema', help='EMA half-life', metavar='MIMG', type=click.FloatRange(min=0), default=D['ema'])
+@click.option('--dropout', help='Dropout probability', metavar='FLOAT', type=click.FloatRange(min=0, max=1),
+              default=D['dropout'])
+@click.option('--augment', help='Augment probability', metavar='FLOAT', type=click.FloatRange(min=0, max=1),
+              default=D['augment'])
+@click.option('--xflip', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=D['xflip'])
+@click.option('--lr-rampup', help='Learning-rate ramp-up', metavar='KIMG', type=click.FloatRange(min=0),
+              default=D['lr_rampup'])
+@click.option('--ema-rampup', help='EMA half-life ramp-up ratio (0 = none)', metavar='FLOAT',
+              type=click.FloatRange(min=0), default=D['ema_rampup'])
+# Performance-related (EDM's options).
+@click.option('--fp16', help='Enable mixed-precision training (network fp16)', metavar='BOOL', type=bool,
+              default=D['fp16'])
+@click.option('--ls', help='Loss scaling', metavar='FLOAT', type=click.FloatRange(min=0, min_open=True),
+              default=D['ls'])
+@click.option('--bench', help='Enable cuDNN benchmarking', metavar='BOOL', type=bool, default=D['bench'])
+@click.option('--cache', help='Cache dataset in CPU memory', metavar='BOOL', type=bool, default=D['cache'])
+@click.option('--workers', help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=0),
+              default=D['workers'])
+# I/O-related (EDM's options).
+@click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True),
+              default=D['tick'])
+@click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1),
+              default=D['snap'])
+@click.option('--dump', help='How often to dump training state', metavar='TICKS', type=click.IntRange(min=1),
+              default=D['dump'])
+@click.option('--seed', help='Random seed  [default: random]', metavar='INT', type=int)
+@click.option('--transfer', help='Transfer learning from network pickle', metavar='PKL|URL', type=str)
+@click.option('--resume', help='Resume from a training-state file or a run directory (its newest state)',
+              metavar='PT|DIR', type=str)
+# σ distribution and InfoNoise.
+@click.option('--sigma-dist', help="Training σ distribution (auto: the loss's reference one)",
+              type=click.Choice(C['sigma_dist']), default=D['sigma_dist'])
+@click.option('--weighting', help="Loss weight w(σ) (auto: the preconditioning's own)",
+              type=click.Choice(C['weighting']), default=D['weighting'])
+@click.option('--p-mean', help='Log-normal σ distribution: mean of ln σ', metavar='FLOAT', type=float,
+              default=D['p_mean'])
+@click.option('--p-std', help='Log-normal σ distribution: std of ln σ', metavar='FLOAT',
+              type=click.FloatRange(min=0, min_open=True), default=D['p_std'])
+@click.option('--sigma-min', help='InfoNoise grid / log-uniform lower end', metavar='FLOAT',
+              type=click.FloatRange(min=0, min_open=True), default=D['sigma_min'])
+@click.option('--sigma-max', help='InfoNoise grid / log-uniform upper end', metavar='FLOAT',
+              type=click.FloatRange(min=0, min_open=True), default=D['sigma_max'])
+@click.option('--infonoise-base', help='Warm-up sampler (auto: lognormal, loguniform for discrete data)',
+              type=click.Choice(C['infonoise_base']), default=D['infonoise_base'])
+@click.option('--infonoise-warmup', help='Warm-up optimizer steps on the base sampler', metavar='STEPS',
+              type=click.IntRange(min=0), default=D['infonoise_warmup'])
+@click.option('--infonoise-refresh', help='Steps between table refreshes', metavar='STEPS', type=click.IntRange(min=1),
+              default=D['infonoise_refresh'])
+@click.option('--infonoise-bins', help='Log-σ grid bins', metavar='INT', type=click.IntRange(min=2),
+              default=D['infonoise_bins'])
+@click.option('--infonoise-buffer', help='FIFO losses per bin per rank', metavar='INT', type=click.IntRange(min=1),
+              default=D['infonoise_buffer'])
+@click.option('--infonoise-ema', help='EMA rate of the per-bin mean losses', metavar='FLOAT',
+              type=click.FloatRange(min=0, max=1, min_open=True), default=D['infonoise_ema'])
+@click.option('--infonoise-min-count', help='Losses every bin needs before a refresh', metavar='INT',
+              type=click.IntRange(min=1), default=D['infonoise_min_count'])
+@click.option('--infonoise-floor', help='Log-uniform mixture weight (keeps every bin observed)', metavar='FLOAT',
+              type=click.FloatRange(min=0, max=1, max_open=True), default=D['infonoise_floor'])
+@click.option('--infonoise-endpoint', help="Pivot rule (auto: the dataset's endpoint)",
+              type=click.Choice(C['infonoise_endpoint']), default=D['infonoise_endpoint'])
+@click.option('--infonoise-gate-n', help='Gate exponent n', metavar='FLOAT',
+              type=click.FloatRange(min=0, min_open=True),
+              default=D['infonoise_gate_n'])
+@click.option('--infonoise-onset-p', help='Onset threshold p (continuous pivot rule)', metavar='FLOAT',
+              type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=D['infonoise_onset_p'])
+@click.option('--infonoise-smooth', help='Smoothing passes on log r', metavar='INT', type=click.IntRange(min=0),
+              default=D['infonoise_smooth'])
+# Devices and speed.
+@click.option('--device', help='Device (auto: CUDA when available)', type=click.Choice(C['device']),
+              default=D['device'])
+@click.option('--bf16', help='bfloat16 autocast for the forward pass', is_flag=True)
+@click.option('--compile', 'compile', help='torch.compile the network', is_flag=True)
+@click.option('--channels-last', help='Channels-last weights and activations', is_flag=True)
+@click.option('--sdpa', help='Fused scaled-dot-product attention', is_flag=True)
+@click.option('--deterministic', help='Deterministic algorithms (bitwise-reproducible runs)', is_flag=True)
+@click.option('--threads', help='CPU threads per process (0 = torch default; 1 is fastest for tiny nets on busy CPUs)',
+              metavar='INT', type=click.IntRange(min=0), default=D['threads'])
+# End-of-run extras.
+@click.option('--grid', help='Images in the final sample grid (0 = none)', metavar='INT', type=click.IntRange(min=0),
+              default=D['grid'])
+@click.option('--grid-steps', help='Heun steps for the sample grid', metavar='INT', type=click.IntRange(min=1),
+              default=D['grid_steps'])
+@click.option('--plot', help='Plot the InfoNoise profile at the end (needs matplotlib)', metavar='BOOL', type=bool,
+              default=D['plot'])
+def main(**kwargs) -> None:
+    """Train a diffusion model (EDM pipeline) with an InfoNoise or a fixed σ distribution.
+
+    Presets (configs/*.json) hold the recipes; every option given explicitly overrides the preset.
+    """
+    ctx = click.get_current_context()
+    explicit = {name for name in kwargs
+                if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                                      click.core.ParameterSource.ENVIRONMENT)}
+    try:
+        run(kwargs, explicit)
+    except opt_lib.OptionsError as err:
+        raise click.ClickException(_one_line(err)) from None
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def run(kwargs: dict, explicit: set[str]) -> None:
+    """Everything between the parsed options and the training loop."""
+    import torch
+    from torch_utils import distributed as dist
+    from training import checkpoint, training_loop
+    from training.network_io import NetworkLoadError
+
+    # Options: defaults (or the resumed run's) < preset < explicit flags.
+    given = {k: kwargs[k] for k in explicit if k in opt_lib.DEFAULTS}
+    preset = opt_lib.load_preset(kwargs['preset']) if kwargs['preset'] is not None else None
+    resume_path, base = None, None
+    if kwargs['resume'] is not None:
+        if kwargs['transfer'] is not None:
+            raise click.ClickException('--transfer and --resume cannot be used together.')
+        try:
+            resume_path = checkpoint.resolve_resume(kwargs['resume'])
+            header = checkpoint.load_training_state(resume_path, mmap=True)
+        except checkpoint.CheckpointError as err:
+            raise click.ClickException(_one_line(err)) from None
+        base = header.get('options') or None
+        if base is not None:
+            known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
+            base = dict(opt_lib.DEFAULTS, **{k: v for k, v in base.items() if k in known})
+        given['resume'] = kwargs['resume']
+    opts = opt_lib.resolve_options(given, preset, base)
+    opts['preset'] = kwargs['preset'] if kwargs['preset'] is not None else (base or {}).get('preset')
+
+    # Devices and ranks.
+    if opts['device'] == 'cuda' and not torch.cuda.is_available():
+        raise click.ClickException('--device cuda was requested, but no CUDA device is available.')
+    device = dist.init(None if opts['device'] == 'auto' else opts['device'])
+    if opts['threads']:
+        torch.set_num_threads(int(opts['threads']))
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if device.type == 'cuda' and int(opts['workers']) > 0:
+        torch.multiprocessing.set_start_method('spawn', force=True)
+    if opts.get('seed') is None:
+        opts['seed'] = int(dist.broadcast_object(int(torch.randint(1 << 31, size=[]).item())))
+    opt_lib.validate_options(opts, world_size)
+
+    # Dataset: open once to validate it and learn its shape.
+    dataset = _open_dataset(opts)
+    config = opt_lib.build_config(opts, dataset, world_size)
+    if resume_path is not None:
+        try:
+            checkpoint.check_compatible(header['config'], config, resume_path)
+        except checkpoint.CheckpointError as err:
+            raise click.ClickException(_one_line(err)) from None
+        if header['cur_nimg'] >= config['total_kimg'] * 1000:
+            raise click.ClickException(f'--resume: {resume_path} is already at {header["cur_nimg"] / 1000:g} kimg, '
+                                       f'the full training length; pass a longer --duration or --kimg.')
+        config['resume_state'] = resume_path
+        del header
+    if opts.get('transfer') is not None and resume_path is None:
+        if '://' not in opts['transfer'] and not os.path.isfile(opts['transfer']):
+            raise click.ClickException(f'--transfer: {opts["transfer"]} does not exist.')
+        config['resume_pkl'] = opts['transfer']
+
+    # Run directory.
+    desc = opt_lib.run_description(opts, dataset['name'], world_size)
+    run_dir = _pick_run_dir(kwargs['outdir'], desc, kwargs['nosubdir'] or opts.get('nosubdir')) if rank == 0 else None
+    run_dir = dist.broadcast_object(run_dir)
+
+    if rank == 0:
+        click.echo(f'Training options:\n{_summary(opts, config, dataset, world_size, run_dir)}')
+    if kwargs['dry_run']:
+        if rank == 0:
+            click.echo('Dry run; exiting.')
+        return
+
+    log_handlers = _setup_logging(run_dir, rank)
+    bar = _progress_bar(rank, config['total_kimg'])
+    try:
+        training_loop.training_loop(run_dir=run_dir, device=device, options=opts, progress_fn=bar, **config)
+    except (training_loop.TrainingError, checkpoint.CheckpointError, NetworkLoadError) as err:
+        logging.getLogger('training').error(_one_line(err))
+        raise click.ClickException(_one_line(err)) from None
+    finally:
+        bar.close()
+        for handler in log_handlers:
+            logging.getLogger('training').removeHandler(handler)
+            handler.close()
+        dist.shutdown()
+
+
+def _open_dataset(opts: dict) -> dict:
+    """Open the dataset once; return the facts build_config needs. Bad data -> one-line ClickException."""
+    from training.dataset import open_dataset
+    kwargs = dict(use_labels=bool(opts['cond']), xflip=bool(opts['xflip']), cache=bool(opts['cache']))
+    try:
+        ds = open_dataset(opts['data'], **kwargs)
+    except Exception as err:  # any failure to read user-supplied data is reported, never a traceback
+        message = _one_line(err)
+        if opts['cond']:
+            try:
+                open_dataset(opts['data'], **dict(kwargs, use_labels=False)).close()
+            except Exception:
+                pass
+            else:
+                raise click.ClickException(f'--cond requires class labels in {opts["data"]}: {message}')
+        raise click.ClickException(f'--data {opts["data"]}: {message}')
+    try:
+        facts = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
+                     has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'), size=len(ds),
+                     dataset_kwargs=dict(ds.dataset_kwargs))
+    except Exception as err:
+        raise click.ClickException(f'--data {opts["data"]}: {_one_line(err)}')
+    finally:
+        ds.close()
+    return facts
+
+
+def _pick_run_dir(outdir: str, desc: str, nosubdir: bool) -> str:
+    """EDM's numbering: OUTDIR/NNNNN-desc with NNNNN one above the largest existing run id."""
+    if nosubdir:
+        return outdir
+    prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))] if os.path.isdir(outdir) else []
+    ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
+    run_dir = os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+    if os.path.exists(run_dir):
+        raise click.ClickException(f'Run directory {run_dir} already exists.')
+    return run_dir
+
+
+def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: str) -> str:
+    net = config['network_kwargs']
+    sampler = config['sigma_sampler_kwargs']
+    lines = [
+        f'  Output directory:     {run_dir}',
+        f'  Preset:               {opts.get("preset") or "-"}',
+        f'  Dataset:              {opts["data"]} ({dataset["size"]} items, {dataset["num_channels"]}x'
+        f'{dataset["resolution"]}x{dataset["resolution"]}, {dataset["endpoint"]}, labels {dataset["label_dim"]})',
+        f'  Network:              {net["class_name"].rsplit(".", 1)[-1]} / {net.get("model_type")} '
+        f'channels {net.get("model_channels")} x {net.get("channel_mult")}',
+        f'  Loss:                 {config["loss_kwargs"]["class_name"].rsplit(".", 1)[-1]} '
+        f'(weighting {opt_lib.resolve_weighting(opts)})',
+        f'  σ distribution:       {opts["sigma_dist"]}'
+        + (f' ({sampler["class_name"].rsplit(".", 1)[-1]})' if sampler else ' (the loss\'s own)'),
+        f'  Training length:      {config["total_kimg"]:g} kimg',
+        f'  Batch:                {config["batch_size"]} = {world_size} rank(s) x {config["batch_gpu"]} x '
+        f'{config["accumulation_rounds"]} round(s)',
+        f'  Seed:                 {config["seed"]}',
+        f'  Resume:               {config.get("resume_state") or config.get("resume_pkl") or "-"}',
+    ]
+    return '\n'.join(lines)
+
+
+class _TqdmHandler(logging.Handler):
+    """Console log lines that do not break an active tqdm bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+        try:
+            tqdm.write(self.format(record), file=sys.stdout)
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging(run_dir: str, rank: int) -> list[logging.Handler]:
+    """Rank 0: `training` log to the console and to RUN_DIR/log.txt (appended). Other ranks stay quiet."""
+    log = logging.getLogger('training')
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if rank != 0:
+        handler: logging.Handler = logging.NullHandler()
+        log.addHandler(handler)
+        return [handler]
+    os.makedirs(run_dir, exist_ok=True)
+    console = _TqdmHandler()
+    console.setFormatter(logging.Formatter('%(message)s'))
+    file = logging.FileHandler(os.path.join(run_dir, 'log.txt'), mode='a', encoding='utf-8')
+    file.setFormatter(logging.Formatter('%(asctime)s %(message)s', datefmt='%Y-%m-%d %H:%M:%S'))
+    for handler in (console, file):
+        log.addHandler(handler)
+    return [console, file]
+
+
+class _Progress:
+    """tqdm bar over kimg on rank 0 (auto-disabled when stderr is not a terminal)."""
+
+    def __init__(self, rank: int, total_kimg: float) -> None:
+        self.bar = None
+        if rank == 0:
+            from tqdm import tqdm
+            self.bar = tqdm(total=round(total_kimg, 3), unit='kimg', disable=None, dynamic_ncols=True,
+                            bar_format='{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]')
+
+    def __call__(self, cur_nimg: int, total_nimg: int) -> None:
+        if self.bar is not None:
+            self.bar.update(min(cur_nimg, total_nimg) / 1000 - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_bar(rank: int, total_kimg: float) -> _Progress:
+    return _Progress(rank, total_kimg)
+
+
+if __name__ == '__main__':
+    main()

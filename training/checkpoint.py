@@ -1,0 +1,235 @@
+"""Checkpoint files of a training run: network snapshots, training states, resume discovery.
+
+Run-directory layout (rank 0 writes; every write is atomic: temporary file, fsync, os.replace, so a
+kill during a write leaves the previous files intact and never a truncated one):
+
+  network-snapshot-{kimg:06d}.pkl  EDM's layout: dict(ema, loss_fn, augment_pipe, dataset_kwargs) plus
+                                   `infonoise` (the latest σ-sampler profile as `profile_to_json` data,
+                                   or None), pickled with `torch_utils.persistence.dump_network_pickle`.
+  training-state-{kimg:06d}.pt     `torch.save` of plain data (tensors, numbers, strings, lists, dicts;
+                                   loadable with weights_only=True): see `make_training_state`.
+
+RNG states and data-stream positions of *every* rank are gathered to rank 0 and stored in the one
+state file (key `ranks`, a list indexed by rank), so a state is a single self-contained file and
+resuming on the same number of ranks restores every rank exactly.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from typing import Any, Mapping
+
+import torch
+
+from dnnlib import util
+
+SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pkl$')
+STATE_RE = re.compile(r'^training-state-(\d+)\.pt$')
+STATE_FORMAT = 'infonoise-edm.training-state'
+STATE_VERSION = 1
+
+# Config entries that must match for a resumed run to continue the same training.
+COMPAT_KEYS = ('network_kwargs', 'loss_kwargs', 'sigma_sampler_kwargs', 'optimizer_kwargs', 'augment_kwargs',
+               'dataset_kwargs', 'batch_size', 'seed', 'lr_rampup_kimg', 'ema_halflife_kimg',
+               'ema_rampup_ratio', 'loss_scaling')
+# Dataset kwargs that change speed, not content.
+_DATASET_IGNORED = ('cache',)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or belongs to a different configuration."""
+
+
+def snapshot_path(run_dir: str, kimg: int) -> str:
+    return os.path.join(run_dir, f'network-snapshot-{int(kimg):06d}.pkl')
+
+
+def state_path(run_dir: str, kimg: int) -> str:
+    return os.path.join(run_dir, f'training-state-{int(kimg):06d}.pt')
+
+
+# ----------------------------------------------------------------------------------------------
+# Network snapshots.
+
+def frozen_copy(module: torch.nn.Module | None) -> torch.nn.Module | None:
+    """A CPU deep copy in eval mode without gradients (what snapshots store)."""
+    if module is None:
+        return None
+    return copy.deepcopy(module).eval().requires_grad_(False).cpu()
+
+
+def save_network_snapshot(path: str, ema: torch.nn.Module, loss_fn: Any, augment_pipe: Any,
+                          dataset_kwargs: Mapping[str, Any], infonoise: dict | None) -> None:
+    """Write an EDM-layout network snapshot atomically (see module docstring)."""
+    from torch_utils import persistence
+    data = dict(ema=frozen_copy(ema), loss_fn=loss_fn, augment_pipe=augment_pipe,
+                dataset_kwargs=dict(dataset_kwargs), infonoise=infonoise)
+    with util.atomic_write(path) as f:
+        persistence.dump_network_pickle(data, f)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training states.
+
+def make_training_state(*, net: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        augment_pipe: Any, ranks: list, cur_nimg: int, cur_tick: int,
+                        config: Mapping[str, Any], options: Mapping[str, Any] | None,
+                        extra: Mapping[str, Any] | None = None) -> dict:
+    """The plain-data training state (what `save_training_state` writes).
+
+    ranks:   per-rank dicts (index = rank) with that rank's RNG state, data-stream position and
+             σ-sampler state (each rank observes its own losses, so sampler buffers differ per rank).
+    config:  the `training_loop` kwargs; its compatibility view and fingerprint are stored.
+    options: the resolved CLI options (lets `train.py --resume` reuse them).
+    """
+    view = compat_view(config)
+    state = dict(
+        format=STATE_FORMAT, version=STATE_VERSION,
+        cur_nimg=int(cur_nimg), cur_tick=int(cur_tick), world_size=len(ranks),
+        net=_cpu(net.state_dict()), ema=_cpu(ema.state_dict()), optimizer=_cpu(optimizer.state_dict()),
+        augment_pipe=_augment_state(augment_pipe),
+        ranks=[_cpu(r) for r in ranks],
+        config=view, fingerprint=fingerprint(view),
+        options=json.loads(json.dumps(options)) if options is not None else None,
+    )
+    if extra:
+        state.update(extra)
+    return state
+
+
+def _augment_state(pipe: Any) -> dict | None:
+    """The augment pipe's state: its state_dict() if it has one, else its constructor kwargs."""
+    if pipe is None:
+        return None
+    if hasattr(pipe, 'state_dict'):
+        return _cpu(pipe.state_dict())
+    return json.loads(json.dumps(getattr(pipe, '_init_kwargs', {}), default=str))
+
+
+def _cpu(obj: Any) -> Any:
+    """Recursively move tensors to CPU (state dicts may live on the GPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def save_training_state(path: str, state: Mapping[str, Any]) -> None:
+    """torch.save `state` to `path` atomically."""
+    with util.atomic_write(path) as f:
+        torch.save(dict(state), f)
+
+
+def load_training_state(path: str, mmap: bool = False) -> dict:
+    """Load and check a training state written by `save_training_state` (no code is executed).
+
+    mmap=True maps tensors lazily (cheap when only the header entries are needed).
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f'Training state {path} does not exist.')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
+    except Exception as exc:  # truncated file, wrong format, refused by the weights-only unpickler
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f'Cannot read training state {path}: {first}') from exc
+    if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
+        raise CheckpointError(f'{path} is not a training state written by this project\'s train.py.')
+    if int(state.get('version', -1)) > STATE_VERSION:
+        raise CheckpointError(f'{path} has training-state version {state.get("version")}, newer than this '
+                              f'code understands ({STATE_VERSION}).')
+    return state
+
+
+def list_states(run_dir: str) -> list[tuple[int, str]]:
+    """(kimg, path) of every finished training state in `run_dir`, oldest first.
+
+    Only exact names `training-state-NNNNNN.pt` count; temporary files of interrupted writes do not.
+    """
+    found = []
+    for name in os.listdir(run_dir):
+        m = STATE_RE.match(name)
+        if m and os.path.isfile(os.path.join(run_dir, name)):
+            found.append((int(m.group(1)), os.path.join(run_dir, name)))
+    return sorted(found)
+
+
+def resolve_resume(path: str) -> str:
+    """The training-state file that `--resume PATH` means: PATH itself, or a run directory's newest."""
+    if os.path.isdir(path):
+        states = list_states(path)
+        if not states:
+            raise CheckpointError(f'Run directory {path} holds no training-state-*.pt file to resume from.')
+        return states[-1][1]
+    if not os.path.exists(path):
+        raise CheckpointError(f'--resume: {path} does not exist.')
+    if not STATE_RE.match(os.path.basename(path)):
+        raise CheckpointError(f'--resume must name a training-state-*.pt file or a run directory, not {path}.')
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration compatibility.
+
+def compat_view(config: Mapping[str, Any]) -> dict:
+    """The part of a training config that a resumed run must share (JSON-normalised)."""
+    view = {k: config.get(k) for k in COMPAT_KEYS}
+    if isinstance(view.get('dataset_kwargs'), Mapping):
+        view['dataset_kwargs'] = {k: v for k, v in view['dataset_kwargs'].items() if k not in _DATASET_IGNORED}
+    return json.loads(json.dumps(view, sort_keys=True, default=str))
+
+
+def fingerprint(view: Mapping[str, Any]) -> str:
+    """SHA-256 (hex, 16 chars) of the canonical JSON of a compatibility view."""
+    text = json.dumps(view, sort_keys=True, separators=(',', ':'), default=str)
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+
+
+def first_difference(a: Any, b: Any, prefix: str = '') -> str | None:
+    """Dotted path of the first entry where two JSON-like values differ (None if equal)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for key in sorted(set(a) | set(b)):
+            diff = first_difference(a.get(key), b.get(key), f'{prefix}{key}.')
+            if diff is not None:
+                return diff
+        return None
+    if a != b:
+        return f'{prefix.rstrip(".")} ({json.dumps(a)} vs {json.dumps(b)})'
+    return None
+
+
+def check_compatible(saved_view: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:
+    """Raise CheckpointError naming the first differing entry if `config` does not continue `saved_view`."""
+    current = compat_view(config)
+    if fingerprint(saved_view) == fingerprint(current):
+        return
+    diff = first_difference(dict(saved_view), current) or 'unknown entry'
+    raise CheckpointError(f'--resume: {path} was trained with a different configuration '
+                          f'(first difference: {diff}); pass matching options or start a new run.')
+
+
+# ----------------------------------------------------------------------------------------------
+# Transfer learning.
+
+@torch.no_grad()
+def copy_params_and_buffers(src: torch.nn.Module, dst: torch.nn.Module, require_all: bool = False) -> int:
+    """Copy parameters and buffers with equal names and shapes from `src` into `dst`.
+
+    Returns the number of tensors copied; with require_all=True every tensor of `dst` must be found.
+    """
+    src_tensors = dict(src.named_parameters())
+    src_tensors.update(dict(src.named_buffers()))
+    copied = 0
+    for name, tensor in list(dst.named_parameters()) + list(dst.named_buffers()):
+        other = src_tensors.get(name)
+        if other is not None and other.shape == tensor.shape:
+            tensor.copy_(other.detach().to(tensor.device, tensor.dtype))
+            copied += 1
+        elif require_all:
+            raise CheckpointError(f'The source network has no tensor {name} of shape {list(tensor.shape)}.')
+    return copied
