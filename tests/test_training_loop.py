@@ -211,3 +211,15 @@ def test_tile_places_every_image_row_major():
     assert np.array_equal(padded[5:8, 5:8], images[4].transpose(1, 2, 0))
     assert (padded[0] == 7).all() and (padded[:, 4] == 7).all() and (padded[-1] == 7).all()
     assert np.array_equal(image_grid.to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0])), [0, 128, 255, 255])
+
+
+def test_save_image_grid_scales_by_nearest_neighbour(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 1, 8, 8), dtype=np.uint8)
+    path = str(tmp_path / 'grid.png')
+    image_grid.save_image_grid(images, path, grid_w=2, pad=1, scale=4)
+    saved = np.asarray(PIL.Image.open(path))
+    small = image_grid.tile(images, grid_w=2, pad=1)[:, :, 0]
+    assert saved.shape == (small.shape[0] * 4, small.shape[1] * 4)
+    assert np.array_equal(saved[::4, ::4], small) and np.array_equal(saved[3::4, 3::4], small)
+    with pytest.raises(ValueError, match='scale'):
+        image_grid.save_image_grid(images, path, scale=0)

@@ -37,15 +37,21 @@ def tile(images: np.ndarray, grid_w: int | None = None, pad: int = 0, pad_value:
     return np.pad(canvas, [(0, pad), (0, pad), (0, 0)], constant_values=pad_value)
 
 
-def save_image_grid(images: torch.Tensor | np.ndarray, path: str, grid_w: int | None = None, pad: int = 0) -> None:
+def save_image_grid(images: torch.Tensor | np.ndarray, path: str, grid_w: int | None = None, pad: int = 0,
+                    scale: int = 1) -> None:
     """Save network-range float images (or uint8 [N, C, H, W]) tiled into one PNG, atomically (see `tile`).
 
+    scale: integer nearest-neighbour magnification of the whole grid (tiny images stay legible).
     Only 1 (grayscale) or 3 (RGB) channels form an image; anything else raises ValueError.
     """
+    if scale < 1:
+        raise ValueError(f'scale must be an integer >= 1, got {scale}.')
     array = images if isinstance(images, np.ndarray) and images.dtype == np.uint8 else to_uint8(torch.as_tensor(images))
     if array.ndim != 4 or array.shape[1] not in SUPPORTED_CHANNELS:
         raise ValueError(f'A sample grid needs [N, 1 or 3, H, W] images, got shape {list(array.shape)}.')
     canvas = tile(array, grid_w, pad)
+    if scale > 1:
+        canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
     gray = canvas.shape[2] == 1
     img = PIL.Image.fromarray(canvas[:, :, 0] if gray else canvas, 'L' if gray else 'RGB')
     buf = io.BytesIO()

@@ -478,7 +478,8 @@ def _finish(run_dir: str, ema: torch.nn.Module, sigma_sampler: Any, adaptive: bo
             images = image_grid.sample_images(ema, grid_size, seed=seed, num_steps=grid_steps, device=device)
             path = os.path.join(run_dir, 'samples.png')
             pad = 1 if ema.img_resolution <= 16 else 0   # tiny images are easier to tell apart with borders
-            image_grid.save_image_grid(images, path, image_grid.grid_width(ema, grid_size), pad=pad)
+            scale = max(1, 32 // ema.img_resolution)      # show at least 32 px per image
+            image_grid.save_image_grid(images, path, image_grid.grid_width(ema, grid_size), pad=pad, scale=scale)
             logger.info(f'Saved a grid of {grid_size} samples to {path}.')
         else:
             logger.info(f'No sample grid: {ema.img_channels}-channel data is not an image.')
