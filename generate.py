@@ -81,10 +81,10 @@ def sampling_options(f: Callable) -> Callable:
                      default=None, help='InfoGrid from this profile JSON (or infonoise.jsonl); implies --infogrid.'),
         click.option('--infogrid-measure', 'infogrid_measure', type=click.Choice(list(generation.INFOGRID_MEASURES)),
                      default=None, help="InfoGrid measure: 'literal' = Eq. 19 (∫σ r dσ), 'entropic' = ∫r dσ  "
-                                        f"[default: {generation.DEFAULT_INFOGRID_MEASURE}, provisional]"),
+                                        f"[default: {generation.DEFAULT_INFOGRID_MEASURE}]"),
         click.option('--infogrid-floor', 'infogrid_floor', type=click.FloatRange(0, 1), default=None,
                      help='Weight of log-uniform blended into the InfoGrid density  '
-                          f'[default: {generation.DEFAULT_INFOGRID_FLOOR}, provisional]'),
+                          f'[default: {generation.DEFAULT_INFOGRID_FLOOR}]'),
         click.option('--infogrid-gated', 'infogrid_gated', is_flag=True,
                      help='Build InfoGrid from the gated rate instead of the raw rate.'),
     ]
