@@ -192,4 +192,4 @@ def ref(dataset_path: str, dest_path: str, detector_url: str, max_batch_size: in
 
 
 if __name__ == '__main__':
-    main()
+    dist.run_cli(main)

@@ -247,4 +247,4 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_idx: 
 
 
 if __name__ == '__main__':
-    main()
+    dist.run_cli(main)

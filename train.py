@@ -376,23 +376,5 @@ def _progress_bar(rank: int, total_kimg: float) -> _Progress:
 
 
 if __name__ == '__main__':
-    # A multi-process run ends with os._exit once its work is done and its output flushed: C++ threads of the
-    # gloo/c10d layer can otherwise abort the interpreter's teardown ("terminate called without an active
-    # exception", seen on CPU ranks), which would turn a finished run into a failed torchrun job.
-    multi_process = int(os.environ.get('WORLD_SIZE', '1')) > 1
-    try:
-        main(standalone_mode=not multi_process)
-        code = 0
-    except click.ClickException as err:
-        err.show()
-        code = err.exit_code
-    except click.exceptions.Exit as err:
-        code = err.exit_code
-    except click.Abort:
-        click.echo('Aborted!', err=True)
-        code = 1
-    if multi_process:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    from torch_utils.distributed import run_cli
+    run_cli(main)

@@ -90,7 +90,7 @@ def test_infonoise_run_drives_the_sampler_and_records_every_refresh(tmp_path):
 
     # End-of-run extras: a 4x4 grid of 8x8 grayscale samples (1-pixel borders) and the profile plot.
     with PIL.Image.open(tmp_path / 'samples.png') as img:
-        assert img.size == (37, 37) and img.mode == 'L'
+        assert img.size == (4 * 37, 4 * 37) and img.mode == 'L'   # shown 4x: >= 32 px per image
     assert (tmp_path / 'infonoise-profile.png').stat().st_size > 1000
 
 
@@ -105,7 +105,7 @@ def test_fixed_sampler_conditional_run_with_augmentation(tmp_path):
     assert snap['ema'].label_dim == 10 and snap['augment_pipe'] is not None
     assert isinstance(snap['loss_fn'].sigma_sampler, infonoise.LogNormalSampler)
     with PIL.Image.open(tmp_path / 'samples.png') as img:
-        assert img.size == (91, 19)          # one class per column: 10 wide, 2 rows, 1-pixel borders
+        assert img.size == (4 * 91, 4 * 19)  # one class per column: 10 wide, 2 rows, 1-pixel borders, 4x
 
 
 def test_lr_rampup_and_ema_limits(tmp_path):
