@@ -28,3 +28,13 @@ def pytest_collection_modifyitems(config, items):
 def parity_records():
     import torch
     return torch.load(os.path.join(DATA_DIR, 'edm_parity.pt'), weights_only=True)
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """Run a module single-threaded: tiny networks are fastest that way, and CI has 2 shared cores."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,13 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FEATURE_DIM = 16
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny networks run fastest single-threaded, and the shared CI machine has 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 class StandInDetector(torch.nn.Module):

@@ -19,13 +19,7 @@ from training.networks import EDMPrecond
 BINS, PER_BIN, MAX_SIZE = 10, 48, 100
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny networks run fastest single-threaded, and the shared CI machine has 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def zero_net() -> EDMPrecond:
