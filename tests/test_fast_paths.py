@@ -4,10 +4,10 @@ The fixture networks are freshly initialised (near-zero branch ends), which woul
 trivially agree; their weights are therefore randomised first so that every layer carries signal.
 """
 import contextlib
-import math
 
 import pytest
 import torch
+from helpers import perturb_
 
 import training.networks as networks
 from training.fast_paths import TOLERANCES, apply_fast_paths, autocast, maybe_compile, set_fused_attention
@@ -20,17 +20,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def randomised(rec: dict, seed: int = 0) -> torch.nn.Module:
     net = getattr(networks, rec['precond'])(**rec['precond_kwargs'], **rec['model_kwargs'])
     net.load_state_dict(rec['state_dict'], strict=True)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() >= 2:
-                p.copy_(noise / math.sqrt(p[0].numel()))
-            elif 'norm' in name and name.endswith('weight'):
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-    return net.eval()
+    return perturb_(net, seed).eval()
 
 
 def forward(net, rec, device='cpu', ctx=None):

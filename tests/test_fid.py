@@ -11,6 +11,7 @@ import PIL.Image
 import pytest
 import scipy.linalg
 import torch
+from helpers import assert_clean_error
 from click.testing import CliRunner
 
 import fid
@@ -119,16 +120,6 @@ def env(tmp_path_factory):
 def invoke(args, device='cpu'):
     """fid.py in-process, on CPU unless told otherwise."""
     return CliRunner().invoke(fid.main, [str(a) for a in args] + ['--device', device])
-
-
-def assert_clean_error(result, *phrases):
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert 'Traceback' not in result.output
-    errors = [ln for ln in result.output.splitlines() if ln.startswith('Error')]
-    assert len(errors) == 1, result.output
-    for p in phrases:
-        assert p in errors[0], errors[0]
 
 
 def last_float(result) -> float:

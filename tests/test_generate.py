@@ -9,6 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from helpers import assert_clean_error
 from click.testing import CliRunner
 
 import generate
@@ -55,16 +56,6 @@ def snapshot(tmp_path_factory):
 def run(args, device='cpu'):
     """generate.py in-process (CPU unless told otherwise, so expectations computed on CPU apply)."""
     return CliRunner().invoke(generate.main, [str(a) for a in args] + ['--device', device])
-
-
-def assert_clean_error(result, *phrases):
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert 'Traceback' not in result.output
-    errors = [ln for ln in result.output.splitlines() if ln.startswith('Error')]
-    assert len(errors) == 1, result.output
-    for p in phrases:
-        assert p in errors[0], errors[0]
 
 
 def read_pngs(folder):

@@ -14,6 +14,7 @@ import pytest
 import scipy.signal
 import scipy.stats
 import torch
+from helpers import perturb_
 
 import training.networks as networks
 from torch_utils import persistence
@@ -31,21 +32,6 @@ def build(rec: dict) -> torch.nn.Module:
     net = getattr(networks, rec['precond'])(**rec['precond_kwargs'], **rec['model_kwargs'])
     net.load_state_dict(rec['state_dict'], strict=True)
     return net.eval()
-
-
-def perturb_(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter with O(1) random values so that all branches carry signal."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.dim() >= 2:
-                p.copy_(noise / math.sqrt(p[0].numel()))
-            elif 'norm' in name and name.endswith('weight'):
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-    return net
 
 
 def run(net, rec, **kw):

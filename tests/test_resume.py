@@ -24,12 +24,7 @@ TINY = ['--preset', 'digits-demo', '--cbase', 8, '--cres', '1', '--batch', 250, 
         '--infonoise-min-count', 2, '--infonoise-warmup', 10, '--infonoise-refresh', 5]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def run_cli(outdir, *args):

@@ -22,13 +22,7 @@ TINY = ['--preset', 'digits-demo', '--cbase', 8, '--cres', '1', '--batch', 32, '
         '--seed', 1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks gain nothing from intra-op threads, and on a busy machine they lose a lot.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def run_cli(tmp_path, *args):
