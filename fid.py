@@ -14,12 +14,13 @@ import torch
 import tqdm
 
 from dnnlib import util
-from generate import (init_distributed, load_snapshot, rank0_first, sampler_options_from_cli, sampling_options,
-                      seeds_callback)
 from torch_utils import distributed as dist
-from training import frechet, generation
+from training import generation
+from training.cli_common import (init_distributed, load_snapshot, rank0_first, sampler_options_from_cli,
+                                 sampling_options, seeds_callback)
 from training.dataset import open_dataset
-from training.detector import INCEPTION_URL, load_detector
+from training.metrics import frechet
+from training.metrics.detector import INCEPTION_URL, load_detector
 
 DEFAULT_NUM = 50000
 

@@ -3,7 +3,7 @@
 For every step count N, the same latents (one seeded generator) go through EDM's deterministic Heun sampler
 on each σ grid: EDM's ρ=7 grid, and InfoGrid variants built from the profile embedded in the snapshot
 (measure literal | entropic, log-uniform floor 0 | 0.5). Quality is the Fréchet distance in the feature
-space of the digit classifier (training/digit_features.py) against all real digits; lower is better.
+space of the digit classifier (training/metrics/digit_features.py) against all real digits; lower is better.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch  # noqa: E402
 import infonoise  # noqa: E402
 from dnnlib.util import atomic_write  # noqa: E402
 from training import network_io, sampler  # noqa: E402
-from training.digit_features import digit_frechet  # noqa: E402
+from training.metrics.digit_features import digit_frechet  # noqa: E402
 
 GRIDS = {  # name -> None for EDM's grid, else (measure, floor)
     'edm': None,

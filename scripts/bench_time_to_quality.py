@@ -18,7 +18,7 @@ Each run is `train.py` in a subprocess (the command users run), writing a networ
 --eval-every kimg. Every snapshot after the first tick is evaluated here: N images from fixed latents
 (torch.Generator seeded 0, the same for every snapshot), EDM's deterministic Heun sampler with
 --steps σ levels (NFE = 2 steps − 1), quantised as PNGs are, and scored by the Fréchet distance in
-the feature space of the digit classifier of `training/digit_features.py` against all real digits
+the feature space of the digit classifier of `training/metrics/digit_features.py` against all real digits
 (binarised digits for the binary setting; samples are not thresholded, as fid.py does not threshold).
 Curves go to RUN/metrics.jsonl in the format of scripts/reproduce.py, so `scripts/report.py WORKDIR`
 reads them as well.
@@ -133,7 +133,7 @@ def sample_images(net: torch.nn.Module, num_images: int, steps: int, device: tor
 
 def evaluate_run(run_dir: str, setting: str, method: str, seed: int, cfg: dict, device: torch.device) -> list:
     """Score every snapshot after the first tick (reusing matching records); update RUN/metrics.jsonl."""
-    from training.digit_features import digit_frechet
+    from training.metrics.digit_features import digit_frechet
     from training.network_io import load_network
     spec = SETTINGS[setting]
     path = os.path.join(run_dir, 'metrics.jsonl')

@@ -22,7 +22,8 @@ import click  # noqa: E402
 import numpy as np  # noqa: E402
 
 import infonoise  # noqa: E402
-from training import generation, plotting  # noqa: E402
+from training import generation  # noqa: E402
+from training.metrics import plotting  # noqa: E402
 from training import sampler as samplers  # noqa: E402
 
 EXAMPLES = """\b

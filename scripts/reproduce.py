@@ -220,7 +220,7 @@ def print_plan(plan: Plan, rows: list[Row], methods: list[str], echo: Any = clic
     digit_detector = next((detector_path(plan, r) for r in rows if r.detector == 'digits'), None)
     if digit_detector is not None:
         echo(f'# The digit-classifier detector {digit_detector} is written by --launch / --eval-only '
-             f'(training/digit_features.py).')
+             f'(training/metrics/digit_features.py).')
     for row in rows:
         section = {'a': 'Table 1(a)', 'b': 'Table 1(b)', 'cpu': 'CPU check', 'extra': 'extra row'}[row.section]
         echo('')
@@ -277,7 +277,7 @@ def ensure_references(plan: Plan, rows: list[Row]) -> None:
     for row in rows:
         det = detector_path(plan, row)
         if row.detector == 'digits' and not os.path.isfile(det):
-            from training.digit_features import export_detector
+            from training.metrics.digit_features import export_detector
             os.makedirs(os.path.dirname(os.path.abspath(det)), exist_ok=True)
             export_detector(det)
             click.echo(f'Wrote the digit-classifier detector {det}', err=True)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from training import digit_features as df
+from training.metrics import digit_features as df
 
 
 @pytest.fixture(scope='module')
@@ -70,7 +70,7 @@ def test_input_conventions(real):
 
 
 def test_exported_detector_matches_features(tmp_path, real):
-    from training.detector import load_detector
+    from training.metrics.detector import load_detector
     path = tmp_path / 'digits.pt'
     df.export_detector(str(path))
     det = load_detector(str(path), 'cpu', (1, 8, 8))

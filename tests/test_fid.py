@@ -1,4 +1,4 @@
-"""fid.py and training.frechet / training.detector: FID maths, statistics, detector loading over HTTP, errors."""
+"""fid.py and training.metrics.frechet / training.metrics.detector: FID maths, statistics, detector loading over HTTP, errors."""
 import functools
 import http.server
 import os
@@ -17,8 +17,8 @@ from click.testing import CliRunner
 import fid
 import generate
 from torch_utils import persistence
-from training import frechet
-from training.detector import DetectorError, load_detector
+from training.metrics import frechet
+from training.metrics.detector import DetectorError, load_detector
 from training.networks import EDMPrecond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

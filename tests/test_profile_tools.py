@@ -1,4 +1,4 @@
-"""scripts/profile.py (network and exact empirical-Bayes profiles), scripts/plot_profile.py, training.plotting."""
+"""scripts/profile.py (network and exact empirical-Bayes profiles), scripts/plot_profile.py, training.metrics.plotting."""
 import json
 import os
 
@@ -12,7 +12,8 @@ import infonoise
 from scripts import plot_profile as plot_cli
 from scripts import profile as profile_cli
 from torch_utils import persistence
-from training import generation, plotting
+from training import generation
+from training.metrics import plotting
 from training.dataset import open_dataset
 from training.networks import EDMPrecond
 

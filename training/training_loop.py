@@ -485,7 +485,7 @@ def _finish(run_dir: str, ema: torch.nn.Module, sigma_sampler: Any, adaptive: bo
             logger.info(f'No sample grid: {ema.img_channels}-channel data is not an image.')
     if adaptive:
         try:
-            from training.plotting import plot_profile
+            from training.metrics.plotting import plot_profile
             path = os.path.join(run_dir, 'infonoise-profile.png')
             plot_profile(sigma_sampler.profile(), path)
             logger.info(f'Saved the InfoNoise profile plot to {path}.')

@@ -18,7 +18,7 @@ same digits:
 
 `digit_frechet(images)` = ‖μ − μ_r‖² + Tr(Σ + Σ_r − 2(ΣΣ_r)^½) between the features of `images` and of
 all 1,797 real digits (`reference='digits'`) or of their binarised versions (`'digits-binary'`), using
-`training.frechet.frechet_distance`. The trained weights and reference statistics are cached in memory
+`training.metrics.frechet.frechet_distance`. The trained weights and reference statistics are cached in memory
 per process.
 
 Image input convention (`to_uint8`): uint8 arrays/tensors are pixel values 0..255; floating-point input is
@@ -218,7 +218,7 @@ def reference_stats(reference: str = 'digits') -> tuple[np.ndarray, np.ndarray]:
 
 def digit_frechet(images: Any, reference: str = 'digits') -> float:
     """Fréchet distance between the classifier features of `images` (N >= 2) and of the real digits."""
-    from training.frechet import frechet_distance
+    from training.metrics.frechet import frechet_distance
     mu, sigma = feature_stats(digit_features(images))
     mu_ref, sigma_ref = reference_stats(reference)
     return float(frechet_distance(mu, sigma, mu_ref, sigma_ref))

@@ -1,0 +1,141 @@
+"""Click declarations and process helpers shared by the sampling CLIs (generate.py, fid.py).
+
+The CLIs import these instead of importing each other: the sampler options (`sampling_options`,
+`sampler_options_from_cli`), seed parsing, and the distributed/loading helpers that turn library
+errors into click errors on every rank.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import click
+import torch
+
+from torch_utils import distributed as dist
+from training import generation
+from training.network_io import load_network
+
+
+POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
+def seeds_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return generation.parse_seeds(value)
+    except ValueError as exc:
+        raise click.BadParameter(f'{exc}.') from None
+
+
+def sampling_options(f: Callable) -> Callable:
+    """The sampler options shared by generate.py and `fid.py calc --network`."""
+    options = [
+        click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=18, show_default=True,
+                     help='Number of σ steps N (Heun NFE = 2N − 1).'),
+        click.option('--sigma_min', type=POSITIVE, default=None,
+                     help='Lowest σ  [default: 0.002; ablation: per --disc]'),
+        click.option('--sigma_max', type=POSITIVE, default=None,
+                     help='Highest σ  [default: 80; ablation: per --disc]'),
+        click.option('--rho', type=POSITIVE, default=7, show_default=True, help='Exponent ρ of the EDM time steps.'),
+        click.option('--S_churn', 'S_churn', type=click.FloatRange(min=0), default=0, show_default=True,
+                     help='Stochasticity strength.'),
+        click.option('--S_min', 'S_min', type=click.FloatRange(min=0), default=0, show_default=True,
+                     help='Lowest σ with stochasticity.'),
+        click.option('--S_max', 'S_max', type=click.FloatRange(min=0), default=math.inf, show_default=True,
+                     help='Highest σ with stochasticity.'),
+        click.option('--S_noise', 'S_noise', type=float, default=1, show_default=True, help='Noise inflation.'),
+        click.option('--solver', type=click.Choice(['euler', 'heun']), default=None,
+                     help='ODE solver  [default: heun]'),
+        click.option('--disc', 'discretization', type=click.Choice(['vp', 've', 'iddpm', 'edm']), default=None,
+                     help='Ablation: time-step discretization.'),
+        click.option('--schedule', type=click.Choice(['vp', 've', 'linear']), default=None,
+                     help='Ablation: noise schedule σ(t).'),
+        click.option('--scaling', type=click.Choice(['vp', 'none']), default=None,
+                     help='Ablation: signal scaling s(t).'),
+        click.option('--infogrid', is_flag=True, help="Use InfoGrid built from the snapshot's 'infonoise' profile."),
+        click.option('--infogrid-profile', 'infogrid_profile', type=click.Path(exists=True, dir_okay=False),
+                     default=None, help='InfoGrid from this profile JSON (or infonoise.jsonl); implies --infogrid.'),
+        click.option('--infogrid-measure', 'infogrid_measure', type=click.Choice(list(generation.INFOGRID_MEASURES)),
+                     default=None, help="InfoGrid measure: 'literal' = Eq. 19 (∫σ r dσ), 'entropic' = ∫r dσ  "
+                                        f"[default: {generation.DEFAULT_INFOGRID_MEASURE}]"),
+        click.option('--infogrid-floor', 'infogrid_floor', type=click.FloatRange(0, 1), default=None,
+                     help='Weight of log-uniform blended into the InfoGrid density  '
+                          f'[default: {generation.DEFAULT_INFOGRID_FLOOR}]'),
+        click.option('--infogrid-gated', 'infogrid_gated', is_flag=True,
+                     help='Build InfoGrid from the gated rate instead of the raw rate.'),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+SAMPLING_KEYS = ('num_steps', 'sigma_min', 'sigma_max', 'rho', 'S_churn', 'S_min', 'S_max', 'S_noise', 'solver',
+                 'discretization', 'schedule', 'scaling', 'infogrid', 'infogrid_profile', 'infogrid_measure',
+                 'infogrid_floor', 'infogrid_gated')
+
+
+def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: str) -> generation.SamplerOptions:
+    """Build SamplerOptions from the CLI values (popped from kwargs); click errors for bad combinations."""
+    v = {k: kwargs.pop(k) for k in SAMPLING_KEYS}
+    use_infogrid = v['infogrid'] or v['infogrid_profile'] is not None
+    if not use_infogrid:
+        flags = (('--infogrid-measure', 'infogrid_measure'), ('--infogrid-floor', 'infogrid_floor'),
+                 ('--infogrid-gated', 'infogrid_gated'))
+        given = [flag for flag, key in flags if v[key] not in (None, False)]
+        if given:
+            raise click.UsageError(f'{given[0]} only applies together with --infogrid or --infogrid-profile.')
+    profile = None
+    if v['infogrid_profile'] is not None:
+        try:
+            profile = generation.load_profile_file(v['infogrid_profile'])
+        except (OSError, ValueError, KeyError) as exc:
+            raise click.BadParameter(str(exc).rstrip('.') + '.', param_hint='--infogrid-profile') from None
+    elif use_infogrid:
+        try:
+            profile = generation.snapshot_profile(snapshot, name=network)
+        except ValueError as exc:
+            raise click.ClickException(str(exc).rstrip('.') + '.') from None
+    return generation.SamplerOptions(
+        num_steps=v['num_steps'], sigma_min=v['sigma_min'], sigma_max=v['sigma_max'], rho=v['rho'],
+        S_churn=v['S_churn'], S_min=v['S_min'], S_max=v['S_max'], S_noise=v['S_noise'], solver=v['solver'],
+        discretization=v['discretization'], schedule=v['schedule'], scaling=v['scaling'], infogrid=profile,
+        infogrid_measure=v['infogrid_measure'] or generation.DEFAULT_INFOGRID_MEASURE,
+        infogrid_floor=generation.DEFAULT_INFOGRID_FLOOR if v['infogrid_floor'] is None else v['infogrid_floor'],
+        infogrid_gated=v['infogrid_gated'])
+
+
+def init_distributed(device: str) -> torch.device:
+    """Initialise torch.distributed (torchrun) or a single process; return this rank's device."""
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
+    dist.init(device=None if device == 'auto' else device)
+    if dist.get_world_size() > 1:
+        return torch.device(dist.device())   # cuda:LOCAL_RANK under torchrun
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return torch.device(device)
+
+
+def rank0_first(fn: Callable[[], Any]) -> Any:
+    """Run fn on rank 0 first (it downloads into the cache), then on the other ranks.
+
+    A ValueError/OSError from fn becomes a click error on every rank after the barrier, so no rank hangs.
+    """
+    result, error = None, None
+    for turn in ('first', 'rest'):
+        if (dist.get_rank() == 0) == (turn == 'first'):
+            try:
+                result = fn()
+            except (ValueError, OSError) as exc:
+                error = str(exc)
+        dist.barrier()
+    if error is not None:
+        raise click.ClickException(error)
+    return result
+
+
+def load_snapshot(network: str, device: torch.device) -> dict:
+    """The snapshot dict with its 'ema' network on `device`; click error if it cannot be loaded."""
+    return rank0_first(lambda: load_network(network, device))

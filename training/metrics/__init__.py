@@ -1,0 +1,1 @@
+"""Evaluation: Fréchet math, feature detectors, domain feature nets (digits, MNIST, DNA), sequence metrics, plots."""
