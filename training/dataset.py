@@ -19,7 +19,8 @@ kwargs) so a training snapshot can store how to reopen it, as EDM stores `datase
 
 `open_dataset(spec, **kwargs)` accepts a path, 'builtin:digits', 'builtin:digits-binary', 'dna:PATH[,PATH...]',
 'binary:SPEC' (binarise any other spec at threshold 0.5) or a dict with `class_name` or `spec` plus kwargs.
-The discrete classes live in `training.dataset_discrete` and are re-exported here.
+The discrete classes live in `training.dataset_discrete`, which imports this module (never the reverse);
+specs name them by class path, so this module needs no import of them.
 """
 from __future__ import annotations
 
@@ -416,17 +417,6 @@ class DigitsDataset(Dataset):
 
     def _load_raw_labels(self) -> np.ndarray:
         return self._labels
-
-
-_DISCRETE_NAMES = ('BinarizedDataset', 'DNADataset', 'fold_dna', 'unfold_dna', 'encode_dna', 'read_dna_table')
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy re-export of the discrete datasets (they subclass Dataset, so they cannot be imported above).
-    if name in _DISCRETE_NAMES:
-        from training import dataset_discrete
-        return getattr(dataset_discrete, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def dataset_kwargs_from_spec(spec: str | dict, **kwargs: Any) -> EasyDict:
