@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+from typing import Any, Callable
 
 import click
 
@@ -42,119 +43,34 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(f'expected comma-separated integers, got {value!r}') from None
 
 
-D = opt_lib.DEFAULTS
-C = opt_lib.CHOICES
+def _click_option(option: opt_lib.Option) -> Callable:
+    """A click option from its one declaration in training.options.OPTIONS."""
+    kwargs: dict[str, Any] = dict(help=option.help, metavar=option.metavar, required=option.required)
+    if option.is_flag:
+        kwargs.update(is_flag=True)
+    elif option.choices is not None:
+        kwargs.update(type=click.Choice(option.choices), metavar=None)
+    elif option.type is list:
+        kwargs.update(type=str, callback=_int_list)
+    elif option.type in (int, float) and (option.lo is not None or option.hi is not None):
+        kind = click.IntRange if option.type is int else click.FloatRange
+        kwargs.update(type=kind(min=option.lo, max=option.hi, min_open=option.lo_open, max_open=option.hi_open))
+    else:
+        kwargs.update(type=option.type)
+    if option.default is not None and not option.is_flag:
+        kwargs.update(default=option.default)
+    names = [option.short] if option.short else []
+    return click.option(*names, option.flag, option.name, **kwargs)
+
+
+def _options(f: Callable) -> Callable:
+    for option in reversed(opt_lib.OPTIONS):
+        f = _click_option(option)(f)
+    return f
 
 
 @click.command(epilog=EXAMPLES, context_settings=dict(show_default=True, max_content_width=110))
-# Run.
-@click.option('--outdir', help='Where to save the results', metavar='DIR', type=str, required=True)
-@click.option('--preset', help='Recipe from configs/NAME.json (explicit options override it)', metavar='NAME', type=str)
-@click.option('--desc', help='String to include in the run-directory name', metavar='STR', type=str)
-@click.option('--nosubdir', help='Do not create a subdirectory for results', is_flag=True)
-@click.option('-n', '--dry-run', help='Print the configuration and exit', is_flag=True)
-# Data and network (EDM's options).
-@click.option('--data', help="Dataset: folder/zip path, builtin:digits, builtin:digits-binary, dna:PATH, binary:SPEC",
-              metavar='SPEC', type=str)
-@click.option('--cond', help='Train class-conditional model', metavar='BOOL', type=bool, default=D['cond'])
-@click.option('--arch', help='Network architecture', type=click.Choice(C['arch']), default=D['arch'])
-@click.option('--precond', help='Preconditioning & loss function', type=click.Choice(C['precond']),
-              default=D['precond'])
-@click.option('--duration', help='Training duration', metavar='MIMG', type=click.FloatRange(min=0, min_open=True),
-              default=D['duration'])
-@click.option('--kimg', help='Training duration in kimg (instead of --duration)', metavar='KIMG',
-              type=click.FloatRange(min=0, min_open=True))
-@click.option('--batch', help='Total batch size', metavar='INT', type=click.IntRange(min=1), default=D['batch'])
-@click.option('--batch-gpu', help='Limit batch size per GPU/rank', metavar='INT', type=click.IntRange(min=1))
-@click.option('--cbase', help='Channel multiplier  [default: varies]', metavar='INT', type=click.IntRange(min=1))
-@click.option('--cres', help='Channels per resolution  [default: varies]', metavar='LIST', callback=_int_list)
-@click.option('--lr', help='Learning rate', metavar='FLOAT', type=click.FloatRange(min=0, min_open=True),
-              default=D['lr'])
-@click.option('--ema', help='EMA half-life', metavar='MIMG', type=click.FloatRange(min=0), default=D['ema'])
-@click.option('--dropout', help='Dropout probability', metavar='FLOAT', type=click.FloatRange(min=0, max=1),
-              default=D['dropout'])
-@click.option('--augment', help='Augment probability', metavar='FLOAT', type=click.FloatRange(min=0, max=1),
-              default=D['augment'])
-@click.option('--xflip', help='Enable dataset x-flips', metavar='BOOL', type=bool, default=D['xflip'])
-@click.option('--lr-rampup', help='Learning-rate ramp-up', metavar='KIMG', type=click.FloatRange(min=0),
-              default=D['lr_rampup'])
-@click.option('--ema-rampup', help='EMA half-life ramp-up ratio (0 = none)', metavar='FLOAT',
-              type=click.FloatRange(min=0), default=D['ema_rampup'])
-# Performance-related (EDM's options).
-@click.option('--fp16', help='Enable mixed-precision training (network fp16)', metavar='BOOL', type=bool,
-              default=D['fp16'])
-@click.option('--ls', help='Loss scaling', metavar='FLOAT', type=click.FloatRange(min=0, min_open=True),
-              default=D['ls'])
-@click.option('--bench', help='Enable cuDNN benchmarking', metavar='BOOL', type=bool, default=D['bench'])
-@click.option('--cache', help='Cache dataset in CPU memory', metavar='BOOL', type=bool, default=D['cache'])
-@click.option('--workers', help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=0),
-              default=D['workers'])
-# I/O-related (EDM's options).
-@click.option('--tick', help='How often to print progress', metavar='KIMG', type=click.FloatRange(min=0, min_open=True),
-              default=D['tick'])
-@click.option('--snap', help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1),
-              default=D['snap'])
-@click.option('--dump', help='How often to dump training state', metavar='TICKS', type=click.IntRange(min=1),
-              default=D['dump'])
-@click.option('--seed', help='Random seed  [default: random]', metavar='INT', type=int)
-@click.option('--transfer', help='Transfer learning from network pickle', metavar='PKL|URL', type=str)
-@click.option('--resume', help='Resume from a training-state file or a run directory (its newest state)',
-              metavar='PT|DIR', type=str)
-# σ distribution and InfoNoise.
-@click.option('--sigma-dist', help="Training σ distribution (auto: the loss's reference one)",
-              type=click.Choice(C['sigma_dist']), default=D['sigma_dist'])
-@click.option('--weighting', help="Loss weight w(σ) (auto: the preconditioning's own)",
-              type=click.Choice(C['weighting']), default=D['weighting'])
-@click.option('--p-mean', help='Log-normal σ distribution: mean of ln σ', metavar='FLOAT', type=float,
-              default=D['p_mean'])
-@click.option('--p-std', help='Log-normal σ distribution: std of ln σ', metavar='FLOAT',
-              type=click.FloatRange(min=0, min_open=True), default=D['p_std'])
-@click.option('--sigma-min', help='InfoNoise grid / log-uniform lower end', metavar='FLOAT',
-              type=click.FloatRange(min=0, min_open=True), default=D['sigma_min'])
-@click.option('--sigma-max', help='InfoNoise grid / log-uniform upper end', metavar='FLOAT',
-              type=click.FloatRange(min=0, min_open=True), default=D['sigma_max'])
-@click.option('--infonoise-base', help='Warm-up sampler (auto: lognormal, loguniform for discrete data)',
-              type=click.Choice(C['infonoise_base']), default=D['infonoise_base'])
-@click.option('--infonoise-warmup', help='Warm-up optimizer steps on the base sampler', metavar='STEPS',
-              type=click.IntRange(min=0), default=D['infonoise_warmup'])
-@click.option('--infonoise-refresh', help='Steps between table refreshes', metavar='STEPS', type=click.IntRange(min=1),
-              default=D['infonoise_refresh'])
-@click.option('--infonoise-bins', help='Log-σ grid bins', metavar='INT', type=click.IntRange(min=2),
-              default=D['infonoise_bins'])
-@click.option('--infonoise-buffer', help='FIFO losses per bin per rank', metavar='INT', type=click.IntRange(min=1),
-              default=D['infonoise_buffer'])
-@click.option('--infonoise-ema', help='EMA rate of the per-bin mean losses', metavar='FLOAT',
-              type=click.FloatRange(min=0, max=1, min_open=True), default=D['infonoise_ema'])
-@click.option('--infonoise-min-count', help='Losses every bin needs before a refresh', metavar='INT',
-              type=click.IntRange(min=1), default=D['infonoise_min_count'])
-@click.option('--infonoise-floor', help='Log-uniform mixture weight (keeps every bin observed)', metavar='FLOAT',
-              type=click.FloatRange(min=0, max=1, max_open=True), default=D['infonoise_floor'])
-@click.option('--infonoise-endpoint', help="Pivot rule (auto: the dataset's endpoint)",
-              type=click.Choice(C['infonoise_endpoint']), default=D['infonoise_endpoint'])
-@click.option('--infonoise-gate-n', help='Gate exponent n', metavar='FLOAT',
-              type=click.FloatRange(min=0, min_open=True),
-              default=D['infonoise_gate_n'])
-@click.option('--infonoise-onset-p', help='Onset threshold p (continuous pivot rule)', metavar='FLOAT',
-              type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=D['infonoise_onset_p'])
-@click.option('--infonoise-smooth', help='Smoothing passes on log r', metavar='INT', type=click.IntRange(min=0),
-              default=D['infonoise_smooth'])
-# Devices and speed.
-@click.option('--device', help='Device (auto: CUDA when available)', type=click.Choice(C['device']),
-              default=D['device'])
-@click.option('--bf16', help='bfloat16 autocast for the forward pass', is_flag=True)
-@click.option('--compile', 'compile', help='torch.compile the network', is_flag=True)
-@click.option('--channels-last', help='Channels-last weights and activations', is_flag=True)
-@click.option('--sdpa', help='Fused scaled-dot-product attention', is_flag=True)
-@click.option('--deterministic', help='Deterministic algorithms (bitwise-reproducible runs)', is_flag=True)
-@click.option('--threads', help='CPU threads per process (0 = torch default; 1 is fastest for tiny nets on busy CPUs)',
-              metavar='INT', type=click.IntRange(min=0), default=D['threads'])
-# End-of-run extras.
-@click.option('--grid', help='Images in the final sample grid (0 = none)', metavar='INT', type=click.IntRange(min=0),
-              default=D['grid'])
-@click.option('--grid-steps', help='Heun steps for the sample grid', metavar='INT', type=click.IntRange(min=1),
-              default=D['grid_steps'])
-@click.option('--plot', help='Plot the InfoNoise profile at the end (needs matplotlib)', metavar='BOOL', type=bool,
-              default=D['plot'])
+@_options
 def main(**kwargs) -> None:
     """Train a diffusion model (EDM pipeline) with an InfoNoise or a fixed σ distribution.
 
@@ -200,6 +116,8 @@ def run(kwargs: dict, explicit: set[str]) -> None:
             base = dict(opt_lib.DEFAULTS, **{k: v for k, v in base.items() if k in known})
         given['resume'] = kwargs['resume']
     opts = opt_lib.resolve_options(given, preset, base)
+    if base is not None:
+        opt_lib.check_resume(base, opts, resume_path)
     opts['preset'] = kwargs['preset'] if kwargs['preset'] is not None else (base or {}).get('preset')
 
     # Devices and ranks.
@@ -219,10 +137,6 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     dataset = _open_dataset(opts)
     config = opt_lib.build_config(opts, dataset, world_size)
     if resume_path is not None:
-        try:
-            checkpoint.check_compatible(header['config'], config, resume_path)
-        except checkpoint.CheckpointError as err:
-            raise click.ClickException(_one_line(err)) from None
         if header['cur_nimg'] >= config['total_kimg'] * 1000:
             raise click.ClickException(f'--resume: {resume_path} is already at {header["cur_nimg"] / 1000:g} kimg, '
                                        f'the full training length; pass a longer --duration or --kimg.')

@@ -89,7 +89,7 @@ def test_resume_with_another_config_is_refused(tmp_path):
     assert result.exit_code != 0 and 'Traceback' not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith('Error: ')]
     assert len(errors) == 1, result.output
-    assert 'different configuration' in errors[0] and 'network_kwargs.model_channels (8 vs 16)' in errors[0]
+    assert 'was trained with --cbase=8, not 16' in errors[0]
     assert not other.exists()
     # Already finished: nothing to continue.
     result = run_cli(other, '--resume', part)

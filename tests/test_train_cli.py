@@ -269,3 +269,33 @@ def test_error_is_one_line_on_stderr_in_a_real_process(tmp_path):
     assert proc.stdout == ''
     assert proc.stderr.strip().count('\n') == 0 and proc.stderr.startswith('Error: --data'), proc.stderr
     assert not os.path.exists(tmp_path / 'o')
+
+
+def test_every_option_is_declared_once_and_the_cli_follows_the_declaration():
+    params = {p.name: p for p in train.main.params}
+    assert set(params) == {o.name for o in O.OPTIONS}
+    for option in O.OPTIONS:
+        param = params[option.name]
+        assert param.opts[-1] == option.flag
+        if option.default is not None and not option.is_flag:
+            assert param.default == option.default, option.name
+        for bad in ([option.lo - 1] if option.lo is not None and option.type in (int, float) else []):
+            with pytest.raises(O.OptionsError, match=option.flag):
+                O.validate_options(dict(O.DEFAULTS, data='builtin:digits', **{option.name: option.type(bad)}))
+    assert set(O.DEFAULTS) == {o.name for o in O.OPTIONS} - {'outdir', 'preset', 'dry_run'}
+    assert set(O.RUN_ONLY) == {'outdir', 'preset', 'desc', 'nosubdir', 'dry_run', 'resume', 'transfer'}
+
+
+@pytest.mark.parametrize('value', [0, -3])
+def test_min_count_range_is_the_same_for_cli_and_presets(tmp_path, value):
+    # The CLI and the validation derive the range from one declaration (they used to disagree: >=1 vs >=0).
+    result = invoke(['--outdir', tmp_path / 'o', '--data', 'builtin:digits', '--infonoise-min-count', value])
+    assert result.exit_code != 0 and 'x>=1' in result.output
+    with pytest.raises(O.OptionsError, match=r'--infonoise-min-count=.* outside the valid range \[1, inf\]'):
+        O.validate_options(dict(O.DEFAULTS, data='builtin:digits', infonoise_min_count=value))
+
+
+def test_unknown_metric_name_is_one_clear_error(tmp_path):
+    out = tmp_path / 'out'
+    result = invoke(['--outdir', out, '--data', 'builtin:digits', '--metrics', 'fd-digits,fid-ish'])
+    assert_one_line_error(result, "unknown metric 'fid-ish'", outdir=out)

@@ -13,6 +13,7 @@ message is one sentence fit to show to a user.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -20,77 +21,136 @@ from typing import Any, Mapping
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
-# Option name -> default. Names are the click parameter names (dashes become underscores).
-DEFAULTS: dict[str, Any] = dict(
-    # EDM's options and defaults.
-    data=None,            # dataset spec: path to a folder/zip, 'builtin:digits', 'dna:PATH', ...
-    cond=False,           # class-conditional training (needs labels)
-    arch='ddpmpp',        # ddpmpp | ncsnpp | adm
-    precond='edm',        # vp | ve | edm
-    duration=200.0,       # training length in Mimg
-    kimg=None,            # training length in kimg (alternative to duration)
-    batch=512,            # total batch size over all ranks
-    batch_gpu=None,       # per-rank batch per accumulation round (None: batch / ranks)
-    cbase=None,           # model_channels override
-    cres=None,            # channel_mult override (list of ints)
-    lr=10e-4,             # Adam learning rate
-    ema=0.5,              # EMA half-life in Mimg
-    dropout=0.13,
-    augment=0.12,         # augmentation probability (0 disables the pipe)
-    xflip=False,          # dataset x-flips
-    fp16=False,           # EDM's use_fp16 network flag
-    ls=1.0,               # loss scaling
-    bench=True,           # cudnn.benchmark
-    cache=True,           # cache the dataset in memory
-    workers=1,            # data-loader worker processes per rank
-    desc=None,            # run-directory suffix
-    nosubdir=False,
-    tick=50.0,            # kimg per tick
-    snap=50,              # ticks per network snapshot
-    dump=500,             # ticks per training-state dump
-    seed=None,
-    transfer=None,        # network snapshot to initialise from
-    resume=None,          # training-state file or run directory
-    # Learning-rate and EMA ramp-ups (EDM's training-loop defaults).
-    lr_rampup=10000.0,    # kimg
-    ema_rampup=0.05,      # EMA half-life ramp-up ratio (0: none)
-    # Loss / σ distribution.
-    sigma_dist='auto',    # auto (the loss's reference distribution) | lognormal | loguniform | infonoise
-    weighting='auto',     # auto (the precond's own) | edm | vp | ve | unit
-    p_mean=-1.2,          # log-normal σ distribution (EDM's P_mean / P_std)
-    p_std=1.2,
-    sigma_min=0.002,      # InfoNoise grid and log-uniform range
-    sigma_max=80.0,
-    infonoise_base='auto',  # auto (lognormal for continuous, loguniform for discrete data) | lognormal | loguniform
-    infonoise_warmup=2000,
-    infonoise_refresh=200,
-    infonoise_bins=64,
-    infonoise_buffer=512,
-    infonoise_ema=0.1,
-    infonoise_min_count=32,
-    infonoise_floor=0.05,
-    infonoise_endpoint='auto',  # auto (the dataset's) | continuous | discrete
-    infonoise_gate_n=3.0,
-    infonoise_onset_p=2e-3,
-    infonoise_smooth=0,
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One train.py option, declared once: the CLI, presets, validation and resume checks derive from it."""
+    name: str                     # Python name; the flag is '--' + name with dashes ('batch_gpu' -> --batch-gpu).
+    default: Any                  # Default value (None: unset / derived later).
+    help: str                     # One-line help text (click shows the default after it).
+    type: type = str              # bool | int | float | str | list (a comma-separated list of ints).
+    kind: str = 'recipe'          # recipe: what is trained (a resumed run must match); length: training length;
+                                  # execution: how/where it runs (may change on resume); run: per invocation,
+                                  # never stored in a preset (outdir, resume, ...).
+    lo: float | None = None       # Lower bound of the valid range (None: unbounded).
+    hi: float | None = None       # Upper bound (None: unbounded).
+    lo_open: bool = False         # Whether the lower bound itself is excluded.
+    hi_open: bool = False         # Whether the upper bound itself is excluded.
+    choices: tuple | None = None  # Allowed values (a click.Choice).
+    metavar: str | None = None    # Placeholder shown in --help.
+    is_flag: bool = False         # A boolean given by presence (--bf16) instead of a value (--cond=True).
+    required: bool = False        # The CLI requires it.
+    short: str | None = None      # Optional one-letter alias ('-n').
+
+    @property
+    def flag(self) -> str:
+        return flag(self.name)
+
+
+_O = Option
+_POS = dict(lo=0, lo_open=True)
+OPTIONS: tuple[Option, ...] = (
+    # Run (per invocation; not allowed in presets).
+    _O('outdir', None, 'Where to save the results', kind='run', metavar='DIR', required=True),
+    _O('preset', None, 'Recipe from configs/NAME.json (explicit options override it)', kind='run', metavar='NAME'),
+    _O('desc', None, 'String to include in the run-directory name', kind='run', metavar='STR'),
+    _O('nosubdir', False, 'Do not create a subdirectory for results', bool, kind='run', is_flag=True),
+    _O('dry_run', False, 'Print the configuration and exit', bool, kind='run', is_flag=True, short='-n'),
+    _O('resume', None, 'Resume from a training-state file or a run directory (its newest state that loads)',
+       kind='run', metavar='PT|DIR'),
+    _O('transfer', None, 'Transfer learning from network pickle', kind='run', metavar='PKL|URL'),
+    # Data and network (EDM's options and defaults).
+    _O('data', None, 'Dataset: folder/zip path, builtin:digits[-binary], builtin:mnist5k[-binary], dna:PATH, '
+       'binary:SPEC', metavar='SPEC'),
+    _O('cond', False, 'Train class-conditional model', bool, metavar='BOOL'),
+    _O('arch', 'ddpmpp', 'Network architecture', choices=('ddpmpp', 'ncsnpp', 'adm', 'dnaunet')),
+    _O('precond', 'edm', 'Preconditioning & loss function', choices=('vp', 've', 'edm')),
+    _O('duration', 200.0, 'Training duration', float, kind='length', metavar='MIMG', **_POS),
+    _O('kimg', None, 'Training duration in kimg (instead of --duration)', float, kind='length', metavar='KIMG',
+       **_POS),
+    _O('batch', 512, 'Total batch size', int, lo=1, metavar='INT'),
+    _O('batch_gpu', None, 'Limit batch size per GPU/rank', int, kind='execution', lo=1, metavar='INT'),
+    _O('cbase', None, 'Channel multiplier  [default: varies]', int, lo=1, metavar='INT'),
+    _O('cres', None, 'Channels per resolution  [default: varies]', list, metavar='LIST'),
+    _O('lr', 10e-4, 'Learning rate', float, metavar='FLOAT', **_POS),
+    _O('ema', 0.5, 'EMA half-life', float, lo=0, metavar='MIMG'),
+    _O('dropout', 0.13, 'Dropout probability', float, lo=0, hi=1, metavar='FLOAT'),
+    _O('augment', 0.12, 'Augment probability', float, lo=0, hi=1, metavar='FLOAT'),
+    _O('xflip', False, 'Enable dataset x-flips', bool, metavar='BOOL'),
+    _O('lr_rampup', 10000.0, 'Learning-rate ramp-up', float, lo=0, metavar='KIMG'),
+    _O('ema_rampup', 0.05, 'EMA half-life ramp-up ratio (0 = none)', float, lo=0, metavar='FLOAT'),
+    # Performance-related (EDM's options).
+    _O('fp16', False, 'Enable mixed-precision training (network fp16)', bool, metavar='BOOL'),
+    _O('ls', 1.0, 'Loss scaling', float, metavar='FLOAT', **_POS),
+    _O('bench', True, 'Enable cuDNN benchmarking', bool, kind='execution', metavar='BOOL'),
+    _O('cache', True, 'Cache dataset in CPU memory', bool, kind='execution', metavar='BOOL'),
+    _O('workers', 1, 'DataLoader worker processes', int, kind='execution', lo=0, metavar='INT'),
+    # I/O-related (EDM's options).
+    _O('tick', 50.0, 'How often to print progress', float, kind='execution', metavar='KIMG', **_POS),
+    _O('snap', 50, 'How often to save snapshots', int, kind='execution', lo=1, metavar='TICKS'),
+    _O('dump', 500, 'How often to dump training state', int, kind='execution', lo=1, metavar='TICKS'),
+    _O('seed', None, 'Random seed  [default: random]', int, metavar='INT'),
+    # σ distribution and InfoNoise.
+    _O('sigma_dist', 'auto', "Training σ distribution (auto: the loss's reference one)",
+       choices=('auto', 'lognormal', 'loguniform', 'infonoise')),
+    _O('weighting', 'auto', "Loss weight w(σ) (auto: the preconditioning's own)",
+       choices=('auto', 'edm', 'vp', 've', 'unit')),
+    _O('p_mean', -1.2, 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
+    _O('p_std', 1.2, 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
+    _O('sigma_min', 0.002, 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT', **_POS),
+    _O('sigma_max', 80.0, 'InfoNoise grid / log-uniform upper end', float, metavar='FLOAT', **_POS),
+    _O('infonoise_base', 'auto', 'Warm-up sampler (auto: lognormal, loguniform for discrete data)',
+       choices=('auto', 'lognormal', 'loguniform')),
+    _O('infonoise_warmup', 2000, 'Warm-up optimizer steps on the base sampler', int, lo=0, metavar='STEPS'),
+    _O('infonoise_refresh', 200, 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
+    _O('infonoise_bins', 64, 'Log-σ grid bins', int, lo=2, metavar='INT'),
+    _O('infonoise_buffer', 512, 'FIFO losses per bin per rank', int, lo=1, metavar='INT'),
+    _O('infonoise_ema', 0.1, 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True,
+       metavar='FLOAT'),
+    _O('infonoise_min_count', 32, 'Losses every bin needs before a refresh', int, lo=1, metavar='INT'),
+    _O('infonoise_floor', 0.05, 'Log-uniform mixture weight (keeps every bin observed)', float, lo=0, hi=1,
+       hi_open=True, metavar='FLOAT'),
+    _O('infonoise_endpoint', 'auto', "Pivot rule (auto: the dataset's endpoint)",
+       choices=('auto', 'continuous', 'discrete')),
+    _O('infonoise_gate_n', 3.0, 'Gate exponent n', float, metavar='FLOAT', **_POS),
+    _O('infonoise_onset_p', 2e-3, 'Onset threshold p (continuous pivot rule)', float, lo=0, hi=1, lo_open=True,
+       hi_open=True, metavar='FLOAT'),
+    _O('infonoise_smooth', 0, 'Smoothing passes on log r', int, lo=0, metavar='INT'),
     # Devices and speed.
-    device='auto',        # auto | cpu | cuda
-    bf16=False,           # bfloat16 autocast around the forward pass
-    compile=False,        # torch.compile the network
-    channels_last=False,
-    sdpa=False,           # scaled-dot-product attention kernels
-    deterministic=False,  # torch deterministic algorithms (bitwise-reproducible runs)
-    threads=0,            # CPU intra-op threads per process (0: torch's default)
+    _O('device', 'auto', 'Device (auto: CUDA when available)', kind='execution', choices=('auto', 'cpu', 'cuda')),
+    _O('bf16', False, 'bfloat16 autocast for the forward pass', bool, kind='execution', is_flag=True),
+    _O('compile', False, 'torch.compile the network', bool, kind='execution', is_flag=True),
+    _O('channels_last', False, 'Channels-last weights and activations', bool, kind='execution', is_flag=True),
+    _O('sdpa', False, 'Fused scaled-dot-product attention', bool, kind='execution', is_flag=True),
+    _O('deterministic', False, 'Deterministic algorithms (bitwise-reproducible runs)', bool, kind='execution',
+       is_flag=True),
+    _O('threads', 0, 'CPU threads per process (0 = torch default; 1 is fastest for tiny nets on busy CPUs)', int,
+       kind='execution', lo=0, metavar='INT'),
+    # Quality during training.
+    _O('metrics', None, 'Metrics of the EMA network during training, comma-separated: fd-digits, fd-mnist, '
+       'fd-dna, kmer-dna, motif-dna, fid (appended to metrics.jsonl)', kind='execution', metavar='LIST'),
+    _O('metrics_every', 10.0, 'Evaluate --metrics every this many kimg (and at the end)', float, kind='execution',
+       metavar='KIMG', **_POS),
+    _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, metavar='INT'),
     # End-of-run extras.
-    grid=0,               # images in the final sample grid (0: none)
-    grid_steps=18,        # Heun steps for the sample grid
-    plot=True,            # plot the InfoNoise profile at the end (needs matplotlib)
+    _O('grid', 0, 'Images in the final sample grid (0 = none)', int, kind='execution', lo=0, metavar='INT'),
+    _O('grid_steps', 18, 'Heun steps for the sample grid', int, kind='execution', lo=1, metavar='INT'),
+    _O('plot', True, 'Plot the InfoNoise profile at the end (needs matplotlib)', bool, kind='execution',
+       metavar='BOOL'),
 )
+OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+# Stored options (everything a preset or a training state may hold) -> default.
+DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS if o.name not in ('outdir', 'preset', 'dry_run')}
 
 # Options that describe where/how a run executes, not what it trains; a preset may not set them.
-RUN_ONLY = ('outdir', 'resume', 'transfer', 'dry_run', 'nosubdir', 'desc', 'preset')
+RUN_ONLY = tuple(o.name for o in OPTIONS if o.kind == 'run')
+
+# Options a resumed run must keep (they change what is trained).
+RESUME_MATCH = tuple(o.name for o in OPTIONS if o.kind == 'recipe')
 
 PRESET_KEYS = ('description', 'options', 'network_kwargs')
+
+CHOICES = {o.name: o.choices for o in OPTIONS if o.choices is not None}
 
 ARCH_KWARGS = {
     'ddpmpp': dict(model_type='SongUNet', embedding_type='positional', encoder_type='standard',
@@ -100,6 +160,10 @@ ARCH_KWARGS = {
                    decoder_type='standard', channel_mult_noise=2, resample_filter=[1, 3, 3, 1],
                    model_channels=128, channel_mult=[2, 2, 2]),
     'adm': dict(model_type='DhariwalUNet', model_channels=192, channel_mult=[1, 2, 3, 4]),
+    # DNA-Diffusion's U-Net at its own settings (dim 200, dim_mults 1,2,4, 4 groups, 18 Fourier features,
+    # p_uncond 0.1); --cbase / --cres set its width / multipliers (DNAUNet's model_channels / channel_mult).
+    'dnaunet': dict(model_type='DNAUNet', model_channels=200, channel_mult=[1, 2, 4], resnet_block_groups=4,
+                    learned_sinusoidal_dim=18, label_dropout=0.1),
 }
 
 PRECOND_CLASSES = {
@@ -113,16 +177,6 @@ SAMPLER_CLASSES = {
     'loguniform': 'infonoise.LogUniformSampler',
     'infonoise': 'infonoise.InfoNoiseSampler',
 }
-
-CHOICES = dict(
-    arch=tuple(ARCH_KWARGS), precond=tuple(PRECOND_CLASSES),
-    sigma_dist=('auto', 'lognormal', 'loguniform', 'infonoise'),
-    weighting=('auto', 'edm', 'vp', 've', 'unit'),
-    infonoise_base=('auto', 'lognormal', 'loguniform'),
-    infonoise_endpoint=('auto', 'continuous', 'discrete'),
-    device=('auto', 'cpu', 'cuda'),
-)
-
 
 class OptionsError(ValueError):
     """A bad option, preset or combination; the message is one sentence for the user."""
@@ -183,26 +237,20 @@ def load_preset(name: str, preset_dir: str = PRESET_DIR) -> dict:
                 network_kwargs=dict(network_kwargs))
 
 
-# Types of the options whose default is None (the others take their default's type).
-_NONE_DEFAULT_TYPES = dict(data=str, kimg=float, batch_gpu=int, cbase=int, cres=list, desc=str, seed=int,
-                           transfer=str, resume=str)
-
-
 def _type_ok(name: str, value: Any) -> bool:
-    """Whether a preset value has the option's type (ints pass for floats; None for None defaults)."""
-    default = DEFAULTS[name]
-    expected = _NONE_DEFAULT_TYPES.get(name) if default is None else type(default)
+    """Whether a value has the option's declared type (ints pass for floats; None only where it is the default)."""
+    option = OPTION_BY_NAME[name]
     if value is None:
-        return default is None
-    if expected is bool:
+        return option.default is None
+    if option.type is bool:
         return isinstance(value, bool)
-    if expected is float:
+    if option.type is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is int:
+    if option.type is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if expected is list:
+    if option.type is list:
         return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    return isinstance(value, expected)
+    return isinstance(value, option.type)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,22 +279,20 @@ def resolve_options(given: Mapping[str, Any], preset: Mapping[str, Any] | None =
     return opts
 
 
-def _check_range(opts: Mapping[str, Any], name: str, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False, hi_open: bool = False) -> None:
-    value = opts.get(name)
-    if value is None:
+def _check_range(option: Option, value: Any) -> None:
+    if value is None or (option.lo is None and option.hi is None):
         return
     ok = True
-    if lo is not None:
-        ok = ok and (value > lo if lo_open else value >= lo)
-    if hi is not None:
-        ok = ok and (value < hi if hi_open else value <= hi)
+    if option.lo is not None:
+        ok = ok and (value > option.lo if option.lo_open else value >= option.lo)
+    if option.hi is not None:
+        ok = ok and (value < option.hi if option.hi_open else value <= option.hi)
     if not ok:
-        left = '(' if lo_open else '['
-        right = ')' if hi_open else ']'
-        lo_s = '-inf' if lo is None else f'{lo:g}'
-        hi_s = 'inf' if hi is None else f'{hi:g}'
-        raise OptionsError(f'{flag(name)}={value} is outside the valid range {left}{lo_s}, {hi_s}{right}.')
+        left = '(' if option.lo_open else '['
+        right = ')' if option.hi_open else ']'
+        lo_s = '-inf' if option.lo is None else f'{option.lo:g}'
+        hi_s = 'inf' if option.hi is None else f'{option.hi:g}'
+        raise OptionsError(f'{option.flag}={value} is outside the valid range {left}{lo_s}, {hi_s}{right}.')
 
 
 def batch_per_rank(batch: int, batch_gpu: int | None, world_size: int) -> tuple[int, int]:
@@ -267,54 +313,52 @@ def batch_per_rank(batch: int, batch_gpu: int | None, world_size: int) -> tuple[
 
 def validate_options(opts: Mapping[str, Any], world_size: int = 1) -> None:
     """Check value ranges and combinations; raise OptionsError with one sentence."""
-    for name, choices in CHOICES.items():
-        if opts.get(name) not in choices:
-            raise OptionsError(f'{flag(name)}={opts.get(name)!r} is not one of: {", ".join(choices)}.')
+    for option in OPTIONS:
+        if option.name not in opts:
+            continue
+        value = opts[option.name]
+        if option.type is list and value is not None and (
+                not isinstance(value, (list, tuple)) or not value
+                or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in value)):
+            raise OptionsError(f'{option.flag}={value!r} must be a non-empty list of positive integers.')
+        if option.choices is not None and value not in option.choices:
+            raise OptionsError(f'{option.flag}={value!r} is not one of: {", ".join(option.choices)}.')
+        if not _type_ok(option.name, value):
+            raise OptionsError(f'{option.flag}={value!r} has the wrong type (expected {option.type.__name__}).')
+        _check_range(option, value)
     if opts.get('fp16') and opts.get('bf16'):
         raise OptionsError('--fp16 and --bf16 are alternatives; choose one.')
     if not opts.get('data'):
         raise OptionsError('Missing option --data (and the preset gives no dataset).')
-    _check_range(opts, 'duration', 0, lo_open=True)
-    _check_range(opts, 'kimg', 0, lo_open=True)
-    _check_range(opts, 'batch', 1)
-    _check_range(opts, 'batch_gpu', 1)
-    _check_range(opts, 'cbase', 1)
-    _check_range(opts, 'lr', 0, lo_open=True)
-    _check_range(opts, 'ema', 0)
-    _check_range(opts, 'dropout', 0, 1)
-    _check_range(opts, 'augment', 0, 1)
-    _check_range(opts, 'ls', 0, lo_open=True)
-    _check_range(opts, 'workers', 0)
-    _check_range(opts, 'threads', 0)
-    _check_range(opts, 'tick', 0, lo_open=True)
-    _check_range(opts, 'snap', 1)
-    _check_range(opts, 'dump', 1)
-    _check_range(opts, 'lr_rampup', 0)
-    _check_range(opts, 'ema_rampup', 0)
-    _check_range(opts, 'p_std', 0, lo_open=True)
-    _check_range(opts, 'sigma_min', 0, lo_open=True)
-    _check_range(opts, 'infonoise_warmup', 0)
-    _check_range(opts, 'infonoise_refresh', 1)
-    _check_range(opts, 'infonoise_bins', 2)
-    _check_range(opts, 'infonoise_buffer', 1)
-    _check_range(opts, 'infonoise_ema', 0, 1, lo_open=True)
-    _check_range(opts, 'infonoise_min_count', 0)
-    _check_range(opts, 'infonoise_floor', 0, 1, hi_open=True)
-    _check_range(opts, 'infonoise_gate_n', 0, lo_open=True)
-    _check_range(opts, 'infonoise_onset_p', 0, 1, lo_open=True, hi_open=True)
-    _check_range(opts, 'infonoise_smooth', 0)
-    _check_range(opts, 'grid', 0)
-    _check_range(opts, 'grid_steps', 1)
     if opts['sigma_max'] <= opts['sigma_min']:
         raise OptionsError(f'--sigma-max={opts["sigma_max"]} must be larger than --sigma-min={opts["sigma_min"]}.')
     if opts['infonoise_min_count'] > opts['infonoise_buffer']:
         raise OptionsError(f'--infonoise-min-count={opts["infonoise_min_count"]} can never be reached with '
                            f'--infonoise-buffer={opts["infonoise_buffer"]}.')
-    cres = opts.get('cres')
-    if cres is not None and (not isinstance(cres, (list, tuple)) or not cres
-                             or any(not isinstance(c, int) or c < 1 for c in cres)):
-        raise OptionsError(f'--cres={cres!r} must be a non-empty list of positive integers.')
+    metric_names(opts)
     batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
+
+
+def metric_names(opts: Mapping[str, Any]) -> list[str]:
+    """The --metrics list (empty when unset); OptionsError for an unknown name."""
+    from training.metrics.registry import METRICS
+    names = [n.strip() for n in str(opts.get('metrics') or '').split(',') if n.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise OptionsError(f'--metrics: unknown metric {unknown[0]!r}; choose from {", ".join(METRICS)}.')
+    return names
+
+
+def check_resume(saved: Mapping[str, Any], opts: Mapping[str, Any], path: str) -> None:
+    """Raise OptionsError naming the first recipe option in which `opts` differs from the resumed run's `saved`.
+
+    Recipe options (kind 'recipe' in OPTIONS) decide what is trained; execution options (ticks, workers,
+    devices, speed paths) and the training length may change on resume.
+    """
+    for name in RESUME_MATCH:
+        if name in saved and jsonable(saved[name]) != jsonable(opts.get(name)):
+            raise OptionsError(f'--resume: {path} was trained with {flag(name)}={saved[name]!r}, not '
+                               f'{opts.get(name)!r}; pass the same value or start a new run.')
 
 
 def total_kimg(opts: Mapping[str, Any]) -> float:
