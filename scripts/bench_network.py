@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
-import sys
 import time
 
-_SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_SCRIPTS)
-if sys.path and os.path.abspath(sys.path[0] or '.') == _SCRIPTS:
-    sys.path[0] = _ROOT
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-import click  # noqa: E402
-import torch  # noqa: E402
+import click
+import torch
 
-from dnnlib.util import atomic_write  # noqa: E402
-from training.fast_paths import apply_fast_paths, autocast, maybe_compile  # noqa: E402
-from training.networks import EDMPrecond  # noqa: E402
+from dnnlib.util import atomic_write
+from training.fast_paths import apply_fast_paths, autocast, maybe_compile
+from training.networks import EDMPrecond
 
 CONFIGS = {
     'cifar10-ddpmpp': dict(img_resolution=32, img_channels=3, model_type='SongUNet', embedding_type='positional',
@@ -44,9 +36,9 @@ PATHS = ('exact', 'sdpa', 'channels_last', 'bf16', 'fp16', 'compile', 'combined'
 
 EXAMPLES = """\b
 Examples:
-  python scripts/bench_network.py --quick
-  python scripts/bench_network.py --device cuda --batch 128 --iters 20 --json bench_network.json
-  python scripts/bench_network.py --device cpu --batch 16 --iters 3 --paths exact,sdpa,channels_last
+  python -m scripts.bench_network --quick
+  python -m scripts.bench_network --device cuda --batch 128 --iters 20 --json bench_network.json
+  python -m scripts.bench_network --device cpu --batch 16 --iters 3 --paths exact,sdpa,channels_last
 """
 
 

@@ -8,27 +8,19 @@ only, as in training, where nothing in the sampler's hot path waits for the devi
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 
-_SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_SCRIPTS)
-if sys.path and os.path.abspath(sys.path[0] or '.') == _SCRIPTS:
-    sys.path[0] = _ROOT  # run as a script: import the repo (and do not shadow stdlib modules)
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-import click  # noqa: E402
-import torch  # noqa: E402
+import click
+import torch
 
-import infonoise  # noqa: E402
+import infonoise
 
 EXAMPLES = """\b
 Examples:
-  python scripts/bench_sampler.py --quick
-  python scripts/bench_sampler.py --device cpu --batch 512 --json
-  python scripts/bench_sampler.py --device cuda --steps 20000
+  python -m scripts.bench_sampler --quick
+  python -m scripts.bench_sampler --device cpu --batch 512 --json
+  python -m scripts.bench_sampler --device cuda --steps 20000
 """
 
 

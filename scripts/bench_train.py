@@ -9,8 +9,8 @@ Configs: `digits-demo` (the CPU demo's SongUNet, builtin:digits) and, with a GPU
 CIFAR-10 DDPM++ preset on random 32x32 images of the archive format).
 
 Examples:
-  python scripts/bench_train.py --quick            # one short repetition per config (smoke check)
-  python scripts/bench_train.py --reps 5 --json    # the figures for docs/BENCHMARKS.md
+  python -m scripts.bench_train --quick            # one short repetition per config (smoke check)
+  python -m scripts.bench_train --reps 5 --json    # the figures for docs/BENCHMARKS.md
 """
 from __future__ import annotations
 
@@ -18,16 +18,12 @@ import json
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 import zipfile
 
 import click
 
-# Import from the repository root, not from scripts/ (whose module names may shadow the standard library).
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [_ROOT] + [p for p in sys.path if os.path.abspath(p or '.') != os.path.dirname(os.path.abspath(__file__))]
 
 DISTS = ('lognormal', 'infonoise')
 
@@ -92,8 +88,8 @@ def _measure(config: dict, warmup_steps: int, device: str, run_dir: str) -> floa
 
 EXAMPLES = '''\b
 Examples:
-  python scripts/bench_train.py --quick            # one short repetition per config (smoke check)
-  python scripts/bench_train.py --reps 5 --json    # the figures for docs/BENCHMARKS.md
+  python -m scripts.bench_train --quick            # one short repetition per config (smoke check)
+  python -m scripts.bench_train --reps 5 --json    # the figures for docs/BENCHMARKS.md
 '''
 
 

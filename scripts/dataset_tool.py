@@ -22,7 +22,6 @@ import os
 import pickle
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 import zipfile
@@ -34,10 +33,8 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-if __package__ in (None, ''):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from training.dataset import IMAGE_EXTENSIONS, load_digits_uint8, load_image_array  # noqa: E402
+from training.dataset import IMAGE_EXTENSIONS, load_digits_uint8, load_image_array
 
 Source = tuple[int, Iterator[tuple[str, np.ndarray, Any]]]   # (count, iterator of (name, HWC uint8, label))
 
@@ -428,13 +425,13 @@ def convert(source: str, dest: str, max_images: int | None, transform: str | Non
 
     \b
     Examples:
-      python scripts/dataset_tool.py convert --source=downloads/cifar10/cifar-10-python.tar.gz \\
+      python -m scripts.dataset_tool convert --source=downloads/cifar10/cifar-10-python.tar.gz \\
           --dest=datasets/cifar10-32x32.zip
-      python scripts/dataset_tool.py convert --source=downloads/mnist --dest=datasets/mnist-32x32.zip
-      python scripts/dataset_tool.py convert --source=downloads/mnist --dest=datasets/bmnist-32x32.zip --binarize=0.5
-      python scripts/dataset_tool.py convert --source=downloads/ffhq --dest=datasets/ffhq-64x64.zip \\
+      python -m scripts.dataset_tool convert --source=downloads/mnist --dest=datasets/mnist-32x32.zip
+      python -m scripts.dataset_tool convert --source=downloads/mnist --dest=datasets/bmnist-32x32.zip --binarize=0.5
+      python -m scripts.dataset_tool convert --source=downloads/ffhq --dest=datasets/ffhq-64x64.zip \\
           --transform=center-crop --resolution=64x64
-      python scripts/dataset_tool.py convert --source=builtin:digits --dest=datasets/digits-8x8.zip
+      python -m scripts.dataset_tool convert --source=builtin:digits --dest=datasets/digits-8x8.zip
     """
     n, (h, w, c) = convert_dataset(source, dest, max_images=max_images, transform=transform,
                                    resolution=resolution, binarize=binarize)

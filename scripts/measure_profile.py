@@ -17,34 +17,27 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
-_SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_SCRIPTS)
-if sys.path and os.path.abspath(sys.path[0] or '.') == _SCRIPTS:
-    sys.path[0] = _ROOT  # run as a script: import the repo, and do not shadow the stdlib `profile`
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-from typing import Any, Callable  # noqa: E402
+from typing import Any, Callable
 
-import click  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import tqdm  # noqa: E402
+import click
+import numpy as np
+import torch
+import tqdm
 
-import infonoise  # noqa: E402
-from dnnlib import util  # noqa: E402
+import infonoise
+from dnnlib import util
 
 EXAMPLES = """\b
 Examples:
   # Profile of a trained snapshot on its training data (64 bins x 256 samples)
-  python scripts/profile.py --network runs/00000-cifar10/network-snapshot-200000.pkl \\
+  python -m scripts.measure_profile --network runs/00000-cifar10/network-snapshot-200000.pkl \\
       --data datasets/cifar10-32x32.zip --out profile.json
   python generate.py --network NET.pkl --outdir out --infogrid-profile profile.json
 \b
   # Exact empirical-Bayes profile of 500 digits (no network)
-  python scripts/profile.py --oracle --data builtin:digits --max-size 500 --out digits-oracle.json
+  python -m scripts.measure_profile --oracle --data builtin:digits --max-size 500 --out digits-oracle.json
 """
 
 

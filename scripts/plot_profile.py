@@ -1,7 +1,7 @@
 """PNG plots of an InfoNoise profile (ρ, π, φ, u against σ), of the emergence of π over training, and of σ
 grids (EDM vs InfoGrid variants at the same number of steps).
 
-Input: a profile JSON (`scripts/profile.py`), a run's `infonoise.jsonl` (one profile per refresh; the
+Input: a profile JSON (`scripts/measure_profile.py`), a run's `infonoise.jsonl` (one profile per refresh; the
 last one is the profile plotted) or a network snapshot with an embedded profile. Outputs go to --outdir:
 profile.png, grids.png, and emergence.png for a .jsonl.
 """
@@ -9,27 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-_SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_SCRIPTS)
-if sys.path and os.path.abspath(sys.path[0] or '.') == _SCRIPTS:
-    sys.path[0] = _ROOT  # run as a script: import the repo (and do not shadow stdlib modules)
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-import click  # noqa: E402
-import numpy as np  # noqa: E402
+import click
+import numpy as np
 
-import infonoise  # noqa: E402
-from training import generation  # noqa: E402
-from training.metrics import plotting  # noqa: E402
-from training import sampler as samplers  # noqa: E402
+import infonoise
+from training import generation
+from training.metrics import plotting
+from training import sampler as samplers
 
 EXAMPLES = """\b
 Examples:
-  python scripts/plot_profile.py runs/00000-digits-demo/infonoise.jsonl --outdir runs/00000-digits-demo/plots
-  python scripts/plot_profile.py profile.json --outdir plots --steps 18 --grid grid-from-generate.json
+  python -m scripts.plot_profile runs/00000-digits-demo/infonoise.jsonl --outdir runs/00000-digits-demo/plots
+  python -m scripts.plot_profile profile.json --outdir plots --steps 18 --grid grid-from-generate.json
 """
 
 # The InfoGrid variants compared in grids.png: (label, measure, floor).

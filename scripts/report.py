@@ -22,8 +22,8 @@ sample std (ddof = 1) over seeds; with one seed they are 0. The same functions s
 `scripts/bench_time_to_quality.py`.
 
 Examples:
-    python scripts/report.py runs/table1
-    python scripts/report.py runs/table1 --json table1.json --plots plots/
+    python -m scripts.report runs/table1
+    python -m scripts.report runs/table1 --json table1.json --plots plots/
 """
 from __future__ import annotations
 
@@ -32,18 +32,13 @@ import json
 import math
 import os
 import re
-import sys
 from typing import Any, Iterable, Mapping, Sequence
 
 import click
 import numpy as np
 
-if __package__ in (None, ''):
-    # As a script: the repository root instead of scripts/ (whose profile.py would shadow the stdlib's).
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [os.path.dirname(_here)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
-from dnnlib.util import atomic_write  # noqa: E402
+from dnnlib.util import atomic_write
 
 ADAPTIVE = 'infonoise'
 METHOD_ORDER = ('loguniform', 'edm', 'lognormal-w1', 'infonoise')
@@ -395,8 +390,8 @@ def build_report(root: str) -> tuple[dict, dict]:
 
 @click.command(context_settings=dict(show_default=True, max_content_width=110), epilog="""\b
 Examples:
-  python scripts/report.py runs/table1
-  python scripts/report.py runs/table1 --json table1.json --plots plots/""")
+  python -m scripts.report runs/table1
+  python -m scripts.report runs/table1 --json table1.json --plots plots/""")
 @click.argument('runs', metavar='RUNS_DIR', type=click.Path(file_okay=False))
 @click.option('--json', 'json_path', metavar='PATH', type=click.Path(dir_okay=False),
               help='Also write the full summary (curves, per-seed values) as JSON.')

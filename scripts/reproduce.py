@@ -41,14 +41,10 @@ from typing import Any, Sequence
 
 import click
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-# Run as a script, Python puts scripts/ first on sys.path, where scripts/profile.py would shadow the standard
-# library's `profile` (imported by torch.optim via cProfile); the repository root goes there instead.
-sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or os.curdir) not in (HERE, ROOT)]
+from scripts import report
+from training import options as opt_lib
 
-from scripts import report  # noqa: E402
-from training import options as opt_lib  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root (train.py's folder)
 
 EDM_REFS = 'https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs'
 DISCRETE_METHODS = {'loguniform': ['--sigma-dist', 'loguniform', '--weighting', 'unit'],
@@ -216,7 +212,7 @@ def print_plan(plan: Plan, rows: list[Row], methods: list[str], echo: Any = clic
     echo('# Score snapshots as they appear (repeatable; writes RUN/metrics.jsonl): this command with --eval-only;')
     echo('# or run everything: this command with --launch. Then the table and plots:')
     plots = os.path.join(plan.outdir, 'plots')
-    echo(f'#   python scripts/report.py {shlex.quote(plan.outdir)} --plots {shlex.quote(plots)}')
+    echo(f'#   python -m scripts.report {shlex.quote(plan.outdir)} --plots {shlex.quote(plots)}')
     digit_detector = next((detector_path(plan, r) for r in rows if r.detector == 'digits'), None)
     if digit_detector is not None:
         echo(f'# The digit-classifier detector {digit_detector} is written by --launch / --eval-only '
@@ -377,17 +373,17 @@ def _parse_seeds(value: str) -> list[int]:
 @click.command(context_settings=dict(show_default=True, max_content_width=110), epilog="""\b
 Examples:
   # Print every Table 1 command for 8 GPUs (nothing runs)
-  python scripts/reproduce.py --nproc 8 --data-root datasets --outdir runs/table1
+  python -m scripts.reproduce --nproc 8 --data-root datasets --outdir runs/table1
 \b
   # Run the discrete rows, then build the table and the FID-vs-kimg plots
-  python scripts/reproduce.py --rows a --nproc 8 --sei-detector sei.pt --dna-table data/dna.txt --launch
-  python scripts/report.py runs/table1 --plots runs/table1/plots
+  python -m scripts.reproduce --rows a --nproc 8 --sei-detector sei.pt --dna-table data/dna.txt --launch
+  python -m scripts.report runs/table1 --plots runs/table1/plots
 \b
   # Score new snapshots of runs that train elsewhere (repeatable)
-  python scripts/reproduce.py --rows cifar10-uncond --nproc 8 --eval-only
+  python -m scripts.reproduce --rows cifar10-uncond --nproc 8 --eval-only
 \b
   # CPU end-to-end check on 8x8 digits (digit-classifier Fréchet distance instead of FID)
-  python scripts/reproduce.py --rows cpu --nproc 1 --kimg 2 --fid-num 256 --outdir runs/cpu \\
+  python -m scripts.reproduce --rows cpu --nproc 1 --kimg 2 --fid-num 256 --outdir runs/cpu \\
       --ref-root runs/cpu/refs --launch""")
 @click.option('--rows', default='all', help='Comma-separated rows or groups: all (Table 1), a, b, cpu, or names: '
               + ', '.join(ROWS) + '.')
@@ -444,7 +440,7 @@ def main(rows: str, methods: str, seeds: str, nproc: int, outdir: str, data_root
                 elif not os.path.isdir(run_dir(plan, row, method, seed)):
                     continue
                 scored += evaluate_run(plan, row, method, seed)
-    click.echo(f'Scored {scored} snapshot(s). Table: python scripts/report.py {shlex.quote(plan.outdir)}')
+    click.echo(f'Scored {scored} snapshot(s). Table: python -m scripts.report {shlex.quote(plan.outdir)}')
 
 
 if __name__ == '__main__':

@@ -1,7 +1,11 @@
 """Helpers shared by several test modules (the tests directory is on sys.path under pytest)."""
 import math
+import os
 
 import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository root
+REPO_ENV = dict(os.environ, PYTHONPATH=ROOT)   # subprocesses run `python -m scripts.NAME` from any folder
 
 
 def perturb_(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from scripts.dataset_tool import cli
 from training.dataset import ImageFolderDataset, load_digits_uint8, open_dataset
+from helpers import REPO_ENV
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args):
@@ -294,6 +294,6 @@ def test_failure_midway_leaves_nothing(tmp_path):
 
 
 def test_script_entry_point_runs():
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'dataset_tool.py'), 'convert', '--help'],
-                         capture_output=True, text=True, cwd='/', timeout=60)
+    out = subprocess.run([sys.executable, '-m', 'scripts.dataset_tool', 'convert', '--help'],
+                         capture_output=True, text=True, cwd='/', env=REPO_ENV, timeout=60)
     assert out.returncode == 0 and '--binarize' in out.stdout and 'Examples' in out.stdout

@@ -1,4 +1,4 @@
-"""scripts/profile.py (network and exact empirical-Bayes profiles), scripts/plot_profile.py, training.metrics.plotting."""
+"""scripts.measure_profile (network and exact empirical-Bayes profiles), scripts.plot_profile, training.metrics.plotting."""
 import json
 import os
 
@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import infonoise
 from scripts import plot_profile as plot_cli
-from scripts import profile as profile_cli
+from scripts import measure_profile as profile_cli
 from torch_utils import persistence
 from training import generation
 from training.metrics import plotting

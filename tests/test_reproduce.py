@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from scripts import report, reproduce
+from helpers import REPO_ENV
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE1 = {'bmnist': 'bMNIST', 'bfashionmnist': 'bFashionMNIST', 'dna': 'DNA', 'mnist': 'MNIST',
           'fashionmnist': 'FashionMNIST', 'cifar10-uncond': 'CIFAR-10 (uncond.)', 'cifar10-cond': 'CIFAR-10 (cond.)',
           'ffhq64': 'FFHQ 64x64'}
@@ -157,10 +157,10 @@ def test_snapshot_kimgs_takes_exact_values_from_stats(tmp_path):
 
 def test_end_to_end_on_cpu_digits(tmp_path):
     out = tmp_path / 'runs'
-    base = [sys.executable, os.path.join(ROOT, 'scripts', 'reproduce.py'), '--rows', 'digits', '--methods',
+    base = [sys.executable, '-m', 'scripts.reproduce', '--rows', 'digits', '--methods',
             'loguniform,infonoise', '--nproc', '1', '--kimg', '1', '--fid-num', '64', '--fid-steps', '4',
             '--outdir', str(out), '--ref-root', str(tmp_path / 'refs'), '--device', 'cpu']
-    proc = subprocess.run(base + ['--launch'], cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(base + ['--launch'], cwd=str(tmp_path), capture_output=True, text=True, env=REPO_ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / 'refs' / 'digit-detector.pt').is_file() and (tmp_path / 'refs' / 'digits.npz').is_file()
     for method in ('loguniform', 'infonoise'):
@@ -172,7 +172,7 @@ def test_end_to_end_on_cpu_digits(tmp_path):
         assert all(r['metric'] == 'digit Fréchet' and np.isfinite(r['value']) and r['value'] > 0 for r in records)
         assert records[-1]['value'] < records[0]['value']            # 1 kimg of training beats the first step
     # Evaluating again scores nothing new.
-    again = subprocess.run(base + ['--eval-only'], cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(base + ['--eval-only'], cwd=str(tmp_path), capture_output=True, text=True, env=REPO_ENV, timeout=300)
     assert again.returncode == 0 and 'Scored 0 snapshot(s)' in again.stdout
     result = CliRunner().invoke(report.main, [str(out), '--plots', str(tmp_path / 'plots')])
     assert result.exit_code == 0, result.output

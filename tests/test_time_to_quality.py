@@ -1,7 +1,6 @@
 """Compute-to-target arithmetic (scripts/report.py) on curves with known answers, and the CPU benchmark CLI."""
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -9,8 +8,8 @@ import numpy as np
 import pytest
 
 from scripts import report
+from helpers import REPO_ENV
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_first_reach_interpolates_linearly():
@@ -92,11 +91,11 @@ def test_markdown_table_reports_speedup_and_spread():
 
 def test_bench_cli_tiny_run(tmp_path):
     out = tmp_path / 'ttq.json'
-    cmd = [sys.executable, os.path.join(ROOT, 'scripts', 'bench_time_to_quality.py'), '--settings', 'binary',
+    cmd = [sys.executable, '-m', 'scripts.bench_time_to_quality', '--settings', 'binary',
            '--methods', 'loguniform,infonoise', '--seeds', '1', '--kimg', '1', '--eval-every', '1',
            '--num-images', '16', '--steps', '3', '--device', 'cpu', '--workdir', str(tmp_path / 'runs'),
            '--json', str(out)]
-    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, env=REPO_ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'binarised 8x8 digits' in proc.stdout and 'kEx@target' in proc.stdout
     data = json.loads(out.read_text())
@@ -113,5 +112,5 @@ def test_bench_cli_tiny_run(tmp_path):
     _rows, summaries = report.build_report(str(tmp_path / 'runs'))
     assert summaries['binary']['target'] == pytest.approx(setting['target'])
     # Bad input: one sentence and a usage exit code.
-    bad = subprocess.run(cmd[:2] + ['--settings', 'cifar'], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(cmd[:3] + ['--settings', 'cifar'], capture_output=True, text=True, env=REPO_ENV, timeout=120)
     assert bad.returncode == 2 and 'unknown setting' in bad.stderr and 'Traceback' not in bad.stderr
