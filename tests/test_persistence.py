@@ -59,12 +59,6 @@ class TinyLoss:
         self.sigma_sampler = _ExcludedSampler('default')
 
 
-@pytest.fixture(autouse=True)
-def _registered():
-    for cls in (TinyNet, TinyBlock, TinyLoss):
-        persistence.register_known_class(cls.__name__, cls)
-
-
 def _tiny_net(seed=0, **kwargs):
     torch.manual_seed(seed)
     return TinyNet(**kwargs)
@@ -352,7 +346,7 @@ def _edm_pickle_from_golden(rec, networks, module_src):
 
 
 def test_official_format_pickles_load_with_reference_outputs(parity_records, tmp_path):
-    networks = pytest.importorskip('training.networks')
+    from training import networks
     sentinel = tmp_path / 'ran'
     for name, rec in parity_records.items():
         data = _edm_pickle_from_golden(rec, networks, _sentinel_src(sentinel))
@@ -373,7 +367,7 @@ def test_official_format_pickles_load_with_reference_outputs(parity_records, tmp
 
 
 def test_our_networks_round_trip(tmp_path):
-    networks = pytest.importorskip('training.networks')
+    from training import networks
     torch.manual_seed(0)
     net = networks.EDMPrecond(img_resolution=8, img_channels=2, label_dim=3, model_type='DhariwalUNet',
                               model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4])
@@ -424,8 +418,8 @@ def test_trusted_path_executes_embedded_source(tmp_path):
 
 
 def test_official_format_loss_and_augment_records():
-    loss_module = pytest.importorskip('training.loss')
-    augment_module = pytest.importorskip('training.augment')
+    from training import loss as loss_module
+    from training import augment as augment_module
     sentinel_src = 'raise SystemExit("embedded source must not run")\n'
     # EDM's train.py builds the loss from defaults and the augment pipe from these kwargs (CIFAR-10 recipe).
     aug_kwargs = dict(p=0.12, xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, translate_frac=1)

@@ -143,12 +143,6 @@ def all_reduce_(tensor: torch.Tensor, op: str = 'sum') -> torch.Tensor:
     return tensor
 
 
-def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
-    """In-place mean over ranks (floating tensors); returns `tensor`."""
-    all_reduce_(tensor, 'sum')
-    return tensor.div_(get_world_size()) if get_world_size() > 1 else tensor
-
-
 def print0(*args: Any, **kwargs: Any) -> None:
     """print() on rank 0 only. For CLIs; library code does not print."""
     if get_rank() == 0:
@@ -170,8 +164,8 @@ def run_cli(command: Any) -> None:
         command()           # standalone mode: click reports errors and calls sys.exit
         return
     try:
-        command(standalone_mode=False)
-        code = 0
+        code = command(standalone_mode=False)   # click returns the code of a click.exceptions.Exit here
+        code = code if isinstance(code, int) else 0
     except click.ClickException as err:
         err.show()
         code = err.exit_code

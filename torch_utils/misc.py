@@ -1,11 +1,11 @@
 """Torch helpers for the training loop: seeding and RNG capture, an infinite resumable sampler,
-parameter/buffer utilities, DDP checks, shape assertions, cached constants and a module summary."""
+gradient-accumulation DDP sync and a DDP consistency check."""
 from __future__ import annotations
 
 import contextlib
 import random
 import re
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -226,29 +226,9 @@ def _rng_state_from_plain(rng: tuple | None) -> tuple | None:
 # ---------------------------------------------------------------------------------------------------
 # Parameters and buffers.
 
-def params_and_buffers(module: torch.nn.Module) -> list[torch.Tensor]:
-    """All parameters followed by all buffers."""
-    return list(module.parameters()) + list(module.buffers())
-
-
 def named_params_and_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """(name, tensor) for all parameters followed by all buffers."""
     return list(module.named_parameters()) + list(module.named_buffers())
-
-
-@torch.no_grad()
-def copy_params_and_buffers(src_module: torch.nn.Module, dst_module: torch.nn.Module,
-                            require_all: bool = False) -> None:
-    """Copy every parameter/buffer of `dst_module` that `src_module` has under the same name.
-
-    require_all=True makes a tensor missing from `src_module` an error (KeyError naming it).
-    """
-    src = dict(named_params_and_buffers(src_module))
-    for name, tensor in named_params_and_buffers(dst_module):
-        if name in src:
-            tensor.copy_(src[name])
-        elif require_all:
-            raise KeyError(f'copy_params_and_buffers: source module has no tensor named {name!r}.')
 
 
 @contextlib.contextmanager
@@ -295,90 +275,3 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = No
         if not torch.equal(mine[offset:offset + n], reference[offset:offset + n]):
             raise RuntimeError(f'DDP inconsistency: {full_name} on rank {dist.get_rank()} differs from rank 0.')
         offset += n
-
-
-# ---------------------------------------------------------------------------------------------------
-# Shapes and constants.
-
-def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[int | None]) -> None:
-    """Raise AssertionError unless tensor.shape matches `ref_shape` (None = any size for that dim)."""
-    if tensor.ndim != len(ref_shape):
-        raise AssertionError(f'Wrong number of dimensions: got {tensor.ndim}, expected {len(ref_shape)}.')
-    for idx, (size, ref_size) in enumerate(zip(tensor.shape, ref_shape)):
-        if ref_size is not None and int(size) != int(ref_size):
-            raise AssertionError(f'Wrong size for dimension {idx}: got {int(size)}, expected {int(ref_size)}.')
-
-
-_constants: dict[tuple, torch.Tensor] = {}
-
-
-def constant(value: Any, shape: Sequence[int] | None = None, dtype: torch.dtype | None = None,
-             device: torch.device | str | None = None,
-             memory_format: torch.memory_format | None = None) -> torch.Tensor:
-    """Cached constant tensor (avoids repeated host-to-device copies of the same small constant)."""
-    array = np.asarray(value)
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    device = torch.device('cpu') if device is None else torch.device(device)
-    memory_format = torch.contiguous_format if memory_format is None else memory_format
-    key = (array.shape, array.dtype.str, array.tobytes(), None if shape is None else tuple(shape),
-           dtype, device, memory_format)
-    tensor = _constants.get(key)
-    if tensor is None:
-        tensor = torch.as_tensor(array.copy(), dtype=dtype, device=device)
-        if shape is not None:
-            tensor = tensor.expand(tuple(shape))
-        tensor = tensor.contiguous(memory_format=memory_format)
-        _constants[key] = tensor
-    return tensor
-
-
-# ---------------------------------------------------------------------------------------------------
-# Module summary (a table string; CLIs decide whether to print it).
-
-def module_summary(module: torch.nn.Module, inputs: Sequence[Any], max_nesting: int = 3) -> tuple[Any, str]:
-    """Run `module(*inputs)` once and return (outputs, table of submodules with parameter/buffer counts
-    and output shapes). Each tensor is counted once, at the first submodule that owns it."""
-    records: list[tuple[torch.nn.Module, list[torch.Tensor]]] = []
-    depth = [0]
-
-    def pre_hook(_mod: torch.nn.Module, _inputs: Any) -> None:
-        depth[0] += 1
-
-    def post_hook(mod: torch.nn.Module, _inputs: Any, outputs: Any) -> None:
-        depth[0] -= 1
-        if depth[0] <= max_nesting:
-            outs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
-            records.append((mod, [t for t in outs if isinstance(t, torch.Tensor)]))
-
-    handles = [m.register_forward_pre_hook(pre_hook) for m in module.modules()]
-    handles += [m.register_forward_hook(post_hook) for m in module.modules()]
-    try:
-        outputs = module(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-
-    names = {m: n for n, m in module.named_modules()}
-    seen: set[int] = set()
-    rows = [(type(module).__name__, 'Parameters', 'Buffers', 'Output shape', 'Datatype')]
-    total_params = total_buffers = 0
-    for mod, outs in records:
-        params = [t for t in mod.parameters() if id(t) not in seen]
-        buffers = [t for t in mod.buffers() if id(t) not in seen]
-        seen.update(id(t) for t in params + buffers)
-        n_params = sum(t.numel() for t in params)
-        n_buffers = sum(t.numel() for t in buffers)
-        if not (n_params or n_buffers or outs):
-            continue
-        name = '<top-level>' if mod is module else names.get(mod, '?')
-        shape = str(list(outs[0].shape)) if outs else '-'
-        dtype = str(outs[0].dtype).split('.')[-1] if outs else '-'
-        rows.append((name, str(n_params or '-'), str(n_buffers or '-'), shape, dtype))
-        total_params += n_params
-        total_buffers += n_buffers
-    rows.append(('Total', str(total_params), str(total_buffers), '-', '-'))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = ['  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    rule = '  '.join('-' * w for w in widths)
-    table = '\n'.join([lines[0], rule, *lines[1:-1], rule, lines[-1]])
-    return outputs, table

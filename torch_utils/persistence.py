@@ -15,11 +15,12 @@ be named by the file (tensor/storage/parameter rebuild functions, torch dtypes/d
 OrderedDict, EasyDict, a few builtins, NumPy array and scalar reconstruction, the persistent-record hook,
 and torch.nn container classes, which are only ever turned into inert placeholders); anything else
 raises `pickle.UnpicklingError` naming the global. Embedded `module_src` is never executed: each
-persistent record becomes a placeholder, and each top-level record is rebuilt by calling *this
-project's* class of the same name (a registry: training.networks, training.layers, training.loss,
-training.augment, plus `register_known_class`) with the recorded constructor arguments, after which
-every parameter and persistent buffer gathered from the placeholder tree is copied in (strictly: key
-sets and shapes must match). Unknown class names are refused.
+persistent record becomes a placeholder, and each top-level record is rebuilt by calling the class
+of the same name in the caller's `class_map` (default: every class decorated with `@persistent_class`
+in this process, i.e. those of the modules the caller imported) with the recorded constructor
+arguments, after which every parameter and persistent buffer gathered from the placeholder tree is
+copied in (strictly: key sets and shapes must match). Class names outside the map are refused. This
+module never imports the modules that define the classes: the caller supplies them.
 
 Reading, trusted: `load_trusted_pickle(f)` is the reference's reconstruction path and DOES EXECUTE the
 source embedded in the file. Use it only for pinned files whose content you trust (EDM's Inception-v3
@@ -39,7 +40,7 @@ import os
 import pickle
 import sys
 import types
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 import torch
@@ -57,7 +58,6 @@ _persistent_classes: set[type] = set()
 _classes_by_name: dict[str, list[type]] = {}
 _module_sources: dict[str, str] = {}            # module name -> source text ('' when unavailable)
 _trusted_modules: dict[str, types.ModuleType] = {}  # source text -> module created by the trusted path
-_import_hooks: list[Callable[[EasyDict], EasyDict]] = []
 
 
 # ===================================================================================================
@@ -89,15 +89,6 @@ def is_persistent(obj: Any) -> bool:
     """True if `obj` is an instance (or subclass) of a persistent class."""
     t = obj if isinstance(obj, type) else type(obj)
     return any(issubclass(t, c) for c in _persistent_classes)
-
-
-def import_hook(hook: Callable[[EasyDict], EasyDict]) -> Callable[[EasyDict], EasyDict]:
-    """Register `hook(meta) -> meta`, applied to every record on the *trusted* path before its source
-    runs (e.g. to patch old source). The safe path never runs source, so hooks do not apply there."""
-    if not callable(hook):
-        raise TypeError('import_hook expects a callable.')
-    _import_hooks.append(hook)
-    return hook
 
 
 def _module_source(cls: type) -> str:
@@ -196,53 +187,21 @@ def dump_network_pickle(obj: Any, f: BinaryIO | str | os.PathLike) -> None:
 
 
 # ===================================================================================================
-# Known classes: record class names the safe loader may rebuild, resolved lazily.
+# Class maps: which record class names the safe loader may rebuild, and with which class.
 
-_NETWORKS = ('training.networks',)
-_LAYERS = ('training.layers', 'training.networks')
-_KNOWN_CLASS_MODULES: dict[str, tuple[str, ...]] = {
-    **{name: _NETWORKS for name in ('SongUNet', 'DhariwalUNet', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond',
-                                    'EDMPrecond')},
-    **{name: _LAYERS for name in ('Linear', 'Conv2d', 'GroupNorm', 'AttentionOp', 'UNetBlock',
-                                  'PositionalEmbedding', 'FourierEmbedding')},
-    **{name: ('training.loss',) for name in ('VPLoss', 'VELoss', 'EDMLoss')},
-    'AugmentPipe': ('training.augment',),
-}
-_registered_classes: dict[str, type] = {}
+def persistent_classes() -> dict[str, type]:
+    """Every class decorated with @persistent_class in this process, by name (the latest one of a name).
 
-
-def register_known_class(name: str, cls: type) -> None:
-    """Let the safe loader rebuild records named `name` with `cls` (its constructor is called with the
-    recorded arguments). Overrides the built-in mapping for that name."""
-    if not isinstance(name, str) or not isinstance(cls, type):
-        raise TypeError('register_known_class(name: str, cls: type)')
-    _registered_classes[name] = cls
-
-
-def known_class_names() -> list[str]:
-    """Names of persistent records the safe loader accepts."""
-    return sorted(set(_KNOWN_CLASS_MODULES) | set(_registered_classes))
-
-
-def _is_known(name: str) -> bool:
-    return name in _registered_classes or name in _KNOWN_CLASS_MODULES
-
-
-def _resolve_known_class(name: str) -> type:
-    if name in _registered_classes:
-        return _registered_classes[name]
-    errors = []
-    for module_name in _KNOWN_CLASS_MODULES[name]:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # the module is missing or broken: say so, naming it
-            errors.append(f'{module_name} cannot be imported ({type(exc).__name__}: {exc})')
-            continue
-        cls = module.__dict__.get(name)
-        if isinstance(cls, type):
-            return cls
-        errors.append(f'{module_name} has no class {name}')
-    raise pickle.UnpicklingError(f'persistent class {name} is known but unavailable: {"; ".join(errors)}.')
+    This is `load_network_pickle`'s default class map: the caller decides what it holds by what it imports.
+    Classes created by the trusted path (source executed from a file) are never included.
+    """
+    executed = {module.__name__ for module in _trusted_modules.values()}
+    out = {}
+    for name, classes in _classes_by_name.items():
+        own = [cls for cls in classes if cls.__module__ not in executed]
+        if own:
+            out[name] = own[-1]
+    return out
 
 
 # ===================================================================================================
@@ -369,9 +328,10 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickler that resolves only whitelisted globals and turns persistent records into placeholders."""
 
-    def __init__(self, f: BinaryIO, map_location: torch.device) -> None:
+    def __init__(self, f: BinaryIO, map_location: torch.device, class_map: Mapping[str, type]) -> None:
         super().__init__(f)
         self._map_location = map_location
+        self._record_from_meta = _record_maker(class_map)
 
     def _load_storage_from_bytes(self, data: Any) -> Any:
         if not isinstance(data, (bytes, bytearray)):
@@ -384,7 +344,7 @@ class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
         if key == _RECONSTRUCT:
-            return _record_from_meta
+            return self._record_from_meta
         if key == ('torch.storage', '_load_from_bytes'):
             return self._load_storage_from_bytes
         if key in _SAFE_GLOBALS:
@@ -398,12 +358,14 @@ class _SafeUnpickler(pickle.Unpickler):
                                      f'of torch_utils.persistence.load_network_pickle.')
 
 
-def _record_from_meta(meta: Any) -> _PersistentRecord:
-    meta = _check_meta(meta)
-    name = meta['class_name']
-    if not _is_known(name):
-        raise pickle.UnpicklingError(f'unknown persistent class {name} (refusing to execute code from the file).')
-    return _PersistentRecord(name, meta['state'])
+def _record_maker(class_map: Mapping[str, type]) -> Callable[[Any], _PersistentRecord]:
+    def record_from_meta(meta: Any) -> _PersistentRecord:
+        meta = _check_meta(meta)
+        name = meta['class_name']
+        if name not in class_map:
+            raise pickle.UnpicklingError(f'unknown persistent class {name} (refusing to execute code from the file).')
+        return _PersistentRecord(name, meta['state'])
+    return record_from_meta
 
 
 def _gather_tensors(record: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
@@ -459,15 +421,16 @@ def _load_tensors_strict(module: torch.nn.Module, tensors: dict[str, torch.Tenso
             target.requires_grad_(tensors[key].requires_grad)
 
 
-def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device) -> Any:
+def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device,
+           class_map: Mapping[str, type]) -> Any:
     name = record.class_name
     args = record.state.get('_init_args')
     kwargs = record.state.get('_init_kwargs')
     if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
         raise pickle.UnpicklingError(f'persistent record {name} lacks its recorded constructor arguments.')
-    args = _materialize(list(args), memo, device)
-    kwargs = _materialize(dict(kwargs), memo, device)
-    cls = _resolve_known_class(name)
+    args = _materialize(list(args), memo, device, class_map)
+    kwargs = _materialize(dict(kwargs), memo, device, class_map)
+    cls = class_map[name]
     try:
         with torch.random.fork_rng(devices=[]):  # loading must not disturb the caller's random stream
             obj = cls(*args, **kwargs)
@@ -483,23 +446,23 @@ def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device
     return obj
 
 
-def _materialize(obj: Any, memo: dict[int, Any], device: torch.device) -> Any:
+def _materialize(obj: Any, memo: dict[int, Any], device: torch.device, class_map: Mapping[str, type]) -> Any:
     """Replace placeholder records in a freshly unpickled structure by rebuilt objects."""
     if id(obj) in memo:
         return memo[id(obj)]
     if isinstance(obj, _PersistentRecord):
-        result = _build(obj, memo, device)
+        result = _build(obj, memo, device, class_map)
     elif isinstance(obj, _TorchModuleRecord):
         raise pickle.UnpicklingError(f'a bare {obj.torch_class} outside a persistent network cannot be rebuilt safely.')
     elif isinstance(obj, dict):
         for key in list(obj):
-            obj[key] = _materialize(obj[key], memo, device)
+            obj[key] = _materialize(obj[key], memo, device, class_map)
         result = obj
     elif isinstance(obj, list):
-        obj[:] = [_materialize(item, memo, device) for item in obj]
+        obj[:] = [_materialize(item, memo, device, class_map) for item in obj]
         result = obj
     elif isinstance(obj, tuple):
-        result = tuple(_materialize(item, memo, device) for item in obj)
+        result = tuple(_materialize(item, memo, device, class_map) for item in obj)
     else:
         result = obj
     memo[id(obj)] = result
@@ -516,13 +479,14 @@ def _opened(f: BinaryIO | str | os.PathLike):
 
 
 def load_network_pickle(f: BinaryIO | str | os.PathLike, allow_trusted: bool = False,
-                        map_location: str | torch.device = 'cpu') -> Any:
+                        map_location: str | torch.device = 'cpu', class_map: Mapping[str, type] | None = None) -> Any:
     """Load a network pickle (ours or an official EDM one) without executing code from the file.
 
     Returns the unpickled object, usually a dict with 'ema', 'loss_fn', 'augment_pipe',
     'dataset_kwargs' (and our optional 'infonoise' profile), where every persistent object has been
     rebuilt with this project's class of the same name. Tensors and rebuilt networks are placed on
-    `map_location` (a device).
+    `map_location` (a device). `class_map` (record class name -> class) names the classes the file may
+    use; None means every @persistent_class imported in this process (`persistent_classes()`).
 
     Raises pickle.UnpicklingError (one sentence) for globals off the safe list, unknown persistent
     classes, malformed records, and networks whose tensors do not match their recorded arguments.
@@ -537,8 +501,9 @@ def load_network_pickle(f: BinaryIO | str | os.PathLike, allow_trusted: bool = F
             handle = io.BytesIO(handle.read())
             start = 0
         try:
-            raw = _SafeUnpickler(handle, device).load()
-            return _materialize(raw, {}, device)
+            classes = dict(persistent_classes() if class_map is None else class_map)
+            raw = _SafeUnpickler(handle, device, classes).load()
+            return _materialize(raw, {}, device, classes)
         except pickle.UnpicklingError:
             if not allow_trusted:
                 raise
@@ -567,10 +532,6 @@ def _module_for_source(src: str) -> types.ModuleType:
 
 def _trusted_reconstruct(meta: Any) -> Any:
     meta = EasyDict(_check_meta(meta))
-    for hook in _import_hooks:
-        meta = hook(meta)
-        if meta is None:
-            raise ValueError('an import hook returned None instead of the record.')
     module = _module_for_source(meta.module_src)
     cls = module.__dict__.get(meta.class_name)
     if not isinstance(cls, type):

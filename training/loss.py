@@ -6,7 +6,8 @@ Gaussian noise of that σ, and returns the weighted squared error of the denoise
     loss = w(σ) · (D(y + σ ε; σ) − y)²          (per element, not reduced)
 
 With the default sampler and weighting every loss is bit-for-bit the reference's for the same random
-state: σ is drawn first (n values, reshaped to [N, 1, 1, 1]), then the augmentation pipe runs, then
+state: σ is drawn first (n values, reshaped to [N, 1, ..., 1] to broadcast over data of any rank, e.g.
+[N, 1, 1, 1] for images and [N, 1, 1] for DNA [N, 4, L]), then the augmentation pipe runs, then
 ``torch.randn_like(y)``.
 
 Pluggable parts (docs/INTERFACES.md):
@@ -30,6 +31,7 @@ import torch
 from infonoise.samplers import LogNormalSampler, LogUniformSampler
 from infonoise.weights import WEIGHT_NAMES, get_weight
 from torch_utils import persistence
+from training.vp import vp_sigma
 
 
 class LossTerms(NamedTuple):
@@ -37,12 +39,6 @@ class LossTerms(NamedTuple):
     loss: torch.Tensor   # weighted per-element loss, shaped like the images (the reference's return value)
     sigma: torch.Tensor  # [N] noise level drawn for each image
     error: torch.Tensor  # [N] detached mean over each image's elements of (D − y)², unweighted
-
-
-def vp_sigma(t, beta_d: float, beta_min: float) -> torch.Tensor:
-    """The VP schedule σ(t) = sqrt(exp(½ β_d t² + β_min t) − 1), in the reference's float ops."""
-    t = torch.as_tensor(t)
-    return ((0.5 * beta_d * (t ** 2) + beta_min * t).exp() - 1).sqrt()
 
 
 class VPTimeSampler:

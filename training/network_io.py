@@ -2,8 +2,9 @@
 
 `load_network` opens the file through `dnnlib.util.open_url` (local paths, file:// and http(s) URLs
 with the download cache) and unpickles it with `torch_utils.persistence.load_network_pickle`, the
-restricted unpickler that maps persistent-class records onto this project's classes and refuses
-anything else. Every failure surfaces as one `NetworkLoadError` sentence that names the file.
+restricted unpickler that maps persistent-class records onto this project's classes (`class_map()`:
+the persistent classes of training.networks, training.networks_dna, training.layers, training.loss and
+training.augment) and refuses anything else. Every failure surfaces as one `NetworkLoadError` sentence that names the file.
 """
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from torch_utils import persistence
 
 class NetworkLoadError(ValueError):
     """A network snapshot could not be opened, was refused by the safe unpickler, or lacks a network."""
+
+
+def class_map() -> dict[str, type]:
+    """Record class name -> this project's class, for every persistent class a snapshot may hold."""
+    from training import augment, layers, loss, networks, networks_dna
+    modules = {m.__name__ for m in (augment, layers, loss, networks, networks_dna)}
+    return {name: cls for name, cls in persistence.persistent_classes().items() if cls.__module__ in modules}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -35,7 +43,7 @@ def load_network(path_or_url: str, device: torch.device | str = 'cpu', key: str 
         raise NetworkLoadError(f'Network file {path_or_url} does not exist.')
     try:
         with util.open_url(path_or_url) as f:
-            data = persistence.load_network_pickle(f)
+            data = persistence.load_network_pickle(f, class_map=class_map())
     except NetworkLoadError:
         raise
     except Exception as exc:  # I/O, download, or refusal by the restricted unpickler

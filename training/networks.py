@@ -17,8 +17,10 @@ from torch.nn.functional import silu
 
 from torch_utils import persistence
 from training.layers import Conv2d, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBlock
+from training.networks_dna import DNAUNet
+from training.vp import vp_sigma, vp_sigma_inv
 
-__all__ = ['SongUNet', 'DhariwalUNet', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond', 'EDMPrecond']
+__all__ = ['SongUNet', 'DhariwalUNet', 'DNAUNet', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond', 'EDMPrecond', 'data_shape']
 
 
 def _check_geometry(net: str, img_resolution: int, channel_mult: list[int], attn_resolutions: list[int]) -> None:
@@ -297,7 +299,7 @@ class DhariwalUNet(torch.nn.Module):
         return self.out_conv(silu(self.out_norm(x)))
 
 
-_MODEL_TYPES = {'SongUNet': SongUNet, 'DhariwalUNet': DhariwalUNet}
+_MODEL_TYPES = {'SongUNet': SongUNet, 'DhariwalUNet': DhariwalUNet, 'DNAUNet': DNAUNet}
 
 
 def _build_model(precond: str, model_type: str, **kwargs) -> torch.nn.Module:
@@ -310,13 +312,14 @@ class _Precond(torch.nn.Module):
     """Shared plumbing: D(x; sigma) = c_skip x + c_out F(c_in x; c_noise), F run in fp16 when enabled.
 
     Subclasses set the common attributes and implement `_coefficients(sigma)` -> (c_skip, c_out,
-    c_in, c_noise) for sigma of shape [N, 1, 1, 1] in float32, and may override `_model_output`.
+    c_in, c_noise) for sigma of shape [N, 1, ..., 1] (as many dims as x) in float32, and may override
+    `_model_output`.
     """
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None,
                 force_fp32: bool = False, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
         x = x.to(torch.float32)
-        sigma = torch.as_tensor(sigma, device=x.device).to(torch.float32).reshape(-1, 1, 1, 1)
+        sigma = torch.as_tensor(sigma, device=x.device).to(torch.float32).reshape([-1] + [1] * (x.ndim - 1))
         if self.label_dim == 0:
             class_labels = None
         elif class_labels is None:
@@ -333,6 +336,15 @@ class _Precond(torch.nn.Module):
 
     def _model_output(self, F_x: torch.Tensor) -> torch.Tensor:
         return F_x
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Per-sample tensor shape: the model's `data_shape` if it has one (e.g. DNAUNet: (A, L)),
+        else (img_channels, img_resolution, img_resolution)."""
+        shape = getattr(self.model, 'data_shape', None)
+        if shape is not None:
+            return tuple(int(s) for s in shape)
+        return (int(self.img_channels), int(self.img_resolution), int(self.img_resolution))
 
     def round_sigma(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """Continuous-sigma preconditioners accept every sigma as is."""
@@ -380,13 +392,11 @@ class VPPrecond(_Precond):
 
     def sigma(self, t: torch.Tensor | float) -> torch.Tensor:
         """sigma(t) of the VP schedule."""
-        t = torch.as_tensor(t)
-        return ((0.5 * self.beta_d * (t ** 2) + self.beta_min * t).exp() - 1).sqrt()
+        return vp_sigma(torch.as_tensor(t), self.beta_d, self.beta_min)
 
     def sigma_inv(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """t(sigma), the inverse of `sigma`."""
-        sigma = torch.as_tensor(sigma)
-        return ((self.beta_min ** 2 + 2 * self.beta_d * (1 + sigma ** 2).log()).sqrt() - self.beta_min) / self.beta_d
+        return vp_sigma_inv(sigma, self.beta_d, self.beta_min)
 
 
 @persistence.persistent_class
@@ -516,3 +526,16 @@ class EDMPrecond(_Precond):
         c_in = 1 / (sd2 + sigma ** 2).sqrt()
         c_noise = sigma.log() / 4
         return c_skip, c_out, c_in, c_noise
+
+
+def data_shape(net: torch.nn.Module) -> tuple[int, ...]:
+    """Per-sample tensor shape of the data a loaded network denoises (latents are [n, *data_shape(net)]).
+
+    Any object with a `data_shape` attribute answers for itself (our preconditioners, DNAUNet, the
+    guidance wrapper); other networks (e.g. an EDM pickle loaded through its own source) are images
+    (img_channels, img_resolution, img_resolution).
+    """
+    shape = getattr(net, 'data_shape', None)
+    if shape is not None:
+        return tuple(int(s) for s in shape)
+    return (int(net.img_channels), int(net.img_resolution), int(net.img_resolution))

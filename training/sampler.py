@@ -24,6 +24,8 @@ from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 
+from training.vp import vp_sigma, vp_sigma_inv
+
 RandnLike = Callable[[torch.Tensor], torch.Tensor]
 Number = Union[int, float]
 
@@ -204,13 +206,6 @@ class _SignalScaling(NamedTuple):
     s_deriv: Callable[[torch.Tensor], torch.Tensor]
 
 
-def vp_sigma(t, beta_d: float, beta_min: float):
-    """VP noise level σ(t) = sqrt(exp(½β_d t² + β_min t) − 1) (float in, float out; tensor in, tensor out)."""
-    if isinstance(t, torch.Tensor):
-        return ((0.5 * beta_d * t ** 2 + beta_min * t).exp() - 1).sqrt()
-    return math.sqrt(math.exp(0.5 * beta_d * t ** 2 + beta_min * t) - 1)
-
-
 def _vp_schedule(beta_d: float, beta_min: float) -> _NoiseSchedule:
     def sigma(t):
         return vp_sigma(t, beta_d, beta_min)
@@ -220,7 +215,7 @@ def _vp_schedule(beta_d: float, beta_min: float) -> _NoiseSchedule:
         return 0.5 * (beta_min + beta_d * t) * (sigma_t + 1 / sigma_t)
 
     def sigma_inv(sigma_value):
-        return ((beta_min ** 2 + 2 * beta_d * (sigma_value ** 2 + 1).log()).sqrt() - beta_min) / beta_d
+        return vp_sigma_inv(sigma_value, beta_d, beta_min)
 
     return _NoiseSchedule(sigma, sigma_deriv, sigma_inv)
 
