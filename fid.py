@@ -1,6 +1,8 @@
-"""Fréchet Inception Distance, EDM-compatible: `calc` (FID of images or of a network) and `ref` (statistics).
+"""Fréchet Inception Distance, EDM-compatible: `calc` (FID of images or of a network) and `ref` (statistics);
+`dna` (sequence metrics of generated DNA: FD in a cell-type CNN's features, k-mer JS, JASPAR motif KL).
 
-Run `python fid.py calc --help` / `python fid.py ref --help`. Multi-GPU: `torchrun --nproc_per_node=N`.
+Run `python fid.py calc --help` / `python fid.py ref --help` / `python fid.py dna --help`.
+Multi-GPU: `torchrun --nproc_per_node=N`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from training import generation
 from training.cli_common import (init_distributed, load_snapshot, rank0_first, sampler_options_from_cli,
                                  sampling_options, seeds_callback)
 from training.dataset import open_dataset
+from training.networks import data_shape
 from training.metrics import frechet
 from training.metrics.detector import INCEPTION_URL, load_detector
 
@@ -86,6 +89,7 @@ def main() -> None:
     \b
     calc  FID of a folder/zip of images, or of a network sampled in memory, against reference statistics.
     ref   Reference statistics (mu, sigma) of a dataset, as an .npz file.
+    dna   Sequence metrics of generated DNA (FASTA) against the held-out test split, per cell type.
     """
 
 
@@ -140,7 +144,10 @@ def calc(image_path: str | None, network: str | None, ref_path: str, num_expecte
             seeds = seeds[:num_expected]
         if len(seeds) < 2:
             raise click.ClickException('FID needs at least 2 images; give more --seeds.')
-        image_shape = (net.img_channels, net.img_resolution, net.img_resolution)
+        image_shape = data_shape(net)
+        if len(image_shape) != 3:
+            raise click.ClickException(f'{network} generates sequences of shape {list(image_shape)}, not images; '
+                                       f'image FID does not apply to it.')
 
     detector = rank0_first(lambda: load_detector(detector_url, device_t, image_shape))
     if detector.feature_dim != mu_ref.shape[0]:
@@ -190,6 +197,50 @@ def ref(dataset_path: str, dest_path: str, detector_url: str, max_batch_size: in
             frechet.save_reference_stats(f, mu, sigma)
         print(f'Saved {dest_path}')
     dist.barrier()
+
+
+DNA_EXAMPLES = """\b
+Examples:
+  # All three metrics of generate.py's FASTA against the test split of the tables, per cell type
+  python fid.py dna --samples out/samples.fa --data dna:../shared/data/dna
+\b
+  # k-mer and motif divergences only, also written as JSON
+  python fid.py dna --samples out/samples.fa --data dna:../shared/data/dna --metrics kmer,motif --json out/dna.json
+"""
+
+
+@main.command(epilog=DNA_EXAMPLES, context_settings=dict(max_content_width=110))
+@click.option('--samples', 'samples_path', metavar='FASTA', required=True, type=click.Path(dir_okay=False),
+              help='Generated sequences; a header field class=NAME gives the cell type (generate.py writes it).')
+@click.option('--data', 'data', metavar='dna:PATH', required=True,
+              help='The DNA tables the model was trained on: one table or a folder of them.')
+@click.option('--metrics', 'metric_spec', default='fd,kmer,motif', show_default=True,
+              help='fd = FD (cell-type CNN; stand-in for Sei-FID), kmer = k-mer JS (k = 1..6), '
+                   'motif = JASPAR 2020 motif KL (needs the dna extra).')
+@click.option('--split', type=click.Choice(['test', 'validation', 'training']), default='test', show_default=True,
+              help='Reference split of the tables.')
+@click.option('--json', 'json_path', metavar='PATH', type=click.Path(dir_okay=False), default=None,
+              help='Also write the report (per cell type, per k, classifier accuracy) as JSON.')
+def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: str | None) -> None:
+    """Sequence metrics of generated DNA against real held-out sequences, per cell type and averaged."""
+    import dataclasses
+    import json
+    from training.fasta import read_fasta
+    from training.metrics import dna_eval
+    spec = data if data.startswith('dna:') else f'dna:{data}'
+    try:
+        names = dna_eval.parse_metric_names(metric_spec)
+        reference = dna_eval.DNAReference(spec, split)
+        records = read_fasta(samples_path, length=reference.seq_len)
+        cell_types = [dna_eval.header_cell_type(header) for header, _ in records]
+        report = dna_eval.evaluate_sequences([seq for _, seq in records], cell_types, reference, names)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    print(dna_eval.format_report(report))
+    if json_path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        with util.atomic_write(json_path) as f:
+            f.write(json.dumps(dataclasses.asdict(report), indent=2).encode())
 
 
 if __name__ == '__main__':

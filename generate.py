@@ -1,5 +1,7 @@
-"""Generate images from a network snapshot with the EDM grid, InfoGrid, or EDM's ablation sampler.
+"""Generate images (or DNA sequences) from a network snapshot with the EDM grid, InfoGrid, or EDM's ablation sampler.
 
+Image networks write one PNG per seed; sequence networks (DNA, data shape [4, L]) write one FASTA file,
+OUTDIR/samples.fa, with one record per seed headed `>seed{N} class={cell type}`.
 Run `python generate.py --help` for the options and examples. Multi-GPU: `torchrun --nproc_per_node=N`.
 """
 from __future__ import annotations
@@ -18,9 +20,10 @@ import tqdm
 
 from dnnlib import util
 from torch_utils import distributed as dist
-from training import generation
+from training import fasta, generation
 from training.cli_common import (init_distributed, load_snapshot, sampler_options_from_cli, sampling_options,
                                  seeds_callback)
+from training.guidance import GuidedDenoiser, check_guidance
 
 EXAMPLES = """\b
 Examples:
@@ -37,6 +40,10 @@ Examples:
 \b
   # EDM's ablations (Table 1 of the EDM paper): VP discretization with Euler steps
   python generate.py --network NET.pkl --outdir out --solver euler --disc vp --schedule vp --scaling vp
+\b
+  # 1000 K562 sequences from a DNA snapshot (out/samples.fa) with classifier-free guidance W = 2
+  # (DNA-Diffusion's cond_weight w is W = 1 + w)
+  python generate.py --network DNA.pkl --outdir out --seeds 0-999 --class K562 --guidance 2
 """
 
 
@@ -56,37 +63,46 @@ def _write_png(path: str, image: np.ndarray) -> None:
 
 def write_grid(path: str, sigma_steps: torch.Tensor, opts: generation.SamplerOptions) -> None:
     """The σ list used (N values then 0) with how it was built, as JSON."""
-    record = dict(grid='infogrid' if opts.infogrid is not None else 'edm', num_steps=opts.num_steps,
-                  sigma_steps=[float(s) for s in sigma_steps.tolist()])
-    if opts.infogrid is not None:
-        record.update(measure=opts.infogrid_measure, floor=opts.infogrid_floor, gated=opts.infogrid_gated)
-    else:
-        record.update(rho=opts.rho)
+    record = generation.grid_record(opts, sigma_steps)
     with util.atomic_write(path) as f:
         f.write((json.dumps(record, indent=1) + '\n').encode('utf-8'))
 
 
 @click.command(epilog=EXAMPLES, context_settings=dict(max_content_width=110))
 @click.option('--network', 'network', required=True, metavar='PATH|URL', help='Network snapshot (.pkl).')
-@click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Where to save the PNGs.')
+@click.option('--outdir', required=True, type=click.Path(file_okay=False),
+              help='Where to save the PNGs (DNA: samples.fa).')
 @click.option('--seeds', default='0-63', show_default=True, callback=seeds_callback,
               help='Random seeds, e.g. 0-63,100.')
 @click.option('--subdirs', is_flag=True, help='One subdirectory per 1000 seeds.')
-@click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None,
-              help='Class label  [default: random per seed]')
+@click.option('--class', 'class_spec', metavar='INT|NAME', default=None,
+              help='Class index, or a class name of a DNA snapshot (K562 or K562_ENCLB843GMH)  '
+                   '[default: random per seed]')
+@click.option('--guidance', type=click.FloatRange(min=0), default=1, show_default=True,
+              help='Classifier-free guidance weight W: D_uncond + W·(D_cond − D_uncond); 1 = plain conditional. '
+                   'Needs a conditional net trained with label dropout.')
 @click.option('--batch', 'max_batch_size', type=click.IntRange(min=1), default=64, show_default=True,
               help='Maximum batch size per rank.')
 @sampling_options
 @click.option('--grid-out', 'grid_out', type=click.Path(dir_okay=False), default=None,
               help='Write the σ grid used to this JSON file.')
+@click.option('--verbose', is_flag=True, help='Print the σ grid used (and how it was built) before sampling.')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
               help='auto = CUDA when available.')
-def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_idx: int | None, max_batch_size: int,
-         grid_out: str | None, device: str, **kwargs: Any) -> None:
-    """Generate images with EDM's samplers or InfoGrid; one random generator per seed."""
+def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec: str | None, guidance: float,
+         max_batch_size: int, grid_out: str | None, verbose: bool, device: str, **kwargs: Any) -> None:
+    """Generate images (DNA: FASTA sequences) with EDM's samplers or InfoGrid; one random generator per seed."""
     device_t = init_distributed(device)
     snapshot = load_snapshot(network, device_t)
     net = snapshot['ema']
+    names = generation.class_names(snapshot)
+    try:
+        class_idx = generation.resolve_class(class_spec, names)
+        check_guidance(net, guidance)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if guidance != 1:
+        net = GuidedDenoiser(net, guidance)
     opts = sampler_options_from_cli(kwargs, snapshot, network)
     if grid_out is not None and opts.uses_ablation:
         raise click.UsageError('--grid-out records the EDM or InfoGrid grid; it cannot be used with the '
@@ -96,12 +112,24 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_idx: 
         sigma_steps = generation.resolve_sigma_steps(net, opts)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    if net.img_channels not in (1, 2, 3, 4):
+    sequences = generation.is_sequence_net(net)
+    if not sequences and net.img_channels not in (1, 2, 3, 4):
         raise click.ClickException(f'Cannot save {net.img_channels}-channel images as PNG.')
 
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if rank == 0 and grid_out is not None:
         write_grid(grid_out, sigma_steps, opts)
+    if verbose:
+        record = generation.grid_record(opts, sigma_steps)
+        how = ', '.join(f'{k}={v}' for k, v in record.items() if k not in ('sigma_steps', 'calibration'))
+        dist.print0(f'σ grid: {how}')
+        if sigma_steps is None:
+            dist.print0('σ levels: computed inside EDM\'s ablation sampler (--disc/--schedule/--scaling).')
+        else:
+            dist.print0('σ levels: ' + ', '.join(f'{float(s):.6g}' for s in sigma_steps))
+    if sequences:
+        _generate_fasta(net, seeds, opts, max_batch_size, class_idx, names, device_t, sigma_steps, outdir)
+        return
     batches = generation.iterate_batches(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
                                          device_t, sigma_steps)
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
@@ -120,6 +148,37 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_idx: 
             p.result()
     if world_size > 1:
         dist.barrier()
+    dist.print0('Done.')
+
+
+def _generate_fasta(net: torch.nn.Module, seeds: list[int], opts: generation.SamplerOptions, max_batch_size: int,
+                    class_idx: int | None, names: list[str] | None, device: torch.device,
+                    sigma_steps: torch.Tensor | None, outdir: str) -> None:
+    """Sequence networks: all ranks sample their batches, rank 0 writes OUTDIR/samples.fa in --seeds order."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    batches = generation.iterate_samples(net, seeds, opts, max_batch_size, rank, world_size, class_idx, device,
+                                         sigma_steps)
+    num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
+    path = os.path.join(outdir, 'samples.fa')
+    dist.print0(f'Generating {len(seeds)} sequences to "{path}" ...')
+    records = {}
+    for batch_seeds, samples, classes in tqdm.tqdm(batches, total=num_batches, unit='batch', disable=rank != 0):
+        classes = None if classes is None else classes.tolist()
+        records.update(zip(batch_seeds, fasta.sample_records(batch_seeds, samples, classes, names)))
+    if world_size > 1:
+        gathered = [None] * world_size
+        torch.distributed.all_gather_object(gathered, records)
+        records = {seed: record for part in gathered for seed, record in part.items()}
+    error = None
+    if rank == 0:
+        try:
+            os.makedirs(outdir, exist_ok=True)
+            fasta.write_fasta(path, [records[s] for s in seeds])
+        except OSError as exc:
+            error = f'Cannot write {path}: {exc.strerror or exc}.'
+    error = dist.broadcast_object(error)   # every rank fails (or finishes) together
+    if error is not None:
+        raise click.ClickException(error)
     dist.print0('Done.')
 
 

@@ -31,6 +31,10 @@ Examples:
 \b
   # Continue the newest training state of a run (same options, taken from the state)
   python train.py --outdir runs --resume runs/00000-digits-uncond-ddpmpp-edm-infonoise-gpus1-batch128-fp32
+\b
+  # A requeueable cluster job: the same line starts the run, and after a preemption (SIGTERM/SIGUSR1:
+  # state + snapshot, exit code 75) or a kill continues its newest run directory
+  python train.py --preset cifar10-uncond --data cifar10.zip --outdir runs/cifar --resume auto
 """
 
 
@@ -95,25 +99,27 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     """Everything between the parsed options and the training loop."""
     import torch
     from torch_utils import distributed as dist
-    from training import checkpoint, training_loop
+    from training import checkpoint, preemption, training_loop
     from training.network_io import NetworkLoadError
 
     # Options: defaults (or the resumed run's) < preset < explicit flags.
     given = {k: kwargs[k] for k in explicit if k in opt_lib.DEFAULTS}
     preset = opt_lib.load_preset(kwargs['preset']) if kwargs['preset'] is not None else None
-    resume_path, base = None, None
+    resume_path, base, header, plan = None, None, None, None
     if kwargs['resume'] is not None:
         if kwargs['transfer'] is not None:
             raise click.ClickException('--transfer and --resume cannot be used together.')
         try:
-            resume_path = checkpoint.resolve_resume(kwargs['resume'])
-            header = checkpoint.load_training_state(resume_path, mmap=True)
+            plan = checkpoint.plan_resume(kwargs['resume'], kwargs['outdir'], bool(kwargs['nosubdir']))
         except checkpoint.CheckpointError as err:
             raise click.ClickException(_one_line(err)) from None
+        resume_path, header, plan.header = plan.state, plan.header, None
+    if header is not None:
         base = header.get('options') or None
         if base is not None:
             known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
             base = dict(opt_lib.DEFAULTS, **{k: v for k, v in base.items() if k in known})
+    if kwargs['resume'] is not None:
         given['resume'] = kwargs['resume']
     opts = opt_lib.resolve_options(given, preset, base)
     if base is not None:
@@ -132,6 +138,10 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     if opts.get('seed') is None:
         opts['seed'] = int(dist.broadcast_object(int(torch.randint(1 << 31, size=[]).item())))
     opt_lib.validate_options(opts, world_size)
+    try:
+        stop_signals = preemption.StopSignals(preemption.parse_signals(opts.get('preempt_signals')))
+    except ValueError as err:
+        raise click.ClickException(f'--preempt-signals: {_one_line(err)}') from None
 
     # Dataset: open once to validate it and learn its shape.
     dataset = _open_dataset(opts)
@@ -147,31 +157,50 @@ def run(kwargs: dict, explicit: set[str]) -> None:
             raise click.ClickException(f'--transfer: {opts["transfer"]} does not exist.')
         config['resume_pkl'] = opts['transfer']
 
-    # Run directory.
+    # Run directory: a resumed run directory continues in place (a requeued job reuses its command line).
     desc = opt_lib.run_description(opts, dataset['name'], world_size)
-    run_dir = _pick_run_dir(kwargs['outdir'], desc, kwargs['nosubdir'] or opts.get('nosubdir')) if rank == 0 else None
+    run_dir = plan.run_dir if plan is not None else None
+    if run_dir is None and rank == 0:
+        run_dir = _pick_run_dir(kwargs['outdir'], desc, kwargs['nosubdir'] or opts.get('nosubdir'))
     run_dir = dist.broadcast_object(run_dir)
+    notes = plan.notes if plan is not None else []
 
     if rank == 0:
         click.echo(f'Training options:\n{_summary(opts, config, dataset, world_size, run_dir)}')
     if kwargs['dry_run']:
         if rank == 0:
-            click.echo('Dry run; exiting.')
+            click.echo('\n'.join(notes + ['Dry run; exiting.']))
         return
 
-    log_handlers = _setup_logging(run_dir, rank)
-    bar = _progress_bar(rank, config['total_kimg'])
     try:
-        training_loop.training_loop(run_dir=run_dir, device=device, options=opts, progress_fn=bar, **config)
+        log_handlers = _setup_logging(run_dir, rank)
+    except OSError as err:
+        from dnnlib.util import write_cause
+        raise click.ClickException(f'Cannot write {os.path.join(run_dir, "log.txt")}: {write_cause(err)}.') from None
+    log = logging.getLogger('training')
+    for note in notes:
+        log.info(note)
+    bar = _progress_bar(rank, config['total_kimg'])
+    stop_signals.install()   # until the process group is gone: a launcher may forward the signal late
+    try:
+        result = training_loop.training_loop(run_dir=run_dir, device=device, options=opts, progress_fn=bar,
+                                             stop_signals=stop_signals, **config)
+        if result['preempted']:
+            log.info(f'Stopped by {result["preempted"]} at {result["cur_nimg"] / 1000:g} kimg with the training '
+                     f'state {result["state"]}; run the same command to continue (exit code '
+                     f'{preemption.PREEMPTED_EXIT_CODE}: preempted).')
     except (training_loop.TrainingError, checkpoint.CheckpointError, NetworkLoadError) as err:
-        logging.getLogger('training').error(_one_line(err))
+        log.error(_one_line(err))
         raise click.ClickException(_one_line(err)) from None
     finally:
         bar.close()
         for handler in log_handlers:
-            logging.getLogger('training').removeHandler(handler)
+            log.removeHandler(handler)
             handler.close()
         dist.shutdown()
+        stop_signals.restore()
+    if result['preempted']:
+        raise click.exceptions.Exit(preemption.PREEMPTED_EXIT_CODE)
 
 
 def _open_dataset(opts: dict) -> dict:
@@ -247,6 +276,23 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
+class _LogFileHandler(logging.FileHandler):
+    """log.txt: a record the file system refuses (full disk, file-size limit) is dropped without the
+    logging module's traceback; the console still shows it, and the failed write that matters (a snapshot
+    or state) stops the run with one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            pass
+
+
 def _setup_logging(run_dir: str, rank: int) -> list[logging.Handler]:
     """Rank 0: `training` log to the console and to RUN_DIR/log.txt (appended). Other ranks stay quiet."""
     log = logging.getLogger('training')
@@ -259,7 +305,7 @@ def _setup_logging(run_dir: str, rank: int) -> list[logging.Handler]:
     os.makedirs(run_dir, exist_ok=True)
     console = _TqdmHandler()
     console.setFormatter(logging.Formatter('%(message)s'))
-    file = logging.FileHandler(os.path.join(run_dir, 'log.txt'), mode='a', encoding='utf-8')
+    file = _LogFileHandler(os.path.join(run_dir, 'log.txt'), mode='a', encoding='utf-8')
     file.setFormatter(logging.Formatter('%(asctime)s %(message)s', datefmt='%Y-%m-%d %H:%M:%S'))
     for handler in (console, file):
         log.addHandler(handler)

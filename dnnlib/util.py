@@ -9,6 +9,7 @@ exponential back-off, written atomically, and kept in a cache directory under th
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import importlib
@@ -124,7 +125,43 @@ def format_time(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Atomic writes.
+# Atomic writes and append-only logs.
+
+# Temporary files of `atomic_write`: '.<name>.<12 hex digits>.tmp' next to the target '<name>'.
+TEMP_FILE_RE = re.compile(r'^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$')
+
+# errno -> the cause as users know it (os.strerror wording, lower case) plus a hint where one helps.
+_WRITE_CAUSES = {
+    errno.ENOSPC: 'no space left on device',
+    errno.EFBIG: 'file too large (a file-size limit was reached; see ulimit -f)',
+    errno.EDQUOT: 'disk quota exceeded',
+    errno.EROFS: 'read-only file system',
+    errno.EACCES: 'permission denied',
+    errno.EIO: 'input/output error',
+}
+
+
+class WriteError(OSError):
+    """A file could not be written; str() is one sentence naming the file and the cause.
+
+    `errno` and `filename` are set as for OSError; the original error is the exception's __cause__.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: OSError) -> None:
+        super().__init__(cause.errno, write_cause(cause), os.fspath(path))
+        self.message = f'Cannot write {os.fspath(path)}: {write_cause(cause)}.'
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def write_cause(err: OSError) -> str:
+    """The cause of a failed write in a few lower-case words ('no space left on device', 'file too large ...')."""
+    if err.errno in _WRITE_CAUSES:
+        return _WRITE_CAUSES[err.errno]
+    text = err.strerror or (os.strerror(err.errno) if err.errno else str(err)) or type(err).__name__
+    return text[:1].lower() + text[1:]
+
 
 def _fsync_directory(directory: str) -> None:
     """Best effort: make a rename durable by syncing its directory (not possible on every platform)."""
@@ -140,31 +177,117 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+class _RecordingFileIO(io.FileIO):
+    """FileIO that remembers the first OSError of a write: writers such as torch.save turn a failed write
+    into their own exception ('unexpected pos ...'), and the real cause would otherwise be lost."""
+
+    first_error: OSError | None = None
+
+    def write(self, b: Any) -> int | None:
+        try:
+            return super().write(b)
+        except OSError as exc:
+            if self.first_error is None:
+                self.first_error = exc
+            raise
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Context manager yielding a binary file that replaces `path` only if the body finishes.
 
-    The data goes to a hidden temporary file in the same directory, is flushed and fsync'ed, and is then
-    renamed over `path` with `os.replace` (atomic on POSIX and Windows). If the body raises, the temporary
-    file is removed and any existing `path` is left untouched. The file gets the usual umask permissions.
+    The data goes to a hidden temporary file in the same directory (named as `TEMP_FILE_RE` describes), is
+    flushed and fsync'ed, and is then renamed over `path` with `os.replace` (atomic on POSIX and Windows). If
+    anything fails, the temporary file is removed and any existing `path` is left untouched. A failure of
+    the file system itself (full disk, file-size limit, quota, read-only, I/O error) raises `WriteError`,
+    one sentence naming `path` and the cause, even where the body's writer (torch.save, pickle) reported it
+    as an exception of its own. The file gets the usual umask permissions.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp_path = os.path.join(directory, f'.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp')
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
-    f = os.fdopen(fd, 'wb')
+    try:
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
+    raw = _RecordingFileIO(fd, 'wb')
+    f = io.BufferedWriter(raw)
+    body_done = False
     try:
         yield f
+        body_done = True
         f.flush()
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp_path, path)
-    except BaseException:
-        f.close()
+    except BaseException as exc:
+        with contextlib.suppress(OSError, ValueError):
+            f.close()           # may retry the failed flush; the file is discarded either way
+        with contextlib.suppress(OSError, ValueError):
+            raw.close()
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
+        # The file system's own error: one recorded by a write, or one of flush/fsync/close/replace. Any
+        # other exception of the body (a pickling error, a file it reads) passes through unchanged.
+        cause = raw.first_error if raw.first_error is not None else (exc if body_done else None)
+        if isinstance(cause, OSError) and not isinstance(cause, WriteError) and cause.errno is not None:
+            raise WriteError(path, cause) from exc
         raise
     _fsync_directory(directory)
+
+
+class AppendFile:
+    """A log file that grows by whole records (JSON lines): every `append` is written completely or not at all.
+
+    A failed append (full disk, file-size limit, ...) is rolled back by truncating the file to its previous
+    length, so the file never ends in a partial record, and raises `WriteError`. A file that an earlier
+    crash left without a final newline gets one before the first new record. Use as a context manager or
+    call `close()`.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            size = os.fstat(self._fd).st_size
+            self._needs_newline = size > 0 and _last_byte(self.path, size) != b'\n'
+        except OSError as exc:
+            self.close()
+            raise WriteError(self.path, exc) from exc
+
+    def append(self, text: str) -> None:
+        """Append `text` (one or more complete records, usually ending in a newline) as one unit."""
+        if self._fd is None:
+            raise ValueError(f'{self.path} is closed.')
+        data = (b'\n' if self._needs_newline else b'') + text.encode('utf-8')
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)   # shrinking a file needs no space
+            raise WriteError(self.path, exc) from exc
+        self._needs_newline = False
+
+    def close(self) -> None:
+        fd = getattr(self, '_fd', None)
+        self._fd = None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> 'AppendFile':
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _last_byte(path: str, size: int) -> bytes:
+    with open(path, 'rb') as f:
+        f.seek(size - 1)
+        return f.read(1)
 
 
 # ---------------------------------------------------------------------------------------------------

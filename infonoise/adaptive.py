@@ -72,8 +72,11 @@ class InfoNoiseSampler:
 
     Before the first successful refresh, `sample` draws from `base`. If a refresh attempt after warm-up
     fails because some bin holds fewer than `min_count` losses (e.g. log-normal tails never reach the top
-    bins) and floor > 0, sampling switches to (1 − floor)·base + floor·LogUniform until a refresh
-    succeeds, so the empty bins fill up (with floor = 0 it stays on the base, as in the paper).
+    bins) and floor > 0, sampling switches to (1 − floor)·base + floor·(log-uniform over the bins still
+    below `min_count`) until a refresh succeeds, so the empty bins fill at the floor's full rate (with
+    floor = 0 it stays on the base, as in the paper). After the first refresh a failed attempt routes the
+    floor the same way while the table keeps serving the other 1 − floor. `profile()` reports the state
+    (`starved`, `starved_bins`).
     Non-finite losses, non-finite σ and σ < 0 are dropped (counted in `dropped_nonfinite`); σ outside the
     grid, σ = 0 included, are binned into the edge bins.
     A refresh whose table would be degenerate (all weights zero) keeps the previous one.
@@ -111,8 +114,9 @@ class InfoNoiseSampler:
             raise ValueError(f'floor must lie in [0, 1), got {floor}')
         self.ema, self.gate_n, self.endpoint = float(ema), float(gate_n), endpoint
         self.onset_p, self.floor = float(onset_p), float(floor)
-        # R^(1/floor) with R = σ_max/σ_min, the base of the floor's power; unused (1) without a floor.
-        self._floor_base = math.exp((grid.log_max - grid.log_min) / self.floor) if self.floor > 0 else 1.0
+        # log(R) / floor with R = σ_max/σ_min: the floor draws σ_min·exp(u·log(R)/floor) for u in [0, floor)
+        # (finite for any floor > 0, unlike R^(1/floor)); unused (0) without a floor.
+        self._floor_rate = (grid.log_max - grid.log_min) / self.floor if self.floor > 0 else 0.0
         self.device = None
         self._weights = self._weight_on_grid()
         self._reset_state()
@@ -145,6 +149,8 @@ class InfoNoiseSampler:
         self._step = 0
         self._refreshes = 0
         self._starved = False
+        self._unfilled = np.zeros(K, dtype=bool)   # bins below min_count at the last failed refresh
+        self._starved_table = None                  # floor table over the unfilled bins (u-space [0, floor))
         nan = np.full(K, np.nan)
         self._mse, self._rate, self._gated = nan.copy(), nan.copy(), nan.copy()
         self._density, self._cdf = nan.copy(), np.full(K + 1, np.nan)
@@ -159,6 +165,8 @@ class InfoNoiseSampler:
         self._log_bounds = self._log_bounds.to(device)
         if self._table is not None:
             self._table = tuple(t.to(device) for t in self._table)
+        if self._starved_table is not None:
+            self._starved_table = tuple(t.to(device) for t in self._starved_table)
 
     def _arange(self, n: int) -> torch.Tensor:
         out = self._aranges.get(n)
@@ -172,17 +180,25 @@ class InfoNoiseSampler:
     # ------------------------------------------------------------------ sampling
 
     def _floor_sigma(self, u: torch.Tensor) -> torch.Tensor:
-        """LogUniform over the grid range from uniforms u in [0, floor): σ = σ_min · R^(u/floor)."""
-        return torch.pow(self._floor_base, u).mul_(self.grid.sigma_min)
+        """The floor's σ for uniforms u in [0, floor).
 
-    def _table_sigma(self, u: torch.Tensor) -> torch.Tensor:
-        """Exact inverse CDF of the piecewise-constant table density at uniforms u in [floor, 1).
-
-        The table lives in u-space: U_k = floor + (1 − floor) · cdf_k. k = number of interior U values
-        <= u, i.e. U_k <= u < U_{k+1} (zero-mass bins are skipped); inside bin k the CDF is linear, so
-        σ = edge_k + (u − U_k) · Δσ_k / (U_{k+1} − U_k). (u < floor gives values that are not used.)
+        Normally LogUniform over the grid range, σ = σ_min · exp((u / floor) · log R). While bins are starved
+        (below min_count at the last refresh attempt) the floor's draws go to the unfilled bins only,
+        log-uniformly over them, so that they fill at the floor's full rate.
         """
-        inner_cdf, rows = self._table
+        if self._starved and self._starved_table is not None:
+            return self._table_sigma(u, self._starved_table)
+        return torch.exp(u * self._floor_rate).mul_(self.grid.sigma_min)
+
+    def _table_sigma(self, u: torch.Tensor, table: tuple | None = None) -> torch.Tensor:
+        """Exact inverse CDF of a piecewise-constant density table at uniforms u (default: the main table).
+
+        The main table lives in u-space [floor, 1): U_k = floor + (1 − floor) · cdf_k (the starved floor's
+        table in [0, floor)). k = number of interior U values <= u, i.e. U_k <= u < U_{k+1} (zero-mass
+        bins are skipped); inside bin k the CDF is linear, so σ = edge_k + (u − U_k) · Δσ_k / (U_{k+1} − U_k).
+        (u outside the table's range gives values that are not used.)
+        """
+        inner_cdf, rows = self._table if table is None else table
         if inner_cdf.device != u.device:
             inner_cdf, rows = inner_cdf.to(u.device), rows.to(u.device)
         lo_edge, lo_cdf, scale = rows[:, torch.bucketize(u, inner_cdf, right=True)]
@@ -272,9 +288,22 @@ class InfoNoiseSampler:
             return False
         sums, counts = self._reduced_sums()
         if counts.min() < self.min_count:
-            self._starved = True
+            self._set_starved(counts < self.min_count)
             return False
+        self._set_starved(None)
         return self._rebuild(sums / counts)
+
+    def _set_starved(self, unfilled: np.ndarray | None) -> None:
+        """Enter (unfilled = mask of bins below min_count) or leave (None) the starved state; while starved
+        the floor samples log-uniformly over the unfilled bins (see `_floor_sigma`)."""
+        K = self.grid.num_bins
+        self._starved = unfilled is not None
+        self._unfilled = np.zeros(K, dtype=bool) if unfilled is None else np.asarray(unfilled, dtype=bool)
+        self._starved_table = None
+        if self._starved and self.floor > 0:
+            q = np.where(self._unfilled, 1.0 / self.grid.sigma.numpy(), 0.0)   # ∝ 1/σ: log-uniform
+            _, cdf = sampler_table(self.grid.edges.numpy(), q)
+            self._starved_table = self._u_space_table(cdf, 0.0, self.floor)
 
     def _rebuild(self, means: np.ndarray) -> bool:
         grid = self.grid
@@ -299,16 +328,19 @@ class InfoNoiseSampler:
         return True
 
     def _install_table(self) -> None:
-        """Put the table on the state device in u-space (see `_table_sigma`): the interior U_k and the
-        per-bin rows (edge_k, U_k, dσ/du)."""
-        f = self.floor
-        u_edges = f + (1 - f) * self._cdf
-        u_edges[-1] = 1.0
+        """Put the main table on the state device in u-space [floor, 1) (see `_table_sigma`)."""
+        self._table = self._u_space_table(self._cdf, self.floor, 1.0)
+
+    def _u_space_table(self, cdf: np.ndarray, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """A CDF on the grid's edges mapped to u in [lo, hi): the interior U_k and the per-bin rows
+        (edge_k, U_k, dσ/du), on the state device."""
+        u_edges = lo + (hi - lo) * cdf
+        u_edges[-1] = hi
         mass = np.diff(u_edges)
         scale = np.where(mass > 0, self.grid.widths.numpy() / np.where(mass > 0, mass, 1.0), 0.0)
         rows = np.stack([self.grid.edges.numpy()[:-1], u_edges[:-1], scale])     # [3, K]
         device = self._state_device()
-        self._table = (torch.from_numpy(u_edges[1:-1].copy()).to(device), torch.from_numpy(rows).to(device))
+        return torch.from_numpy(u_edges[1:-1].copy()).to(device), torch.from_numpy(rows).to(device)
 
     # ------------------------------------------------------------------ telemetry
 
@@ -325,7 +357,6 @@ class InfoNoiseSampler:
         widths = grid.widths.numpy()
         floor_pi = loguniform_bin_density(grid, grid.sigma_min, grid.sigma_max)
         if self._table is not None:
-            pi = (1 - self.floor) * self._density + self.floor * floor_pi
             rho = self._gated / np.sum(self._gated * widths)
             prof.update(mse=self._mse.copy(), rate=self._rate.copy(), pivot=float(self._pivot),
                         gated_rate=self._gated.copy(), rho=rho,
@@ -333,11 +364,17 @@ class InfoNoiseSampler:
         else:
             base_profile = getattr(self.base, 'profile', None)
             pi = base_profile(grid)['pi'] if callable(base_profile) else np.full(grid.num_bins, np.nan)
-            if self._starved and self.floor > 0:
-                pi = (1 - self.floor) * pi + self.floor * floor_pi
+        if self._starved and self._starved_table is not None:
+            starved_pi = np.where(self._unfilled, 1.0 / grid.sigma.numpy(), 0.0)
+            floor_pi = starved_pi / np.sum(starved_pi * widths)
+        if self._table is not None:
+            pi = (1 - self.floor) * self._density + self.floor * floor_pi
+        elif self._starved and self.floor > 0:
+            pi = (1 - self.floor) * pi + self.floor * floor_pi
         total = self._total.cpu().numpy()
         prof.update(pi=pi, phi=pi * self._weights, counts=np.minimum(total[:-1], self.buffer_size),
-                    step=self._step, refreshes=self._refreshes, dropped_nonfinite=int(total[-1]))
+                    step=self._step, refreshes=self._refreshes, dropped_nonfinite=int(total[-1]),
+                    starved=int(self._starved), starved_bins=int(self._unfilled.sum()))
         return prof
 
     # ------------------------------------------------------------------ resume
@@ -355,6 +392,7 @@ class InfoNoiseSampler:
             'total': self._total.cpu().clone(),
             'mse': t(self._mse), 'rate': t(self._rate), 'gated_rate': t(self._gated),
             'density': t(self._density), 'cdf': t(self._cdf),
+            'unfilled': torch.from_numpy(self._unfilled.copy()),
             'base': base_state,
         }
 
@@ -373,7 +411,10 @@ class InfoNoiseSampler:
         self._buf = state['buf'].to(device, torch.float32).clone()
         self._total = state['total'].to(device, torch.int64).clone()
         self._step, self._refreshes = int(state['step']), int(state['refreshes'])
-        self._starved, self._pivot = bool(state['starved']), float(state['pivot'])
+        self._pivot = float(state['pivot'])
+        # 'unfilled' is absent from states written before starved routing: all bins count as unfilled then.
+        unfilled = state['unfilled'].cpu().numpy() if 'unfilled' in state else np.ones(K, dtype=bool)
+        self._set_starved(unfilled if bool(state['starved']) else None)
         arr = lambda name: state[name].detach().cpu().double().numpy().copy()   # noqa: E731
         self._mse, self._rate, self._gated = arr('mse'), arr('rate'), arr('gated_rate')
         self._density, self._cdf = arr('density'), arr('cdf')

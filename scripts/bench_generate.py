@@ -9,23 +9,15 @@ images.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import sys
 import time
 
-_SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_SCRIPTS)
-if sys.path and os.path.abspath(sys.path[0] or '.') == _SCRIPTS:
-    sys.path[0] = _ROOT
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
-import click  # noqa: E402
-import torch  # noqa: E402
+import click
+import torch
 
-from training import generation  # noqa: E402
-from training.networks import EDMPrecond  # noqa: E402
+from training import generation
+from training.networks import EDMPrecond, data_shape
 
 # Network sizes: EDM's CIFAR-10 DDPM++ (55.7M parameters) and a tiny one for smoke runs.
 ARCHS = {
@@ -37,8 +29,8 @@ ARCHS = {
 
 EXAMPLES = """\b
 Examples:
-  python scripts/bench_generate.py --quick
-  python scripts/bench_generate.py --arch cifar10-ddpmpp --steps 18 --batch 256 --device cuda --json
+  python -m scripts.bench_generate --quick
+  python -m scripts.bench_generate --arch cifar10-ddpmpp --steps 18 --batch 256 --device cuda --json
 """
 
 
@@ -63,7 +55,7 @@ def bench_device(arch: str, device: torch.device, steps: int, batch: int, reps: 
     elapsed = (time.perf_counter() - start) / reps
 
     rnd = generation.SeedRandom(seeds, device)
-    shape = [batch, net.img_channels, net.img_resolution, net.img_resolution]
+    shape = [batch, *data_shape(net)]
     x = torch.zeros(shape, dtype=torch.float64, device=device)
     _sync(device)
     start = time.perf_counter()

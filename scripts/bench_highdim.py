@@ -13,7 +13,9 @@ Laws (infonoise.oracles)
 
 Sampler
     EDM's Algorithm 2 with S_churn = 0 on a grid sigma_0 > ... > sigma_{N-1} > sigma_N = 0: Heun steps,
-    a plain Euler step on the last step to 0, so NFE = 2N - 1 for every grid. Start: exact noisy data,
+    a plain Euler step on the last step to 0, so NFE = 2N - 1 for every grid. This is the project's own
+    training.sampler.heun_sampler, driven by the exact denoiser through a small adapter (OracleNet; for the
+    GM also ReducedGMNet, the same dynamics on the reduced state [y, |x_perp|]). Start: exact noisy data,
     x = x0 + sigma_max eps with sigma_max = 10 m sqrt(d) (m = the mode's per-coordinate mean: 1 for GM,
     the magnetisation for CW), i.e. ten times the norm of a mode centre.
 
@@ -26,6 +28,14 @@ Grids (every grid has N nonzero levels from sigma_max down to sigma_min = 0.002,
                        The profile: K = 256 log-spaced bins on [sigma_min, sigma_max], 'sigma' = geometric
                        centres, 'rate' = mmse(sigma)/sigma^3 of the exact oracle (GM: closed form; CW: Monte
                        Carlo over --profile-samples draws, the same draws at every sigma).
+    infogrid-tempered  infonoise.infogrid.tempered_sigma_steps(profile, gamma=0.5, rho=7): EDM's rho-spacing
+                       tilted by the literal information density to the power gamma (gamma = 0 is edm).
+    infogrid-solver    infonoise.infogrid.solver_aware_sigma_steps(profile, solver='heun'): every Heun step
+                       has the same error on the Gaussian surrogate fitted to the profile.
+    infogrid-calibrated  the tempered grid with (gamma, rho) chosen per N by
+                       training.grid_calibration.calibrate_tempered_grid: trajectory error against a fine
+                       EDM reference (CALIB_REF_STEPS levels) on CALIB_LATENTS fresh start points (GM: reduced
+                       states, exactly the full-d error; CW: full d).
     ve-const           VE interpolant x_tau = x0 + sigma_max (1 - tau) eps. Constant denoising = equal steps
                        in tau, from tau = 0 (sigma_max) to the tau where sigma = sigma_min: sigma is linear in
                        the step index.
@@ -56,7 +66,7 @@ GM metrics (exact: no sampling noise)
                              and the pooled within-mode variance of y_final (modes split by the sign of y),
                              both relative to s^2.
         N*                   fewest ladder N with mode-weight error < 0.01 and variance error < 0.02.
-    tests/test_bench_highdim.py checks that the full-d sampler equals the reduced one sample by sample.
+    tests/test_bench_highdim.py checks that the full-d run equals the reduced one sample by sample.
 
 CW metrics (Monte Carlo over --samples draws, full d-dimensional sampling)
     Magnetisation M = mean_i x_i of each final sample. A fine reference run (EDM grid, --ref-steps levels)
@@ -78,9 +88,9 @@ Expected shape (seed paper): VE-const recovers the mode weight in O(1) steps but
 Theta(sqrt d); VP-const the reverse; EDM / log-uniform nearly d-independent.
 
 Examples:
-    python scripts/bench_highdim.py --quick
-    python scripts/bench_highdim.py --json bench_highdim.json
-    python scripts/bench_highdim.py --models gm --dims 10,100 --grids edm,vp-const --ladder 4,8,16,32
+    python -m scripts.bench_highdim --quick
+    python -m scripts.bench_highdim --json bench_highdim.json
+    python -m scripts.bench_highdim --models gm --dims 10,100 --grids edm,vp-const --ladder 4,8,16,32
 """
 from __future__ import annotations
 
@@ -88,7 +98,6 @@ import functools
 import json
 import math
 import os
-import sys
 import time
 from typing import Callable, Optional
 
@@ -96,16 +105,19 @@ import click
 import numpy as np
 import torch
 
-if __package__ in (None, ''):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dnnlib.util import atomic_write  # noqa: E402
-from infonoise import infogrid_sigma_steps  # noqa: E402
-from infonoise.oracles import CurieWeiss, GaussianMixture  # noqa: E402
-from training.sampler import edm_sigma_steps  # noqa: E402
+from dnnlib.util import atomic_write
+from infonoise.infogrid import (gaussian_surrogate, infogrid_sigma_steps, loguniform_sigma_steps,
+                                solver_aware_sigma_steps, tempered_sigma_steps)
+from infonoise.oracles import BayesDenoiser, CurieWeiss, GaussianMixture
+from training.grid_calibration import calibrate_tempered_grid, reference_samples
+from training.sampler import edm_sigma_steps, heun_sampler
 
 GRID_NAMES = ('edm', 'loguniform', 'infogrid-literal', 'infogrid-entropic', 'infogrid-blend',
+              'infogrid-tempered', 'infogrid-solver', 'infogrid-calibrated',
               've-const', 've-dilated', 'vp-const', 'vp-dilated')
+TEMPERED_GAMMA = 0.5                      # gamma of the infogrid-tempered row (rho = 7)
+CALIB_LATENTS = 256                       # start points used to calibrate infogrid-calibrated
+CALIB_REF_STEPS = 1024                    # levels of the calibration reference (cheap with exact denoisers)
 SIGMA_MIN = 0.002
 PROFILE_BINS = 256
 MODE_TOL, VAR_TOL = 0.01, 0.02            # GM: mode-weight error, relative within-mode variance error
@@ -162,12 +174,6 @@ def vp_sigma_steps(num_steps: int, sigma_min: float, sigma_max: float,
     return torch.cat([sigma, sigma.new_zeros(1)])
 
 
-def loguniform_sigma_steps(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-    u = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
-    sigma = sigma_max * (sigma_min / sigma_max) ** u
-    return torch.cat([sigma, sigma.new_zeros(1)])
-
-
 def oracle_profile(rate_fn: Callable[[np.ndarray], np.ndarray], sigma_min: float, sigma_max: float,
                    num_bins: int = PROFILE_BINS) -> dict:
     """InfoGrid profile: log-spaced edges, geometric centres and rate = mmse/sigma^3 at the centres."""
@@ -178,12 +184,26 @@ def oracle_profile(rate_fn: Callable[[np.ndarray], np.ndarray], sigma_min: float
 
 def make_grid(name: str, num_steps: int, sigma_max: float, dim: int, mode_norm: float,
               profile: Optional[dict], kappa_vp: float, kappa_ve: float,
-              sigma_min: float = SIGMA_MIN) -> torch.Tensor:
-    """The named sigma grid: num_steps levels from sigma_max to sigma_min, then 0 (float64, CPU)."""
+              sigma_min: float = SIGMA_MIN, surrogate: Optional[tuple] = None,
+              calibrator: Optional[Callable[[int], torch.Tensor]] = None) -> torch.Tensor:
+    """The named sigma grid: num_steps levels from sigma_max to sigma_min, then 0 (float64, CPU).
+
+    surrogate: the profile's Gaussian surrogate for infogrid-solver (fitted here when None);
+    calibrator: num_steps -> calibrated grid, required for infogrid-calibrated.
+    """
     if name == 'edm':
         return edm_sigma_steps(num_steps, sigma_min, sigma_max, rho=7)
     if name == 'loguniform':
         return loguniform_sigma_steps(num_steps, sigma_min, sigma_max)
+    if name == 'infogrid-tempered':
+        return tempered_sigma_steps(profile, num_steps, sigma_min, sigma_max, gamma=TEMPERED_GAMMA, rho=7.0)
+    if name == 'infogrid-solver':
+        return solver_aware_sigma_steps(profile, num_steps, sigma_min, sigma_max, solver='heun',
+                                        surrogate=surrogate)
+    if name == 'infogrid-calibrated':
+        if calibrator is None:
+            raise ValueError('infogrid-calibrated needs a calibrator (see run_gm / run_cw)')
+        return torch.as_tensor(calibrator(num_steps), dtype=torch.float64).cpu()
     if name.startswith('infogrid-'):
         measure, floor = {'infogrid-literal': ('literal', 0.0), 'infogrid-entropic': ('entropic', 0.0),
                           'infogrid-blend': ('literal', 0.5)}[name]
@@ -201,42 +221,73 @@ def make_grid(name: str, num_steps: int, sigma_max: float, dim: int, mode_norm: 
 
 
 # ---------------------------------------------------------------------------------------------------
-# Integrators (EDM Algorithm 2, S_churn = 0, Euler on the last step to 0).
+# Sampling: training.sampler.heun_sampler (EDM Algorithm 2, S_churn = 0, Euler on the last step to 0)
+# driven by the exact denoisers.
 
-def heun_integrate(denoise: Callable, x: torch.Tensor, sigma_steps: torch.Tensor) -> torch.Tensor:
-    """Deterministic Heun on the given grid, starting from x at sigma_steps[0] (float64)."""
-    steps = [float(v) for v in sigma_steps]
-    x = x.to(torch.float64)
-    for i in range(len(steps) - 1):
-        t_cur, t_next = steps[i], steps[i + 1]
-        d_cur = (x - denoise(x, t_cur)) / t_cur
-        x_next = x + (t_next - t_cur) * d_cur
-        if i < len(steps) - 2:
-            d_prime = (x_next - denoise(x_next, t_next)) / t_next
-            x_next = x + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime)
-        x = x_next
-    return x
+class OracleNet:
+    """An exact denoiser as the net-like callable that training.sampler expects: net(x, sigma, labels)."""
+
+    def __init__(self, oracle: BayesDenoiser):
+        self.oracle = oracle          # an infonoise.oracles law with denoise(x, sigma)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, class_labels=None) -> torch.Tensor:
+        return self.oracle.denoise(x, sigma)
+
+
+class ReducedGMNet:
+    """The GM denoiser on reduced states [y, z], y = mu_hat . x, z = |x_perp| (D_perp only rescales x_perp).
+
+    The probability-flow ODE keeps x_perp's direction, so Heun on [y, z] is Heun on x exactly, and
+    |x - x'|^2 = (y - y')^2 + (z - z')^2 for two runs from the same start.
+    """
+
+    def __init__(self, gm: GaussianMixture):
+        self.gm = gm                  # the law whose posterior mean is used
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, class_labels=None) -> torch.Tensor:
+        return torch.stack([self.gm.denoise_reduced(x[:, 0], sigma), self.gm.perp_factor(sigma) * x[:, 1]], dim=1)
+
+
+def _deterministic(net, x_start: torch.Tensor, sigma_steps: torch.Tensor) -> torch.Tensor:
+    steps = torch.as_tensor(sigma_steps, dtype=torch.float64)
+    # S_churn = 0 multiplies the sampler's per-step draw by zero: zeros_like skips generating it.
+    return heun_sampler(net, x_start.to(torch.float64) / steps[0], steps, randn_like=torch.zeros_like)
+
+
+def sample_exact(oracle: BayesDenoiser, x_start: torch.Tensor, sigma_steps: torch.Tensor) -> torch.Tensor:
+    """EDM-Heun with the exact denoiser from x_start (at sigma_steps[0]) down the grid (float64)."""
+    return _deterministic(OracleNet(oracle), x_start, sigma_steps)
 
 
 def gm_reduced_heun(gm: GaussianMixture, y: torch.Tensor, sigma_steps: torch.Tensor):
-    """Heun for the GM in reduced form: returns (final y, F) with x_perp(final) = F x_perp(start)."""
-    steps = [float(v) for v in sigma_steps]
-    y = y.to(torch.float64)
-    factor = 1.0
-    for i in range(len(steps) - 1):
-        t_cur, t_next = steps[i], steps[i + 1]
-        h = t_next - t_cur
-        d_cur = (y - gm.denoise_reduced(y, t_cur)) / t_cur
-        k_cur = (1.0 - gm.perp_factor(t_cur)) / t_cur          # x_perp's d = k x_perp
-        y_next = y + h * d_cur
-        gain = 1.0 + h * k_cur
-        if i < len(steps) - 2:
-            d_prime = (y_next - gm.denoise_reduced(y_next, t_next)) / t_next
-            k_next = (1.0 - gm.perp_factor(t_next)) / t_next
-            y_next = y + h * (0.5 * d_cur + 0.5 * d_prime)
-            gain = 1.0 + h * (0.5 * k_cur + 0.5 * k_next * gain)
-        y, factor = y_next, factor * gain
-    return y, factor
+    """The GM run in reduced form: (final y, F) with x_perp(final) = F x_perp(start)."""
+    y = torch.as_tensor(y, dtype=torch.float64)
+    flat = y.reshape(-1)
+    # One extra row carries z = 1, whose final value is F (the same for every row).
+    rows = torch.cat([flat, flat.new_zeros(1)])
+    state = torch.stack([rows, torch.ones_like(rows)], 1)
+    out = _deterministic(ReducedGMNet(gm), state, sigma_steps)
+    return out[:-1, 0].reshape(y.shape), float(out[-1, 1])
+
+
+def gm_reduced_start(gm: GaussianMixture, n: int, sigma_max: float, generator: torch.Generator) -> torch.Tensor:
+    """n exact noisy GM start points x0 + sigma_max eps in reduced form [y, |x_perp|] (float64)."""
+    spread = math.sqrt(gm.s ** 2 + sigma_max ** 2)
+    c = torch.where(torch.rand(n, dtype=torch.float64, generator=generator) < gm.p, 1.0, -1.0)
+    y = c * gm.mu_norm + spread * torch.randn(n, dtype=torch.float64, generator=generator)
+    z = spread * torch.randn(n, gm.dim - 1, dtype=torch.float64, generator=generator).norm(dim=1)
+    return torch.stack([y, z], 1)
+
+
+def calibrator_for(net, profile: dict, x_start: torch.Tensor, sigma_max: float) -> Callable[[int], torch.Tensor]:
+    """num_steps -> the tempered grid calibrated on x_start (one fine reference run shared by all N)."""
+    latents = x_start.to(torch.float64) / sigma_max
+    reference = reference_samples(net, latents, sigma_min=SIGMA_MIN, sigma_max=sigma_max, ref_steps=CALIB_REF_STEPS)
+
+    def calibrate(num_steps: int) -> torch.Tensor:
+        return calibrate_tempered_grid(net, profile, num_steps, latents, sigma_min=SIGMA_MIN, sigma_max=sigma_max,
+                                       reference=reference, ref_steps=CALIB_REF_STEPS).sigma_steps
+    return calibrate
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -358,10 +409,16 @@ def run_gm(dims, grids, ladder, kappa_vp, kappa_ve, m=1.0, s=0.5, p=0.8, log=Non
         gm = GaussianMixture(d, m=m, s=s, p=p)
         sigma_max = 10.0 * gm.mu_norm
         profile = oracle_profile(gm.rate, SIGMA_MIN, sigma_max)
+        surrogate = gaussian_surrogate(profile, SIGMA_MIN, sigma_max) if 'infogrid-solver' in grids else None
+        calibrator = None
+        if 'infogrid-calibrated' in grids:
+            start = gm_reduced_start(gm, CALIB_LATENTS, sigma_max, torch.Generator().manual_seed(1000 + d))
+            calibrator = calibrator_for(ReducedGMNet(gm), profile, start, sigma_max)
         for g in grids:
             if log:
                 log(f'GM d={d} grid={g}')
-            per_n = {n: gm_metrics(gm, make_grid(g, n, sigma_max, d, gm.mu_norm, profile, kappa_vp, kappa_ve),
+            per_n = {n: gm_metrics(gm, make_grid(g, n, sigma_max, d, gm.mu_norm, profile, kappa_vp, kappa_ve,
+                                                 surrogate=surrogate, calibrator=calibrator),
                                    sigma_max) for n in ladder}
             errors[g][str(d)] = {str(n): v for n, v in per_n.items()}
             n_star[g][str(d)] = _n_star(per_n, gm_passes)
@@ -390,18 +447,25 @@ def run_cw(dims, grids, ladder, samples, ref_steps, profile_samples, kappa_vp, k
         if log:
             log(f'CW d={d}: reference run ({ref_steps} EDM levels)')
         ref_grid = edm_sigma_steps(ref_steps, SIGMA_MIN, sigma_max, rho=7)
-        ref_mag = heun_integrate(cw.denoise, x_start, ref_grid).mean(1).cpu()
+        ref_mag = sample_exact(cw, x_start, ref_grid).mean(1).cpu()
         ref_weight = float((ref_mag > 0).double().mean())
         reference[str(d)] = {'steps': ref_steps, 'phase_weight': ref_weight, 'pi_plus': cw.pi_plus,
                              'phase_error': abs(ref_weight - cw.pi_plus),
                              'mean_abs_magnetization': float(ref_mag.abs().mean()), 'm': cw.m}
+        surrogate = gaussian_surrogate(profile, SIGMA_MIN, sigma_max) if 'infogrid-solver' in grids else None
+        calibrator = None
+        if 'infogrid-calibrated' in grids:
+            calib_start = (cw.sample(CALIB_LATENTS, generator=gen) + sigma_max * torch.randn(
+                CALIB_LATENTS, d, dtype=torch.float64, generator=gen)).to(device)
+            calibrator = calibrator_for(OracleNet(cw), profile, calib_start, sigma_max)
         for g in grids:
             if log:
                 log(f'CW d={d} grid={g}')
             per_n = {}
             for n in ladder:
-                grid = make_grid(g, n, sigma_max, d, mode_norm, profile, kappa_vp, kappa_ve)
-                mag = heun_integrate(cw.denoise, x_start, grid).mean(1).cpu()
+                grid = make_grid(g, n, sigma_max, d, mode_norm, profile, kappa_vp, kappa_ve,
+                                 surrogate=surrogate, calibrator=calibrator)
+                mag = sample_exact(cw, x_start, grid).mean(1).cpu()
                 per_n[n] = cw_metrics(cw, mag, ref_mag)
             errors[g][str(d)] = {str(n): v for n, v in per_n.items()}
             n_star[g][str(d)] = _n_star(per_n, cw_passes)

@@ -1,93 +1,485 @@
-"""InfoGrid vs the EDM grid at equal NFE on a trained 8x8-digits snapshot (evidence for generate.py's defaults).
+"""σ grids at equal NFE on trained snapshots: the evaluation harness behind generate.py's grid defaults.
 
-For every step count N, the same latents (one seeded generator) go through EDM's deterministic Heun sampler
-on each σ grid: EDM's ρ=7 grid, and InfoGrid variants built from the profile embedded in the snapshot
-(measure literal | entropic, log-uniform floor 0 | 0.5). Quality is the Fréchet distance in the feature
-space of the digit classifier (training/metrics/digit_features.py) against all real digits; lower is better.
+For every snapshot, solver, NFE and grid, the same latents go through training.sampler.heun_sampler on
+that grid. Two measures:
+
+    metric  the snapshot's domain metric on each of --sets latent sets of --num latents (lower is better):
+            fd-digits / fd-digits-binary (Fréchet distance in the digit classifier's features,
+            training/metrics/digit_features.py), fd-mnist / fd-mnist-binary (training/metrics/
+            mnist_features.py), or any other name that training.metrics.registry evaluates (called as
+            registry.evaluate_metric(name, images, dataset_kwargs=...)). --metric auto picks it from the
+            snapshot's dataset.
+    traj    trajectory error: root-mean-square distance per element between the end points and a fine
+            reference run from the same latents (deterministic Heun on EDM's ρ = 7 grid, --ref-steps
+            levels), on the first --traj-num latents of each set. Cheap and low-noise; not defined for
+            the stochastic sampler.
+
+Grids (N nonzero levels from σ_max = 80 to σ_min = 0.002, clamped to the network's range, then 0):
+    edm                  EDM's ρ-grid, ρ = 7 (generate.py's default)
+    infogrid-literal     Eq. 19 as written (infonoise.infogrid_sigma_steps, measure literal, floor 0)
+    infogrid-entropic    entropic time, u ∝ ∫ r dσ
+    infogrid-blend       literal measure blended 50/50 with log-uniform (generate.py --infogrid's default)
+    loguniform           equal steps in log σ
+    infogrid-tempered    EDM's ρ = 7 spacing tilted by the information density to the power γ = 0.5
+                         (infonoise.infogrid.tempered_sigma_steps)
+    infogrid-solver      every step has the same error of the solver on a Gaussian surrogate fitted to the
+                         profile (infonoise.infogrid.solver_aware_sigma_steps; Euler's error for euler)
+    infogrid-calibrated  the tempered grid with (γ, ρ) chosen per NFE and solver by trajectory error on
+                         --calibrate separate latents (training.grid_calibration; generate.py
+                         --infogrid-calibrate N); the sde solver uses Heun's calibration
+
+Solvers: heun (NFE = 2N − 1), euler (NFE = N), sde (EDM's stochastic Heun with S_churn = 40,
+S_min = 0.05, S_max = 50, S_noise = 1.003, NFE = 2N − 1; metric only). An NFE that a solver cannot
+reach exactly (an even NFE for Heun) is skipped for that solver.
+
+Outputs in --outdir: bench_infogrid.json (every value, per set), bench_infogrid.md (tables: metric mean
+over the sets and trajectory error, one row per grid, one column per NFE; the best value of each column
+in bold; the grids that are best or tied at every NFE), bench_infogrid.png (metric and trajectory error
+vs NFE, one line per grid, one column per solver).
+
+--quick: the digits demo in about 5 minutes of 2 CPU cores: NFE 5, 7, 11, 17, 35; Heun; 2 sets of 100
+latents; trajectory error on 16 per set; 8 calibration latents. Without --network it reuses the newest
+snapshot under OUTDIR/train or trains one first (`python train.py --preset digits-demo`, ~5 CPU minutes).
 """
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
+import subprocess
 import sys
+import time
+from typing import Any, Callable, Optional
 
-_SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_SCRIPTS)
-if sys.path and os.path.abspath(sys.path[0] or '.') == _SCRIPTS:
-    sys.path[0] = _ROOT  # run as a script: import the repo (and do not shadow the stdlib `profile`)
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import click
+import numpy as np
+import torch
 
-import click  # noqa: E402
-import torch  # noqa: E402
+import infonoise
+from dnnlib.util import atomic_write
+from infonoise.infogrid import (gaussian_surrogate, infogrid_sigma_steps, loguniform_sigma_steps,
+                                solver_aware_sigma_steps, tempered_sigma_steps)
+from training import network_io, sampler
+from training.grid_calibration import calibrate_tempered_grid, reference_samples, rounded, trajectory_error
+from training.networks import data_shape
 
-import infonoise  # noqa: E402
-from dnnlib.util import atomic_write  # noqa: E402
-from training import network_io, sampler  # noqa: E402
-from training.metrics.digit_features import digit_frechet  # noqa: E402
-
-GRIDS = {  # name -> None for EDM's grid, else (measure, floor)
-    'edm': None,
-    'infogrid-literal': ('literal', 0.0),
-    'infogrid-entropic': ('entropic', 0.0),
-    'infogrid-blend': ('literal', 0.5),
-    'infogrid-entropic-blend': ('entropic', 0.5),
-}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRID_NAMES = ('edm', 'infogrid-literal', 'infogrid-entropic', 'infogrid-blend', 'loguniform',
+              'infogrid-tempered', 'infogrid-solver', 'infogrid-calibrated')
+SOLVER_NAMES = ('heun', 'euler', 'sde')
+NFE_LIST = (5, 7, 9, 11, 13, 17, 25, 35)
+SDE = dict(S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)   # EDM's ImageNet-64 stochastic settings
+TEMPERED_GAMMA = 0.5
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+QUICK = dict(nfe=(5, 7, 11, 17, 35), solvers=('heun',), sets=2, num=100, traj_num=16, calibrate=8,
+             calib_ref_steps=128)
+FULL = dict(nfe=NFE_LIST, solvers=('heun', 'euler'), sets=2, num=500, traj_num=64, calibrate=16,
+            calib_ref_steps=256)
+TIE_FRACTION = 0.02     # two grids tie when their means differ by < max(set spread, 2 % of the best)
 
 EXAMPLES = """\b
 Examples:
-  python train.py --preset digits-demo --outdir runs
-  python scripts/bench_infogrid.py --network runs/00000-*/network-snapshot-000100.pkl --steps 4,6,9,18
+  python -m scripts.bench_infogrid --quick --outdir out/bench-infogrid
+  python -m scripts.bench_infogrid --network runs/00000-digits-*/network-snapshot-000100.pkl --outdir out/bi
+  python -m scripts.bench_infogrid --network NET.pkl --metric fd-mnist --solvers heun,euler,sde \\
+      --nfe 5,7,9,11,13,17,25,35 --num 1000 --outdir out/bi-mnist
 """
 
 
-def sigma_grid(name: str, net: torch.nn.Module, profile: dict, num_steps: int) -> torch.Tensor:
-    """The σ list (with trailing 0) of grid `name` for `num_steps` nonzero levels."""
-    sigma_min, sigma_max = max(0.002, net.sigma_min), min(80.0, net.sigma_max)   # EDM's defaults, clamped
-    if GRIDS[name] is None:
-        return sampler.edm_sigma_steps(num_steps, sigma_min, sigma_max, round_sigma=net.round_sigma)
-    measure, floor = GRIDS[name]
-    return infonoise.infogrid_sigma_steps(profile, num_steps, sigma_min, sigma_max, measure=measure, floor=floor)
+# ---------------------------------------------------------------------------------------------------
+# Metrics by name.
+
+def _digits(reference: str) -> Callable[[torch.Tensor], float]:
+    from training.metrics.digit_features import digit_frechet
+    return lambda images: digit_frechet(images, reference=reference)
 
 
-@click.command(epilog=EXAMPLES)
-@click.option('--network', 'network_path', required=True, help='Snapshot with an embedded InfoNoise profile.')
-@click.option('--steps', default='4,6,9,18', show_default=True, help='Comma-separated numbers of σ levels.')
-@click.option('--num', default=1000, show_default=True, type=click.IntRange(min=2), help='Images per grid.')
-@click.option('--seed', default=0, show_default=True, type=click.IntRange(min=0), help='Seed of the latents.')
-@click.option('--reference', default='digits', show_default=True, type=click.Choice(['digits', 'digits-binary']))
-@click.option('--json', 'json_path', default=None, type=click.Path(dir_okay=False), help='Also write JSON here.')
-def main(network_path: str, steps: str, num: int, seed: int, reference: str, json_path: str | None) -> None:
-    """Digit Fréchet distance of EDM's grid and InfoGrid variants at equal NFE."""
+def _mnist(reference: str) -> Callable[[torch.Tensor], float]:
+    from training.metrics.mnist_features import mnist_frechet
+    return lambda images: mnist_frechet(images, reference=reference)
+
+
+BUILTIN_METRICS = {'fd-digits': lambda: _digits('digits'), 'fd-digits-binary': lambda: _digits('digits-binary'),
+                   'fd-mnist': lambda: _mnist('mnist5k'), 'fd-mnist-binary': lambda: _mnist('mnist5k-binary')}
+
+
+def auto_metric(dataset_kwargs: Optional[dict]) -> str:
+    """The domain metric of a snapshot's dataset (its dataset_kwargs name or class)."""
+    kw = dataset_kwargs or {}
+    label = f'{kw.get("name", "")} {kw.get("class_name", "")} {kw.get("path", "")}'.lower()
+    binary = 'binar' in label
+    if 'digits' in label:
+        return 'fd-digits-binary' if binary else 'fd-digits'
+    if 'mnist' in label:
+        return 'fd-mnist-binary' if binary else 'fd-mnist'
+    if 'dna' in label:
+        return 'fd-dna'
+    raise ValueError(f'no domain metric known for the dataset {kw.get("name") or kw.get("class_name")!r}; '
+                     'pass --metric NAME')
+
+
+def resolve_metric(name: str, snapshot: dict) -> tuple[str, Callable[[torch.Tensor], float]]:
+    """(metric name, images -> value); 'auto' reads the snapshot's dataset."""
+    if name == 'auto':
+        name = auto_metric(snapshot.get('dataset_kwargs'))
+    if name in BUILTIN_METRICS:
+        return name, BUILTIN_METRICS[name]()
     try:
-        step_list = [int(s) for s in steps.split(',') if s.strip()]
-    except ValueError:
-        raise click.BadParameter('give whole numbers separated by commas, e.g. 4,6,9,18', param_hint='--steps')
-    if not step_list or min(step_list) < 2:
-        raise click.BadParameter('every step count must be >= 2', param_hint='--steps')
+        from training.metrics import registry
+    except ImportError:
+        registry = None
+    evaluate = getattr(registry, 'evaluate_metric', None)
+    if evaluate is None or name not in getattr(registry, 'METRICS', ()):
+        raise ValueError(f'unknown metric {name!r}; built in: {", ".join(BUILTIN_METRICS)}'
+                         + ('' if evaluate is None else f'; registry: {", ".join(registry.METRICS)}'))
+    dataset_kwargs = snapshot.get('dataset_kwargs')
+    return name, lambda images: float(evaluate(name, images, dataset_kwargs=dataset_kwargs))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Grids and sampling.
+
+def steps_for(solver: str, nfe: int) -> Optional[int]:
+    """N nonzero levels that give exactly `nfe` network evaluations (None when impossible)."""
+    if solver == 'euler':
+        return nfe if nfe >= 2 else None
+    return (nfe + 1) // 2 if nfe % 2 == 1 and nfe >= 3 else None
+
+
+class GridMaker:
+    """Builds the named grids for one network and profile; caches the surrogate and the calibrations."""
+
+    def __init__(self, net: Any, profile: dict, calib_latents: Optional[torch.Tensor],
+                 calib_labels: Optional[torch.Tensor], calib_ref_steps: int, log: Callable[[str], None]):
+        self.net = net                                  # the denoiser (for rounding and calibration)
+        self.profile = profile                          # InfoNoise profile (numpy arrays)
+        self.lo = max(SIGMA_MIN, float(getattr(net, 'sigma_min', 0.0)))
+        self.hi = min(SIGMA_MAX, float(getattr(net, 'sigma_max', math.inf)))
+        self.calib_latents = calib_latents              # latents for infogrid-calibrated (None: off)
+        self.calib_labels = calib_labels                # their class labels
+        self.calib_ref_steps = calib_ref_steps          # levels of the calibration reference
+        self.log = log
+        self._surrogate = None
+        self._calib_reference = None
+        self.calibrations: dict[str, dict[int, dict]] = {}
+
+    def surrogate(self):
+        if self._surrogate is None:
+            self._surrogate = gaussian_surrogate(self.profile, self.lo, self.hi)
+        return self._surrogate
+
+    def calibrated(self, solver: str, num_steps: int) -> torch.Tensor:
+        if self.calib_latents is None:
+            raise ValueError('infogrid-calibrated needs calibration latents (--calibrate N > 0)')
+        kind = 'euler' if solver == 'euler' else 'heun'
+        done = self.calibrations.setdefault(kind, {})
+        if num_steps not in done:
+            if self._calib_reference is None:
+                self._calib_reference = reference_samples(self.net, self.calib_latents, self.calib_labels, self.lo,
+                                                          self.hi, self.calib_ref_steps)
+            result = calibrate_tempered_grid(self.net, self.profile, num_steps, self.calib_latents, self.calib_labels,
+                                             self.lo, self.hi, solver=kind, reference=self._calib_reference,
+                                             ref_steps=self.calib_ref_steps)
+            self.log(f'  calibrated {kind} N={num_steps}: gamma={result.gamma:g} rho={result.rho:g} '
+                     f'(error {result.error:.4g} vs EDM {result.edm_error:.4g}, {result.seconds:.1f} s)')
+            done[num_steps] = result.summary()
+        return torch.tensor(done[num_steps]['sigma_steps'], dtype=torch.float64)
+
+    def __call__(self, name: str, solver: str, num_steps: int) -> torch.Tensor:
+        lo, hi, prof = self.lo, self.hi, self.profile
+        if name == 'edm':
+            return sampler.edm_sigma_steps(num_steps, lo, hi, rho=7, round_sigma=getattr(self.net, 'round_sigma', None))
+        if name == 'infogrid-calibrated':
+            return self.calibrated(solver, num_steps)
+        if name == 'loguniform':
+            grid = loguniform_sigma_steps(num_steps, lo, hi)
+        elif name == 'infogrid-tempered':
+            grid = tempered_sigma_steps(prof, num_steps, lo, hi, gamma=TEMPERED_GAMMA, rho=7.0)
+        elif name == 'infogrid-solver':
+            grid = solver_aware_sigma_steps(prof, num_steps, lo, hi, solver='euler' if solver == 'euler' else 'heun',
+                                            surrogate=self.surrogate())
+        else:
+            measure, floor = {'infogrid-literal': ('literal', 0.0), 'infogrid-entropic': ('entropic', 0.0),
+                              'infogrid-blend': ('literal', 0.5)}[name]
+            grid = infogrid_sigma_steps(prof, num_steps, lo, hi, measure=measure, floor=floor)
+        return rounded(self.net, grid)
+
+
+def make_latents(net: Any, num: int, seed: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """num standard-normal latents (and random one-hot labels for a conditional net) from one seed."""
+    gen = torch.Generator().manual_seed(seed)
+    latents = torch.randn([num, *data_shape(net)], generator=gen)
+    label_dim = int(getattr(net, 'label_dim', 0) or 0)
+    labels = None
+    if label_dim:
+        labels = torch.eye(label_dim)[torch.randint(label_dim, (num,), generator=gen)]
+    return latents, labels
+
+
+def run_sampler(net: Any, latents: torch.Tensor, labels: Optional[torch.Tensor], grid: torch.Tensor, solver: str,
+                seed: int, batch: int) -> torch.Tensor:
+    """Samples (float64, CPU) of one solver on one grid, in batches; sde draws from a seeded generator."""
+    device = next(net.parameters()).device if hasattr(net, 'parameters') else torch.device('cpu')
+    out = []
+    for b0 in range(0, latents.shape[0], batch):
+        lat = latents[b0:b0 + batch].to(device)
+        lab = None if labels is None else labels[b0:b0 + batch].to(device)
+        kwargs: dict[str, Any] = {}
+        if solver == 'sde':
+            gen = torch.Generator(device).manual_seed(seed * 7919 + b0)
+            kwargs = dict(SDE, randn_like=lambda x: torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=gen))
+        with torch.no_grad():
+            x = sampler.heun_sampler(net, lat, grid.to(device), lab, solver='euler' if solver == 'euler' else 'heun',
+                                     **kwargs)
+        out.append(x.cpu())
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The benchmark.
+
+def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, nfe_list, sets: int, num: int,
+                   traj_num: int, ref_steps: int, calibrate: int, calib_ref_steps: int, seed: int, batch: int,
+                   log: Callable[[str], None]) -> dict:
+    """Every (solver, grid, NFE) on `sets` latent sets; returns the JSON-ready record of one snapshot."""
+    began = time.time()
+    net = snapshot['ema']
+    if not snapshot.get('infonoise'):
+        raise ValueError(f'{path} has no InfoNoise profile (train with --sigma-dist infonoise)')
+    profile = infonoise.profile_from_json(dict(snapshot['infonoise']))
+    metric_name, metric = resolve_metric(metric_name, snapshot)
+    calib_latents = calib_labels = None
+    if calibrate > 0 and 'infogrid-calibrated' in grids:
+        calib_latents, calib_labels = make_latents(net, calibrate, seed + 10_007)
+    maker = GridMaker(net, profile, calib_latents, calib_labels, calib_ref_steps, log)
+    latent_sets = [make_latents(net, num, seed + s) for s in range(sets)]
+    references = []
+    if any(s != 'sde' for s in solvers):
+        for s, (lat, lab) in enumerate(latent_sets):
+            log(f'{os.path.basename(path)}: reference run, set {s} ({traj_num} latents, {ref_steps} levels)')
+            references.append(reference_samples(net, lat[:traj_num], None if lab is None else lab[:traj_num],
+                                                maker.lo, maker.hi, ref_steps).cpu())
+    results: dict[str, dict] = {}
+    for solver in solvers:
+        for nfe in nfe_list:
+            n = steps_for(solver, nfe)
+            if n is None:
+                continue
+            for name in grids:
+                grid = maker(name, solver, n)
+                cell = {'num_steps': n, 'sigma_steps': [float(v) for v in grid], 'metric': [], 'traj': []}
+                for s, (lat, lab) in enumerate(latent_sets):
+                    x = run_sampler(net, lat, lab, grid, solver, seed + 100 * s + n, batch)
+                    cell['metric'].append(float(metric(x)))
+                    if solver != 'sde':
+                        cell['traj'].append(trajectory_error(x[:traj_num], references[s]))
+                cell['metric_mean'] = float(np.mean(cell['metric']))
+                cell['traj_mean'] = float(np.mean(cell['traj'])) if cell['traj'] else None
+                results.setdefault(solver, {}).setdefault(name, {})[str(nfe)] = cell
+                log(f'  {solver} NFE {nfe:>3} {name:<20} {metric_name} {cell["metric_mean"]:8.3f}'
+                    + (f'  traj {cell["traj_mean"]:.4g}' if cell['traj'] else ''))
+    return {'metric': metric_name, 'dataset_kwargs': snapshot.get('dataset_kwargs'), 'results': results,
+            'calibration': maker.calibrations, 'sigma_range': [maker.lo, maker.hi],
+            'seconds': round(time.time() - began, 1)}
+
+
+def best_or_tied(per_grid: dict, nfe_keys, key: str, spread_key: Optional[str]) -> dict[str, list[str]]:
+    """Per NFE column, the grids whose mean is within the tie band of the best mean."""
+    out = {}
+    for nfe in nfe_keys:
+        cells = {g: row[nfe] for g, row in per_grid.items() if nfe in row and row[nfe].get(key) is not None}
+        if not cells:
+            continue
+        best = min(c[key] for c in cells.values())
+
+        def band(c):
+            values = c.get(spread_key) or []
+            spread = (max(values) - min(values)) if len(values) > 1 else 0.0
+            return max(spread, TIE_FRACTION * abs(best))
+        out[nfe] = [g for g, c in cells.items() if c[key] - best <= band(c)]
+    return out
+
+
+def markdown(records: dict) -> str:
+    lines = []
+    for path, rec in records.items():
+        lines += [f'## {path}', '', f'Metric: {rec["metric"]} (lower is better); trajectory error = RMS distance per '
+                  'element to the fine reference from the same latents. Bold: best in the column.', '']
+        for solver, per_grid in rec['results'].items():
+            nfe_keys = sorted({k for row in per_grid.values() for k in row}, key=int)
+            measures = (('metric_mean', 'metric', rec['metric']), ('traj_mean', 'traj', 'trajectory error'))
+            for key, spread, title in measures:
+                if all(per_grid[g][k].get(key) is None for g in per_grid for k in per_grid[g]):
+                    continue
+                lines += [f'### {solver}: {title}', '', '| grid | ' + ' | '.join(f'NFE {k}' for k in nfe_keys) + ' |',
+                          '|---|' + '---:|' * len(nfe_keys)]
+                for g, row in per_grid.items():
+                    cells = []
+                    for k in nfe_keys:
+                        v = row.get(k, {}).get(key)
+                        best = min((per_grid[h][k][key] for h in per_grid
+                                    if per_grid[h].get(k, {}).get(key) is not None), default=None)
+                        text = '' if v is None else (f'{v:.3f}' if key == 'metric_mean' else f'{v:.4f}')
+                        cells.append(f'**{text}**' if v is not None and v == best else text)
+                    lines.append(f'| {g} | ' + ' | '.join(cells) + ' |')
+                ties = best_or_tied(per_grid, nfe_keys, key, spread)
+                everywhere = [g for g in per_grid if all(g in ties.get(k, [g]) for k in nfe_keys)]
+                lines += ['', f'Best or tied ({title}, tie = within the set-to-set spread or {TIE_FRACTION:.0%}) at '
+                          f'every NFE: {", ".join(everywhere) or "none"}.', '']
+    return '\n'.join(lines) + '\n'
+
+
+def plot(records: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg', force=True)
+    import matplotlib.pyplot as plt
+    panels = [(p, solver) for p, rec in records.items() for solver in rec['results']]
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 8), squeeze=False)
+    for col, (p, solver) in enumerate(panels):
+        rec = records[p]
+        for row, (key, label) in enumerate((('metric_mean', rec['metric']), ('traj_mean', 'trajectory error'))):
+            ax = axes[row][col]
+            ticks = set()
+            for i, (g, cells) in enumerate(rec['results'][solver].items()):
+                pts = sorted((int(k), c[key]) for k, c in cells.items() if c.get(key) is not None)
+                if pts:
+                    ax.plot(*zip(*pts), marker='o', markersize=3, label=g, color=f'C{i % 10}')
+                    ticks.update(n for n, _ in pts)
+            if not ticks:
+                ax.set_axis_off()
+                continue
+            ax.set_xscale('log')
+            ax.set_yscale('log')
+            ax.set_xticks(sorted(ticks))
+            ax.set_xticklabels([str(t) for t in sorted(ticks)])
+            ax.minorticks_off()
+            ax.set_xlabel('NFE')
+            ax.set_ylabel(label)
+            ax.set_title(f'{os.path.basename(p)} · {solver}', fontsize=9)
+            ax.grid(True, which='both', alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=110)
+    plt.close(fig)
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI.
+
+def _list(kind, choices=None):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        items = [v.strip() for v in value.split(',') if v.strip()]
+        if not items:
+            raise click.BadParameter('the list is empty')
+        if choices is not None:
+            bad = [v for v in items if v not in choices]
+            if bad:
+                raise click.BadParameter(f'unknown name(s) {", ".join(bad)}; choose from {", ".join(choices)}')
+            return tuple(items)
+        try:
+            values = tuple(kind(v) for v in items)
+        except ValueError:
+            raise click.BadParameter('expected a comma-separated list of whole numbers, e.g. 5,7,9') from None
+        if min(values) < 2:
+            raise click.BadParameter('every NFE must be at least 2')
+        return values
+    return parse
+
+
+def demo_snapshot(outdir: str, log: Callable[[str], None]) -> str:
+    """The newest digits-demo snapshot under OUTDIR/train, training one first if there is none."""
+    train_dir = os.path.join(outdir, 'train')
+
+    def newest():
+        found = sorted(glob.glob(os.path.join(train_dir, '*', 'network-snapshot-*.pkl')))
+        return found[-1] if found else None
+    if newest() is None:
+        log(f'No snapshot under {train_dir}: training the digits demo (python train.py --preset digits-demo) ...')
+        done = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--preset', 'digits-demo',
+                               '--outdir', train_dir], cwd=ROOT)
+        if done.returncode != 0 or newest() is None:
+            raise click.ClickException('training the digits demo failed; pass --network SNAPSHOT instead.')
+    return newest()
+
+
+@click.command(epilog=EXAMPLES, context_settings={'show_default': True, 'max_content_width': 110})
+@click.option('--network', 'networks', multiple=True, metavar='PATH', help='Snapshot(s) with an InfoNoise profile.')
+@click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Where the table, JSON and PNG go.')
+@click.option('--quick', is_flag=True, help='Small settings for the digits demo (about 5 minutes on 2 CPU cores).')
+@click.option('--grids', default=','.join(GRID_NAMES), callback=_list(str, GRID_NAMES), help='Grids to compare.')
+@click.option('--solvers', default=None, callback=_list(str, SOLVER_NAMES),
+              help='Solvers  [default: heun,euler; quick: heun]')
+@click.option('--nfe', default=None, callback=_list(int),
+              help='NFEs  [default: 5,7,9,11,13,17,25,35; quick: 5,7,11,17,35]')
+@click.option('--metric', default='auto', help='Domain metric name (auto: from the snapshot dataset).')
+@click.option('--sets', type=click.IntRange(min=1), default=None, help='Latent sets  [default: 2]')
+@click.option('--num', type=click.IntRange(min=2), default=None, help='Latents per set  [default: 500; quick: 100]')
+@click.option('--traj-num', type=click.IntRange(min=1), default=None,
+              help='Latents per set for the trajectory error  [default: 64; quick: 16]')
+@click.option('--ref-steps', type=click.IntRange(min=2), default=256, help='Levels of the reference run.')
+@click.option('--calibrate', type=click.IntRange(min=0), default=None,
+              help='Calibration latents for infogrid-calibrated (0: skip it)  [default: 16; quick: 8]')
+@click.option('--calib-ref-steps', type=click.IntRange(min=2), default=None,
+              help='Levels of the calibration reference  [default: 256; quick: 128]')
+@click.option('--seed', type=click.IntRange(min=0), default=0, help='Seed of the first latent set.')
+@click.option('--batch', type=click.IntRange(min=1), default=500, help='Latents per sampler call.')
+@click.option('--threads', type=click.IntRange(min=1), default=None, help='torch CPU threads  [default: torch\'s]')
+def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_num, ref_steps, calibrate,
+         calib_ref_steps, seed, batch, threads):
+    """Domain metric and trajectory error of every σ grid at equal NFE (EDM's grid, InfoGrid variants)."""
+    preset = QUICK if quick else FULL
+    solvers = solvers or preset['solvers']
+    nfe = nfe or preset['nfe']
+    sets = sets or preset['sets']
+    num = num or preset['num']
+    traj_num = min(traj_num or preset['traj_num'], num)
+    calibrate = preset['calibrate'] if calibrate is None else calibrate
+    calib_ref_steps = calib_ref_steps or preset['calib_ref_steps']
+    if threads:
+        torch.set_num_threads(threads)
+
+    def log(msg: str) -> None:
+        click.echo(msg, err=True)
+
     try:
-        data = network_io.load_network(network_path)
-    except network_io.NetworkLoadError as exc:
-        raise click.ClickException(str(exc))
-    if not data.get('infonoise'):
-        raise click.ClickException(f'{network_path} has no InfoNoise profile (train with --sigma-dist infonoise).')
-    net, profile = data['ema'], infonoise.profile_from_json(data['infonoise'])
-    shape = [num, net.img_channels, net.img_resolution, net.img_resolution]
-    latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    results = {}
-    for n in step_list:
-        for name in GRIDS:
-            with torch.no_grad():
-                images = sampler.heun_sampler(net, latents, sigma_grid(name, net, profile, n))
-            results.setdefault(name, {})[n] = digit_frechet(images, reference=reference)
-    click.echo(f'Digit Fréchet distance (lower is better), {num} images, NFE = 2N - 1\n')
-    click.echo('| grid | ' + ' | '.join(f'N={n} (NFE {2 * n - 1})' for n in step_list) + ' |')
-    click.echo('|---|' + '---:|' * len(step_list))
-    for name, row in results.items():
-        click.echo(f'| {name} | ' + ' | '.join(f'{row[n]:.2f}' for n in step_list) + ' |')
-    if json_path:
-        with atomic_write(json_path) as f:
-            f.write(json.dumps(dict(network=network_path, num=num, seed=seed, results=results), indent=1).encode())
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f'cannot create {outdir}: {exc.strerror or exc}', param_hint='--outdir')
+    if not networks:
+        if not quick:
+            raise click.UsageError('give --network SNAPSHOT (or --quick, which trains or reuses the digits demo).')
+        networks = (demo_snapshot(outdir, log),)
+    records = {}
+    began = time.time()
+    for path in networks:
+        try:
+            snapshot = network_io.load_network(path)
+            records[path] = bench_snapshot(path, snapshot, metric, grids, solvers, nfe, sets, num, traj_num,
+                                           ref_steps, calibrate, calib_ref_steps, seed, batch, log)
+        except ValueError as exc:          # NetworkLoadError, no profile, unknown metric
+            raise click.ClickException(str(exc).rstrip('.') + '.') from None
+    settings = dict(grids=list(grids), solvers=list(solvers), nfe=list(nfe), sets=sets, num=num, traj_num=traj_num,
+                    ref_steps=ref_steps, calibrate=calibrate, calib_ref_steps=calib_ref_steps, seed=seed,
+                    quick=quick, threads=torch.get_num_threads(), tempered_gamma=TEMPERED_GAMMA, sde=SDE,
+                    seconds=round(time.time() - began, 1))
+    table = markdown(records)
+    with atomic_write(os.path.join(outdir, 'bench_infogrid.json')) as f:
+        f.write(json.dumps(dict(settings=settings, snapshots=records), indent=1).encode())
+    with atomic_write(os.path.join(outdir, 'bench_infogrid.md')) as f:
+        f.write(table.encode())
+    try:
+        plot(records, os.path.join(outdir, 'bench_infogrid.png'))
+    except ImportError:
+        log('matplotlib is not installed (pip install .[plot]): no PNG written.')
+    click.echo(table)
+    click.echo(f'Wrote {outdir}/bench_infogrid.{{md,json,png}} in {settings["seconds"]:.0f} s.')
 
 
 if __name__ == '__main__':

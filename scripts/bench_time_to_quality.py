@@ -43,14 +43,10 @@ from typing import Any
 import click
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-# Run as a script, Python puts scripts/ first on sys.path, where scripts/profile.py would shadow the standard
-# library's `profile` (imported by torch.optim via cProfile); the repository root goes there instead.
-sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or os.curdir) not in (HERE, ROOT)]
+from dnnlib.util import atomic_write
+from scripts import report
 
-from dnnlib.util import atomic_write  # noqa: E402
-from scripts import report  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root (train.py's folder)
 
 PRESET = 'digits-demo'
 METRIC = 'digit Fréchet'
@@ -123,7 +119,8 @@ def sample_images(net: torch.nn.Module, num_images: int, steps: int, device: tor
     """num_images samples (float64, network range) from fixed latents with EDM's deterministic Heun sampler."""
     from training.sampler import edm_sampler
     gen = torch.Generator().manual_seed(EVAL_SEED)
-    latents = torch.randn([num_images, net.img_channels, net.img_resolution, net.img_resolution], generator=gen)
+    from training.networks import data_shape
+    latents = torch.randn([num_images, *data_shape(net)], generator=gen)
     out = []
     with torch.no_grad():
         for chunk in latents.split(batch):
@@ -166,13 +163,13 @@ def machine_info(device: torch.device) -> dict:
 @click.command(context_settings=dict(show_default=True, max_content_width=110), epilog="""\b
 Examples:
   # Check that everything works (1 seed, 2 kimg per run; about 2-3 minutes on 2 CPU cores)
-  python scripts/bench_time_to_quality.py --quick
+  python -m scripts.bench_time_to_quality --quick
 \b
   # Full benchmark on a GPU machine, keeping the runs, with a JSON record
-  python scripts/bench_time_to_quality.py --device cuda --workdir runs/ttq --json ttq.json
+  python -m scripts.bench_time_to_quality --device cuda --workdir runs/ttq --json ttq.json
 \b
   # Only the binarised setting, with the optional log-normal w = 1 baseline, 5 seeds
-  python scripts/bench_time_to_quality.py --settings binary --methods loguniform,edm,lognormal-w1,infonoise \\
+  python -m scripts.bench_time_to_quality --settings binary --methods loguniform,edm,lognormal-w1,infonoise \\
       --seeds 5""")
 @click.option('--quick', is_flag=True, help='Tiny budget to check the pipeline: 1 seed, 2 kimg per run, '
                                          'evaluation every kimg with 256 images (explicit options still win).')

@@ -21,8 +21,8 @@ def _noisy_start(oracle, n, sigma_max, seed):
     return oracle.sample(n, generator=g) + sigma_max * torch.randn(n, oracle.dim, dtype=torch.float64, generator=g)
 
 
-def _grid(name, n, gm, sigma_max, profile=None):
-    return bench.make_grid(name, n, sigma_max, gm.dim, gm.mu_norm, profile, 3.0, 1.0)
+def _grid(name, n, gm, sigma_max, profile=None, calibrator=None):
+    return bench.make_grid(name, n, sigma_max, gm.dim, gm.mu_norm, profile, 3.0, 1.0, calibrator=calibrator)
 
 
 @pytest.mark.parametrize('name,num_steps', [('edm', 8), ('vp-dilated', 7), ('ve-const', 5), ('loguniform', 2)])
@@ -31,7 +31,7 @@ def test_full_d_sampler_equals_reduced_per_sample(name, num_steps):
     sigma_max = 10 * gm.mu_norm
     grid = _grid(name, num_steps, gm, sigma_max)
     x_start = _noisy_start(gm, 64, sigma_max, seed=1)
-    full = bench.heun_integrate(gm.denoise, x_start, grid)
+    full = bench.sample_exact(gm, x_start, grid)
     mu_hat = gm.mu_hat()
     y_final, factor = bench.gm_reduced_heun(gm, x_start @ mu_hat, grid)
     assert torch.allclose(full @ mu_hat, y_final, rtol=1e-10, atol=1e-10)
@@ -40,15 +40,33 @@ def test_full_d_sampler_equals_reduced_per_sample(name, num_steps):
     assert torch.allclose(perp_final, factor * perp_start, rtol=1e-10, atol=1e-10)
 
 
-def test_integrator_matches_training_heun_sampler():
-    sampler = pytest.importorskip('training.sampler')
+def test_exact_sampling_is_edm_heun_by_hand():
+    """Two Heun steps and the closing Euler step written out by hand with the exact denoiser."""
     gm = GaussianMixture(5, p=0.8)
+    grid = torch.tensor([30.0, 2.0, 0.1, 0.0], dtype=torch.float64)
+    x = _noisy_start(gm, 16, 30.0, seed=2)
+    ours = bench.sample_exact(gm, x, grid)
+    for t_cur, t_next in ((30.0, 2.0), (2.0, 0.1)):
+        d_cur = (x - gm.denoise(x, t_cur)) / t_cur
+        x_eul = x + (t_next - t_cur) * d_cur
+        x = x + (t_next - t_cur) * 0.5 * (d_cur + (x_eul - gm.denoise(x_eul, t_next)) / t_next)
+    x = x + (0.0 - 0.1) * (x - gm.denoise(x, 0.1)) / 0.1
+    assert torch.allclose(ours, x, rtol=1e-10, atol=1e-10)
+
+
+def test_reduced_state_trajectory_error_equals_full_d():
+    """ReducedGMNet on [y, |x_perp|] gives exactly the full-d distance between two runs' end points."""
+    gm = GaussianMixture(20, p=0.7)
     sigma_max = 10 * gm.mu_norm
-    grid = _grid('vp-const', 9, gm, sigma_max)
-    x_start = _noisy_start(gm, 32, sigma_max, seed=2)
-    ours = bench.heun_integrate(gm.denoise, x_start, grid)
-    theirs = sampler.heun_sampler(lambda x, sigma, labels: gm.denoise(x, sigma), x_start / sigma_max, grid)
-    assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-10)
+    x_start = _noisy_start(gm, 32, sigma_max, seed=6)
+    mu_hat = gm.mu_hat()
+    y = x_start @ mu_hat
+    reduced = torch.stack([y, (x_start - y[:, None] * mu_hat).norm(dim=1)], 1)
+    coarse, fine = _grid('edm', 4, gm, sigma_max), _grid('edm', 64, gm, sigma_max)
+    full_err = (bench.sample_exact(gm, x_start, coarse) - bench.sample_exact(gm, x_start, fine)).norm(dim=1)
+    net = bench.ReducedGMNet(gm)
+    red = bench._deterministic(net, reduced, coarse) - bench._deterministic(net, reduced, fine)
+    assert torch.allclose(red.norm(dim=1), full_err, rtol=1e-9)
 
 
 @pytest.mark.parametrize('name', bench.GRID_NAMES)
@@ -57,7 +75,11 @@ def test_grid_layout(name, num_steps):
     gm = GaussianMixture(100)
     sigma_max = 10 * gm.mu_norm
     profile = bench.oracle_profile(gm.rate, bench.SIGMA_MIN, sigma_max)
-    grid = _grid(name, num_steps, gm, sigma_max, profile)
+    calibrator = None
+    if name == 'infogrid-calibrated':
+        start = bench.gm_reduced_start(gm, 8, sigma_max, _gen(7))
+        calibrator = bench.calibrator_for(bench.ReducedGMNet(gm), profile, start, sigma_max)
+    grid = _grid(name, num_steps, gm, sigma_max, profile, calibrator)
     assert grid.dtype == torch.float64 and grid.shape == (num_steps + 1,)
     assert grid[0].item() == pytest.approx(sigma_max, rel=1e-12)
     assert grid[-2].item() == pytest.approx(bench.SIGMA_MIN, rel=1e-9)
@@ -131,8 +153,8 @@ def test_wasserstein_and_cw_metrics():
     b = 0.3 + 2 * torch.randn(500, generator=g, dtype=torch.float64)
     assert bench.wasserstein1(a, b) == pytest.approx(stats.wasserstein_distance(a.numpy(), b.numpy()), rel=1e-12)
     cw = CurieWeiss(50)
-    mag = bench.heun_integrate(cw.denoise, _noisy_start(cw, 200, 10 * cw.m * math.sqrt(50), seed=5),
-                               bench.edm_sigma_steps(32, bench.SIGMA_MIN, 10 * cw.m * math.sqrt(50))).mean(1)
+    mag = bench.sample_exact(cw, _noisy_start(cw, 200, 10 * cw.m * math.sqrt(50), seed=5),
+                             bench.edm_sigma_steps(32, bench.SIGMA_MIN, 10 * cw.m * math.sqrt(50))).mean(1)
     same = bench.cw_metrics(cw, mag, mag)
     assert same['flip_rate'] == 0 and same['w1'] == 0 and same['w1_abs_rel'] == 0
     assert same['phase_error'] == pytest.approx(abs((mag > 0).double().mean().item() - cw.pi_plus))

@@ -13,9 +13,11 @@ import torch
 from dnnlib.util import construct_class_by_name
 from training.dataset import (DigitsDataset, ImageFolderDataset, dataset_kwargs_from_spec, load_digits_uint8,
                               open_dataset)
-from training.dataset_discrete import BinarizedDataset, DNADataset, encode_dna, fold_dna, unfold_dna
+from training.dataset_discrete import BinarizedDataset, DNADataset, decode_dna, encode_dna, one_hot_dna
 
-DNA_REAL = '/work/shared/data/dna/K562_ENCLB843GMH.txt'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DNA_EXCERPT = os.path.join(ROOT, 'tests', 'data', 'dna_excerpt.tsv')   # 60 real rows, see tests/data/README.md
+DNA_REAL = os.path.join(ROOT, '..', 'shared', 'data', 'dna')             # the full tables, where present
 
 
 def _png_bytes(hwc):
@@ -294,100 +296,150 @@ def _random_seqs(n, length, seed):
     return [''.join(rng.choice(list('ACGT'), size=length)) for _ in range(n)]
 
 
-def _write_per_cell(path, seqs, tag, splits):
-    lines = ['\t'.join(PER_CELL_HEADER)]
+def _write_per_cell(path, seqs, tag, splits, header=PER_CELL_HEADER):
+    lines = ['\t'.join(header)]
     for i, (s, sp) in enumerate(zip(seqs, splits)):
         row = [f'chr1_{i}', 'chr1', str(i), str(i + 200), '200', str(i + 100), '5', '3.7', '15', '0.56', s,
                '0', '0', '1', '0', tag, '4', '0', sp]
-        lines.append('\t'.join(row))
+        lines.append('\t'.join(row[:len(header)]))
     open(path, 'w').write('\n'.join(lines) + '\n')
 
 
-def test_dna_per_cell_layout_fold_layout_and_labels(tmp_path):
-    seqs = _random_seqs(5, 20, seed=0)
-    seqs[1] = seqs[1].lower()          # soft-masked bases are valid
-    seqs[3] = seqs[3][:10] + 'N' + seqs[3][11:]  # skipped, as DNA-Diffusion does
-    splits = ['training', 'training', 'test', 'training', 'validation']
+def _excerpt_rows():
+    """The excerpt parsed independently of the loader: (sequence, TAG, data_label) in file order."""
+    with open(DNA_EXCERPT) as f:
+        header = f.readline().rstrip('\n').split('\t')
+        rows = [line.rstrip('\n').split('\t') for line in f if line.strip()]
+    col = {name: header.index(name) for name in ('sequence', 'TAG', 'data_label')}
+    return [(r[col['sequence']], r[col['TAG']], r[col['data_label']]) for r in rows]
+
+
+def test_dna_excerpt_items_labels_and_splits():
+    rows = _excerpt_rows()
+    ds = DNADataset(DNA_EXCERPT, use_labels=True)
+    assert ds.endpoint == 'discrete' and ds.image_shape == [4, 200] and ds.resolution == 200
+    assert ds.cell_types == ['HepG2_ENCLB029COU', 'K562_ENCLB843GMH'] and ds.label_dim == 2
+    training = [(s, t) for s, t, split in rows if split == 'training']
+    assert len(ds) == len(training) == 40 and ds.num_skipped == 0
+    for i, (seq, tag) in enumerate(training):
+        x, label = ds[i]
+        assert x.dtype == np.uint8 and x.shape == (4, 200)
+        want = np.array([[255 if seq[pos] == base else 0 for pos in range(200)] for base in 'ACGT'])
+        assert np.array_equal(x, want)
+        assert label.tolist() == [float(tag == 'HepG2_ENCLB029COU'), float(tag == 'K562_ENCLB843GMH')]
+    x = ds[0][0].astype(np.float32) / 127.5 - 1          # the training loop's mapping gives exact +-1
+    assert set(np.unique(x)) == {-1.0, 1.0} and (x.sum(axis=0) == -2).all()
+    assert ds.sequences() == [s for s, _ in training] and ds.item_cell_types() == [t for _, t in training]
+    for split in ('validation', 'test'):
+        part = DNADataset(DNA_EXCERPT, split=split, use_labels=True)
+        assert part.sequences() == [s for s, _, sp in rows if sp == split] and part.label_dim == 2
+    assert len(DNADataset(DNA_EXCERPT, split=None)) == 60
+    # dataset_kwargs reopen the same data and carry the class names.
+    kwargs = ds.dataset_kwargs
+    assert kwargs['cell_types'] == ds.cell_types
+    again = construct_class_by_name(**kwargs)
+    assert again.sequences() == ds.sequences() and again.label_dim == 2
+
+
+def test_dna_folder_spec_and_cell_type_filter(tmp_path):
+    folder = tmp_path / 'tables'
+    folder.mkdir()
+    (folder / 'excerpt.tsv').write_text(open(DNA_EXCERPT).read())
+    (folder / 'README.md').write_text('not a table\n')
+    ds = open_dataset('dna:' + str(folder), use_labels=True)
+    assert isinstance(ds, DNADataset) and len(ds) == 40 and ds.name == 'tables'
+    k562 = DNADataset(str(folder), cell_type='K562', use_labels=True)
+    assert len(k562) == 20 and k562.label_dim == 2
+    assert all(k562[i][1].tolist() == [0.0, 1.0] for i in range(len(k562)))
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(ValueError, match='no DNA tables'):
+        DNADataset(str(empty))
+
+
+def test_dna_padding_lowercase_n_rows_and_fixed_cell_types(tmp_path):
+    seqs = ['ACGTACGTAC', 'acgtt', 'ACNTA', 'GGGGGGGGGG']
     path = str(tmp_path / 'K562_X.txt')
-    _write_per_cell(path, seqs, 'K562_X', splits)
-    ds = DNADataset(path, seq_len=20, fold=5, use_labels=True)
-    assert ds.endpoint == 'discrete' and ds.image_shape == [4, 5, 5] and ds.resolution == 5
-    assert len(ds) == 2 and ds.num_skipped == 1 and ds.cell_types == ['K562_X'] and ds.label_dim == 1
-    for i, s in zip(range(2), [seqs[0], seqs[1].upper()]):
-        img, lab = ds[i]
-        assert img.dtype == np.uint8 and lab.tolist() == [1.0]
-        for pos in range(25):  # independent check of the documented layout
-            r, c = divmod(pos, 5)
-            want = [255 * (pos < 20 and s[pos] == b) for b in 'ACGT']
-            assert img[:, r, c].tolist() == want
-        assert unfold_dna(img) == [s]
-        assert unfold_dna(img.astype(np.float32) / 127.5 - 1) == [s]
-    assert len(DNADataset(path, seq_len=20, fold=5, split=None)) == 4
-    assert len(DNADataset(path, seq_len=20, fold=5, split='val')) == 1
-    assert ds.sequences() == [seqs[0], seqs[1].upper()]
+    _write_per_cell(path, seqs, 'K562_X', ['training'] * 4)
+    ds = DNADataset(path, seq_len=10, use_labels=True, cell_types=['HepG2_Y', 'K562_X'])
+    assert len(ds) == 3 and ds.num_skipped == 1            # the row with N is skipped, as DNA-Diffusion does
+    assert ds.label_dim == 2 and all(ds[i][1].tolist() == [0.0, 1.0] for i in range(3))
+    short = ds[1][0]
+    assert short[:, :5].sum(axis=0).tolist() == [255] * 5 and not short[:, 5:].any()   # padding: no base
+    assert decode_dna(short[:, :5]) == ['ACGTT'] and ds.sequences()[1] == 'ACGTT'
+    with pytest.raises(ValueError, match='not among cell_types'):
+        DNADataset(path, seq_len=10, cell_types=['HepG2_Y'])
 
 
 def test_dna_four_cell_layout_and_chromosome_split(tmp_path):
     seqs = _random_seqs(8, 12, seed=1)
     types = ['K562_A', 'HepG2_B', 'GM12878_C', 'hESCT0_D'] * 2
-    tags = ['training'] * 6 + ['test', 'validation']
+    tags = ['train'] * 6 + ['test', 'validation']
     header = 'chrom\tstart\tend\tID\tCELL_TYPE\tSEQUENCE\tTAG'
     rows = [f'chr3\t0\t12\tid{i}\t{t}\t{s}\t{g}' for i, (s, t, g) in enumerate(zip(seqs, types, tags))]
     path = str(tmp_path / 'four.txt')
     open(path, 'w').write('\n'.join([header] + rows) + '\n')
-    ds = DNADataset(path, seq_len=12, fold=4, use_labels=True)
+    ds = DNADataset(path, seq_len=12, use_labels=True)
     assert ds.cell_types == sorted(set(types)) and ds.label_dim == 4 and len(ds) == 6
     for i in range(6):
         assert ds.cell_types[int(ds[i][1].argmax())] == types[i]
-        assert unfold_dna(ds[i][0]) == [seqs[i]]
-    k562 = DNADataset(path, seq_len=12, fold=4, cell_type='K562', use_labels=True, split=None)
-    k = ds.cell_types.index('K562_A')
-    assert len(k562) == 2 and k562.label_dim == 4 and all(k562[i][1][k] == 1 for i in range(2))
-    # TAG without split names: DNA-Diffusion's chromosome rule (chr1 validation, chr2 test, others training).
+        assert decode_dna(ds[i][0]) == [seqs[i]]
+    assert DNADataset(path, seq_len=12, split='test').sequences() == [seqs[6]]
+    # TAG without split names: DNA-Diffusion's chromosome rule (chr1 test, chr2 validation, others training).
     chroms = ['chr1', 'chr2', 'chr3', 'chr4', 'chr1', 'chr5', 'chr2', 'chrX']
     rows = [f'{c}\t0\t12\tid{i}\t{t}\t{s}\t{t}' for i, (s, t, c) in enumerate(zip(seqs, types, chroms))]
     open(path, 'w').write('\n'.join([header] + rows) + '\n')
-    assert len(DNADataset(path, seq_len=12, fold=4, split='validation')) == 2
-    assert len(DNADataset(path, seq_len=12, fold=4, split='test')) == 2
-    assert len(DNADataset(path, seq_len=12, fold=4, split='training')) == 4
+    assert DNADataset(path, seq_len=12, split='test').sequences() == [seqs[0], seqs[4]]
+    assert DNADataset(path, seq_len=12, split='validation').sequences() == [seqs[1], seqs[6]]
+    assert len(DNADataset(path, seq_len=12, split='training')) == 4
 
 
-def test_dna_fold_unfold_round_trip_varied_lengths():
+def test_one_hot_decode_round_trip():
     rng = np.random.default_rng(5)
-    seqs = [''.join(rng.choice(list('ACGT'), size=n)) for n in (200, 1, 57, 199, 256)]
-    images = fold_dna(seqs, fold=16)
-    assert images.shape == (5, 4, 16, 16) and set(np.unique(images)) <= {0, 255}
-    assert unfold_dna(images) == seqs
-    x = torch.from_numpy(images).float() / 127.5 - 1
+    seqs = [''.join(rng.choice(list('ACGT'), size=200)) for _ in range(5)]
+    onehot = one_hot_dna(seqs, 200)
+    assert onehot.shape == (5, 4, 200) and set(np.unique(onehot)) == {0, 255}
+    assert decode_dna(onehot) == seqs
+    x = torch.from_numpy(onehot).float() / 127.5 - 1
     noisy = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    assert unfold_dna(noisy, seq_len=200)[0] == seqs[0]
+    assert decode_dna(noisy) == seqs                      # argmax survives noise well below the +-1 gap
     assert encode_dna(['AC', 'gT', 'AN']).tolist() == [[0, 1], [2, 3], [0, 5]]
     with pytest.raises(ValueError):
-        fold_dna(['A' * 17], fold=4)
+        one_hot_dna(['ACNT'])
     with pytest.raises(ValueError):
-        fold_dna(['ACNT'], fold=2)
+        decode_dna(np.zeros([2, 3, 10]))
 
 
 def test_dna_errors(tmp_path):
     path = str(tmp_path / 'K562_X.txt')
     _write_per_cell(path, _random_seqs(2, 20, seed=2), 'K562_X', ['training'] * 2)
-    for kwargs in (dict(fold=4), dict(xflip=True), dict(cell_type='HepG2'), dict(split='dev'),
-                   dict(seq_len=10, fold=4), dict(resolution=32)):
+    for kwargs in (dict(xflip=True), dict(cell_type='HepG2'), dict(split='dev'), dict(seq_len=10),
+                   dict(resolution=32)):
         with pytest.raises(ValueError):
-            DNADataset(path, **kwargs)
+            DNADataset(path, seq_len=kwargs.pop('seq_len', 20), **kwargs)
     with pytest.raises(FileNotFoundError):
         DNADataset(str(tmp_path / 'missing.txt'))
-    spec_ds = open_dataset('dna:' + path, split=None)
+    # Unknown layouts and letters: one sentence naming the file.
+    no_seq = str(tmp_path / 'noseq.txt')
+    _write_per_cell(no_seq, _random_seqs(2, 20, seed=3), 'K562_X', ['training'] * 2,
+                    header=[h if h != 'sequence' else 'seq' for h in PER_CELL_HEADER])
+    no_type = str(tmp_path / 'notype.txt')
+    _write_per_cell(no_type, _random_seqs(2, 20, seed=3), 'K562_X', ['training'] * 2,
+                    header=[h if h != 'TAG' else 'label' for h in PER_CELL_HEADER])
+    bad_letter = str(tmp_path / 'letters.txt')
+    _write_per_cell(bad_letter, ['ACGT' * 5, 'ACGX' * 5], 'K562_X', ['training'] * 2)
+    for bad, phrase in ((no_seq, 'no sequence column'), (no_type, 'no cell-type column'), (bad_letter, "'X'")):
+        with pytest.raises(ValueError, match=phrase) as info:
+            DNADataset(bad, seq_len=20)
+        assert bad in str(info.value) and str(info.value).count('. ') == 0
+    spec_ds = open_dataset('dna:' + path, split=None, seq_len=20)
     assert isinstance(spec_ds, DNADataset) and len(spec_ds) == 2
-    assert construct_class_by_name(**spec_ds.dataset_kwargs).sequences() == spec_ds.sequences()
 
 
-@pytest.mark.skipif(not os.path.isfile(DNA_REAL), reason='DNA-Diffusion K562 table not present')
-def test_dna_real_k562_table():
-    ds = DNADataset(DNA_REAL)
-    assert len(ds) == 9769 and ds.image_shape == [4, 16, 16] and ds.num_skipped == 0
-    with open(DNA_REAL) as f:
-        header = f.readline().rstrip('\n').split('\t')
-        first_training = next(r for r in (line.rstrip('\n').split('\t') for line in f)
-                              if r[header.index('data_label')] == 'training')
-    assert unfold_dna(ds[0][0]) == [first_training[header.index('sequence')]]
+@pytest.mark.skipif(not os.path.isdir(DNA_REAL), reason='the DNA-Diffusion tables (../shared/data/dna) are absent')
+def test_dna_real_tables_folder():
+    ds = DNADataset(DNA_REAL, use_labels=True)
+    assert len(ds) == 9769 + 9833 and ds.num_skipped == 0 and ds.label_dim == 2   # training rows of both tables
+    rows = _excerpt_rows()                  # the excerpt's first rows are the tables' first training rows
+    hepg2_first = next(s for s, t, sp in rows if t.startswith('HepG2') and sp == 'training')
+    assert ds.sequences()[0] == hepg2_first and ds.item_cell_types()[0] == 'HepG2_ENCLB029COU'

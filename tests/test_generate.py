@@ -179,7 +179,7 @@ def test_edm_grid_out(snapshot, tmp_path):
 def test_infogrid_without_profile_fails_clearly(tmp_path):
     bare = write_snapshot(tmp_path / 'bare.pkl', tiny_net())
     r = run(['--network', bare, '--outdir', tmp_path / 'o', '--seeds', '0', '--infogrid'])
-    assert_clean_error(r, 'no InfoNoise profile', 'scripts/profile.py')
+    assert_clean_error(r, 'no InfoNoise profile', 'scripts.measure_profile')
     assert not os.path.exists(tmp_path / 'o')
 
 
@@ -267,3 +267,110 @@ def test_cuda_batch_size_does_not_change_images(snapshot, tmp_path):
     assert names1 == names4 and len(names1) == 6
     for a, b in zip(imgs1, imgs4):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1   # cuDNN may pick batch-dependent kernels
+
+
+# ------------------------------------------------------------------------------------------------
+# --sigmas (a user σ list), --verbose, and the InfoGrid constructions of issue 10.
+
+def test_sigmas_list_is_used_as_given_and_printed(snapshot, tmp_path):
+    r = run(['--network', snapshot, '--outdir', tmp_path / 'o', '--seeds', '0-1', '--sigmas', '80,10,1,0.1,0.002',
+             '--grid-out', tmp_path / 'g.json', '--verbose'])
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / 'g.json').read_text())
+    assert record['grid'] == 'user' and record['num_steps'] == 5
+    assert record['sigma_steps'] == [80.0, 10.0, 1.0, 0.1, 0.002, 0.0]
+    assert 'σ levels: 80, 10, 1, 0.1, 0.002, 0' in r.output and 'grid=user' in r.output
+    grid = torch.tensor(record['sigma_steps'], dtype=torch.float64)
+    np.testing.assert_array_equal(np.stack(read_pngs(tmp_path / 'o')[1]), expected_uint8(tiny_net(), [0, 1], grid))
+    # Matching --steps is accepted; Euler and churn apply to the user list too.
+    r = run(['--network', snapshot, '--outdir', tmp_path / 'e', '--seeds', '0', '--sigmas', '80,1,0', '--steps', 2,
+             '--solver', 'euler', '--S_churn', 1])
+    assert r.exit_code == 0, r.output
+    expected = expected_uint8(tiny_net(), [0], torch.tensor([80.0, 1.0, 0.0], dtype=torch.float64), solver='euler',
+                              S_churn=1)
+    np.testing.assert_array_equal(np.stack(read_pngs(tmp_path / 'e')[1]), expected)
+
+
+def test_sigmas_from_files(snapshot, tmp_path):
+    (tmp_path / 's.json').write_text('[40, 4, 0.4, 0.004]')
+    (tmp_path / 's.txt').write_text('# my grid\n40\n4\n\n0.4\n0.004\n0\n')
+    for name in ('s.json', 's.txt'):
+        r = run(['--network', snapshot, '--outdir', tmp_path / ('out-' + name), '--seeds', '0',
+                 '--sigmas', tmp_path / name, '--grid-out', tmp_path / (name + '.grid')])
+        assert r.exit_code == 0, r.output
+        assert json.loads((tmp_path / (name + '.grid')).read_text())['sigma_steps'] == [40, 4, 0.4, 0.004, 0]
+
+
+@pytest.mark.parametrize('value,phrase', [
+    ('80,10,10', 'strictly decreasing'), ('1,10', 'strictly decreasing'), ('80,-1', 'finite number > 0'),
+    ('80,nan,1', 'finite number > 0'), ('abc', 'neither a comma-separated list'), ('0', 'at least one positive'),
+    ('missing.json', 'neither a comma-separated list'), ('80,0,0', 'finite number > 0'),
+])
+def test_bad_sigma_lists_fail_with_one_sentence(snapshot, tmp_path, value, phrase):
+    assert_clean_error(run(['--network', snapshot, '--outdir', tmp_path / 'o', '--sigmas', value]), '--sigmas', phrase)
+    assert not os.path.exists(tmp_path / 'o')
+
+
+@pytest.mark.parametrize('extra,phrase', [
+    (['--infogrid'], '--infogrid'), (['--rho', 5], '--rho'), (['--disc', 'vp'], '--disc'),
+    (['--sigma_max', 50], '--sigma_max'), (['--infogrid-method', 'tempered'], '--infogrid-method'),
+    (['--steps', 2], 'disagrees'),
+])
+def test_sigmas_excludes_other_grids(snapshot, tmp_path, extra, phrase):
+    assert_clean_error(run(['--network', snapshot, '--outdir', tmp_path / 'o', '--sigmas', '80,1,0.01', *extra]),
+                       phrase)
+
+
+def test_verbose_prints_the_default_edm_grid(snapshot, tmp_path):
+    r = run(['--network', snapshot, '--outdir', tmp_path / 'o', '--seeds', '0', '--steps', 4, '--verbose'])
+    assert r.exit_code == 0, r.output
+    assert 'grid=edm' in r.output and 'rho=7' in r.output
+    levels = [ln for ln in r.output.splitlines() if ln.startswith('σ levels: ')]
+    assert len(levels) == 1
+    printed = [float(v) for v in levels[0].split(': ')[1].split(', ')]
+    np.testing.assert_allclose(printed, samplers.edm_sigma_steps(4, 0.002, 80, 7).numpy(), rtol=1e-5)
+
+
+def test_infogrid_methods_tempered_and_solver_aware(snapshot, tmp_path):
+    from infonoise.infogrid import solver_aware_sigma_steps, tempered_sigma_steps
+    r = run(['--network', snapshot, '--outdir', tmp_path / 't', '--seeds', '0', '--steps', 6, '--infogrid',
+             '--infogrid-method', 'tempered', '--infogrid-gamma', 0.25, '--rho', 5, '--grid-out', tmp_path / 't.json'])
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / 't.json').read_text())
+    assert record['method'] == 'tempered' and record['gamma'] == 0.25 and record['rho'] == 5
+    expected = tempered_sigma_steps(closed_form_profile(), 6, 0.002, 80, gamma=0.25, rho=5)
+    np.testing.assert_allclose(record['sigma_steps'], expected.numpy(), rtol=1e-12)
+    r = run(['--network', snapshot, '--outdir', tmp_path / 's', '--seeds', '0', '--steps', 5, '--infogrid',
+             '--infogrid-method', 'solver-aware', '--solver', 'euler', '--grid-out', tmp_path / 's.json'])
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / 's.json').read_text())
+    assert record['method'] == 'solver-aware' and record['solver'] == 'euler'
+    expected = solver_aware_sigma_steps(closed_form_profile(), 5, 0.002, 80, solver='euler')
+    np.testing.assert_allclose(record['sigma_steps'], expected.numpy(), rtol=1e-12)
+
+
+def test_infogrid_calibrate_picks_a_tempered_grid(snapshot, tmp_path):
+    from infonoise.infogrid import tempered_sigma_steps
+    r = run(['--network', snapshot, '--outdir', tmp_path / 'c', '--seeds', '0', '--steps', 3, '--infogrid',
+             '--infogrid-calibrate', 3, '--grid-out', tmp_path / 'c.json', '--verbose'])
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / 'c.json').read_text())
+    assert record['method'] == 'tempered' and record['calibration']['num_latents'] == 3
+    assert record['calibration']['error'] <= record['calibration']['edm_error']
+    tried = {(c['gamma'], c['rho']) for c in record['calibration']['candidates']}
+    assert (record['gamma'], record['rho']) in tried and (0.0, 7.0) in tried
+    expected = tempered_sigma_steps(closed_form_profile(), 3, 0.002, 80, gamma=record['gamma'], rho=record['rho'])
+    np.testing.assert_allclose(record['sigma_steps'], expected.numpy(), rtol=1e-12)
+    assert 'method=tempered' in r.output
+
+
+@pytest.mark.parametrize('args,phrase', [
+    (['--infogrid-gamma', 0.3], 'only applies together with --infogrid'),
+    (['--infogrid-calibrate', 4], 'only applies together with --infogrid'),
+    (['--infogrid', '--infogrid-method', 'eq19', '--infogrid-calibrate', 4], 'tempered'),
+    (['--infogrid', '--infogrid-method', 'tempered', '--infogrid-floor', 0.3], 'eq19 only'),
+    (['--infogrid', '--infogrid-gamma', 0.3], 'tempered only'),
+    (['--infogrid', '--infogrid-calibrate', 4, '--rho', 3], 'chooses γ and ρ'),
+])
+def test_bad_infogrid_method_combinations(snapshot, tmp_path, args, phrase):
+    assert_clean_error(run(['--network', snapshot, '--outdir', tmp_path / 'o', *args]), phrase)

@@ -354,3 +354,63 @@ def test_sample_and_observe_do_not_synchronise_on_cuda():
     cpu = make(warmup_steps=0, refresh_every=1, min_count=1, buffer_size=64)
     cpu.load_state_dict(s.state_dict())
     assert cpu.profile()['counts'].sum() == s.profile()['counts'].sum()
+
+
+@pytest.mark.parametrize('floor', [1e-6, 1e-4, 0.01, 0.3])
+def test_small_floors_sample_log_uniformly_without_overflow(floor):
+    # The floor used to precompute R^(1/floor), which overflows for floor <= ~0.015 (R = 4e4).
+    s = InfoNoiseSampler(GRID, base=LogNormalSampler(), floor=floor, warmup_steps=0, refresh_every=1,
+                         min_count=1, buffer_size=8)
+    fill_exact(s, mse=gaussian_mse)
+    assert s.step()
+    g = torch.Generator().manual_seed(1)
+    u = torch.rand(400_000, generator=g, dtype=torch.float64) * floor   # the floor's part of u-space
+    floor_draws = s._floor_sigma(u)
+    assert bool(torch.isfinite(floor_draws).all())
+    z = (floor_draws.log() - math.log(0.002)) / math.log(80 / 0.002)  # log-uniform <=> z ~ U[0, 1)
+    assert float(z.min()) >= -1e-9 and float(z.max()) < 1 + 1e-9
+    assert abs(float(z.mean()) - 0.5) < 0.005 and abs(float((z ** 2).mean()) - 1 / 3) < 0.005
+    draws = s.sample(100_000, generator=g)
+    assert bool((draws >= 0.002 * (1 - 1e-6)).all() and (draws <= 80 * (1 + 1e-6)).all())
+
+
+def test_readme_loop_recovers_from_starvation_by_routing_the_floor_to_unfilled_bins():
+    # The README's snippet: batch 64, warm-up 100, refresh 50, min-count 8. The log-normal base never reaches
+    # the top bins; a floor spread over all 64 bins fills each at ~0.05 losses/step, so no refresh came in 400
+    # steps. Routed to the unfilled bins only, the floor fills them and the first refresh comes at step 250.
+    s = InfoNoiseSampler(GRID, base=LogNormalSampler(), weight_fn=edm_weight, warmup_steps=100, refresh_every=50,
+                         buffer_size=512, ema=0.1, min_count=8)
+    g = torch.Generator().manual_seed(0)
+    first, seen = None, {}
+    for step in range(1, 401):
+        sigma = s.sample(64, generator=g)
+        s.observe(sigma, gaussian_mse(sigma.double()).float())
+        if s.step() and first is None:
+            first = step
+        if step in (150, 200):
+            prof = s.profile()
+            seen[step] = (prof['starved'], prof['starved_bins'], prof['counts'])
+    assert first is not None and first <= 300
+    assert seen[150][0] == 1 and 0 < seen[150][1] < 64
+    assert seen[200][1] < seen[150][1]          # the unfilled set shrinks
+    # While starved, the floor's mass sits on the unfilled bins only (the profile says so too).
+    starved = InfoNoiseSampler(GRID, base=LogNormalSampler(), warmup_steps=0, refresh_every=1, min_count=8,
+                               buffer_size=8, floor=0.5)
+    sigma = torch.full((64,), 1.0)
+    starved.observe(sigma, gaussian_mse(sigma))
+    assert not starved.step()
+    prof = starved.profile()
+    unfilled = prof['counts'] < 8
+    assert prof['starved'] == 1 and prof['starved_bins'] == int(unfilled.sum()) == 63
+    filled = int(np.flatnonzero(~unfilled)[0])
+    base_pi = LogNormalSampler().profile(GRID)['pi']
+    assert prof['pi'][filled] == pytest.approx(0.5 * base_pi[filled], rel=1e-12)   # no floor mass there
+    draws = starved.sample(400_000, generator=torch.Generator().manual_seed(2))
+    hist = np.bincount(GRID.bin_index(draws).numpy(), minlength=64) / draws.numel()
+    assert 0.5 * np.abs(hist - prof['pi'] * GRID.widths.numpy()).sum() < 0.01
+    # Exact resume keeps the starved routing.
+    again = InfoNoiseSampler(GRID, base=LogNormalSampler(), warmup_steps=0, refresh_every=1, min_count=8,
+                             buffer_size=8, floor=0.5)
+    again.load_state_dict(starved.state_dict())
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(starved.sample(1000, generator=g1), again.sample(1000, generator=g2))

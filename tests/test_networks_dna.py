@@ -7,6 +7,7 @@ import torch
 from helpers import perturb_
 
 from torch_utils import persistence
+from training import network_io
 from training.guidance import GuidedDenoiser, check_guidance
 from training.loss import EDMLoss
 from training.networks import EDMPrecond, VPPrecond, data_shape
@@ -175,7 +176,7 @@ def test_snapshot_round_trip_through_the_safe_loader():
     buf = io.BytesIO()
     persistence.dump_network_pickle(snap, buf)
     buf.seek(0)
-    loaded = persistence.load_network_pickle(buf)
+    loaded = persistence.load_network_pickle(buf, class_map=network_io.class_map())   # what load_network uses
     ema = loaded['ema']
     assert type(ema) is EDMPrecond and type(ema.model) is DNAUNet and not ema.training
     assert loaded['dataset_kwargs']['cell_types'] == ['HepG2_A', 'K562_B']
@@ -183,7 +184,7 @@ def test_snapshot_round_trip_through_the_safe_loader():
     assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
     x, sigma, labels = one_hot_batch(2), torch.tensor([0.3, 3.0]), torch.eye(2)
     assert torch.equal(net(x, sigma, labels), ema(x, sigma, labels))
-    assert 'DNAUNet' in persistence.persistent_classes()
+    assert network_io.class_map()['DNAUNet'] is DNAUNet
 
 
 def test_guidance_combines_conditional_and_unconditional_denoisers():

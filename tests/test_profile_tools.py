@@ -150,3 +150,13 @@ def test_plotting_library_functions(tmp_path):
         assert_png(tmp_path / name)
     with pytest.raises(ValueError):
         plotting.plot_emergence([], str(tmp_path / 'none.png'))
+
+
+def test_profile_densities_are_plotted_per_unit_log_sigma():
+    # A log-uniform π is flat per unit ln σ (1 / ln R) although per unit σ it falls as 1/σ over 4.6 decades.
+    grid = infonoise.SigmaGrid(0.002, 80.0, 64)
+    prof = infonoise.LogUniformSampler(0.002, 80.0).profile(grid)
+    flat = plotting.per_log_sigma(prof['pi'], prof['sigma'])
+    np.testing.assert_allclose(flat, 1 / np.log(80 / 0.002), rtol=2e-3)   # bin-averaged 1/σ times σ_k
+    assert prof['pi'][0] / prof['pi'][-1] > 1e4
+    assert all('per unit ln σ' in label for key, label in plotting._PROFILE_PANELS if key != 'u')

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import train
+from helpers import assert_clean_error
 from torch_utils import persistence
 from training import checkpoint
 
@@ -23,6 +24,12 @@ TINY = ['--preset', 'digits-demo', '--cbase', 8, '--cres', '1', '--batch', 250, 
         '--infonoise-base', 'loguniform', '--infonoise-bins', 8, '--infonoise-buffer', 64,
         '--infonoise-min-count', 2, '--infonoise-warmup', 10, '--infonoise-refresh', 5]
 
+# A smaller one: 64 images per step in 2 rounds of 32, ticks every 5 steps (states at 0.384, 0.704, 1.024, 1.28 kimg
+# named 000000, 000000, 000001, 000001), refreshes every 3 steps after 4 warm-up steps.
+SMALL = ['--preset', 'digits-demo', '--cbase', 8, '--cres', '1', '--batch', 64, '--batch-gpu', 32, '--workers', 0,
+         '--grid', 0, '--plot', 0, '--seed', 3, '--deterministic', '--tick', 0.32, '--snap', 1, '--dump', 1,
+         '--infonoise-base', 'loguniform', '--infonoise-bins', 8, '--infonoise-buffer', 32,
+         '--infonoise-min-count', 2, '--infonoise-warmup', 4, '--infonoise-refresh', 3]
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -42,14 +49,17 @@ def assert_states_equal(a, b):
     for idx in opt_a:
         for name in opt_a[idx]:
             assert torch.equal(opt_a[idx][name], opt_b[idx][name]), f'optimizer.{idx}.{name}'
-    sa, sb = a['ranks'][0]['sigma_sampler'], b['ranks'][0]['sigma_sampler']
-    for name in sa:
-        va, vb = sa[name], sb[name]
-        if isinstance(va, torch.Tensor):
-            assert torch.equal(torch.nan_to_num(va), torch.nan_to_num(vb)), f'sigma_sampler.{name}'
-        elif name != 'pivot':
-            assert va == vb, f'sigma_sampler.{name}'
-    assert torch.equal(a['ranks'][0]['rng']['torch'], b['ranks'][0]['rng']['torch'])
+    assert len(a['ranks']) == len(b['ranks'])
+    for rank, (ra, rb) in enumerate(zip(a['ranks'], b['ranks'])):
+        sa, sb = ra['sigma_sampler'], rb['sigma_sampler']
+        assert sa.keys() == sb.keys()
+        for name in sa:
+            va, vb = sa[name], sb[name]
+            if isinstance(va, torch.Tensor):
+                assert torch.equal(torch.nan_to_num(va), torch.nan_to_num(vb)), f'rank {rank} sigma_sampler.{name}'
+            elif name != 'pivot':
+                assert va == vb, f'rank {rank} sigma_sampler.{name}'
+        assert torch.equal(ra['rng']['torch'], rb['rng']['torch']), f'rank {rank} rng'
     assert a['data']['position'] == b['data']['position']
     assert a['cur_nimg'] == b['cur_nimg']
 
@@ -138,3 +148,80 @@ def test_sigkill_during_training_never_corrupts_the_newest_state(tmp_path):
     result = run_cli(tmp_path / 'resumed', '--resume', run_dir, '--kimg', newest['cur_nimg'] / 1000 + 0.2)
     assert result.exit_code == 0, result.output
     assert f'training-state-{newest_kimg:06d}.pt' in result.output
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Requeue-safe resume: the same command line before and after a preemption.
+
+def invoke(*args):
+    return CliRunner().invoke(train.main, [str(a) for a in args])
+
+
+def lines_with(output, text):
+    return [line for line in output.splitlines() if text in line]
+
+
+def test_resume_of_a_directory_without_state_starts_a_run_there_and_says_so(tmp_path):
+    # A job killed before its first state dump is requeued with the same --resume DIR: it starts in DIR
+    # (not in a new numbered directory) and a later invocation continues DIR.
+    out, job = tmp_path / 'runs', tmp_path / 'runs' / 'job'
+    first = invoke('--outdir', out, '--resume', job, *SMALL, '--kimg', 0.32)
+    assert first.exit_code == 0, first.output
+    assert len(lines_with(first.output, f'--resume: {job} holds no training state yet; starting a new run there.')) == 1
+    assert os.listdir(out) == ['job'] and (job / 'training-state-000000.pt').is_file()
+    assert 'holds no training state yet' in (job / 'log.txt').read_text()
+    second = invoke('--outdir', out, '--resume', job, *SMALL, '--kimg', 0.64)
+    assert second.exit_code == 0, second.output
+    assert f'Resuming from "{job / "training-state-000000.pt"}" at 0.32 kimg' in second.output
+    assert os.listdir(out) == ['job']
+    assert checkpoint.load_training_state(str(job / 'training-state-000000.pt'))['cur_nimg'] == 640
+
+
+def test_resume_skips_newest_states_that_do_not_load_and_names_them(tmp_path):
+    run_dir = tmp_path / 'run'
+    result = invoke('--outdir', run_dir, '--nosubdir', *SMALL, '--kimg', 1.28)
+    assert result.exit_code == 0, result.output
+    newest = run_dir / 'training-state-000001.pt'
+    reference = checkpoint.load_training_state(str(newest))
+    assert reference['cur_nimg'] == 1280
+    data = newest.read_bytes()
+    newest.write_bytes(data[:len(data) // 2])                           # truncated by a full disk or a copy
+    (run_dir / 'training-state-000002.pt').write_bytes(b'not a state')  # and something else that does not load
+    stale = run_dir / '.training-state-000003.pt.0123456789ab.tmp'     # a write that SIGKILL interrupted
+    stale.write_bytes(b'partial')
+
+    result = invoke('--outdir', run_dir, '--nosubdir', '--resume', run_dir)
+    assert result.exit_code == 0, result.output
+    for name in ('training-state-000002.pt', 'training-state-000001.pt'):
+        skipped = lines_with(result.output, name)
+        assert len(skipped) == 1 and skipped[0].startswith(f'--resume: skipped {run_dir / name}, which does not '
+                                                           f'load ('), result.output
+    assert f'Resuming from "{run_dir / "training-state-000000.pt"}" at 0.704 kimg' in result.output
+    assert 'Removed 1 temporary file(s)' in result.output and not stale.exists()
+    assert_states_equal(reference, checkpoint.load_training_state(str(newest)))   # rewritten, bitwise the same
+
+
+def test_resume_refuses_a_directory_whose_states_all_fail_to_load(tmp_path):
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    (run_dir / 'training-state-000004.pt').write_bytes(b'x' * 100)
+    result = invoke('--outdir', tmp_path / 'other', '--resume', run_dir, '--data', 'builtin:digits')
+    assert_clean_error(result, f'none of the 1 training state(s) in {run_dir} loads',
+                       'remove them to start over')
+    result = invoke('--outdir', tmp_path / 'other', '--resume', run_dir / 'training-state-000004.pt')
+    assert_clean_error(result, f'Cannot read training state {run_dir / "training-state-000004.pt"}')
+    assert not (tmp_path / 'other').exists()
+
+
+def test_resume_auto_picks_the_newest_run_directory_or_the_outdir(tmp_path):
+    out = tmp_path / 'runs'
+    assert checkpoint.plan_resume('auto', str(out)).run_dir is None               # nothing yet: a new run
+    for name in ('00002-old', '00010-newest', '00009-other', 'notes'):
+        (out / name).mkdir(parents=True)
+    plan = checkpoint.plan_resume('auto', str(out))
+    assert plan.run_dir == str(out / '00010-newest') and plan.state is None
+    assert plan.notes == [f'--resume: {out / "00010-newest"} holds no training state yet; starting a new run there.']
+    plan = checkpoint.plan_resume('auto', str(out / 'flat'), nosubdir=True)
+    assert plan.run_dir == str(out / 'flat') and plan.state is None
+    with pytest.raises(checkpoint.CheckpointError, match='does not exist'):
+        checkpoint.plan_resume(str(out / 'training-state-000001.pt'), str(out))

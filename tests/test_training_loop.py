@@ -189,6 +189,18 @@ def test_sampler_summary_closed_forms():
     s = TL.sampler_summary(dict(pi=pi, sigma=grid.sigma.numpy(), edges=edges, pivot=0.3))
     assert s['entropy'] == 0.0 and s['peak'] == pytest.approx(float(grid.sigma[7])) and s['pivot'] == 0.3
     assert math.isnan(TL.sampler_summary({})['peak'])
+    # A starved sampler shows in the summary and in the status line.
+    starved = TL.sampler_summary(dict(uniform, starved=1, starved_bins=5))
+    assert starved['starved'] == 5 and TL.sampler_summary(uniform)['starved'] == 0
+
+    class Collector:
+        def mean(self, name):
+            return 0.5
+    stats = {'Progress/tick': 1, 'Progress/kimg': 2.0, 'Timing/total_sec': 3.0, 'Timing/sec_per_tick': 1.0,
+             'Timing/sec_per_kimg': 0.5, 'Timing/maintenance_sec': 0.0, 'Resources/cpu_mem_gb': 0.1,
+             'Resources/peak_gpu_mem_gb': 0.0}
+    assert 'starved 5 bins' in TL._status_line(stats, Collector(), starved)
+    assert 'starved' not in TL._status_line(stats, Collector(), TL.sampler_summary(uniform))
 
 
 def test_tile_places_every_image_row_major():

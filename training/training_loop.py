@@ -8,6 +8,9 @@ schedule. The σ of every training example is drawn by `loss_fn.sigma_sampler`; 
 per-example errors are passed to `sigma_sampler.observe` and `sigma_sampler.step()` runs once per
 optimizer step (a refresh appends one line to infonoise.jsonl).
 
+A stop signal (see `training.preemption`) ends training at one step that every rank agrees on, with a state
+and a snapshot; a failed write (full disk, file-size limit) stops every rank with rank 0's one-sentence error.
+
 Files in the run directory (rank 0): training_options.json, stats.jsonl (one line per tick),
 infonoise.jsonl (one line per σ-sampler refresh), network snapshots and training states (see
 `training.checkpoint`), and at the end an optional sample grid (samples.png) and the profile plot
@@ -32,7 +35,7 @@ import dnnlib
 from dnnlib import util
 from torch_utils import distributed as dist
 from torch_utils import misc, training_stats
-from training import checkpoint, image_grid
+from training import checkpoint, image_grid, preemption
 from training.fast_paths import apply_fast_paths, autocast, maybe_compile
 
 logger = logging.getLogger('training')
@@ -76,22 +79,24 @@ def open_training_dataset(dataset_kwargs: Mapping[str, Any]) -> Any:
 
 
 def sampler_summary(profile: Mapping[str, Any] | None) -> dict:
-    """pivot, σ at the peak of π per unit log σ (the bin of largest mass; bins are log-spaced), and the
-    entropy of π's bin masses normalised by log K (1 = log-uniform, 0 = one bin)."""
+    """pivot, σ at the peak of π per unit log σ (the bin of largest mass; bins are log-spaced), the
+    entropy of π's bin masses normalised by log K (1 = log-uniform, 0 = one bin), and the number of
+    starved bins (below min_count at the last refresh attempt; 0 when not starved)."""
     if not profile or profile.get('pi') is None:
-        return dict(pivot=float('nan'), peak=float('nan'), entropy=float('nan'))
+        return dict(pivot=float('nan'), peak=float('nan'), entropy=float('nan'), starved=0)
+    starved = int(profile.get('starved_bins', 0)) if profile.get('starved') else 0
     pi = np.asarray(profile.get('pi'), dtype=np.float64)
     sigma = np.asarray(profile.get('sigma'), dtype=np.float64)
     edges = np.asarray(profile.get('edges'), dtype=np.float64)
     pivot = profile.get('pivot')
     pivot = float('nan') if pivot is None else float(pivot)
     if pi.size == 0 or not np.all(np.isfinite(pi)):
-        return dict(pivot=pivot, peak=float('nan'), entropy=float('nan'))
+        return dict(pivot=pivot, peak=float('nan'), entropy=float('nan'), starved=starved)
     mass = pi * np.diff(edges)
     mass = mass / mass.sum() if mass.sum() > 0 else mass
     nz = mass[mass > 0]
     entropy = float(-(nz * np.log(nz)).sum() / math.log(len(mass))) if len(mass) > 1 else float('nan')
-    return dict(pivot=pivot, peak=float(sigma[int(np.argmax(mass))]), entropy=entropy)
+    return dict(pivot=pivot, peak=float(sigma[int(np.argmax(mass))]), entropy=entropy, starved=starved)
 
 
 def _profile(sampler: Any) -> dict | None:
@@ -167,9 +172,14 @@ def training_loop(
     options: Mapping | None = None,     # Resolved CLI options (stored in training states for --resume).
     nonfinite_limit: int = NONFINITE_LIMIT,  # Stop after this many consecutive non-finite losses.
     progress_fn: Callable[[int, int], None] | None = None,  # Called as progress_fn(cur_nimg, total_nimg) per step.
+    stop_signals: Any = None,           # A training.preemption.StopSignals (installed by the caller): once its
+                                        # .signum is non-zero, every rank stops at one agreed step, dumps a state
+                                        # and a snapshot, and the result says preempted. None = not preemptible.
 ) -> dict:
-    """Train; returns dict(run_dir, cur_nimg, cur_tick, snapshot, state) describing the last outputs."""
-    config = {k: v for k, v in locals().items() if k not in ('progress_fn', 'device', 'options', 'run_dir')}
+    """Train; returns dict(run_dir, cur_nimg, cur_tick, snapshot, state, preempted) describing the last outputs
+    (preempted: the name of the stop signal that ended training early, else None)."""
+    config = {k: v for k, v in locals().items()
+              if k not in ('progress_fn', 'device', 'options', 'run_dir', 'stop_signals')}
     start_time = time.time()
     device = torch.device(device) if device is not None else dist.device()
     rank, world_size = dist.get_rank(), dist.get_world_size()
@@ -202,7 +212,8 @@ def training_loop(
     loader = torch.utils.data.DataLoader(
         dataset=dataset, sampler=data_sampler, batch_size=batch_gpu, num_workers=workers,
         pin_memory=device.type == 'cuda', prefetch_factor=2 if workers > 0 else None,
-        persistent_workers=workers > 0)
+        persistent_workers=workers > 0,
+        worker_init_fn=preemption.worker_init_fn(stop_signals) if workers > 0 else None)
 
     # Network, loss, σ-sampler, optimizer, augmentation.
     logger.info('Constructing network...')
@@ -265,16 +276,21 @@ def training_loop(
         raise TrainingError(f'The resumed state is already at {cur_nimg / 1000:g} kimg, which reaches the training '
                             f'length of {total_nimg / 1000:g} kimg; pass a longer --duration.')
 
-    # Output files.
+    # Output files. A failed write (full disk, file-size limit) is recorded by `guard` on rank 0 and skips the
+    # later writes; every rank then stops at the next agreement point with its one-line message.
     adaptive = bool(sigma_sampler_kwargs) and 'grid' in sigma_sampler_kwargs
+    guard = _WriteGuard()
     stats_jsonl = infonoise_jsonl = None
     if rank == 0:
         os.makedirs(run_dir, exist_ok=True)
-        _write_json_atomic(os.path.join(run_dir, 'training_options.json'),
-                           dict(config, options=dict(options) if options is not None else None))
-        stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'at', encoding='utf-8')
+        stale = checkpoint.remove_stale_temporaries(run_dir)
+        if stale:
+            logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
+        guard.call(_write_json_atomic, os.path.join(run_dir, 'training_options.json'),
+                   dict(config, options=dict(options) if options is not None else None))
+        stats_jsonl = _Log(os.path.join(run_dir, 'stats.jsonl'), guard)
         if adaptive:
-            infonoise_jsonl = open(os.path.join(run_dir, 'infonoise.jsonl'), 'at', encoding='utf-8')
+            infonoise_jsonl = _Log(os.path.join(run_dir, 'infonoise.jsonl'), guard)
 
     training_stats.reset()
     collector = training_stats.Collector(regex='.*')
@@ -287,6 +303,7 @@ def training_loop(
     params = [p for p in net.parameters()]
     ema_params = [p for p in ema.parameters()]
     last = dict(run_dir=run_dir, snapshot=None, state=None)
+    stop_signum, preempted = 0, False
     batch_gpu_total = batch_gpu * rounds
     logger.info(f'Training for {total_nimg / 1000:g} kimg ({batch_size} images per step, '
                 f'{rounds} round(s) of {batch_gpu} per rank, {world_size} rank(s))...')
@@ -337,16 +354,22 @@ def training_loop(
             step_idx += 1
             nonfinite_streak = torch.where(torch.isfinite(step_loss), 0, nonfinite_streak + 1)
             if step_idx % check_every == 0:
-                _check_divergence(nonfinite_streak, nonfinite_limit, cur_nimg)
+                stop_signum = _periodic_check(nonfinite_streak, nonfinite_limit, cur_nimg, stop_signals, guard)
+            elif world_size == 1:
+                stop_signum = _local_check(stop_signals, guard)   # one rank: nothing to agree on, no sync
             if progress_fn is not None:
                 progress_fn(cur_nimg, total_nimg)
 
             done = cur_nimg >= total_nimg
-            if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
+            if not done and not stop_signum and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
                 continue
 
-            # Tick: statistics, status line, checkpoints.
-            _check_divergence(nonfinite_streak, nonfinite_limit, cur_nimg)
+            # Tick: statistics, status line, checkpoints; a stop signal ends training here with a state and a snapshot.
+            stop_signum = _periodic_check(nonfinite_streak, nonfinite_limit, cur_nimg, stop_signals, guard)
+            preempted = bool(stop_signum) and not done
+            if preempted:
+                logger.info(f'{preemption.signal_name(stop_signum)} received: stopping at {cur_nimg / 1000:g} kimg '
+                            f'and saving a training state and a snapshot...')
             tick_end_time = time.time()
             profile = _profile(sigma_sampler)
             summary = sampler_summary(profile)
@@ -359,15 +382,16 @@ def training_loop(
             kimg = cur_nimg // 1000
             profile_json = _profile_json(profile) if adaptive and rank == 0 else None
 
-            if snapshot_ticks is not None and (done or cur_tick % snapshot_ticks == 0):
+            if snapshot_ticks is not None and (done or preempted or cur_tick % snapshot_ticks == 0):
                 misc.check_ddp_consistency(ema)
                 if rank == 0:
                     path = checkpoint.snapshot_path(run_dir, kimg)
-                    checkpoint.save_network_snapshot(path, ema=ema, loss_fn=loss_fn, augment_pipe=augment_pipe,
-                                                     dataset_kwargs=dataset_kwargs, infonoise=profile_json)
-                    last['snapshot'] = path
+                    if guard.call(checkpoint.save_network_snapshot, path, ema=ema, loss_fn=loss_fn,
+                                  augment_pipe=augment_pipe, dataset_kwargs=dataset_kwargs, infonoise=profile_json):
+                        last['snapshot'] = path
 
-            if state_dump_ticks is not None and (done or cur_tick % state_dump_ticks == 0) and cur_tick != 0:
+            if state_dump_ticks is not None and (
+                    preempted or ((done or cur_tick % state_dump_ticks == 0) and cur_tick != 0)):
                 mine = dict(rng=misc.get_rng_state(),
                             sigma_sampler=sigma_sampler.state_dict() if hasattr(sigma_sampler, 'state_dict') else None)
                 ranks = _gather(mine)
@@ -378,30 +402,30 @@ def training_loop(
                         net=net, ema=ema, optimizer=optimizer, augment_pipe=augment_pipe, ranks=ranks,
                         cur_nimg=cur_nimg, cur_tick=cur_tick + 1, config=config, options=options,
                         extra=dict(data=data_state))
-                    checkpoint.save_training_state(path, state)
-                    last['state'] = path
+                    if guard.call(checkpoint.save_training_state, path, state):
+                        last['state'] = path
                     del state
 
             if rank == 0:
-                stats_jsonl.write(json.dumps(dict(collector.as_dict(), timestamp=time.time())) + '\n')
-                stats_jsonl.flush()
+                stats_jsonl.append(dict(collector.as_dict(), timestamp=time.time()))
 
             cur_tick += 1
             tick_start_nimg, tick_start_time = cur_nimg, time.time()
             maintenance_time = tick_start_time - tick_end_time
-            if done:
+            if done or preempted:
                 break
     finally:
         for f in (stats_jsonl, infonoise_jsonl):
             if f is not None:
                 f.close()
 
-    if rank == 0:
-        _finish(run_dir, ema, sigma_sampler, adaptive and plot_profile, dataset, grid_size, grid_steps, seed,
-                device)
-    dist.barrier()   # every rank leaves together (rank 0 may still be writing the extras above)
+    if rank == 0 and not preempted:
+        guard.call(_finish, run_dir, ema, sigma_sampler, adaptive and plot_profile, dataset, grid_size, grid_steps,
+                   seed, device)
+    _final_check(guard)   # every rank leaves together (rank 0 may still be writing), or fails with rank 0's error
     logger.info('Exiting...')
-    return dict(last, cur_nimg=cur_nimg, cur_tick=cur_tick)
+    return dict(last, cur_nimg=cur_nimg, cur_tick=cur_tick,
+                preempted=preemption.signal_name(stop_signum) if preempted else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,19 +438,84 @@ def _profile_json(profile: Mapping[str, Any] | None) -> dict | None:
     return infonoise.profile_to_json(profile)
 
 
-def _log_refresh(f: Any, sampler: Any, nimg: int) -> None:
-    row = dict(kimg=nimg / 1000, **_profile_json(sampler.profile()))
-    f.write(json.dumps(row) + '\n')
-    f.flush()
+def _log_refresh(f: '_Log', sampler: Any, nimg: int) -> None:
+    f.append(dict(kimg=nimg / 1000, **_profile_json(sampler.profile())))
 
 
-def _check_divergence(streak: torch.Tensor, limit: int, cur_nimg: int) -> None:
-    """Stop every rank together once the loss was non-finite for `limit` consecutive steps."""
-    value = streak.clone()
-    dist.all_reduce_(value, 'max')
-    if int(value.item()) >= limit:
-        raise TrainingError(f'The training loss was NaN/Inf for {int(value.item())} consecutive steps '
+class _WriteGuard:
+    """Rank 0's first failed write (`util.WriteError`: full disk, file-size limit, ...) as one sentence.
+
+    After a failure, later writes are skipped (the files on disk stay as they were: the last complete
+    snapshot and state) and the ranks stop together at the next `_periodic_check` / `_final_check`.
+    """
+
+    def __init__(self) -> None:
+        self.message: str | None = None
+
+    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> bool:
+        """fn(*args, **kwargs) unless a write failed already; False when it did not write."""
+        if self.message is not None:
+            return False
+        try:
+            fn(*args, **kwargs)
+        except util.WriteError as err:
+            self.message = str(err)
+            return False
+        return True
+
+
+class _Log:
+    """A JSON-lines log of rank 0 (stats.jsonl, infonoise.jsonl): whole lines only, failures to the guard."""
+
+    def __init__(self, path: str, guard: _WriteGuard) -> None:
+        self.guard, self.file = guard, None
+        guard.call(self._open, path)
+
+    def _open(self, path: str) -> None:
+        self.file = util.AppendFile(path)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        if self.file is not None:
+            self.guard.call(self.file.append, json.dumps(row) + '\n')
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _periodic_check(streak: torch.Tensor, limit: int, cur_nimg: int, stop_signals: Any, guard: _WriteGuard) -> int:
+    """The check every rank makes at the same step (every few steps and at every tick); returns the agreed
+    stop signal number (0: go on).
+
+    One all-reduce (max) of [non-finite loss streak, stop signal number, rank 0's write failed]: the
+    collective the divergence check needs anyway, so preemption and write failures add no synchronisation.
+    Raises TrainingError (on every rank) for a failed write or a loss that stayed NaN/Inf `limit` steps.
+    """
+    signum = int(stop_signals.signum) if stop_signals is not None else 0
+    flags = torch.cat([streak.reshape(1), torch.tensor([signum, int(guard.message is not None)],
+                                                       dtype=streak.dtype, device=streak.device)])
+    dist.all_reduce_(flags, 'max')
+    value, signum, failed = (int(v) for v in flags.tolist())
+    if failed:
+        _final_check(guard)
+    if value >= limit:
+        raise TrainingError(f'The training loss was NaN/Inf for {value} consecutive steps '
                             f'(at {cur_nimg / 1000:g} kimg); training diverged, try a lower --lr.')
+    return signum
+
+
+def _local_check(stop_signals: Any, guard: _WriteGuard) -> int:
+    """`_periodic_check` for one rank between its periodic steps: no collective, no device sync."""
+    if guard.message is not None:
+        raise TrainingError(guard.message)
+    return int(stop_signals.signum) if stop_signals is not None else 0
+
+
+def _final_check(guard: _WriteGuard) -> None:
+    """Every rank waits for rank 0 and raises TrainingError with rank 0's write failure, if any."""
+    message = dist.broadcast_object(guard.message) if dist.is_initialized() else guard.message
+    if message is not None:
+        raise TrainingError(message)
 
 
 def _report_tick(cur_tick: int, cur_nimg: int, start_time: float, tick_start_time: float, tick_end_time: float,
@@ -446,6 +535,7 @@ def _report_tick(cur_tick: int, cur_nimg: int, start_time: float, tick_start_tim
         'Sampler/pivot': summary['pivot'],
         'Sampler/peak_sigma': summary['peak'],
         'Sampler/entropy': summary['entropy'],
+        'Sampler/starved_bins': summary['starved'],
     }
     for name, value in stats.items():
         training_stats.report0(name, value)
@@ -467,6 +557,8 @@ def _status_line(stats: Mapping[str, float], collector: Any, summary: Mapping[st
         fields.append(f'gpumem {stats["Resources/peak_gpu_mem_gb"]:<6.2f}')
     if math.isfinite(summary['peak']):
         fields.append(f'pivot {summary["pivot"]:<7.3g} peak {summary["peak"]:<7.3g} H(pi) {summary["entropy"]:.3f}')
+    if summary.get('starved'):
+        fields.append(f'starved {summary["starved"]} bins')
     return ' '.join(fields)
 
 

@@ -47,10 +47,22 @@ def _positive(y: np.ndarray) -> np.ndarray:
     return np.where(y > 0, y, np.nan)
 
 
-def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None) -> None:
-    """Four panels against σ (log axes): target ρ, sampling density π, φ = π·w, and the CDF u.
+def per_log_sigma(density: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """A density per unit σ turned into one per unit ln σ (p(ln σ) = σ·p(σ)): what a log-σ axis shows.
 
-    The pivot (when present) is drawn as a dashed vertical line in every panel.
+    Drawn per unit σ on a log axis, a log-uniform floor looks as if most of the mass sat at σ_min;
+    per unit ln σ it is flat, and equal heights mean equal mass per decade.
+    """
+    return np.asarray(density, np.float64) * np.asarray(sigma, np.float64)
+
+
+_PROFILE_PANELS = (('rho', 'target ρ per unit ln σ  (σ·ρ)'), ('pi', 'sampling density π per unit ln σ  (σ·π)'),
+                   ('phi', 'effective weight φ = π·w per unit ln σ  (σ·φ)'), ('u', 'information CDF u(σ)'))
+
+
+def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None) -> None:
+    """Four panels against σ (log axes): target ρ, sampling density π, φ = π·w (each per unit ln σ, see
+    `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a dashed vertical line.
     """
     sigma = _array(profile, 'sigma')
     if sigma is None:
@@ -59,10 +71,10 @@ def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None
     pivot = profile.get('pivot')
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), sharex=True)
-    panels = [('rho', 'target ρ(σ)'), ('pi', 'sampling density π(σ)'), ('phi', 'effective weight φ = π·w'),
-              ('u', 'information CDF u(σ)')]
-    for ax, (key, label) in zip(axes.flat, panels):
+    for ax, (key, label) in zip(axes.flat, _PROFILE_PANELS):
         y = _array(profile, key)
+        if y is not None and key != 'u' and y.shape == sigma.shape:
+            y = per_log_sigma(y, sigma)
         shown = None if y is None else (y if key == 'u' else _positive(y))
         if shown is None or not np.isfinite(shown).any():
             why = f'no {key!r} in profile' if y is None else f'{key} not estimated yet'
@@ -89,7 +101,7 @@ def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None
 
 
 def plot_emergence(jsonl_rows: Sequence[Mapping[str, Any]], path: str, key: str = 'pi') -> None:
-    """π(σ) (or another profile array `key`) at every refresh, coloured by training step."""
+    """π(σ) (or another profile density `key`) per unit ln σ at every refresh, coloured by training step."""
     rows = [r for r in jsonl_rows if r.get(key) is not None and r.get('sigma') is not None
             and np.isfinite(_positive(_floats(r[key]))).any()]
     if not rows:
@@ -101,14 +113,14 @@ def plot_emergence(jsonl_rows: Sequence[Mapping[str, Any]], path: str, key: str 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for r, s in zip(rows, steps):
         frac = 0.0 if hi == lo else (s - lo) / (hi - lo)
-        ax.plot(_floats(r['sigma']), _positive(_floats(r[key])),
-                color=cmap(frac), linewidth=1.2)
+        sigma = _floats(r['sigma'])
+        ax.plot(sigma, _positive(per_log_sigma(_floats(r[key]), sigma)), color=cmap(frac), linewidth=1.2)
     mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1))
     fig.colorbar(mappable, ax=ax, label='training step')
     ax.set_xscale('log')
     ax.set_yscale('log')
     ax.set_xlabel('σ')
-    ax.set_ylabel(key)
+    ax.set_ylabel(f'{key} per unit ln σ  (σ·{key})')
     ax.set_title(f'Emergence of {key} over training ({len(rows)} refreshes)')
     ax.grid(True, which='major', alpha=0.3)
     _save(fig, path)

@@ -1,4 +1,214 @@
-"""Metrics by name: what train.py --metrics and the benchmark scripts evaluate."""
+"""Metrics by name: what `train.py --metrics` and the benchmark scripts evaluate (DESIGN §3.5).
+
+    fd-digits   Fréchet distance in the 8x8-digit classifier's features (`digit_features`) against all real
+                digits, binarised when the run's data are binarised (builtin:digits-binary). Images [C, 8, 8].
+    fd-mnist    the same for 32x32 digits (`mnist_features`) against the 5,000 real mnist5k digits (binarised
+                for builtin:mnist5k-binary). Images [C, 32, 32].
+    fd-dna      FD (cell-type CNN; stand-in for Sei-FID)  } DNA sequences [4, L], against the test split of the
+    kmer-dna    k-mer JS divergence, mean over k = 1…6    } tables the run trained on, per cell type, averaged
+    motif-dna   JASPAR motif-composition KL(gen ‖ real)    } over cell types (`dna_eval`).
+    fid         FID with the Inception-v3 detector (or `detector`), against reference statistics `ref`
+                (an .npz path/URL), or against the statistics of the run's own dataset when ref is None.
+Lower is better for all of them.
+
+Sampling (`sample`): the EMA network in eval mode, deterministic Heun on EDM's σ grid with `num_steps`
+steps, seeds seed, seed+1, …; a conditional network gets balanced classes (sample i has class i mod
+label_dim, sampled as `generate.py --class` would for that seed). The global random state of torch is left
+untouched (`torch.random.fork_rng`), so evaluating during training does not change the training run.
+Sequence samples are decoded by the argmax over the four rows at every position.
+"""
 from __future__ import annotations
 
+import threading
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
 METRICS = ('fd-digits', 'fd-mnist', 'fd-dna', 'kmer-dna', 'motif-dna', 'fid')
+SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
+IMAGE_SIDES = {'fd-digits': 8, 'fd-mnist': 32}
+DEFAULT_BATCH = 64
+
+_lock = threading.Lock()
+_cache: dict[Any, Any] = {}
+
+
+def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
+    """'fd-dna,kmer-dna' (or a list) -> validated metric names without duplicates; ValueError for unknown ones."""
+    if spec is None:
+        return []
+    names = [s.strip() for s in spec.split(',')] if isinstance(spec, str) else [str(s).strip() for s in spec]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f'Unknown metric {unknown[0]!r}; choose from {", ".join(METRICS)}.')
+    return list(dict.fromkeys(names))
+
+
+def _class_name(kwargs: Mapping[str, Any]) -> str:
+    """The dataset class behind stored dataset_kwargs, looking through BinarizedDataset to its base."""
+    name = str(kwargs.get('class_name', ''))
+    base = kwargs.get('base')
+    if name.endswith('BinarizedDataset') and base is not None:
+        if isinstance(base, Mapping):
+            return _class_name(base)
+        from training.dataset import dataset_kwargs_from_spec
+        return _class_name(dataset_kwargs_from_spec(base))
+    return name
+
+
+def _is_binarized(kwargs: Mapping[str, Any] | None) -> bool:
+    return kwargs is not None and str(kwargs.get('class_name', '')).endswith('BinarizedDataset')
+
+
+def _kind_and_shape(obj: Any) -> tuple[str, tuple[int, ...] | None]:
+    """('sequence' | 'image', data shape if known) of a network or of dataset_kwargs."""
+    if isinstance(obj, torch.nn.Module) or hasattr(obj, 'img_resolution'):
+        from training.networks import data_shape
+        shape = data_shape(obj)
+        return ('sequence' if len(shape) == 2 else 'image'), shape
+    if isinstance(obj, Mapping):
+        name = _class_name(obj)
+        if name.endswith('DNADataset'):
+            return 'sequence', None
+        known = {'DigitsDataset': (1, 8, 8), 'Mnist5kDataset': (1, 32, 32)}
+        return 'image', next((s for k, s in known.items() if name.endswith(k)), None)
+    raise ValueError(f'Cannot tell what {type(obj).__name__} generates; pass the network or its dataset_kwargs.')
+
+
+def check_metric_applicable(name: str, net_or_dataset_kwargs: Any) -> None:
+    """ValueError (one sentence) unless metric `name` can evaluate this network / data."""
+    parse_metrics([name])
+    kind, shape = _kind_and_shape(net_or_dataset_kwargs)
+    what = 'DNA sequences' if kind == 'sequence' else 'images'
+    shown = f' of shape {list(shape)}' if shape is not None else ''
+    if name in SEQUENCE_METRICS and kind != 'sequence':
+        raise ValueError(f'{name} is a DNA sequence metric, but this run generates {what}{shown}; use fd-digits, '
+                         f'fd-mnist or fid.')
+    if name not in SEQUENCE_METRICS and kind == 'sequence':
+        raise ValueError(f'{name} is an image metric, but this run generates {what}{shown}; use fd-dna, kmer-dna '
+                         f'or motif-dna.')
+    side = IMAGE_SIDES.get(name)
+    if side is not None and shape is not None and tuple(shape[1:]) != (side, side):
+        raise ValueError(f'{name} measures {side}x{side} digit images, but this run generates {what}{shown}.')
+
+
+def _memo(key: Any, build: Any) -> Any:
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    value = build()
+    with _lock:
+        return _cache.setdefault(key, value)
+
+
+def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.device | str = 'cpu',
+           num_steps: int = 18, batch: int = DEFAULT_BATCH) -> tuple[torch.Tensor, np.ndarray | None]:
+    """(float64 samples [num_samples, *data_shape(net)] on the CPU, class index per sample or None)."""
+    from training import generation
+    if num_samples < 2:
+        raise ValueError(f'Metrics need at least 2 samples, got {num_samples}.')
+    seeds = np.arange(seed, seed + num_samples)
+    label_dim = int(getattr(net, 'label_dim', 0) or 0)
+    classes = np.arange(num_samples) % label_dim if label_dim else None
+    opts = generation.SamplerOptions(num_steps=num_steps)
+    out: list[torch.Tensor | None] = [None] * num_samples
+    was_training = net.training
+    devices = [torch.device(device)] if torch.device(device).type == 'cuda' else []
+    try:
+        net.eval()
+        with torch.random.fork_rng(devices=devices):
+            sigma_steps = generation.resolve_sigma_steps(net, opts)
+            for c in (range(label_dim) if label_dim else [None]):
+                index = np.arange(num_samples) if c is None else np.flatnonzero(classes == c)
+                for start in range(0, len(index), batch):
+                    part = index[start:start + batch]
+                    x = generation.sample_batch(net, seeds[part].tolist(), opts, sigma_steps, c, device)
+                    for i, row in zip(part, x.cpu()):
+                        out[i] = row
+    finally:
+        net.train(was_training)
+    return torch.stack(out), classes
+
+
+def _image_reference(dataset_kwargs: Mapping[str, Any] | None, metric: str) -> str:
+    name = {'fd-digits': 'digits', 'fd-mnist': 'mnist5k'}[metric]
+    return f'{name}-binary' if _is_binarized(dataset_kwargs) else name
+
+
+def _fid(images_uint8: torch.Tensor, dataset_kwargs: Mapping[str, Any] | None, device: torch.device | str,
+         detector: str | None, ref: str | None, batch: int) -> float:
+    from training.metrics import frechet
+    from training.metrics.detector import INCEPTION_URL, load_detector
+    url = detector or INCEPTION_URL
+    shape = tuple(images_uint8.shape[1:])
+    det = _memo(('detector', url, str(device), shape), lambda: load_detector(url, device, shape))
+
+    def reference() -> tuple[np.ndarray, np.ndarray]:
+        if ref is not None:
+            import io
+            from dnnlib import util
+            with util.open_url(ref) as f:
+                return frechet.load_reference_stats(io.BytesIO(f.read()), name=ref)
+        if dataset_kwargs is None:
+            raise ValueError('fid needs reference statistics (ref) or the dataset_kwargs of the run.')
+        from training.dataset import open_dataset
+        dataset = open_dataset(dict(dataset_kwargs, xflip=False, max_size=None))
+        return frechet.compute_stats(frechet.dataset_batches(dataset, batch), det, det.feature_dim, device)
+
+    ref_key = ref if ref is not None else repr(sorted((dataset_kwargs or {}).items()))
+    mu_ref, sigma_ref = _memo(('fid-ref', url, ref_key), reference)
+    batches = (images_uint8[i:i + batch] for i in range(0, len(images_uint8), batch))
+    mu, sigma = frechet.compute_stats(batches, det, det.feature_dim, device)
+    return frechet.frechet_distance(mu, sigma, mu_ref, sigma_ref)
+
+
+def _sequence_values(names: Sequence[str], samples: torch.Tensor, classes: np.ndarray | None,
+                     dataset_kwargs: Mapping[str, Any] | None) -> dict[str, float]:
+    from training.metrics import dna_eval
+    if dataset_kwargs is None:
+        raise ValueError('The DNA sequence metrics need the dataset_kwargs of the run (its DNA tables).')
+    reference = dna_eval.get_reference(dict(dataset_kwargs), 'test')
+    cell_types = None
+    if classes is not None:
+        order = list(dataset_kwargs.get('cell_types') or reference.cell_types)
+        cell_types = [order[int(c)] for c in classes]
+    report = dna_eval.evaluate_sequences(samples.numpy(), cell_types, reference, list(names))
+    return {m: report.values[m]['mean'] for m in names}
+
+
+def evaluate_metrics(names: Sequence[str], net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None,
+                     num_samples: int, seed: int = 0, device: torch.device | str = 'cpu', num_steps: int = 18,
+                     batch: int = DEFAULT_BATCH, detector: str | None = None,
+                     ref: str | None = None) -> dict[str, float]:
+    """Several metrics of one network from one set of samples (see the module docstring); name -> value."""
+    names = parse_metrics(names)
+    for name in names:
+        check_metric_applicable(name, net)
+        if dataset_kwargs is not None:
+            check_metric_applicable(name, dataset_kwargs)
+    samples, classes = sample(net, num_samples, seed, device, num_steps, batch)
+    values: dict[str, float] = {}
+    sequence_names = [n for n in names if n in SEQUENCE_METRICS]
+    if sequence_names:
+        values.update(_sequence_values(sequence_names, samples, classes, dataset_kwargs))
+    images = (samples * 127.5 + 128).clip(0, 255).to(torch.uint8) if len(sequence_names) < len(names) else None
+    for name in names:
+        if name == 'fd-digits':
+            from training.metrics.digit_features import digit_frechet
+            values[name] = digit_frechet(images, _image_reference(dataset_kwargs, name))
+        elif name == 'fd-mnist':
+            from training.metrics.mnist_features import mnist_frechet
+            values[name] = mnist_frechet(images, _image_reference(dataset_kwargs, name))
+        elif name == 'fid':
+            values[name] = _fid(images, dataset_kwargs, device, detector, ref, batch)
+    return {n: float(values[n]) for n in names}
+
+
+def evaluate_metric(name: str, net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None, num_samples: int,
+                    seed: int = 0, device: torch.device | str = 'cpu', num_steps: int = 18,
+                    batch: int = DEFAULT_BATCH, detector: str | None = None, ref: str | None = None) -> float:
+    """One metric of the (EMA) network `net` on `num_samples` deterministic samples; lower is better."""
+    return evaluate_metrics([name], net, dataset_kwargs, num_samples, seed, device, num_steps, batch, detector,
+                            ref)[name]

@@ -1,0 +1,103 @@
+"""scripts/bench_infogrid.py: the grid × NFE × solver harness on a tiny snapshot, its outputs and bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from helpers import assert_clean_error
+
+import infonoise
+from scripts import bench_infogrid as bench
+from torch_utils import persistence
+from training import sampler as samplers
+from training.networks import EDMPrecond
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+
+def profile():
+    grid = infonoise.SigmaGrid(0.002, 80, 24)
+    sigma = grid.sigma.numpy()
+    return dict(sigma=sigma, edges=grid.edges.numpy(), rate=infonoise.GaussianMixture(64, s=0.3).rate(sigma))
+
+
+@pytest.fixture(scope='module')
+def snapshot(tmp_path_factory):
+    torch.manual_seed(0)
+    net = EDMPrecond(img_resolution=8, img_channels=1, label_dim=0, model_type='SongUNet', model_channels=8,
+                     channel_mult=[1], num_blocks=1, attn_resolutions=[], dropout=0).eval()
+    path = tmp_path_factory.mktemp('snap') / 'net.pkl'
+    persistence.dump_network_pickle(dict(ema=net, loss_fn=None, augment_pipe=None,
+                                         dataset_kwargs={'name': 'digits'},
+                                         infonoise=infonoise.profile_to_json(profile())), str(path))
+    return str(path)
+
+
+def test_steps_for_each_solver():
+    assert [bench.steps_for('heun', n) for n in (5, 7, 35, 6)] == [3, 4, 18, None]
+    assert bench.steps_for('sde', 9) == 5 and bench.steps_for('euler', 6) == 6
+
+
+def test_auto_metric_reads_the_dataset():
+    assert bench.auto_metric({'name': 'digits'}) == 'fd-digits'
+    assert bench.auto_metric({'class_name': 'training.dataset.DigitsDataset', 'name': 'digits-binary'}) == \
+        'fd-digits-binary'
+    assert bench.auto_metric({'name': 'mnist5k'}) == 'fd-mnist'
+    with pytest.raises(ValueError, match='--metric'):
+        bench.auto_metric({'name': 'cifar10'})
+
+
+def test_small_run_writes_table_json_and_png(snapshot, tmp_path):
+    out = tmp_path / 'out'
+    args = ['--network', snapshot, '--outdir', out, '--grids', 'edm,infogrid-blend,infogrid-solver,infogrid-calibrated',
+            '--solvers', 'heun,euler,sde', '--nfe', '5,6', '--sets', 2, '--num', 12, '--traj-num', 4,
+            '--ref-steps', 16, '--calibrate', 2, '--calib-ref-steps', 8]
+    r = CliRunner().invoke(bench.main, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / 'bench_infogrid.json').read_text())
+    rec = data['snapshots'][snapshot]
+    assert rec['metric'] == 'fd-digits'
+    # Heun and the SDE reach NFE 5 only (odd), Euler reaches both.
+    assert set(rec['results']['heun']['edm']) == {'5'} and set(rec['results']['euler']['edm']) == {'5', '6'}
+    cell = rec['results']['heun']['edm']['5']
+    assert cell['num_steps'] == 3 and len(cell['metric']) == 2 and len(cell['traj']) == 2
+    np.testing.assert_allclose(cell['sigma_steps'], samplers.edm_sigma_steps(3, 0.002, 80).numpy(), rtol=1e-12)
+    assert cell['metric'][0] != cell['metric'][1]                      # two different latent sets
+    assert rec['results']['sde']['edm']['5']['traj'] == [] and rec['results']['sde']['edm']['5']['traj_mean'] is None
+    assert set(rec['calibration']) == {'heun', 'euler'}
+    assert (out / 'bench_infogrid.png').read_bytes()[:4] == b'\x89PNG'
+    table = (out / 'bench_infogrid.md').read_text()
+    assert '### heun: fd-digits' in table and '### euler: trajectory error' in table
+    assert '| infogrid-solver |' in table and 'Best or tied' in table
+
+
+def test_trajectory_error_is_zero_for_the_reference_grid(snapshot, tmp_path):
+    """Sampling on the reference grid itself reproduces the reference: trajectory error 0 (same latents)."""
+    net = bench.network_io.load_network(snapshot)['ema']
+    latents, labels = bench.make_latents(net, 6, 3)
+    ref = bench.reference_samples(net, latents, labels, 0.002, 80, 12)
+    x = bench.run_sampler(net, latents, labels, samplers.edm_sigma_steps(12, 0.002, 80), 'heun', 0, batch=4)
+    assert bench.trajectory_error(x, ref) < 1e-12
+
+
+def test_best_or_tied_uses_the_set_spread():
+    per_grid = {'a': {'5': {'m': 10.0, 's': [9.0, 11.0]}}, 'b': {'5': {'m': 11.5, 's': [11.0, 12.0]}},
+                'c': {'5': {'m': 13.0, 's': [12.9, 13.1]}}}
+    assert bench.best_or_tied(per_grid, ['5'], 'm', 's') == {'5': ['a', 'b']}
+
+
+@pytest.mark.parametrize('args,phrase', [
+    (['--grids', 'edm,nope'], 'unknown name'),
+    (['--nfe', 'a,b'], 'comma-separated'),
+    (['--nfe', '1'], 'at least 2'),
+    (['--metric', 'fd-nothing'], 'unknown metric'),
+])
+def test_bad_input_is_one_clear_error(snapshot, tmp_path, args, phrase):
+    r = CliRunner().invoke(bench.main, ['--network', snapshot, '--outdir', str(tmp_path), '--nfe', '5', '--num', '4',
+                                        '--grids', 'edm', *args])
+    assert_clean_error(r, phrase)
+
+
+def test_network_is_required_without_quick(tmp_path):
+    assert_clean_error(CliRunner().invoke(bench.main, ['--outdir', str(tmp_path)]), '--network')

