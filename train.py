@@ -148,6 +148,13 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     config = opt_lib.build_config(opts, dataset, world_size)
     if resume_path is not None:
         if header['cur_nimg'] >= config['total_kimg'] * 1000:
+            if plan.run_dir is not None and _same_dir(os.path.dirname(resume_path), plan.run_dir):
+                # A requeued job whose run had finished (killed after its last state): nothing is left to do.
+                if dist.get_rank() == 0:
+                    click.echo(f'--resume: the run in {plan.run_dir} is finished ({header["cur_nimg"] / 1000:g} '
+                               f'kimg); nothing to do (pass a longer --duration or --kimg to continue it).')
+                dist.shutdown()
+                return
             raise click.ClickException(f'--resume: {resume_path} is already at {header["cur_nimg"] / 1000:g} kimg, '
                                        f'the full training length; pass a longer --duration or --kimg.')
         config['resume_state'] = resume_path
@@ -203,6 +210,13 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         raise click.exceptions.Exit(preemption.PREEMPTED_EXIT_CODE)
 
 
+def _same_dir(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 def _open_dataset(opts: dict) -> dict:
     """Open the dataset once; return the facts build_config needs. Bad data -> one-line ClickException."""
     from training.dataset import open_dataset
@@ -220,7 +234,7 @@ def _open_dataset(opts: dict) -> dict:
                 raise click.ClickException(f'--cond requires class labels in {opts["data"]}: {message}')
         raise click.ClickException(f'--data {opts["data"]}: {message}')
     try:
-        facts = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
+        facts = dict(name=ds.name, shape=list(ds.image_shape), resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
                      has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'), size=len(ds),
                      dataset_kwargs=dict(ds.dataset_kwargs))
     except Exception as err:
@@ -248,8 +262,8 @@ def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: 
     lines = [
         f'  Output directory:     {run_dir}',
         f'  Preset:               {opts.get("preset") or "-"}',
-        f'  Dataset:              {opts["data"]} ({dataset["size"]} items, {dataset["num_channels"]}x'
-        f'{dataset["resolution"]}x{dataset["resolution"]}, {dataset["endpoint"]}, labels {dataset["label_dim"]})',
+        f'  Dataset:              {opts["data"]} ({dataset["size"]} items of shape '
+        f'{"x".join(map(str, dataset["shape"]))}, {dataset["endpoint"]}, labels {dataset["label_dim"]})',
         f'  Network:              {net["class_name"].rsplit(".", 1)[-1]} / {net.get("model_type")} '
         f'channels {net.get("model_channels")} x {net.get("channel_mult")}',
         f'  Loss:                 {config["loss_kwargs"]["class_name"].rsplit(".", 1)[-1]} '

@@ -153,6 +153,7 @@ def main(network: str | None, data_spec: str, out_path: str, oracle: bool, num_b
     """Entropy-rate profile of a network (or of the exact denoiser of a dataset) as a profile JSON."""
     from training.dataset import open_dataset
     from training.network_io import load_network
+    from training.networks import data_shape
 
     if oracle == (network is not None):
         raise click.UsageError('Give either --network or --oracle.')
@@ -173,9 +174,9 @@ def main(network: str | None, data_spec: str, out_path: str, oracle: bool, num_b
             use_labels = bool(getattr(net, 'label_dim', 0))
     try:
         dataset = open_dataset(data_spec, max_size=max_size, random_seed=seed, use_labels=bool(use_labels))
-        if net is not None and list(dataset.image_shape) != [net.img_channels, net.img_resolution, net.img_resolution]:
-            raise ValueError(f'{data_spec} holds images of shape {dataset.image_shape} but the network makes '
-                             f'{[net.img_channels, net.img_resolution, net.img_resolution]}.')
+        if net is not None and list(dataset.image_shape) != list(data_shape(net)):
+            raise ValueError(f'{data_spec} holds items of shape {list(dataset.image_shape)} but the network makes '
+                             f'{list(data_shape(net))}.')
         if net is not None and getattr(net, 'label_dim', 0) and dataset.label_dim != net.label_dim:
             raise ValueError(f'The network needs {net.label_dim} class labels; '
                              f'{data_spec} provides {dataset.label_dim}.')

@@ -10,7 +10,7 @@ state: σ is drawn first (n values, reshaped to [N, 1, ..., 1] to broadcast over
 [N, 1, 1, 1] for images and [N, 1, 1] for DNA [N, 4, L]), then the augmentation pipe runs, then
 ``torch.randn_like(y)``.
 
-Pluggable parts (docs/INTERFACES.md):
+Pluggable parts (docs/ARCHITECTURE.md, "Seams worth knowing"):
 
 - ``loss_fn.sigma_sampler``: any object with ``sample(n, device=None, generator=None)`` (and
   ``observe`` / ``step`` / ``profile`` / ``state_dict`` / ``load_state_dict``), e.g. an

@@ -450,6 +450,13 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts['cond'] and not dataset.get('has_labels'):
         raise OptionsError(f'--cond requires labels, but the dataset {opts["data"]!r} has none '
                            f'(add a dataset.json with labels).')
+    if dataset.get('dataset_kwargs'):
+        from training.metrics.registry import check_metric_applicable
+        for name in metric_names(opts):
+            try:
+                check_metric_applicable(name, dataset['dataset_kwargs'])
+            except ValueError as err:
+                raise OptionsError(f'--metrics: {err}') from None
     batch_gpu, rounds = batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
     endpoint = resolve_endpoint(opts, dataset.get('endpoint'))
     weighting = resolve_weighting(opts)
@@ -505,6 +512,9 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         fast_paths=dict(bf16=bool(opts['bf16']), compile=bool(opts['compile']),
                         channels_last=bool(opts['channels_last']), sdpa=bool(opts['sdpa'])),
         deterministic=bool(opts['deterministic']),
+        metrics=metric_names(opts),
+        metrics_every_kimg=float(opts['metrics_every']),
+        metrics_num=int(opts['metrics_num']),
         grid_size=int(opts['grid']),
         grid_steps=int(opts['grid_steps']),
         plot_profile=bool(opts['plot']),

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import psutil
@@ -171,6 +171,10 @@ def training_loop(
     device: torch.device | str | None = None,  # None = torch_utils.distributed.device().
     options: Mapping | None = None,     # Resolved CLI options (stored in training states for --resume).
     nonfinite_limit: int = NONFINITE_LIMIT,  # Stop after this many consecutive non-finite losses.
+    metrics: Sequence[str] = (),        # Metrics of the EMA network during training (metrics.jsonl; see
+                                        # training.metrics.tracking); () = none.
+    metrics_every_kimg: float = 10,     # Evaluate them every this many kimg (and at the end).
+    metrics_num: int = 1000,            # Samples per evaluation.
     progress_fn: Callable[[int, int], None] | None = None,  # Called as progress_fn(cur_nimg, total_nimg) per step.
     stop_signals: Any = None,           # A training.preemption.StopSignals (installed by the caller): once its
                                         # .signum is non-zero, every rank stops at one agreed step, dumps a state
@@ -291,6 +295,13 @@ def training_loop(
         stats_jsonl = _Log(os.path.join(run_dir, 'stats.jsonl'), guard)
         if adaptive:
             infonoise_jsonl = _Log(os.path.join(run_dir, 'infonoise.jsonl'), guard)
+    tracker = metrics_jsonl = None
+    if metrics:
+        from training.metrics.tracking import MetricsTracker
+        tracker = MetricsTracker(metrics, metrics_every_kimg, metrics_num, dataset_kwargs, seed=seed, device=device)
+        tracker.start(cur_nimg)
+        if rank == 0:
+            metrics_jsonl = _Log(os.path.join(run_dir, 'metrics.jsonl'), guard)
 
     training_stats.reset()
     collector = training_stats.Collector(regex='.*')
@@ -361,6 +372,17 @@ def training_loop(
                 progress_fn(cur_nimg, total_nimg)
 
             done = cur_nimg >= total_nimg
+            if tracker is not None and tracker.due(cur_nimg, done):
+                eval_start = time.time()
+                if rank == 0:
+                    for row in tracker.evaluate(ema, cur_nimg):
+                        metrics_jsonl.append(row)
+                        logger.info(f'{row["metric"]} {row["value"]:.4g} at {row["kimg"]:g} kimg '
+                                    f'({row["seconds"]:.1f} s)')
+                else:
+                    tracker.start(cur_nimg)
+                dist.barrier()
+                tick_start_time += time.time() - eval_start   # evaluation time is not training time
             if not done and not stop_signum and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
                 continue
 
@@ -415,7 +437,7 @@ def training_loop(
             if done or preempted:
                 break
     finally:
-        for f in (stats_jsonl, infonoise_jsonl):
+        for f in (stats_jsonl, infonoise_jsonl, metrics_jsonl):
             if f is not None:
                 f.close()
 
