@@ -86,8 +86,12 @@ def test_every_preset_loads_and_builds():
     assert {'cifar10-uncond', 'cifar10-cond', 'ffhq64', 'afhqv2-64', 'imagenet64', 'mnist', 'fashionmnist',
             'bmnist', 'bfashionmnist', 'dna', 'digits-demo'} <= set(names)
     for name in names:
-        opts = O.resolve_options({'data': 'dna:x.txt'} if name == 'dna' else {}, O.load_preset(name))
-        config = O.build_config(opts, dataset_facts(16, 4, 10, 'discrete'))
+        dna = name.startswith('dna')
+        opts = O.resolve_options({'data': 'dna:x.txt'} if dna else {}, O.load_preset(name))
+        facts = dataset_facts(16, 4, 10, 'discrete')
+        if dna:
+            facts['dataset_kwargs'] = {'class_name': 'training.dataset_discrete.DNADataset'}
+        config = O.build_config(opts, facts)
         assert config['batch_size'] == opts['batch']
 
 
@@ -106,6 +110,23 @@ def test_discrete_presets_differ_only_in_sigma_dist():
     for key in rows['loguniform']:
         if key != 'sigma_sampler_kwargs':
             assert rows['loguniform'][key] == rows['infonoise'][key] == rows['lognormal'][key], key
+    # The EDM transfer baseline is log-normal *and* w_EDM; every discrete preset's description says so.
+    transfer = O.build_config(O.resolve_options({'sigma_dist': 'lognormal', 'weighting': 'edm'},
+                                                O.load_preset('bmnist')), dataset_facts(32, 1, 0, 'discrete'))
+    assert transfer['loss_kwargs']['weighting'] == 'edm'
+    assert transfer['sigma_sampler_kwargs']['class_name'] == 'infonoise.LogNormalSampler'
+    for name in ('bmnist', 'bfashionmnist', 'dna', 'bmnist5k-cpu', 'dna-cpu'):
+        assert '--sigma-dist lognormal --weighting edm' in O.load_preset(name)['description'], name
+
+
+def test_every_preset_scales_the_infonoise_warmup_to_its_length():
+    # DESIGN §3.3: N_warm = 2,000 steps at most, and presets scale it: at most 15% of the run's optimizer steps,
+    # with a refresh interval no longer than the warm-up, so that InfoNoise adapts for most of the run.
+    for name in O.list_presets():
+        opts = O.resolve_options({}, O.load_preset(name))
+        steps = O.total_kimg(opts) * 1000 / opts['batch']
+        assert opts['infonoise_warmup'] <= min(2000, 0.15 * steps), (name, opts['infonoise_warmup'], steps)
+        assert opts['infonoise_refresh'] <= max(opts['infonoise_warmup'], 1), name
 
 
 def test_explicit_flags_override_preset_and_preset_overrides_defaults(tmp_path):
