@@ -19,7 +19,7 @@ import train
 from helpers import assert_clean_error
 from test_resume import SMALL, assert_states_equal
 from torch_utils import persistence
-from training import checkpoint, preemption
+from training import checkpoint, network_io, preemption
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,7 +123,7 @@ def test_sigterm_stops_one_process_and_the_same_command_continues_bitwise(tmp_pa
     assert 64 < stopped['cur_nimg'] < 1280 and stopped['cur_nimg'] % 64 == 0
     kimg = stopped['cur_nimg'] // 1000
     with open(checkpoint.snapshot_path(str(run_dir), kimg), 'rb') as f:
-        snap = persistence.load_network_pickle(f)
+        snap = persistence.load_network_pickle(f, class_map=network_io.class_map())
     for name, value in snap['ema'].state_dict().items():
         assert torch.equal(value, stopped['ema'][name]), name
 
@@ -169,6 +169,22 @@ def torchrun_cmd(*args):
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and everything under it (torchrun starts each worker in a session of its own, so
+    killing its process group would leave the workers running)."""
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
 def worker_of_rank(launcher: psutil.Process, rank: int) -> psutil.Process:
     for child in launcher.children(recursive=True):
         try:
@@ -188,8 +204,7 @@ def test_two_gloo_ranks_agree_on_one_stop_step_when_one_rank_gets_sigusr1(tmp_pa
 
     run_dir = tmp_path / 'job'
     command = torchrun_cmd('--outdir', run_dir, '--nosubdir', '--resume', run_dir, '--data', data, *TINY2)
-    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 240
         stats = run_dir / 'stats.jsonl'
@@ -199,9 +214,8 @@ def test_two_gloo_ranks_agree_on_one_stop_step_when_one_rank_gets_sigusr1(tmp_pa
         worker_of_rank(psutil.Process(proc.pid), 1).send_signal(signal.SIGUSR1)   # rank 1 only
         output, _ = proc.communicate(timeout=240)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_tree(proc.pid)
+        proc.wait()
     assert 'SIGUSR1 received: stopping at' in output, output[-3000:]
     assert 'exitcode  : 75' in output, output[-3000:]          # torchrun's report of the workers' exit code
     stopped = final_state(run_dir)

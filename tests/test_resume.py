@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import train
 from helpers import assert_clean_error
 from torch_utils import persistence
-from training import checkpoint
+from training import checkpoint, network_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,9 +85,9 @@ def test_stop_at_8_kimg_and_resume_to_12_equals_straight_12_kimg(tmp_path, devic
     assert a['ranks'][0]['sigma_sampler']['refreshes'] == 7   # steps 15, 20, ..., 45 of 48
     assert_states_equal(a, b)
     with open(straight / 'network-snapshot-000012.pkl', 'rb') as f:
-        snap_a = persistence.load_network_pickle(f)
+        snap_a = persistence.load_network_pickle(f, class_map=network_io.class_map())
     with open(resumed / 'network-snapshot-000012.pkl', 'rb') as f:
-        snap_b = persistence.load_network_pickle(f)
+        snap_b = persistence.load_network_pickle(f, class_map=network_io.class_map())
     assert snap_a['infonoise']['pi'] == snap_b['infonoise']['pi']
 
 
@@ -142,7 +142,7 @@ def test_sigkill_during_training_never_corrupts_the_newest_state(tmp_path):
     for name in os.listdir(run_dir):
         if name.endswith('.pkl'):
             with open(run_dir / name, 'rb') as f:
-                persistence.load_network_pickle(f)
+                persistence.load_network_pickle(f, class_map=network_io.class_map())
     newest_kimg = states[-1][0]
     newest = checkpoint.load_training_state(states[-1][1], mmap=True)
     result = run_cli(tmp_path / 'resumed', '--resume', run_dir, '--kimg', newest['cur_nimg'] / 1000 + 0.2)
@@ -175,6 +175,10 @@ def test_resume_of_a_directory_without_state_starts_a_run_there_and_says_so(tmp_
     assert f'Resuming from "{job / "training-state-000000.pt"}" at 0.32 kimg' in second.output
     assert os.listdir(out) == ['job']
     assert checkpoint.load_training_state(str(job / 'training-state-000000.pt'))['cur_nimg'] == 640
+    # Requeued once more after it finished (killed after its last state): nothing to do, and no error.
+    third = invoke('--outdir', out, '--resume', job, *SMALL, '--kimg', 0.64)
+    assert third.exit_code == 0, third.output
+    assert f'--resume: the run in {job} is finished (0.64 kimg); nothing to do' in third.output
 
 
 def test_resume_skips_newest_states_that_do_not_load_and_names_them(tmp_path):

@@ -9,15 +9,15 @@ Each case prints one line: kills survived, tensors compared / differing, wall ti
 """
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import torch
 
-from test_preemption import write_png_folder
+from test_preemption import kill_tree, write_png_folder
 from test_resume import SMALL
 from training import checkpoint
 
@@ -59,13 +59,13 @@ def stats_lines(run_dir) -> int:
 
 
 def soak(command, run_dir, kills, rng, timeout=1800):
-    """Start `command` again and again, SIGKILL its process group at a random moment after it made progress
-    (a new tick line), until `kills` kills landed; then let it finish. Returns the kills survived."""
+    """Start `command` again and again, SIGKILL it with all its processes (like a lost node) at a random moment
+    after it made progress (a new tick line), until `kills` kills landed; then let it finish. Returns the
+    kills survived and the launches that resumed from a state."""
     survived, deadline = 0, time.time() + timeout
     while True:
         before = stats_lines(run_dir)
-        proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             if survived < kills:
                 while stats_lines(run_dir) <= before and proc.poll() is None:   # wait for progress
@@ -73,8 +73,9 @@ def soak(command, run_dir, kills, rng, timeout=1800):
                     time.sleep(0.02)
                 time.sleep(rng.uniform(0, 1.5))    # anywhere: in a step, a snapshot or a state write
             if survived < kills and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_tree(proc.pid)
                 proc.wait()
+                assert not running(run_dir), 'a process of the killed run lives on'
                 survived += 1
                 continue
             _, err = proc.communicate(timeout=max(1, deadline - time.time()))
@@ -82,10 +83,20 @@ def soak(command, run_dir, kills, rng, timeout=1800):
             return survived
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_tree(proc.pid)
                 proc.wait()
             if proc.stderr is not None:
                 proc.stderr.close()
+
+
+def running(run_dir) -> list:
+    """Processes whose command line names train.py and `run_dir`."""
+    found = []
+    for p in psutil.process_iter(['cmdline']):
+        cmdline = ' '.join(p.info['cmdline'] or [])
+        if 'train.py' in cmdline and str(run_dir) in cmdline:
+            found.append(p)
+    return found
 
 
 def run_case(name, base_command, tmp_path, final_nimg):
@@ -98,8 +109,12 @@ def run_case(name, base_command, tmp_path, final_nimg):
     job = tmp_path / f'{name}-job'
     survived = soak([*base_command, '--outdir', str(job), '--nosubdir', '--resume', str(job)], job, KILLS, rng)
     compared, differing = count_differences(newest_state(straight), newest_state(job))
-    print(f'\nsoak {name}: {survived} SIGKILLs survived, {compared} tensors compared, {len(differing)} differing, '
-          f'{time.time() - start:.0f} s wall (seed {SEED})')
+    log = (job / 'log.txt').read_text()
+    resumes, fresh = log.count('Resuming from'), log.count('holds no training state yet')
+    print(f'\nsoak {name}: {survived} SIGKILLs survived ({resumes} launches resumed from a state, {fresh} started '
+          f'fresh), {compared} tensors compared, {len(differing)} differing, {time.time() - start:.0f} s wall '
+          f'(seed {SEED})')
+    assert resumes + fresh >= survived   # every kill hit its own launch, which had started training
     assert newest_state(job)['cur_nimg'] == final_nimg
     assert survived == KILLS
     assert differing == []
@@ -109,7 +124,7 @@ def run_case(name, base_command, tmp_path, final_nimg):
 def test_soak_single_process(tmp_path):
     command = [sys.executable, os.path.join(ROOT, 'train.py'), *[str(a) for a in SMALL], '--kimg', '3.2',
                '--threads', '1']
-    run_case('1 process', command, tmp_path, 3200)
+    run_case('one-process', command, tmp_path, 3200)
 
 
 def test_soak_two_gloo_ranks(tmp_path):
@@ -118,4 +133,4 @@ def test_soak_two_gloo_ranks(tmp_path):
     args[args.index('--batch-gpu'):args.index('--batch-gpu') + 2] = []        # 2 ranks x 32
     command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                os.path.join(ROOT, 'train.py'), *[str(a) for a in args]]
-    run_case('2 gloo ranks', command, tmp_path, 3200)
+    run_case('two-ranks', command, tmp_path, 3200)

@@ -7,7 +7,7 @@ import sys
 import torch
 
 from torch_utils import persistence
-from training import checkpoint
+from training import checkpoint, network_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def test_two_gloo_ranks_train_consistently_and_resume_exactly(tmp_path):
     assert torch.equal(s0['cdf'], s1['cdf'])                         # one table, built from all-reduced sums
     assert not torch.equal(s0['buf'], s1['buf'])                     # each rank buffers its own losses
     with open(straight / 'network-snapshot-000002.pkl', 'rb') as f:
-        snap = persistence.load_network_pickle(f)
+        snap = persistence.load_network_pickle(f, class_map=network_io.class_map())
     assert snap['infonoise']['refreshes'] == 5
 
     # Resume both ranks from the 1-kimg state (1088 images) and train to the same end.

@@ -20,7 +20,7 @@ import train
 from dnnlib import util
 from helpers import assert_clean_error
 from torch_utils import persistence
-from training import checkpoint
+from training import checkpoint, network_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -209,6 +209,6 @@ def test_full_disk_during_a_snapshot(tmpfs):
     assert_clean_error(result, f'Cannot write {tmpfs / "network-snapshot-000000.pkl"}: no space left on device.')
     assert 'Logging error' not in result.output
     with open(tmpfs / 'network-snapshot-000000.pkl', 'rb') as f:      # the previous snapshot is intact
-        snap = persistence.load_network_pickle(f)
+        snap = persistence.load_network_pickle(f, class_map=network_io.class_map())
     assert snap['ema'].img_resolution == 8
     assert temporaries(tmpfs) == [] and not checkpoint.list_states(str(tmpfs))

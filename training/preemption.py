@@ -26,12 +26,14 @@ PREEMPTED_EXIT_CODE = 75
 
 DEFAULT_SIGNALS = ('SIGTERM', 'SIGUSR1')
 _UNCATCHABLE = ('SIGKILL', 'SIGSTOP')
+_POSIX_ONLY = ('SIGUSR1', 'SIGUSR2', 'SIGHUP', 'SIGQUIT', 'SIGALRM')   # skipped where the platform lacks them
 
 
 def parse_signals(text: str | Iterable[str] | None) -> tuple[str, ...]:
     """'SIGTERM,SIGUSR1' (or 'TERM,usr1', or a list) -> ('SIGTERM', 'SIGUSR1'); 'none' or '' -> ().
 
-    Raises ValueError (one sentence) for a name this platform does not know or one that cannot be caught.
+    POSIX signals a platform lacks (SIGUSR1 on Windows) are left out. Raises ValueError (one sentence) for
+    an unknown name or one that cannot be caught.
     """
     if text is None:
         return ()
@@ -45,6 +47,8 @@ def parse_signals(text: str | Iterable[str] | None) -> tuple[str, ...]:
             raise ValueError(f'{name} cannot be caught, so it cannot stop training gracefully; '
                              f'use SIGTERM or SIGUSR1.')
         if not isinstance(getattr(signal, name, None), signal.Signals):
+            if name in _POSIX_ONLY:
+                continue
             raise ValueError(f'Unknown signal {item!r}; expected names such as SIGTERM,SIGUSR1 (or none).')
         if name not in names:
             names.append(name)
