@@ -48,28 +48,39 @@ def test_auto_metric_reads_the_dataset():
         bench.auto_metric({'name': 'cifar10'})
 
 
-def test_small_run_writes_table_json_and_png(snapshot, tmp_path):
-    out = tmp_path / 'out'
-    args = ['--network', snapshot, '--outdir', out, '--grids', 'edm,infogrid-blend,infogrid-solver,infogrid-calibrated',
-            '--solvers', 'heun,euler,sde', '--nfe', '5,6', '--sets', 2, '--num', 12, '--traj-num', 4,
-            '--ref-steps', 16, '--calibrate', 2, '--calib-ref-steps', 8]
+def run_small(snapshot, out, grids, solvers, nfe):
+    args = ['--network', snapshot, '--outdir', out, '--grids', grids, '--solvers', solvers, '--nfe', nfe,
+            '--sets', 2, '--num', 12, '--traj-num', 4, '--ref-steps', 16, '--calibrate', 2, '--calib-ref-steps', 8]
     r = CliRunner().invoke(bench.main, [str(a) for a in args])
     assert r.exit_code == 0, r.output
-    data = json.loads((out / 'bench_infogrid.json').read_text())
-    rec = data['snapshots'][snapshot]
-    assert rec['metric'] == 'fd-digits'
-    # Heun and the SDE reach NFE 5 only (odd), Euler reaches both.
+    return json.loads((out / 'bench_infogrid.json').read_text())['snapshots'][snapshot]
+
+
+def test_small_run_writes_table_json_and_png(snapshot, tmp_path):
+    out = tmp_path / 'out'
+    rec = run_small(snapshot, out, 'edm,infogrid-solver,infogrid-calibrated', 'heun,euler', '5,6')
+    assert rec['metric'] == 'fd-digits'                                # auto: the snapshot's dataset is digits
+    # Heun reaches NFE 5 only (odd NFE), Euler both.
     assert set(rec['results']['heun']['edm']) == {'5'} and set(rec['results']['euler']['edm']) == {'5', '6'}
     cell = rec['results']['heun']['edm']['5']
     assert cell['num_steps'] == 3 and len(cell['metric']) == 2 and len(cell['traj']) == 2
     np.testing.assert_allclose(cell['sigma_steps'], samplers.edm_sigma_steps(3, 0.002, 80).numpy(), rtol=1e-12)
     assert cell['metric'][0] != cell['metric'][1]                      # two different latent sets
-    assert rec['results']['sde']['edm']['5']['traj'] == [] and rec['results']['sde']['edm']['5']['traj_mean'] is None
     assert set(rec['calibration']) == {'heun', 'euler'}
+    calib = rec['calibration']['heun']['3']
+    np.testing.assert_allclose(rec['results']['heun']['infogrid-calibrated']['5']['sigma_steps'], calib['sigma_steps'])
     assert (out / 'bench_infogrid.png').read_bytes()[:4] == b'\x89PNG'
     table = (out / 'bench_infogrid.md').read_text()
     assert '### heun: fd-digits' in table and '### euler: trajectory error' in table
     assert '| infogrid-solver |' in table and 'Best or tied' in table
+
+
+@pytest.mark.slow
+def test_every_grid_and_the_stochastic_sampler(snapshot, tmp_path):
+    rec = run_small(snapshot, tmp_path / 'out', ','.join(bench.GRID_NAMES), 'heun,sde', '5')
+    assert set(rec['results']['sde']) == set(bench.GRID_NAMES)
+    assert rec['results']['sde']['edm']['5']['traj'] == [] and rec['results']['sde']['edm']['5']['traj_mean'] is None
+    assert all(np.isfinite(c['5']['metric_mean']) for c in rec['results']['heun'].values())
 
 
 def test_trajectory_error_is_zero_for_the_reference_grid(snapshot, tmp_path):

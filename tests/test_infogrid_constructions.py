@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from infonoise import GaussianMixture, SigmaGrid, infogrid_sigma_steps
+from infonoise import GaussianMixture, SigmaGrid, TwoPoint, infogrid_sigma_steps
 from infonoise.infogrid import (gaussian_surrogate, loguniform_sigma_steps, solver_aware_sigma_steps,
                                 surrogate_step_error, tempered_sigma_steps)
 from scripts import bench_highdim as bench
@@ -113,6 +113,20 @@ def test_surrogate_fits_a_gaussian_spectrum():
     assert np.all(w_fit >= 0)
 
 
+def test_surrogate_of_discrete_data_follows_the_decreasing_envelope():
+    """Two-point law ±1 (d = 16): σ r = mmse/σ² rises from 0 below σ ≈ 0.8, which no Gaussian can follow; the
+    fit matches the envelope max_{σ' >= σ} σ' r(σ') and the grid spends no level in the snapped region."""
+    law = TwoPoint(1.0, 0.5, 16)
+    grid = SigmaGrid(LO, HI, 64)
+    sigma = grid.sigma.numpy()
+    prof = {'edges': grid.edges.numpy(), 'sigma': sigma, 'rate': law.rate(sigma)}
+    envelope = np.maximum.accumulate((sigma * prof['rate'])[::-1])[::-1]
+    lam, w = gaussian_surrogate(prof)
+    ratio = (w * lam / (lam + sigma[:, None] ** 2)).sum(1) / envelope
+    assert 0.7 < ratio.min() and ratio.max() < 1.3
+    assert solver_aware_sigma_steps(prof, 10, LO, HI)[-3].item() > 0.3     # the level before σ_min
+
+
 @pytest.mark.parametrize('solver', ['heun', 'euler'])
 def test_step_error_model_matches_the_sampler_on_a_gaussian(solver):
     """One solver step σ_a -> σ_b with the exact denoiser of N(0, diag(λ)), then EDM's closing Euler step."""
@@ -218,3 +232,16 @@ def n_star(name, d):
         if bench.gm_passes(bench.gm_metrics(gm, grid, sigma_max)):
             return n
     return math.inf
+
+
+@pytest.mark.slow
+def test_new_constructions_need_no_more_steps_than_edm_on_the_gaussian_mixture():
+    """N* (bench_highdim's criterion: mode weight and within-mode variance both recovered) vs d: the tempered and
+    solver-aware grids reach it with at most EDM's step count, and stay flat in d (≤ 2× from d = 10 to 1000)."""
+    found = {(g, d): n_star(g, d) for g in ('edm', 'infogrid-tempered', 'infogrid-solver') for d in (10, 1000)}
+    for d in (10, 1000):
+        assert found['edm', d] < math.inf
+        assert found['infogrid-tempered', d] <= found['edm', d]
+        assert found['infogrid-solver', d] <= found['edm', d]
+    for g in ('infogrid-tempered', 'infogrid-solver'):
+        assert found[g, 1000] <= 2 * found[g, 10]

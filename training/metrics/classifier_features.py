@@ -188,6 +188,17 @@ def images_to_uint8(images: Any, side: int) -> np.ndarray:
     return np.clip(x.astype(np.float64) * 127.5 + 128, 0, 255).astype(np.uint8)
 
 
+class FeatureClassifier(torch.nn.Module):
+    """Base of the feature classifiers: subclasses define `features(x)` and a linear `head`; forward = logits."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits [N, num_classes]."""
+        return self.head(self.features(x))
+
+
 class _DetectorWrapper(torch.nn.Module):
     """FID detector interface around a classifier: uint8 [N, C, S, S] -> features [N, D]."""
 

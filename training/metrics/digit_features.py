@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.metrics.classifier_features import ImageClassifierMetric, binarize_uint8, feature_stats, images_to_uint8
+from training.metrics.classifier_features import (FeatureClassifier, ImageClassifierMetric, binarize_uint8,
+                                                  feature_stats, images_to_uint8)
 
 FEATURE_DIM = 64
 HIDDEN_DIM = 128
@@ -49,7 +50,7 @@ __all__ = ['DigitClassifier', 'binarize_uint8', 'classifier_accuracy', 'digit_fe
            'split_indices', 'to_uint8', 'train_classifier']
 
 
-class DigitClassifier(torch.nn.Module):
+class DigitClassifier(FeatureClassifier):
     """MLP on flattened 8x8 digits in [0, 1]: 64 -> hidden -> features -> classes, SiLU activations."""
 
     def __init__(self,
@@ -66,10 +67,6 @@ class DigitClassifier(torch.nn.Module):
         """Penultimate-layer activations [N, feature_dim] of pixels x [N, 64] in [0, 1]."""
         h = torch.nn.functional.silu(self.fc1(x))
         return torch.nn.functional.silu(self.fc2(h))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits [N, num_classes]."""
-        return self.head(self.features(x))
 
 
 def _real_digits() -> tuple[np.ndarray, np.ndarray]:

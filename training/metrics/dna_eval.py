@@ -100,7 +100,8 @@ class DNAReference:
             return ALL_TYPES
         hits = [c for c in self.cell_types if c == name] or [c for c in self.cell_types if c.split('_')[0] == name]
         if len(hits) != 1:
-            raise ValueError(f'Cell type {name!r} is not one of the reference cell types ({", ".join(self.cell_types)}).')
+            raise ValueError(f'Cell type {name!r} is not one of the reference cell types '
+                             f'({", ".join(self.cell_types)}).')
         return hits[0]
 
     def sequences(self, cell_type: str) -> np.ndarray:

@@ -14,6 +14,8 @@ threshold   a window is a hit when P(S ≥ score) ≤ `P_VALUE` = 1e-4 under i.i
             default p-value threshold). The null distribution of S is computed exactly on the score grid by
             convolving the per-position score distributions (Biopython's `ScoreDistribution` does the same,
             but takes about 1.4 s per motif here, 17 minutes for the 746 motifs, against a few seconds).
+            A 6-bp motif cannot reach 1e-4 (its best word has probability 4^-6): the five 6-bp JASPAR 2020
+            motifs (Arnt, Ahr::Arnt, Sox5, ZNF354C, Arid3a) never hit, as in FIMO at its default.
 strands     both: every window is scored with the matrix and with its reverse complement; each strand's hit
             counts (a palindromic site can count twice, as gimme scan reports it).
 scanning    one convolution per motif width over one-hot sequences (torch conv1d on float32; exact because the

@@ -13,9 +13,15 @@ Lower is better for all of them.
 
 Sampling (`sample`): the EMA network in eval mode, deterministic Heun on EDM's σ grid with `num_steps`
 steps, seeds seed, seed+1, …; a conditional network gets balanced classes (sample i has class i mod
-label_dim, sampled as `generate.py --class` would for that seed). The global random state of torch is left
-untouched (`torch.random.fork_rng`), so evaluating during training does not change the training run.
-Sequence samples are decoded by the argmax over the four rows at every position.
+label_dim, sampled as `generate.py --class` would for that seed), optionally with classifier-free guidance
+weight `guidance` (`generate.py --guidance`; default 1 = plain conditional sampling). The global random
+state of torch is left untouched (`torch.random.fork_rng`), so evaluating during training does not change
+the training run. Sequence samples are decoded by the argmax over the four rows at every position.
+
+Cost (busy shared 2-core CPU): the first DNA evaluation of a process loads the reference split, scans it for
+the 746 motifs (about 10 s for the 2,279 K562 + HepG2 test sequences) and loads (or, once per machine, trains
+for about 3 minutes) the cell-type classifier; later evaluations only sample and scan the samples (about 5 s
+per 1,000 sequences for motif-dna). fd-mnist trains its classifier once per machine (about 1 minute).
 """
 from __future__ import annotations
 
@@ -104,9 +110,14 @@ def _memo(key: Any, build: Any) -> Any:
 
 
 def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.device | str = 'cpu',
-           num_steps: int = 18, batch: int = DEFAULT_BATCH) -> tuple[torch.Tensor, np.ndarray | None]:
-    """(float64 samples [num_samples, *data_shape(net)] on the CPU, class index per sample or None)."""
+           num_steps: int = 18, batch: int = DEFAULT_BATCH,
+           guidance: float = 1.0) -> tuple[torch.Tensor, np.ndarray | None]:
+    """(float64 samples [num_samples, *data_shape(net)] on the CPU, class index per sample or None).
+
+    guidance: classifier-free guidance weight W (`training.guidance`; 1 = plain conditional sampling).
+    """
     from training import generation
+    from training.guidance import GuidedDenoiser
     if num_samples < 2:
         raise ValueError(f'Metrics need at least 2 samples, got {num_samples}.')
     seeds = np.arange(seed, seed + num_samples)
@@ -118,13 +129,14 @@ def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.
     devices = [torch.device(device)] if torch.device(device).type == 'cuda' else []
     try:
         net.eval()
+        denoiser = net if float(guidance) == 1 else GuidedDenoiser(net, guidance)
         with torch.random.fork_rng(devices=devices):
-            sigma_steps = generation.resolve_sigma_steps(net, opts)
+            sigma_steps = generation.resolve_sigma_steps(denoiser, opts)
             for c in (range(label_dim) if label_dim else [None]):
                 index = np.arange(num_samples) if c is None else np.flatnonzero(classes == c)
                 for start in range(0, len(index), batch):
                     part = index[start:start + batch]
-                    x = generation.sample_batch(net, seeds[part].tolist(), opts, sigma_steps, c, device)
+                    x = generation.sample_batch(denoiser, seeds[part].tolist(), opts, sigma_steps, c, device)
                     for i, row in zip(part, x.cpu()):
                         out[i] = row
     finally:
@@ -164,8 +176,8 @@ def _fid(images_uint8: torch.Tensor, dataset_kwargs: Mapping[str, Any] | None, d
     return frechet.frechet_distance(mu, sigma, mu_ref, sigma_ref)
 
 
-def _sequence_values(names: Sequence[str], samples: torch.Tensor, classes: np.ndarray | None,
-                     dataset_kwargs: Mapping[str, Any] | None) -> dict[str, float]:
+def _sequence_report(names: Sequence[str], samples: torch.Tensor, classes: np.ndarray | None,
+                     dataset_kwargs: Mapping[str, Any] | None) -> Any:
     from training.metrics import dna_eval
     if dataset_kwargs is None:
         raise ValueError('The DNA sequence metrics need the dataset_kwargs of the run (its DNA tables).')
@@ -174,26 +186,40 @@ def _sequence_values(names: Sequence[str], samples: torch.Tensor, classes: np.nd
     if classes is not None:
         order = list(dataset_kwargs.get('cell_types') or reference.cell_types)
         cell_types = [order[int(c)] for c in classes]
-    report = dna_eval.evaluate_sequences(samples.numpy(), cell_types, reference, list(names))
-    return {m: report.values[m]['mean'] for m in names}
+    return dna_eval.evaluate_sequences(samples.numpy(), cell_types, reference, list(names))
+
+
+def dna_report(net: torch.nn.Module, dataset_kwargs: Mapping[str, Any], num_samples: int,
+               names: Sequence[str] = SEQUENCE_METRICS, seed: int = 0, device: torch.device | str = 'cpu',
+               num_steps: int = 18, batch: int = DEFAULT_BATCH, guidance: float = 1.0) -> Any:
+    """The full `dna_eval.SequenceReport` (per cell type, per-k k-mer JS, motif JS, classifier accuracy) of a
+    DNA network's samples: what `evaluate_metrics` reduces to one mean value per metric."""
+    names = parse_metrics(names)
+    for name in names:
+        check_metric_applicable(name, net)
+        check_metric_applicable(name, dataset_kwargs)
+    samples, classes = sample(net, num_samples, seed, device, num_steps, batch, guidance)
+    return _sequence_report(names, samples, classes, dataset_kwargs)
 
 
 def evaluate_metrics(names: Sequence[str], net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None,
                      num_samples: int, seed: int = 0, device: torch.device | str = 'cpu', num_steps: int = 18,
-                     batch: int = DEFAULT_BATCH, detector: str | None = None,
-                     ref: str | None = None) -> dict[str, float]:
+                     batch: int = DEFAULT_BATCH, detector: str | None = None, ref: str | None = None,
+                     guidance: float = 1.0) -> dict[str, float]:
     """Several metrics of one network from one set of samples (see the module docstring); name -> value."""
     names = parse_metrics(names)
     for name in names:
         check_metric_applicable(name, net)
         if dataset_kwargs is not None:
             check_metric_applicable(name, dataset_kwargs)
-    samples, classes = sample(net, num_samples, seed, device, num_steps, batch)
+    samples, classes = sample(net, num_samples, seed, device, num_steps, batch, guidance)
     values: dict[str, float] = {}
     sequence_names = [n for n in names if n in SEQUENCE_METRICS]
     if sequence_names:
-        values.update(_sequence_values(sequence_names, samples, classes, dataset_kwargs))
-    images = (samples * 127.5 + 128).clip(0, 255).to(torch.uint8) if len(sequence_names) < len(names) else None
+        report = _sequence_report(sequence_names, samples, classes, dataset_kwargs)
+        values.update({m: report.values[m]['mean'] for m in sequence_names})
+    from training.generation import to_uint8
+    images = to_uint8(samples) if len(sequence_names) < len(names) else None
     for name in names:
         if name == 'fd-digits':
             from training.metrics.digit_features import digit_frechet
@@ -208,7 +234,8 @@ def evaluate_metrics(names: Sequence[str], net: torch.nn.Module, dataset_kwargs:
 
 def evaluate_metric(name: str, net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None, num_samples: int,
                     seed: int = 0, device: torch.device | str = 'cpu', num_steps: int = 18,
-                    batch: int = DEFAULT_BATCH, detector: str | None = None, ref: str | None = None) -> float:
+                    batch: int = DEFAULT_BATCH, detector: str | None = None, ref: str | None = None,
+                    guidance: float = 1.0) -> float:
     """One metric of the (EMA) network `net` on `num_samples` deterministic samples; lower is better."""
     return evaluate_metrics([name], net, dataset_kwargs, num_samples, seed, device, num_steps, batch, detector,
-                            ref)[name]
+                            ref, guidance)[name]
