@@ -27,6 +27,7 @@ Examples:
 """
 from __future__ import annotations
 
+import collections
 import io
 import json
 import math
@@ -263,7 +264,8 @@ def load_runs(root: str) -> dict:
             row = str(rec.get('row', default_row))
             method = str(rec.get('method', default_method))
             seed = int(rec.get('seed', default_seed))
-            info = rows.setdefault(row, dict(title=row, section='', metric='metric', curves={}, speed={}))
+            row = (row, str(rec.get('metric', 'metric')))   # split below when a row holds several metrics
+            info = rows.setdefault(row, dict(title=row[0], section='', metric='metric', curves={}, speed={}))
             for field in ('title', 'section', 'metric'):
                 if rec.get(field):
                     info[field] = str(rec[field])
@@ -273,7 +275,15 @@ def load_runs(root: str) -> dict:
     for info in rows.values():
         info['curves'] = {m: {s: sorted(c.items()) for s, c in seeds.items()}
                           for m, seeds in info['curves'].items()}
-    return rows
+    # A row evaluated with several metrics (train.py --metrics fd-dna,kmer-dna) becomes one row per metric.
+    per_row = collections.Counter(row for row, _ in rows)
+    out = {}
+    for (row, metric), info in rows.items():
+        key = row if per_row[row] == 1 else f'{row}:{metric}'
+        if per_row[row] > 1:
+            info['title'] = f'{info["title"]} ({metric})'
+        out[key] = info
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,10 +387,11 @@ def build_report(root: str) -> tuple[dict, dict]:
     """(rows as `load_runs` returns them, row -> compute_to_target summary) for a runs directory."""
     rows = load_runs(root)
     summaries = {}
-    for row, info in rows.items():
+    for row, info in list(rows.items()):
         baselines = [m for m in info['curves'] if m != ADAPTIVE]
-        if not baselines:
-            raise ValueError(f'Row {row!r} has no fixed-baseline runs with metrics, so it has no target.')
+        if not baselines:   # e.g. a row whose baseline runs have not been evaluated yet
+            del rows[row]
+            continue
         summaries[row] = compute_to_target(info['curves'])
     return rows, summaries
 
@@ -406,8 +417,8 @@ def main(runs: str, json_path: str | None, plot_dir: str | None) -> None:
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     if not rows:
-        raise click.ClickException(f'No evaluated runs (metrics.jsonl) under {runs}; evaluate snapshots with '
-                                   f'scripts/reproduce.py --launch or --eval-only first.')
+        raise click.ClickException(f'No row under {runs} has evaluated runs (metrics.jsonl) of both a fixed baseline '
+                                   f'and another method; train with --metrics or run scripts.reproduce --eval-only.')
     click.echo(markdown_table(rows, summaries))
     if plot_dir is not None:
         os.makedirs(plot_dir, exist_ok=True)

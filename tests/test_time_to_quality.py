@@ -114,3 +114,22 @@ def test_bench_cli_tiny_run(tmp_path):
     # Bad input: one sentence and a usage exit code.
     bad = subprocess.run(cmd[:3] + ['--settings', 'cifar'], capture_output=True, text=True, env=REPO_ENV, timeout=120)
     assert bad.returncode == 2 and 'unknown setting' in bad.stderr and 'Traceback' not in bad.stderr
+
+
+def test_report_reads_train_py_metrics_files_with_several_metrics(tmp_path):
+    # train.py --metrics writes {"kimg", "kex", "metric", "value", "seconds"} lines into RUNS/ROW/METHOD-seedS/.
+    def write(row, method, seed, rows):
+        d = tmp_path / row / f'{method}-seed{seed}'
+        d.mkdir(parents=True)
+        with open(d / 'metrics.jsonl', 'w') as f:
+            for kimg, metric, value in rows:
+                f.write(json.dumps(dict(kimg=kimg, kex=kimg, metric=metric, value=value, seconds=1.0)) + '\n')
+    write('dna', 'loguniform', 0, [(2, 'fd-dna', 10.0), (2, 'kmer-dna', 0.04), (4, 'fd-dna', 6.0), (4, 'kmer-dna', 0.03)])
+    write('dna', 'infonoise', 0, [(2, 'fd-dna', 6.0), (2, 'kmer-dna', 0.05), (4, 'fd-dna', 5.0), (4, 'kmer-dna', 0.02)])
+    write('bmnist', 'infonoise', 0, [(2, 'fd-mnist', 5.0)])      # no baseline yet: left out, not an error
+    rows, summaries = report.build_report(str(tmp_path))
+    assert sorted(rows) == ['dna:fd-dna', 'dna:kmer-dna']
+    # fd-dna: target 6 (log-uniform's best), InfoNoise reaches it at 2 kEx; kmer-dna: target 0.03, reached
+    # between 2 (0.05) and 4 (0.02) kEx, linearly at 2 + 2 * (0.05 - 0.03) / (0.05 - 0.02).
+    assert summaries['dna:fd-dna']['methods']['infonoise']['kex'] == pytest.approx(2.0)
+    assert summaries['dna:kmer-dna']['methods']['infonoise']['kex'] == pytest.approx(2 + 2 * 0.02 / 0.03)
