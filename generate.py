@@ -91,7 +91,17 @@ def write_grid(path: str, sigma_steps: torch.Tensor, opts: generation.SamplerOpt
               help='auto = CUDA when available.')
 def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec: str | None, guidance: float,
          max_batch_size: int, grid_out: str | None, verbose: bool, device: str, **kwargs: Any) -> None:
-    """Generate images (DNA: FASTA sequences) with EDM's samplers or InfoGrid; one random generator per seed."""
+    """Generate images (DNA: FASTA sequences) with EDM's samplers or InfoGrid; one random generator per seed.
+
+    \b
+    σ grid: EDM's ρ = 7 grid (--steps, --rho) by default. It stays the default because no InfoGrid
+    construction is best or tied at every NFE on every model measured (on the digits model EDM's grid is
+    2% ahead at NFE 25-35; docs/BENCHMARKS.md §10, scripts/bench_infogrid.py). --infogrid builds the grid
+    from the snapshot's InfoNoise profile with the solver-aware construction by default (equal predicted
+    Heun step error; best or tied at every NFE on the digits model, ahead of EDM's grid at NFE 5-17);
+    --infogrid-method eq19 | tempered selects the others, --infogrid-calibrate N tunes the tempered one;
+    --sigmas LIST|FILE uses your own σ list; --verbose prints the σ list used.
+    """
     device_t = init_distributed(device)
     snapshot = load_snapshot(network, device_t)
     net = snapshot['ema']

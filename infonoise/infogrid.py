@@ -9,6 +9,15 @@ measure U(σ) is tabulated at the bin edges,
 optionally blended with the log-uniform measure, M = (1 − floor)·U + floor·log(σ/σ_min)/log(σ_max/σ_min),
 and the grid takes the σ's at which M = 1, 1 − 1/(N−1), …, 0, inverting M by piecewise-linear
 interpolation of log σ between the tabulated points (monotone by construction).
+
+Constructions added for issue 10 (every function returns N decreasing σ's, σ_max first and σ_min last,
+then a trailing 0, float64):
+    loguniform_sigma_steps     equal steps in log σ (the reference grid of the blends).
+    tempered_sigma_steps       EDM's ρ-spacing tilted by the information density to the power γ
+                               (γ = 0: EDM's grid exactly; γ = 1, ρ = ∞: Eq. 19).
+    solver_aware_sigma_steps   equal predicted Heun (or Euler) step error on a Gaussian surrogate fitted to
+                               the profile (`gaussian_surrogate`, `surrogate_step_error`).
+Calibrating the tempered grid's (γ, ρ) needs a network and lives in training/grid_calibration.py.
 """
 from __future__ import annotations
 
@@ -233,13 +242,16 @@ def gaussian_surrogate(profile: dict, sigma_min: float | None = None, sigma_max:
         centres = np.sqrt(edges[1:] * edges[:-1])
     lo = edges[0] if sigma_min is None else min(edges[0], float(sigma_min))
     hi = edges[-1] if sigma_max is None else max(edges[-1], float(sigma_max))
-    target = centres * rate
-    keep = target > 0
-    if keep.sum() < 2:
+    # A Gaussian's mmse/σ² decreases in σ. Discrete data's rises from 0 below its peak (the denoiser has
+    # snapped to the nearest value: D ≈ const, x − D ∝ σ, a flow every solver integrates exactly), so the
+    # fit sees the decreasing envelope max_{σ' >= σ} σ' r(σ'): the peak value below the peak.
+    target = np.maximum.accumulate((centres * rate)[::-1])[::-1]
+    if np.sum(target > 0) < 2:
         raise ValueError('profile rate has fewer than two positive bins; cannot fit a surrogate')
+    scale = np.where(target > 0, 1.0 / np.where(target > 0, target, 1.0), 0.0)       # relative errors
     lambdas = np.geomspace(lo / 4, 4 * hi, num_components) ** 2
-    basis = lambdas[None, :] / (lambdas[None, :] + centres[keep, None] ** 2) / target[keep, None]
-    numer = basis.sum(0)                         # Ãᵀ 1
+    basis = lambdas[None, :] / (lambdas[None, :] + centres[:, None] ** 2) * scale[:, None]
+    numer = basis.T @ (target * scale)           # Ãᵀ ỹ
     gram = basis.T @ basis
     weights = np.full(num_components, 1.0 / basis.sum(1).mean())
     for _ in range(int(iters)):

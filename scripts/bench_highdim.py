@@ -80,7 +80,8 @@ CW metrics (Monte Carlo over --samples draws, full d-dimensional sampling)
 
 Modes
     --quick   GM d in {10, 100, 1000, 10000}, ladder 2..512; CW d in {10, 100}, 1,000 samples, ladder
-              2..256, reference 256 levels, 128 profile draws. Under 2 minutes on 2 CPU cores.
+              2..256, reference 256 levels, 128 profile draws. About 6 CPU minutes (1 thread), most of it in
+              the infogrid-solver and infogrid-calibrated rows; under 2 minutes without them.
     (full)    GM d in {10, 100, 1000, 10000}, ladder 2..4096; CW d in {10, 100, 1000, 10000}, 4,000
               samples, ladder 2..1024, reference 1024 levels, 512 profile draws. CW at d = 10^4 is
               the expensive part (hours on CPU; use --device cuda).
@@ -536,7 +537,8 @@ def _name_list(choices):
 
 
 @click.command(context_settings={'show_default': True}, epilog='\b\nExamples:' + __doc__.split('Examples:')[1].rstrip())
-@click.option('--quick', is_flag=True, help='Small settings that finish in about a minute on 2 CPU cores.')
+@click.option('--quick', is_flag=True,
+              help='Small settings: about 6 CPU minutes (2 without the solver/calibrated rows).')
 @click.option('--models', default='gm,cw', callback=_name_list(('gm', 'cw')), help='Laws to run.')
 @click.option('--grids', default=','.join(GRID_NAMES), callback=_name_list(GRID_NAMES), help='Grids to compare.')
 @click.option('--dims', callback=_int_list, help='GM dimensions [default: 10,100,1000,10000].')

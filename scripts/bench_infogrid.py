@@ -6,9 +6,9 @@ that grid. Two measures:
     metric  the snapshot's domain metric on each of --sets latent sets of --num latents (lower is better):
             fd-digits / fd-digits-binary (Fréchet distance in the digit classifier's features,
             training/metrics/digit_features.py), fd-mnist / fd-mnist-binary (training/metrics/
-            mnist_features.py), or any other name that training.metrics.registry evaluates (called as
-            registry.evaluate_metric(name, images, dataset_kwargs=...)). --metric auto picks it from the
-            snapshot's dataset.
+            mnist_features.py), or a name of training.metrics.registry (fd-dna, kmer-dna, motif-dna, ...)
+            evaluated on the harness's own samples through registry.evaluate_samples(names, samples,
+            classes, dataset_kwargs) -> {name: value}. --metric auto picks it from the snapshot's dataset.
     traj    trajectory error: root-mean-square distance per element between the end points and a fine
             reference run from the same latents (deterministic Heun on EDM's ρ = 7 grid, --ref-steps
             levels), on the first --traj-num latents of each set. Cheap and low-noise; not defined for
@@ -76,7 +76,7 @@ QUICK = dict(nfe=(5, 7, 11, 17, 35), solvers=('heun',), sets=2, num=100, traj_nu
              calib_ref_steps=128)
 FULL = dict(nfe=NFE_LIST, solvers=('heun', 'euler'), sets=2, num=500, traj_num=64, calibrate=16,
             calib_ref_steps=256)
-TIE_FRACTION = 0.02     # two grids tie when their means differ by < max(set spread, 2 % of the best)
+TIE_FRACTION = 0.02     # a grid ties with the best when the means differ by <= max(either's set spread, 2 %)
 
 EXAMPLES = """\b
 Examples:
@@ -90,14 +90,17 @@ Examples:
 # ---------------------------------------------------------------------------------------------------
 # Metrics by name.
 
-def _digits(reference: str) -> Callable[[torch.Tensor], float]:
+Metric = Callable[[torch.Tensor, Optional[torch.Tensor]], float]     # (samples, class indices or None) -> value
+
+
+def _digits(reference: str) -> Metric:
     from training.metrics.digit_features import digit_frechet
-    return lambda images: digit_frechet(images, reference=reference)
+    return lambda samples, classes: digit_frechet(samples, reference=reference)
 
 
-def _mnist(reference: str) -> Callable[[torch.Tensor], float]:
+def _mnist(reference: str) -> Metric:
     from training.metrics.mnist_features import mnist_frechet
-    return lambda images: mnist_frechet(images, reference=reference)
+    return lambda samples, classes: mnist_frechet(samples, reference=reference)
 
 
 BUILTIN_METRICS = {'fd-digits': lambda: _digits('digits'), 'fd-digits-binary': lambda: _digits('digits-binary'),
@@ -119,22 +122,26 @@ def auto_metric(dataset_kwargs: Optional[dict]) -> str:
                      'pass --metric NAME')
 
 
-def resolve_metric(name: str, snapshot: dict) -> tuple[str, Callable[[torch.Tensor], float]]:
-    """(metric name, images -> value); 'auto' reads the snapshot's dataset."""
+def resolve_metric(name: str, snapshot: dict) -> tuple[str, Metric]:
+    """(metric name, (samples, classes) -> value); 'auto' reads the snapshot's dataset."""
     if name == 'auto':
         name = auto_metric(snapshot.get('dataset_kwargs'))
     if name in BUILTIN_METRICS:
         return name, BUILTIN_METRICS[name]()
-    try:
-        from training.metrics import registry
-    except ImportError:
-        registry = None
-    evaluate = getattr(registry, 'evaluate_metric', None)
-    if evaluate is None or name not in getattr(registry, 'METRICS', ()):
-        raise ValueError(f'unknown metric {name!r}; built in: {", ".join(BUILTIN_METRICS)}'
-                         + ('' if evaluate is None else f'; registry: {", ".join(registry.METRICS)}'))
+    from training.metrics import registry
+    known = getattr(registry, 'METRICS', ())
+    if name not in known:
+        raise ValueError(f'unknown metric {name!r}; choose from {", ".join(sorted(set(BUILTIN_METRICS) | set(known)))}')
+    evaluate = getattr(registry, 'evaluate_samples', None)
+    if evaluate is None:
+        raise ValueError(f'metric {name!r} needs training.metrics.registry.evaluate_samples(names, samples, classes, '
+                         'dataset_kwargs), which this checkout lacks')
     dataset_kwargs = snapshot.get('dataset_kwargs')
-    return name, lambda images: float(evaluate(name, images, dataset_kwargs=dataset_kwargs))
+
+    def value(samples: torch.Tensor, classes: Optional[torch.Tensor]) -> float:
+        classes_np = None if classes is None else classes.numpy()
+        return float(evaluate([name], samples, classes_np, dataset_kwargs)[name])
+    return name, value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -271,7 +278,7 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
                 cell = {'num_steps': n, 'sigma_steps': [float(v) for v in grid], 'metric': [], 'traj': []}
                 for s, (lat, lab) in enumerate(latent_sets):
                     x = run_sampler(net, lat, lab, grid, solver, seed + 100 * s + n, batch)
-                    cell['metric'].append(float(metric(x)))
+                    cell['metric'].append(float(metric(x, None if lab is None else lab.argmax(1))))
                     if solver != 'sde':
                         cell['traj'].append(trajectory_error(x[:traj_num], references[s]))
                 cell['metric_mean'] = float(np.mean(cell['metric']))
@@ -291,13 +298,14 @@ def best_or_tied(per_grid: dict, nfe_keys, key: str, spread_key: Optional[str]) 
         cells = {g: row[nfe] for g, row in per_grid.items() if nfe in row and row[nfe].get(key) is not None}
         if not cells:
             continue
-        best = min(c[key] for c in cells.values())
+        best_cell = min(cells.values(), key=lambda c: c[key])
+        best = best_cell[key]
 
-        def band(c):
+        def spread(c):
             values = c.get(spread_key) or []
-            spread = (max(values) - min(values)) if len(values) > 1 else 0.0
-            return max(spread, TIE_FRACTION * abs(best))
-        out[nfe] = [g for g, c in cells.items() if c[key] - best <= band(c)]
+            return (max(values) - min(values)) if len(values) > 1 else 0.0
+        out[nfe] = [g for g, c in cells.items()
+                    if c[key] - best <= max(spread(c), spread(best_cell), TIE_FRACTION * abs(best))]
     return out
 
 

@@ -1,19 +1,28 @@
-"""Training-step throughput (img/s) with InfoNoise vs EDM's log-normal σ distribution, side by side.
+"""Training throughput: the network-only step against the full training loop, side by side in one run.
 
-Each measurement is a real `training.training_loop.training_loop` run (data loading, loss, backward,
-Adam, EMA, σ-sampler) on the same network and data; the two σ distributions alternate within every
-repetition so that machine load affects both alike. Throughput counts the steps after a warm-up,
-timed through the loop's per-step progress callback; no snapshots or states are written.
+For one preset it measures, in interleaved repetitions (so that machine load affects both alike):
+- the network-only step: forward, backward and the optimizer step of the preset's network on data that
+  already sits on the device (no data loading, augmentation, σ-sampler, EMA or statistics);
+- the full training loop: a real `training.training_loop.training_loop` run (data, augmentation, loss,
+  σ-sampler, non-finite gradient handling, optimizer, EMA, statistics), timed through its per-step
+  progress callback, with no snapshots, states or sample grids written.
+It prints both img/s (wall clock, and on the CPU also per CPU-second of this process), a per-phase
+breakdown in ms per step (the loop's `phase_timer` laps; on CUDA the laps synchronise the device, so the
+breakdown comes from one extra run of each kind and the img/s from runs without them), the start-up of
+the first loop run (imports, set-up, first step) and, as its last line, `loop/network ratio: R`.
 
-Configs: `digits-demo` (the CPU demo's SongUNet, builtin:digits) and, with a GPU, `cifar10` (EDM's
-CIFAR-10 DDPM++ preset on random 32x32 images of the archive format).
+Configs: `digits-demo` (the CPU demo: SongUNet 32 ch on builtin:digits) and `cifar10` (EDM's CIFAR-10
+DDPM++ preset on random 32x32 PNGs in the archive format; meant for a GPU). `--compare-sigma` adds the
+loop with the other σ distribution (InfoNoise vs EDM's log-normal) to every repetition.
 
 Examples:
-  python -m scripts.bench_train --quick            # one short repetition per config (smoke check)
-  python -m scripts.bench_train --reps 5 --json    # the figures for docs/BENCHMARKS.md
+  python -m scripts.bench_train --quick                              # smoke check (not a figure)
+  python -m scripts.bench_train --config digits-demo --reps 3 --json out.json
+  python -m scripts.bench_train --config cifar10 --bf16 --compile --fused-adam --json bf16c.json
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -21,10 +30,15 @@ import statistics
 import tempfile
 import time
 import zipfile
+from typing import Callable
 
 import click
 
 
+# Display order of the phases (the loop's phase_timer names; the network-only step uses a subset).
+PHASES = ('data', 'forward', 'stats', 'sampler', 'backward', 'nonfinite', 'optimizer', 'ema', 'other')
+LOOP_ONLY = ('data', 'stats', 'sampler', 'nonfinite', 'ema', 'other')   # work the network-only step does not do
+STARTUP = ('startup:data', 'startup:network', 'startup:files')
 DISTS = ('lognormal', 'infonoise')
 
 
@@ -43,114 +57,386 @@ def _random_image_zip(path: str, count: int, resolution: int, channels: int, see
             z.writestr(f'{i // 1000:05d}/img{i:08d}.png', buf.getvalue())
 
 
-def _config(name: str, dist: str, batch: int | None, steps: int, device: str, workdir: str) -> dict:
+def build_config(name: str, dist: str | None, steps: int, device: str, workdir: str,
+                 overrides: dict | None = None, fast: dict | None = None,
+                 data_loader: dict | None = None) -> tuple[dict, dict, int]:
+    """(training_loop config, dataset facts, preset threads) for `steps` steps of preset `name`.
+
+    dist: σ distribution (None: the preset's); overrides: extra train.py options (batch, cbase, fp16, ...);
+    fast: extra fast_paths entries (fused_adam, compile_mode); data_loader: extra data_loader_kwargs.
+    """
     from training import options as O
     from training.dataset import open_dataset
-    overrides = dict(sigma_dist=dist, seed=0, grid=0, plot=False, device=device, lr_rampup=0.0)
+    opts_given = dict(seed=0, grid=0, plot=False, device=device, lr_rampup=0.0)
     if name == 'digits-demo':
         preset = O.load_preset('digits-demo')
-    else:
+    elif name == 'cifar10':
         preset = O.load_preset('cifar10-uncond')
         data = os.path.join(workdir, 'random-32x32.zip')
         if not os.path.exists(data):
             _random_image_zip(data, 2048, 32, 3)
-        overrides.update(data=data, workers=2)
-    if batch is not None:
-        overrides['batch'] = batch
-    opts = O.resolve_options(overrides, preset)
-    if dist == 'infonoise':  # adaptive from the third step on, refreshing every 20 steps as in the demo
+        opts_given.update(data=data, workers=2)
+    else:
+        raise ValueError(f'unknown benchmark config {name!r}')
+    if dist is not None:
+        opts_given['sigma_dist'] = dist
+    opts_given.update(overrides or {})
+    opts = O.resolve_options(opts_given, preset)
+    if opts['sigma_dist'] == 'infonoise':   # adaptive from the third step on, refreshing every 20 steps
         opts.update(infonoise_warmup=2, infonoise_refresh=20, infonoise_min_count=1)
     opts['kimg'] = steps * opts['batch'] / 1000
-    ds = open_dataset(opts['data'], use_labels=False, xflip=False, cache=True)
+    ds = open_dataset(opts['data'], use_labels=bool(opts['cond']), xflip=bool(opts['xflip']),
+                      cache=bool(opts['cache']))
     facts = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
                  has_labels=ds.has_labels, endpoint=ds.endpoint, size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
     config = O.build_config(opts, facts)
     config.update(snapshot_ticks=None, state_dump_ticks=None, kimg_per_tick=1e9)
-    return config, int(opts['threads'])
+    config['fast_paths'] = dict(config['fast_paths'], **(fast or {}))
+    config['data_loader_kwargs'] = dict(config['data_loader_kwargs'], **(data_loader or {}))
+    return config, facts, int(opts['threads'])
 
 
-def _measure(config: dict, warmup_steps: int, device: str, run_dir: str) -> float:
-    """img/s over the steps after `warmup_steps` of one training run."""
+class LapTimer:
+    """A `phase_timer` for training_loop: wall time per phase name since the previous lap.
+
+    On CUDA every lap synchronises the device first (so that a phase is charged with its own kernels);
+    that happens only here, in the benchmark, never in normal training.
+    """
+
+    def __init__(self, cuda: bool) -> None:
+        import torch
+        self._sync: Callable[[], None] | None = torch.cuda.synchronize if cuda else None
+        self.totals: dict[str, float] = {}
+        self.startup: dict[str, float] = {}
+        self._prev = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self._sync is not None:
+            self._sync()
+        now = time.perf_counter()
+        target = self.startup if name.startswith('startup:') else self.totals
+        target[name] = target.get(name, 0.0) + now - self._prev
+        self._prev = now
+
+    def restart(self) -> None:
+        """Forget the step phases so far (start of the steady state)."""
+        self.totals = {}
+        self._prev = time.perf_counter()
+
+
+def _no_lap(name: str) -> None:
+    pass
+
+
+class _Clock:
+    """Throughput stamps over the steps after the warm-up: (wall, CPU) seconds between two step counts."""
+
+    def __init__(self, cuda: bool, warmup: int, steps: int, timer: LapTimer | None) -> None:
+        import torch
+        self.cuda, self.warmup, self.steps, self.timer = cuda, warmup, steps, timer
+        self._sync = torch.cuda.synchronize if cuda else (lambda: None)
+        self.done = 0
+        self.start = self.end = None
+        self.phases: dict[str, float] = {}
+        self.t_ready = self.t_first = None
+
+    def tick(self) -> None:
+        """Call after every step."""
+        self.done += 1
+        if self.done == 1:
+            self._sync()
+            self.t_first = time.perf_counter()
+        if self.done == self.warmup:
+            self._sync()
+            self.start = (time.perf_counter(), time.process_time())
+            if self.timer is not None:
+                self.timer.restart()
+        elif self.done == self.steps:
+            if self.timer is not None:
+                self.timer('other')
+                self.phases = dict(self.timer.totals)
+            self._sync()
+            self.end = (time.perf_counter(), time.process_time())
+
+    def rates(self, images_per_step: int) -> tuple[float, float]:
+        n = (self.steps - self.warmup) * images_per_step
+        return n / (self.end[0] - self.start[0]), n / max(self.end[1] - self.start[1], 1e-9)
+
+    def per_step_ms(self) -> dict[str, float]:
+        return {k: 1e3 * v / (self.steps - self.warmup) for k, v in self.phases.items()}
+
+
+def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: str, timed: bool) -> dict:
+    """Network-only steps on resident data: img/s (wall, CPU) and, when `timed`, ms per step per phase."""
+    import torch
+
+    import dnnlib
+    from training.fast_paths import (apply_fast_paths, autocast, maybe_compile, optimizer_kwargs_for,
+                                     resolve_fast_paths)
+    from training.networks import data_shape
+    dev = torch.device(device)
+    fast = resolve_fast_paths(config['fast_paths'])
+    torch.manual_seed(0)
+    net = dnnlib.util.construct_class_by_name(**config['network_kwargs'], img_resolution=facts['resolution'],
+                                              img_channels=facts['num_channels'], label_dim=facts['label_dim'])
+    net.train().requires_grad_(True).to(dev)
+    apply_fast_paths(net, sdpa=fast['sdpa'], channels_last=fast['channels_last'])
+    optimizer = dnnlib.util.construct_class_by_name(
+        params=net.parameters(), **optimizer_kwargs_for(config['optimizer_kwargs'], fast['fused_adam']))
+    compile_kwargs = {} if fast['compile_mode'] is None else dict(mode=fast['compile_mode'])
+    train_net = maybe_compile(net, fast['compile'], **compile_kwargs)
+    amp = torch.bfloat16 if fast['bf16'] else None
+    batch, rounds = int(config['batch_gpu']), int(config['accumulation_rounds'])
+    shape = [batch, *data_shape(net)]
+    y = torch.rand(shape, device=dev) * 2 - 1
+    sigma = (torch.randn([batch] + [1] * (len(shape) - 1), device=dev) * 1.2 - 1.2).exp()
+    noisy = y + torch.randn_like(y) * sigma
+    weight = (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2
+    labels = torch.zeros([batch, facts['label_dim']], device=dev)
+    augment_dim = int(config['network_kwargs'].get('augment_dim', 0))
+    augment_labels = torch.zeros([batch, augment_dim], device=dev) if config['augment_kwargs'] else None
+    timer = LapTimer(dev.type == 'cuda') if timed else None
+    lap = timer if timer is not None else _no_lap
+    clock = _Clock(dev.type == 'cuda', warmup, steps, timer)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        lap('optimizer')
+        for _ in range(rounds):
+            with autocast(dev, amp):
+                loss = weight * (train_net(noisy, sigma, labels, augment_labels=augment_labels) - y) ** 2
+            lap('forward')
+            loss.sum().mul(1 / (batch * rounds)).backward()
+            lap('backward')
+        optimizer.step()
+        lap('optimizer')
+        clock.tick()
+    wall, cpu = clock.rates(batch * rounds)
+    return dict(img_per_s=wall, cpu_img_per_s=cpu, first_step_s=clock.t_first - t0, phases=clock.per_step_ms())
+
+
+def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: str, timed: bool) -> dict:
+    """One training_loop run: img/s after the warm-up (wall, CPU), start-up and, when `timed`, phases."""
     import torch
 
     from training.training_loop import training_loop
-    stamps: list[tuple[int, float]] = []
+    cuda = torch.device(device).type == 'cuda'
+    timer = LapTimer(cuda) if timed else None
+    clock = _Clock(cuda, warmup, steps, timer)
+    calls = []
 
     def progress(cur_nimg: int, total_nimg: int) -> None:
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        stamps.append((cur_nimg, time.perf_counter()))
+        if calls:
+            clock.tick()
+        else:
+            clock.t_ready = time.perf_counter()
+        calls.append(cur_nimg)
 
-    training_loop(run_dir=run_dir, device=device, progress_fn=progress, **config)
-    (n0, t0), (n1, t1) = stamps[1 + warmup_steps], stamps[-1]   # stamps[0] is the call before step 1
-    return (n1 - n0) / (t1 - t0)
+    kwargs = dict(config)
+    if timer is not None and 'phase_timer' in inspect.signature(training_loop).parameters:
+        kwargs['phase_timer'] = timer
+    if timer is not None:
+        timer.restart()
+    t0 = time.perf_counter()
+    training_loop(run_dir=run_dir, device=device, progress_fn=progress, **kwargs)
+    wall, cpu = clock.rates(int(config['batch_size']))
+    return dict(img_per_s=wall, cpu_img_per_s=cpu, setup_s=clock.t_ready - t0,
+                first_step_s=clock.t_first - clock.t_ready, phases=clock.per_step_ms(),
+                startup={k: v for k, v in (timer.startup if timer else {}).items()})
+
+
+def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, workdir: str,
+                  overrides: dict | None = None, fast: dict | None = None, data_loader: dict | None = None,
+                  compare_sigma: bool = False, threads: int = 0, imports_s: float | None = None) -> dict:
+    """Interleaved network-only and loop measurements of one preset; see the module docstring.
+
+    imports_s: seconds from process start until torch and the training modules were imported (reported).
+    """
+    import torch
+    cuda = torch.device(device).type == 'cuda'
+    config, facts, preset_threads = build_config(name, None, steps, device, workdir, overrides, fast, data_loader)
+    torch.set_num_threads(threads or preset_threads or torch.get_num_threads())
+    dist = config['sigma_sampler_kwargs']['class_name'].rsplit('.', 1)[-1] if config['sigma_sampler_kwargs'] else None
+    dist = 'infonoise' if dist == 'InfoNoiseSampler' else 'lognormal'
+    other = 'lognormal' if dist == 'infonoise' else 'infonoise'
+    configs = {dist: config}
+    if compare_sigma:
+        configs[other] = build_config(name, other, steps, device, workdir, overrides, fast, data_loader)[0]
+    samples: dict[str, list[dict]] = {'network': [], **{f'loop:{d}': [] for d in configs}}
+    for rep in range(reps):
+        kinds = ['loop', 'network'] if rep % 2 == 0 else ['network', 'loop']   # rep 0: the loop starts cold
+        for kind in kinds:
+            if kind == 'network':
+                samples['network'].append(measure_network(config, facts, steps, warmup, device, timed=not cuda))
+                continue
+            for d, cfg in (configs.items() if rep % 2 == 0 else reversed(configs.items())):
+                run_dir = os.path.join(workdir, f'{name}-{d}-{rep}')
+                samples[f'loop:{d}'].append(measure_loop(cfg, steps, warmup, device, run_dir, timed=not cuda))
+    if cuda:   # the breakdown from one extra synchronised run of each kind
+        breakdown_net = measure_network(config, facts, steps, warmup, device, timed=True)['phases']
+        breakdown_loop = measure_loop(config, steps, warmup, device, os.path.join(workdir, 'timed'), True)['phases']
+    else:
+        breakdown_net = _median_phases(samples['network'])
+        breakdown_loop = _median_phases(samples[f'loop:{dist}'])
+    first = samples[f'loop:{dist}'][0]
+    med = {k: statistics.median(s['img_per_s'] for s in v) for k, v in samples.items()}
+    med_cpu = {k: statistics.median(s['cpu_img_per_s'] for s in v) for k, v in samples.items()}
+    return dict(
+        config=name, device=device, sigma_dist=dist, batch=int(config['batch_size']),
+        threads=torch.get_num_threads(), reps=reps, steps=steps, warmup=warmup,
+        fast_paths=dict(config['fast_paths']), use_fp16=bool(config['network_kwargs'].get('use_fp16')),
+        network_img_per_s=med['network'], loop_img_per_s=med[f'loop:{dist}'],
+        ratio=med[f'loop:{dist}'] / med['network'],
+        cpu_ratio=med_cpu[f'loop:{dist}'] / med_cpu['network'] if not cuda else None,
+        network_cpu_img_per_s=med_cpu['network'], loop_cpu_img_per_s=med_cpu[f'loop:{dist}'],
+        other_sigma=({'sigma_dist': other, 'img_per_s': med[f'loop:{other}'],
+                      'samples': [s['img_per_s'] for s in samples[f'loop:{other}']]} if compare_sigma else None),
+        samples={k: [s['img_per_s'] for s in v] for k, v in samples.items()},
+        phases_network_ms=breakdown_net, phases_loop_ms=breakdown_loop,
+        loop_only_ms=sum(breakdown_loop.get(k, 0.0) for k in LOOP_ONLY),
+        startup=dict(imports_s=imports_s, setup_s=first['setup_s'],
+                     first_step_s=first['first_step_s'], parts_s=first['startup'],
+                     network_first_step_s=samples['network'][0]['first_step_s']),
+    )
+
+
+def _median_phases(samples: list[dict]) -> dict[str, float]:
+    names = {k for s in samples for k in s['phases']}
+    return {k: statistics.median(s['phases'].get(k, 0.0) for s in samples) for k in names}
+
+
+def _process_start() -> float | None:
+    try:
+        import psutil
+        return psutil.Process(os.getpid()).create_time()
+    except Exception:  # psutil missing or restricted: imports are not reported
+        return None
+
+
+def format_report(r: dict) -> list[str]:
+    """The human-readable lines of one `run_benchmark` result, ending with the ratio line."""
+    cpu = r['cpu_ratio'] is not None
+    paths = [k for k, v in r['fast_paths'].items() if v] + (['fp16'] if r['use_fp16'] else [])
+    lines = [f'{r["config"]} on {r["device"]}: batch {r["batch"]}, {r["threads"]} thread(s), {r["reps"]} rep(s) x '
+             f'{r["steps"]} steps ({r["warmup"]} warm-up), paths: {", ".join(map(str, paths)) or "exact"}',
+             f'{"":<28}{"img/s":>10}' + (f'{"img/CPU-s":>11}' if cpu else '') + '   samples (img/s)']
+
+    def row(label: str, wall: float, cpu_rate: float | None, samples: list[float]) -> str:
+        rate = '' if not cpu else f'{cpu_rate:>11.1f}' if cpu_rate is not None else f'{"":>11}'
+        return f'{label:<28}{wall:>10.1f}{rate}   ' + ' '.join(f'{s:.1f}' for s in samples)
+    lines.append(row('network-only step', r['network_img_per_s'], r['network_cpu_img_per_s'],
+                     r['samples']['network']))
+    lines.append(row(f'training loop ({r["sigma_dist"]})', r['loop_img_per_s'], r['loop_cpu_img_per_s'],
+                     r['samples'][f'loop:{r["sigma_dist"]}']))
+    o = r['other_sigma']
+    if o is not None:
+        delta = 100.0 * (o['img_per_s'] / r['loop_img_per_s'] - 1)
+        lines.append(row(f'training loop ({o["sigma_dist"]})', o['img_per_s'], None, o['samples'])
+                     + f'   ({delta:+.1f}% vs {r["sigma_dist"]})')
+    net, loop = r['phases_network_ms'], r['phases_loop_ms']
+    sync = ' (synchronised laps, separate runs)' if r['device'] != 'cpu' else ''
+    lines.append(f'per-step phases, ms{sync}:{"network":>10}{"loop":>10}{"loop-net":>10}')
+    for name in PHASES:
+        if name in net or name in loop:
+            a, b = net.get(name, 0.0), loop.get(name, 0.0)
+            lines.append(f'  {name:<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
+    a, b = sum(net.values()), sum(loop.values())
+    lines.append(f'  {"total":<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
+    if a > 0:
+        only = r['loop_only_ms']
+        lines.append(f'loop-only phases ({", ".join(LOOP_ONLY)}): {only:.2f} ms/step = {100 * only / a:.2f}% of the '
+                     f'network step (alone they would give a ratio of {a / (a + only):.3f})')
+    s = r['startup']
+    parts = ', '.join(f'{k.split(":")[1]} {v:.2f} s' for k, v in s['parts_s'].items())
+    imports = s['imports_s'] or 0.0
+    lines.append('start-up of the first loop run: '
+                 + (f'imports {imports:.2f} s, ' if s['imports_s'] is not None else '')
+                 + f'set-up {s["setup_s"]:.2f} s' + (f' ({parts})' if parts else '')
+                 + f', first step {s["first_step_s"]:.2f} s -> {imports + s["setup_s"] + s["first_step_s"]:.2f} s '
+                 f'to the end of the first step (network-only first step: {s["network_first_step_s"]:.2f} s)')
+    if cpu:
+        lines.append(f'loop/network ratio per CPU-second: {r["cpu_ratio"]:.3f}')
+    lines.append(f'loop/network ratio: {r["ratio"]:.3f}')
+    return lines
 
 
 EXAMPLES = '''\b
 Examples:
-  python -m scripts.bench_train --quick            # one short repetition per config (smoke check)
-  python -m scripts.bench_train --reps 5 --json    # the figures for docs/BENCHMARKS.md
+  python -m scripts.bench_train --quick                              # smoke check (not a figure)
+  python -m scripts.bench_train --config digits-demo --reps 3 --json out.json
+  python -m scripts.bench_train --config cifar10 --bf16 --compile --fused-adam --json bf16c.json
 '''
 
 
 @click.command(epilog=EXAMPLES)
-@click.option('--quick', is_flag=True, help='One short repetition per config (a smoke check, not a figure).')
+@click.option('--config', 'name', type=click.Choice(['auto', 'digits-demo', 'cifar10']), default='auto',
+              show_default=True, help='Preset to measure (auto: cifar10 with a GPU, else digits-demo).')
+@click.option('--quick', is_flag=True, help='One short repetition (a smoke check, not a figure).')
 @click.option('--reps', type=click.IntRange(min=1), default=3, show_default=True,
-              help='Repetitions per σ distribution.')
-@click.option('--steps', type=click.IntRange(min=3), default=40, show_default=True,
-              help='Steps per run (incl. warm-up).')
-@click.option('--warmup', type=click.IntRange(min=1), default=5, show_default=True, help='Untimed steps per run.')
-@click.option('--config', 'configs', type=click.Choice(['auto', 'digits-demo', 'cifar10']), multiple=True,
-              default=['auto'], show_default=True, help='auto: digits-demo on CPU, plus cifar10 with a GPU.')
-@click.option('--batch', type=click.IntRange(min=1), help='Override the preset batch size.')
+              help='Interleaved repetitions of each measurement.')
+@click.option('--steps', type=click.IntRange(min=3), default=30, show_default=True,
+              help='Steps per measurement, warm-up included.')
+@click.option('--warmup', type=click.IntRange(min=1), default=5, show_default=True,
+              help='Untimed steps at the start of each measurement.')
+@click.option('--batch', type=click.IntRange(min=1), help="Override the preset's batch size.")
+@click.option('--cbase', type=click.IntRange(min=1), help="Override the preset's channel multiplier.")
 @click.option('--threads', type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads (0: the preset's, else torch's default).")
-@click.option('--json', 'as_json', is_flag=True, help='Print the results as JSON.')
-def main(quick: bool, reps: int, steps: int, warmup: int, configs: tuple, batch: int | None, threads: int,
-         as_json: bool) -> None:
-    """Measure training img/s for InfoNoise and log-normal σ sampling in one run."""
+@click.option('--bf16', is_flag=True, help='bfloat16 autocast.')
+@click.option('--fp16', is_flag=True, help="EDM's fp16 network path.")
+@click.option('--compile', 'compile_', is_flag=True, help='torch.compile the network.')
+@click.option('--compile-mode', type=click.Choice(['default', 'reduce-overhead', 'max-autotune',
+                                                   'max-autotune-no-cudagraphs']),
+              help='torch.compile mode (reduce-overhead uses CUDA graphs).')
+@click.option('--sdpa', is_flag=True, help='Fused attention.')
+@click.option('--channels-last', is_flag=True, help='Channels-last layout.')
+@click.option('--fused-adam', is_flag=True, help='The fused Adam kernel.')
+@click.option('--loader', type=click.Choice(['auto', 'resident', 'dataloader']), default='auto', show_default=True,
+              help="The loop's data path (auto: resident when the cached dataset fits).")
+@click.option('--compare-sigma', is_flag=True, help='Also run the loop with the other σ distribution.')
+@click.option('--json', 'json_path', type=click.Path(dir_okay=False, writable=True),
+              help='Also write the results to this JSON file.')
+def main(name: str, quick: bool, reps: int, steps: int, warmup: int, batch: int | None, cbase: int | None,
+         threads: int, bf16: bool, fp16: bool, compile_: bool, compile_mode: str | None, sdpa: bool,
+         channels_last: bool, fused_adam: bool, loader: str, compare_sigma: bool, json_path: str | None) -> None:
+    """Network-only vs full-loop training img/s, per-phase breakdown and start-up, for one preset."""
+    import importlib
+
     import torch
-    default_threads = torch.get_num_threads()
+    importlib.import_module('training.training_loop')   # counted in the start-up's imports
+    started = _process_start()
+    imports_s = time.time() - started if started is not None else None
     logging.getLogger('training').setLevel(logging.WARNING)
     if quick:
         reps, steps, warmup = 1, 8, 3
     if warmup + 2 > steps:
-        raise click.BadParameter('--steps must exceed --warmup by at least 2.')
-    has_cuda = torch.cuda.is_available()
-    names = [c for c in configs if c != 'auto']
-    if 'auto' in configs:
-        names += ['digits-demo'] + (['cifar10'] if has_cuda else [])
-    if 'cifar10' in names and not has_cuda:
+        raise click.BadParameter('--steps must exceed --warmup by at least 2.', param_hint='--steps')
+    if bf16 and fp16:
+        raise click.BadParameter('--bf16 and --fp16 are alternatives; choose one.', param_hint='--fp16')
+    if compile_mode is not None and not compile_:
+        raise click.BadParameter('--compile-mode needs --compile.', param_hint='--compile-mode')
+    cuda = torch.cuda.is_available()
+    if name == 'auto':
+        name = 'cifar10' if cuda else 'digits-demo'
+    device = 'cuda' if cuda and name == 'cifar10' else 'cpu'
+    if name == 'cifar10' and not cuda:
         raise click.ClickException('--config cifar10 needs a CUDA device.')
-    results = []
+    overrides = {k: v for k, v in dict(batch=batch, cbase=cbase).items() if v is not None}
+    overrides.update(bf16=bf16, fp16=fp16, compile=compile_, sdpa=sdpa, channels_last=channels_last)
+    fast = dict(fused_adam=fused_adam, compile_mode=compile_mode)
+    data_loader = dict(resident=None if loader == 'auto' else loader == 'resident')
     with tempfile.TemporaryDirectory() as workdir:
-        for name in dict.fromkeys(names):
-            device = 'cpu' if name == 'digits-demo' else 'cuda'
-            samples: dict[str, list[float]] = {d: [] for d in DISTS}
-            for rep in range(reps):
-                order = DISTS if rep % 2 == 0 else DISTS[::-1]
-                for dist in order:
-                    config, preset_threads = _config(name, dist, batch, steps, device, workdir)
-                    torch.set_num_threads(threads or preset_threads or default_threads)
-                    run_dir = os.path.join(workdir, f'{name}-{dist}-{rep}')
-                    samples[dist].append(_measure(config, warmup, device, run_dir))
-            base = statistics.median(samples['lognormal'])
-            for dist in DISTS:
-                med = statistics.median(samples[dist])
-                results.append(dict(config=name, device=device, batch=config['batch_size'], sigma_dist=dist,
-                                    img_per_s=med, samples=samples[dist], threads=torch.get_num_threads(),
-                                    overhead_pct=100.0 * (base / med - 1.0)))
-    if as_json:
-        click.echo(json.dumps(dict(date=time.strftime('%Y-%m-%d'), quick=quick, reps=reps, steps=steps,
-                                   warmup=warmup, torch=torch.__version__, results=results), indent=2))
-        return
-    click.echo(f'{"config":<12} {"device":<6} {"batch":>5} {"σ-dist":<10} {"img/s":>9} {"vs lognormal":>13}')
-    for r in results:
-        delta = '' if r['sigma_dist'] == 'lognormal' else f'{-r["overhead_pct"]:+.1f}%'
-        click.echo(f'{r["config"]:<12} {r["device"]:<6} {r["batch"]:>5} {r["sigma_dist"]:<10} {r["img_per_s"]:>9.1f} '
-                   f'{delta:>13}')
+        result = run_benchmark(name, device, reps, steps, warmup, workdir, overrides, fast, data_loader,
+                               compare_sigma, threads, imports_s)
+    result.update(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, quick=quick, loader=loader,
+                  device_name=torch.cuda.get_device_name() if device == 'cuda' else 'cpu')
+    if json_path:
+        with open(json_path, 'w', encoding='utf-8') as f:
+            json.dump(result, f, indent=2)
+    lines = format_report(result)
     if quick:
-        click.echo('(--quick: one short repetition; not a figure to record)')
+        lines.insert(-1, '(--quick: one short repetition; not a figure to record)')
+    click.echo('\n'.join(lines))
 
 
 if __name__ == '__main__':

@@ -129,7 +129,7 @@ def test_gm_metrics_vanish_on_a_fine_grid():
     """The exact flow carries the start law to the GM: a fine EDM grid must meet the tolerances easily."""
     gm = GaussianMixture(100, p=0.8)
     sigma_max = 10 * gm.mu_norm
-    metrics = bench.gm_metrics(gm, _grid('edm', 512, gm, sigma_max), sigma_max)
+    metrics = bench.gm_metrics(gm, _grid('edm', 256, gm, sigma_max), sigma_max)
     assert metrics['mode_weight_error'] < 1e-4 and metrics['variance_error'] < 1e-3
     assert bench.gm_passes(metrics)
 

@@ -4,13 +4,20 @@ The fixture networks are freshly initialised (near-zero branch ends), which woul
 trivially agree; their weights are therefore randomised first so that every layer carries signal.
 """
 import contextlib
+import copy
 
 import pytest
 import torch
 from helpers import perturb_
 
 import training.networks as networks
-from training.fast_paths import TOLERANCES, apply_fast_paths, autocast, maybe_compile, set_fused_attention
+from torch_utils import misc
+from training import checkpoint
+from training import options as O
+from training.dataset import ResidentBatches, open_dataset
+from training.fast_paths import (FAST_PATH_DEFAULTS, TOLERANCES, apply_fast_paths, autocast, maybe_compile,
+                                 nan_to_num_grads_, optimizer_kwargs_for, resolve_fast_paths, set_fused_attention,
+                                 set_optimizer_impl_)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -134,6 +141,172 @@ def test_compile_matches_exact(parity_records):
         pytest.skip(f'torch.compile unavailable here: {type(exc).__name__}: {exc}'.splitlines()[0])
     assert rel_err(out, exact) <= 1e-5
     assert compiled.state_dict().keys() == {'_orig_mod.' + k for k in net.state_dict()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The optimizer and the non-finite gradient pass.
+
+ADAM = dict(class_name='torch.optim.Adam', lr=2e-3, betas=[0.9, 0.999], eps=1e-8)
+SHAPES = [(16, 8, 3, 3), (16,), (8, 16, 3, 3), (7,), (1000,), (33, 17)]
+
+
+def adam_run(steps, fused=False, start=None, grad_seed=1):
+    """Parameters (flattened) and optimizer after `steps` Adam steps on seeded gradients of varying scale.
+
+    start: (parameters, optimizer state_dict, steps done) to continue from, loaded as a resume would."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+    kwargs = optimizer_kwargs_for(ADAM, fused=fused)
+    opt = getattr(torch.optim, kwargs.pop('class_name').rsplit('.', 1)[1])(params, **kwargs)
+    done = 0
+    if start is not None:
+        with torch.no_grad():
+            for p, q in zip(params, start[0]):
+                p.copy_(q)
+        opt.load_state_dict(copy.deepcopy(start[1]))   # loading may alias the saved tensors
+        set_optimizer_impl_(opt, fused=fused)
+        done = start[2]
+    grads = torch.Generator().manual_seed(grad_seed)
+    for i in range(done + steps):
+        scaled = [torch.randn(s, generator=grads) * 10.0 ** (i % 5 - 2) for s in SHAPES]
+        if i < done:
+            continue   # the resumed run skips the gradients of the steps already taken
+        for p, grad in zip(params, scaled):
+            p.grad = grad
+        for group in opt.param_groups:
+            group['lr'] = ADAM['lr'] * min(i / 5, 1)
+        opt.step()
+    return params, opt
+
+
+def flat(params):
+    return torch.cat([p.detach().flatten() for p in params])
+
+
+def test_fused_adam_within_tolerance(one_torch_thread):
+    exact_params, exact_opt = adam_run(20)
+    fused_params, fused_opt = adam_run(20, fused=True)
+    assert fused_opt.param_groups[0]['fused'] is True and not exact_opt.param_groups[0]['fused']
+    assert rel_err(flat(fused_params), flat(exact_params)) <= TOLERANCES['fused_adam']
+    moved = rel_err(flat(exact_params), flat(adam_run(0)[0]))
+    assert moved > 1e-3   # the comparison is not vacuous: the parameters did move
+
+
+def test_optimizer_impl_survives_a_resume(one_torch_thread):
+    exact = flat(adam_run(12)[0])
+    params, opt = adam_run(6)
+    saved = ([p.detach().clone() for p in params], opt.state_dict(), 6)
+    # Default -> default: bitwise continuation (the reference for resume tests).
+    assert torch.equal(flat(adam_run(6, start=saved)[0]), exact)
+    # Default -> fused: the fused flags and device-side step counts are this run's, within tolerance.
+    fused_params, fused_opt = adam_run(6, fused=True, start=saved)
+    assert fused_opt.param_groups[0]['fused'] is True
+    assert all(s['step'].dtype == torch.float32 and float(s['step']) == 12 for s in fused_opt.state.values())
+    assert rel_err(flat(fused_params), exact) <= TOLERANCES['fused_adam']
+    # Fused -> default: the saved fused flag does not stick.
+    params, opt = adam_run(6, fused=True)
+    back_params, back_opt = adam_run(6, start=([p.detach().clone() for p in params], opt.state_dict(), 6))
+    assert back_opt.param_groups[0]['fused'] is None
+    assert all(s['step'].device.type == 'cpu' for s in back_opt.state.values())
+    assert rel_err(flat(back_params), exact) <= TOLERANCES['fused_adam']
+
+
+def test_optimizer_kwargs_for():
+    assert optimizer_kwargs_for(ADAM) == ADAM and 'fused' not in ADAM
+    assert optimizer_kwargs_for(ADAM, fused=True) == dict(ADAM, fused=True)
+    with pytest.raises(ValueError, match='Adam'):
+        optimizer_kwargs_for(dict(class_name='torch.optim.SGD', lr=0.1), fused=True)
+
+
+def test_resolve_fast_paths_precedence():
+    assert resolve_fast_paths(None) == FAST_PATH_DEFAULTS and not any(FAST_PATH_DEFAULTS.values())
+    options = dict(bf16=True, fused_adam=True, batch=64)   # train.py options: only speed keys are taken
+    fast = resolve_fast_paths(dict(bf16=False, sdpa=True), options)
+    assert fast == dict(FAST_PATH_DEFAULTS, sdpa=True, fused_adam=True)
+    with pytest.raises(ValueError, match='unknown fast path'):
+        resolve_fast_paths(dict(fp8=True))
+
+
+def grads_with(*specials):
+    g = torch.Generator().manual_seed(3)
+    grads = [torch.randn(s, generator=g) * 1e6 for s in SHAPES]
+    grads[1][0] = -0.0
+    for index, value in specials:
+        grads[index].view(-1)[5] = value
+    return grads
+
+
+@pytest.mark.parametrize('specials', [(), ((0, float('nan')),), ((2, float('inf')), (4, float('-inf'))),
+                                      ((5, float('nan')), (3, 3.4e38))])
+def test_nan_to_num_grads_is_bitwise_the_per_tensor_pass(specials):
+    grads = grads_with(*specials)
+    expected = [torch.nan_to_num(g.clone(), nan=0, posinf=1e5, neginf=-1e5) for g in grads]
+    nan_to_num_grads_(grads + [None], nan=0, posinf=1e5, neginf=-1e5)
+    for got, want in zip(grads, expected):
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32))   # bits, signed zeros included
+    if specials:
+        assert any(float(g.view(-1)[5]) in (0.0, 1e5, -1e5) for g in grads)
+
+
+# ----------------------------------------------------------------------------------------------
+# The resident data path.
+
+def test_resident_batches_are_the_dataloader_batches():
+    dataset = open_dataset('builtin:digits', use_labels=True, xflip=True)   # 3,594 items, one-hot labels
+    batch = 100   # does not divide the dataset: batches straddle passes of the sampler
+    torch.manual_seed(7)
+    loader = iter(torch.utils.data.DataLoader(dataset, sampler=misc.InfiniteSampler(dataset, seed=3),
+                                              batch_size=batch))
+    after_loader = torch.rand(4)
+    torch.manual_seed(7)
+    resident = iter(ResidentBatches(dataset, misc.InfiniteSampler(dataset, seed=3), batch, 'cpu'))
+    assert torch.equal(torch.rand(4), after_loader)   # the same draw from the global generator on starting
+    for _ in range(40):
+        (a, la), (b, lb) = next(loader), next(resident)
+        assert a.dtype == b.dtype == torch.uint8 and la.dtype == lb.dtype == torch.float32
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    flipped = dataset.get_details(dataset.__len__() - 1).xflip
+    assert flipped   # the x-flipped half took part
+
+
+def test_resident_batches_end_with_the_sampler():
+    dataset = open_dataset('builtin:digits')
+    batches = list(ResidentBatches(dataset, [5, 1, 4, 1, 5, 9, 2, 6, 5, 3], 4, 'cpu'))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    assert torch.equal(batches[2][0], torch.stack([torch.from_numpy(dataset[i][0]) for i in (5, 3)]))
+    assert batches[0][1].shape == (4, 0)
+    with pytest.raises(ValueError, match='positive'):
+        ResidentBatches(dataset, [0], 0, 'cpu')
+
+
+def train_tiny(tmp_path, name, resident, **fast):
+    """Final (net, ema, optimizer) state of 3 steps of a tiny conditional, augmented, x-flipped digits run."""
+    given = dict(cbase=8, cres=[1], batch=16, kimg=0.048, workers=0, grid=0, plot=False, seed=1, cond=True,
+                 xflip=True, augment=0.3, lr_rampup=0.0, sigma_dist='lognormal')
+    opts = O.resolve_options(given, O.load_preset('digits-demo'))
+    ds = open_dataset(opts['data'], use_labels=True, xflip=True, cache=True)
+    facts = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
+                 has_labels=ds.has_labels, endpoint=ds.endpoint, size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
+    config = O.build_config(opts, facts)
+    config.update(snapshot_ticks=None, state_dump_ticks=1000, fast_paths=dict(config['fast_paths'], **fast),
+                  data_loader_kwargs=dict(num_workers=0, resident=resident))
+    from training.training_loop import training_loop
+    result = training_loop(run_dir=str(tmp_path / name), device='cpu', **config)
+    state = checkpoint.load_training_state(result['state'])
+    return state['net'], state['ema'], state['optimizer']['state']
+
+
+def test_resident_data_and_fused_adam_in_the_loop(tmp_path, one_torch_thread):
+    net, ema, opt = train_tiny(tmp_path, 'dataloader', resident=False)
+    net_r, ema_r, opt_r = train_tiny(tmp_path, 'resident', resident=True)
+    for a, b in [(net, net_r), (ema, ema_r)]:
+        assert all(torch.equal(a[k], b[k]) for k in a), 'the resident path must train bitwise identically'
+    assert all(torch.equal(opt[i]['exp_avg'], opt_r[i]['exp_avg']) for i in opt)
+    net_f, _, opt_f = train_tiny(tmp_path, 'fused', resident=True, fused_adam=True)
+    flat_net = lambda sd: torch.cat([v.flatten().double() for v in sd.values()])   # noqa: E731
+    assert rel_err(flat_net(net_f), flat_net(net)) <= TOLERANCES['fused_adam']
+    assert all(float(s['step']) == 3 for s in opt.values()) and all(float(s['step']) == 3 for s in opt_f.values())
+    assert sum(float(s['exp_avg'].abs().sum()) for s in opt.values()) > 0   # gradients reached the optimizer
 
 
 # ----------------------------------------------------------------------------------------------

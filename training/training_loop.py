@@ -36,7 +36,9 @@ from dnnlib import util
 from torch_utils import distributed as dist
 from torch_utils import misc, training_stats
 from training import checkpoint, image_grid, preemption
-from training.fast_paths import apply_fast_paths, autocast, maybe_compile
+from training.dataset import RESIDENT_MAX_BYTES, ResidentBatches, resident_nbytes
+from training.fast_paths import (apply_fast_paths, autocast, maybe_compile, nan_to_num_grads_, optimizer_kwargs_for,
+                                 resolve_fast_paths, set_optimizer_impl_)
 
 logger = logging.getLogger('training')
 
@@ -161,7 +163,8 @@ def training_loop(
     snapshot_ticks: int | None = 50,    # Network snapshot every this many ticks (None = never).
     state_dump_ticks: int | None = 500,  # Training state every this many ticks (None = never).
     cudnn_benchmark: bool = True,       # torch.backends.cudnn.benchmark.
-    fast_paths: Mapping | None = None,  # dict(bf16, compile, channels_last, sdpa) speed options.
+    fast_paths: Mapping | None = None,  # Speed options (training.fast_paths.FAST_PATH_DEFAULTS keys); entries
+                                        # missing here come from `options`, then from the defaults.
     deterministic: bool = False,        # torch deterministic algorithms.
     grid_size: int = 0,                 # Images in the final sample grid (0 = none).
     grid_steps: int = 18,               # Heun steps for the sample grid.
@@ -176,6 +179,11 @@ def training_loop(
     metrics_every_kimg: float = 10,     # Evaluate them every this many kimg (and at the end).
     metrics_num: int = 1000,            # Samples per evaluation.
     progress_fn: Callable[[int, int], None] | None = None,  # Called as progress_fn(cur_nimg, total_nimg) per step.
+    phase_timer: Callable[[str], None] | None = None,  # Benchmark hook, called as phase_timer(name) at the end of
+                                        # each part of start-up (startup:data, startup:network, startup:files) and
+                                        # of a step (other = the previous step's bookkeeping and tick, then
+                                        # optimizer, data, forward, stats, sampler, backward, nonfinite, optimizer,
+                                        # sampler, ema): the time since the previous call belongs to `name`.
     stop_signals: Any = None,           # A training.preemption.StopSignals (installed by the caller): once its
                                         # .signum is non-zero, every rank stops at one agreed step, dumps a state
                                         # and a snapshot, and the result says preempted. None = not preemptible.
@@ -183,11 +191,12 @@ def training_loop(
     """Train; returns dict(run_dir, cur_nimg, cur_tick, snapshot, state, preempted) describing the last outputs
     (preempted: the name of the stop signal that ended training early, else None)."""
     config = {k: v for k, v in locals().items()
-              if k not in ('progress_fn', 'device', 'options', 'run_dir', 'stop_signals')}
+              if k not in ('progress_fn', 'phase_timer', 'device', 'options', 'run_dir', 'stop_signals')}
     start_time = time.time()
     device = torch.device(device) if device is not None else dist.device()
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    fast = dict(dict(bf16=False, compile=False, channels_last=False, sdpa=False), **(fast_paths or {}))
+    fast = resolve_fast_paths(fast_paths, options)
+    lap = phase_timer if phase_timer is not None else _no_lap
     _configure_backends(device, cudnn_benchmark, deterministic)
     misc.seed_all(misc.rank_seed(seed, rank, world_size))
 
@@ -213,11 +222,19 @@ def training_loop(
     if state is not None:
         data_sampler.load_state_dict(state['data'])
     workers = int(data_loader_kwargs.get('num_workers', 1))
-    loader = torch.utils.data.DataLoader(
-        dataset=dataset, sampler=data_sampler, batch_size=batch_gpu, num_workers=workers,
-        pin_memory=device.type == 'cuda', prefetch_factor=2 if workers > 0 else None,
-        persistent_workers=workers > 0,
-        worker_init_fn=preemption.worker_init_fn(stop_signals) if workers > 0 else None)
+    resident = data_loader_kwargs.get('resident')   # None: a cached dataset that fits is held on the device
+    if resident is None:
+        resident = bool(dict(dataset_kwargs).get('cache')) and resident_nbytes(dataset) <= RESIDENT_MAX_BYTES
+    if resident:   # same batches as the DataLoader below, bitwise; no per-item loading or host copies
+        logger.info(f'Holding the dataset on {device.type} ({resident_nbytes(dataset) / 2 ** 20:.1f} MiB)...')
+        loader = ResidentBatches(dataset, data_sampler, batch_gpu, device, num_workers=workers)
+    else:
+        loader = torch.utils.data.DataLoader(
+            dataset=dataset, sampler=data_sampler, batch_size=batch_gpu, num_workers=workers,
+            pin_memory=device.type == 'cuda', prefetch_factor=2 if workers > 0 else None,
+            persistent_workers=workers > 0,
+            worker_init_fn=preemption.worker_init_fn(stop_signals) if workers > 0 else None)
+    lap('startup:data')
 
     # Network, loss, σ-sampler, optimizer, augmentation.
     logger.info('Constructing network...')
@@ -232,7 +249,8 @@ def training_loop(
     if sigma_sampler is not None:
         loss_fn.sigma_sampler = sigma_sampler
     sigma_sampler = getattr(loss_fn, 'sigma_sampler', None)
-    optimizer = dnnlib.util.construct_class_by_name(params=net.parameters(), **optimizer_kwargs)
+    optimizer = dnnlib.util.construct_class_by_name(params=net.parameters(),
+                                                    **optimizer_kwargs_for(optimizer_kwargs, fast['fused_adam']))
     augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs) if augment_kwargs is not None else None
     ddp = net
     if world_size > 1:
@@ -255,11 +273,14 @@ def training_loop(
         net.load_state_dict(state['net'])
         ema.load_state_dict(state['ema'])
         optimizer.load_state_dict(state['optimizer'])
+        set_optimizer_impl_(optimizer, fast['fused_adam'])   # this run's choice, not the saved run's
         cur_nimg, cur_tick = int(state['cur_nimg']), int(state['cur_tick'])
 
-    train_net = maybe_compile(ddp, fast['compile'])
+    compile_kwargs = {} if fast['compile_mode'] is None else dict(mode=fast['compile_mode'])
+    train_net = maybe_compile(ddp, fast['compile'], **compile_kwargs)
     amp_dtype = torch.bfloat16 if fast['bf16'] else None
     data_iter = iter(loader)
+    lap('startup:network')
 
     # Random state last: everything above may consume random numbers differently on a resume.
     if state is not None:
@@ -313,6 +334,7 @@ def training_loop(
     base_lr = float(optimizer_kwargs['lr'])
     params = [p for p in net.parameters()]
     ema_params = [p for p in ema.parameters()]
+    param_values = [p.detach() for p in params]   # views of the live parameters (updated in place) for the EMA
     last = dict(run_dir=run_dir, snapshot=None, state=None)
     stop_signum, preempted = 0, False
     batch_gpu_total = batch_gpu * rounds
@@ -320,38 +342,48 @@ def training_loop(
                 f'{rounds} round(s) of {batch_gpu} per rank, {world_size} rank(s))...')
     if progress_fn is not None:
         progress_fn(cur_nimg, total_nimg)
+    lap('startup:files')
 
     try:
         step_idx = 0
         while True:
+            lap('other')   # the previous step's bookkeeping, progress, evaluation and tick
             # Accumulate gradients.
             optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), dtype=torch.float32, device=device)
+            lap('optimizer')
             for round_idx in range(rounds):
                 with misc.ddp_sync(ddp, round_idx == rounds - 1):
                     images, labels = next(data_iter)
                     images = images.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
                     labels = labels.to(device, non_blocking=True)
+                    lap('data')
                     with autocast(device, amp_dtype):
                         terms = loss_fn.compute(net=train_net, images=images, labels=labels,
                                                 augment_pipe=augment_pipe)
+                    lap('forward')
                     training_stats.report('Loss/loss', terms.loss)
+                    lap('stats')
                     if sigma_sampler is not None:
                         sigma_sampler.observe(terms.sigma, terms.error)
+                    lap('sampler')
                     loss_sum = terms.loss.sum()
                     loss_sum.mul(loss_scaling / batch_gpu_total).backward()
                     step_loss += loss_sum.detach().float()
+                    lap('backward')
 
-            # Optimizer step with learning-rate ramp-up; non-finite gradients zeroed.
+            # Optimizer step with learning-rate ramp-up; non-finite gradients zeroed (bitwise as EDM's per-tensor
+            # nan_to_num, see training.fast_paths.nan_to_num_grads_).
+            nan_to_num_grads_([p.grad for p in params], nan=0, posinf=1e5, neginf=-1e5)
+            lap('nonfinite')
             lr = base_lr * min(cur_nimg / max(lr_rampup_kimg * 1000, 1e-8), 1)
             for group in optimizer.param_groups:
                 group['lr'] = lr
-            for p in params:
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
             optimizer.step()
+            lap('optimizer')
             if sigma_sampler is not None and sigma_sampler.step() and infonoise_jsonl is not None:
                 _log_refresh(infonoise_jsonl, sigma_sampler, cur_nimg + batch_size)
+            lap('sampler')
 
             # EMA with ramp-up.
             ema_halflife_nimg = ema_halflife_kimg * 1000
@@ -359,7 +391,8 @@ def training_loop(
                 ema_halflife_nimg = min(ema_halflife_nimg, cur_nimg * ema_rampup_ratio)
             ema_beta = 0.5 ** (batch_size / max(ema_halflife_nimg, 1e-8))
             with torch.no_grad():
-                torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - ema_beta)
+                torch._foreach_lerp_(ema_params, param_values, 1 - ema_beta)
+            lap('ema')
 
             cur_nimg += batch_size
             step_idx += 1
@@ -452,6 +485,10 @@ def training_loop(
 
 # ----------------------------------------------------------------------------------------------
 # Helpers of the loop.
+
+def _no_lap(name: str) -> None:
+    """The default phase timer: nothing."""
+
 
 def _profile_json(profile: Mapping[str, Any] | None) -> dict | None:
     if profile is None:

@@ -1,0 +1,91 @@
+"""scripts/bench_train.py: network-only vs loop throughput, its phase accounting, report format and bad input."""
+import json
+import re
+import time
+
+import pytest
+from click.testing import CliRunner
+from helpers import assert_clean_error
+
+from scripts import bench_train as bench
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+# A tiny digits-demo: 8 channels, batch 16; --quick = 1 repetition of 8 steps (3 warm-up).
+TINY = ['--config', 'digits-demo', '--quick', '--cbase', '8', '--batch', '16', '--threads', '1']
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp('bench') / 'out.json'
+    result = CliRunner().invoke(bench.main, TINY + ['--compare-sigma', '--json', str(path)])
+    assert result.exit_code == 0, result.output
+    with open(path, encoding='utf-8') as f:
+        return result.output, json.load(f)
+
+
+def test_last_line_is_the_ratio_of_the_two_throughputs(quick_run):
+    output, data = quick_run
+    last = output.rstrip('\n').splitlines()[-1]
+    match = re.fullmatch(r'loop/network ratio: (\d+\.\d+)', last)
+    assert match, last
+    assert float(match.group(1)) == pytest.approx(data['loop_img_per_s'] / data['network_img_per_s'], abs=6e-4)
+    assert data['ratio'] == pytest.approx(data['loop_img_per_s'] / data['network_img_per_s'])
+    assert data['samples']['network'] == [data['network_img_per_s']]   # one repetition: the median is the sample
+
+
+def test_phases_account_for_the_measured_step_time(quick_run):
+    _, data = quick_run
+    loop, net = data['phases_loop_ms'], data['phases_network_ms']
+    assert {'data', 'forward', 'stats', 'sampler', 'backward', 'nonfinite', 'optimizer', 'ema', 'other'} <= set(loop)
+    assert set(net) >= {'forward', 'backward', 'optimizer'} and 'data' not in net
+    # On the CPU the laps run in the timed steps themselves: together they are the whole step, so their sum
+    # must equal the step time that the img/s figure implies.
+    for phases, rate in ((loop, data['loop_img_per_s']), (net, data['network_img_per_s'])):
+        assert sum(phases.values()) == pytest.approx(1e3 * data['batch'] / rate, rel=0.02)
+    assert data['loop_only_ms'] == pytest.approx(sum(loop[k] for k in bench.LOOP_ONLY))
+
+
+def test_report_names_the_phases_start_up_and_sigma_comparison(quick_run):
+    output, data = quick_run
+    assert data['batch'] == 16 and data['sigma_dist'] == 'infonoise' and data['config'] == 'digits-demo'
+    assert data['other_sigma']['sigma_dist'] == 'lognormal' and data['other_sigma']['img_per_s'] > 0
+    s = data['startup']
+    assert set(s['parts_s']) == set(bench.STARTUP) and all(v >= 0 for v in s['parts_s'].values())
+    assert sum(s['parts_s'].values()) == pytest.approx(s['setup_s'], abs=0.01)   # the parts make up the set-up
+    assert s['first_step_s'] > 0 and s['imports_s'] > 0
+    for text in ('network-only step', 'training loop (infonoise)', 'training loop (lognormal)', 'nonfinite',
+                 'loop-only phases', 'start-up of the first loop run', 'per CPU-second', '--quick'):
+        assert text in output, text
+
+
+def test_lap_timer_charges_each_phase_with_its_own_time():
+    timer = bench.LapTimer(cuda=False)
+    time.sleep(0.03)
+    timer('startup:data')
+    timer.restart()
+    time.sleep(0.02)
+    timer('a')
+    timer('b')
+    time.sleep(0.01)
+    timer('a')
+    assert timer.startup['startup:data'] >= 0.03
+    assert timer.totals['a'] >= 0.03 and timer.totals['b'] < timer.totals['a']
+    assert 'startup:data' not in timer.totals
+
+
+@pytest.mark.parametrize('args, phrase', [
+    (['--steps', '4', '--warmup', '3'], '--steps'),
+    (['--bf16', '--fp16'], 'alternatives'),
+    (['--compile-mode', 'max-autotune'], '--compile'),
+    (['--config', 'imagenet'], "'imagenet'"),
+])
+def test_bad_input_is_one_clear_line(args, phrase):
+    assert_clean_error(CliRunner().invoke(bench.main, args), phrase)
+
+
+def test_cifar10_needs_a_gpu():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present')
+    assert_clean_error(CliRunner().invoke(bench.main, ['--config', 'cifar10']), 'CUDA')
