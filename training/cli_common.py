@@ -20,13 +20,20 @@ from training.network_io import load_network
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
-def seeds_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return generation.parse_seeds(value)
-    except ValueError as exc:
-        raise click.BadParameter(f'{exc}.') from None
+def _parsing_callback(parse: Callable[[str], Any]) -> Callable:
+    """A click callback that parses a text value with `parse`, turning its ValueError into one click error."""
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(f'{str(exc).rstrip(".")}.') from None
+    return callback
+
+
+seeds_callback = _parsing_callback(generation.parse_seeds)
+_sigmas_callback = _parsing_callback(generation.parse_sigmas)
 
 
 def sampling_options(f: Callable) -> Callable:
@@ -95,15 +102,6 @@ SAMPLING_KEYS = ('num_steps', 'sigma_min', 'sigma_max', 'rho', 'S_churn', 'S_min
                  'infogrid_calibrate')
 DEFAULT_STEPS = 18
 DEFAULT_RHO = 7.0
-
-
-def _sigmas_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        return generation.parse_sigmas(value)
-    except ValueError as exc:
-        raise click.BadParameter(f'{str(exc).rstrip(".")}.') from None
 
 
 def _check_sigmas(v: dict[str, Any]) -> None:

@@ -28,11 +28,11 @@ import io
 import json
 import logging
 import os
-import threading
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from training.metrics.memo import Memo
 
 logger = logging.getLogger(__name__)
 
@@ -245,16 +245,8 @@ class ImageClassifierMetric:
         self.train_kwargs = dict(train_kwargs)
         self.split_seed = int(split_seed)
         self._disk_cache = bool(disk_cache)
-        self._lock = threading.Lock()
-        self._cache: dict[str, Any] = {}
+        self._memo = Memo()
 
-    def _memo(self, key: str, build: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._cache:
-                return self._cache[key]
-        value = build()
-        with self._lock:
-            return self._cache.setdefault(key, value)
 
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 images [N, S, S], int64 labels [N]) of the real data (loaded once)."""

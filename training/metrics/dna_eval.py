@@ -28,6 +28,7 @@ import numpy as np
 from training.metrics import dna_features, kmer, motif
 from training.metrics.classifier_features import feature_stats
 from training.metrics.sequences import as_codes
+from training.metrics.memo import Memo
 
 DNA_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 ALL_TYPES = 'all'
@@ -83,16 +84,8 @@ class DNAReference:
         self.cell_types = self.reference.cell_types
         self.seq_len = int(self.reference.codes.shape[1])
         self._config = classifier_config
-        self._lock = threading.Lock()
-        self._cache: dict[str, Any] = {}
+        self._memo = Memo()
 
-    def _memo(self, key: str, build: Any) -> Any:
-        with self._lock:
-            if key in self._cache:
-                return self._cache[key]
-        value = build()
-        with self._lock:
-            return self._cache.setdefault(key, value)
 
     def resolve_cell_type(self, name: str | None) -> str:
         """A cell-type name as the tables spell it (exact, or the prefix before '_'); ALL_TYPES for None."""

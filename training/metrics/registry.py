@@ -25,19 +25,19 @@ per 1,000 sequences for motif-dna). fd-mnist trains its classifier once per mach
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from training.metrics.memo import Memo
 
 METRICS = ('fd-digits', 'fd-mnist', 'fd-dna', 'kmer-dna', 'motif-dna', 'fid')
 SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 IMAGE_SIDES = {'fd-digits': 8, 'fd-mnist': 32}
 DEFAULT_BATCH = 64
 
-_lock = threading.Lock()
-_cache: dict[Any, Any] = {}
+_memo = Memo()   # detectors and reference statistics, built once per process
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
@@ -99,14 +99,6 @@ def check_metric_applicable(name: str, net_or_dataset_kwargs: Any) -> None:
     if side is not None and shape is not None and tuple(shape[1:]) != (side, side):
         raise ValueError(f'{name} measures {side}x{side} digit images, but this run generates {what}{shown}.')
 
-
-def _memo(key: Any, build: Any) -> Any:
-    with _lock:
-        if key in _cache:
-            return _cache[key]
-    value = build()
-    with _lock:
-        return _cache.setdefault(key, value)
 
 
 def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.device | str = 'cpu',
