@@ -13,7 +13,8 @@ the first loop run (imports, set-up, first step) and, as its last line, `loop/ne
 
 Configs: `digits-demo` (the CPU demo: SongUNet 32 ch on builtin:digits) and `cifar10` (EDM's CIFAR-10
 DDPM++ preset on random 32x32 PNGs in the archive format; meant for a GPU). `--compare-sigma` adds the
-loop with the other σ distribution (InfoNoise vs EDM's log-normal) to every repetition.
+loop with the other σ distribution (InfoNoise vs EDM's log-normal) to every repetition; `--sync-check`
+(CUDA) counts the host synchronisations per loop step and names where they happen.
 
 Examples:
   python -m scripts.bench_train --quick                              # smoke check (not a figure)
@@ -30,7 +31,7 @@ import statistics
 import tempfile
 import time
 import zipfile
-from typing import Callable
+from typing import Any, Callable
 
 import click
 
@@ -39,31 +40,48 @@ import click
 PHASES = ('data', 'forward', 'stats', 'sampler', 'backward', 'nonfinite', 'optimizer', 'ema', 'other')
 LOOP_ONLY = ('data', 'stats', 'sampler', 'nonfinite', 'ema', 'other')   # work the network-only step does not do
 STARTUP = ('startup:data', 'startup:network', 'startup:files')
-DISTS = ('lognormal', 'infonoise')
 
 
-def _random_image_zip(path: str, count: int, resolution: int, channels: int, seed: int = 0) -> None:
-    """An uncompressed zip of random PNGs (the EDM archive layout)."""
+def _write_png_zip(path: str, images: Any) -> None:
+    """An uncompressed zip of PNGs (the EDM archive layout) from uint8 arrays [H, W, C]."""
     import io
 
+    import PIL.Image
+    with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_STORED) as z:
+        for i, pixels in enumerate(images):
+            buf = io.BytesIO()
+            PIL.Image.fromarray(pixels if pixels.shape[2] == 3 else pixels[:, :, 0]).save(buf, format='PNG')
+            z.writestr(f'{i // 1000:05d}/img{i:08d}.png', buf.getvalue())
+
+
+def random_image_zip(path: str, count: int, resolution: int = 32, channels: int = 3, seed: int = 0) -> None:
+    """`count` random RGB (or grayscale) PNGs in the archive format: speed figures only."""
+    import numpy as np
+    rnd = np.random.RandomState(seed)
+    _write_png_zip(path, (rnd.randint(0, 256, size=(resolution, resolution, channels), dtype=np.uint8)
+                          for _ in range(count)))
+
+
+def digits_image_zip(path: str, resolution: int = 32) -> None:
+    """scikit-learn's 1,797 digits, bicubically upscaled to RGB `resolution`² PNGs: small real data whose loss
+    curves mean something, for runs of CIFAR-10-shaped networks on a machine without CIFAR-10."""
     import numpy as np
     import PIL.Image
-    rnd = np.random.RandomState(seed)
-    with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_STORED) as z:
-        for i in range(count):
-            pixels = rnd.randint(0, 256, size=(resolution, resolution, channels), dtype=np.uint8)
-            buf = io.BytesIO()
-            PIL.Image.fromarray(pixels if channels == 3 else pixels[:, :, 0]).save(buf, format='PNG')
-            z.writestr(f'{i // 1000:05d}/img{i:08d}.png', buf.getvalue())
+
+    from training.dataset import load_digits_uint8
+    images, _ = load_digits_uint8()
+    big = (np.asarray(PIL.Image.fromarray(im).resize((resolution, resolution), PIL.Image.BICUBIC)) for im in images)
+    _write_png_zip(path, (np.repeat(b[:, :, None], 3, axis=2) for b in big))
 
 
 def build_config(name: str, dist: str | None, steps: int, device: str, workdir: str,
                  overrides: dict | None = None, fast: dict | None = None,
-                 data_loader: dict | None = None) -> tuple[dict, dict, int]:
+                 data_loader: dict | None = None, data_size: int = 2048) -> tuple[dict, dict, int]:
     """(training_loop config, dataset facts, preset threads) for `steps` steps of preset `name`.
 
     dist: σ distribution (None: the preset's); overrides: extra train.py options (batch, cbase, fp16, ...);
-    fast: extra fast_paths entries (fused_adam, compile_mode); data_loader: extra data_loader_kwargs.
+    fast: extra fast_paths entries (fused_adam, compile_mode); data_loader: extra data_loader_kwargs;
+    data_size: random images for cifar10 (written once into `workdir`).
     """
     from training import options as O
     from training.dataset import open_dataset
@@ -72,9 +90,9 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
         preset = O.load_preset('digits-demo')
     elif name == 'cifar10':
         preset = O.load_preset('cifar10-uncond')
-        data = os.path.join(workdir, 'random-32x32.zip')
+        data = os.path.join(workdir, f'random-32x32-{data_size}.zip')
         if not os.path.exists(data):
-            _random_image_zip(data, 2048, 32, 3)
+            random_image_zip(data, data_size)
         opts_given.update(data=data, workers=2)
     else:
         raise ValueError(f'unknown benchmark config {name!r}')
@@ -174,7 +192,9 @@ def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: 
     from training.fast_paths import (apply_fast_paths, autocast, maybe_compile, optimizer_kwargs_for,
                                      resolve_fast_paths)
     from training.networks import data_shape
+    from training.training_loop import configure_backends
     dev = torch.device(device)
+    configure_backends(dev, config['cudnn_benchmark'], config['deterministic'])   # the loop's TF32/cuDNN settings
     fast = resolve_fast_paths(config['fast_paths'])
     torch.manual_seed(0)
     net = dnnlib.util.construct_class_by_name(**config['network_kwargs'], img_resolution=facts['resolution'],
@@ -221,6 +241,7 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
 
     from training.training_loop import training_loop
     cuda = torch.device(device).type == 'cuda'
+    timed = timed and 'phase_timer' in inspect.signature(training_loop).parameters   # older loops: no phases
     timer = LapTimer(cuda) if timed else None
     clock = _Clock(cuda, warmup, steps, timer)
     calls = []
@@ -233,7 +254,7 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
         calls.append(cur_nimg)
 
     kwargs = dict(config)
-    if timer is not None and 'phase_timer' in inspect.signature(training_loop).parameters:
+    if timer is not None:
         kwargs['phase_timer'] = timer
     if timer is not None:
         timer.restart()
@@ -247,21 +268,25 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
 
 def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, workdir: str,
                   overrides: dict | None = None, fast: dict | None = None, data_loader: dict | None = None,
-                  compare_sigma: bool = False, threads: int = 0, imports_s: float | None = None) -> dict:
+                  compare_sigma: bool = False, threads: int = 0, imports_s: float | None = None,
+                  breakdown: bool = True, sync_check: bool = False, data_size: int = 2048) -> dict:
     """Interleaved network-only and loop measurements of one preset; see the module docstring.
 
-    imports_s: seconds from process start until torch and the training modules were imported (reported).
+    imports_s: seconds from process start until torch and the training modules were imported (reported);
+    breakdown: on CUDA, one extra synchronised run of each kind for the phases (on the CPU the laps are free);
+    sync_check: on CUDA, one extra loop run counting host synchronisations per step.
     """
     import torch
     cuda = torch.device(device).type == 'cuda'
-    config, facts, preset_threads = build_config(name, None, steps, device, workdir, overrides, fast, data_loader)
+    extra = dict(overrides=overrides, fast=fast, data_loader=data_loader, data_size=data_size)
+    config, facts, preset_threads = build_config(name, None, steps, device, workdir, **extra)
     torch.set_num_threads(threads or preset_threads or torch.get_num_threads())
-    dist = config['sigma_sampler_kwargs']['class_name'].rsplit('.', 1)[-1] if config['sigma_sampler_kwargs'] else None
-    dist = 'infonoise' if dist == 'InfoNoiseSampler' else 'lognormal'
+    sampler = (config['sigma_sampler_kwargs'] or {}).get('class_name', '')
+    dist = 'infonoise' if sampler.endswith('InfoNoiseSampler') else 'lognormal'
     other = 'lognormal' if dist == 'infonoise' else 'infonoise'
     configs = {dist: config}
     if compare_sigma:
-        configs[other] = build_config(name, other, steps, device, workdir, overrides, fast, data_loader)[0]
+        configs[other] = build_config(name, other, steps, device, workdir, **extra)[0]
     samples: dict[str, list[dict]] = {'network': [], **{f'loop:{d}': [] for d in configs}}
     for rep in range(reps):
         kinds = ['loop', 'network'] if rep % 2 == 0 else ['network', 'loop']   # rep 0: the loop starts cold
@@ -272,12 +297,16 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
             for d, cfg in (configs.items() if rep % 2 == 0 else reversed(configs.items())):
                 run_dir = os.path.join(workdir, f'{name}-{d}-{rep}')
                 samples[f'loop:{d}'].append(measure_loop(cfg, steps, warmup, device, run_dir, timed=not cuda))
-    if cuda:   # the breakdown from one extra synchronised run of each kind
+    if not cuda:
+        breakdown_net = _median_phases(samples['network'])
+        breakdown_loop = _median_phases(samples[f'loop:{dist}'])
+    elif breakdown:   # the phases from one extra synchronised run of each kind
         breakdown_net = measure_network(config, facts, steps, warmup, device, timed=True)['phases']
         breakdown_loop = measure_loop(config, steps, warmup, device, os.path.join(workdir, 'timed'), True)['phases']
     else:
-        breakdown_net = _median_phases(samples['network'])
-        breakdown_loop = _median_phases(samples[f'loop:{dist}'])
+        breakdown_net, breakdown_loop = {}, {}
+    syncs = count_host_syncs(config, steps, warmup, device, os.path.join(workdir, 'syncs')) \
+        if cuda and sync_check else None
     first = samples[f'loop:{dist}'][0]
     med = {k: statistics.median(s['img_per_s'] for s in v) for k, v in samples.items()}
     med_cpu = {k: statistics.median(s['cpu_img_per_s'] for s in v) for k, v in samples.items()}
@@ -296,8 +325,40 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
         loop_only_ms=sum(breakdown_loop.get(k, 0.0) for k in LOOP_ONLY),
         startup=dict(imports_s=imports_s, setup_s=first['setup_s'],
                      first_step_s=first['first_step_s'], parts_s=first['startup'],
-                     network_first_step_s=samples['network'][0]['first_step_s']),
+                     network_first_step_s=samples['network'][0]['first_step_s'], data_size=facts['size']),
+        host_syncs=syncs,
+        peak_gpu_gib=torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
     )
+
+
+def count_host_syncs(config: dict, steps: int, warmup: int, device: str, run_dir: str) -> dict:
+    """Host synchronisations in the loop's steps after the warm-up (CUDA; torch's sync debug mode).
+
+    Returns dict(per_step=float, where={'file:line': count}) over the steps after `warmup`.
+    """
+    import warnings
+
+    import torch
+
+    from training.training_loop import training_loop
+    marks: list[int] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+
+        def progress(cur_nimg: int, total_nimg: int) -> None:
+            marks.append(len(caught))
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            training_loop(run_dir=run_dir, device=device, progress_fn=progress, **config)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    window = [w for w in caught[marks[warmup]:marks[-1]] if 'synchroniz' in str(w.message)]
+    where: dict[str, int] = {}
+    for w in window:
+        key = f'{os.path.relpath(w.filename)}:{w.lineno}'
+        where[key] = where.get(key, 0) + 1
+    return dict(per_step=len(window) / max(len(marks) - 1 - warmup, 1),
+                where=dict(sorted(where.items(), key=lambda kv: -kv[1])))
 
 
 def _median_phases(samples: list[dict]) -> dict[str, float]:
@@ -335,14 +396,16 @@ def format_report(r: dict) -> list[str]:
                      + f'   ({delta:+.1f}% vs {r["sigma_dist"]})')
     net, loop = r['phases_network_ms'], r['phases_loop_ms']
     sync = ' (synchronised laps, separate runs)' if r['device'] != 'cpu' else ''
-    lines.append(f'per-step phases, ms{sync}:{"network":>10}{"loop":>10}{"loop-net":>10}')
-    for name in PHASES:
-        if name in net or name in loop:
-            a, b = net.get(name, 0.0), loop.get(name, 0.0)
-            lines.append(f'  {name:<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
+    if net or loop:
+        lines.append(f'per-step phases, ms{sync}:{"network":>10}{"loop":>10}{"loop-net":>10}')
+        for name in PHASES:
+            if name in net or name in loop:
+                a, b = net.get(name, 0.0), loop.get(name, 0.0)
+                lines.append(f'  {name:<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
     a, b = sum(net.values()), sum(loop.values())
-    lines.append(f'  {"total":<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
-    if a > 0:
+    if net or loop:
+        lines.append(f'  {"total":<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
+    if a > 0 and loop:
         only = r['loop_only_ms']
         lines.append(f'loop-only phases ({", ".join(LOOP_ONLY)}): {only:.2f} ms/step = {100 * only / a:.2f}% of the '
                      f'network step (alone they would give a ratio of {a / (a + only):.3f})')
@@ -353,7 +416,14 @@ def format_report(r: dict) -> list[str]:
                  + (f'imports {imports:.2f} s, ' if s['imports_s'] is not None else '')
                  + f'set-up {s["setup_s"]:.2f} s' + (f' ({parts})' if parts else '')
                  + f', first step {s["first_step_s"]:.2f} s -> {imports + s["setup_s"] + s["first_step_s"]:.2f} s '
-                 f'to the end of the first step (network-only first step: {s["network_first_step_s"]:.2f} s)')
+                 f'to the end of the first step (network-only first step: {s["network_first_step_s"]:.2f} s; '
+                 f'{s["data_size"]} dataset items)')
+    if r.get('peak_gpu_gib') is not None:
+        lines.append(f'peak GPU memory: {r["peak_gpu_gib"]:.2f} GiB')
+    if r.get('host_syncs') is not None:
+        h = r['host_syncs']
+        lines.append(f'host synchronisations per loop step: {h["per_step"]:.2f}'
+                     + ''.join(f'; {k} x{v}' for k, v in list(h['where'].items())[:6]))
     if cpu:
         lines.append(f'loop/network ratio per CPU-second: {r["cpu_ratio"]:.3f}')
     lines.append(f'loop/network ratio: {r["ratio"]:.3f}')
@@ -394,11 +464,17 @@ Examples:
 @click.option('--loader', type=click.Choice(['auto', 'resident', 'dataloader']), default='auto', show_default=True,
               help="The loop's data path (auto: resident when the cached dataset fits).")
 @click.option('--compare-sigma', is_flag=True, help='Also run the loop with the other σ distribution.')
+@click.option('--breakdown/--no-breakdown', default=True, show_default=True,
+              help='On CUDA, one extra synchronised run of each kind for the per-phase breakdown.')
+@click.option('--sync-check', is_flag=True, help='On CUDA, count host synchronisations per loop step (one extra run).')
+@click.option('--data-size', type=click.IntRange(min=16), default=2048, show_default=True,
+              help='Random images of the cifar10 config (50000 = CIFAR-10 for the start-up figure).')
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False, writable=True),
               help='Also write the results to this JSON file.')
 def main(name: str, quick: bool, reps: int, steps: int, warmup: int, batch: int | None, cbase: int | None,
          threads: int, bf16: bool, fp16: bool, compile_: bool, compile_mode: str | None, sdpa: bool,
-         channels_last: bool, fused_adam: bool, loader: str, compare_sigma: bool, json_path: str | None) -> None:
+         channels_last: bool, fused_adam: bool, loader: str, compare_sigma: bool, breakdown: bool, sync_check: bool,
+         data_size: int, json_path: str | None) -> None:
     """Network-only vs full-loop training img/s, per-phase breakdown and start-up, for one preset."""
     import importlib
 
@@ -427,7 +503,7 @@ def main(name: str, quick: bool, reps: int, steps: int, warmup: int, batch: int 
     data_loader = dict(resident=None if loader == 'auto' else loader == 'resident')
     with tempfile.TemporaryDirectory() as workdir:
         result = run_benchmark(name, device, reps, steps, warmup, workdir, overrides, fast, data_loader,
-                               compare_sigma, threads, imports_s)
+                               compare_sigma, threads, imports_s, breakdown, sync_check, data_size)
     result.update(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, quick=quick, loader=loader,
                   device_name=torch.cuda.get_device_name() if device == 'cuda' else 'cpu')
     if json_path:

@@ -15,9 +15,11 @@ from torch_utils import misc
 from training import checkpoint
 from training import options as O
 from training.dataset import ResidentBatches, open_dataset
-from training.fast_paths import (FAST_PATH_DEFAULTS, TOLERANCES, apply_fast_paths, autocast, maybe_compile,
-                                 nan_to_num_grads_, optimizer_kwargs_for, resolve_fast_paths, set_fused_attention,
-                                 set_optimizer_impl_)
+from training.augment import AugmentPipe, edm_augment_kwargs
+from training.fast_paths import (FAST_PATH_DEFAULTS, TOLERANCES, apply_fast_paths, autocast, autocast_network,
+                                 maybe_compile, nan_to_num_grads_, optimizer_kwargs_for, resolve_fast_paths,
+                                 set_fused_attention, set_optimizer_impl_)
+from training.loss import EDMLoss
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -95,6 +97,29 @@ def test_bf16_autocast_within_tolerance(cases):
         assert out.dtype == torch.float32
         err = rel_err(out, exact)
         assert 1e-6 < err <= TOLERANCES['bf16'], (name, err)  # bf16 really ran, and stayed close
+
+
+def test_bf16_autocast_covers_the_network_alone(one_torch_thread):
+    # The loss gets the network wrapped, so σ, augmentation and noise -- the network's input and the target --
+    # stay bitwise those of the exact path; only the network's output moves, within its tolerance.
+    torch.manual_seed(0)
+    net = networks.EDMPrecond(img_resolution=16, img_channels=3, label_dim=0, model_type='SongUNet',
+                              model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8],
+                              augment_dim=9, dropout=0)
+    perturb_(net, 1).train()
+    inputs = []
+    net.register_forward_pre_hook(lambda module, args: inputs.append(args[0].clone()))
+    pipe = AugmentPipe(**edm_augment_kwargs(1.0))   # every image augmented
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    runs = []
+    for wrapped in (net, autocast_network(net, 'cpu', 'bf16')):
+        torch.manual_seed(5)
+        runs.append(EDMLoss().compute(wrapped, images, None, augment_pipe=pipe))
+    (exact, bf16), (x_exact, x_bf16) = runs, inputs
+    assert autocast_network(net, 'cpu', None) is net
+    assert torch.equal(x_bf16, x_exact) and torch.equal(bf16.sigma, exact.sigma)
+    assert bf16.loss.dtype == torch.float32
+    assert 1e-6 < rel_err(bf16.loss, exact.loss) <= TOLERANCES['bf16']
 
 
 def test_gradients_match_under_sdpa_and_channels_last(parity_records):
@@ -279,8 +304,9 @@ def test_resident_batches_end_with_the_sampler():
         ResidentBatches(dataset, [0], 0, 'cpu')
 
 
-def train_tiny(tmp_path, name, resident, **fast):
-    """Final (net, ema, optimizer) state of 3 steps of a tiny conditional, augmented, x-flipped digits run."""
+def train_tiny(tmp_path, name, resident, device='cpu', **fast):
+    """Final (net, ema, optimizer) state of 3 steps of a tiny conditional, augmented, x-flipped digits run
+    (deterministic algorithms on CUDA, so that two runs can agree bitwise)."""
     given = dict(cbase=8, cres=[1], batch=16, kimg=0.048, workers=0, grid=0, plot=False, seed=1, cond=True,
                  xflip=True, augment=0.3, lr_rampup=0.0, sigma_dist='lognormal')
     opts = O.resolve_options(given, O.load_preset('digits-demo'))
@@ -289,9 +315,14 @@ def train_tiny(tmp_path, name, resident, **fast):
                  has_labels=ds.has_labels, endpoint=ds.endpoint, size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
     config = O.build_config(opts, facts)
     config.update(snapshot_ticks=None, state_dump_ticks=1000, fast_paths=dict(config['fast_paths'], **fast),
-                  data_loader_kwargs=dict(num_workers=0, resident=resident))
+                  data_loader_kwargs=dict(num_workers=0, resident=resident), deterministic=device != 'cpu',
+                  cudnn_benchmark=False)
     from training.training_loop import training_loop
-    result = training_loop(run_dir=str(tmp_path / name), device='cpu', **config)
+    try:
+        result = training_loop(run_dir=str(tmp_path / name), device=device, **config)
+    finally:
+        torch.use_deterministic_algorithms(False)   # the loop sets it process-wide
+        torch.backends.cudnn.deterministic = False
     state = checkpoint.load_training_state(result['state'])
     return state['net'], state['ema'], state['optimizer']['state']
 
@@ -351,6 +382,18 @@ def test_cuda_fast_paths(parity_records, strict_fp32_cuda):
         assert rel_err(forward(net, rec, 'cuda', autocast('cuda', 'bf16')), exact) <= TOLERANCES['bf16'], name
         net.use_fp16 = True
         assert rel_err(forward(net, rec, 'cuda'), exact) <= 1e-2, name   # fp16 + SDPA + channels_last
+
+
+@pytest.mark.gpu
+def test_cuda_resident_data_and_fused_adam_in_the_loop(tmp_path):
+    net, ema, _ = train_tiny(tmp_path, 'dataloader', resident=False, device='cuda')
+    net_r, ema_r, _ = train_tiny(tmp_path, 'resident', resident=True, device='cuda')
+    for a, b in [(net, net_r), (ema, ema_r)]:
+        assert all(torch.equal(a[k], b[k]) for k in a), 'the resident path must train bitwise identically'
+    net_f, _, opt_f = train_tiny(tmp_path, 'fused', resident=True, device='cuda', fused_adam=True)
+    flat_net = lambda sd: torch.cat([v.flatten().double() for v in sd.values()])   # noqa: E731
+    assert rel_err(flat_net(net_f), flat_net(net)) <= TOLERANCES['fused_adam']
+    assert all(float(s['step']) == 3 for s in opt_f.values())
 
 
 @pytest.mark.gpu

@@ -7,6 +7,8 @@ adds, removes or renames parameters or buffers, so `state_dict()` keys and check
   fused scaled-dot-product attention and/or channels-last weight layout (and back).
 - `autocast(device, dtype)`: mixed-precision context (e.g. bfloat16) for the forward pass; a
   null context when `dtype` is None.
+- `autocast_network(net, device, dtype)`: `net` run under that context, for the loss to call, so that
+  mixed precision covers the network alone (the σ draw, augmentation, noise and error stay float32).
 - `maybe_compile(net, enabled)`: `torch.compile` wrapper.
 - `optimizer_kwargs_for(kwargs, fused=...)` / `set_optimizer_impl_(optimizer, fused=...)`: the fused Adam kernel
   (one kernel for all parameters instead of several ops per tensor), at construction and after a resume.
@@ -98,6 +100,32 @@ def autocast(device: torch.device | str, dtype: torch.dtype | str | None = None)
         dtype = _DTYPES[dtype]
     device_type = torch.device(device).type
     return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+class AutocastNetwork:
+    """A network whose calls run under `autocast(device, dtype)` (see `autocast_network`)."""
+
+    def __init__(self,
+        net: torch.nn.Module,            # The network (or a compiled / DDP wrapper of it).
+        device: torch.device | str,      # Device type of the autocast context.
+        dtype: torch.dtype | str,        # Autocast dtype (torch.bfloat16, 'bf16', ...).
+    ) -> None:
+        self.net, self.device, self.dtype = net, device, dtype
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with autocast(self.device, self.dtype):
+            return self.net(*args, **kwargs)
+
+
+def autocast_network(net: torch.nn.Module, device: torch.device | str,
+                     dtype: torch.dtype | str | None) -> torch.nn.Module | AutocastNetwork:
+    """`net` itself when dtype is None, else a callable that runs it under `autocast(device, dtype)`.
+
+    Give this to the loss instead of wrapping the whole loss in autocast: the augmentation pipe's
+    matrices and filters would otherwise run in the low precision too (its bf16 output differs from the
+    float32 one by up to 0.5 on the [-1, 1] scale), so the targets themselves would change.
+    """
+    return net if dtype is None else AutocastNetwork(net, device, dtype)
 
 
 def compile_available() -> bool:

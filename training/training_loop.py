@@ -37,8 +37,8 @@ from torch_utils import distributed as dist
 from torch_utils import misc, training_stats
 from training import checkpoint, image_grid, preemption
 from training.dataset import RESIDENT_MAX_BYTES, ResidentBatches, resident_nbytes
-from training.fast_paths import (apply_fast_paths, autocast, maybe_compile, nan_to_num_grads_, optimizer_kwargs_for,
-                                 resolve_fast_paths, set_optimizer_impl_)
+from training.fast_paths import (apply_fast_paths, autocast_network, maybe_compile, nan_to_num_grads_,
+                                 optimizer_kwargs_for, resolve_fast_paths, set_optimizer_impl_)
 
 logger = logging.getLogger('training')
 
@@ -127,7 +127,7 @@ def _no_buffer_sync_kwargs() -> dict:
     return dict(forward_sync_buffers=False) if 'forward_sync_buffers' in params else dict(broadcast_buffers=False)
 
 
-def _configure_backends(device: torch.device, cudnn_benchmark: bool, deterministic: bool) -> None:
+def configure_backends(device: torch.device, cudnn_benchmark: bool, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = bool(cudnn_benchmark) and not deterministic
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -197,7 +197,7 @@ def training_loop(
     rank, world_size = dist.get_rank(), dist.get_world_size()
     fast = resolve_fast_paths(fast_paths, options)
     lap = phase_timer if phase_timer is not None else _no_lap
-    _configure_backends(device, cudnn_benchmark, deterministic)
+    configure_backends(device, cudnn_benchmark, deterministic)
     misc.seed_all(misc.rank_seed(seed, rank, world_size))
 
     # Batch geometry.
@@ -279,6 +279,7 @@ def training_loop(
     compile_kwargs = {} if fast['compile_mode'] is None else dict(mode=fast['compile_mode'])
     train_net = maybe_compile(ddp, fast['compile'], **compile_kwargs)
     amp_dtype = torch.bfloat16 if fast['bf16'] else None
+    loss_net = autocast_network(train_net, device, amp_dtype)   # mixed precision for the network alone
     data_iter = iter(loader)
     lap('startup:network')
 
@@ -358,9 +359,7 @@ def training_loop(
                     images = images.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
                     labels = labels.to(device, non_blocking=True)
                     lap('data')
-                    with autocast(device, amp_dtype):
-                        terms = loss_fn.compute(net=train_net, images=images, labels=labels,
-                                                augment_pipe=augment_pipe)
+                    terms = loss_fn.compute(net=loss_net, images=images, labels=labels, augment_pipe=augment_pipe)
                     lap('forward')
                     training_stats.report('Loss/loss', terms.loss)
                     lap('stats')
