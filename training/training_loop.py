@@ -128,6 +128,8 @@ def _no_buffer_sync_kwargs() -> dict:
 
 
 def configure_backends(device: torch.device, cudnn_benchmark: bool, deterministic: bool) -> None:
+    """The backend settings of a training run (cuDNN benchmark, no TF32 or reduced-precision matmuls,
+    deterministic algorithms on request); scripts/bench_train.py applies the same to its network-only step."""
     torch.backends.cudnn.benchmark = bool(cudnn_benchmark) and not deterministic
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
