@@ -130,3 +130,12 @@ def test_image_metrics_match_direct_computation(tmp_path):
     digits = dict(open_dataset('builtin:digits').dataset_kwargs)
     fid = registry.evaluate_metric('fid', net, digits, 16, seed=1, num_steps=4, detector=str(detector))
     assert fid == pytest.approx(digit_frechet(images, 'digits'), rel=1e-4)
+
+
+def test_evaluate_samples_scores_given_samples_like_the_direct_metric():
+    # Real digits as "samples" in [-1, 1]: the registry must give digit_frechet of the same uint8 images.
+    ds = open_dataset('builtin:digits', max_size=200)
+    images = np.stack([ds[i][0] for i in range(len(ds))])
+    samples = torch.as_tensor(images, dtype=torch.float64) / 127.5 - 1
+    got = registry.evaluate_samples(['fd-digits'], samples, None, dataset_kwargs_from_spec('builtin:digits'))
+    assert got['fd-digits'] == pytest.approx(digit_frechet(torch.as_tensor(images), 'digits'), rel=1e-9)

@@ -205,6 +205,16 @@ def evaluate_metrics(names: Sequence[str], net: torch.nn.Module, dataset_kwargs:
         if dataset_kwargs is not None:
             check_metric_applicable(name, dataset_kwargs)
     samples, classes = sample(net, num_samples, seed, device, num_steps, batch, guidance)
+    return evaluate_samples(names, samples, classes, dataset_kwargs, device, batch, detector, ref)
+
+
+def evaluate_samples(names: Sequence[str], samples: torch.Tensor, classes: np.ndarray | None,
+                     dataset_kwargs: Mapping[str, Any] | None, device: torch.device | str = 'cpu',
+                     batch: int = DEFAULT_BATCH, detector: str | None = None,
+                     ref: str | None = None) -> dict[str, float]:
+    """Metrics of given samples (float, [N, *data_shape] in [-1, 1]; class index per sample or None), e.g.
+    drawn by a benchmark on its own σ grid; name -> value."""
+    names = parse_metrics(names)
     values: dict[str, float] = {}
     sequence_names = [n for n in names if n in SEQUENCE_METRICS]
     if sequence_names:
