@@ -14,14 +14,13 @@ differs between the runs of a setting:
                edm          the EDM transfer baseline as in the paper: log-normal σ and w_EDM
                lognormal-w1 (optional, --methods) log-normal σ with EDM's P_mean/P_std under w = 1
 
-Each run is `train.py` in a subprocess (the command users run), writing a network snapshot every
---eval-every kimg. Every snapshot after the first tick is evaluated here: N images from fixed latents
-(torch.Generator seeded 0, the same for every snapshot), EDM's deterministic Heun sampler with
---steps σ levels (NFE = 2 steps − 1), quantised as PNGs are, and scored by the Fréchet distance in
-the feature space of the digit classifier of `training/metrics/digit_features.py` against all real digits
+Each run is `train.py` in a subprocess (the command users run) that evaluates itself every --eval-every
+kimg with `--metrics fd-digits` (training.metrics.tracking): N samples from the seeds seed, seed+1, ...
+(the same for every evaluation of a run and for every method of one seed), EDM's deterministic Heun sampler
+with --steps σ levels (NFE = 2 steps − 1), quantised as PNGs are, scored by the Fréchet distance in the
+feature space of the digit classifier of `training/metrics/digit_features.py` against all real digits
 (binarised digits for the binary setting; samples are not thresholded, as fid.py does not threshold).
-Curves go to RUN/metrics.jsonl in the format of scripts/reproduce.py, so `scripts/report.py WORKDIR`
-reads them as well.
+The curves are the runs' own RUN/metrics.jsonl, so `python -m scripts.report WORKDIR` reads them as well.
 
 Reported per setting (the arithmetic is `scripts/report.py`'s `compute_to_target`): final quality
 (mean ± std over seeds), kEx@target (target = best score of the best fixed baseline's seed-averaged
@@ -50,7 +49,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the reposi
 
 PRESET = 'digits-demo'
 METRIC = 'digit Fréchet'
-EVAL_SEED = 0
 DONE_FILE = 'bench-finished.json'   # the train.py arguments of a run that completed
 SETTINGS: dict[str, dict[str, Any]] = {
     'digits': dict(
@@ -78,13 +76,15 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(',') if v.strip()]
 
 
-def train_command(setting: str, method: str, seed: int, run_dir: str, kimg: float, eval_every: float,
-                  device: str) -> list[str]:
-    """The train.py command line of one run."""
+def train_command(setting: str, method: str, seed: int, run_dir: str, cfg: dict, device: str) -> list[str]:
+    """The train.py command line of one run: it evaluates itself (--metrics fd-digits) into RUN/metrics.jsonl."""
     spec = SETTINGS[setting]
+    every = f'{cfg["eval_every"]:g}'
     return [sys.executable, os.path.join(ROOT, 'train.py'), '--preset', PRESET, '--outdir', run_dir, '--nosubdir',
-            '--data', spec['data'], *spec['methods'][method], '--kimg', f'{kimg:g}', '--tick', f'{eval_every:g}',
-            '--snap', '1', '--dump', '1000000', '--grid', '0', '--seed', str(seed), '--device', device]
+            '--data', spec['data'], *spec['methods'][method], '--kimg', f'{cfg["kimg"]:g}', '--tick', every,
+            '--snap', '1000000', '--dump', '1000000', '--grid', '0', '--plot', '0', '--seed', str(seed),
+            '--device', device, '--metrics', 'fd-digits', '--metrics-every', every,
+            '--metrics-num', str(cfg['num_images']), '--metrics-steps', str(cfg['steps'])]
 
 
 def run_complete(run_dir: str, cmd: list[str]) -> bool:
@@ -114,42 +114,10 @@ def train(cmd: list[str], run_dir: str, label: str) -> float:
     return time.time() - start
 
 
-def sample_images(net: torch.nn.Module, num_images: int, steps: int, device: torch.device,
-                  batch: int) -> torch.Tensor:
-    """num_images samples (float64, network range) from fixed latents with EDM's deterministic Heun sampler."""
-    from training.sampler import edm_sampler
-    gen = torch.Generator().manual_seed(EVAL_SEED)
-    from training.networks import data_shape
-    latents = torch.randn([num_images, *data_shape(net)], generator=gen)
-    out = []
-    with torch.no_grad():
-        for chunk in latents.split(batch):
-            out.append(edm_sampler(net, chunk.to(device), num_steps=steps).cpu())
-    return torch.cat(out)
-
-
-def evaluate_run(run_dir: str, setting: str, method: str, seed: int, cfg: dict, device: torch.device) -> list:
-    """Score every snapshot after the first tick (reusing matching records); update RUN/metrics.jsonl."""
-    from training.metrics.digit_features import digit_frechet
-    from training.network_io import load_network
-    spec = SETTINGS[setting]
-    path = os.path.join(run_dir, 'metrics.jsonl')
-    key = dict(num=cfg['num_images'], steps=cfg['steps'], eval_seed=EVAL_SEED, reference=spec['reference'])
-    old = {r.get('snapshot'): r for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
-           if all(r.get(k) == v for k, v in key.items())}
-    records = []
-    for name, kimg in sorted(report.snapshot_kimgs(run_dir).items(), key=lambda item: item[1]):
-        if name == 'network-snapshot-000000.pkl':
-            continue   # the first tick (one optimizer step): not a trained model
-        rec = old.get(name)
-        if rec is None:
-            net = load_network(os.path.join(run_dir, name), device=device)['ema']
-            images = sample_images(net, cfg['num_images'], cfg['steps'], device, cfg['eval_batch'])
-            rec = dict(row=setting, title=spec['title'], section='digits', method=method, seed=seed, metric=METRIC,
-                       snapshot=name, kimg=kimg, value=digit_frechet(images, spec['reference']), **key)
-        records.append(rec)
-        report.write_jsonl(path, records)
-    return [(r['kimg'], r['value']) for r in records]
+def read_curve(run_dir: str) -> list[tuple[float, float]]:
+    """(kimg, value) of the run's `train.py --metrics` evaluations (RUN/metrics.jsonl), in order."""
+    records = report.read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
+    return [(float(r['kimg']), float(r['value'])) for r in records if r.get('metric') == 'fd-digits']
 
 
 def machine_info(device: torch.device) -> dict:
@@ -185,19 +153,18 @@ Examples:
 @click.option('--num-images', type=click.IntRange(min=2), default=None,
               help=f'Images per evaluation  [default: {FULL["num_images"]}; --quick: {QUICK["num_images"]}]')
 @click.option('--steps', type=click.IntRange(min=1), default=18, help='Heun σ levels per sample (NFE = 2 steps - 1).')
-@click.option('--eval-batch', type=click.IntRange(min=1), default=500, help='Images per sampler batch.')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto',
               help='Device for training and evaluation (auto: CUDA when available).')
 @click.option('--workdir', type=click.Path(file_okay=False), default=None,
               help='Keep the runs here; finished runs and their evaluations are reused  [default: a temporary folder]')
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Write all results as JSON.')
 def main(quick: bool, settings: str, methods: str, seeds: int | None, kimg: float | None, eval_every: float | None,
-         num_images: int | None, steps: int, eval_batch: int, device: str, workdir: str | None,
+         num_images: int | None, steps: int, device: str, workdir: str | None,
          json_path: str | None) -> None:
     """Examples-to-target of InfoNoise vs fixed σ distributions on 8x8 digits (the paper's Table 1, CPU scale)."""
     base = QUICK if quick else FULL
     cfg = dict(seeds=seeds or base['seeds'], kimg=kimg or base['kimg'], eval_every=eval_every or base['eval_every'],
-               num_images=num_images or base['num_images'], steps=steps, eval_batch=eval_batch)
+               num_images=num_images or base['num_images'], steps=steps)
     chosen = _csv(settings)
     unknown = [s for s in chosen if s not in SETTINGS]
     if not chosen or unknown:
@@ -240,8 +207,7 @@ def main(quick: bool, settings: str, methods: str, seeds: int | None, kimg: floa
     click.echo(report.markdown_table(rows, summaries))
     if json_path is not None:
         out = dict(config=dict(cfg, preset=PRESET, metric=METRIC, quick=quick, device=str(torch_device),
-                               eval_seed=EVAL_SEED, commands={s: {m: train_command(s, m, 0, 'RUN', cfg['kimg'],
-                                                                                    cfg['eval_every'], device)[1:]
+                               commands={s: {m: train_command(s, m, 0, 'RUN', cfg, device)[1:]
                                                                    for m in plan[s]} for s in plan}),
                    machine=machine_info(torch_device), date=time.strftime('%Y-%m-%d %H:%M:%S %Z'),
                    settings={s: dict(title=rows[s]['title'], reference=SETTINGS[s]['reference'],
@@ -263,17 +229,16 @@ def run_all(plan: dict[str, list[str]], cfg: dict, root: str, device: str, torch
                 label = f'{setting}/{method} seed {seed}'
                 run_dir = os.path.join(root, setting, f'{method}-seed{seed}')
                 train_sec = None
-                cmd = train_command(setting, method, seed, run_dir, cfg['kimg'], cfg['eval_every'], device)
+                cmd = train_command(setting, method, seed, run_dir, cfg, device)
                 if run_complete(run_dir, cmd):
                     _log(f'{label}: reusing the finished run in {run_dir}')
                 else:
                     _log(f'{label}: training {cfg["kimg"]:g} kimg ...')
                     train_sec = train(cmd, run_dir, label)
-                t0 = time.time()
-                curve = evaluate_run(run_dir, setting, method, seed, cfg, torch_device)
+                curve = read_curve(run_dir)
                 speed = report.training_speed(run_dir)
                 _log(f'{label}: final {METRIC} {curve[-1][1]:.4g} at {curve[-1][0]:g} kimg '
-                     f'(train {train_sec or 0:.0f} s, eval {time.time() - t0:.0f} s)')
+                     f'(train and evaluation {train_sec or 0:.0f} s)')
                 results.setdefault(setting, {}).setdefault(method, {})[seed] = dict(
                     curve=curve, train_sec=train_sec, sec_per_kimg=speed['sec_per_kimg'])
     return results

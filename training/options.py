@@ -136,6 +136,8 @@ OPTIONS: tuple[Option, ...] = (
     _O('metrics_every', 10.0, 'Evaluate --metrics every this many kimg (and at the end)', float, kind='execution',
        metavar='KIMG', **_POS),
     _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, metavar='INT'),
+    _O('metrics_steps', 18, 'Heun σ levels per --metrics sample (NFE = 2 steps - 1)', int, kind='execution', lo=1,
+       metavar='INT'),
     # End-of-run extras.
     _O('grid', 0, 'Images in the final sample grid (0 = none)', int, kind='execution', lo=0, metavar='INT'),
     _O('grid_steps', 18, 'Heun steps for the sample grid', int, kind='execution', lo=1, metavar='INT'),
@@ -517,6 +519,7 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         metrics=metric_names(opts),
         metrics_every_kimg=float(opts['metrics_every']),
         metrics_num=int(opts['metrics_num']),
+        metrics_steps=int(opts['metrics_steps']),
         grid_size=int(opts['grid']),
         grid_steps=int(opts['grid_steps']),
         plot_profile=bool(opts['plot']),
