@@ -279,10 +279,7 @@ def load_runs(root: str) -> dict:
     per_row = collections.Counter(row for row, _ in rows)
     out = {}
     for (row, metric), info in rows.items():
-        key = row if per_row[row] == 1 else f'{row}:{metric}'
-        if per_row[row] > 1:
-            info['title'] = f'{info["title"]} ({metric})'
-        out[key] = info
+        out[row if per_row[row] == 1 else f'{row}:{metric}'] = info   # shown as 'title (metric)'
     return out
 
 
