@@ -420,7 +420,7 @@ def main(runs: str, json_path: str | None, plot_dir: str | None) -> None:
     if plot_dir is not None:
         os.makedirs(plot_dir, exist_ok=True)
         for row in sorted(rows):
-            path = os.path.join(plot_dir, f'{row}.png')
+            path = os.path.join(plot_dir, f'{row.replace(":", "-")}.png')
             plot_row(path, rows[row], summaries[row])
             click.echo(f'Wrote {path}')
     if json_path is not None:
