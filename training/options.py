@@ -347,13 +347,13 @@ def validate_options(opts: Mapping[str, Any], world_size: int = 1) -> None:
 
 
 def metric_names(opts: Mapping[str, Any]) -> list[str]:
-    """The --metrics list (empty when unset); OptionsError for an unknown name."""
-    from training.metrics.registry import METRICS
-    names = [n.strip() for n in str(opts.get('metrics') or '').split(',') if n.strip()]
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise OptionsError(f'--metrics: unknown metric {unknown[0]!r}; choose from {", ".join(METRICS)}.')
-    return names
+    """The --metrics list (empty when unset; validated by the metric registry); OptionsError for an unknown name."""
+    from training.metrics.registry import parse_metrics
+    try:
+        return parse_metrics(opts.get('metrics') or None)
+    except ValueError as err:
+        message = str(err)
+        raise OptionsError(f'--metrics: {message[:1].lower()}{message[1:]}') from None
 
 
 def check_resume(saved: Mapping[str, Any], opts: Mapping[str, Any], path: str) -> None:
