@@ -34,8 +34,12 @@ reach exactly (an even NFE for Heun) is skipped for that solver.
 
 Outputs in --outdir: bench_infogrid.json (every value, per set), bench_infogrid.md (tables: metric mean
 over the sets and trajectory error, one row per grid, one column per NFE; the best value of each column
-in bold; the grids that are best or tied at every NFE), bench_infogrid.png (metric and trajectory error
-vs NFE, one line per grid, one column per solver).
+in bold; the grids that are best or tied at every NFE; the decision over every snapshot, per solver:
+the grids best or tied at every NFE on every snapshot, and how many cells each grid is best or tied in),
+bench_infogrid.png (metric and trajectory error vs NFE, one line per grid, one column per solver).
+--merge JSON adds the snapshots of earlier runs (other machines, other models) to the report and the
+decision; for a snapshot in several, a later file's (solver, grid) rows replace an earlier file's. With
+--merge alone nothing is sampled.
 
 --quick: the digits demo in about 5 minutes of 2 CPU cores: NFE 5, 7, 11, 17, 35; Heun; 2 sets of 100
 latents; trajectory error on 16 per set; 8 calibration latents. Without --network it reuses the newest
@@ -84,6 +88,7 @@ Examples:
   python -m scripts.bench_infogrid --network runs/00000-digits-*/network-snapshot-000100.pkl --outdir out/bi
   python -m scripts.bench_infogrid --network NET.pkl --metric fd-mnist --solvers heun,euler,sde \\
       --nfe 5,7,9,11,13,17,25,35 --num 1000 --outdir out/bi-mnist
+  python -m scripts.bench_infogrid --merge out/bi-digits --merge out/bi-mnist --outdir out/bi-all
 """
 
 
@@ -309,6 +314,66 @@ def best_or_tied(per_grid: dict, nfe_keys, key: str, spread_key: Optional[str]) 
     return out
 
 
+def merge_records(sources: list[dict]) -> dict:
+    """Snapshot records of several runs as one: a later source's (solver, grid) rows replace an earlier one's
+    for the same snapshot, and its calibrations join the earlier ones."""
+    out: dict = {}
+    for records in sources:
+        for path, rec in records.items():
+            if path not in out:
+                out[path] = json.loads(json.dumps(rec))
+                continue
+            mine = out[path]
+            if mine['metric'] != rec['metric']:
+                raise ValueError(f'{path} was measured with {mine["metric"]} and with {rec["metric"]}; '
+                                 'merge runs of one metric')
+            for solver, per_grid in rec['results'].items():
+                mine['results'].setdefault(solver, {}).update(json.loads(json.dumps(per_grid)))
+            for solver, calib in (rec.get('calibration') or {}).items():
+                mine.setdefault('calibration', {}).setdefault(solver, {}).update(calib)
+            mine['seconds'] = round(mine.get('seconds', 0) + rec.get('seconds', 0), 1)
+    return out
+
+
+def decision(records: dict) -> dict[str, dict]:
+    """The rule behind generate.py's grid defaults, per solver, over every snapshot that ran it.
+
+    Returns {solver: {'everywhere': grids best or tied (domain metric) at every NFE of every snapshot,
+    'cells': {grid: [cells where it is best or tied, cells]}, 'snapshots': how many}}; a grid missing from
+    one snapshot's run cannot be best everywhere.
+    """
+    out: dict[str, dict] = {}
+    for solver in sorted({s for rec in records.values() for s in rec['results']}):
+        runs = [rec['results'][solver] for rec in records.values() if solver in rec['results']]
+        grids = sorted(set.union(*(set(per_grid) for per_grid in runs)))
+        cells = {g: [0, 0] for g in grids}
+        everywhere = set(grids)
+        for per_grid in runs:
+            nfe_keys = sorted({k for row in per_grid.values() for k in row}, key=int)
+            ties = best_or_tied(per_grid, nfe_keys, 'metric_mean', 'metric')
+            for g in grids:
+                for k in nfe_keys:
+                    cells[g][1] += 1
+                    if g in ties.get(k, []):
+                        cells[g][0] += 1
+                    else:
+                        everywhere.discard(g)
+        out[solver] = dict(everywhere=[g for g in grids if g in everywhere], cells=cells, snapshots=len(runs))
+    return out
+
+
+def decision_markdown(records: dict) -> list[str]:
+    lines = [f'## Decision over {len(records)} snapshot(s)', '',
+             f'Rule: a grid earns a default when its {"/".join(sorted({r["metric"] for r in records.values()}))} '
+             f'is best or tied (within the set-to-set spread or {TIE_FRACTION:.0%}) at every NFE on every snapshot.',
+             '']
+    for solver, d in decision(records).items():
+        counts = ', '.join(f'{g} {a}/{b}' for g, (a, b) in sorted(d['cells'].items(), key=lambda kv: -kv[1][0]))
+        lines += [f'- {solver} ({d["snapshots"]} snapshot(s)): best or tied everywhere: '
+                  f'{", ".join(d["everywhere"]) or "none"}. Cells best or tied: {counts}.']
+    return lines + ['']
+
+
 def markdown(records: dict) -> str:
     lines = []
     for path, rec in records.items():
@@ -335,7 +400,7 @@ def markdown(records: dict) -> str:
                 everywhere = [g for g in per_grid if all(g in ties.get(k, [g]) for k in nfe_keys)]
                 lines += ['', f'Best or tied ({title}, tie = within the set-to-set spread or {TIE_FRACTION:.0%}) at '
                           f'every NFE: {", ".join(everywhere) or "none"}.', '']
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + decision_markdown(records)) + '\n'
 
 
 def plot(records: dict, path: str) -> None:
@@ -401,6 +466,25 @@ def _list(kind, choices=None):
     return parse
 
 
+def _merged(ctx, param, value) -> tuple[tuple[str, dict], ...]:
+    """Each --merge as (file, its parsed bench_infogrid.json)."""
+    out = []
+    for path in value:
+        if os.path.isdir(path):
+            path = os.path.join(path, 'bench_infogrid.json')
+        try:
+            with open(path, encoding='utf-8') as f:
+                runs = json.load(f)
+        except OSError as exc:
+            raise click.BadParameter(f'cannot read {path}: {exc.strerror or exc}') from None
+        except ValueError:
+            raise click.BadParameter(f'{path} is not JSON') from None
+        if not isinstance(runs, dict) or not isinstance(runs.get('snapshots'), dict):
+            raise click.BadParameter(f'{path} is not a bench_infogrid.json (no "snapshots")')
+        out.append((path, runs))
+    return tuple(out)
+
+
 def demo_snapshot(outdir: str, log: Callable[[str], None]) -> str:
     """The newest digits-demo snapshot under OUTDIR/train, training one first if there is none."""
     train_dir = os.path.join(outdir, 'train')
@@ -439,8 +523,11 @@ def demo_snapshot(outdir: str, log: Callable[[str], None]) -> str:
 @click.option('--seed', type=click.IntRange(min=0), default=0, help='Seed of the first latent set.')
 @click.option('--batch', type=click.IntRange(min=1), default=500, help='Latents per sampler call.')
 @click.option('--threads', type=click.IntRange(min=1), default=None, help='torch CPU threads  [default: torch\'s]')
+@click.option('--merge', 'merged', multiple=True, metavar='JSON', callback=_merged,
+              help='Earlier bench_infogrid.json files (or their folders) whose snapshots join this report and its '
+                   'decision; without --network nothing is sampled.')
 def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_num, ref_steps, calibrate,
-         calib_ref_steps, seed, batch, threads):
+         calib_ref_steps, seed, batch, threads, merged):
     """Domain metric and trajectory error of every σ grid at equal NFE (EDM's grid, InfoGrid variants)."""
     preset = QUICK if quick else FULL
     solvers = solvers or preset['solvers']
@@ -460,23 +547,32 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
         os.makedirs(outdir, exist_ok=True)
     except OSError as exc:
         raise click.BadParameter(f'cannot create {outdir}: {exc.strerror or exc}', param_hint='--outdir')
-    if not networks:
+    if not networks and not merged:
         if not quick:
             raise click.UsageError('give --network SNAPSHOT (or --quick, which trains or reuses the digits demo).')
         networks = (demo_snapshot(outdir, log),)
-    records = {}
+    try:
+        records = merge_records([runs['snapshots'] for _, runs in merged])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint='--merge') from None
     began = time.time()
     for path in networks:
         try:
             snapshot = network_io.load_network(path)
-            records[path] = bench_snapshot(path, snapshot, metric, grids, solvers, nfe, sets, num, traj_num,
-                                           ref_steps, calibrate, calib_ref_steps, seed, batch, log)
+            fresh = bench_snapshot(path, snapshot, metric, grids, solvers, nfe, sets, num, traj_num,
+                                   ref_steps, calibrate, calib_ref_steps, seed, batch, log)
         except ValueError as exc:          # NetworkLoadError, no profile, unknown metric
             raise click.ClickException(str(exc).rstrip('.') + '.') from None
+        try:
+            records = merge_records([records, {path: fresh}])
+        except ValueError:                 # merged with another metric: this run's values win
+            log(f'{path}: the merged rows used another metric; this run replaces them.')
+            records[path] = fresh
     settings = dict(grids=list(grids), solvers=list(solvers), nfe=list(nfe), sets=sets, num=num, traj_num=traj_num,
                     ref_steps=ref_steps, calibrate=calibrate, calib_ref_steps=calib_ref_steps, seed=seed,
                     quick=quick, threads=torch.get_num_threads(), tempered_gamma=TEMPERED_GAMMA, sde=SDE,
-                    seconds=round(time.time() - began, 1))
+                    seconds=round(time.time() - began, 1),
+                    merged={source: runs.get('settings') for source, runs in merged})
     table = markdown(records)
     with atomic_write(os.path.join(outdir, 'bench_infogrid.json')) as f:
         f.write(json.dumps(dict(settings=settings, snapshots=records), indent=1).encode())

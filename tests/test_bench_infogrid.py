@@ -112,3 +112,53 @@ def test_bad_input_is_one_clear_error(snapshot, tmp_path, args, phrase):
 
 def test_network_is_required_without_quick(tmp_path):
     assert_clean_error(CliRunner().invoke(bench.main, ['--outdir', str(tmp_path)]), '--network')
+
+
+def _cells(means_by_nfe, spread=0.0):
+    return {nfe: {'metric_mean': m, 'metric': [m - spread / 2, m + spread / 2]} for nfe, m in means_by_nfe.items()}
+
+
+def test_decision_needs_best_or_tied_at_every_nfe_on_every_snapshot():
+    """Two snapshots: 'b' wins the first everywhere but loses NFE 35 of the second by 10 % (> 2 %, > spread)."""
+    first = {'results': {'heun': {'a': _cells({'5': 12.0, '35': 9.0}), 'b': _cells({'5': 10.0, '35': 8.9})}},
+             'metric': 'fd-x'}
+    second = {'results': {'heun': {'a': _cells({'5': 20.0, '35': 5.0}), 'b': _cells({'5': 18.0, '35': 5.5})},
+                          'euler': {'a': _cells({'5': 30.0}), 'b': _cells({'5': 30.3})}}, 'metric': 'fd-x'}
+    d = bench.decision({'one': first, 'two': second})
+    assert d['heun']['everywhere'] == [] and d['heun']['snapshots'] == 2
+    assert d['heun']['cells'] == {'a': [2, 4], 'b': [3, 4]}       # a ties b at NFE 35 of 'one' (9.0 vs 8.9: 1.1 %)
+    assert d['euler'] == {'everywhere': ['a', 'b'], 'cells': {'a': [1, 1], 'b': [1, 1]}, 'snapshots': 1}
+    assert bench.decision({'one': first})['heun']['everywhere'] == ['b']
+
+
+def test_merge_rerenders_earlier_runs_without_sampling(snapshot, tmp_path):
+    first = run_small(snapshot, tmp_path / 'one', 'edm,infogrid-solver', 'heun', '5')
+    r = CliRunner().invoke(bench.main, ['--merge', str(tmp_path / 'one'), '--outdir', str(tmp_path / 'all')])
+    assert r.exit_code == 0, r.output
+    merged = json.loads((tmp_path / 'all' / 'bench_infogrid.json').read_text())
+    assert merged['snapshots'][snapshot] == first                     # the values, untouched
+    assert list(merged['settings']['merged']) == [str(tmp_path / 'one' / 'bench_infogrid.json')]
+    assert '## Decision over 1 snapshot(s)' in (tmp_path / 'all' / 'bench_infogrid.md').read_text()
+
+
+@pytest.mark.parametrize('content,phrase', [(None, 'cannot read'), ('{', 'not JSON'), ('[]', 'no "snapshots"')])
+def test_merge_bad_input_is_one_clear_error(tmp_path, content, phrase):
+    path = tmp_path / 'b.json'
+    if content is not None:
+        path.write_text(content)
+    r = CliRunner().invoke(bench.main, ['--merge', str(path), '--outdir', str(tmp_path / 'o')])
+    assert_clean_error(r, phrase)
+
+
+def test_merge_records_replaces_rows_per_solver_and_grid():
+    one = {'p': {'metric': 'fd-x', 'seconds': 1.0, 'calibration': {'heun': {'3': 'a'}},
+                 'results': {'heun': {'edm': {'5': 1}, 'infogrid-solver': {'5': 2}}}}}
+    two = {'p': {'metric': 'fd-x', 'seconds': 2.0, 'calibration': {'heun': {'4': 'b'}},
+                 'results': {'heun': {'infogrid-solver': {'5': 3}}, 'euler': {'edm': {'5': 4}}}},
+           'q': {'metric': 'fd-y', 'results': {}}}
+    merged = bench.merge_records([one, two])
+    assert merged['p']['results'] == {'heun': {'edm': {'5': 1}, 'infogrid-solver': {'5': 3}}, 'euler': {'edm': {'5': 4}}}
+    assert merged['p']['calibration'] == {'heun': {'3': 'a', '4': 'b'}} and merged['p']['seconds'] == 3.0
+    assert set(merged) == {'p', 'q'} and one['p']['results']['heun']['infogrid-solver'] == {'5': 2}   # inputs intact
+    with pytest.raises(ValueError, match='merge runs of one metric'):
+        bench.merge_records([one, {'p': {'metric': 'fd-z', 'results': {}}}])
