@@ -38,8 +38,10 @@ in bold; the grids that are best or tied at every NFE; the decision over every s
 the grids best or tied at every NFE on every snapshot, and how many cells each grid is best or tied in),
 bench_infogrid.png (metric and trajectory error vs NFE, one line per grid, one column per solver).
 --merge JSON adds the snapshots of earlier runs (other machines, other models) to the report and the
-decision; for a snapshot in several, a later file's (solver, grid) rows replace an earlier file's. With
---merge alone nothing is sampled.
+decision; for a snapshot in several, a later file's (solver, grid, NFE) cells replace an earlier file's.
+With --merge alone nothing is sampled. --converged-steps N adds the metric of a fine run (EDM's grid,
+N levels, Heun) on the same latent sets: the metric without discretization error. A grid that scores
+better than that is helped by its discretization bias, not by its accuracy; the table and plot show it.
 
 --quick: the digits demo in about 5 minutes of 2 CPU cores: NFE 5, 7, 11, 17, 35; Heun; 2 sets of 100
 latents; trajectory error on 16 per set; 8 calibration latents. Without --network it reuses the newest
@@ -253,7 +255,7 @@ def run_sampler(net: Any, latents: torch.Tensor, labels: Optional[torch.Tensor],
 
 def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, nfe_list, sets: int, num: int,
                    traj_num: int, ref_steps: int, calibrate: int, calib_ref_steps: int, seed: int, batch: int,
-                   log: Callable[[str], None]) -> dict:
+                   log: Callable[[str], None], converged_steps: int = 0) -> dict:
     """Every (solver, grid, NFE) on `sets` latent sets; returns the JSON-ready record of one snapshot."""
     began = time.time()
     net = snapshot['ema']
@@ -272,6 +274,17 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
             log(f'{os.path.basename(path)}: reference run, set {s} ({traj_num} latents, {ref_steps} levels)')
             references.append(reference_samples(net, lat[:traj_num], None if lab is None else lab[:traj_num],
                                                 maker.lo, maker.hi, ref_steps).cpu())
+    converged = None
+    if converged_steps:
+        # The metric without discretization error (to a good approximation): a grid that beats it at
+        # some NFE is helped by its discretization bias, not by accuracy.
+        grid = maker('edm', 'heun', converged_steps)
+        values = [float(metric(run_sampler(net, lat, lab, grid, 'heun', seed + 100 * s + converged_steps, batch),
+                               None if lab is None else lab.argmax(1)))
+                  for s, (lat, lab) in enumerate(latent_sets)]
+        converged = dict(num_steps=converged_steps, metric=values, metric_mean=float(np.mean(values)))
+        log(f'{os.path.basename(path)}: converged ({converged_steps}-level EDM Heun) {metric_name} '
+            f'{converged["metric_mean"]:.3f}')
     results: dict[str, dict] = {}
     for solver in solvers:
         for nfe in nfe_list:
@@ -292,6 +305,7 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
                 log(f'  {solver} NFE {nfe:>3} {name:<20} {metric_name} {cell["metric_mean"]:8.3f}'
                     + (f'  traj {cell["traj_mean"]:.4g}' if cell['traj'] else ''))
     return {'metric': metric_name, 'dataset_kwargs': snapshot.get('dataset_kwargs'), 'results': results,
+            'converged': converged,
             'calibration': maker.calibrations, 'sigma_range': [maker.lo, maker.hi],
             'seconds': round(time.time() - began, 1)}
 
@@ -315,8 +329,8 @@ def best_or_tied(per_grid: dict, nfe_keys, key: str, spread_key: Optional[str]) 
 
 
 def merge_records(sources: list[dict]) -> dict:
-    """Snapshot records of several runs as one: a later source's (solver, grid) rows replace an earlier one's
-    for the same snapshot, and its calibrations join the earlier ones."""
+    """Snapshot records of several runs as one: a later source's (solver, grid, NFE) cells and converged
+    metric replace an earlier one's for the same snapshot, and its calibrations join the earlier ones."""
     out: dict = {}
     for records in sources:
         for path, rec in records.items():
@@ -328,7 +342,10 @@ def merge_records(sources: list[dict]) -> dict:
                 raise ValueError(f'{path} was measured with {mine["metric"]} and with {rec["metric"]}; '
                                  'merge runs of one metric')
             for solver, per_grid in rec['results'].items():
-                mine['results'].setdefault(solver, {}).update(json.loads(json.dumps(per_grid)))
+                for grid, cells in per_grid.items():
+                    mine['results'].setdefault(solver, {}).setdefault(grid, {}).update(json.loads(json.dumps(cells)))
+            if rec.get('converged'):
+                mine['converged'] = rec['converged']
             for solver, calib in (rec.get('calibration') or {}).items():
                 mine.setdefault('calibration', {}).setdefault(solver, {}).update(calib)
             mine['seconds'] = round(mine.get('seconds', 0) + rec.get('seconds', 0), 1)
@@ -379,6 +396,10 @@ def markdown(records: dict) -> str:
     for path, rec in records.items():
         lines += [f'## {path}', '', f'Metric: {rec["metric"]} (lower is better); trajectory error = RMS distance per '
                   'element to the fine reference from the same latents. Bold: best in the column.', '']
+        if rec.get('converged'):
+            c = rec['converged']
+            lines += [f'Converged {rec["metric"]} ({c["num_steps"]}-level EDM Heun, same latent sets): '
+                      f'{c["metric_mean"]:.3f} (sets: {", ".join(f"{v:.3f}" for v in c["metric"])}).', '']
         for solver, per_grid in rec['results'].items():
             nfe_keys = sorted({k for row in per_grid.values() for k in row}, key=int)
             measures = (('metric_mean', 'metric', rec['metric']), ('traj_mean', 'traj', 'trajectory error'))
@@ -403,6 +424,11 @@ def markdown(records: dict) -> str:
     return '\n'.join(lines + decision_markdown(records)) + '\n'
 
 
+def short_name(path: str) -> str:
+    """The snapshot's folder and file name (snapshots of different runs share file names)."""
+    return os.path.join(*os.path.normpath(path).split(os.sep)[-2:])
+
+
 def plot(records: dict, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg', force=True)
@@ -422,6 +448,9 @@ def plot(records: dict, path: str) -> None:
             if not ticks:
                 ax.set_axis_off()
                 continue
+            if row == 0 and rec.get('converged'):
+                ax.axhline(rec['converged']['metric_mean'], color='k', linestyle='--', linewidth=0.8,
+                           label=f'converged ({rec["converged"]["num_steps"]} levels)')
             ax.set_xscale('log')
             ax.set_yscale('log')
             ax.set_xticks(sorted(ticks))
@@ -429,9 +458,10 @@ def plot(records: dict, path: str) -> None:
             ax.minorticks_off()
             ax.set_xlabel('NFE')
             ax.set_ylabel(label)
-            ax.set_title(f'{os.path.basename(p)} · {solver}', fontsize=9)
+            ax.set_title(f'{short_name(p)} · {solver}', fontsize=9)
             ax.grid(True, which='both', alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+            if row == 0:
+                ax.legend(fontsize=7)
     fig.tight_layout()
     import io
     buf = io.BytesIO()
@@ -523,11 +553,13 @@ def demo_snapshot(outdir: str, log: Callable[[str], None]) -> str:
 @click.option('--seed', type=click.IntRange(min=0), default=0, help='Seed of the first latent set.')
 @click.option('--batch', type=click.IntRange(min=1), default=500, help='Latents per sampler call.')
 @click.option('--threads', type=click.IntRange(min=1), default=None, help='torch CPU threads  [default: torch\'s]')
+@click.option('--converged-steps', type=click.IntRange(min=0), default=0,
+              help='Also score a fine EDM-grid Heun run of this many levels on the same sets (0: skip).')
 @click.option('--merge', 'merged', multiple=True, metavar='JSON', callback=_merged,
               help='Earlier bench_infogrid.json files (or their folders) whose snapshots join this report and its '
                    'decision; without --network nothing is sampled.')
 def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_num, ref_steps, calibrate,
-         calib_ref_steps, seed, batch, threads, merged):
+         calib_ref_steps, seed, batch, threads, converged_steps, merged):
     """Domain metric and trajectory error of every σ grid at equal NFE (EDM's grid, InfoGrid variants)."""
     preset = QUICK if quick else FULL
     solvers = solvers or preset['solvers']
@@ -560,7 +592,7 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
         try:
             snapshot = network_io.load_network(path)
             fresh = bench_snapshot(path, snapshot, metric, grids, solvers, nfe, sets, num, traj_num,
-                                   ref_steps, calibrate, calib_ref_steps, seed, batch, log)
+                                   ref_steps, calibrate, calib_ref_steps, seed, batch, log, converged_steps)
         except ValueError as exc:          # NetworkLoadError, no profile, unknown metric
             raise click.ClickException(str(exc).rstrip('.') + '.') from None
         try:
@@ -570,6 +602,7 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
             records[path] = fresh
     settings = dict(grids=list(grids), solvers=list(solvers), nfe=list(nfe), sets=sets, num=num, traj_num=traj_num,
                     ref_steps=ref_steps, calibrate=calibrate, calib_ref_steps=calib_ref_steps, seed=seed,
+                    converged_steps=converged_steps,
                     quick=quick, threads=torch.get_num_threads(), tempered_gamma=TEMPERED_GAMMA, sde=SDE,
                     seconds=round(time.time() - began, 1),
                     merged={source: runs.get('settings') for source, runs in merged})

@@ -48,9 +48,10 @@ def test_auto_metric_reads_the_dataset():
         bench.auto_metric({'name': 'cifar10'})
 
 
-def run_small(snapshot, out, grids, solvers, nfe):
+def run_small(snapshot, out, grids, solvers, nfe, *extra):
     args = ['--network', snapshot, '--outdir', out, '--grids', grids, '--solvers', solvers, '--nfe', nfe,
-            '--sets', 2, '--num', 12, '--traj-num', 4, '--ref-steps', 16, '--calibrate', 2, '--calib-ref-steps', 8]
+            '--sets', 2, '--num', 12, '--traj-num', 4, '--ref-steps', 16, '--calibrate', 2, '--calib-ref-steps', 8,
+            *extra]
     r = CliRunner().invoke(bench.main, [str(a) for a in args])
     assert r.exit_code == 0, r.output
     return json.loads((out / 'bench_infogrid.json').read_text())['snapshots'][snapshot]
@@ -150,15 +151,25 @@ def test_merge_bad_input_is_one_clear_error(tmp_path, content, phrase):
     assert_clean_error(r, phrase)
 
 
-def test_merge_records_replaces_rows_per_solver_and_grid():
+def test_merge_records_replaces_cells_per_solver_grid_and_nfe():
     one = {'p': {'metric': 'fd-x', 'seconds': 1.0, 'calibration': {'heun': {'3': 'a'}},
                  'results': {'heun': {'edm': {'5': 1}, 'infogrid-solver': {'5': 2}}}}}
     two = {'p': {'metric': 'fd-x', 'seconds': 2.0, 'calibration': {'heun': {'4': 'b'}},
-                 'results': {'heun': {'infogrid-solver': {'5': 3}}, 'euler': {'edm': {'5': 4}}}},
+                 'results': {'heun': {'infogrid-solver': {'5': 3, '7': 9}}, 'euler': {'edm': {'5': 4}}}},
            'q': {'metric': 'fd-y', 'results': {}}}
     merged = bench.merge_records([one, two])
-    assert merged['p']['results'] == {'heun': {'edm': {'5': 1}, 'infogrid-solver': {'5': 3}}, 'euler': {'edm': {'5': 4}}}
+    assert merged['p']['results'] == {'heun': {'edm': {'5': 1}, 'infogrid-solver': {'5': 3, '7': 9}},
+                                      'euler': {'edm': {'5': 4}}}
     assert merged['p']['calibration'] == {'heun': {'3': 'a', '4': 'b'}} and merged['p']['seconds'] == 3.0
     assert set(merged) == {'p', 'q'} and one['p']['results']['heun']['infogrid-solver'] == {'5': 2}   # inputs intact
     with pytest.raises(ValueError, match='merge runs of one metric'):
         bench.merge_records([one, {'p': {'metric': 'fd-z', 'results': {}}}])
+
+
+def test_converged_metric_is_the_fine_edm_run_on_the_same_sets(snapshot, tmp_path):
+    """--converged-steps 3 is EDM's 3-level Heun grid on the same latent sets: the NFE 5 edm cell, value for value."""
+    rec = run_small(snapshot, tmp_path / 'out', 'edm', 'heun', '5', '--converged-steps', 3)
+    assert rec['converged']['num_steps'] == 3
+    np.testing.assert_allclose(rec['converged']['metric'], rec['results']['heun']['edm']['5']['metric'], rtol=1e-12)
+    assert 'Converged fd-digits (3-level EDM Heun' in (tmp_path / 'out' / 'bench_infogrid.md').read_text()
+    assert run_small(snapshot, tmp_path / 'no', 'edm', 'heun', '5')['converged'] is None
