@@ -352,22 +352,25 @@ def merge_records(sources: list[dict]) -> dict:
     return out
 
 
-def decision(records: dict) -> dict[str, dict]:
+def decision(records: dict, candidates: Optional[Callable[[str], bool]] = None,
+             key: str = 'metric_mean', spread_key: str = 'metric') -> dict[str, dict]:
     """The rule behind generate.py's grid defaults, per solver, over every snapshot that ran it.
 
-    Returns {solver: {'everywhere': grids best or tied (domain metric) at every NFE of every snapshot,
-    'cells': {grid: [cells where it is best or tied, cells]}, 'snapshots': how many}}; a grid missing from
-    one snapshot's run cannot be best everywhere.
+    Only the grids for which `candidates(name)` is true compete (default: all). Returns {solver:
+    {'everywhere': the grids best or tied at every NFE of every snapshot, 'cells': {grid: [cells where it
+    is best or tied, cells]}, 'snapshots': how many}}; a grid missing from one snapshot's run cannot be
+    best everywhere. key/spread_key choose the measure ('traj_mean'/'traj': trajectory error).
     """
     out: dict[str, dict] = {}
     for solver in sorted({s for rec in records.values() for s in rec['results']}):
-        runs = [rec['results'][solver] for rec in records.values() if solver in rec['results']]
+        runs = [{g: row for g, row in rec['results'][solver].items() if candidates is None or candidates(g)}
+                for rec in records.values() if solver in rec['results']]
         grids = sorted(set.union(*(set(per_grid) for per_grid in runs)))
         cells = {g: [0, 0] for g in grids}
         everywhere = set(grids)
         for per_grid in runs:
-            nfe_keys = sorted({k for row in per_grid.values() for k in row}, key=int)
-            ties = best_or_tied(per_grid, nfe_keys, 'metric_mean', 'metric')
+            nfe_keys = sorted({k for row in per_grid.values() for k in row if row[k].get(key) is not None}, key=int)
+            ties = best_or_tied(per_grid, nfe_keys, key, spread_key)
             for g in grids:
                 for k in nfe_keys:
                     cells[g][1] += 1
@@ -375,19 +378,31 @@ def decision(records: dict) -> dict[str, dict]:
                         cells[g][0] += 1
                     else:
                         everywhere.discard(g)
-        out[solver] = dict(everywhere=[g for g in grids if g in everywhere], cells=cells, snapshots=len(runs))
+        if grids:
+            out[solver] = dict(everywhere=[g for g in grids if g in everywhere], cells=cells, snapshots=len(runs))
     return out
 
 
+def is_infogrid(name: str) -> bool:
+    """The constructions `generate.py --infogrid` can use (EDM's and the log-uniform grid are not)."""
+    return name.startswith('infogrid-')
+
+
 def decision_markdown(records: dict) -> list[str]:
+    metrics = '/'.join(sorted({r['metric'] for r in records.values()}))
     lines = [f'## Decision over {len(records)} snapshot(s)', '',
-             f'Rule: a grid earns a default when its {"/".join(sorted({r["metric"] for r in records.values()}))} '
-             f'is best or tied (within the set-to-set spread or {TIE_FRACTION:.0%}) at every NFE on every snapshot.',
-             '']
-    for solver, d in decision(records).items():
-        counts = ', '.join(f'{g} {a}/{b}' for g, (a, b) in sorted(d['cells'].items(), key=lambda kv: -kv[1][0]))
-        lines += [f'- {solver} ({d["snapshots"]} snapshot(s)): best or tied everywhere: '
-                  f'{", ".join(d["everywhere"]) or "none"}. Cells best or tied: {counts}.']
+             f'Rule: a grid earns a default when its {metrics} is best or tied (within the set-to-set spread or '
+             f'{TIE_FRACTION:.0%}) at every NFE on every snapshot. `--infogrid` takes the InfoGrid construction that '
+             'does so among the InfoGrid constructions; EDM\'s grid stays the plain default unless an InfoGrid '
+             'construction does so among all grids.', '']
+    views = ((f'{metrics}, all grids', None, 'metric_mean', 'metric'),
+             (f'{metrics}, InfoGrid constructions only', is_infogrid, 'metric_mean', 'metric'),
+             ('trajectory error, all grids', None, 'traj_mean', 'traj'))
+    for title, candidates, key, spread_key in views:
+        for solver, d in decision(records, candidates, key, spread_key).items():
+            counts = ', '.join(f'{g} {a}/{b}' for g, (a, b) in sorted(d['cells'].items(), key=lambda kv: -kv[1][0]))
+            lines += [f'- {title}, {solver} ({d["snapshots"]} snapshot(s)): best or tied everywhere: '
+                      f'{", ".join(d["everywhere"]) or "none"}. Cells best or tied: {counts}.']
     return lines + ['']
 
 

@@ -173,3 +173,16 @@ def test_converged_metric_is_the_fine_edm_run_on_the_same_sets(snapshot, tmp_pat
     np.testing.assert_allclose(rec['converged']['metric'], rec['results']['heun']['edm']['5']['metric'], rtol=1e-12)
     assert 'Converged fd-digits (3-level EDM Heun' in (tmp_path / 'out' / 'bench_infogrid.md').read_text()
     assert run_small(snapshot, tmp_path / 'no', 'edm', 'heun', '5')['converged'] is None
+
+
+def test_decision_among_candidates_and_by_trajectory_error():
+    rec = {'metric': 'fd-x', 'results': {'heun': {
+        'edm': {'5': {'metric_mean': 5.0, 'metric': [5.0, 5.0], 'traj_mean': 3.0, 'traj': [3.0, 3.0]}},
+        'infogrid-a': {'5': {'metric_mean': 6.0, 'metric': [6.0, 6.0], 'traj_mean': 1.0, 'traj': [1.0, 1.0]}},
+        'infogrid-b': {'5': {'metric_mean': 7.0, 'metric': [7.0, 7.0], 'traj_mean': 2.0, 'traj': [2.0, 2.0]}}}}}
+    assert bench.decision({'s': rec})['heun']['everywhere'] == ['edm']
+    assert bench.decision({'s': rec}, bench.is_infogrid)['heun']['everywhere'] == ['infogrid-a']
+    assert bench.decision({'s': rec}, key='traj_mean', spread_key='traj')['heun']['everywhere'] == ['infogrid-a']
+    assert bench.decision({'s': rec}, lambda g: g == 'nope') == {}
+    lines = '\n'.join(bench.decision_markdown({'s': rec}))
+    assert 'InfoGrid constructions only, heun (1 snapshot(s)): best or tied everywhere: infogrid-a.' in lines
