@@ -358,8 +358,8 @@ def decision(records: dict, candidates: Optional[Callable[[str], bool]] = None,
 
     Only the grids for which `candidates(name)` is true compete (default: all). Returns {solver:
     {'everywhere': the grids best or tied at every NFE of every snapshot, 'cells': {grid: [cells where it
-    is best or tied, cells]}, 'snapshots': how many}}; a grid missing from one snapshot's run cannot be
-    best everywhere. key/spread_key choose the measure ('traj_mean'/'traj': trajectory error).
+    is best or tied, cells where it was measured]}, 'snapshots': how many}}; a grid missing from a cell
+    cannot be best everywhere. key/spread_key choose the measure ('traj_mean'/'traj': trajectory error).
     """
     out: dict[str, dict] = {}
     for solver in sorted({s for rec in records.values() for s in rec['results']}):
@@ -373,6 +373,9 @@ def decision(records: dict, candidates: Optional[Callable[[str], bool]] = None,
             ties = best_or_tied(per_grid, nfe_keys, key, spread_key)
             for g in grids:
                 for k in nfe_keys:
+                    if per_grid.get(g, {}).get(k, {}).get(key) is None:     # not measured there
+                        everywhere.discard(g)
+                        continue
                     cells[g][1] += 1
                     if g in ties.get(k, []):
                         cells[g][0] += 1
