@@ -186,6 +186,6 @@ def test_decision_among_candidates_and_by_trajectory_error():
     assert bench.decision({'s': rec}, lambda g: g == 'nope') == {}
     other = {'metric': 'fd-x', 'results': {'heun': {'edm': {'5': {'metric_mean': 1.0, 'metric': [1.0, 1.0]}}}}}
     d = bench.decision({'s': rec, 't': other})['heun']             # the InfoGrid rows are missing from 't'
-    assert d['everywhere'] == [] and d['cells'] == {'edm': [2, 2], 'infogrid-a': [0, 1], 'infogrid-b': [0, 1]}
+    assert d['everywhere'] == ['edm'] and d['cells'] == {'edm': [2, 2], 'infogrid-a': [0, 1], 'infogrid-b': [0, 1]}
     lines = '\n'.join(bench.decision_markdown({'s': rec}))
     assert 'InfoGrid constructions only, heun (1 snapshot(s)): best or tied everywhere: infogrid-a.' in lines
