@@ -381,8 +381,9 @@ def decision(records: dict, candidates: Optional[Callable[[str], bool]] = None,
                         cells[g][0] += 1
                     else:
                         everywhere.discard(g)
-        if grids:
-            out[solver] = dict(everywhere=[g for g in grids if g in everywhere], cells=cells, snapshots=len(runs))
+        if any(total for _, total in cells.values()):
+            out[solver] = dict(everywhere=[g for g in grids if g in everywhere and cells[g][1]], cells=cells,
+                               snapshots=len(runs))
     return out
 
 

@@ -184,6 +184,8 @@ def test_decision_among_candidates_and_by_trajectory_error():
     assert bench.decision({'s': rec}, bench.is_infogrid)['heun']['everywhere'] == ['infogrid-a']
     assert bench.decision({'s': rec}, key='traj_mean', spread_key='traj')['heun']['everywhere'] == ['infogrid-a']
     assert bench.decision({'s': rec}, lambda g: g == 'nope') == {}
+    sde = {'metric': 'fd-x', 'results': {'sde': {'edm': {'5': {'metric_mean': 1.0, 'metric': [1.0], 'traj_mean': None}}}}}
+    assert bench.decision({'s': sde}, key='traj_mean', spread_key='traj') == {}     # no trajectory error for sde
     other = {'metric': 'fd-x', 'results': {'heun': {'edm': {'5': {'metric_mean': 1.0, 'metric': [1.0, 1.0]}}}}}
     d = bench.decision({'s': rec, 't': other})['heun']             # the InfoGrid rows are missing from 't'
     assert d['everywhere'] == ['edm'] and d['cells'] == {'edm': [2, 2], 'infogrid-a': [0, 1], 'infogrid-b': [0, 1]}
