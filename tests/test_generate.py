@@ -376,3 +376,12 @@ def test_infogrid_calibrate_picks_a_tempered_grid(snapshot, tmp_path):
 ])
 def test_bad_infogrid_method_combinations(snapshot, tmp_path, args, phrase):
     assert_clean_error(run(['--network', snapshot, '--outdir', tmp_path / 'o', *args]), phrase)
+
+
+def test_help_names_the_default_grid_and_the_evidence():
+    """The help says which grid is the default, what --infogrid uses, and where the numbers are."""
+    text = ' '.join(CliRunner().invoke(generate.main, ['--help']).output.split())
+    assert "EDM's ρ = 7 grid (--steps, --rho) by default" in text
+    assert '--infogrid builds the grid' in text and 'solver-aware construction' in text
+    assert generation.DEFAULT_INFOGRID_METHOD == 'solver-aware'
+    assert 'docs/BENCHMARKS.md §10' in text and 'scripts/bench_infogrid.py' in text
