@@ -101,9 +101,9 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     --solver): among the constructions that cost nothing at sampling time it is best or tied in the
     most cells (Heun 17/24), beats EDM's grid at low NFE (NFE 7: 24 vs 33 digits FD, 185 vs 510 MNIST
     FD, 5.3 vs 8.0 DNA FD) and with --solver euler at every NFE (digits, MNIST). --infogrid-calibrate N
-    (64 or more) tunes the tempered construction on N latents in seconds to minutes; calibrated on 16 it
-    measured best (Heun 19/24 cells, lowest trajectory error in 24/24); --infogrid-method eq19 | tempered selects the others;
-    --sigmas LIST|FILE uses your own σ list; --verbose prints the σ list used.
+    (64 or more) tunes the tempered construction on N latents in seconds to minutes; calibrated on 16
+    it measured best (Heun 19/24 cells, lowest trajectory error in 24/24). --infogrid-method eq19 |
+    tempered selects the others; --sigmas LIST|FILE uses your own σ list; --verbose prints the σ list.
     """
     device_t = init_distributed(device)
     snapshot = load_snapshot(network, device_t)
