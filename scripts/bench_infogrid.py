@@ -387,6 +387,28 @@ def decision(records: dict, candidates: Optional[Callable[[str], bool]] = None,
     return out
 
 
+def versus(records: dict, baseline: str = 'edm', key: str = 'metric_mean',
+           spread_key: str = 'metric') -> dict[str, dict[str, list]]:
+    """Head to head with one grid: {solver: {grid: [cells it beats the baseline in, ties, loses]}}, with the
+    tie band of `best_or_tied`, over every snapshot and NFE where both were measured."""
+    out: dict[str, dict[str, list]] = {}
+    for rec in records.values():
+        for solver, per_grid in rec['results'].items():
+            base = per_grid.get(baseline)
+            if base is None:
+                continue
+            for g, row in per_grid.items():
+                if g == baseline:
+                    continue
+                for k, cell in row.items():
+                    if cell.get(key) is None or base.get(k, {}).get(key) is None:
+                        continue
+                    tied = best_or_tied({baseline: base, g: row}, [k], key, spread_key)[k]
+                    counts = out.setdefault(solver, {}).setdefault(g, [0, 0, 0])
+                    counts[0 if tied == [g] else 2 if tied == [baseline] else 1] += 1
+    return out
+
+
 def is_infogrid(name: str) -> bool:
     """The constructions `generate.py --infogrid` can use (EDM's and the log-uniform grid are not)."""
     return name.startswith('infogrid-')
@@ -407,6 +429,11 @@ def decision_markdown(records: dict) -> list[str]:
             counts = ', '.join(f'{g} {a}/{b}' for g, (a, b) in sorted(d['cells'].items(), key=lambda kv: -kv[1][0]))
             lines += [f'- {title}, {solver} ({d["snapshots"]} snapshot(s)): best or tied everywhere: '
                       f'{", ".join(d["everywhere"]) or "none"}. Cells best or tied: {counts}.']
+    lines += ['', "Against EDM's grid (cells won / tied / lost, same tie band):", '']
+    for title, key, spread_key in ((metrics, 'metric_mean', 'metric'), ('trajectory error', 'traj_mean', 'traj')):
+        for solver, per_grid in versus(records, 'edm', key, spread_key).items():
+            lines += [f'- {title}, {solver}: ' + ', '.join(f'{g} {w}/{t}/{lo}' for g, (w, t, lo) in per_grid.items())
+                      + '.']
     return lines + ['']
 
 

@@ -191,3 +191,14 @@ def test_decision_among_candidates_and_by_trajectory_error():
     assert d['everywhere'] == ['edm'] and d['cells'] == {'edm': [2, 2], 'infogrid-a': [0, 1], 'infogrid-b': [0, 1]}
     lines = '\n'.join(bench.decision_markdown({'s': rec}))
     assert 'InfoGrid constructions only, heun (1 snapshot(s)): best or tied everywhere: infogrid-a.' in lines
+
+
+def test_versus_counts_wins_ties_and_losses_against_edm():
+    def cell(m, spread=0.0):
+        return {'metric_mean': m, 'metric': [m - spread / 2, m + spread / 2], 'traj_mean': None}
+    rec = {'metric': 'fd-x', 'results': {'heun': {
+        'edm': {'5': cell(10.0), '7': cell(10.0), '9': cell(10.0)},
+        'infogrid-a': {'5': cell(8.0), '7': cell(10.1), '9': cell(12.0), '11': cell(1.0)}}}}   # 1 % at NFE 7: a tie
+    assert bench.versus({'s': rec}) == {'heun': {'infogrid-a': [1, 1, 1]}}                    # NFE 11: no EDM cell
+    assert bench.versus({'s': rec}, key='traj_mean', spread_key='traj') == {}
+    assert "infogrid-a 1/1/1" in '\n'.join(bench.decision_markdown({'s': rec}))
