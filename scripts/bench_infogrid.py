@@ -489,7 +489,8 @@ def plot(records: dict, path: str) -> None:
             for i, (g, cells) in enumerate(rec['results'][solver].items()):
                 pts = sorted((int(k), c[key]) for k, c in cells.items() if c.get(key) is not None)
                 if pts:
-                    ax.plot(*zip(*pts), marker='o', markersize=3, label=g, color=f'C{i % 10}')
+                    colour = GRID_NAMES.index(g) if g in GRID_NAMES else i     # one colour per grid in every panel
+                    ax.plot(*zip(*pts), marker='o', markersize=3, label=g, color=f'C{colour % 10}')
                     ticks.update(n for n, _ in pts)
             if not ticks:
                 ax.set_axis_off()
