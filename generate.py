@@ -94,16 +94,17 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     """Generate images (DNA: FASTA sequences) with EDM's samplers or InfoGrid; one random generator per seed.
 
     \b
-    σ grid: EDM's ρ = 7 grid (--steps, --rho) by default. It stays the default because no grid, EDM's
-    or InfoGrid, is best or tied at every NFE from 5 to 35 on all three trained models measured (digits,
-    MNIST, DNA; docs/BENCHMARKS.md §10, scripts/bench_infogrid.py). --infogrid builds the grid from the
-    snapshot's InfoNoise profile with the solver-aware construction (equal predicted step error of
-    --solver): among the constructions that cost nothing at sampling time it is best or tied in the
-    most cells (Heun 17/24), beats EDM's grid at low NFE (NFE 7: 24 vs 33 digits FD, 185 vs 510 MNIST
-    FD, 5.3 vs 8.0 DNA FD) and with --solver euler at every NFE (digits, MNIST). --infogrid-calibrate N
-    (64 or more) tunes the tempered construction on N latents in seconds to minutes; calibrated on 16
-    it measured best (Heun 19/24 cells, lowest trajectory error in 24/24). --infogrid-method eq19 |
-    tempered selects the others; --sigmas LIST|FILE uses your own σ list; --verbose prints the σ list.
+    σ grid: EDM's ρ = 7 grid (--steps, --rho) by default. It stays the default because with Heun no
+    grid, EDM's or InfoGrid, is best or tied at every NFE from 5 to 35 on all three trained models
+    measured (digits, MNIST, DNA; docs/BENCHMARKS.md §10, scripts/bench_infogrid.py). --infogrid builds
+    the grid from the snapshot's InfoNoise profile with the solver-aware construction (equal predicted
+    step error of --solver): among the constructions that cost nothing at sampling time it is best or
+    tied in the most Heun cells (17/24), beats EDM's grid at low NFE (NFE 7: 24 vs 33 digits FD, 185 vs
+    510 MNIST FD, 5.3 vs 8.0 DNA FD), and with --solver euler it is best or tied at every NFE on all
+    three. --infogrid-calibrate N (64 or more) tunes the tempered construction on N latents in seconds
+    to minutes; calibrated on 16 it measured best (Heun 19/24 cells, lowest trajectory error in 24/24).
+    --infogrid-method eq19 | tempered selects the others; --sigmas LIST|FILE uses your own σ list;
+    --verbose prints the σ list used.
     """
     device_t = init_distributed(device)
     snapshot = load_snapshot(network, device_t)
