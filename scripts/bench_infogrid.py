@@ -49,6 +49,7 @@ snapshot under OUTDIR/train or trains one first (`python train.py --preset digit
 """
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import math
@@ -335,7 +336,7 @@ def merge_records(sources: list[dict]) -> dict:
     for records in sources:
         for path, rec in records.items():
             if path not in out:
-                out[path] = json.loads(json.dumps(rec))
+                out[path] = copy.deepcopy(rec)
                 continue
             mine = out[path]
             if mine['metric'] != rec['metric']:
@@ -343,7 +344,7 @@ def merge_records(sources: list[dict]) -> dict:
                                  'merge runs of one metric')
             for solver, per_grid in rec['results'].items():
                 for grid, cells in per_grid.items():
-                    mine['results'].setdefault(solver, {}).setdefault(grid, {}).update(json.loads(json.dumps(cells)))
+                    mine['results'].setdefault(solver, {}).setdefault(grid, {}).update(copy.deepcopy(cells))
             if rec.get('converged'):
                 mine['converged'] = rec['converged']
             for solver, calib in (rec.get('calibration') or {}).items():
@@ -463,8 +464,8 @@ def markdown(records: dict) -> str:
                         text = '' if v is None else (f'{v:.3f}' if key == 'metric_mean' else f'{v:.4f}')
                         cells.append(f'**{text}**' if v is not None and v == best else text)
                     lines.append(f'| {g} | ' + ' | '.join(cells) + ' |')
-                ties = best_or_tied(per_grid, nfe_keys, key, spread)
-                everywhere = [g for g in per_grid if all(g in ties.get(k, [g]) for k in nfe_keys)]
+                chosen = decision({path: rec}, None, key, spread)[solver]['everywhere']
+                everywhere = [g for g in per_grid if g in chosen]
                 lines += ['', f'Best or tied ({title}, tie = within the set-to-set spread or {TIE_FRACTION:.0%}) at '
                           f'every NFE: {", ".join(everywhere) or "none"}.', '']
     return '\n'.join(lines + decision_markdown(records)) + '\n'
