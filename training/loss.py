@@ -17,7 +17,16 @@ Pluggable parts (docs/ARCHITECTURE.md, "Seams worth knowing"):
   ``infonoise.InfoNoiseSampler``; replace it by assignment. It is not pickled with the loss
   (``_persistence_exclude``); a loaded loss starts with its default sampler.
 - ``weighting``: constructor kwarg naming ``infonoise.get_weight``'s function ('edm' | 'vp' | 've' |
-  'unit'). ``loss_fn.weight_fn`` is that function (picklable), e.g. for ``InfoNoiseSampler(weight_fn=...)``.
+  'unit' | 'min-snr' with ``min_snr_gamma``). ``loss_fn.weight_fn`` is that function (picklable), e.g. for
+  ``InfoNoiseSampler(weight_fn=...)``.
+- An importance-sampling σ-sampler (``infonoise.LossSecondMomentSampler``, ``KingmaGaoSampler``) has
+  ``importance_weight(sigma)``; the loss multiplies w(σ) by it, so the objective is the base one in
+  expectation. Allocation samplers (InfoNoise, CDCD) have none or return ones and keep the weight.
+- ``uncertainty=True``: EDM2's learned uncertainty weighting (Karras et al. 2024, "Analyzing and improving
+  the training dynamics of diffusion models", Eq. 21): a small learned function u(σ) (``loss_fn.logvar``,
+  an ``UncertaintyNet``) and the per-element loss (w(σ)/e^{u(σ)})·(D − y)² + u(σ). Its parameters
+  (``loss_fn.trainable_parameters()``) are optimised with the network's and saved in snapshots (the
+  pickled loss) and training states.
 
 ``compute()`` also returns σ and the per-sample unweighted error for ``sigma_sampler.observe``; the
 training loop calls ``observe`` (the loss never does, so gradient accumulation stays the caller's call).
@@ -32,6 +41,35 @@ from infonoise.samplers import LogNormalSampler, LogUniformSampler
 from infonoise.weights import WEIGHT_NAMES, get_weight
 from torch_utils import persistence
 from training.vp import vp_sigma
+
+
+@persistence.persistent_class
+class UncertaintyNet(torch.nn.Module):
+    """u(σ) of EDM2's uncertainty weighting: fixed random Fourier features of c_noise = ln(σ)/4 (EDM2's
+    noise embedding), cos(2π(f·c + φ))·√2 with f ~ N(0, 1), φ ~ U[0, 1), then one linear layer to a scalar.
+
+    EDM2 uses 128 features and a magnitude-preserving linear layer; this one is a plain linear layer
+    initialised to zero, so that training starts exactly at the base objective (u ≡ 0).
+
+    Args:
+        num_features: number of Fourier features (EDM2: 128).
+        seed:         seed of the fixed frequencies and phases (own generator; the global RNG is untouched).
+    """
+
+    def __init__(self, num_features: int = 128, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(int(seed))
+        self.register_buffer('freqs', torch.randn(int(num_features), generator=gen))
+        self.register_buffer('phases', torch.rand(int(num_features), generator=gen))
+        self.linear = torch.nn.Linear(int(num_features), 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        """u(σ) with σ's shape (float32)."""
+        c = sigma.float().log().reshape(-1, 1) / 4
+        features = torch.cos(2 * torch.pi * (c * self.freqs + self.phases)) * (2 ** 0.5)
+        return self.linear(features).reshape(sigma.shape)
 
 
 class LossTerms(NamedTuple):
@@ -89,13 +127,30 @@ class _DenoisingLoss:
     # Class-level fallbacks for objects restored from a reference state (which lacks these fields).
     weighting = 've'
     sigma_data = 0.5
+    min_snr_gamma = 5.0
+    logvar = None        # UncertaintyNet when the loss was built with uncertainty=True
 
-    def _init_common(self, weighting: str, sigma_data: float) -> None:
+    def _init_common(self, weighting: str, sigma_data: float, min_snr_gamma: float = 5.0,
+                     uncertainty: bool = False) -> None:
         if weighting not in WEIGHT_NAMES:
             raise ValueError(f'weighting must be one of {", ".join(WEIGHT_NAMES)}; got {weighting!r}')
         self.weighting = weighting
         self.sigma_data = float(sigma_data)
+        if weighting == 'min-snr' or min_snr_gamma != 5.0:
+            get_weight('min-snr', min_snr_gamma=min_snr_gamma)       # validates γ > 0
+            self.min_snr_gamma = float(min_snr_gamma)
+        if uncertainty:
+            self.logvar = UncertaintyNet()
         self.sigma_sampler = self.default_sigma_sampler()
+
+    def trainable_parameters(self, device: torch.device | str | None = None) -> list:
+        """The loss's own trainable parameters (EDM2's u(σ) with uncertainty=True; else none), moved to
+        `device` first when given (before an optimizer is built over them)."""
+        if self.logvar is None:
+            return []
+        if device is not None:
+            self.logvar.to(device)
+        return list(self.logvar.parameters())
 
     def default_sigma_sampler(self):
         raise NotImplementedError
@@ -112,17 +167,25 @@ class _DenoisingLoss:
     @property
     def weight_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The loss weight w(σ) as a (picklable) function."""
-        return get_weight(self.weighting, sigma_data=self.sigma_data)
+        return get_weight(self.weighting, sigma_data=self.sigma_data, min_snr_gamma=self.min_snr_gamma)
 
     def _evaluate(self, net, images: torch.Tensor, labels, augment_pipe):
         batch = images.shape[0]
         sigma = self.sigma_sampler.sample(batch, device=images.device)
+        importance_weight = getattr(self.sigma_sampler, 'importance_weight', None)
         sigma = sigma.reshape([batch] + [1] * (images.ndim - 1))
         weight = self.weight_fn(sigma)
+        if importance_weight is not None:      # base density / π: unbiased for the base objective
+            weight = weight * importance_weight(sigma)
         y, augment_labels = augment_pipe(images) if augment_pipe is not None else (images, None)
         n = torch.randn_like(y) * sigma
         D_yn = net(y + n, sigma, labels, augment_labels=augment_labels)
         squared_error = (D_yn - y) ** 2
+        if self.logvar is not None:            # EDM2: (w / e^u)·(D − y)² + u
+            if self.logvar.freqs.device != sigma.device:
+                self.logvar.to(sigma.device)
+            u = self.logvar(sigma)
+            return (weight / u.exp()) * squared_error + u, sigma, squared_error
         return weight * squared_error, sigma, squared_error
 
     def __call__(self, net, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
@@ -146,13 +209,15 @@ class VPLoss(_DenoisingLoss):
                  beta_d: float = 19.9,      # Extent of the VP noise schedule.
                  beta_min: float = 0.1,     # Initial slope of the VP noise schedule.
                  epsilon_t: float = 1e-5,   # Smallest sampled time t.
-                 weighting: str = 've',     # Loss weight: 'edm' | 'vp' | 've' (1/σ², the reference) | 'unit'.
+                 weighting: str = 've',     # Loss weight: 'edm' | 'vp' | 've' (1/σ², the reference) | 'unit' | 'min-snr'.
                  sigma_data: float = 0.5,   # σ_data of the 'edm' weighting (unused otherwise).
+                 min_snr_gamma: float = 5.0,  # γ of the 'min-snr' weighting (> 0).
+                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting.
                  ):
         self.beta_d = beta_d
         self.beta_min = beta_min
         self.epsilon_t = epsilon_t
-        self._init_common(weighting, sigma_data)
+        self._init_common(weighting, sigma_data, min_snr_gamma, uncertainty)
 
     def default_sigma_sampler(self) -> VPTimeSampler:
         return VPTimeSampler(self.beta_d, self.beta_min, self.epsilon_t)
@@ -169,12 +234,14 @@ class VELoss(_DenoisingLoss):
     def __init__(self,
                  sigma_min: float = 0.02,   # Lower end of the log-uniform σ range.
                  sigma_max: float = 100,    # Upper end of the log-uniform σ range.
-                 weighting: str = 've',     # Loss weight: 'edm' | 'vp' | 've' (1/σ², the reference) | 'unit'.
+                 weighting: str = 've',     # Loss weight: 'edm' | 'vp' | 've' (1/σ², the reference) | 'unit' | 'min-snr'.
                  sigma_data: float = 0.5,   # σ_data of the 'edm' weighting (unused otherwise).
+                 min_snr_gamma: float = 5.0,  # γ of the 'min-snr' weighting (> 0).
+                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting.
                  ):
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
-        self._init_common(weighting, sigma_data)
+        self._init_common(weighting, sigma_data, min_snr_gamma, uncertainty)
 
     def default_sigma_sampler(self) -> LogUniformSampler:
         return LogUniformSampler(self.sigma_min, self.sigma_max)
@@ -190,11 +257,13 @@ class EDMLoss(_DenoisingLoss):
                  P_mean: float = -1.2,      # Mean of ln σ.
                  P_std: float = 1.2,        # Standard deviation of ln σ.
                  sigma_data: float = 0.5,   # Standard deviation of the data (EDM weighting).
-                 weighting: str = 'edm',    # Loss weight: 'edm' (the reference) | 'vp' | 've' | 'unit'.
+                 weighting: str = 'edm',    # Loss weight: 'edm' (the reference) | 'vp' | 've' | 'unit' | 'min-snr'.
+                 min_snr_gamma: float = 5.0,  # γ of the 'min-snr' weighting (> 0).
+                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting.
                  ):
         self.P_mean = P_mean
         self.P_std = P_std
-        self._init_common(weighting, sigma_data)
+        self._init_common(weighting, sigma_data, min_snr_gamma, uncertainty)
 
     def default_sigma_sampler(self) -> LogNormalSampler:
         return LogNormalSampler(self.P_mean, self.P_std)

@@ -94,9 +94,18 @@ OPTIONS: tuple[Option, ...] = (
     _O('seed', None, 'Random seed  [default: random]', int, metavar='INT'),
     # σ distribution and InfoNoise.
     _O('sigma_dist', 'auto', "Training σ distribution (auto: the loss's reference one)",
-       choices=('auto', 'lognormal', 'loguniform', 'infonoise')),
-    _O('weighting', 'auto', "Loss weight w(σ) (auto: the preconditioning's own)",
-       choices=('auto', 'edm', 'vp', 've', 'unit')),
+       choices=('auto', 'lognormal', 'loguniform', 'infonoise')
+       + ('loss-second-moment', 'kingma-gao', 'cdcd', 'laplace')),
+    _O('weighting', 'auto', "Loss weight w(σ) (auto: the preconditioning's own; uncertainty: it times EDM2's "
+       "learned 1/e^u(σ), plus u)",
+       choices=('auto', 'edm', 'vp', 've', 'unit') + ('min-snr', 'uncertainty')),
+    _O('min_snr_gamma', 5.0, 'γ of --weighting min-snr: w = min(1/σ², γ)', float, metavar='FLOAT', **_POS),
+    _O('laplace_mu', 0.0, 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float, metavar='FLOAT'),
+    _O('laplace_b', 0.5, 'Laplace σ distribution: scale b of λ', float, metavar='FLOAT', **_POS),
+    _O('rival_history', 10, 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1,
+       metavar='INT'),
+    _O('rival_uniform', 1e-3, 'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
+       lo=0, hi=1, hi_open=True, metavar='FLOAT'),
     _O('p_mean', -1.2, 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
     _O('p_std', 1.2, 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
     _O('sigma_min', 0.002, 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT', **_POS),
@@ -183,6 +192,10 @@ SAMPLER_CLASSES = {
     'lognormal': 'infonoise.LogNormalSampler',
     'loguniform': 'infonoise.LogUniformSampler',
     'infonoise': 'infonoise.InfoNoiseSampler',
+    'loss-second-moment': 'infonoise.LossSecondMomentSampler',
+    'kingma-gao': 'infonoise.KingmaGaoSampler',
+    'cdcd': 'infonoise.CDCDSampler',
+    'laplace': 'infonoise.LaplaceSampler',
 }
 
 class OptionsError(ValueError):
@@ -386,8 +399,17 @@ def resolve_endpoint(opts: Mapping[str, Any], dataset_endpoint: str | None) -> s
 
 
 def resolve_weighting(opts: Mapping[str, Any]) -> str:
-    """--weighting, with 'auto' meaning the preconditioning's own loss weight."""
-    return opts['precond'] if opts['weighting'] == 'auto' else opts['weighting']
+    """The static loss weight w(σ): --weighting, with 'auto' (and 'uncertainty', whose learned factor
+    multiplies the static one) meaning the preconditioning's own loss weight."""
+    return opts['precond'] if opts['weighting'] in ('auto', 'uncertainty') else opts['weighting']
+
+
+def _weight_kwargs(opts: Mapping[str, Any], sigma_data: float) -> dict:
+    """'weighting' / 'sigma_data' (and 'min_snr_gamma' for min-snr) naming w(σ) for a σ-sampler."""
+    out = dict(weighting=resolve_weighting(opts), sigma_data=float(sigma_data))
+    if out['weighting'] == 'min-snr':
+        out['min_snr_gamma'] = float(opts['min_snr_gamma'])
+    return out
 
 
 def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: float = 0.5) -> dict | None:
@@ -408,6 +430,16 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
         return lognormal
     if dist == 'loguniform':
         return loguniform
+    if dist == 'laplace':
+        return dict(class_name=SAMPLER_CLASSES['laplace'], mu=float(opts['laplace_mu']), b=float(opts['laplace_b']))
+    if dist in ('loss-second-moment', 'kingma-gao', 'cdcd'):
+        return dict(
+            class_name=SAMPLER_CLASSES[dist],
+            grid=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
+                      num_bins=int(opts['infonoise_bins'])),
+            **_weight_kwargs(opts, sigma_data), history=int(opts['rival_history']),
+            uniform=float(opts['rival_uniform']), log_every=int(opts['infonoise_refresh']),
+        )
     base = opts['infonoise_base']
     if base == 'auto':
         base = 'loguniform' if endpoint == 'discrete' else 'lognormal'
@@ -416,7 +448,7 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
         grid=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
                   num_bins=int(opts['infonoise_bins'])),
         base=lognormal if base == 'lognormal' else loguniform,
-        weighting=resolve_weighting(opts), sigma_data=float(sigma_data),
+        **_weight_kwargs(opts, sigma_data),
         warmup_steps=int(opts['infonoise_warmup']), refresh_every=int(opts['infonoise_refresh']),
         buffer_size=int(opts['infonoise_buffer']), ema=float(opts['infonoise_ema']),
         min_count=int(opts['infonoise_min_count']), gate_n=float(opts['infonoise_gate_n']),
@@ -483,8 +515,12 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     loss_kwargs: dict[str, Any] = dict(class_name=loss_class)
     if opts['precond'] == 'edm':
         loss_kwargs.update(P_mean=float(opts['p_mean']), P_std=float(opts['p_std']))
-    if opts['weighting'] != 'auto':
+    if opts['weighting'] not in ('auto', 'uncertainty'):
         loss_kwargs['weighting'] = weighting
+    if opts['weighting'] == 'min-snr':
+        loss_kwargs['min_snr_gamma'] = float(opts['min_snr_gamma'])
+    if opts['weighting'] == 'uncertainty':
+        loss_kwargs['uncertainty'] = True
     sigma_data = float(network_kwargs.get('sigma_data', 0.5))
 
     if dataset.get('dataset_kwargs'):

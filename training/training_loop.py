@@ -56,7 +56,7 @@ def build_sigma_sampler(kwargs: Mapping[str, Any] | None, device: torch.device |
     """Construct a σ-sampler from `training.options.sigma_sampler_kwargs` data (None -> None).
 
     Nested entries: 'grid' -> infonoise.SigmaGrid(**grid); 'base' -> a sampler built recursively;
-    'weighting' + 'sigma_data' -> weight_fn = infonoise.get_weight(weighting, sigma_data).
+    'weighting' + 'sigma_data' (+ 'min_snr_gamma') -> weight_fn = infonoise.get_weight(...).
     """
     if kwargs is None:
         return None
@@ -68,7 +68,8 @@ def build_sigma_sampler(kwargs: Mapping[str, Any] | None, device: torch.device |
     if 'base' in kwargs:
         kwargs['base'] = build_sigma_sampler(kwargs['base'])
     if 'weighting' in kwargs:
-        kwargs['weight_fn'] = infonoise.get_weight(kwargs.pop('weighting'), kwargs.pop('sigma_data', 0.5))
+        kwargs['weight_fn'] = infonoise.get_weight(kwargs.pop('weighting'), kwargs.pop('sigma_data', 0.5),
+                                                   kwargs.pop('min_snr_gamma', 5.0))
     if 'grid' in kwargs and device is not None:
         kwargs['device'] = device
     return dnnlib.util.construct_class_by_name(class_name=class_name, **kwargs)
@@ -252,7 +253,9 @@ def training_loop(
     if sigma_sampler is not None:
         loss_fn.sigma_sampler = sigma_sampler
     sigma_sampler = getattr(loss_fn, 'sigma_sampler', None)
-    optimizer = dnnlib.util.construct_class_by_name(params=net.parameters(),
+    # The loss's own trainable parameters (EDM2's u(σ) of --weighting uncertainty), optimised with the network.
+    loss_params = loss_fn.trainable_parameters(device) if hasattr(loss_fn, 'trainable_parameters') else []
+    optimizer = dnnlib.util.construct_class_by_name(params=list(net.parameters()) + loss_params,
                                                     **optimizer_kwargs_for(optimizer_kwargs, fast['fused_adam']))
     augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs) if augment_kwargs is not None else None
     ddp = net
@@ -275,6 +278,9 @@ def training_loop(
         logger.info(f'Resuming from "{resume_state}" at {state["cur_nimg"] / 1000:g} kimg...')
         net.load_state_dict(state['net'])
         ema.load_state_dict(state['ema'])
+        with torch.no_grad():
+            for p, saved_p in zip(loss_params, state.get('loss_params') or []):
+                p.copy_(saved_p)
         optimizer.load_state_dict(state['optimizer'])
         set_optimizer_impl_(optimizer, fast['fused_adam'])   # this run's choice, not the saved run's
         cur_nimg, cur_tick = int(state['cur_nimg']), int(state['cur_tick'])
@@ -377,7 +383,11 @@ def training_loop(
 
             # Optimizer step with learning-rate ramp-up; non-finite gradients zeroed (bitwise as EDM's per-tensor
             # nan_to_num, see training.fast_paths.nan_to_num_grads_).
-            nan_to_num_grads_([p.grad for p in params], nan=0, posinf=1e5, neginf=-1e5)
+            if loss_params and world_size > 1:   # u(σ) lives outside DDP: average its gradients here
+                for p in loss_params:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad.div_(world_size)
+            nan_to_num_grads_([p.grad for p in params + loss_params], nan=0, posinf=1e5, neginf=-1e5)
             lap('nonfinite')
             lr = base_lr * min(cur_nimg / max(lr_rampup_kimg * 1000, 1e-8), 1)
             for group in optimizer.param_groups:
@@ -459,7 +469,7 @@ def training_loop(
                     state = checkpoint.make_training_state(
                         net=net, ema=ema, optimizer=optimizer, augment_pipe=augment_pipe, ranks=ranks,
                         cur_nimg=cur_nimg, cur_tick=cur_tick + 1, config=config, options=options,
-                        extra=dict(data=data_state))
+                        extra=dict(data=data_state, loss_params=[p.detach().cpu() for p in loss_params]))
                     if guard.call(checkpoint.save_training_state, path, state):
                         last['state'] = path
                     del state
