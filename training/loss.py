@@ -139,9 +139,17 @@ class _DenoisingLoss:
         if weighting == 'min-snr' or min_snr_gamma != 5.0:
             get_weight('min-snr', min_snr_gamma=min_snr_gamma)       # validates γ > 0
             self.min_snr_gamma = float(min_snr_gamma)
-        if uncertainty:
-            self.logvar = UncertaintyNet()
+        if uncertainty:   # True: a fresh u(σ); an UncertaintyNet: that one (how a snapshot restores it)
+            self.logvar = uncertainty if isinstance(uncertainty, UncertaintyNet) else UncertaintyNet()
         self.sigma_sampler = self.default_sigma_sampler()
+
+    def __getstate__(self) -> dict:
+        # The safe snapshot loader rebuilds a loss from its recorded constructor arguments; recording the
+        # learned u(σ) there (a network record, whose tensors it restores) carries the trained values.
+        state = dict(self.__dict__)
+        if self.logvar is not None and isinstance(state.get('_init_kwargs'), dict):
+            state['_init_kwargs'] = dict(state['_init_kwargs'], uncertainty=self.logvar)
+        return state
 
     def trainable_parameters(self, device: torch.device | str | None = None) -> list:
         """The loss's own trainable parameters (EDM2's u(σ) with uncertainty=True; else none), moved to
@@ -212,7 +220,8 @@ class VPLoss(_DenoisingLoss):
                  weighting: str = 've',     # Loss weight: 'edm' | 'vp' | 've' (1/σ², the reference) | 'unit' | 'min-snr'.
                  sigma_data: float = 0.5,   # σ_data of the 'edm' weighting (unused otherwise).
                  min_snr_gamma: float = 5.0,  # γ of the 'min-snr' weighting (> 0).
-                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting.
+                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting (or a
+                                              # trained UncertaintyNet to use).
                  ):
         self.beta_d = beta_d
         self.beta_min = beta_min
@@ -237,7 +246,8 @@ class VELoss(_DenoisingLoss):
                  weighting: str = 've',     # Loss weight: 'edm' | 'vp' | 've' (1/σ², the reference) | 'unit' | 'min-snr'.
                  sigma_data: float = 0.5,   # σ_data of the 'edm' weighting (unused otherwise).
                  min_snr_gamma: float = 5.0,  # γ of the 'min-snr' weighting (> 0).
-                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting.
+                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting (or a
+                                              # trained UncertaintyNet to use).
                  ):
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
@@ -259,7 +269,8 @@ class EDMLoss(_DenoisingLoss):
                  sigma_data: float = 0.5,   # Standard deviation of the data (EDM weighting).
                  weighting: str = 'edm',    # Loss weight: 'edm' (the reference) | 'vp' | 've' | 'unit' | 'min-snr'.
                  min_snr_gamma: float = 5.0,  # γ of the 'min-snr' weighting (> 0).
-                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting.
+                 uncertainty: bool = False,   # EDM2's learned uncertainty u(σ) on top of the weighting (or a
+                                              # trained UncertaintyNet to use).
                  ):
         self.P_mean = P_mean
         self.P_std = P_std
