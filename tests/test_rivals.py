@@ -333,3 +333,54 @@ def test_no_host_sync_per_step_on_cuda(cls):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert s.profile()['refreshes'] == 8
+
+
+# Kill-and-resume through train.py: 64 images per step in 2 rounds of 32, a state every tick (5 steps); the rival's
+# table is rebuilt every step and the uncertainty u(σ) is trained, so both change across the resume point.
+SMALL = ['--preset', 'digits-demo', '--cbase', 8, '--cres', '1', '--batch', 64, '--batch-gpu', 32, '--workers', 0,
+         '--grid', 0, '--plot', 0, '--seed', 3, '--deterministic', '--tick', 0.32, '--snap', 1, '--dump', 1,
+         '--infonoise-bins', 8, '--infonoise-refresh', 3, '--rival-history', 2]
+
+
+def _run(outdir, *args):
+    return CliRunner().invoke(train.main, [str(a) for a in ['--outdir', outdir, '--nosubdir', *args]])
+
+
+def _assert_tree_equal(a, b, path=''):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_tree_equal(a[key], b[key], f'{path}.{key}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_tree_equal(x, y, f'{path}[{i}]')
+    else:
+        assert a == b, path
+
+
+@pytest.mark.usefixtures('one_torch_thread')
+@pytest.mark.parametrize('dist, weighting', [('loss-second-moment', 'uncertainty'), ('cdcd', 'min-snr')])
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, dist, weighting):
+    from training import checkpoint
+    extra = ['--sigma-dist', dist, '--weighting', weighting]
+    straight, part, resumed = tmp_path / 'straight', tmp_path / 'part', tmp_path / 'resumed'
+    result = _run(straight, *SMALL, *extra, '--kimg', 1.28)
+    assert result.exit_code == 0, result.output
+    result = _run(part, *SMALL, *extra, '--kimg', 0.64)
+    assert result.exit_code == 0, result.output
+    result = _run(resumed, '--resume', part, '--kimg', 1.28)
+    assert result.exit_code == 0, result.output
+    a = checkpoint.load_training_state(str(straight / 'training-state-000001.pt'))
+    b = checkpoint.load_training_state(str(resumed / 'training-state-000001.pt'))
+    assert a['cur_nimg'] == b['cur_nimg'] == 1280
+    for key in ('net', 'ema', 'optimizer', 'ranks', 'loss_params', 'data'):
+        _assert_tree_equal(a[key], b[key], key)
+    assert a['ranks'][0]['sigma_sampler']['refreshes'] == 20
+    if weighting == 'uncertainty':
+        assert len(a['loss_params']) == 2 and a['loss_params'][0].abs().sum() > 0    # u(σ) was trained
+    with open(straight / 'training_options.json') as f:
+        text = f.read()
+    assert f'"sigma_dist": "{dist}"' in text and f'"weighting": "{weighting}"' in text
