@@ -110,14 +110,27 @@ class _BinnedRival:
         self._aranges = {}
         log_inner = grid.edges[1:-1].log().float()
         self._log_bounds = torch.cat([log_inner, torch.tensor([float('inf')])])
+        # Position of the edges in the variable a draw is uniform in inside a bin (ln σ or σ), and its bin widths.
+        self._pos = grid.edges.log() if self.within_bin_log else grid.edges.clone()
+        self._bin_of = grid.edges[1:-1].float()         # interior edges (float32, as the σ's), for importance_weight
         self._mass = torch.full((K,), 1.0 / K, dtype=torch.float64)        # p_k, the table
-        self._stat = torch.full((K,), float('nan'), dtype=torch.float64)   # per-bin statistic (telemetry)
-        self._log_edges = grid.edges.log()
-        self._edges = grid.edges.clone()
+        self._install()
         self._step = 0
         self._refreshes = 0
         if device is not None:
             self._bind(torch.device(device))
+
+    def _install(self) -> None:
+        """Derived device tables of `_mass`: interior CDF, per-bin rows (lower position, lower CDF, d pos/du),
+        and the importance weight (1/K)/p_k per bin (ones for an allocation sampler)."""
+        mass = self._mass
+        cdf = torch.cumsum(mass, 0)
+        lower = cdf - mass
+        widths = self._pos[1:] - self._pos[:-1]
+        scale = torch.where(mass > 0, widths / mass.clamp_min(1e-300), 0.0)
+        self._cdf_inner = cdf[:-1]
+        self._rows = torch.stack([self._pos[:-1], lower, scale])
+        self._iw = (1.0 / (self.grid.num_bins * mass)).float() if self.importance else torch.ones_like(mass).float()
 
     # Buffers: exactly InfoNoise's ring buffers and binning.
     _arange = InfoNoiseSampler._arange
@@ -131,7 +144,7 @@ class _BinnedRival:
         if device.type == 'cuda' and device.index is None:
             device = torch.device('cuda', torch.cuda.current_device())
         self.device = device
-        for name in ('_buf', '_total', '_log_bounds', '_mass', '_stat', '_log_edges', '_edges'):
+        for name in ('_buf', '_total', '_log_bounds', '_mass', '_pos', '_bin_of', '_cdf_inner', '_rows', '_iw'):
             setattr(self, name, getattr(self, name).to(device))
         self._aranges = {}
 
@@ -146,27 +159,23 @@ class _BinnedRival:
         else:
             device = self.device if self.device is not None else torch.device('cpu')
         u = torch.rand(n, device=device, generator=generator, dtype=torch.float64)
-        mass = self._mass.to(device)
-        cdf = torch.cumsum(mass, 0)
-        k = torch.bucketize(u, cdf[:-1], right=True).clamp_(max=self.grid.num_bins - 1)
-        below = cdf[k] - mass[k]
-        frac = ((u - below) / mass[k].clamp_min(1e-300)).clamp_(0, 1)
-        if self.within_bin_log:
-            log_edges = self._log_edges.to(device)
-            sigma = torch.exp(torch.lerp(log_edges[k], log_edges[k + 1], frac))
-        else:
-            edges = self._edges.to(device)
-            sigma = torch.lerp(edges[k], edges[k + 1], frac)
+        cdf_inner, rows = self._cdf_inner, self._rows
+        if cdf_inner.device != u.device:
+            cdf_inner, rows = cdf_inner.to(u.device), rows.to(u.device)
+        lower_pos, lower_cdf, scale = rows[:, torch.bucketize(u, cdf_inner, right=True)]
+        pos = torch.addcmul(lower_pos, u - lower_cdf, scale)
+        sigma = pos.exp_() if self.within_bin_log else pos
         return sigma.clamp_(self.grid.sigma_min, self.grid.sigma_max).float()
 
     def importance_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """Per-example weight base/π = (1/K)/p_k for σ in bin k (float32, σ's shape); ones for an allocation
         sampler. Multiplying the loss weight by it keeps E_π[weight·w·error] = E_base[w·error]."""
-        if not self.importance:
-            return torch.ones_like(sigma, dtype=torch.float32)
-        k = self.grid.bin_index(sigma)
-        mass = self._mass.to(sigma.device)
-        return (1.0 / (self.grid.num_bins * mass[k])).float()
+        bin_of, iw = self._bin_of, self._iw
+        if iw.device != sigma.device:
+            bin_of, iw = bin_of.to(sigma.device), iw.to(sigma.device)
+        if bin_of.dtype != sigma.dtype:
+            bin_of = bin_of.to(sigma.dtype)
+        return iw[torch.bucketize(sigma, bin_of, right=True)]
 
     # ------------------------------------------------------------------ observing and rebuilding
 
@@ -178,14 +187,19 @@ class _BinnedRival:
                 loss = loss.detach() * self.weight_fn(flat.double()).to(loss.dtype)
         self._push(sigma, loss)
 
-    def _reduced(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-bin (sum, sum of squares, count) over this rank's buffers, all-reduced over ranks; on device."""
+    needs_squares = False     # whether `_statistic` uses the per-bin sums of squares
+
+    def _reduced(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Per-bin (sum, sum of squares or None, count) of this rank's buffers, all-reduced over ranks; on device."""
         K = self.grid.num_bins
-        buf = self._buf[:K].double()
-        packed = torch.cat([buf.sum(1), buf.square().sum(1), self._fill().double()])
+        buf = self._buf[:K]
+        parts = [buf.sum(1, dtype=torch.float64), self._fill().double()]
+        if self.needs_squares:
+            parts.append((buf * buf).sum(1, dtype=torch.float64))
+        packed = torch.cat(parts)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
-        return packed[:K], packed[K:2 * K], packed[2 * K:]
+        return packed[:K], (packed[2 * K:] if self.needs_squares else None), packed[K:2 * K]
 
     def _statistic(self, sums: torch.Tensor, squares: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """The unnormalised per-bin mass q_k >= 0 (device tensor [K])."""
@@ -204,10 +218,12 @@ class _BinnedRival:
         sums, squares, counts = self._reduced()
         q = self._statistic(sums, squares, counts)
         total = q.sum()
-        ready = (counts.min() >= self.buffer_size) & torch.isfinite(total) & (total > 0)
-        p = torch.where(ready, q / torch.where(ready, total, 1.0), 1.0 / K)
-        self._mass = (1 - self.uniform) * p + self.uniform / K
-        self._stat = torch.where(counts > 0, sums / counts.clamp_min(1), float('nan'))
+        ready = (counts.min() >= self.buffer_size) & (total > 0)
+        mass = torch.where(ready, q / total, 1.0 / K)
+        if self.uniform > 0:
+            mass = mass.mul_(1 - self.uniform).add_(self.uniform / K)
+        self._mass = mass
+        self._install()
         self._refreshes += 1
 
     # ------------------------------------------------------------------ telemetry and state
@@ -224,8 +240,11 @@ class _BinnedRival:
         mass = self._mass.cpu().numpy()
         pi = mass / grid.widths.numpy()
         total = self._total.cpu().numpy()
+        counts = np.minimum(total[:-1], self.buffer_size)
+        sums = self._buf[:grid.num_bins].sum(1, dtype=torch.float64).cpu().numpy()
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         prof.update(pi=pi, rho=pi.copy(), phi=_phi(pi, grid, self.weight_fn),
-                    u=np.concatenate([[0.0], np.cumsum(mass)]), mse=self._stat.cpu().numpy(),
+                    u=np.concatenate([[0.0], np.cumsum(mass)]), mse=mean,
                     counts=np.minimum(total[:-1], self.buffer_size), step=self._step,
                     refreshes=self._refreshes, dropped_nonfinite=int(total[-1]))
         return prof
@@ -235,12 +254,11 @@ class _BinnedRival:
         K = self.grid.num_bins
         return {'num_bins': K, 'history': self.buffer_size, 'step': self._step, 'refreshes': self._refreshes,
                 'buf': self._buf.cpu().clone().index_fill_(0, torch.tensor([K]), 0.0),
-                'total': self._total.cpu().clone(), 'mass': self._mass.cpu().clone(),
-                'stat': self._stat.cpu().clone()}
+                'total': self._total.cpu().clone(), 'mass': self._mass.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict()` of a sampler with the same grid size and history."""
-        missing = [k for k in ('num_bins', 'history', 'step', 'refreshes', 'buf', 'total', 'mass', 'stat')
+        missing = [k for k in ('num_bins', 'history', 'step', 'refreshes', 'buf', 'total', 'mass')
                    if k not in state]
         if missing:
             raise ValueError(f'sampler state lacks {", ".join(missing)}')
@@ -251,7 +269,7 @@ class _BinnedRival:
         self._buf = state['buf'].to(device, torch.float32).clone()
         self._total = state['total'].to(device, torch.int64).clone()
         self._mass = state['mass'].to(device, torch.float64).clone()
-        self._stat = state['stat'].to(device, torch.float64).clone()
+        self._install()
         self._step, self._refreshes = int(state['step']), int(state['refreshes'])
 
     def __repr__(self) -> str:
@@ -271,6 +289,8 @@ class LossSecondMomentSampler(_BinnedRival):
     def __init__(self, grid: SigmaGrid, weight_fn: Callable | str = edm_weight, history: int = 10,
                  uniform: float = 0.001, refresh_every: int = 1, log_every: int = 200, device=None):
         super().__init__(grid, weight_fn, history, uniform, refresh_every, log_every, device)
+
+    needs_squares = True
 
     def _statistic(self, sums, squares, counts):
         return torch.sqrt(squares / counts.clamp_min(1))

@@ -1,4 +1,7 @@
-"""Overhead of the InfoNoise σ-sampler: µs per training step (sample + observe + step) and µs per refresh.
+"""Overhead of the InfoNoise σ-sampler: µs per training step (sample + observe + step) and µs per refresh;
+beside it, the rival schedules' µs per step (sample + importance weight + observe + step, their table rebuilt
+on the device every step as in their papers) and every sampler's share of a digits-demo training step
+(`--step-ms`, default the measured CPU figure in docs/BENCHMARKS.md).
 
 Steady state: the sampler already holds a table; each timed step draws a batch of σ's, observes one loss
 per σ and counts the step (no refresh). A refresh is timed separately (reduce, one device→host read,
@@ -21,7 +24,11 @@ Examples:
   python -m scripts.bench_sampler --quick
   python -m scripts.bench_sampler --device cpu --batch 512 --json
   python -m scripts.bench_sampler --device cuda --steps 20000
+  python -m scripts.bench_sampler --device cpu --batch 128 --bins 32 --step-ms 68
 """
+
+RIVALS = ('loss-second-moment', 'kingma-gao', 'cdcd', 'laplace')
+DIGITS_DEMO_STEP_MS = 68.0   # digits-demo, batch 128, at ≈ 1,880 img/s on a quiet CPU (docs/BENCHMARKS.md)
 
 
 def _sync(device: torch.device) -> None:
@@ -74,6 +81,39 @@ def bench_device(device: torch.device, batch: int, steps: int, refreshes: int, n
                 us_per_step=per_step * 1e6, us_per_sample=per_sample * 1e6, us_per_refresh=per_refresh * 1e6)
 
 
+def _rival(name: str, grid: 'infonoise.SigmaGrid', device: torch.device, refresh_every: int):
+    if name == 'laplace':
+        return infonoise.LaplaceSampler()
+    cls = {'loss-second-moment': infonoise.LossSecondMomentSampler, 'kingma-gao': infonoise.KingmaGaoSampler,
+           'cdcd': infonoise.CDCDSampler}[name]
+    return cls(grid, history=10, uniform=0.001, refresh_every=refresh_every, device=device)
+
+
+def bench_rival(name: str, device: torch.device, batch: int, steps: int, num_bins: int,
+                refresh_every: int = 1) -> float:
+    """µs per training step of a rival in steady state (its table already left the uniform start), its table
+    rebuilt every `refresh_every` steps."""
+    grid = infonoise.SigmaGrid(0.002, 80.0, num_bins)
+    sampler = _rival(name, grid, device, refresh_every)
+    gen = torch.Generator(device=device).manual_seed(0)
+    loss = torch.rand(batch, device=device, generator=gen)
+    weight = getattr(sampler, 'importance_weight', None)
+
+    def train_step():
+        sigma = sampler.sample(batch, device=device, generator=gen)
+        if weight is not None:
+            weight(sigma)
+        sampler.observe(sigma, loss)
+        sampler.step()
+
+    warm = infonoise.LogUniformSampler(0.002, 80.0).sample(num_bins * 64, device=device, generator=gen)
+    sampler.observe(warm, 0.25 * warm ** 2 / (0.25 + warm ** 2))
+    for _ in range(max(10, steps // 20)):
+        train_step()
+    repeats = 5
+    return _best_per_call(train_step, max(1, steps // repeats), repeats, device) * 1e6
+
+
 @click.command(epilog=EXAMPLES, context_settings=dict(show_default=True))
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto',
               help='Where to run: auto = CPU, plus CUDA when available.')
@@ -83,10 +123,14 @@ def bench_device(device: torch.device, batch: int, steps: int, refreshes: int, n
 @click.option('--refreshes', type=click.IntRange(min=5), default=500, help='Timed refreshes.')
 @click.option('--threads', type=click.IntRange(min=1), default=1, help='torch CPU threads.')
 @click.option('--quick', is_flag=True, help='Few iterations (a smoke run; figures are rough).')
+@click.option('--rival-refresh', type=click.IntRange(min=1), default=1,
+              help="Steps between the adaptive rivals' table rebuilds (train.py --rival-refresh).")
+@click.option('--step-ms', type=click.FloatRange(min=0, min_open=True), default=DIGITS_DEMO_STEP_MS,
+              help='The training step the overhead is compared with, in ms.')
 @click.option('--json', 'as_json', is_flag=True, help='Print one JSON object instead of a table.')
 def main(device: str, batch: int, num_bins: int, steps: int, refreshes: int, threads: int, quick: bool,
-         as_json: bool) -> None:
-    """Time the InfoNoise σ-sampler's per-step and per-refresh overhead."""
+         rival_refresh: int, step_ms: float, as_json: bool) -> None:
+    """Time the InfoNoise σ-sampler's per-step and per-refresh overhead, and the rival schedules' per step."""
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.UsageError('--device cuda was requested but CUDA is not available on this machine.')
     torch.set_num_threads(threads)
@@ -96,14 +140,27 @@ def main(device: str, batch: int, num_bins: int, steps: int, refreshes: int, thr
     if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()):
         devices.append(torch.device('cuda', torch.cuda.current_device()))
     results = [bench_device(d, batch, steps, refreshes, num_bins) for d in devices]
+    for r, d in zip(results, devices):
+        r['per_step_us'] = {'infonoise': r['us_per_step']}
+        r['per_step_us'].update({name: bench_rival(name, d, batch, steps, num_bins, rival_refresh)
+                              for name in RIVALS})
+        r['fraction_of_step'] = {name: us / (step_ms * 1e3) for name, us in r['per_step_us'].items()}
     if as_json:
-        click.echo(json.dumps(dict(torch=torch.__version__, quick=quick, results=results), indent=2))
+        click.echo(json.dumps(dict(torch=torch.__version__, quick=quick, step_ms=step_ms,
+                                   rival_refresh=rival_refresh, results=results),
+                              indent=2))
         return
     click.echo(f'InfoNoise σ-sampler overhead (torch {torch.__version__}{", quick" if quick else ""})')
     click.echo(f'{"device":<8} {"batch":>6} {"bins":>5} {"µs/step":>9} {"µs/sample":>10} {"µs/refresh":>11}')
     for r in results:
         click.echo(f'{r["device"]:<8} {r["batch"]:>6} {r["num_bins"]:>5} {r["us_per_step"]:>9.1f} '
                    f'{r["us_per_sample"]:>10.1f} {r["us_per_refresh"]:>11.1f}')
+    click.echo(f'\nPer training step, every sampler (rival tables rebuilt every {rival_refresh} step(s)), '
+               f'against a {step_ms:g} ms step (target < 0.5 %)')
+    click.echo(f'{"device":<8} {"sampler":<20} {"µs/step":>9} {"% of step":>10}')
+    for r in results:
+        for name, us in r['per_step_us'].items():
+            click.echo(f'{r["device"]:<8} {name:<20} {us:>9.1f} {100 * r["fraction_of_step"][name]:>9.3f}%')
 
 
 if __name__ == '__main__':

@@ -104,6 +104,8 @@ OPTIONS: tuple[Option, ...] = (
     _O('laplace_b', 0.5, 'Laplace σ distribution: scale b of λ', float, metavar='FLOAT', **_POS),
     _O('rival_history', 10, 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1,
        metavar='INT'),
+    _O('rival_refresh', 1, 'Steps between table rebuilds of loss-second-moment, kingma-gao, cdcd (1: every step, '
+       'as in their papers)', int, lo=1, metavar='STEPS'),
     _O('rival_uniform', 1e-3, 'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
        lo=0, hi=1, hi_open=True, metavar='FLOAT'),
     _O('p_mean', -1.2, 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
@@ -438,7 +440,8 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
             grid=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
                       num_bins=int(opts['infonoise_bins'])),
             **_weight_kwargs(opts, sigma_data), history=int(opts['rival_history']),
-            uniform=float(opts['rival_uniform']), log_every=int(opts['infonoise_refresh']),
+            uniform=float(opts['rival_uniform']), refresh_every=int(opts['rival_refresh']),
+            log_every=int(opts['infonoise_refresh']),
         )
     base = opts['infonoise_base']
     if base == 'auto':
