@@ -233,8 +233,9 @@ class _BinnedRival:
         return self._mass.cpu().numpy() / self.grid.widths.numpy()
 
     def profile(self) -> dict:
-        """Telemetry (the keys of InfoNoise's profile): pi, rho (= pi, the density the rival targets), phi,
-        u (CDF at the edges), mse (per-bin mean of the stored losses), counts (this rank), step, refreshes."""
+        """Telemetry (the keys of InfoNoise's profile): pi, rho (= pi, the density the rival targets), phi (the
+        effective emphasis per σ: π·w, times the importance weight for an importance sampler), u (CDF of π at
+        the edges), mse (per-bin mean of the stored losses), counts (this rank), step, refreshes."""
         grid = self.grid
         prof = empty_profile(grid)
         mass = self._mass.cpu().numpy()
@@ -243,7 +244,10 @@ class _BinnedRival:
         counts = np.minimum(total[:-1], self.buffer_size)
         sums = self._buf[:grid.num_bins].sum(1, dtype=torch.float64).cpu().numpy()
         mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        prof.update(pi=pi, rho=pi.copy(), phi=_phi(pi, grid, self.weight_fn),
+        # φ = the effective emphasis π·w·(importance weight): for an importance sampler that is the base
+        # (log-uniform) density times w, whatever π is.
+        emphasis = np.full(grid.num_bins, 1.0 / grid.num_bins) / grid.widths.numpy() if self.importance else pi
+        prof.update(pi=pi, rho=pi.copy(), phi=_phi(emphasis, grid, self.weight_fn),
                     u=np.concatenate([[0.0], np.cumsum(mass)]), mse=mean,
                     counts=np.minimum(total[:-1], self.buffer_size), step=self._step,
                     refreshes=self._refreshes, dropped_nonfinite=int(total[-1]))

@@ -262,6 +262,10 @@ def test_step_reports_every_log_every_steps_and_profile_has_the_shared_keys():
         assert key in prof
     assert prof['step'] == prof['refreshes'] == 7
     assert abs(float(np.sum(prof['pi'] * GRID.widths.numpy())) - 1) < 1e-12
+    # φ of an importance sampler is the base (log-uniform) emphasis times w, whatever π is.
+    sig = GRID.sigma.numpy()
+    w = (sig ** 2 + 0.25) / (sig * 0.5) ** 2
+    np.testing.assert_allclose(prof['phi'], w / K / GRID.widths.numpy(), rtol=1e-12)
     json_line = infonoise.profile_to_json(prof)
     assert json_line['pi'] == pytest.approx(list(prof['pi']))
 
