@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .adaptive import InfoNoiseSampler, _check_int, _same_device
+from .adaptive import InfoNoiseSampler, _check_int
 from .grid import SigmaGrid
 from .samplers import _FixedSampler, _phi, empty_profile
 from .weights import edm_weight, get_weight
