@@ -388,3 +388,18 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, dist, weighting):
     with open(straight / 'training_options.json') as f:
         text = f.read()
     assert f'"sigma_dist": "{dist}"' in text and f'"weighting": "{weighting}"' in text
+
+
+def test_bench_sampler_reports_every_sampler_as_a_fraction_of_the_step():
+    import json
+
+    from scripts import bench_sampler
+    result = CliRunner().invoke(bench_sampler.main, ['--device', 'cpu', '--quick', '--json', '--batch', '64',
+                                                     '--bins', '16', '--step-ms', '50'])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    (row,) = out['results']
+    assert set(row['per_step_us']) == {'infonoise', 'loss-second-moment', 'kingma-gao', 'cdcd', 'laplace'}
+    for name, us in row['per_step_us'].items():
+        assert us > 0
+        assert row['fraction_of_step'][name] == pytest.approx(us / 50e3)
