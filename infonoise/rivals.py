@@ -303,10 +303,11 @@ class LossSecondMomentSampler(_BinnedRival):
 class KingmaGaoSampler(_BinnedRival):
     """Kingma & Gao 2023 App. F: p(λ) ∝ running average of the weighted loss W(λ)·E‖·‖² per λ bin.
 
-    The running average is the mean of the bin's last H = `history` losses (InfoNoise's FIFO buffers; the
-    paper does not fix the averaging window); the loss weight is divided by p, i.e. multiplied by the
+    The running average here is the mean of the bin's last H = `history` losses (InfoNoise's FIFO buffers;
+    a window, where the paper's appendix describes a running average without a window tied to these
+    buffers); the loss weight is divided by p, i.e. multiplied by the
     importance weight (1/K)/p_k, so the objective is unchanged in expectation. λ = −2 ln σ, so bins in ln σ
-    are bins in λ. Args as `_BinnedRival` (defaults: history 10, uniform 0, as in the paper).
+    are bins in λ. Args as `_BinnedRival` (defaults: history 10, uniform 0: no uniform share).
     """
 
     def _statistic(self, sums, squares, counts):

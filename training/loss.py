@@ -23,7 +23,7 @@ Pluggable parts (docs/ARCHITECTURE.md, "Seams worth knowing"):
   ``importance_weight(sigma)``; the loss multiplies w(σ) by it, so the objective is the base one in
   expectation. Allocation samplers (InfoNoise, CDCD) have none or return ones and keep the weight.
 - ``uncertainty=True``: EDM2's learned uncertainty weighting (Karras et al. 2024, "Analyzing and improving
-  the training dynamics of diffusion models", Eq. 21): a small learned function u(σ) (``loss_fn.logvar``,
+  the training dynamics of diffusion models", the loss with learned uncertainty): a small learned function u(σ) (``loss_fn.logvar``,
   an ``UncertaintyNet``) and the per-element loss (w(σ)/e^{u(σ)})·(D − y)² + u(σ). Its parameters
   (``loss_fn.trainable_parameters()``) are optimised with the network's and saved in snapshots (the
   pickled loss) and training states.
