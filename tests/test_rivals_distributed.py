@@ -1,8 +1,11 @@
 """The adaptive rivals under real torch.distributed (two gloo processes on CPU): identical tables on both ranks,
 equal to the paper's formula on the union of the ranks' losses."""
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -60,3 +63,27 @@ def test_two_gloo_ranks_hold_identical_tables_of_the_union(tmp_path):
     means = union.mean(1)
     knots = np.concatenate([[means[0]], (means[1:] + means[:-1]) / 2, [means[-1]]])
     np.testing.assert_allclose(r0['cdcd'].numpy(), np.diff(knots) / (knots[-1] - knots[0]), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_train_py_under_torchrun_with_a_rival_and_the_uncertainty_weighting(tmp_path):
+    """2 gloo ranks through train.py: one table on both ranks, u(σ) trained (its gradients are averaged over
+    ranks by the loop, outside DDP)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           os.path.join(root, 'train.py'), '--outdir', str(tmp_path), '--nosubdir', '--preset', 'digits-demo',
+           '--cbase', '8', '--cres', '1', '--batch', '64', '--workers', '0', '--grid', '0', '--plot', '0',
+           '--seed', '5', '--tick', '1', '--dump', '1', '--snap', '1', '--device', 'cpu', '--kimg', '1',
+           '--infonoise-bins', '8', '--infonoise-refresh', '4', '--rival-history', '2',
+           '--sigma-dist', 'kingma-gao', '--weighting', 'uncertainty']
+    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from training import checkpoint
+    state = checkpoint.load_training_state(str(tmp_path / 'training-state-000001.pt'))
+    s0, s1 = (r['sigma_sampler'] for r in state['ranks'])
+    assert torch.equal(s0['mass'], s1['mass']) and not torch.equal(s0['buf'], s1['buf'])
+    assert s0['refreshes'] == 16
+    assert state['loss_params'][0].abs().sum() > 0
+    with open(tmp_path / 'infonoise.jsonl') as f:
+        assert len(f.readlines()) == 4           # steps 4, 8, 12, 16
