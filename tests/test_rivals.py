@@ -211,6 +211,8 @@ def test_library_refuses_bad_parameters(bad):
     (['--sigma-dist', 'laplace', '--laplace-b', '-1'], '--laplace-b'),
     (['--sigma-dist', 'loss-second-moment', '--rival-history', '0'], '--rival-history'),
     (['--sigma-dist', 'kingma-gao', '--rival-uniform', '1'], '--rival-uniform'),
+    (['--sigma-dist', 'laplace', '--laplace-mu', 'nan'], '--laplace-mu'),
+    (['--weighting', 'min-snr', '--min-snr-gamma', 'inf'], '--min-snr-gamma'),
 ])
 def test_cli_refuses_bad_parameters_in_one_sentence(tmp_path, args, phrase):
     result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path), '--preset', 'digits-demo', *args])

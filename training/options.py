@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import re
 from typing import Any, Mapping
@@ -347,6 +348,8 @@ def validate_options(opts: Mapping[str, Any], world_size: int = 1) -> None:
             raise OptionsError(f'{option.flag}={value!r} is not one of: {", ".join(option.choices)}.')
         if not _type_ok(option.name, value):
             raise OptionsError(f'{option.flag}={value!r} has the wrong type (expected {option.type.__name__}).')
+        if option.type is float and value is not None and not math.isfinite(value):
+            raise OptionsError(f'{option.flag}={value} must be a finite number.')
         _check_range(option, value)
     if opts.get('fp16') and opts.get('bf16'):
         raise OptionsError('--fp16 and --bf16 are alternatives; choose one.')
