@@ -24,7 +24,7 @@ from training.metrics.sequences import random_sequences, to_strings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXCERPT = os.path.join(ROOT, 'tests', 'data', 'dna_metrics_excerpt.tsv')
 SPEC = f'dna:{EXCERPT}'
-REAL_TABLES = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'dna')
+REAL_TABLES = os.environ.get('INFONOISE_DNA_TABLES', '')   # DNA-Diffusion's K562 + HepG2 tables (folder), if given
 TINY = dfm.DNAClassifierConfig(channels=8, feature_dim=16, epochs=1, min_steps=10)
 
 
@@ -166,7 +166,7 @@ def test_fid_dna_without_pyjaspar_is_one_line(tmp_path, splits):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(REAL_TABLES), reason='the real DNA tables (../shared/data/dna) are not present')
+@pytest.mark.skipif(not os.path.isdir(REAL_TABLES), reason='INFONOISE_DNA_TABLES does not name a folder of the real DNA tables')
 def test_classifier_accuracy_on_the_real_tables():
     """The shipped configuration on all K562 + HepG2 training rows (minutes on 2 busy cores; cached after)."""
     reference = dna_eval.DNAReference(f'dna:{REAL_TABLES}', 'test')

@@ -272,7 +272,7 @@ def test_cuda_batch_size_does_not_change_images(snapshot, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# --sigmas (a user σ list), --verbose, and the InfoGrid constructions of issue 10.
+# --sigmas (a user σ list), --verbose, and the tempered, solver-aware and calibrated InfoGrid constructions.
 
 def test_sigmas_list_is_used_as_given_and_printed(snapshot, tmp_path):
     r = run(['--network', snapshot, '--outdir', tmp_path / 'o', '--seeds', '0-1', '--sigmas', '80,10,1,0.1,0.002',

@@ -1,4 +1,4 @@
-"""The InfoGrid constructions of issue 10 (tempered, solver-aware, calibrated) on closed forms and exact denoisers."""
+"""The further InfoGrid constructions (tempered, solver-aware, calibrated) on closed forms and exact denoisers."""
 import math
 
 import numpy as np

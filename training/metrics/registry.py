@@ -1,4 +1,4 @@
-"""Metrics by name: what `train.py --metrics` and the benchmark scripts evaluate (DESIGN §3.5).
+"""Metrics by name: what `train.py --metrics` and the benchmark scripts evaluate.
 
     fd-digits   Fréchet distance in the 8x8-digit classifier's features (`digit_features`) against all real
                 digits, binarised when the run's data are binarised (builtin:digits-binary). Images [C, 8, 8].
