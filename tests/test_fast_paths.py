@@ -154,8 +154,23 @@ def test_maybe_compile_disabled_is_identity(cases):
     assert maybe_compile(net, False) is net
 
 
+def test_compile_wrapper_with_the_eager_backend_matches_exact(parity_records):
+    # Fast counterpart of the slow test below: Dynamo captures the network's graph and the 'eager' backend runs
+    # it (no inductor code generation, which alone takes minutes on 2 cores); the wrapper's numerics and
+    # state_dict naming are checked, the generated kernels only by the slow test.
+    rec = parity_records['ddpmpp_edm_uncond']
+    net = randomised(rec)
+    exact = forward(net, rec)
+    torch._dynamo.reset()
+    compiled = maybe_compile(net, True, backend='eager')
+    assert torch.equal(forward(compiled, rec), exact)
+    assert compiled.state_dict().keys() == {'_orig_mod.' + k for k in net.state_dict()}
+
+
 @pytest.mark.slow
 def test_compile_matches_exact(parity_records):
+    """Inductor's generated kernels against the exact path. Slow (minutes of C++ compilation on 2 cores); the
+    fast counterpart above checks the same wrapper with the 'eager' backend."""
     rec = parity_records['ddpmpp_edm_uncond']
     net = randomised(rec)
     exact = forward(net, rec)
