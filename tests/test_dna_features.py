@@ -175,7 +175,7 @@ def test_shipped_classifier_configuration_learns_on_the_excerpt(splits, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(REAL_TABLES), reason='INFONOISE_DNA_TABLES does not name a folder of the real DNA tables')
+@pytest.mark.skipif(not os.path.isdir(REAL_TABLES), reason='INFONOISE_DNA_TABLES names no folder of the real tables')
 def test_classifier_accuracy_on_the_real_tables():
     """The shipped configuration on all K562 + HepG2 training rows (minutes on 2 busy cores; cached after).
     Fast counterpart: test_shipped_classifier_configuration_learns_on_the_excerpt."""
