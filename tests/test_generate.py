@@ -182,7 +182,7 @@ def test_edm_grid_out(snapshot, tmp_path):
 def test_infogrid_without_profile_fails_clearly(tmp_path):
     bare = write_snapshot(tmp_path / 'bare.pkl', tiny_net())
     r = run(['--network', bare, '--outdir', tmp_path / 'o', '--seeds', '0', '--infogrid'])
-    assert_clean_error(r, 'no InfoNoise profile', 'scripts.measure_profile')
+    assert_clean_error(r, 'no InfoNoise profile', 'scripts.infonoise_profile measure')
     assert not os.path.exists(tmp_path / 'o')
 
 
