@@ -201,11 +201,12 @@ def ref(dataset_path: str, dest_path: str, detector_url: str, max_batch_size: in
 
 DNA_EXAMPLES = """\b
 Examples:
+  # DNA_TABLES: a DNA-Diffusion table or a folder of them (e.g. its K562 and HepG2 .txt tables).
   # All three metrics of generate.py's FASTA against the test split of the tables, per cell type
-  python fid.py dna --samples out/samples.fa --data dna:../shared/data/dna
+  python fid.py dna --samples out/samples.fa --data dna:DNA_TABLES
 \b
   # k-mer and motif divergences only, also written as JSON
-  python fid.py dna --samples out/samples.fa --data dna:../shared/data/dna --metrics kmer,motif --json out/dna.json
+  python fid.py dna --samples out/samples.fa --data dna:DNA_TABLES --metrics kmer,motif --json out/dna.json
 """
 
 

@@ -188,14 +188,16 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     for note in notes:
         log.info(note)
     bar = _progress_bar(rank, config['total_kimg'])
+    from tqdm.contrib.logging import logging_redirect_tqdm
     stop_signals.install()   # until the process group is gone: a launcher may forward the signal late
     try:
-        result = training_loop.training_loop(run_dir=run_dir, device=device, options=opts, progress_fn=bar,
-                                             stop_signals=stop_signals, **config)
-        if result['preempted']:
-            log.info(f'Stopped by {result["preempted"]} at {result["cur_nimg"] / 1000:g} kimg with the training '
-                     f'state {result["state"]}; run the same command to continue (exit code '
-                     f'{preemption.PREEMPTED_EXIT_CODE}: preempted).')
+        with logging_redirect_tqdm(loggers=[log]):   # log lines above the progress bar, not through it
+            result = training_loop.training_loop(run_dir=run_dir, device=device, options=opts, progress_fn=bar,
+                                                 stop_signals=stop_signals, **config)
+            if result['preempted']:
+                log.info(f'Stopped by {result["preempted"]} at {result["cur_nimg"] / 1000:g} kimg with the '
+                         f'training state {result["state"]}; run the same command to continue (exit code '
+                         f'{preemption.PREEMPTED_EXIT_CODE}: preempted).')
     except (training_loop.TrainingError, checkpoint.CheckpointError, NetworkLoadError) as err:
         log.error(_one_line(err))
         raise click.ClickException(_one_line(err)) from None
@@ -279,17 +281,6 @@ def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: 
     return '\n'.join(lines)
 
 
-class _TqdmHandler(logging.Handler):
-    """Console log lines that do not break an active tqdm bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-        try:
-            tqdm.write(self.format(record), file=sys.stdout)
-        except Exception:
-            self.handleError(record)
-
-
 class _LogFileHandler(logging.FileHandler):
     """log.txt: a record the file system refuses (full disk, file-size limit) is dropped without the
     logging module's traceback; the console still shows it, and the failed write that matters (a snapshot
@@ -317,7 +308,7 @@ def _setup_logging(run_dir: str, rank: int) -> list[logging.Handler]:
         log.addHandler(handler)
         return [handler]
     os.makedirs(run_dir, exist_ok=True)
-    console = _TqdmHandler()
+    console = logging.StreamHandler(sys.stdout)   # routed through tqdm.write while the bar runs (main)
     console.setFormatter(logging.Formatter('%(message)s'))
     file = _LogFileHandler(os.path.join(run_dir, 'log.txt'), mode='a', encoding='utf-8')
     file.setFormatter(logging.Formatter('%(asctime)s %(message)s', datefmt='%Y-%m-%d %H:%M:%S'))

@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -426,52 +425,3 @@ def open_url(
         f.write(data)
     _log.log(level, 'saved %s (%d bytes)', target, len(data))
     return target if return_filename else open(target, 'rb')
-
-
-# ---------------------------------------------------------------------------------------------------
-# Tee of stdout/stderr into a log file (for CLIs; the library itself never prints).
-
-class Logger:
-    """Copy everything written to stdout/stderr into `file_name` while active (a context manager)."""
-
-    def __init__(self,
-        file_name: str | None = None,   # Log file; None = no file (only the streams).
-        file_mode: str = 'w',           # 'w' to truncate, 'a' to append.
-        should_flush: bool = True,      # Flush after every write.
-    ) -> None:
-        self.file = open(file_name, file_mode, encoding='utf-8') if file_name is not None else None
-        self.should_flush = should_flush
-        self.stdout = sys.stdout
-        self.stderr = sys.stderr
-        sys.stdout = self
-        sys.stderr = self
-
-    def __enter__(self) -> 'Logger':
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def write(self, text: str) -> None:
-        if not text:
-            return
-        if self.file is not None:
-            self.file.write(text)
-        self.stdout.write(text)
-        if self.should_flush:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.file is not None:
-            self.file.flush()
-        self.stdout.flush()
-
-    def close(self) -> None:
-        self.flush()
-        if sys.stdout is self:
-            sys.stdout = self.stdout
-        if sys.stderr is self:
-            sys.stderr = self.stderr
-        if self.file is not None:
-            self.file.close()
-            self.file = None

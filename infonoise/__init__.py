@@ -1,6 +1,6 @@
 """InfoNoise: an online, entropy-rate-driven training noise distribution for diffusion models.
 
-Depends on torch and numpy only. See DESIGN §3.3–3.4 for the contracts:
+Depends on torch and numpy only. What it provides:
 σ-samplers (`LogNormalSampler`, `LogUniformSampler`, `InfoNoiseSampler`, and the rival schedules of
 rivals.py: `LossSecondMomentSampler`, `KingmaGaoSampler`, `CDCDSampler`, `LaplaceSampler`) sharing
 sample / observe / step / profile / state_dict / load_state_dict; the grid (`SigmaGrid`); loss weights;

@@ -345,7 +345,8 @@ class InfoNoiseSampler:
     # ------------------------------------------------------------------ telemetry
 
     def profile(self) -> dict:
-        """Telemetry on the grid (DESIGN §3.4); reads device state once (not for the hot loop).
+        """Telemetry on the grid (numpy arrays sigma, edges, mse, rate, gated_rate, rho,
+        pi, phi, u, counts and scalars pivot, step, refreshes, dropped_nonfinite); reads device state once (not for the hot loop).
 
         rate / gated_rate are the (smoothed, when smooth > 0) r and r̃ of the last refresh; rho is r̃
         normalised to a density on σ and u its CDF at the edges; pi is the current sampling density

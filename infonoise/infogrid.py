@@ -10,7 +10,7 @@ optionally blended with the log-uniform measure, M = (1 − floor)·U + floor·l
 and the grid takes the σ's at which M = 1, 1 − 1/(N−1), …, 0, inverting M by piecewise-linear
 interpolation of log σ between the tabulated points (monotone by construction).
 
-Constructions added for issue 10 (every function returns N decreasing σ's, σ_max first and σ_min last,
+Further constructions (every function returns N decreasing σ's, σ_max first and σ_min last,
 then a trailing 0, float64):
     loguniform_sigma_steps     equal steps in log σ (the reference grid of the blends).
     tempered_sigma_steps       EDM's ρ-spacing tilted by the information density to the power γ
@@ -152,7 +152,7 @@ def _invert_uniform(coord: np.ndarray, cum: np.ndarray, num_steps: int) -> np.nd
 def tempered_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_max: float,
                          gamma: float = 0.5, rho: float = 7.0, measure: str = 'literal',
                          gated: bool = False) -> torch.Tensor:
-    """EDM's ρ-spacing tilted by the tempered information density (new construction, issue 10).
+    """EDM's ρ-spacing tilted by the tempered information density.
 
     Let ℓ_k be bin k's information density per unit log σ under `measure` (literal: the Eq. 19 mass
     ∫σ r dσ of the bin divided by its width in log σ; entropic: the same with ∫r dσ), and t = σ^(1/ρ)
@@ -327,7 +327,7 @@ def _last_step_excess(err, fine: np.ndarray, log_eps: float, num_steps: int) -> 
 def solver_aware_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_max: float,
                              solver: str = 'heun', gated: bool = False,
                              surrogate: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
-    """Grid on which every step has the same error of the Gaussian surrogate (new construction, issue 10).
+    """Grid on which every step has the same error of the Gaussian surrogate.
 
     See the comment block above: the surrogate spectrum is fitted to the profile (`gaussian_surrogate`),
     and the N − 1 steps from sigma_max to sigma_min all get the same predicted contribution

@@ -22,7 +22,7 @@ def default_grid() -> SigmaGrid:
 
 
 def empty_profile(grid: SigmaGrid) -> dict:
-    """A telemetry dict (DESIGN §3.4) on `grid` with every estimate still unknown (NaN)."""
+    """A telemetry dict (the keys of `InfoNoiseSampler.profile()`) on `grid` with every estimate still unknown (NaN)."""
     num_bins = grid.num_bins
     nan_k = np.full(num_bins, np.nan)
     return dict(

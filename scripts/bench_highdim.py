@@ -1,4 +1,4 @@
-"""High-dimensional noise-schedule benchmark with exact Bayes denoisers (DESIGN.md section 6).
+"""High-dimensional noise-schedule benchmark with exact Bayes denoisers.
 
 Reproduces the experiment of "Optimizing Noise Schedules of Generative Models in High Dimensions"
 (Aranguri, Biroli, Mezard, Vanden-Eijnden, 2025) with the project's exact oracles, and adds the InfoGrid

@@ -30,7 +30,7 @@ Grids (N nonzero levels from σ_max = 80 to σ_min = 0.002, clamped to the netwo
 
 Solvers: heun (NFE = 2N − 1), euler (NFE = N), sde (EDM's stochastic Heun with S_churn = 40,
 S_min = 0.05, S_max = 50, S_noise = 1.003, NFE = 2N − 1; metric only). An NFE that a solver cannot
-reach exactly (an even NFE for Heun) is skipped for that solver.
+reach exactly (an even NFE for Heun) is skipped for that solver, and the run says so in one line.
 
 Outputs in --outdir: bench_infogrid.json (every value, per set), bench_infogrid.md (tables: metric mean
 over the sets and trajectory error, one row per grid, one column per NFE; the best value of each column
@@ -160,6 +160,17 @@ def steps_for(solver: str, nfe: int) -> Optional[int]:
     if solver == 'euler':
         return nfe if nfe >= 2 else None
     return (nfe + 1) // 2 if nfe % 2 == 1 and nfe >= 3 else None
+
+
+def unreachable_note(solvers, nfe_list) -> Optional[str]:
+    """One line naming the NFEs a solver cannot reach exactly (they are skipped for it), or None."""
+    parts = []
+    for solver in solvers:
+        missing = [str(n) for n in nfe_list if steps_for(solver, n) is None]
+        if missing:
+            rule = 'N' if solver == 'euler' else '2N − 1'
+            parts.append(f'{solver} cannot reach NFE {", ".join(missing)} (its NFE is {rule})')
+    return f'Skipped: {"; ".join(parts)}.' if parts else None
 
 
 class GridMaker:
@@ -622,6 +633,9 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
 
     def log(msg: str) -> None:
         click.echo(msg, err=True)
+    note = unreachable_note(solvers, nfe)
+    if note is not None:
+        log(note)
 
     try:
         os.makedirs(outdir, exist_ok=True)

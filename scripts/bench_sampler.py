@@ -11,13 +11,13 @@ only, as in training, where nothing in the sampler's hot path waits for the devi
 from __future__ import annotations
 
 import json
-import time
 
 
 import click
 import torch
 
 import infonoise
+from torch_utils.timing import best_seconds_per_call
 
 EXAMPLES = """\b
 Examples:
@@ -29,24 +29,6 @@ Examples:
 
 RIVALS = ('loss-second-moment', 'kingma-gao', 'cdcd', 'laplace')
 DIGITS_DEMO_STEP_MS = 68.0   # digits-demo, batch 128, at ≈ 1,880 img/s on a quiet CPU (docs/BENCHMARKS.md)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def _best_per_call(fn, calls: int, repeats: int, device: torch.device) -> float:
-    """Best (over `repeats` blocks) mean seconds per call of fn over `calls` calls."""
-    best = float('inf')
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        _sync(device)
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
 
 
 def bench_device(device: torch.device, batch: int, steps: int, refreshes: int, num_bins: int) -> dict:
@@ -72,11 +54,11 @@ def bench_device(device: torch.device, batch: int, steps: int, refreshes: int, n
     repeats = 5
     for _ in range(max(10, steps // 20)):       # warm-up (allocator, kernels)
         train_step()
-    per_step = _best_per_call(train_step, max(1, steps // repeats), repeats, device)
-    per_sample = _best_per_call(lambda: sampler.sample(batch, device=device, generator=gen),
-                                max(1, steps // repeats), repeats, device)
+    per_step = best_seconds_per_call(train_step, max(1, steps // repeats), repeats, device)
+    per_sample = best_seconds_per_call(lambda: sampler.sample(batch, device=device, generator=gen),
+                                       max(1, steps // repeats), repeats, device)
     sampler.refresh_every = 1                   # now every step() refreshes
-    per_refresh = _best_per_call(sampler.step, max(1, refreshes // repeats), repeats, device)
+    per_refresh = best_seconds_per_call(sampler.step, max(1, refreshes // repeats), repeats, device)
     return dict(device=str(device), batch=batch, num_bins=num_bins, threads=torch.get_num_threads(),
                 us_per_step=per_step * 1e6, us_per_sample=per_sample * 1e6, us_per_refresh=per_refresh * 1e6)
 

@@ -1,6 +1,7 @@
-"""Training throughput: the network-only step against the full training loop, side by side in one run.
+"""Throughput of a preset's network: training loop vs network-only step, each fast path, and generation.
 
-For one preset it measures, in interleaved repetitions (so that machine load affects both alike):
+--mode loop (the default). For one preset it measures, in interleaved repetitions (so that machine load
+affects both alike):
 - the network-only step: forward, backward and the optimizer step of the preset's network on data that
   already sits on the device (no data loading, augmentation, σ-sampler, EMA or statistics);
 - the full training loop: a real `training.training_loop.training_loop` run (data, augmentation, loss,
@@ -16,10 +17,17 @@ DDPM++ preset on random 32x32 PNGs in the archive format; meant for a GPU). `--c
 loop with the other σ distribution (InfoNoise vs EDM's log-normal) to every repetition; `--sync-check`
 (CUDA) counts the host synchronisations per loop step and names where they happen.
 
-Examples:
-  python -m scripts.bench_train --quick                              # smoke check (not a figure)
-  python -m scripts.bench_train --config digits-demo --reps 3 --json out.json
-  python -m scripts.bench_train --config cifar10 --bf16 --compile --fused-adam --json bf16c.json
+--mode paths: the network-only step (forward, backward, optimizer step) of the preset under each opt-in fast
+path (exact = reference numerics, sdpa, channels_last, bf16, fp16 (CUDA only), compile, combined = sdpa +
+channels_last + bf16), one row per path with its img/s relative to exact (median over --reps).
+
+--mode generate: images/s of generate.py's sampling path (`training.generation.sample_batch`: per-seed
+latents and noise, deterministic Heun on EDM's grid) with the preset's network, randomly initialised, at
+--nfe network evaluations (Heun: NFE = 2N − 1, so an even NFE is refused), after one warm-up batch; also the
+share of the per-seed random streams (the cost of batch-size-independent images).
+
+Every timing goes through `torch_utils.timing` (device synchronised at both ends of a timed block).
+--json PATH writes the result record of any mode.
 """
 from __future__ import annotations
 
@@ -31,9 +39,11 @@ import statistics
 import tempfile
 import time
 import zipfile
-from typing import Any, Callable
+from typing import Any
 
 import click
+
+from torch_utils.timing import Stopwatch, synchronize
 
 
 # Display order of the phases (the loop's phase_timer names; the network-only step uses a subset).
@@ -122,15 +132,13 @@ class LapTimer:
     """
 
     def __init__(self, cuda: bool) -> None:
-        import torch
-        self._sync: Callable[[], None] | None = torch.cuda.synchronize if cuda else None
+        self._device = 'cuda' if cuda else None
         self.totals: dict[str, float] = {}
         self.startup: dict[str, float] = {}
         self._prev = time.perf_counter()
 
     def __call__(self, name: str) -> None:
-        if self._sync is not None:
-            self._sync()
+        synchronize(self._device)
         now = time.perf_counter()
         target = self.startup if name.startswith('startup:') else self.totals
         target[name] = target.get(name, 0.0) + now - self._prev
@@ -149,12 +157,10 @@ def _no_lap(name: str) -> None:
 class _Clock:
     """Throughput stamps over the steps after the warm-up: (wall, CPU) seconds between two step counts."""
 
-    def __init__(self, cuda: bool, warmup: int, steps: int, timer: LapTimer | None) -> None:
-        import torch
-        self.cuda, self.warmup, self.steps, self.timer = cuda, warmup, steps, timer
-        self._sync = torch.cuda.synchronize if cuda else (lambda: None)
+    def __init__(self, device: str, warmup: int, steps: int, timer: LapTimer | None) -> None:
+        self.device, self.warmup, self.steps, self.timer = device, warmup, steps, timer
         self.done = 0
-        self.start = self.end = None
+        self.watch = Stopwatch(device)
         self.phases: dict[str, float] = {}
         self.t_ready = self.t_first = None
 
@@ -162,26 +168,35 @@ class _Clock:
         """Call after every step."""
         self.done += 1
         if self.done == 1:
-            self._sync()
+            synchronize(self.device)
             self.t_first = time.perf_counter()
         if self.done == self.warmup:
-            self._sync()
-            self.start = (time.perf_counter(), time.process_time())
+            self.watch.start()
             if self.timer is not None:
                 self.timer.restart()
         elif self.done == self.steps:
             if self.timer is not None:
                 self.timer('other')
                 self.phases = dict(self.timer.totals)
-            self._sync()
-            self.end = (time.perf_counter(), time.process_time())
+            self.watch.stop()
 
     def rates(self, images_per_step: int) -> tuple[float, float]:
         n = (self.steps - self.warmup) * images_per_step
-        return n / (self.end[0] - self.start[0]), n / max(self.end[1] - self.start[1], 1e-9)
+        return n / self.watch.wall, n / max(self.watch.cpu, 1e-9)
 
     def per_step_ms(self) -> dict[str, float]:
         return {k: 1e3 * v / (self.steps - self.warmup) for k, v in self.phases.items()}
+
+
+def build_network(config: dict, facts: dict, device: str) -> Any:
+    """The preset's network as the loop builds it: class and kwargs from the config, shape from the data (seed 0)."""
+    import torch
+
+    import dnnlib
+    torch.manual_seed(0)
+    net = dnnlib.util.construct_class_by_name(**config['network_kwargs'], img_resolution=facts['resolution'],
+                                              img_channels=facts['num_channels'], label_dim=facts['label_dim'])
+    return net.to(torch.device(device))
 
 
 def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: str, timed: bool) -> dict:
@@ -196,10 +211,7 @@ def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: 
     dev = torch.device(device)
     configure_backends(dev, config['cudnn_benchmark'], config['deterministic'])   # the loop's TF32/cuDNN settings
     fast = resolve_fast_paths(config['fast_paths'])
-    torch.manual_seed(0)
-    net = dnnlib.util.construct_class_by_name(**config['network_kwargs'], img_resolution=facts['resolution'],
-                                              img_channels=facts['num_channels'], label_dim=facts['label_dim'])
-    net.train().requires_grad_(True).to(dev)
+    net = build_network(config, facts, device).train().requires_grad_(True)
     apply_fast_paths(net, sdpa=fast['sdpa'], channels_last=fast['channels_last'])
     optimizer = dnnlib.util.construct_class_by_name(
         params=net.parameters(), **optimizer_kwargs_for(config['optimizer_kwargs'], fast['fused_adam']))
@@ -217,7 +229,7 @@ def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: 
     augment_labels = torch.zeros([batch, augment_dim], device=dev) if config['augment_kwargs'] else None
     timer = LapTimer(dev.type == 'cuda') if timed else None
     lap = timer if timer is not None else _no_lap
-    clock = _Clock(dev.type == 'cuda', warmup, steps, timer)
+    clock = _Clock(device, warmup, steps, timer)
     t0 = time.perf_counter()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
@@ -243,7 +255,7 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
     cuda = torch.device(device).type == 'cuda'
     timed = timed and 'phase_timer' in inspect.signature(training_loop).parameters   # older loops: no phases
     timer = LapTimer(cuda) if timed else None
-    clock = _Clock(cuda, warmup, steps, timer)
+    clock = _Clock(device, warmup, steps, timer)
     calls = []
 
     def progress(cur_nimg: int, total_nimg: int) -> None:
@@ -361,6 +373,103 @@ def count_host_syncs(config: dict, steps: int, warmup: int, device: str, run_dir
                 where=dict(sorted(where.items(), key=lambda kv: -kv[1])))
 
 
+# ---------------------------------------------------------------------------------------------------
+# --mode paths: the network-only step under each fast path.
+
+FAST_PATHS = {'exact': {}, 'sdpa': dict(sdpa=True), 'channels_last': dict(channels_last=True), 'bf16': dict(bf16=True),
+              'fp16': dict(fp16=True), 'compile': dict(compile=True),
+              'combined': dict(sdpa=True, channels_last=True, bf16=True)}
+
+
+def run_paths(name: str, device: str, reps: int, steps: int, warmup: int, workdir: str, paths: list[str],
+              overrides: dict | None = None, fast: dict | None = None, threads: int = 0, data_size: int = 2048) -> dict:
+    """Median img/s of `measure_network` per fast path over `reps` interleaved repetitions; one record per path."""
+    import torch
+    torch.set_num_threads(threads or build_config(name, None, steps, device, workdir, overrides, fast,
+                                                  data_size=data_size)[2] or torch.get_num_threads())
+    samples: dict[str, list[dict]] = {p: [] for p in paths}
+    notes: dict[str, str] = {}
+    batch = None
+    for _ in range(reps):
+        for path in paths:
+            if path == 'fp16' and device != 'cuda':
+                notes[path] = 'CUDA only'
+            if path in notes:
+                continue
+            config, facts, _ = build_config(name, None, steps, device, workdir,
+                                            dict(overrides or {}, **FAST_PATHS[path]), fast, data_size=data_size)
+            batch = int(config['batch_size'])
+            try:
+                samples[path].append(measure_network(config, facts, steps, warmup, device, timed=False))
+            except Exception as exc:  # e.g. torch.compile without a working C++ toolchain
+                notes[path] = f'failed: {type(exc).__name__}: {(str(exc).splitlines() or [""])[0][:80]}'
+    records = []
+    for path in paths:
+        rates = [s['img_per_s'] for s in samples[path]]
+        rate = statistics.median(rates) if rates and path not in notes else None
+        records.append(dict(path=path, img_per_s=rate, samples=rates, note=notes.get(path, ''),
+                            ms_per_step=None if rate is None else 1e3 * batch / rate,
+                            first_step_s=samples[path][0]['first_step_s'] if rate is not None else None))
+    return dict(mode='paths', config=name, device=device, batch=batch, reps=reps, steps=steps, warmup=warmup,
+                threads=torch.get_num_threads(), records=records)
+
+
+def format_paths(r: dict) -> list[str]:
+    """A Markdown table: one row per fast path, its img/s relative to exact."""
+    exact = next((x['img_per_s'] for x in r['records'] if x['path'] == 'exact'), None)
+    lines = [f'{r["config"]} on {r["device"]}: network-only step (forward, backward, optimizer) per fast path, batch '
+             f'{r["batch"]}, {r["threads"]} thread(s), {r["reps"]} rep(s) x {r["steps"]} steps ({r["warmup"]} warm-up)',
+             '| path | img/s | ms/step | vs exact | note |', '|---|---:|---:|---:|---|']
+    for x in r['records']:
+        rate = x['img_per_s']
+        cells = ['-', '-', '-'] if rate is None else [f'{rate:.1f}', f'{x["ms_per_step"]:.1f}',
+                                                      f'{rate / exact:.2f}x' if exact else '-']
+        note = x['note'] or (f'first step {x["first_step_s"]:.1f} s (compilation)' if x['path'] == 'compile' else '')
+        lines.append(f'| {x["path"]} | {" | ".join(cells)} | {note} |')
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------
+# --mode generate: generate.py's sampling path.
+
+def run_generate(name: str, device: str, reps: int, nfe: int, batch: int, workdir: str,
+                 overrides: dict | None = None, threads: int = 0, data_size: int = 2048) -> dict:
+    """Images/s of `generation.sample_batch` at `nfe` (Heun, NFE = 2N − 1) after one warm-up batch."""
+    import torch
+
+    from training import generation
+    from training.networks import data_shape
+    num_steps = (nfe + 1) // 2
+    config, facts, preset_threads = build_config(name, None, 1, device, workdir, overrides, data_size=data_size)
+    torch.set_num_threads(threads or preset_threads or torch.get_num_threads())
+    net = build_network(config, facts, device).eval().requires_grad_(False)
+    opts = generation.SamplerOptions(num_steps=num_steps)
+    sigma_steps = generation.resolve_sigma_steps(net, opts)
+    seeds = list(range(batch))
+    generation.sample_batch(net, seeds, opts, sigma_steps, device=device)   # warm-up
+    with Stopwatch(device) as sampling:
+        for r in range(reps):
+            generation.sample_batch(net, [s + (r + 1) * batch for s in seeds], opts, sigma_steps, device=device)
+    rnd = generation.SeedRandom(seeds, device)
+    x = torch.zeros([batch, *data_shape(net)], dtype=torch.float64, device=device)
+    with Stopwatch(device) as streams:
+        for _ in range(num_steps + 1):   # the latents and one draw per step
+            rnd.randn_like(x)
+    per_batch = sampling.wall / reps
+    return dict(mode='generate', config=name, device=device, nfe=nfe, num_steps=num_steps, batch=batch, reps=reps,
+                threads=torch.get_num_threads(), use_fp16=bool(getattr(net, 'use_fp16', False)),
+                params=sum(p.numel() for p in net.parameters()), s_per_batch=per_batch, img_per_s=batch / per_batch,
+                rng_s_per_batch=streams.wall, rng_share=streams.wall / per_batch)
+
+
+def format_generate(r: dict) -> list[str]:
+    return [f'{r["config"]} on {r["device"]} ({r["params"]:,} parameters{", fp16" if r["use_fp16"] else ""}, '
+            f'{r["threads"]} thread(s)): NFE {r["nfe"]} ({r["num_steps"]} Heun levels), batch {r["batch"]}, '
+            f'{r["reps"]} timed batch(es)',
+            f'{r["img_per_s"]:.2f} img/s ({r["s_per_batch"]:.3f} s per batch; per-seed random streams '
+            f'{100 * r["rng_share"]:.1f}%)']
+
+
 def _median_phases(samples: list[dict]) -> dict[str, float]:
     names = {k for s in samples for k in s['phases']}
     return {k: statistics.median(s['phases'].get(k, 0.0) for s in samples) for k in names}
@@ -435,13 +544,19 @@ Examples:
   python -m scripts.bench_train --quick                              # smoke check (not a figure)
   python -m scripts.bench_train --config digits-demo --reps 3 --json out.json
   python -m scripts.bench_train --config cifar10 --bf16 --compile --fused-adam --json bf16c.json
+  python -m scripts.bench_train --mode paths --config cifar10 --batch 128 --json paths.json
+  python -m scripts.bench_train --mode generate --config cifar10 --nfe 35 --batch 256 --json generate.json
 '''
 
 
 @click.command(epilog=EXAMPLES)
+@click.option('--mode', type=click.Choice(['loop', 'paths', 'generate']), default='loop', show_default=True,
+              help='loop: training loop vs network-only step; paths: the network-only step per fast path; '
+                   "generate: generate.py's sampling path.")
 @click.option('--config', 'name', type=click.Choice(['auto', 'digits-demo', 'cifar10']), default='auto',
               show_default=True, help='Preset to measure (auto: cifar10 with a GPU, else digits-demo).')
-@click.option('--quick', is_flag=True, help='One short repetition (a smoke check, not a figure).')
+@click.option('--quick', is_flag=True,
+              help='One short repetition (a smoke check, not a figure; generate: one batch of 8).')
 @click.option('--reps', type=click.IntRange(min=1), default=3, show_default=True,
               help='Interleaved repetitions of each measurement.')
 @click.option('--steps', type=click.IntRange(min=3), default=30, show_default=True,
@@ -469,13 +584,17 @@ Examples:
 @click.option('--sync-check', is_flag=True, help='On CUDA, count host synchronisations per loop step (one extra run).')
 @click.option('--data-size', type=click.IntRange(min=16), default=2048, show_default=True,
               help='Random images of the cifar10 config (50000 = CIFAR-10 for the start-up figure).')
+@click.option('--paths', default=','.join(FAST_PATHS), show_default=True,
+              help='--mode paths: comma-separated fast paths to time.')
+@click.option('--nfe', type=click.IntRange(min=1),
+              help='--mode generate: network evaluations per sample (Heun: 2N − 1, odd)  [default: 35; --quick: 7]')
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False, writable=True),
               help='Also write the results to this JSON file.')
-def main(name: str, quick: bool, reps: int, steps: int, warmup: int, batch: int | None, cbase: int | None,
+def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, batch: int | None, cbase: int | None,
          threads: int, bf16: bool, fp16: bool, compile_: bool, compile_mode: str | None, sdpa: bool,
          channels_last: bool, fused_adam: bool, loader: str, compare_sigma: bool, breakdown: bool, sync_check: bool,
-         data_size: int, json_path: str | None) -> None:
-    """Network-only vs full-loop training img/s, per-phase breakdown and start-up, for one preset."""
+         data_size: int, paths: str, nfe: int | None, json_path: str | None) -> None:
+    """Throughput of a preset's network: loop vs network-only step, each fast path, or generation."""
     import importlib
 
     import torch
@@ -485,6 +604,19 @@ def main(name: str, quick: bool, reps: int, steps: int, warmup: int, batch: int 
     logging.getLogger('training').setLevel(logging.WARNING)
     if quick:
         reps, steps, warmup = 1, 8, 3
+    nfe = nfe or (7 if quick else 35)
+    speed_flags = dict(bf16=bf16, fp16=fp16, compile=compile_, sdpa=sdpa, channels_last=channels_last)
+    if mode == 'paths' and any(speed_flags.values()):
+        raise click.BadParameter('--mode paths times each fast path itself; choose them with --paths instead of '
+                                 '--bf16/--fp16/--compile/--sdpa/--channels-last.', param_hint='--mode')
+    if mode == 'generate' and any(v for k, v in speed_flags.items() if k != 'fp16'):
+        raise click.BadParameter('--mode generate takes --fp16 only among the fast paths.', param_hint='--mode')
+    path_list = [p.strip() for p in paths.split(',') if p.strip()]
+    if not path_list or not set(path_list) <= set(FAST_PATHS):
+        raise click.BadParameter(f'choose from {", ".join(FAST_PATHS)}.', param_hint='--paths')
+    if mode == 'generate' and nfe % 2 == 0:
+        raise click.BadParameter(f'Heun sampling has an odd NFE (2N − 1); {nfe} cannot be reached.',
+                                 param_hint='--nfe')
     if warmup + 2 > steps:
         raise click.BadParameter('--steps must exceed --warmup by at least 2.', param_hint='--steps')
     if bf16 and fp16:
@@ -502,16 +634,23 @@ def main(name: str, quick: bool, reps: int, steps: int, warmup: int, batch: int 
     fast = dict(fused_adam=fused_adam, compile_mode=compile_mode)
     data_loader = dict(resident=None if loader == 'auto' else loader == 'resident')
     with tempfile.TemporaryDirectory() as workdir:
-        result = run_benchmark(name, device, reps, steps, warmup, workdir, overrides, fast, data_loader,
-                               compare_sigma, threads, imports_s, breakdown, sync_check, data_size)
+        if mode == 'paths':
+            result = run_paths(name, device, reps, steps, warmup, workdir, path_list, overrides, fast, threads,
+                               data_size)
+        elif mode == 'generate':
+            result = run_generate(name, device, reps, nfe, 8 if quick else batch or 64, workdir, dict(fp16=fp16),
+                                  threads, data_size)
+        else:
+            result = run_benchmark(name, device, reps, steps, warmup, workdir, overrides, fast, data_loader,
+                                   compare_sigma, threads, imports_s, breakdown, sync_check, data_size)
     result.update(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, quick=quick, loader=loader,
                   device_name=torch.cuda.get_device_name() if device == 'cuda' else 'cpu')
     if json_path:
         with open(json_path, 'w', encoding='utf-8') as f:
             json.dump(result, f, indent=2)
-    lines = format_report(result)
-    if quick:
-        lines.insert(-1, '(--quick: one short repetition; not a figure to record)')
+    lines = {'paths': format_paths, 'generate': format_generate}.get(mode, format_report)(result)
+    if quick:   # the loop's report ends with its ratio line
+        lines.insert(len(lines) - (mode == 'loop'), '(--quick: one short repetition; not a figure to record)')
     click.echo('\n'.join(lines))
 
 

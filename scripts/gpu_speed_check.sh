@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The prepared GPU runs of issue 12 (items 2-5): loop vs network-only img/s of the cifar10-uncond preset on
-# every precision path, the per-phase breakdown, host syncs, start-up, the fast path's CUDA tests and the
-# loss-curve comparison of the fast path against the exact one.
+# GPU speed checks: a list of timed commands, each a named section, for a machine with one CUDA GPU.
+# What they measure: the cifar10-uncond preset's training loop against its network-only step on every
+# precision path (scripts/bench_train.py: img/s, per-phase breakdown, host synchronisations, start-up), the
+# network-only step per fast path and generate.py's sampling speed, the CUDA tests of the fast paths, and the
+# loss curves of the fast path (bf16 + torch.compile + fused Adam) against the exact one.
 #
 # Usage (from the repository root, on the GPU machine):
 #   scripts/gpu_speed_check.sh [--out DIR] [SECTION...]
 # Outputs go to DIR (default: $OUT when set, else ./gpu-speed-check): gpu_speed_check.log (everything
 # printed, section by section), results.jsonl (one bench_train JSON per bench section, with "section"),
 # startup.txt, curve_exact.jsonl / curve_fast.jsonl / curves.tsv for the curve sections. At most 8 files.
+# Environment: PYTHON (default python3), CURVE_KIMG (default 150).
 #
 # Sections, with their time limits (each runs under `timeout`, so a slow one cannot eat the next ones):
 #   env              60 s  GPU, driver, torch, packages
@@ -19,18 +22,21 @@
 #   bf16-dataloader 150 s  bf16 with the DataLoader instead of the resident dataset (what the data path buys)
 #   bf16-compile    330 s  bf16 + torch.compile (default mode) + fused Adam; compile time = first steps
 #   bf16-compile-ro 330 s  the same with mode reduce-overhead (CUDA graphs)
+#   paths           330 s  the network-only step per fast path (bench_train --mode paths), compile included
+#   generate        120 s  generate.py's sampling path at NFE 35, batch 256, fp32 and fp16 (--mode generate)
 #   startup         240 s  50,000 random 32x32 PNGs (CIFAR-10's size): bench start-up, and train.py's wall
 #                          time for 2 steps in fp32 and in bf16 (imports, caching, cuDNN autotune, snapshot)
 #   curves          570 s  train.py exact vs fast (bf16 + compile + fused Adam) for $CURVE_KIMG kimg each
-#                          (default 150) on real 32x32 data (scikit-learn digits, upscaled, RGB), then the
-#                          loss curves side by side; curve-exact / curve-fast run one side each, and
-#                          `compare` compares DIR/curve_exact.jsonl with DIR/curve_fast.jsonl.
+#                          on real 32x32 data (scikit-learn digits, upscaled, RGB), then the loss curves side
+#                          by side; curve-exact / curve-fast run one side each, and `compare` compares
+#                          DIR/curve_exact.jsonl with DIR/curve_fast.jsonl.
 # Default (no SECTION): env tests exact bf16 fp16 bf16-fused  (about 15 min of limits, 7-9 min expected).
-# Suggested batches for a 10-minute command each:
+# Batches that fit a 10-minute command each:
 #   1. env tests exact bf16 fp16 bf16-fused
 #   2. bf16-compile bf16-dataloader startup
-#   3. curves                (CURVE_KIMG=150; a 10-minute-per-side comparison: curve-exact, then curve-fast,
-#                             with CURVE_KIMG=400 in separate commands, then `compare` here)
+#   3. paths generate
+#   4. curves                (CURVE_KIMG=150; for a longer comparison run curve-exact, then curve-fast,
+#                             with CURVE_KIMG=400 in separate commands, then `compare`)
 set -uo pipefail
 
 OUT_DIR="${OUT:-gpu-speed-check}"
@@ -152,6 +158,11 @@ for section in "${SECTIONS[@]}"; do
         bf16-compile-ro)
             bench bf16-compile-ro 330 --bf16 --compile --compile-mode reduce-overhead --fused-adam --reps 1 \
                 --steps 16 --warmup 6 ;;
+        paths)
+            bench paths 330 --mode paths --reps 1 ;;
+        generate)
+            bench generate-fp32 60 --mode generate --nfe 35 --batch 256 --reps 3
+            bench generate-fp16 60 --mode generate --nfe 35 --batch 256 --reps 3 --fp16 ;;
         startup)
             bench startup 120 --bf16 --data-size 50000 --reps 1 --steps 6 --warmup 2 --no-breakdown
             data_zip random "$TMP/random50k.zip"

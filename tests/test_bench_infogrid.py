@@ -39,6 +39,12 @@ def test_steps_for_each_solver():
     assert bench.steps_for('sde', 9) == 5 and bench.steps_for('euler', 6) == 6
 
 
+def test_unreachable_nfe_is_named():
+    assert bench.unreachable_note(['heun', 'euler', 'sde'], [4, 5, 6]) == \
+        'Skipped: heun cannot reach NFE 4, 6 (its NFE is 2N − 1); sde cannot reach NFE 4, 6 (its NFE is 2N − 1).'
+    assert bench.unreachable_note(['euler'], [4, 5]) is None
+
+
 def test_auto_metric_reads_the_dataset():
     assert bench.auto_metric({'name': 'digits'}) == 'fd-digits'
     assert bench.auto_metric({'class_name': 'training.dataset.DigitsDataset', 'name': 'digits-binary'}) == \
@@ -54,7 +60,9 @@ def run_small(snapshot, out, grids, solvers, nfe, *extra):
             *extra]
     r = CliRunner().invoke(bench.main, [str(a) for a in args])
     assert r.exit_code == 0, r.output
-    return json.loads((out / 'bench_infogrid.json').read_text())['snapshots'][snapshot]
+    rec = json.loads((out / 'bench_infogrid.json').read_text())['snapshots'][snapshot]
+    run_small.output = r.output   # the last run's console output
+    return rec
 
 
 def test_small_run_writes_table_json_and_png(snapshot, tmp_path):
@@ -63,6 +71,7 @@ def test_small_run_writes_table_json_and_png(snapshot, tmp_path):
     assert rec['metric'] == 'fd-digits'                                # auto: the snapshot's dataset is digits
     # Heun reaches NFE 5 only (odd NFE), Euler both.
     assert set(rec['results']['heun']['edm']) == {'5'} and set(rec['results']['euler']['edm']) == {'5', '6'}
+    assert 'Skipped: heun cannot reach NFE 6 (its NFE is 2N − 1).' in run_small.output.splitlines()
     cell = rec['results']['heun']['edm']['5']
     assert cell['num_steps'] == 3 and len(cell['metric']) == 2 and len(cell['traj']) == 2
     np.testing.assert_allclose(cell['sigma_steps'], samplers.edm_sigma_steps(3, 0.002, 80).numpy(), rtol=1e-12)

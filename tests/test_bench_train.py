@@ -1,4 +1,5 @@
-"""scripts/bench_train.py: network-only vs loop throughput, its phase accounting, report format and bad input."""
+"""scripts/bench_train.py: network-only vs loop throughput, its phase accounting, report format and bad input; the
+fast-path and generation modes; the shared timer (torch_utils.timing)."""
 import json
 import re
 import time
@@ -79,6 +80,10 @@ def test_lap_timer_charges_each_phase_with_its_own_time():
     (['--bf16', '--fp16'], 'alternatives'),
     (['--compile-mode', 'max-autotune'], '--compile'),
     (['--config', 'imagenet'], "'imagenet'"),
+    (['--mode', 'paths', '--bf16'], '--paths'),
+    (['--mode', 'paths', '--paths', 'exact,warp'], 'choose from'),
+    (['--mode', 'generate', '--sdpa'], '--fp16 only'),
+    (['--mode', 'generate', '--nfe', '18'], 'odd NFE'),
 ])
 def test_bad_input_is_one_clear_line(args, phrase):
     assert_clean_error(CliRunner().invoke(bench.main, args), phrase)
@@ -89,3 +94,44 @@ def test_cifar10_needs_a_gpu():
     if torch.cuda.is_available():
         pytest.skip('a GPU is present')
     assert_clean_error(CliRunner().invoke(bench.main, ['--config', 'cifar10']), 'CUDA')
+
+
+def test_paths_mode_times_each_fast_path_and_names_the_unavailable_ones(tmp_path):
+    path = tmp_path / 'paths.json'
+    r = CliRunner().invoke(bench.main, TINY + ['--mode', 'paths', '--paths', 'exact,channels_last,fp16',
+                                               '--json', str(path)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(path.read_text())
+    rows = {x['path']: x for x in data['records']}
+    assert list(rows) == ['exact', 'channels_last', 'fp16'] and data['batch'] == 16
+    assert rows['fp16']['img_per_s'] is None and rows['fp16']['note'] == 'CUDA only'   # CPU: no fp16 path
+    for name in ('exact', 'channels_last'):
+        assert rows[name]['img_per_s'] > 0
+        assert rows[name]['ms_per_step'] == pytest.approx(1e3 * 16 / rows[name]['img_per_s'])
+    assert '| exact |' in r.output and '1.00x' in r.output and 'CUDA only' in r.output
+
+
+def test_generate_mode_reports_images_per_second_at_the_nfe(tmp_path):
+    path = tmp_path / 'generate.json'
+    r = CliRunner().invoke(bench.main, ['--mode', 'generate', '--config', 'digits-demo', '--quick', '--cbase', '8',
+                                        '--threads', '1', '--nfe', '5', '--json', str(path)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(path.read_text())
+    assert data['nfe'] == 5 and data['num_steps'] == 3 and data['batch'] == 8   # --quick: batch 8, NFE from --nfe
+    assert data['img_per_s'] == pytest.approx(8 / data['s_per_batch'])
+    assert 0 < data['rng_share'] < 1 and 'img/s' in r.output
+
+
+def test_stopwatch_synchronises_and_measures_wall_and_cpu_time():
+    from torch_utils.timing import Stopwatch, best_seconds_per_call
+    with Stopwatch('cpu') as sw:
+        time.sleep(0.05)
+    assert 0.05 <= sw.wall < 1 and sw.cpu < 0.04          # sleeping costs wall time, not CPU time
+    with Stopwatch() as busy:
+        sum(i * i for i in range(300_000))
+    assert busy.cpu > 0 and busy.wall > 0
+    calls = []
+    assert 0.01 <= best_seconds_per_call(lambda: calls.append(time.sleep(0.01)), 3, 2) < 0.5
+    assert len(calls) == 6
+    with pytest.raises(RuntimeError):
+        Stopwatch().stop()

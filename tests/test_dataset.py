@@ -17,7 +17,7 @@ from training.dataset_discrete import BinarizedDataset, DNADataset, decode_dna, 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DNA_EXCERPT = os.path.join(ROOT, 'tests', 'data', 'dna_excerpt.tsv')   # 60 real rows, see tests/data/README.md
-DNA_REAL = os.path.join(ROOT, '..', 'shared', 'data', 'dna')             # the full tables, where present
+DNA_REAL = os.environ.get('INFONOISE_DNA_TABLES', '')   # DNA-Diffusion's K562 + HepG2 tables (folder), if given
 
 
 def _png_bytes(hwc):
@@ -436,7 +436,7 @@ def test_dna_errors(tmp_path):
     assert isinstance(spec_ds, DNADataset) and len(spec_ds) == 2
 
 
-@pytest.mark.skipif(not os.path.isdir(DNA_REAL), reason='the DNA-Diffusion tables (../shared/data/dna) are absent')
+@pytest.mark.skipif(not os.path.isdir(DNA_REAL), reason='INFONOISE_DNA_TABLES does not name a folder of the DNA-Diffusion tables')
 def test_dna_real_tables_folder():
     ds = DNADataset(DNA_REAL, use_labels=True)
     assert len(ds) == 9769 + 9833 and ds.num_skipped == 0 and ds.label_dim == 2   # training rows of both tables

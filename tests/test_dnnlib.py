@@ -195,17 +195,5 @@ def test_easydict_and_objects_by_name():
         util.get_obj_by_name('dnnlib.util.NoSuchClass')
 
 
-def test_logger_tees_output_and_restores_streams(tmp_path, capsys):
-    import sys
-    before = sys.stdout, sys.stderr
-    log = tmp_path / 'log.txt'
-    with util.Logger(str(log)):
-        print('to stdout')
-        print('to stderr', file=sys.stderr)
-    assert (sys.stdout, sys.stderr) == before
-    assert log.read_text() == 'to stdout\nto stderr\n'
-    assert 'to stdout' in capsys.readouterr().out
-
-
 def test_format_time():
     assert [util.format_time(s) for s in (5, 125, 3725, 90061)] == ['5s', '2m 05s', '1h 02m 05s', '1d 01h 01m']

@@ -1,4 +1,4 @@
-"""The InfoGrid constructions of issue 10 (tempered, solver-aware, calibrated) on closed forms and exact denoisers."""
+"""The further InfoGrid constructions (tempered, solver-aware, calibrated) on closed forms and exact denoisers."""
 import math
 
 import numpy as np
@@ -234,10 +234,10 @@ def n_star(name, d):
     return math.inf
 
 
-@pytest.mark.slow
 def test_new_constructions_need_no_more_steps_than_edm_on_the_gaussian_mixture():
     """N* (bench_highdim's criterion: mode weight and within-mode variance both recovered) vs d: the tempered and
-    solver-aware grids reach it with at most EDM's step count, and stay flat in d (≤ 2× from d = 10 to 1000)."""
+    solver-aware grids reach it with at most EDM's step count, and stay flat in d (≤ 2× from d = 10 to 1000).
+    About 3 s on the reduced Gaussian-mixture dynamics, so it runs with the default suite."""
     found = {(g, d): n_star(g, d) for g in ('edm', 'infogrid-tempered', 'infogrid-solver') for d in (10, 1000)}
     for d in (10, 1000):
         assert found['edm', d] < math.inf

@@ -3,9 +3,12 @@
 Note on the golden fixture: its networks are freshly initialised, so the last layer of every residual
 branch is (near) zero -- exactly zero for ADM. The fixture therefore pins names, shapes, the
 preconditioning and (through the EDM record at sigma = 80, where c_out F dominates the output) the
-DDPM++ skip path, but not block internals; those are checked below against independent
-constructions (naive attention, scipy FIR resampling, float64 gradcheck, sampling distributions).
+DDPM++ skip path, but not block internals. The second fixture (edm_parity_perturbed.pt: the reference run
+with every parameter overwritten by `helpers.perturb_`, see tests/data/README.md) pins the block internals
+against the reference too; they are also checked below against independent constructions (naive attention,
+scipy FIR resampling, float64 gradcheck, sampling distributions).
 """
+import os
 import copy
 import math
 
@@ -53,6 +56,27 @@ def test_fixture_parity(parity_records):
         assert out.dtype == torch.float32
         assert rel_err(out, rec['output']) <= 1e-5, name
         assert sum(p.numel() for p in net.parameters()) == rec['num_params'], name
+
+
+def test_fixture_parity_with_perturbed_weights(parity_records):
+    # The reference networks with O(1) random weights in every branch (zero-initialised layers included).
+    from training.sampler import edm_sampler
+    golden = torch.load(os.path.join(os.path.dirname(__file__), 'data', 'edm_parity_perturbed.pt'), weights_only=True)
+    assert set(golden) == set(parity_records)
+    for name, rec in parity_records.items():
+        ref = golden[name]
+        net = build(rec)
+        assert [n for n, _ in net.named_parameters()] == ref['param_names'], name   # the perturbation's order
+        perturb_(net, ref['seed']).eval()
+        out = run(net, rec)
+        assert rel_err(out, ref['output']) <= 1e-5, name
+        assert rel_err(ref['output'], rec['output']) > 0.3, name   # the branches now carry signal
+        if 'sampler_output' in ref:
+            s = rec['sampler']
+            with torch.no_grad():
+                x = edm_sampler(net, s['latents'], s['class_labels'], num_steps=s['num_steps'],
+                                sigma_min=s['sigma_min'], sigma_max=s['sigma_max'], rho=s['rho'])
+            assert torch.isfinite(ref['sampler_output']).all() and rel_err(x, ref['sampler_output']) <= 1e-5, name
 
 
 @pytest.mark.parametrize('name, tol', [('ddpmpp_edm_uncond', 1e-3), ('ncsnpp_ve_uncond', 7e-3),

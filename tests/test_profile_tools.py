@@ -1,4 +1,4 @@
-"""scripts.measure_profile (network and exact empirical-Bayes profiles), scripts.plot_profile, training.metrics.plotting."""
+"""scripts.infonoise_profile: measure (network and exact empirical-Bayes profiles) and plot; the plotting library."""
 import json
 import os
 
@@ -9,8 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import infonoise
-from scripts import plot_profile as plot_cli
-from scripts import measure_profile as profile_cli
+from scripts import infonoise_profile as profile_cli
 from torch_utils import persistence
 from training import generation
 from training.metrics import plotting
@@ -51,7 +50,8 @@ def test_network_profile_matches_closed_form_of_a_skip_only_denoiser(tmp_path):
     snap = tmp_path / 'zero.pkl'
     persistence.dump_network_pickle(dict(ema=zero_net(), loss_fn=None, augment_pipe=None, dataset_kwargs={}), str(snap))
     out = tmp_path / 'net-profile.json'
-    r = CliRunner().invoke(profile_cli.main, ['--network', str(snap), '--data', 'builtin:digits', '--max-size', MAX_SIZE,
+    r = CliRunner().invoke(profile_cli.main, ['measure', '--network', str(snap), '--data', 'builtin:digits',
+                                              '--max-size', MAX_SIZE,
                                               '--bins', BINS, '--per-bin', PER_BIN, '--batch', 128, '--out', str(out),
                                               '--device', 'cpu'])
     assert r.exit_code == 0, r.output
@@ -78,7 +78,7 @@ def test_network_profile_matches_closed_form_of_a_skip_only_denoiser(tmp_path):
 
 def test_oracle_profile_is_the_empirical_bayes_rate_on_the_grid(tmp_path):
     out = tmp_path / 'oracle.json'
-    r = CliRunner().invoke(profile_cli.main, ['--oracle', '--data', 'builtin:digits', '--max-size', MAX_SIZE,
+    r = CliRunner().invoke(profile_cli.main, ['measure', '--oracle', '--data', 'builtin:digits', '--max-size', MAX_SIZE,
                                               '--bins', BINS, '--per-bin', PER_BIN, '--seed', 3, '--out', str(out)])
     assert r.exit_code == 0, r.output
     prof = infonoise.profile_from_json(json.loads(out.read_text()))
@@ -98,13 +98,13 @@ def test_oracle_profile_is_the_empirical_bayes_rate_on_the_grid(tmp_path):
 
 
 def test_profile_cli_errors(tmp_path):
-    r = CliRunner().invoke(profile_cli.main, ['--data', 'builtin:digits', '--out', str(tmp_path / 'x.json')])
+    r = CliRunner().invoke(profile_cli.main, ['measure', '--data', 'builtin:digits', '--out', str(tmp_path / 'x.json')])
     assert r.exit_code != 0 and 'Traceback' not in r.output and '--network or --oracle' in r.output
     snap = tmp_path / 'rgb.pkl'
     net = EDMPrecond(img_resolution=8, img_channels=3, model_type='SongUNet', model_channels=8, channel_mult=[1],
                      num_blocks=1, attn_resolutions=[], dropout=0)
     persistence.dump_network_pickle(dict(ema=net), str(snap))
-    r = CliRunner().invoke(profile_cli.main, ['--network', str(snap), '--data', 'builtin:digits',
+    r = CliRunner().invoke(profile_cli.main, ['measure', '--network', str(snap), '--data', 'builtin:digits',
                                               '--out', str(tmp_path / 'x.json')])
     assert r.exit_code != 0 and 'Traceback' not in r.output and 'shape' in r.output
     assert not (tmp_path / 'x.json').exists()
@@ -125,19 +125,21 @@ def test_plot_profile_cli_writes_pngs(tmp_path):
     rows = [infonoise.profile_to_json(synthetic_profile(step, shift)) for step, shift in ((200, -1), (400, 0), (600, 1))]
     (tmp_path / 'infonoise.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
     (tmp_path / 'grid.json').write_text(json.dumps({'sigma_steps': [80, 10, 1, 0.1, 0.002, 0]}))
-    r = CliRunner().invoke(plot_cli.main, [str(tmp_path / 'infonoise.jsonl'), '--outdir', str(tmp_path / 'plots'),
+    r = CliRunner().invoke(profile_cli.main, ['plot', str(tmp_path / 'infonoise.jsonl'),
+                                              '--outdir', str(tmp_path / 'plots'),
                                            '--steps', 12, '--grid', str(tmp_path / 'grid.json')])
     assert r.exit_code == 0, r.output
     for name in ('profile.png', 'grids.png', 'emergence.png'):
         assert_png(tmp_path / 'plots' / name)
 
     (tmp_path / 'single.json').write_text(json.dumps(rows[0]))
-    r = CliRunner().invoke(plot_cli.main, [str(tmp_path / 'single.json'), '--outdir', str(tmp_path / 'single')])
+    r = CliRunner().invoke(profile_cli.main, ['plot', str(tmp_path / 'single.json'),
+                                              '--outdir', str(tmp_path / 'single')])
     assert r.exit_code == 0, r.output
     assert sorted(os.listdir(tmp_path / 'single')) == ['grids.png', 'profile.png']
 
     (tmp_path / 'bad.json').write_text('{"foo": 1}')
-    r = CliRunner().invoke(plot_cli.main, [str(tmp_path / 'bad.json')])
+    r = CliRunner().invoke(profile_cli.main, ['plot', str(tmp_path / 'bad.json')])
     assert r.exit_code != 0 and 'Traceback' not in r.output and 'no InfoNoise profile' in r.output
 
 

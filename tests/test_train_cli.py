@@ -20,7 +20,7 @@ from training import options as O
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Reference parameter counts of EDM's full-size networks (DESIGN §3.1), built from our presets.
+# Parameter counts of EDM's full-size networks (those of NVlabs/edm's networks), built from our presets.
 PRESET_PARAMS = [
     ('cifar10-uncond', 32, 3, 0, 55_733_891),
     ('cifar10-cond', 32, 3, 10, 55_735_299),
@@ -120,7 +120,7 @@ def test_discrete_presets_differ_only_in_sigma_dist():
 
 
 def test_every_preset_scales_the_infonoise_warmup_to_its_length():
-    # DESIGN §3.3: N_warm = 2,000 steps at most, and presets scale it: at most 15% of the run's optimizer steps,
+    # InfoNoise's warm-up is 2,000 steps at most, and presets scale it: at most 15% of the run's optimizer steps,
     # with a refresh interval no longer than the warm-up, so that InfoNoise adapts for most of the run.
     for name in O.list_presets():
         opts = O.resolve_options({}, O.load_preset(name))

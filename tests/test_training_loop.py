@@ -89,7 +89,7 @@ def test_infonoise_run_drives_the_sampler_and_records_every_refresh(tmp_path):
 
 
 def test_fixed_sampler_conditional_run_with_augmentation(tmp_path):
-    result = run_cli(tmp_path, '--kimg', 0.32, '--tick', 1, '--sigma-dist', 'lognormal', '--cond', 1,
+    result = run_cli(tmp_path, '--kimg', 0.32, '--tick', 1, '--sigma-dist', 'lognormal', '--p-mean', -0.5, '--cond', 1,
                      '--augment', 0.12, '--grid', 20)
     assert result.exit_code == 0, result.output
     assert not (tmp_path / 'infonoise.jsonl').exists()
@@ -97,7 +97,15 @@ def test_fixed_sampler_conditional_run_with_augmentation(tmp_path):
     snap = load_snapshot(tmp_path / 'network-snapshot-000000.pkl')
     assert snap['infonoise'] is None
     assert snap['ema'].label_dim == 10 and snap['augment_pipe'] is not None
-    assert isinstance(snap['loss_fn'].sigma_sampler, infonoise.LogNormalSampler)
+    # σ-samplers are not pickled: the snapshot stores the loss (class and constructor kwargs); the sampler
+    # class lives in the run's config, and its state (steps counted, one per optimizer step) in the state.
+    assert type(snap['loss_fn']).__name__ == 'EDMLoss' and snap['loss_fn']._init_kwargs == dict(P_mean=-0.5,
+                                                                                                  P_std=1.2)
+    config = json.loads((tmp_path / 'training_options.json').read_text())
+    assert config['sigma_sampler_kwargs'] == dict(class_name='infonoise.LogNormalSampler', P_mean=-0.5, P_std=1.2)
+    state = checkpoint.load_training_state(str(tmp_path / 'training-state-000000.pt'))
+    assert state['config']['sigma_sampler_kwargs'] == config['sigma_sampler_kwargs']
+    assert state['ranks'][0]['sigma_sampler'] == {'step': state['cur_nimg'] // config['batch_size']} != {'step': 0}
     with PIL.Image.open(tmp_path / 'samples.png') as img:
         assert img.size == (4 * 91, 4 * 19)  # one class per column: 10 wide, 2 rows, 1-pixel borders, 4x
 

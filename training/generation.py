@@ -42,8 +42,8 @@ DEFAULT_INFOGRID_MEASURE = 'literal'
 DEFAULT_INFOGRID_FLOOR = 0.5
 EDM_SIGMA_MIN = 0.002
 EDM_SIGMA_MAX = 80.0
-PROFILE_HINT = ('measure one with `python -m scripts.measure_profile --network NET --data DATA --out profile.json` '
-                'and pass --infogrid-profile profile.json')
+PROFILE_HINT = ('measure one with `python -m scripts.infonoise_profile measure --network NET --data DATA '
+                '--out profile.json` and pass --infogrid-profile profile.json')
 
 
 class GenerationError(ValueError):
@@ -145,9 +145,9 @@ def rank_batches(seeds: Sequence[int], max_batch_size: int, rank: int = 0, world
     return [b.tolist() for b in batches[rank::world_size]]
 
 
-def load_profile_file(path: str) -> dict:
-    """A profile from a JSON file (`profile_to_json` output) or the last row of an `infonoise.jsonl`."""
-    import infonoise
+def load_profile_rows(path: str) -> list[dict]:
+    """The profiles in a file, as JSON data: one from a profile JSON (`profile_to_json` output), one per line
+    (refresh) of an `infonoise.jsonl`. ValueError with one sentence for anything else."""
     with open(path, 'rb') as f:
         raw = f.read()
     try:
@@ -155,18 +155,21 @@ def load_profile_file(path: str) -> dict:
     except UnicodeDecodeError:
         raise ValueError(f'{path} is not a text file, so neither a profile JSON nor an infonoise.jsonl') from None
     try:
-        data = json.loads(text)
+        rows = [json.loads(text)]
     except ValueError:
-        lines = [ln for ln in text.splitlines() if ln.strip()]
         try:
-            data = json.loads(lines[-1]) if lines else None
+            rows = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
         except ValueError:
-            data = None
-        if data is None:
             raise ValueError(f'{path} is neither a profile JSON file nor an infonoise.jsonl log') from None
-    if not isinstance(data, dict) or 'rate' not in data or 'edges' not in data:
-        raise ValueError(f'{path} does not hold a profile (expected keys such as sigma, edges, rate)')
-    return infonoise.profile_from_json(data)
+    if not rows or not all(isinstance(r, dict) and 'rate' in r and 'edges' in r for r in rows):
+        raise ValueError(f'{path} holds no InfoNoise profile (expected keys such as sigma, edges, rate)')
+    return rows
+
+
+def load_profile_file(path: str) -> dict:
+    """A profile from a JSON file (`profile_to_json` output) or the last row of an `infonoise.jsonl`."""
+    import infonoise
+    return infonoise.profile_from_json(load_profile_rows(path)[-1])
 
 
 def snapshot_profile(snapshot: Mapping[str, Any], name: str = 'the snapshot') -> dict:

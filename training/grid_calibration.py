@@ -1,4 +1,4 @@
-"""Cheap calibration of InfoGrid's tempered construction against a fine reference (issue 10, item 2c).
+"""Cheap calibration of InfoGrid's tempered construction against a fine reference.
 
 `generate.py --infogrid-calibrate N` and `scripts/bench_infogrid.py` use this. The tempered grid
 (`infonoise.infogrid.tempered_sigma_steps`: EDM's ρ-spacing tilted by the learned information density to

@@ -1,4 +1,4 @@
-"""σ grids and the EDM ODE/SDE samplers (DESIGN.md §3.2).
+"""σ grids and the EDM ODE/SDE samplers.
 
 All samplers integrate the probability-flow ODE dx/dσ = (x − D(x; σ))/σ (EDM's Algorithm 2, with
 optional "churn": temporarily raising the noise level from t to t̂ = t(1 + γ) by adding fresh noise).

@@ -19,8 +19,8 @@ same tables, also when the run keeps only some; disk-cached), reference feature 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,8 +32,6 @@ from training.metrics.memo import Memo
 
 DNA_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 ALL_TYPES = 'all'
-_lock = threading.Lock()
-_references: dict[str, 'DNAReference'] = {}
 
 
 @dataclasses.dataclass
@@ -64,10 +62,12 @@ def load_dna_split(data: Any, split: str, all_cell_types: bool = False) -> DNASp
     return DNASplit(as_codes(dataset.sequences()), labels, list(dataset.cell_types))
 
 
-def _data_key(data: Any, split: str) -> str:
-    if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if k not in ('split', 'use_labels', 'max_size', 'random_seed')}
-    return repr((sorted(data.items()) if isinstance(data, dict) else data, split))
+def _frozen(data: Any) -> Any:
+    """A hashable form of a spec or dataset_kwargs, without the entries `load_dna_split` overrides."""
+    if not isinstance(data, dict):
+        return str(data)
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items()
+                        if k not in ('split', 'use_labels', 'max_size', 'random_seed')))
 
 
 class DNAReference:
@@ -138,13 +138,12 @@ class DNAReference:
 
 def get_reference(data: Any, split: str = 'test') -> DNAReference:
     """A process-wide DNAReference per (tables, split)."""
-    key = _data_key(data, split)
-    with _lock:
-        if key in _references:
-            return _references[key]
-    reference = DNAReference(data, split)
-    with _lock:
-        return _references.setdefault(key, reference)
+    return _reference(_frozen(data), split)
+
+
+@functools.cache
+def _reference(frozen: Any, split: str) -> DNAReference:
+    return DNAReference(dict(frozen) if isinstance(frozen, tuple) else frozen, split)
 
 
 @dataclasses.dataclass

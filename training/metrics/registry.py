@@ -1,4 +1,4 @@
-"""Metrics by name: what `train.py --metrics` and the benchmark scripts evaluate (DESIGN §3.5).
+"""Metrics by name: what `train.py --metrics` and the benchmark scripts evaluate.
 
     fd-digits   Fréchet distance in the 8x8-digit classifier's features (`digit_features`) against all real
                 digits, binarised when the run's data are binarised (builtin:digits-binary). Images [C, 8, 8].
@@ -25,6 +25,7 @@ per 1,000 sequences for motif-dna). fd-mnist trains its classifier once per mach
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 IMAGE_SIDES = {'fd-digits': 8, 'fd-mnist': 32}
 DEFAULT_BATCH = 64
 
-_memo = Memo()   # detectors and reference statistics, built once per process
+_memo = Memo()   # reference statistics, built once per process
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
@@ -141,13 +142,19 @@ def _image_reference(dataset_kwargs: Mapping[str, Any] | None, metric: str) -> s
     return f'{name}-binary' if _is_binarized(dataset_kwargs) else name
 
 
+@functools.cache
+def _detector(url: str, device: str, shape: tuple[int, ...]) -> Any:
+    """A feature detector, loaded once per process per (url, device, image shape)."""
+    from training.metrics.detector import load_detector
+    return load_detector(url, device, shape)
+
+
 def _fid(images_uint8: torch.Tensor, dataset_kwargs: Mapping[str, Any] | None, device: torch.device | str,
          detector: str | None, ref: str | None, batch: int) -> float:
     from training.metrics import frechet
-    from training.metrics.detector import INCEPTION_URL, load_detector
+    from training.metrics.detector import INCEPTION_URL
     url = detector or INCEPTION_URL
-    shape = tuple(images_uint8.shape[1:])
-    det = _memo(('detector', url, str(device), shape), lambda: load_detector(url, device, shape))
+    det = _detector(url, str(device), tuple(images_uint8.shape[1:]))
 
     def reference() -> tuple[np.ndarray, np.ndarray]:
         if ref is not None:

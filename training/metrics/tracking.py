@@ -4,7 +4,7 @@
 `every_kimg` thousand examples, counted from zero so that resumed runs keep the same points, and once
 at the end) and evaluates it with `training.metrics.registry.evaluate_metrics` (one deterministic
 sample set per evaluation, the global random state untouched, so training stays bitwise identical
-with or without metrics). Each evaluation yields one row per metric, in the format of DESIGN §3.5:
+with or without metrics). Each evaluation yields one row per metric, one JSON line of metrics.jsonl:
 
     {"kimg": float, "kex": float, "metric": NAME, "value": float, "seconds": float}
 

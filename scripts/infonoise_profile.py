@@ -1,6 +1,7 @@
-"""Measure the entropy-rate profile r(σ) = mse(σ)/σ³ of a frozen network on a dataset, or the exact
-empirical-Bayes profile of a small dataset, and write it as a profile JSON for `generate.py --infogrid-profile`.
+"""InfoNoise profiles outside training: measure one (`measure`), plot one (`plot`).
 
+`measure`: the entropy-rate profile r(σ) = mse(σ)/σ³ of a frozen network on a dataset, or the exact
+empirical-Bayes profile of a small dataset, written as a profile JSON for `generate.py --infogrid-profile`.
 Network mode uses the training estimator itself: for each of the K log-spaced bins, N noise levels are
 drawn stratified in log σ inside the bin, the per-sample unweighted error mean((D(y + σn; σ) − y)²) is
 computed on random dataset images (y in [−1, 1], EDM's scaling), and the errors go through an
@@ -11,6 +12,11 @@ Oracle mode (`--oracle`) replaces the network by the exact empirical-Bayes denoi
 (`infonoise.oracles.EmpiricalBayes`, the memorising optimum): mse_k is its Monte Carlo MMSE at the bin
 centre σ_k over N draws of (x0, ε), divided by the number of elements (the per-element convention of
 the training estimator), and goes through the same machinery.
+
+`plot`: PNGs of a profile (ρ, π, φ, u against σ), of the emergence of π over training and of σ grids (EDM vs
+InfoGrid variants at the same number of steps), from a profile JSON, a run's `infonoise.jsonl` (one profile
+per refresh; the last one is plotted) or a network snapshot with an embedded profile. Outputs go to
+--outdir: profile.png, grids.png, and emergence.png for a .jsonl.
 """
 from __future__ import annotations
 
@@ -28,17 +34,28 @@ import tqdm
 
 import infonoise
 from dnnlib import util
+from training import generation
+from training import sampler as samplers
+from training.metrics import plotting
 
 EXAMPLES = """\b
 Examples:
   # Profile of a trained snapshot on its training data (64 bins x 256 samples)
-  python -m scripts.measure_profile --network runs/00000-cifar10/network-snapshot-200000.pkl \\
+  python -m scripts.infonoise_profile measure --network runs/00000-cifar10/network-snapshot-200000.pkl \\
       --data datasets/cifar10-32x32.zip --out profile.json
   python generate.py --network NET.pkl --outdir out --infogrid-profile profile.json
 \b
   # Exact empirical-Bayes profile of 500 digits (no network)
-  python -m scripts.measure_profile --oracle --data builtin:digits --max-size 500 --out digits-oracle.json
+  python -m scripts.infonoise_profile measure --oracle --data builtin:digits --max-size 500 --out oracle.json
+\b
+  # Plots of a run's profiles, and of a profile JSON with a grid written by generate.py --grid-out
+  python -m scripts.infonoise_profile plot runs/00000-digits-demo/infonoise.jsonl --outdir runs/00000-digits-demo/plots
+  python -m scripts.infonoise_profile plot profile.json --outdir plots --steps 18 --grid grid.json
 """
+
+# The InfoGrid variants compared in grids.png: (label, measure, floor).
+INFOGRID_VARIANTS = (('InfoGrid literal', 'literal', 0.0), ('InfoGrid entropic', 'entropic', 0.0),
+                     ('InfoGrid literal + 50% log-uniform', 'literal', 0.5))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -117,10 +134,25 @@ def annotate(profile: dict, **meta: Any) -> dict:
     return out
 
 
+def compare_grids(profile: dict, num_steps: int, sigma_min: float, sigma_max: float) -> dict[str, list[float]]:
+    """EDM's ρ=7 grid, a log-uniform grid and the InfoGrid variants, each with num_steps nonzero σ's."""
+    grids = {'EDM ρ=7': samplers.edm_sigma_steps(num_steps, sigma_min, sigma_max, 7).tolist(),
+             'log-uniform': np.geomspace(sigma_max, sigma_min, num_steps).tolist() + [0.0]}
+    for label, measure, floor in INFOGRID_VARIANTS:
+        grids[label] = infonoise.infogrid_sigma_steps(profile, num_steps, sigma_min, sigma_max, measure=measure,
+                                                      floor=floor).tolist()
+    return grids
+
+
 # ---------------------------------------------------------------------------------------------------
 # CLI.
 
-@click.command(epilog=EXAMPLES, context_settings=dict(max_content_width=110))
+@click.group(epilog=EXAMPLES, context_settings=dict(max_content_width=110))
+def main() -> None:
+    """InfoNoise profiles outside training: measure one, plot one."""
+
+
+@main.command(context_settings=dict(max_content_width=110))
 @click.option('--network', metavar='PATH|URL', default=None, help='Network snapshot (not with --oracle).')
 @click.option('--data', 'data_spec', metavar='PATH|SPEC', required=True, help='Dataset: folder, zip or builtin:digits.')
 @click.option('--out', 'out_path', required=True, type=click.Path(dir_okay=False), help='Profile JSON to write.')
@@ -147,7 +179,7 @@ def annotate(profile: dict, **meta: Any) -> dict:
 @click.option('--smooth', type=click.IntRange(min=0), default=0, show_default=True, help='Log-rate smoothing passes.')
 @click.option('--seed', type=int, default=0, show_default=True, help='Random seed.')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
-def main(network: str | None, data_spec: str, out_path: str, oracle: bool, num_bins: int, sigma_min: float,
+def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, num_bins: int, sigma_min: float,
          sigma_max: float, per_bin: int, batch_size: int, max_size: int | None, use_labels: bool | None, weight: str,
          sigma_data: float | None, endpoint: str, floor: float, smooth: int, seed: int, device: str) -> None:
     """Entropy-rate profile of a network (or of the exact denoiser of a dataset) as a profile JSON."""
@@ -213,6 +245,52 @@ def main(network: str | None, data_spec: str, out_path: str, oracle: bool, num_b
         f.write((json.dumps(record, indent=1) + '\n').encode('utf-8'))
     pivot = profile.get('pivot', math.nan)
     click.echo(f'Wrote {out_path} (pivot σ = {float(pivot):.4g}).')
+
+
+@main.command(context_settings=dict(max_content_width=110))
+@click.argument('source', metavar='PROFILE.json|infonoise.jsonl|SNAPSHOT.pkl')
+@click.option('--outdir', default='.', show_default=True, type=click.Path(file_okay=False), help='Where to write PNGs.')
+@click.option('--steps', 'num_steps', type=click.IntRange(min=2), default=18, show_default=True,
+              help='Steps of the compared σ grids.')
+@click.option('--sigma-min', type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
+@click.option('--sigma-max', type=click.FloatRange(min=0, min_open=True), default=80.0, show_default=True)
+@click.option('--grid', 'grid_files', multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help='Also plot a grid written by generate.py --grid-out (repeatable).')
+def plot(source: str, outdir: str, num_steps: int, sigma_min: float, sigma_max: float,
+         grid_files: tuple[str, ...]) -> None:
+    """Plot an InfoNoise profile, its emergence over training, and σ grids."""
+    if not sigma_min < sigma_max:
+        raise click.BadParameter(f'--sigma-min {sigma_min} must be below --sigma-max {sigma_max}.')
+    if not os.path.isfile(source):
+        raise click.BadParameter(f'{source} does not exist.', param_hint='SOURCE')
+    try:
+        if source.endswith('.pkl'):
+            from training.network_io import load_network
+            snapshot = load_network(source, 'cpu')
+            rows = [infonoise.profile_to_json(generation.snapshot_profile(snapshot, name=source))]
+        else:
+            rows = generation.load_profile_rows(source)
+        profile = infonoise.profile_from_json(rows[-1])
+        grids = compare_grids(profile, num_steps, sigma_min, sigma_max)
+        for path in grid_files:
+            with open(path, 'r', encoding='utf-8') as f:
+                record = json.load(f)
+            grids[os.path.basename(path)] = record['sigma_steps'] if isinstance(record, dict) else record
+    except (ValueError, OSError, KeyError) as exc:
+        raise click.ClickException(str(exc).rstrip('.') + '.') from None
+
+    os.makedirs(outdir, exist_ok=True)
+    written = [os.path.join(outdir, 'profile.png'), os.path.join(outdir, 'grids.png')]
+    try:
+        plotting.plot_profile(profile, written[0])
+        plotting.plot_grids(grids, written[1])
+        if len(rows) > 1:
+            written.append(os.path.join(outdir, 'emergence.png'))
+            plotting.plot_emergence(rows, written[-1])
+    except ValueError as exc:
+        raise click.ClickException(str(exc).rstrip('.') + '.') from None
+    for path in written:
+        click.echo(f'Wrote {path}')
 
 
 if __name__ == '__main__':
