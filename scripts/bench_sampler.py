@@ -93,7 +93,7 @@ def bench_rival(name: str, device: torch.device, batch: int, steps: int, num_bin
     for _ in range(max(10, steps // 20)):
         train_step()
     repeats = 5
-    return _best_per_call(train_step, max(1, steps // repeats), repeats, device) * 1e6
+    return best_seconds_per_call(train_step, max(1, steps // repeats), repeats, device) * 1e6
 
 
 @click.command(epilog=EXAMPLES, context_settings=dict(show_default=True))
