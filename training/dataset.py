@@ -39,7 +39,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from dnnlib.util import EasyDict, construct_class_by_name
+from dnnlib.util import EasyDict, check_constructor_kwargs, resolve_class_name
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 ENDPOINTS = ('continuous', 'discrete')
@@ -489,7 +489,11 @@ def open_dataset(spec: str | dict, **kwargs: Any) -> Dataset:
     'binary:SPEC' (BinarizedDataset of SPEC at threshold 0.5); or a dict holding either class_name (a
     stored `dataset_kwargs`) or spec, plus kwargs. Raises ValueError / OSError with one sentence on bad input.
     """
-    return construct_class_by_name(**dataset_kwargs_from_spec(spec, **kwargs))
+    dataset_kwargs = dict(dataset_kwargs_from_spec(spec, **kwargs))
+    class_name = dataset_kwargs.pop('class_name')
+    cls = resolve_class_name(class_name, kind='dataset')   # only this project's dataset classes
+    check_constructor_kwargs(cls, (), dataset_kwargs)
+    return cls(**dataset_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
