@@ -405,6 +405,8 @@ class _SafeUnpickler(pickle._Unpickler):
         return storage
 
     def find_class(self, module: str, name: str) -> Any:
+        if module == '__builtin__':     # protocol 2 names builtins by their Python 2 module
+            module = 'builtins'
         key = (module, name)
         if key == _RECONSTRUCT:
             return self._record_from_meta
