@@ -26,7 +26,7 @@ Examples:
       --data datasets/cifar10-32x32.zip --outdir runs --sigma-dist infonoise
 \b
   # Plain EDM options (no preset), 2 CPU ranks with gloo, 12 kimg
-  torchrun --nproc_per_node=2 train.py --outdir runs --data builtin:digits --cbase 32 \\
+  torchrun --nproc_per_node=2 train.py --outdir runs --data builtin:mnist5k --cbase 32 \\
       --cres 1,2 --batch 64 --kimg 12 --device cpu
 \b
   # Continue the newest training state of a run (same options, taken from the state)

@@ -72,6 +72,9 @@ def load_image_array(f: BinaryIO, name: str = 'image') -> np.ndarray:
             array = np.asarray(img, dtype=np.uint8)
     except (OSError, SyntaxError) as exc:  # PIL reports truncated/corrupt files as OSError or SyntaxError
         raise OSError(f'Cannot decode {name}: {exc}.') from exc
+    except PIL.Image.DecompressionBombError as exc:   # far more pixels than its file size suggests
+        raise OSError(f'Cannot decode {name}: it would decode to more pixels than the safety limit '
+                      f'({PIL.Image.MAX_IMAGE_PIXELS:,} x 2; a decompression bomb).') from exc
     return array[:, :, np.newaxis] if array.ndim == 2 else array
 
 

@@ -323,8 +323,8 @@ def _type_ok(name: str, value: Any) -> bool:
         return option.default is None
     if option.type is bool:
         return isinstance(value, bool)
-    if option.type is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if option.type is float:   # NaN and infinity are refused: an infinite --lr trains NaN weights
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if option.type is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if option.type is list:
@@ -405,8 +405,13 @@ def validate_options(opts: Mapping[str, Any], world_size: int = 1) -> None:
         if option.choices is not None and value not in option.choices:
             raise OptionsError(f'{option.flag}={value!r} is not one of: {", ".join(option.choices)}.')
         if not _type_ok(option.name, value):
-            raise OptionsError(f'{option.flag}={value!r} has the wrong type (expected {option.type.__name__}).')
+            expected = 'a finite float' if option.type is float else option.type.__name__
+            raise OptionsError(f'{option.flag}={value!r} has the wrong type (expected {expected}).')
         _check_range(option, value)
+    desc = opts.get('desc')
+    if desc is not None and (not isinstance(desc, str) or any(c in desc for c in ('/', '\\', os.sep, '\0'))):
+        raise OptionsError(f'--desc={desc!r} may not contain a path separator (it becomes part of the run '
+                           f'directory name).')
     if opts.get('fp16') and opts.get('bf16'):
         raise OptionsError('--fp16 and --bf16 are alternatives; choose one.')
     if not opts.get('data'):
@@ -517,6 +522,25 @@ def run_description(opts: Mapping[str, Any], dataset_name: str, world_size: int)
     return desc
 
 
+def _check_network_geometry(network_kwargs: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
+    """OptionsError (one sentence) when the U-Net's resolution ladder does not fit the data (e.g. attention at 16
+    on 8x8 digits), before anything is built."""
+    import inspect
+    from training import networks
+    resolution = dataset.get('resolution')
+    model = networks._MODEL_TYPES.get(network_kwargs.get('model_type'))
+    if not isinstance(resolution, int) or model not in (networks.SongUNet, networks.DhariwalUNet):
+        return
+    params = inspect.signature(model).parameters
+    channel_mult = network_kwargs.get('channel_mult', params['channel_mult'].default)
+    attn = network_kwargs.get('attn_resolutions', params['attn_resolutions'].default)
+    try:
+        networks._check_geometry(model.__name__, resolution, list(channel_mult), list(attn))
+    except ValueError as err:
+        raise OptionsError(f'--data {dataset.get("name") or ""} ({resolution}x{resolution}): {err}; set '
+                           f'"attn_resolutions" in a preset\'s network_kwargs (e.g. [] for none).') from None
+
+
 def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size: int = 1) -> dict:
     """Turn resolved, validated options into `training_loop` kwargs (plain data only).
 
@@ -547,6 +571,7 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts.get('cres') is not None:
         network_kwargs['channel_mult'] = [int(c) for c in opts['cres']]
     network_kwargs.update(copy.deepcopy(opts.get('network_kwargs') or {}))
+    _check_network_geometry(network_kwargs, dataset)
     augment_kwargs = None
     if opts['augment']:
         from training.augment import edm_augment_kwargs
