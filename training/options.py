@@ -522,7 +522,7 @@ def run_description(opts: Mapping[str, Any], dataset_name: str, world_size: int)
     return desc
 
 
-def _check_network_geometry(network_kwargs: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
+def check_network_geometry(network_kwargs: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
     """OptionsError (one sentence) when the U-Net's resolution ladder does not fit the data (e.g. attention at 16
     on 8x8 digits), before anything is built."""
     import inspect
@@ -571,7 +571,6 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts.get('cres') is not None:
         network_kwargs['channel_mult'] = [int(c) for c in opts['cres']]
     network_kwargs.update(copy.deepcopy(opts.get('network_kwargs') or {}))
-    _check_network_geometry(network_kwargs, dataset)
     augment_kwargs = None
     if opts['augment']:
         from training.augment import edm_augment_kwargs
