@@ -312,3 +312,30 @@ def test_a_metric_failing_during_training_logs_one_line_and_training_goes_on(tmp
     assert len(failures) >= 1 and 'training goes on' in failures[0] and str(path) in failures[0], result.output
     assert (run_dir / 'training-state-000000.pt').is_file()
     assert checkpoint.load_training_state(str(run_dir / 'training-state-000000.pt'))['cur_nimg'] >= 32
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return print, ('this would run',)
+
+
+class _StorageRecord:
+    """A snapshot entry whose storage bytes hold a pickle that is not plain tensor data."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce__(self):
+        import torch.storage
+        return torch.storage._load_from_bytes, (self.data,)
+
+
+def test_snapshot_messages_never_quote_unsafe_advice(tmp_path):
+    import io
+    import pickle
+    inner = io.BytesIO()
+    torch.save({'x': _RunsCode()}, inner, _use_new_zipfile_serialization=False)
+    bad = tmp_path / 'bad.pkl'
+    bad.write_bytes(pickle.dumps({'ema': _StorageRecord(inner.getvalue())}, protocol=4))
+    result = gen('--network', bad, '--outdir', tmp_path / 'o', '--seeds', '0')
+    assert_one_sentence(result, 'bad.pkl', 'storage')

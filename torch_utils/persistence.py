@@ -399,7 +399,10 @@ class _SafeUnpickler(pickle._Unpickler):
     def _load_storage_from_bytes(self, data: Any) -> Any:
         if not isinstance(data, (bytes, bytearray)):
             raise pickle.UnpicklingError('malformed storage record (expected bytes).')
-        storage = torch.load(io.BytesIO(data), weights_only=True, map_location=self._map_location)
+        try:
+            storage = torch.load(io.BytesIO(data), weights_only=True, map_location=self._map_location)
+        except Exception as exc:   # reworded: torch's message advises loading the bytes unsafely
+            raise pickle.UnpicklingError('malformed storage record (its bytes are not a plain torch storage).') from exc
         if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
             raise pickle.UnpicklingError('malformed storage record (it does not hold a torch storage).')
         return storage
