@@ -257,5 +257,14 @@ def test_recorded_arguments_that_do_not_match_the_tensors_are_refused_before_the
     bad = tmp_path / 'wide.pkl'
     persistence.dump_network_pickle(snapshot, str(bad))
     # Built for real, a width of 65536 would need over 100 GiB; it is compared on the meta device first.
+    with pytest.raises(network_io.NetworkLoadError, match='far larger than the file'):
+        network_io.load_network(str(bad))
+    # Within that bound, the recorded arguments are compared with the tensors on the meta device first.
+    snapshot['ema']._init_kwargs['model_channels'] = 16
+    persistence.dump_network_pickle(snapshot, str(bad))
     with pytest.raises(network_io.NetworkLoadError, match='does not match the file|shapes in the file differ'):
+        network_io.load_network(str(bad))
+    snapshot['ema']._init_kwargs.update(model_channels=8, num_blocks=10 ** 6)
+    persistence.dump_network_pickle(snapshot, str(bad))
+    with pytest.raises(network_io.NetworkLoadError, match='num_blocks=1000000'):
         network_io.load_network(str(bad))

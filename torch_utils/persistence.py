@@ -506,6 +506,25 @@ def _check_arguments(cls: type, name: str, args: list, kwargs: dict) -> None:
         raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: {exc}') from None
 
 
+def _check_argument_sizes(name: str, args: list, kwargs: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse recorded integers (widths, block counts, ...) far beyond what the file's tensors can hold, before
+    even the meta-device build: 1e6 blocks would cost minutes and gigabytes of Python objects to lay out."""
+    largest = max((int(d) for t in tensors.values() for d in t.shape), default=0)
+    limit = max(4096, 4 * largest, 4 * len(tensors))
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limit:
+            raise pickle.UnpicklingError(f'{name}: recorded argument {key}={value} is far larger than the file\'s '
+                                         f'tensors allow (at most {limit}); refusing to build it.')
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                walk(key, item)
+    for index, value in enumerate(args):
+        walk(f'#{index}', value)
+    for key, value in kwargs.items():
+        walk(key, value)
+
+
 def _check_on_meta(cls: type, name: str, args: list, kwargs: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Build the network on the meta device (no memory for its tensors) and compare it with the file's tensors,
     so that recorded arguments that do not match the file (e.g. a huge width) are refused before the real build."""
@@ -535,6 +554,7 @@ def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device
     tensors: dict[str, torch.Tensor] = {}
     if module_record:
         _gather_tensors(record, '', tensors)
+        _check_argument_sizes(name, args, kwargs, tensors)
         _check_on_meta(cls, name, args, kwargs, tensors)
     try:
         with torch.random.fork_rng(devices=[]):  # loading must not disturb the caller's random stream
