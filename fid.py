@@ -18,8 +18,8 @@ import tqdm
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import generation
-from training.cli_common import (init_distributed, load_snapshot, rank0_first, sampler_options_from_cli,
-                                 sampling_options, seeds_callback)
+from training.cli_common import (GRID_OVERFLOW, MAX_SEEDS, check_sigma_steps, init_distributed, load_snapshot, rank0_first,
+                                 sampler_options_from_cli, sampling_options, seeds_callback, write_error)
 from training.dataset import open_dataset
 from training.networks import data_shape
 from training.metrics import frechet
@@ -47,7 +47,10 @@ Examples:
 def _detector_option(f):
     return click.option('--detector', 'detector_url', metavar='PATH|URL', default=INCEPTION_URL, show_default=True,
                         help='Feature detector: a TorchScript file or a pickle, called as '
-                             'det(uint8 NCHW, return_features=True) -> [N, D].')(f)
+                             'det(uint8 NCHW, return_features=True) -> [N, D]. A TorchScript detector is code: '
+                             'it runs with your rights (it can read and write your files), so pass only files you '
+                             'trust. Pickles load without running code; the pinned Inception-v3 URL runs only if '
+                             'its SHA-256 matches.')(f)
 
 
 def _common_options(f):
@@ -63,7 +66,14 @@ def _common_options(f):
 def _load_ref(ref_path: str) -> tuple[np.ndarray, np.ndarray]:
     def load():
         with util.open_url(ref_path) as f:
-            return frechet.load_reference_stats(io.BytesIO(f.read()), name=ref_path)
+            data = f.read()
+        try:
+            return frechet.load_reference_stats(io.BytesIO(data), name=ref_path)
+        except ValueError as exc:
+            if 'allow_pickle' in str(exc) or 'pickle' in str(exc).lower():   # never pass on advice to load unsafely
+                raise ValueError(f'{ref_path} holds Python objects instead of plain numeric arrays mu and sigma; '
+                                 f'they are refused because loading them could run code.') from None
+            raise
     return rank0_first(load)
 
 
@@ -74,12 +84,26 @@ def _open_dataset(path: str, **kwargs: Any):
         raise click.ClickException(str(exc)) from None
 
 
+def _check_finite_stats(mu: np.ndarray, sigma: np.ndarray, what: str) -> None:
+    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
+        raise click.ClickException(f'{what} hold non-finite statistics (NaN or infinity); no FID can be computed.')
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for an error, also from a DataLoader worker (whose message embeds a traceback)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and any('Original Traceback' in ln for ln in lines):
+        last = lines[-1]
+        return last.split(': ', 1)[1] if ': ' in last else last
+    return lines[0] if lines else type(exc).__name__
+
+
 def _stats(batches, detector, total: int, device: torch.device, desc: str) -> tuple[np.ndarray, np.ndarray]:
     progress = tqdm.tqdm(batches, total=total, unit='batch', desc=desc, disable=dist.get_rank() != 0)
     try:
         return frechet.compute_stats(progress, detector, detector.feature_dim, device)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ValueError, OSError) as exc:   # a bad detector output, an undecodable image (or a decompression bomb)
+        raise click.ClickException(_reason(exc)) from None
 
 
 @click.group()
@@ -97,7 +121,7 @@ def main() -> None:
 @click.option('--images', 'image_path', metavar='DIR|ZIP', default=None, help='Generated images (folder or zip).')
 @click.option('--network', metavar='PATH|URL', default=None, help='Or: a network snapshot to sample in memory.')
 @click.option('--ref', 'ref_path', metavar='NPZ|URL', required=True, help='Reference statistics (mu, sigma).')
-@click.option('--num', 'num_expected', type=click.IntRange(min=2), default=None, show_default=str(DEFAULT_NUM),
+@click.option('--num', 'num_expected', type=click.IntRange(min=2, max=MAX_SEEDS), default=None, show_default=str(DEFAULT_NUM),
               help='Number of images to evaluate (with --network and --seeds: at most len(seeds)).')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of the random subset when --images '
               'holds more than --num images.')
@@ -120,6 +144,7 @@ def calc(image_path: str | None, network: str | None, ref_path: str, num_expecte
     device_t = init_distributed(device)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     mu_ref, sigma_ref = _load_ref(ref_path)
+    _check_finite_stats(mu_ref, sigma_ref, f'The reference {ref_path}')
 
     if image_path is not None:
         num = DEFAULT_NUM if num_expected is None else num_expected
@@ -133,9 +158,11 @@ def calc(image_path: str | None, network: str | None, ref_path: str, num_expecte
         opts = sampler_options_from_cli(kwargs, snapshot, network)
         try:
             generation.validate(net, opts, class_idx)
-            sigma_steps = generation.resolve_sigma_steps(net, opts)
+            sigma_steps = check_sigma_steps(generation.resolve_sigma_steps(net, opts))
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
+        except OverflowError:
+            raise click.ClickException(GRID_OVERFLOW) from None
         if seeds is None:
             seeds = list(range(DEFAULT_NUM if num_expected is None else num_expected))
         elif num_expected is not None:
@@ -164,6 +191,7 @@ def calc(image_path: str | None, network: str | None, ref_path: str, num_expecte
         dist.print0(f'Sampling and computing features of {len(seeds)} images from "{network}" ...')
     mu, sigma = _stats(batches, detector, total, device_t, 'features')
     if rank == 0:
+        _check_finite_stats(mu, sigma, 'The features of the generated images')
         try:
             fid = frechet.frechet_distance(mu, sigma, mu_ref, sigma_ref)
         except ValueError as exc:
@@ -192,9 +220,13 @@ def ref(dataset_path: str, dest_path: str, detector_url: str, max_batch_size: in
     dist.print0(f'Computing reference statistics of {len(dataset)} images from "{dataset_path}" ...')
     mu, sigma = _stats(batches, detector, total, device_t, 'features')
     if rank == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(dest_path)), exist_ok=True)
-        with util.atomic_write(dest_path) as f:
-            frechet.save_reference_stats(f, mu, sigma)
+        _check_finite_stats(mu, sigma, f'The features of {dataset_path}')
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(dest_path)), exist_ok=True)
+            with util.atomic_write(dest_path) as f:
+                frechet.save_reference_stats(f, mu, sigma)
+        except OSError as exc:
+            raise write_error(exc, dest_path) from None
         print(f'Saved {dest_path}')
     dist.barrier()
 
@@ -239,9 +271,12 @@ def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: s
         raise click.ClickException(str(exc)) from None
     print(dna_eval.format_report(report))
     if json_path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-        with util.atomic_write(json_path) as f:
-            f.write(json.dumps(dataclasses.asdict(report), indent=2).encode())
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+            with util.atomic_write(json_path) as f:
+                f.write(json.dumps(dataclasses.asdict(report), indent=2).encode())
+        except OSError as exc:
+            raise write_error(exc, json_path) from None
 
 
 if __name__ == '__main__':

@@ -21,8 +21,9 @@ import tqdm
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import fasta, generation
-from training.cli_common import (init_distributed, load_snapshot, sampler_options_from_cli, sampling_options,
-                                 seeds_callback)
+from training.cli_common import (GRID_OVERFLOW, FiniteFloatRange, check_sigma_steps, init_distributed, load_snapshot,
+                                 prepare_output_dir, sampler_options_from_cli, sampling_options, seeds_callback,
+                                 write_error)
 from training.guidance import GuidedDenoiser, check_guidance
 
 EXAMPLES = """\b
@@ -78,7 +79,7 @@ def write_grid(path: str, sigma_steps: torch.Tensor, opts: generation.SamplerOpt
 @click.option('--class', 'class_spec', metavar='INT|NAME', default=None,
               help='Class index, or a class name of a DNA snapshot (K562 or K562_ENCLB843GMH)  '
                    '[default: random per seed]')
-@click.option('--guidance', type=click.FloatRange(min=0), default=1, show_default=True,
+@click.option('--guidance', type=FiniteFloatRange(min=0), default=1, show_default=True,
               help='Classifier-free guidance weight W: D_uncond + W·(D_cond − D_uncond); 1 = plain conditional. '
                    'Needs a conditional net trained with label dropout.')
 @click.option('--batch', 'max_batch_size', type=click.IntRange(min=1), default=64, show_default=True,
@@ -123,16 +124,22 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
                                'ablation options (--solver/--disc/--schedule/--scaling without --infogrid).')
     try:
         generation.validate(net, opts, class_idx)
-        sigma_steps = generation.resolve_sigma_steps(net, opts)
+        sigma_steps = check_sigma_steps(generation.resolve_sigma_steps(net, opts))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    except OverflowError:
+        raise click.ClickException(GRID_OVERFLOW) from None
+    prepare_output_dir(outdir)   # an unwritable or impossible --outdir fails before any sampling
     sequences = generation.is_sequence_net(net)
     if not sequences and net.img_channels not in (1, 2, 3, 4):
         raise click.ClickException(f'Cannot save {net.img_channels}-channel images as PNG.')
 
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if rank == 0 and grid_out is not None:
-        write_grid(grid_out, sigma_steps, opts)
+        try:
+            write_grid(grid_out, sigma_steps, opts)
+        except OSError as exc:
+            raise write_error(exc, grid_out) from None
     if verbose:
         record = generation.grid_record(opts, sigma_steps)
         how = ', '.join(f'{k}={v}' for k, v in record.items() if k not in ('sigma_steps', 'calibration'))
@@ -148,18 +155,21 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
                                          device_t, sigma_steps)
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
     dist.print0(f'Generating {len(seeds)} images to "{outdir}" ...')
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        pending = []
-        for batch_seeds, images in tqdm.tqdm(batches, total=num_batches, unit='batch', disable=rank != 0):
-            images_np = images.permute(0, 2, 3, 1).cpu().numpy()
-            done = [p for p in pending if p.done()]
-            for p in done:
-                p.result()  # surface write errors early
-            pending = [p for p in pending if p not in done]
-            pending += [pool.submit(_write_png, generation.image_path(outdir, s, subdirs), img)
-                        for s, img in zip(batch_seeds, images_np)]
-        for p in pending:
-            p.result()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            pending = []
+            for batch_seeds, images in tqdm.tqdm(batches, total=num_batches, unit='batch', disable=rank != 0):
+                images_np = images.permute(0, 2, 3, 1).cpu().numpy()
+                done = [p for p in pending if p.done()]
+                for p in done:
+                    p.result()  # surface write errors early
+                pending = [p for p in pending if p not in done]
+                pending += [pool.submit(_write_png, generation.image_path(outdir, s, subdirs), img)
+                            for s, img in zip(batch_seeds, images_np)]
+            for p in pending:
+                p.result()
+    except OSError as exc:   # full disk, unwritable folder, a name too long: one sentence
+        raise write_error(exc, outdir) from None
     if world_size > 1:
         dist.barrier()
     dist.print0('Done.')

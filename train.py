@@ -26,7 +26,7 @@ Examples:
       --data datasets/cifar10-32x32.zip --outdir runs --sigma-dist infonoise
 \b
   # Plain EDM options (no preset), 2 CPU ranks with gloo, 12 kimg
-  torchrun --nproc_per_node=2 train.py --outdir runs --data builtin:digits --cbase 32 \\
+  torchrun --nproc_per_node=2 train.py --outdir runs --data builtin:mnist5k --cbase 32 \\
       --cres 1,2 --batch 64 --kimg 12 --device cpu
 \b
   # Continue the newest training state of a run (same options, taken from the state)
@@ -146,6 +146,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     # Dataset: open once to validate it and learn its shape.
     dataset = _open_dataset(opts)
     config = opt_lib.build_config(opts, dataset, world_size)
+    opt_lib.check_network_geometry(config['network_kwargs'], dataset)   # e.g. attention at 16 on 8x8 data
     if resume_path is not None:
         if header['cur_nimg'] >= config['total_kimg'] * 1000:
             if plan.run_dir is not None and _same_dir(os.path.dirname(resume_path), plan.run_dir):

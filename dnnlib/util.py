@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import hashlib
 import importlib
 import io
@@ -103,9 +102,76 @@ def call_func_by_name(*args: Any, func_name: str, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
 
+# The one fixed table of classes a stored or preset `class_name` may name: module -> its public classes
+# (a class defined in that module, or for the `infonoise` package in one of its submodules). Names come
+# from files (training states, snapshots, presets), so nothing outside this table is ever imported or called.
+CONSTRUCTIBLE_MODULES: dict[str, str] = {
+    'training.networks': 'network',
+    'training.networks_dna': 'network',
+    'training.loss': 'loss',
+    'training.augment': 'augmentation',
+    'training.dataset': 'dataset',
+    'training.dataset_discrete': 'dataset',
+    'training.mnist5k': 'dataset',
+    'infonoise': 'σ-sampler',
+}
+CONSTRUCTIBLE_EXTRA: frozenset[str] = frozenset({'torch.optim.Adam', 'torch.optim.AdamW', 'torch.optim.SGD'})
+
+
+def resolve_class_name(class_name: Any, kind: str | None = None) -> type:
+    """The class a stored `class_name` names, if it is on this project's fixed table; else ValueError.
+
+    The name is checked as a string before anything is imported: its module must be a key of
+    `CONSTRUCTIBLE_MODULES` (or the whole name one of `CONSTRUCTIBLE_EXTRA`) and the last part a public
+    identifier; the object found must be a class defined there. `kind` ('network', 'dataset', 'loss',
+    'augmentation', 'σ-sampler') further restricts the module.
+    """
+    if not isinstance(class_name, str):
+        raise ValueError(f'class_name must be a string naming one of this project\'s classes, got '
+                         f'{type(class_name).__name__}.')
+    module_name, _, attr = class_name.rpartition('.')
+    allowed = class_name in CONSTRUCTIBLE_EXTRA and kind is None
+    if not allowed and module_name in CONSTRUCTIBLE_MODULES and attr.isidentifier() and not attr.startswith('_'):
+        allowed = kind is None or CONSTRUCTIBLE_MODULES[module_name] == kind
+    if not allowed:
+        what = f'{kind} class' if kind else 'class'
+        raise ValueError(f'Refusing class_name {class_name!r}: it is not a {what} of this project, and names from '
+                         f'files are never imported or called.')
+    cls = getattr(importlib.import_module(module_name), attr, None)
+    home = getattr(cls, '__module__', '') or ''
+    if class_name in CONSTRUCTIBLE_EXTRA:
+        ok = isinstance(cls, type)
+    else:
+        ok = isinstance(cls, type) and (home == module_name or (module_name == 'infonoise'
+                                                                and home.startswith('infonoise.')))
+    if not ok:
+        raise ValueError(f'Refusing class_name {class_name!r}: it is not a class defined in {module_name}.')
+    return cls
+
+
+def check_constructor_kwargs(cls: type, args: tuple = (), kwargs: dict | None = None) -> None:
+    """ValueError (one sentence) unless `cls(*args, **kwargs)` matches the constructor's parameters."""
+    import inspect
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*args, **(kwargs or {}))
+    except TypeError as exc:
+        raise ValueError(f'{cls.__name__} does not take these arguments: {exc}.') from None
+
+
 def construct_class_by_name(*args: Any, class_name: str, **kwargs: Any) -> Any:
-    """Instantiate the class named by `class_name` with the remaining arguments."""
-    return call_func_by_name(*args, func_name=class_name, **kwargs)
+    """Instantiate the class named by `class_name` with the remaining arguments.
+
+    Only classes on this project's fixed table (`resolve_class_name`) can be named, because stored
+    configurations (training states, snapshots' dataset_kwargs, presets) reach this function; the
+    arguments are checked against the constructor's parameters before it is called.
+    """
+    cls = resolve_class_name(class_name)
+    check_constructor_kwargs(cls, args, kwargs)
+    return cls(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -310,9 +376,17 @@ def _safe_file_name(url: str) -> str:
     return re.sub(r'[^0-9a-zA-Z._-]', '_', name)[:128]
 
 
-def _find_cached(cache_dir: str, url_md5: str) -> str | None:
-    hits = sorted(p for p in glob.glob(os.path.join(glob.escape(cache_dir), url_md5 + '_*')) if not p.endswith('.tmp'))
-    return hits[0] if hits else None
+def cache_file_path(url: str, cache_dir: str | None = None) -> str:
+    """The exact cache file of an http(s) URL: `<cache_dir>/<md5 of the URL>_<sanitised file name>`."""
+    if cache_dir is None:
+        cache_dir = make_cache_dir_path('downloads')
+    return os.path.join(cache_dir, f'{_url_md5(url)}_{_safe_file_name(url)}')
+
+
+def _find_cached(cache_dir: str, url: str) -> str | None:
+    # Only the exact name is served: any other '<md5>_*' file in a shared folder could shadow the download.
+    path = cache_file_path(url, cache_dir)
+    return path if os.path.isfile(path) else None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -407,9 +481,8 @@ def open_url(
     level = logging.INFO if verbose else logging.DEBUG
     if cache_dir is None:
         cache_dir = make_cache_dir_path('downloads')
-    url_md5 = _url_md5(url)
     if cache:
-        cached = _find_cached(cache_dir, url_md5)
+        cached = _find_cached(cache_dir, url)
         if cached is not None:
             _log.log(level, 'using cached %s for %s', cached, url)
             return cached if return_filename else open(cached, 'rb')
@@ -420,7 +493,7 @@ def open_url(
         return io.BytesIO(data)
 
     os.makedirs(cache_dir, exist_ok=True)
-    target = os.path.join(cache_dir, f'{url_md5}_{_safe_file_name(url)}')
+    target = cache_file_path(url, cache_dir)
     with atomic_write(target) as f:
         f.write(data)
     _log.log(level, 'saved %s (%d bytes)', target, len(data))

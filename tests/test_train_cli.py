@@ -276,7 +276,7 @@ def test_resume_of_missing_file_or_empty_run_dir(tmp_path):
     run_dir = tmp_path / 'run'
     run_dir.mkdir()
     (run_dir / '.training-state-000004.pt.1234.tmp').write_bytes(b'partial')
-    result = invoke(['--outdir', out, '--data', 'builtin:digits', '--resume', run_dir, '--dry-run'])
+    result = invoke(['--outdir', out, '--preset', 'digits-demo', '--resume', run_dir, '--dry-run'])
     assert result.exit_code == 0 and 'holds no training state yet; starting a new run there' in result.output
     fake = run_dir / 'training-state-000004.pt'
     fake.write_bytes(b'definitely not a torch file')

@@ -50,9 +50,41 @@ from dnnlib.util import EasyDict
 _FORMAT_VERSION = 6                     # EDM's persistence format version
 _RECONSTRUCT = ('torch_utils.persistence', '_reconstruct_persistent_obj')
 
-pinned_urls = frozenset({
-    'https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/inception-2015-12-05.pkl',
-})
+# Pinned files the trusted path may run: URL -> SHA-256 of the file's content (lower-case hex).
+# The Inception-v3 detector's digest could not be obtained where this was written (no network, no published
+# digest found); None means "not recorded", and such a file is refused unless the user vouches for the exact
+# content by putting its digest in the environment variable TRUSTED_SHA256_ENV (a comma-separated list).
+# Record the digest here (sha256sum of a copy downloaded from the URL) to make the pin complete.
+pinned_sha256: dict[str, str | None] = {
+    'https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/inception-2015-12-05.pkl':
+        None,
+}
+pinned_urls = frozenset(pinned_sha256)
+TRUSTED_SHA256_ENV = 'INFONOISE_TRUSTED_SHA256'
+
+
+class PinnedFileError(ValueError):
+    """A pinned file's content does not have the recorded SHA-256 (or none is recorded); one sentence."""
+
+
+def check_pinned_content(url: str, data: bytes, name: str | None = None) -> None:
+    """Raise PinnedFileError unless `data` is the pinned content of `url` (its SHA-256 matches the pin).
+
+    Only after this check may `load_trusted_pickle` run the file. `name` (the local file) is named in the message.
+    """
+    if url not in pinned_sha256:
+        raise PinnedFileError(f'{url} is not a pinned file; it cannot be loaded with the trusted (code-running) path.')
+    digest = hashlib.sha256(data).hexdigest()
+    wanted = {pinned_sha256[url]} if pinned_sha256[url] else set()
+    wanted |= {d.strip().lower() for d in os.environ.get(TRUSTED_SHA256_ENV, '').split(',') if d.strip()}
+    if digest not in wanted:
+        where = name or url
+        if not wanted:
+            raise PinnedFileError(f'Refusing to run {where}: no SHA-256 is recorded for {url} in this project, so its '
+                                  f'content (SHA-256 {digest}) cannot be verified; if you downloaded it yourself from '
+                                  f'that URL, set {TRUSTED_SHA256_ENV}={digest}.')
+        raise PinnedFileError(f'Refusing to run {where}: its SHA-256 {digest} is not the pinned digest of {url} '
+                              f'(the file was altered or planted; delete it to download it again).')
 
 _persistent_classes: set[type] = set()
 _classes_by_name: dict[str, list[type]] = {}
@@ -297,6 +329,16 @@ def _safe_copyreg_reconstructor(cls, base, state):
     return cls.__new__(cls)
 
 
+def _safe_bytearray(data: Any = b'', encoding: str | None = None) -> bytearray:
+    """bytearray from the bytes (or latin-1 text) stored in the file, never from a size: a 32-byte file must not
+    allocate half a gigabyte."""
+    if isinstance(data, bytes) and encoding is None:
+        return bytearray(data)
+    if isinstance(data, str) and encoding in ('latin-1', 'latin1'):
+        return bytearray(data, 'latin-1')
+    raise pickle.UnpicklingError('refusing a bytearray built from anything but the bytes stored in the file.')
+
+
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     table: dict[tuple[str, str], Any] = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype}
     for module_name in ('numpy.core.multiarray', 'numpy._core.multiarray'):
@@ -311,7 +353,7 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ('builtins', 'frozenset'): frozenset,
     ('builtins', 'slice'): slice,
     ('builtins', 'complex'): complex,
-    ('builtins', 'bytearray'): bytearray,
+    ('builtins', 'bytearray'): _safe_bytearray,
     ('_codecs', 'encode'): _safe_codecs_encode,
     ('copyreg', '_reconstructor'): _safe_copyreg_reconstructor,
     ('dnnlib.util', 'EasyDict'): EasyDict,
@@ -325,8 +367,29 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only whitelisted globals and turns persistent records into placeholders."""
+# Objects whose attributes are shared by the whole process: a BUILD opcode must never target them (setattr on
+# the EasyDict class, a safe-listed function or a placeholder class would change every later load and use).
+_SHARED_OBJECT_TYPES = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType,
+                        functools.partial)
+
+
+class _SafeUnpickler(pickle._Unpickler):
+    """Unpickler that resolves only whitelisted globals and turns persistent records into placeholders.
+
+    The pure-Python unpickler is used so that BUILD can be checked: its target must be an instance created
+    by this load, never a class or a function from the safe list.
+    """
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def _load_build_checked(self) -> None:
+        target = self.stack[-2] if len(self.stack) >= 2 else None
+        if isinstance(target, _SHARED_OBJECT_TYPES) or target is None:
+            name = getattr(target, '__qualname__', type(target).__name__)
+            raise pickle.UnpicklingError(f'refusing to set attributes on {name}: the file may only fill in objects '
+                                         f'it creates, never shared classes or functions.')
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = _load_build_checked
 
     def __init__(self, f: BinaryIO, map_location: torch.device, class_map: Mapping[str, type]) -> None:
         super().__init__(f)
@@ -336,12 +399,17 @@ class _SafeUnpickler(pickle.Unpickler):
     def _load_storage_from_bytes(self, data: Any) -> Any:
         if not isinstance(data, (bytes, bytearray)):
             raise pickle.UnpicklingError('malformed storage record (expected bytes).')
-        storage = torch.load(io.BytesIO(data), weights_only=True, map_location=self._map_location)
+        try:
+            storage = torch.load(io.BytesIO(data), weights_only=True, map_location=self._map_location)
+        except Exception as exc:   # reworded: torch's message advises loading the bytes unsafely
+            raise pickle.UnpicklingError('malformed storage record (its bytes are not a plain torch storage).') from exc
         if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
             raise pickle.UnpicklingError('malformed storage record (it does not hold a torch storage).')
         return storage
 
     def find_class(self, module: str, name: str) -> Any:
+        if module == '__builtin__':     # protocol 2 names builtins by their Python 2 module
+            module = 'builtins'
         key = (module, name)
         if key == _RECONSTRUCT:
             return self._record_from_meta
@@ -397,9 +465,8 @@ def _short(items: list[str], limit: int = 8) -> str:
     return ', '.join(items[:limit]) + (f', ... ({len(items)} in all)' if len(items) > limit else '')
 
 
-@torch.no_grad()
-def _load_tensors_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], class_name: str) -> None:
-    own = module.state_dict(keep_vars=True)
+def _check_tensors_match(own: Mapping[str, torch.Tensor], tensors: dict[str, torch.Tensor], class_name: str) -> None:
+    """UnpicklingError unless the file's tensors have exactly the keys and shapes of the rebuilt network."""
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     if missing or unexpected:
@@ -414,11 +481,60 @@ def _load_tensors_strict(module: torch.nn.Module, tensors: dict[str, torch.Tenso
     if wrong:
         raise pickle.UnpicklingError(f'{class_name}: tensor shapes in the file differ from the rebuilt network '
                                      f'(file vs ours: {_short(wrong)}).')
+
+
+@torch.no_grad()
+def _load_tensors_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], class_name: str) -> None:
+    own = module.state_dict(keep_vars=True)
+    _check_tensors_match(own, tensors, class_name)
     params = {id(p) for p in module.parameters()}
     for key, target in own.items():
         target.copy_(tensors[key])
         if id(target) in params:
             target.requires_grad_(tensors[key].requires_grad)
+
+
+def _check_arguments(cls: type, name: str, args: list, kwargs: dict) -> None:
+    """The recorded arguments must fit the constructor's parameters (checked before anything is built)."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: {exc}') from None
+
+
+def _check_argument_sizes(name: str, args: list, kwargs: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse recorded integers (widths, block counts, ...) far beyond what the file's tensors can hold, before
+    even the meta-device build: 1e6 blocks would cost minutes and gigabytes of Python objects to lay out."""
+    largest = max((int(d) for t in tensors.values() for d in t.shape), default=0)
+    limit = max(4096, 4 * largest, 4 * len(tensors))
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limit:
+            raise pickle.UnpicklingError(f'{name}: recorded argument {key}={value} is far larger than the file\'s '
+                                         f'tensors allow (at most {limit}); refusing to build it.')
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                walk(key, item)
+    for index, value in enumerate(args):
+        walk(f'#{index}', value)
+    for key, value in kwargs.items():
+        walk(key, value)
+
+
+def _check_on_meta(cls: type, name: str, args: list, kwargs: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Build the network on the meta device (no memory for its tensors) and compare it with the file's tensors,
+    so that recorded arguments that do not match the file (e.g. a huge width) are refused before the real build."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device('meta'):
+            probe = cls(*args, **kwargs)
+    except Exception as exc:
+        raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: '
+                                     f'{type(exc).__name__}: {exc}') from exc
+    _check_tensors_match(probe.state_dict(keep_vars=True), tensors, name)
 
 
 def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device,
@@ -428,9 +544,18 @@ def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device
     kwargs = record.state.get('_init_kwargs')
     if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
         raise pickle.UnpicklingError(f'persistent record {name} lacks its recorded constructor arguments.')
+    if not all(isinstance(key, str) for key in kwargs):
+        raise pickle.UnpicklingError(f'persistent record {name} has constructor argument names that are not strings.')
     args = _materialize(list(args), memo, device, class_map)
     kwargs = _materialize(dict(kwargs), memo, device, class_map)
     cls = class_map[name]
+    _check_arguments(cls, name, args, kwargs)
+    module_record = isinstance(cls, type) and issubclass(cls, torch.nn.Module) and _is_module_record(record)
+    tensors: dict[str, torch.Tensor] = {}
+    if module_record:
+        _gather_tensors(record, '', tensors)
+        _check_argument_sizes(name, args, kwargs, tensors)
+        _check_on_meta(cls, name, args, kwargs, tensors)
     try:
         with torch.random.fork_rng(devices=[]):  # loading must not disturb the caller's random stream
             obj = cls(*args, **kwargs)
@@ -438,8 +563,8 @@ def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device
         raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: '
                                      f'{type(exc).__name__}: {exc}') from exc
     if isinstance(obj, torch.nn.Module) and _is_module_record(record):
-        tensors: dict[str, torch.Tensor] = {}
-        _gather_tensors(record, '', tensors)
+        if not module_record:
+            _gather_tensors(record, '', tensors)
         _load_tensors_strict(obj, tensors, name)
         obj.train(bool(record.state.get('training', True)))
         obj.to(device)
@@ -531,12 +656,12 @@ def _module_for_source(src: str) -> types.ModuleType:
 
 
 def _trusted_reconstruct(meta: Any) -> Any:
-    meta = EasyDict(_check_meta(meta))
-    module = _module_for_source(meta.module_src)
-    cls = module.__dict__.get(meta.class_name)
+    meta = _check_meta(meta)   # read by key: attributes of a shared class (e.g. EasyDict) are never consulted
+    module = _module_for_source(meta.get('module_src', ''))
+    cls = module.__dict__.get(meta['class_name'])
     if not isinstance(cls, type):
-        raise pickle.UnpicklingError(f'the embedded source defines no class {meta.class_name}.')
-    return _instantiate(persistent_class(cls), meta.state)
+        raise pickle.UnpicklingError(f'the embedded source defines no class {meta["class_name"]}.')
+    return _instantiate(persistent_class(cls), meta['state'])
 
 
 class _TrustedUnpickler(pickle.Unpickler):

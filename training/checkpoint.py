@@ -144,15 +144,101 @@ def load_training_state(path: str, mmap: bool = False) -> dict:
     try:
         state = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated file, wrong format, refused by the weights-only unpickler
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = safe_reason(exc)
         raise _unreadable(f'Cannot read training state {path}: {first}', first) from exc
     if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
         raise _unreadable(f'{path} is not a training state written by this project\'s train.py.',
                           'not a training state of this project')
-    if int(state.get('version', -1)) > STATE_VERSION:
-        raise _unreadable(f'{path} has training-state version {state.get("version")}, newer than this '
-                          f'code understands ({STATE_VERSION}).', f'version {state.get("version")} is too new')
+    version = state.get('version', -1)
+    if not isinstance(version, int) or isinstance(version, bool) or version > STATE_VERSION:
+        raise _unreadable(f'{path} has training-state version {version!r}, newer than this '
+                          f'code understands ({STATE_VERSION}).', f'version {version!r} is not understood')
+    problem = _state_problem(state)
+    if problem is not None:
+        raise _unreadable(f'{path} is a malformed training state ({problem}).', f'malformed: {problem}')
     return state
+
+
+def safe_reason(exc: BaseException) -> str:
+    """First line of an error message, never passing on a library's advice to load a file unsafely
+    (PyTorch's weights_only=False, NumPy's allow_pickle=True)."""
+    text = str(exc).strip()
+    if re.search(r'weights_only|allow_pickle|unsafe|trust the source', text, re.IGNORECASE):
+        return ('it holds Python objects other than plain data (tensors, numbers, strings, lists, dicts), which '
+                'are refused because loading them could run code from the file')
+    return (text.splitlines() or [type(exc).__name__])[0].rstrip('.')
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tensor_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _rng_problem(rng: Any) -> str | None:
+    """Why a per-rank RNG state (misc.get_rng_state layout) cannot be restored; None when it can.
+    Checked on throwaway generators, so the process's own streams are untouched."""
+    import random
+    import numpy as np
+    if not isinstance(rng, dict):
+        return 'an RNG state is not a dict'
+    try:
+        version, internal, gauss = rng['python']
+        random.Random().setstate((int(version), tuple(int(v) for v in internal), gauss))
+        npst = rng['numpy']
+        keys = np.asarray(torch.as_tensor(npst['keys']).numpy(), dtype=np.uint32)
+        np.random.RandomState().set_state((npst['kind'], keys, int(npst['pos']), int(npst['has_gauss']),
+                                           float(npst['cached_gaussian'])))
+        torch.Generator().set_state(torch.as_tensor(rng['torch'], dtype=torch.uint8).cpu())
+    except Exception as exc:
+        return f'an RNG state cannot be restored: {safe_reason(exc)}'
+    return None
+
+
+def _state_problem(state: dict) -> str | None:
+    """What is missing or of the wrong kind in a loaded training state (None: the layout is sound)."""
+    for key in ('cur_nimg', 'cur_tick'):
+        if not _is_int(state.get(key)) or state[key] < 0:
+            return f'{key} is not a non-negative integer'
+    for key in ('config',):
+        if not isinstance(state.get(key), dict):
+            return f'{key} is missing or not a dict'
+    if state.get('options') is not None and not isinstance(state['options'], dict):
+        return 'options is not a dict'
+    for key in ('net', 'ema'):
+        if not _tensor_dict(state.get(key)):
+            return f'{key} is missing or not a dict of tensors'
+    optimizer = state.get('optimizer')
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get('state'), dict) \
+            or not isinstance(optimizer.get('param_groups'), list):
+        return 'optimizer is missing or not an optimizer state'
+    ranks = state.get('ranks')
+    if not isinstance(ranks, list) or not ranks or not all(isinstance(r, dict) for r in ranks):
+        return 'ranks is missing or not a list of per-rank dicts'
+    for rank_state in ranks:
+        problem = _rng_problem(rank_state.get('rng'))
+        if problem is not None:
+            return problem
+    data = state.get('data')
+    if data is not None:
+        if not isinstance(data, dict) or not all(_is_int(data.get(k)) and data[k] >= 0
+                                                 for k in ('position', 'pass_start', 'size')):
+            return 'the data-stream state is not a dict with non-negative position, pass_start and size'
+        order = data.get('order')
+        if order is not None and not (isinstance(order, torch.Tensor) and order.ndim == 1
+                                      and not order.is_floating_point()):
+            return 'the data-stream order is not a 1-D integer tensor'
+        rng = data.get('rng')
+        if rng is not None:
+            try:
+                from torch_utils.misc import _rng_state_from_plain
+                import numpy as np
+                np.random.RandomState().set_state(_rng_state_from_plain(rng))
+            except Exception as exc:
+                return f'the data-stream RNG state cannot be restored: {safe_reason(exc)}'
+    return None
 
 
 def _unreadable(message: str, reason: str) -> CheckpointError:

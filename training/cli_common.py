@@ -7,6 +7,7 @@ errors into click errors on every rank.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable
 
 import click
@@ -17,7 +18,30 @@ from training import generation
 from training.network_io import load_network
 
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN (and infinity unless `allow_inf`): such values pass a range
+    check silently and then produce black images or overflow later."""
+
+    def __init__(self, *args: Any, allow_inf: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allow_inf = allow_inf
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number) or (math.isinf(number) and not self.allow_inf):
+            self.fail(f'{value!r} is not a finite number.', param, ctx)
+        return number
+
+
+# σ levels above this overflow float32 when squared (c_in, c_skip and the loss weight use σ²).
+MAX_SIGMA = math.sqrt(torch.finfo(torch.float32).max) / 2
+# Seeds per invocation: a longer list would only exhaust memory before the first image.
+MAX_SEEDS = 10_000_000
+MAX_SEED = 2 ** 63 - 1
+
+POSITIVE = FiniteFloatRange(min=0, min_open=True)
+SIGMA = FiniteFloatRange(min=0, min_open=True, max=MAX_SIGMA)
+NON_NEGATIVE = FiniteFloatRange(min=0)
 
 
 def _parsing_callback(parse: Callable[[str], Any]) -> Callable:
@@ -32,8 +56,80 @@ def _parsing_callback(parse: Callable[[str], Any]) -> Callable:
     return callback
 
 
-seeds_callback = _parsing_callback(generation.parse_seeds)
-_sigmas_callback = _parsing_callback(generation.parse_sigmas)
+def parse_seeds_bounded(spec: str) -> list[int]:
+    """generation.parse_seeds, refusing more than MAX_SEEDS seeds (counted before the list is built) and seeds
+    above MAX_SEED; ValueError with one sentence."""
+    count = 0
+    for part in str(spec).split(','):
+        lo, sep, hi = part.strip().partition('-')
+        try:
+            count += max(0, int(hi) - int(lo) + 1) if sep else 1
+        except ValueError:
+            continue   # parse_seeds words the error
+        if count > MAX_SEEDS:
+            raise ValueError(f'{spec!r} names more than {MAX_SEEDS:,} seeds; split the work into several runs')
+    seeds = generation.parse_seeds(spec)
+    if max(seeds) > MAX_SEED:
+        raise ValueError(f'seeds must be at most {MAX_SEED}')
+    return seeds
+
+
+def parse_sigmas_bounded(spec: str) -> list[float]:
+    """generation.parse_sigmas, refusing non-finite levels and levels whose square overflows float32."""
+    sigmas = generation.parse_sigmas(spec)
+    bad = [s for s in sigmas if not math.isfinite(float(s)) or float(s) > MAX_SIGMA]
+    if bad:
+        raise ValueError(f'σ level {bad[0]:g} is not finite or too large (at most {MAX_SIGMA:.3g}, beyond which '
+                         f'σ² overflows float32)')
+    return sigmas
+
+
+seeds_callback = _parsing_callback(parse_seeds_bounded)
+_sigmas_callback = _parsing_callback(parse_sigmas_bounded)
+
+
+GRID_OVERFLOW = ('These options give a degenerate σ grid: computing it overflows (e.g. a tiny --rho); change --rho, '
+                 '--steps or --sigma_min/max.')
+
+
+def check_sigma_steps(sigma_steps: torch.Tensor | None) -> torch.Tensor | None:
+    """The σ grid the options produced, if it is usable: finite, positive and strictly decreasing before its
+    trailing 0 (e.g. a tiny --rho overflows and a huge one collapses the levels); else one click error."""
+    if sigma_steps is None:
+        return None
+    steps = torch.as_tensor(sigma_steps, dtype=torch.float64).flatten()
+    levels = steps[:-1] if len(steps) > 1 and float(steps[-1]) == 0 else steps
+    if not bool(torch.isfinite(steps).all()) or bool((levels <= 0).any()) or bool((levels[1:] >= levels[:-1]).any()):
+        shown = ', '.join(f'{float(s):.4g}' for s in steps[:6]) + (', ...' if len(steps) > 6 else '')
+        raise click.ClickException(f'These options give a degenerate σ grid ({shown}): the levels must be finite, '
+                                   f'positive and strictly decreasing; change --rho, --steps or --sigma_min/max.')
+    return sigma_steps
+
+
+def write_error(exc: OSError, path: str) -> click.ClickException:
+    """One click error for a failed write of `path` (a WriteError already is one sentence)."""
+    from dnnlib.util import WriteError, write_cause
+    if isinstance(exc, WriteError):
+        return click.ClickException(str(exc))
+    return click.ClickException(f'Cannot write {exc.filename or path}: {write_cause(exc)}.')
+
+
+def prepare_output_dir(path: str) -> None:
+    """Create an output folder up front, so that an unwritable or impossible path fails before any sampling."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, 'Permission denied', path)
+    except OSError as exc:
+        raise write_error(exc, path) from None
+
+
+def check_finite_network(net: torch.nn.Module, name: str) -> None:
+    """Click error if the network's weights are not all finite (its samples would be NaN: black images, or a
+    plausible-looking FID of garbage)."""
+    for key, tensor in list(net.named_parameters()) + list(net.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise click.ClickException(f'{name} holds non-finite weights ({key}); its samples would be NaN.')
 
 
 def sampling_options(f: Callable) -> Callable:
@@ -42,9 +138,9 @@ def sampling_options(f: Callable) -> Callable:
         click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None,
                      help='Number of σ steps N (Heun NFE = 2N − 1)  [default: 18; with --sigmas: the length of '
                           'the list]'),
-        click.option('--sigma_min', type=POSITIVE, default=None,
+        click.option('--sigma_min', type=SIGMA, default=None,
                      help='Lowest σ  [default: 0.002; ablation: per --disc]'),
-        click.option('--sigma_max', type=POSITIVE, default=None,
+        click.option('--sigma_max', type=SIGMA, default=None,
                      help='Highest σ  [default: 80; ablation: per --disc]'),
         click.option('--rho', type=POSITIVE, default=None,
                      help='Exponent ρ of the EDM time steps (and of --infogrid-method tempered)  [default: 7]'),
@@ -52,13 +148,13 @@ def sampling_options(f: Callable) -> Callable:
                      help='Use exactly these σ levels, e.g. 80,10,1,0.1,0.002, or a file with a JSON list or one '
                           'number per line; decreasing, a trailing 0 is added. The list sets the steps; not with '
                           '--infogrid*, --rho, --sigma_min/max or the ablation grids.'),
-        click.option('--S_churn', 'S_churn', type=click.FloatRange(min=0), default=0, show_default=True,
+        click.option('--S_churn', 'S_churn', type=NON_NEGATIVE, default=0, show_default=True,
                      help='Stochasticity strength.'),
-        click.option('--S_min', 'S_min', type=click.FloatRange(min=0), default=0, show_default=True,
+        click.option('--S_min', 'S_min', type=NON_NEGATIVE, default=0, show_default=True,
                      help='Lowest σ with stochasticity.'),
-        click.option('--S_max', 'S_max', type=click.FloatRange(min=0), default=math.inf, show_default=True,
+        click.option('--S_max', 'S_max', type=FiniteFloatRange(min=0, allow_inf=True), default=math.inf, show_default=True,
                      help='Highest σ with stochasticity.'),
-        click.option('--S_noise', 'S_noise', type=float, default=1, show_default=True, help='Noise inflation.'),
+        click.option('--S_noise', 'S_noise', type=FiniteFloatRange(), default=1, show_default=True, help='Noise inflation.'),
         click.option('--solver', type=click.Choice(['euler', 'heun']), default=None,
                      help='ODE solver  [default: heun]'),
         click.option('--disc', 'discretization', type=click.Choice(['vp', 've', 'iddpm', 'edm']), default=None,
@@ -73,7 +169,7 @@ def sampling_options(f: Callable) -> Callable:
         click.option('--infogrid-measure', 'infogrid_measure', type=click.Choice(list(generation.INFOGRID_MEASURES)),
                      default=None, help="InfoGrid measure: 'literal' = Eq. 19 (∫σ r dσ), 'entropic' = ∫r dσ  "
                                         f"[default: {generation.DEFAULT_INFOGRID_MEASURE}]"),
-        click.option('--infogrid-floor', 'infogrid_floor', type=click.FloatRange(0, 1), default=None,
+        click.option('--infogrid-floor', 'infogrid_floor', type=FiniteFloatRange(0, 1), default=None,
                      help='Weight of log-uniform blended into the InfoGrid density  '
                           f'[default: {generation.DEFAULT_INFOGRID_FLOOR}]'),
         click.option('--infogrid-gated', 'infogrid_gated', is_flag=True,
@@ -84,7 +180,7 @@ def sampling_options(f: Callable) -> Callable:
                                         "'solver-aware' = equal predicted step error of --solver  "
                                         f"[default: {generation.DEFAULT_INFOGRID_METHOD}; tempered with "
                                         "--infogrid-calibrate]"),
-        click.option('--infogrid-gamma', 'infogrid_gamma', type=click.FloatRange(min=0), default=None,
+        click.option('--infogrid-gamma', 'infogrid_gamma', type=NON_NEGATIVE, default=None,
                      help=f'Tempering exponent γ of --infogrid-method tempered  '
                           f'[default: {generation.DEFAULT_INFOGRID_GAMMA}]'),
         click.option('--infogrid-calibrate', 'infogrid_calibrate', type=click.IntRange(min=1), default=None,
@@ -158,6 +254,9 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
             profile = generation.snapshot_profile(snapshot, name=network)
         except ValueError as exc:
             raise click.ClickException(str(exc).rstrip('.') + '.') from None
+        except (TypeError, KeyError, AttributeError, IndexError) as exc:   # an 'infonoise' entry of another shape
+            raise click.ClickException(f"{network}'s 'infonoise' entry is not an InfoNoise profile "
+                                       f"({type(exc).__name__}: {str(exc).strip() or 'malformed'}).") from None
     return generation.SamplerOptions(
         num_steps=DEFAULT_STEPS if v['num_steps'] is None else v['num_steps'], sigma_min=v['sigma_min'],
         sigma_max=v['sigma_max'], rho=DEFAULT_RHO if v['rho'] is None else v['rho'],
@@ -201,5 +300,8 @@ def rank0_first(fn: Callable[[], Any]) -> Any:
 
 
 def load_snapshot(network: str, device: torch.device) -> dict:
-    """The snapshot dict with its 'ema' network on `device`; click error if it cannot be loaded."""
-    return rank0_first(lambda: load_network(network, device))
+    """The snapshot dict with its 'ema' network on `device`; click error if it cannot be loaded or its weights
+    are not finite."""
+    snapshot = rank0_first(lambda: load_network(network, device))
+    check_finite_network(snapshot['ema'], network)
+    return snapshot

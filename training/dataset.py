@@ -39,7 +39,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from dnnlib.util import EasyDict, construct_class_by_name
+from dnnlib.util import EasyDict, check_constructor_kwargs, resolve_class_name
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 ENDPOINTS = ('continuous', 'discrete')
@@ -72,6 +72,9 @@ def load_image_array(f: BinaryIO, name: str = 'image') -> np.ndarray:
             array = np.asarray(img, dtype=np.uint8)
     except (OSError, SyntaxError) as exc:  # PIL reports truncated/corrupt files as OSError or SyntaxError
         raise OSError(f'Cannot decode {name}: {exc}.') from exc
+    except PIL.Image.DecompressionBombError as exc:   # far more pixels than its file size suggests
+        raise OSError(f'Cannot decode {name}: it would decode to more pixels than the safety limit '
+                      f'({PIL.Image.MAX_IMAGE_PIXELS:,} x 2; a decompression bomb).') from exc
     return array[:, :, np.newaxis] if array.ndim == 2 else array
 
 
@@ -489,7 +492,11 @@ def open_dataset(spec: str | dict, **kwargs: Any) -> Dataset:
     'binary:SPEC' (BinarizedDataset of SPEC at threshold 0.5); or a dict holding either class_name (a
     stored `dataset_kwargs`) or spec, plus kwargs. Raises ValueError / OSError with one sentence on bad input.
     """
-    return construct_class_by_name(**dataset_kwargs_from_spec(spec, **kwargs))
+    dataset_kwargs = dict(dataset_kwargs_from_spec(spec, **kwargs))
+    class_name = dataset_kwargs.pop('class_name')
+    cls = resolve_class_name(class_name, kind='dataset')   # only this project's dataset classes
+    check_constructor_kwargs(cls, (), dataset_kwargs)
+    return cls(**dataset_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -256,8 +256,79 @@ def load_preset(name: str, preset_dir: str = PRESET_DIR) -> dict:
     for key, value in options.items():
         if not _type_ok(key, value):
             raise OptionsError(f'Preset {name!r}: option {key!r} has the wrong type ({value!r}).')
+    network_kwargs = check_network_kwargs(network_kwargs, f'Preset {name!r}')
     return dict(description=str(raw.get('description', '')), options=dict(options),
                 network_kwargs=dict(network_kwargs))
+
+
+def _network_parameters() -> dict[str, Any]:
+    """Constructor parameters a preset or state may set in network_kwargs -> a default showing the type."""
+    import inspect
+    from training import networks
+    set_by_the_loop = {'self', 'img_resolution', 'img_channels', 'label_dim', 'in_channels', 'out_channels'}
+    params: dict[str, Any] = {}
+    classes = [networks.VPPrecond, networks.VEPrecond, networks.iDDPMPrecond, networks.EDMPrecond,
+               *networks._MODEL_TYPES.values()]
+    for cls in classes:
+        for p in inspect.signature(cls).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in set_by_the_loop:
+                continue
+            default = None if p.default is p.empty else p.default
+            if params.get(p.name) is None:
+                params[p.name] = default
+    return params
+
+
+# Real-valued network parameters whose defaults happen to be written as integers (e.g. sigma_max=100).
+_REAL_NETWORK_PARAMETERS = frozenset({'sigma_min', 'sigma_max', 'sigma_data', 'beta_d', 'beta_min', 'epsilon_t',
+                                      'C_1', 'C_2', 'dropout', 'label_dropout'})
+
+
+def _plain_value_ok(value: Any, default: Any, name: str = '') -> bool:
+    """A network_kwargs value: plain JSON data, finite numbers, and the type of the parameter's default."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if isinstance(value, (list, tuple)):
+        if default is not None and not isinstance(default, (list, tuple)):
+            return False
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and _plain_value_ok(v, None) for v in value)
+    if default is None:
+        return value is None or isinstance(value, (bool, int, float, str))
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int) and name not in _REAL_NETWORK_PARAMETERS:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return False
+
+
+def check_network_kwargs(network_kwargs: Any, source: str) -> dict:
+    """Check extra network constructor kwargs from a preset or a stored training state; return them.
+
+    They are data, never code: `class_name` is refused (the network class follows from --precond and
+    --arch), every key must be a parameter of this project's preconditioners or U-Nets, and every value
+    must have the type of that parameter's default (finite numbers, lists of numbers); OptionsError otherwise.
+    """
+    if not isinstance(network_kwargs, dict):
+        raise OptionsError(f'{source}: "network_kwargs" must be a JSON object.')
+    if 'class_name' in network_kwargs:
+        raise OptionsError(f'{source}: network_kwargs may not set class_name (the network class follows from '
+                           f'--precond and --arch; names from files are never imported).')
+    params = _network_parameters()
+    from training.networks import _MODEL_TYPES
+    for key, value in network_kwargs.items():
+        if key not in params:
+            raise OptionsError(f'{source}: network_kwargs has {key!r}, which is not a parameter of this project\'s '
+                               f'networks.')
+        if key == 'model_type' and value not in _MODEL_TYPES:
+            raise OptionsError(f'{source}: network_kwargs model_type={value!r} is not one of '
+                               f'{", ".join(_MODEL_TYPES)}.')
+        if not _plain_value_ok(value, params[key], key):
+            raise OptionsError(f'{source}: network_kwargs {key}={value!r} has the wrong type or is not finite.')
+    return dict(network_kwargs)
 
 
 def _type_ok(name: str, value: Any) -> bool:
@@ -267,8 +338,8 @@ def _type_ok(name: str, value: Any) -> bool:
         return option.default is None
     if option.type is bool:
         return isinstance(value, bool)
-    if option.type is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if option.type is float:   # NaN and infinity are refused: an infinite --lr trains NaN weights
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if option.type is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if option.type is list:
@@ -291,6 +362,8 @@ def resolve_options(given: Mapping[str, Any], preset: Mapping[str, Any] | None =
     """
     opts = copy.deepcopy(dict(DEFAULTS if base is None else base))
     opts.setdefault('network_kwargs', {})
+    if base is not None:
+        opts['network_kwargs'] = check_network_kwargs(opts['network_kwargs'], 'The resumed training state')
     if preset is not None:
         opts.update(copy.deepcopy(preset['options']))
         opts['network_kwargs'] = copy.deepcopy(preset.get('network_kwargs', {}))
@@ -347,10 +420,15 @@ def validate_options(opts: Mapping[str, Any], world_size: int = 1) -> None:
         if option.choices is not None and value not in option.choices:
             raise OptionsError(f'{option.flag}={value!r} is not one of: {", ".join(option.choices)}.')
         if not _type_ok(option.name, value):
-            raise OptionsError(f'{option.flag}={value!r} has the wrong type (expected {option.type.__name__}).')
+            expected = 'a finite float' if option.type is float else option.type.__name__
+            raise OptionsError(f'{option.flag}={value!r} has the wrong type (expected {expected}).')
         if option.type is float and value is not None and not math.isfinite(value):
             raise OptionsError(f'{option.flag}={value} must be a finite number.')
         _check_range(option, value)
+    desc = opts.get('desc')
+    if desc is not None and (not isinstance(desc, str) or any(c in desc for c in ('/', '\\', os.sep, '\0'))):
+        raise OptionsError(f'--desc={desc!r} may not contain a path separator (it becomes part of the run '
+                           f'directory name).')
     if opts.get('fp16') and opts.get('bf16'):
         raise OptionsError('--fp16 and --bf16 are alternatives; choose one.')
     if not opts.get('data'):
@@ -479,6 +557,25 @@ def run_description(opts: Mapping[str, Any], dataset_name: str, world_size: int)
     if opts.get('desc'):
         desc += f'-{opts["desc"]}'
     return desc
+
+
+def check_network_geometry(network_kwargs: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
+    """OptionsError (one sentence) when the U-Net's resolution ladder does not fit the data (e.g. attention at 16
+    on 8x8 digits), before anything is built."""
+    import inspect
+    from training import networks
+    resolution = dataset.get('resolution')
+    model = networks._MODEL_TYPES.get(network_kwargs.get('model_type'))
+    if not isinstance(resolution, int) or model not in (networks.SongUNet, networks.DhariwalUNet):
+        return
+    params = inspect.signature(model).parameters
+    channel_mult = network_kwargs.get('channel_mult', params['channel_mult'].default)
+    attn = network_kwargs.get('attn_resolutions', params['attn_resolutions'].default)
+    try:
+        networks._check_geometry(model.__name__, resolution, list(channel_mult), list(attn))
+    except ValueError as err:
+        raise OptionsError(f'--data {dataset.get("name") or ""} ({resolution}x{resolution}): {err}; set '
+                           f'"attn_resolutions" in a preset\'s network_kwargs (e.g. [] for none).') from None
 
 
 def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size: int = 1) -> dict:

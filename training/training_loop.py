@@ -276,12 +276,17 @@ def training_loop(
     cur_nimg, cur_tick = 0, 0
     if state is not None:
         logger.info(f'Resuming from "{resume_state}" at {state["cur_nimg"] / 1000:g} kimg...')
-        net.load_state_dict(state['net'])
-        ema.load_state_dict(state['ema'])
-        with torch.no_grad():
-            for p, saved_p in zip(loss_params, state.get('loss_params') or []):
-                p.copy_(saved_p)
-        optimizer.load_state_dict(state['optimizer'])
+        try:
+            net.load_state_dict(state['net'])
+            ema.load_state_dict(state['ema'])
+            with torch.no_grad():
+                for p, saved_p in zip(loss_params, state.get('loss_params') or []):
+                    p.copy_(saved_p)
+            optimizer.load_state_dict(state['optimizer'])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:   # a malformed state: one sentence
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip('.:')
+            raise checkpoint.CheckpointError(f'--resume: the network or optimizer state in {resume_state} does not '
+                                             f'fit this network ({reason}).') from exc
         set_optimizer_impl_(optimizer, fast['fused_adam'])   # this run's choice, not the saved run's
         cur_nimg, cur_tick = int(state['cur_nimg']), int(state['cur_tick'])
 
@@ -421,7 +426,15 @@ def training_loop(
             if tracker is not None and tracker.due(cur_nimg, done):
                 eval_start = time.time()
                 if rank == 0:
-                    for row in tracker.evaluate(ema, cur_nimg):
+                    try:
+                        rows = tracker.evaluate(ema, cur_nimg)
+                    except Exception as exc:   # an evaluation never costs the run: one line, training goes on
+                        rows = []
+                        tracker.start(cur_nimg)   # retried at the next --metrics-every point
+                        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip('.')
+                        logger.warning(f'--metrics evaluation at {cur_nimg / 1000:g} kimg failed ({reason}); '
+                                       f'training goes on and tries again at the next evaluation point.')
+                    for row in rows:
                         metrics_jsonl.append(row)
                         logger.info(f'{row["metric"]} {row["value"]:.4g} at {row["kimg"]:g} kimg '
                                     f'({row["seconds"]:.1f} s)')

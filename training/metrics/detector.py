@@ -5,9 +5,12 @@ features [N, D]. Grayscale batches are repeated to three channels first (as EDM'
 
 Loading rules:
 - a pinned URL (`torch_utils.persistence.pinned_urls`: EDM's Inception-v3 `INCEPTION_URL`, matched
-  exactly) is a trusted file: it is reconstructed the way the reference does, by
-  `persistence.load_trusted_pickle`, which runs the embedded source;
-- a TorchScript archive (a zip with a `code/` folder) is loaded with `torch.jit.load`;
+  exactly) is a trusted file: it is read from its exact cache file name (or downloaded), its content's
+  SHA-256 is checked against the pin (`persistence.check_pinned_content`), and only then is it
+  reconstructed the way the reference does, by `persistence.load_trusted_pickle`, which runs the
+  embedded source;
+- a TorchScript archive (a zip with a `code/` folder) is loaded with `torch.jit.load`. TorchScript is
+  code: it runs with the user's rights (it can read and write files), so pass only files you trust;
 - any other pickle goes through the restricted `persistence.load_network_pickle` and is refused unless
   it holds only known classes.
 The loaded detector is probed once on a small batch; anything other than a floating [N, D] tensor is
@@ -81,11 +84,17 @@ def _is_torchscript(data: bytes) -> bool:
 def _load_module(url: str, device: torch.device, cache_dir: str | None) -> torch.nn.Module:
     try:
         with util.open_url(url, cache_dir=cache_dir) as f:
-            if url in persistence.pinned_urls:
-                return persistence.load_trusted_pickle(f).to(device)
             data = f.read()
+            local = getattr(f, 'name', None)
+        if url in persistence.pinned_urls:
+            # The trusted loader runs code from the file: only the exact cache file, and only if its content
+            # has the pinned SHA-256 (a planted or altered file is refused before anything runs).
+            persistence.check_pinned_content(url, data, local if isinstance(local, str) else None)
+            return persistence.load_trusted_pickle(io.BytesIO(data)).to(device)
     except DetectorError:
         raise
+    except persistence.PinnedFileError as exc:
+        raise DetectorError(str(exc)) from exc
     except Exception as exc:
         raise DetectorError(f'Cannot load detector {url}: {_reason(exc)}.') from exc
 
