@@ -461,6 +461,7 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
                 check_metric_applicable(name, dataset['dataset_kwargs'])
             except ValueError as err:
                 raise OptionsError(f'--metrics: {err}') from None
+    from training.fast_paths import FAST_PATH_DEFAULTS
     batch_gpu, rounds = batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
     endpoint = resolve_endpoint(opts, dataset.get('endpoint'))
     weighting = resolve_weighting(opts)
@@ -513,8 +514,7 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         snapshot_ticks=int(opts['snap']),
         state_dump_ticks=int(opts['dump']),
         cudnn_benchmark=bool(opts['bench']),
-        fast_paths=dict(bf16=bool(opts['bf16']), compile=bool(opts['compile']),
-                        channels_last=bool(opts['channels_last']), sdpa=bool(opts['sdpa'])),
+        fast_paths={k: opts[k] for k in FAST_PATH_DEFAULTS if k in opts},
         deterministic=bool(opts['deterministic']),
         metrics=metric_names(opts),
         metrics_every_kimg=float(opts['metrics_every']),
