@@ -18,11 +18,11 @@ import PIL.Image
 import torch
 import tqdm
 
+from cli_common import (init_distributed, load_snapshot, print0, run_cli, sampler_options_from_cli,
+                        sampling_options, seeds_callback)
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import fasta, generation
-from training.cli_common import (init_distributed, load_snapshot, sampler_options_from_cli, sampling_options,
-                                 seeds_callback)
 from training.guidance import GuidedDenoiser, check_guidance
 
 EXAMPLES = """\b
@@ -136,18 +136,18 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     if verbose:
         record = generation.grid_record(opts, sigma_steps)
         how = ', '.join(f'{k}={v}' for k, v in record.items() if k not in ('sigma_steps', 'calibration'))
-        dist.print0(f'σ grid: {how}')
+        print0(f'σ grid: {how}')
         if sigma_steps is None:
-            dist.print0('σ levels: computed inside EDM\'s ablation sampler (--disc/--schedule/--scaling).')
+            print0('σ levels: computed inside EDM\'s ablation sampler (--disc/--schedule/--scaling).')
         else:
-            dist.print0('σ levels: ' + ', '.join(f'{float(s):.6g}' for s in sigma_steps))
+            print0('σ levels: ' + ', '.join(f'{float(s):.6g}' for s in sigma_steps))
     if sequences:
         _generate_fasta(net, seeds, opts, max_batch_size, class_idx, names, device_t, sigma_steps, outdir)
         return
     batches = generation.iterate_batches(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
                                          device_t, sigma_steps)
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
-    dist.print0(f'Generating {len(seeds)} images to "{outdir}" ...')
+    print0(f'Generating {len(seeds)} images to "{outdir}" ...')
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         pending = []
         for batch_seeds, images in tqdm.tqdm(batches, total=num_batches, unit='batch', disable=rank != 0):
@@ -162,7 +162,7 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
             p.result()
     if world_size > 1:
         dist.barrier()
-    dist.print0('Done.')
+    print0('Done.')
 
 
 def _generate_fasta(net: torch.nn.Module, seeds: list[int], opts: generation.SamplerOptions, max_batch_size: int,
@@ -174,7 +174,7 @@ def _generate_fasta(net: torch.nn.Module, seeds: list[int], opts: generation.Sam
                                          sigma_steps)
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
     path = os.path.join(outdir, 'samples.fa')
-    dist.print0(f'Generating {len(seeds)} sequences to "{path}" ...')
+    print0(f'Generating {len(seeds)} sequences to "{path}" ...')
     records = {}
     for batch_seeds, samples, classes in tqdm.tqdm(batches, total=num_batches, unit='batch', disable=rank != 0):
         classes = None if classes is None else classes.tolist()
@@ -193,8 +193,8 @@ def _generate_fasta(net: torch.nn.Module, seeds: list[int], opts: generation.Sam
     error = dist.broadcast_object(error)   # every rank fails (or finishes) together
     if error is not None:
         raise click.ClickException(error)
-    dist.print0('Done.')
+    print0('Done.')
 
 
 if __name__ == '__main__':
-    dist.run_cli(main)
+    run_cli(main)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import click
 
+from dnnlib.util import first_line
 from training import options as opt_lib
 
 EXAMPLES = """\b
@@ -87,12 +88,7 @@ def main(**kwargs) -> None:
     try:
         run(kwargs, explicit)
     except opt_lib.OptionsError as err:
-        raise click.ClickException(_one_line(err)) from None
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
+        raise click.ClickException(first_line(err)) from None
 
 
 def run(kwargs: dict, explicit: set[str]) -> None:
@@ -112,7 +108,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         try:
             plan = checkpoint.plan_resume(kwargs['resume'], kwargs['outdir'], bool(kwargs['nosubdir']))
         except checkpoint.CheckpointError as err:
-            raise click.ClickException(_one_line(err)) from None
+            raise click.ClickException(first_line(err)) from None
         resume_path, header, plan.header = plan.state, plan.header, None
     if header is not None:
         base = header.get('options') or None
@@ -122,8 +118,6 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     if kwargs['resume'] is not None:
         given['resume'] = kwargs['resume']
     opts = opt_lib.resolve_options(given, preset, base)
-    if base is not None:
-        opt_lib.check_resume(base, opts, resume_path)
     opts['preset'] = kwargs['preset'] if kwargs['preset'] is not None else (base or {}).get('preset')
 
     # Devices and ranks.
@@ -141,12 +135,16 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     try:
         stop_signals = preemption.StopSignals(preemption.parse_signals(opts.get('preempt_signals')))
     except ValueError as err:
-        raise click.ClickException(f'--preempt-signals: {_one_line(err)}') from None
+        raise click.ClickException(f'--preempt-signals: {first_line(err)}') from None
 
     # Dataset: open once to validate it and learn its shape.
     dataset = _open_dataset(opts)
     config = opt_lib.build_config(opts, dataset, world_size)
     if resume_path is not None:
+        try:
+            checkpoint.check_compatible(header, config, resume_path, opts)
+        except checkpoint.CheckpointError as err:
+            raise click.ClickException(first_line(err)) from None
         if header['cur_nimg'] >= config['total_kimg'] * 1000:
             if plan.run_dir is not None and _same_dir(os.path.dirname(resume_path), plan.run_dir):
                 # A requeued job whose run had finished (killed after its last state): nothing is left to do.
@@ -197,8 +195,8 @@ def run(kwargs: dict, explicit: set[str]) -> None:
                      f'state {result["state"]}; run the same command to continue (exit code '
                      f'{preemption.PREEMPTED_EXIT_CODE}: preempted).')
     except (training_loop.TrainingError, checkpoint.CheckpointError, NetworkLoadError) as err:
-        log.error(_one_line(err))
-        raise click.ClickException(_one_line(err)) from None
+        log.error(first_line(err))
+        raise click.ClickException(first_line(err)) from None
     finally:
         bar.close()
         for handler in log_handlers:
@@ -224,7 +222,7 @@ def _open_dataset(opts: dict) -> dict:
     try:
         ds = open_dataset(opts['data'], **kwargs)
     except Exception as err:  # any failure to read user-supplied data is reported, never a traceback
-        message = _one_line(err)
+        message = first_line(err)
         if opts['cond']:
             try:
                 open_dataset(opts['data'], **dict(kwargs, use_labels=False)).close()
@@ -238,7 +236,7 @@ def _open_dataset(opts: dict) -> dict:
                      has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'), size=len(ds),
                      dataset_kwargs=dict(ds.dataset_kwargs))
     except Exception as err:
-        raise click.ClickException(f'--data {opts["data"]}: {_one_line(err)}')
+        raise click.ClickException(f'--data {opts["data"]}: {first_line(err)}')
     finally:
         ds.close()
     return facts
@@ -350,5 +348,5 @@ def _progress_bar(rank: int, total_kimg: float) -> _Progress:
 
 
 if __name__ == '__main__':
-    from torch_utils.distributed import run_cli
+    from cli_common import run_cli
     run_cli(main)

@@ -152,9 +152,6 @@ DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS if o.name not in 
 # Options that describe where/how a run executes, not what it trains; a preset may not set them.
 RUN_ONLY = tuple(o.name for o in OPTIONS if o.kind == 'run')
 
-# Options a resumed run must keep (they change what is trained).
-RESUME_MATCH = tuple(o.name for o in OPTIONS if o.kind == 'recipe')
-
 PRESET_KEYS = ('description', 'options', 'network_kwargs')
 
 CHOICES = {o.name: o.choices for o in OPTIONS if o.choices is not None}
@@ -356,18 +353,6 @@ def metric_names(opts: Mapping[str, Any]) -> list[str]:
         raise OptionsError(f'--metrics: {message[:1].lower()}{message[1:]}') from None
 
 
-def check_resume(saved: Mapping[str, Any], opts: Mapping[str, Any], path: str) -> None:
-    """Raise OptionsError naming the first recipe option in which `opts` differs from the resumed run's `saved`.
-
-    Recipe options (kind 'recipe' in OPTIONS) decide what is trained; execution options (ticks, workers,
-    devices, speed paths) and the training length may change on resume.
-    """
-    for name in RESUME_MATCH:
-        if name in saved and jsonable(saved[name]) != jsonable(opts.get(name)):
-            raise OptionsError(f'--resume: {path} was trained with {flag(name)}={saved[name]!r}, not '
-                               f'{opts.get(name)!r}; pass the same value or start a new run.')
-
-
 def total_kimg(opts: Mapping[str, Any]) -> float:
     """Training length in kimg (--kimg wins over --duration, which is in Mimg)."""
     if opts.get('kimg') is not None:
@@ -524,9 +509,4 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         grid_steps=int(opts['grid_steps']),
         plot_profile=bool(opts['plot']),
     )
-
-
-def jsonable(obj: Any) -> Any:
-    """Deep copy of `obj` with tuples turned into lists (what JSON round-trips to)."""
-    return json.loads(json.dumps(obj))
 

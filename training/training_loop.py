@@ -167,7 +167,7 @@ class Run:
 
 
 def build_run(config: Mapping[str, Any], *, batch_gpu: int, fast: Mapping[str, Any], device: torch.device,
-              stop_signals: Any = None) -> Run:
+              options: Mapping[str, Any] | None = None, stop_signals: Any = None) -> Run:
     """Dataset and data stream, network, loss, σ-sampler, optimizer, augmentation and EMA of a run (config: the
     `training_loop` kwargs), with the network weights of `resume_pkl` or everything of the training state
     `resume_state` (read first, so that a bad file fails before anything is built; the random state is restored
@@ -176,7 +176,7 @@ def build_run(config: Mapping[str, Any], *, batch_gpu: int, fast: Mapping[str, A
     state, seed = None, config['seed']
     if config.get('resume_state') is not None:
         state = checkpoint.load_training_state(config['resume_state'])
-        checkpoint.check_compatible(state['config'], config, config['resume_state'])
+        checkpoint.check_compatible(state, config, config['resume_state'], options)
         if int(state['cur_nimg']) >= int(round(config['total_kimg'] * 1000)):
             raise TrainingError(f'The resumed state is already at {int(state["cur_nimg"]) / 1000:g} kimg, which '
                                 f'reaches the training length of {config["total_kimg"]:g} kimg; pass a longer '
@@ -394,7 +394,8 @@ def training_loop(
     misc.seed_all(misc.rank_seed(seed, rank, world_size))
     batch_gpu, accumulation_rounds = _geometry(batch_size, batch_gpu, accumulation_rounds, world_size)
     total_nimg = int(round(total_kimg * 1000))
-    run = build_run(config, batch_gpu=batch_gpu, fast=fast, device=device, stop_signals=stop_signals)
+    run = build_run(config, batch_gpu=batch_gpu, fast=fast, device=device, options=options,
+                    stop_signals=stop_signals)
     adaptive = bool(sigma_sampler_kwargs) and 'grid' in sigma_sampler_kwargs
     guard = preemption.RunGuard(stop_signals, nonfinite_limit, device)
     with record_function('startup:files'):

@@ -1,12 +1,16 @@
-"""Click declarations and process helpers shared by the sampling CLIs (generate.py, fid.py).
+"""The command-line side shared by the CLIs (train.py, generate.py, fid.py) and scripts/: click declarations
+and process helpers. The library (training, infonoise, torch_utils, dnnlib) never imports click or prints;
+everything here may.
 
 The CLIs import these instead of importing each other: the sampler options (`sampling_options`,
-`sampler_options_from_cli`), seed parsing, and the distributed/loading helpers that turn library
-errors into click errors on every rank.
+`sampler_options_from_cli`), seed parsing, the distributed/loading helpers that turn library errors into
+click errors on every rank, `print0` and the entry point `run_cli`.
 """
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import Any, Callable
 
 import click
@@ -203,3 +207,36 @@ def rank0_first(fn: Callable[[], Any]) -> Any:
 def load_snapshot(network: str, device: torch.device) -> dict:
     """The snapshot dict with its 'ema' network on `device`; click error if it cannot be loaded."""
     return rank0_first(lambda: load_network(network, device))
+
+
+def print0(*args: Any, **kwargs: Any) -> None:
+    """print() on rank 0 only."""
+    if dist.get_rank() == 0:
+        print(*args, **kwargs)
+
+
+def run_cli(command: Any) -> None:
+    """Run a click command as a program's entry point and exit with its status.
+
+    Under torchrun (WORLD_SIZE > 1) the process ends with os._exit once the command has returned and its
+    output is flushed: C++ threads of the gloo/c10d layer can otherwise abort the interpreter's teardown
+    ("terminate called without an active exception", seen on CPU ranks), which would turn a finished job
+    into a failed one. Single processes exit normally.
+    """
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
+        command()           # standalone mode: click reports errors and calls sys.exit
+        return
+    try:
+        code = command(standalone_mode=False)   # click returns the code of a click.exceptions.Exit here
+        code = code if isinstance(code, int) else 0
+    except click.ClickException as err:
+        err.show()
+        code = err.exit_code
+    except click.exceptions.Exit as err:
+        code = err.exit_code
+    except click.Abort:
+        click.echo('Aborted!', err=True)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
