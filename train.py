@@ -39,13 +39,20 @@ Examples:
 """
 
 
-def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    if value is None or isinstance(value, list):
-        return value
-    try:
-        return [int(x) for x in value.split(',') if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f'expected comma-separated integers, got {value!r}') from None
+class _PositiveIntList(click.ParamType):
+    """A non-empty list of positive integers: '1,2,2' on the command line, [1, 2, 2] in a preset or a state."""
+    name = 'list'
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
+        items = value.split(',') if isinstance(value, str) else value
+        try:
+            out = [int(x) for x in items]
+            ok = bool(out) and min(out) >= 1 and not any(isinstance(x, (bool, float)) for x in items)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            self.fail(f'expected a non-empty comma-separated list of positive integers, got {value!r}', param, ctx)
+        return out
 
 
 def _click_option(option: opt_lib.Option) -> Callable:
@@ -56,7 +63,7 @@ def _click_option(option: opt_lib.Option) -> Callable:
     elif option.choices is not None:
         kwargs.update(type=click.Choice(option.choices), metavar=None)
     elif option.type is list:
-        kwargs.update(type=str, callback=_int_list)
+        kwargs.update(type=_PositiveIntList())
     elif option.type in (int, float) and (option.lo is not None or option.hi is not None):
         kind = click.IntRange if option.type is int else click.FloatRange
         kwargs.update(type=kind(min=option.lo, max=option.hi, min_open=option.lo_open, max_open=option.hi_open))
@@ -91,6 +98,23 @@ def main(**kwargs) -> None:
         raise click.ClickException(first_line(err)) from None
 
 
+def _convert(ctx: click.Context, values: dict, source: str) -> dict:
+    """Option values from a preset or a resumed run's state, converted and checked by the same click parameters
+    as flags (types, ranges, choices); a bad value -> one-line ClickException naming `source`."""
+    params = {p.name: p for p in ctx.command.params}
+    out = dict(values)
+    for name, value in values.items():
+        if name not in params:
+            continue
+        if value is None and opt_lib.OPTION_BY_NAME[name].default is not None:
+            raise click.ClickException(f'{source}: {opt_lib.flag(name)} cannot be null.')
+        try:
+            out[name] = params[name].type_cast_value(ctx, value)
+        except click.BadParameter as err:
+            raise click.ClickException(f'{source}: {opt_lib.flag(name)}={value!r}: {err.message}') from None
+    return out
+
+
 def run(kwargs: dict, explicit: set[str]) -> None:
     """Everything between the parsed options and the training loop."""
     import torch
@@ -99,8 +123,11 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     from training.network_io import NetworkLoadError
 
     # Options: defaults (or the resumed run's) < preset < explicit flags.
+    ctx = click.get_current_context()
     given = {k: kwargs[k] for k in explicit if k in opt_lib.DEFAULTS}
     preset = opt_lib.load_preset(kwargs['preset']) if kwargs['preset'] is not None else None
+    if preset is not None:
+        preset['options'] = _convert(ctx, preset['options'], f'Preset {kwargs["preset"]!r}')
     resume_path, base, header, plan = None, None, None, None
     if kwargs['resume'] is not None:
         if kwargs['transfer'] is not None:
@@ -114,7 +141,8 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         base = header.get('options') or None
         if base is not None:
             known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
-            base = dict(opt_lib.DEFAULTS, **{k: v for k, v in base.items() if k in known})
+            base = dict(opt_lib.DEFAULTS, **_convert(ctx, {k: v for k, v in base.items() if k in known},
+                                                     f'--resume: {resume_path}'))
     if kwargs['resume'] is not None:
         given['resume'] = kwargs['resume']
     opts = opt_lib.resolve_options(given, preset, base)
@@ -131,7 +159,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         torch.multiprocessing.set_start_method('spawn', force=True)
     if opts.get('seed') is None:
         opts['seed'] = int(dist.broadcast_object(int(torch.randint(1 << 31, size=[]).item())))
-    opt_lib.validate_options(opts, world_size)
+    opt_lib.validate_options(opts)
     try:
         stop_signals = preemption.StopSignals(preemption.parse_signals(opts.get('preempt_signals')))
     except ValueError as err:
