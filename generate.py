@@ -23,7 +23,7 @@ from cli_common import (init_distributed, load_snapshot, print0, run_cli, sample
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import fasta, generation
-from training.guidance import GuidedDenoiser, check_guidance
+from training.guidance import GuidedDenoiser
 
 EXAMPLES = """\b
 Examples:
@@ -112,11 +112,9 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     names = generation.class_names(snapshot)
     try:
         class_idx = generation.resolve_class(class_spec, names)
-        check_guidance(net, guidance)
+        net = GuidedDenoiser(net, guidance) if guidance != 1 else net   # checks the weight against the net
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if guidance != 1:
-        net = GuidedDenoiser(net, guidance)
     opts = sampler_options_from_cli(kwargs, snapshot, network)
     if grid_out is not None and opts.uses_ablation:
         raise click.UsageError('--grid-out records the EDM or InfoGrid grid; it cannot be used with the '

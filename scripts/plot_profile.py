@@ -17,7 +17,6 @@ import numpy as np
 import infonoise
 from training import generation
 from training.metrics import plotting
-from training import sampler as samplers
 
 EXAMPLES = """\b
 Examples:
@@ -49,11 +48,11 @@ def read_rows(path: str) -> list[dict]:
 
 def compare_grids(profile: dict, num_steps: int, sigma_min: float, sigma_max: float) -> dict[str, list[float]]:
     """EDM's ρ=7 grid, a log-uniform grid and the InfoGrid variants, each with num_steps nonzero σ's."""
-    grids = {'EDM ρ=7': samplers.edm_sigma_steps(num_steps, sigma_min, sigma_max, 7).tolist(),
+    grids = {'EDM ρ=7': infonoise.sigma_steps('edm', num_steps, sigma_min, sigma_max).tolist(),
              'log-uniform': np.geomspace(sigma_max, sigma_min, num_steps).tolist() + [0.0]}
     for label, measure, floor in INFOGRID_VARIANTS:
-        grids[label] = infonoise.infogrid_sigma_steps(profile, num_steps, sigma_min, sigma_max, measure=measure,
-                                                      floor=floor).tolist()
+        grids[label] = infonoise.sigma_steps('eq19', num_steps, sigma_min, sigma_max, profile, measure=measure,
+                                             floor=floor).tolist()
     return grids
 
 
