@@ -213,7 +213,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     log = logging.getLogger('training')
     for note in notes:
         log.info(note)
-    bar = _progress_bar(rank, config['total_kimg'])
+    bar = _Progress(rank, config['total_kimg'])
     stop_signals.install()   # until the process group is gone: a launcher may forward the signal late
     try:
         result = training_loop.training_loop(run_dir=run_dir, device=device, options=opts, progress_fn=bar,
@@ -369,10 +369,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _progress_bar(rank: int, total_kimg: float) -> _Progress:
-    return _Progress(rank, total_kimg)
 
 
 if __name__ == '__main__':

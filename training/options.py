@@ -155,8 +155,6 @@ RUN_ONLY = tuple(o.name for o in OPTIONS if o.kind == 'run')
 
 PRESET_KEYS = ('description', 'options', 'network_kwargs')
 
-CHOICES = {o.name: o.choices for o in OPTIONS if o.choices is not None}
-
 ARCH_KWARGS = {
     'ddpmpp': dict(model_type='SongUNet', embedding_type='positional', encoder_type='standard',
                    decoder_type='standard', channel_mult_noise=1, resample_filter=[1, 1],

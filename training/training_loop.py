@@ -8,8 +8,11 @@ schedule. The σ of every training example is drawn by `loss_fn.sigma_sampler`; 
 per-example errors are passed to `sigma_sampler.observe` and `sigma_sampler.step()` runs once per
 optimizer step (a refresh appends one line to infonoise.jsonl).
 
-A stop signal (see `training.preemption`) ends training at one step that every rank agrees on, with a state
-and a snapshot; a failed write (full disk, file-size limit) stops every rank with rank 0's one-sentence error.
+The loop reads as the data path: `build_run` builds the objects, `train_step` performs one optimizer step,
+`write_checkpoints` writes snapshots and states. Everything that can end training early sits behind
+`training.preemption.RunGuard`, called after every step, at every tick and at the end: a stop signal ends
+training at one step that every rank agrees on, with a state and a snapshot; a loss that stays NaN/Inf and a
+failed write (full disk, file-size limit) stop every rank with one sentence.
 
 Files in the run directory (rank 0): training_options.json, stats.jsonl (one line per tick),
 infonoise.jsonl (one line per σ-sampler refresh), network snapshots and training states (see
@@ -38,7 +41,7 @@ from dnnlib import util
 from torch_utils import distributed as dist
 from torch_utils import misc, training_stats
 from training import checkpoint, image_grid, preemption
-from training.dataset import RESIDENT_MAX_BYTES, ResidentBatches, resident_nbytes
+from training.dataset import RESIDENT_MAX_BYTES, ResidentBatches, open_dataset, resident_nbytes
 from training.fast_paths import (apply_fast_paths, autocast_network, maybe_compile, nan_to_num_grads_,
                                  optimizer_kwargs_for, resolve_fast_paths, set_optimizer_impl_)
 from training.options import batch_per_rank
@@ -72,12 +75,6 @@ def build_sigma_sampler(kwargs: Mapping[str, Any] | None, device: torch.device |
     if 'grid' in kwargs and device is not None:
         kwargs['device'] = device
     return dnnlib.util.construct_class_by_name(class_name=class_name, **kwargs)
-
-
-def open_training_dataset(dataset_kwargs: Mapping[str, Any]) -> Any:
-    """The training dataset from its stored kwargs (class_name + constructor kwargs)."""
-    from training.dataset import open_dataset
-    return open_dataset(dict(dataset_kwargs))
 
 
 def sampler_summary(profile: Mapping[str, Any] | None) -> dict:
@@ -184,7 +181,7 @@ def build_run(config: Mapping[str, Any], *, batch_gpu: int, fast: Mapping[str, A
     rank, world_size = dist.get_rank(), dist.get_world_size()
     with record_function('startup:data'):
         logger.info('Loading dataset...')
-        dataset = open_training_dataset(config['dataset_kwargs'])
+        dataset = open_dataset(dict(config['dataset_kwargs']))
         data_sampler = misc.InfiniteSampler(dataset=dataset, rank=rank, num_replicas=world_size, seed=seed)
         if state is not None:
             data_sampler.load_state_dict(state['data'])
