@@ -2,9 +2,9 @@
 
 Clusters preempt a job with a signal (Slurm: SIGTERM, then SIGKILL after its KillWait, 30 s by default;
 `--signal=USR1@SECONDS` warns earlier) and later requeue it with the same command line. `StopSignals`
-records the first such signal; the training loop reads `signum` after every step and, with several ranks,
-agrees on the stop through the small all-reduce it already makes every few steps (see
-`training.training_loop`), dumps a training state and a snapshot, and train.py exits with
+records the first such signal; `RunGuard` (called by the training loop after every step) reads `signum` and,
+with several ranks, agrees on the stop through the small all-reduce it already makes every few steps for the
+non-finite-loss check; the loop then dumps a training state and a snapshot, and train.py exits with
 `PREEMPTED_EXIT_CODE`. Handlers only set a number (nothing else is safe inside a signal handler); repeats
 are ignored, because a launcher that forwards the signal (torchrun) and the cluster (which signals every
 process of the job) can deliver it twice.
