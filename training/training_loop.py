@@ -528,17 +528,6 @@ def _evaluate_metrics(tracker: Any, run: Run, metrics_jsonl: '_Log') -> float:
     return time.time() - eval_start
 
 
-def _tick_report(run: Run, collector: Any, profile: Mapping | None, start_time: float, tick_start_time: float,
-                 tick_end_time: float, tick_start_nimg: int, maintenance_time: float, device: torch.device) -> None:
-    summary = sampler_summary(profile)
-    stats = _report_tick(run.cur_tick, run.cur_nimg, start_time, tick_start_time, tick_end_time, tick_start_nimg,
-                         maintenance_time, device, summary)
-    collector.update()
-    logger.info(_status_line(stats, collector, summary))
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-
-
 def _refresh_row(run: Run) -> dict:
     return dict(kimg=run.cur_nimg / 1000, **_profile_json(_profile(run.sigma_sampler)))
 
@@ -572,9 +561,10 @@ class _Log:
             self.file.close()
 
 
-def _report_tick(cur_tick: int, cur_nimg: int, start_time: float, tick_start_time: float, tick_end_time: float,
-                 tick_start_nimg: int, maintenance_time: float, device: torch.device, summary: Mapping) -> dict:
-    """Report the tick's progress/timing/resource/sampler scalars (rank 0's count) and return them."""
+def _tick_report(run: Run, collector: Any, profile: Mapping | None, start_time: float, tick_start_time: float,
+                 tick_end_time: float, tick_start_nimg: int, maintenance_time: float, device: torch.device) -> None:
+    """Report the tick's progress/timing/resource/sampler scalars (rank 0's count) and log the status line."""
+    cur_tick, cur_nimg, summary = run.cur_tick, run.cur_nimg, sampler_summary(profile)
     tick_nimg = max(cur_nimg - tick_start_nimg, 1)
     stats = {
         'Progress/tick': cur_tick,
@@ -593,7 +583,10 @@ def _report_tick(cur_tick: int, cur_nimg: int, start_time: float, tick_start_tim
     }
     for name, value in stats.items():
         training_stats.report0(name, value)
-    return stats
+    collector.update()
+    logger.info(_status_line(stats, collector, summary))
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _status_line(stats: Mapping[str, float], collector: Any, summary: Mapping[str, float]) -> str:
