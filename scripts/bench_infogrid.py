@@ -67,7 +67,7 @@ import infonoise
 from dnnlib.util import atomic_write
 from infonoise.infogrid import TEMPERED_GAMMA, VARIANTS, gaussian_surrogate, sigma_steps
 from training import network_io, sampler
-from training.grid_calibration import calibrate_tempered_grid, reference_samples, rounded, trajectory_error
+from training.grid_calibration import calibrate_tempered_grid, reference_samples, trajectory_error
 from training.networks import data_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
