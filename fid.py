@@ -15,11 +15,12 @@ import numpy as np
 import torch
 import tqdm
 
+from cli_common import (GRID_OVERFLOW, MAX_SEEDS, check_sigma_steps, init_distributed, load_snapshot, print0,
+                        rank0_first, run_cli, sampler_options_from_cli, sampling_options, seeds_callback,
+                        write_error)
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import generation
-from training.cli_common import (GRID_OVERFLOW, MAX_SEEDS, check_sigma_steps, init_distributed, load_snapshot, rank0_first,
-                                 sampler_options_from_cli, sampling_options, seeds_callback, write_error)
 from training.dataset import open_dataset
 from training.networks import data_shape
 from training.metrics import frechet
@@ -183,12 +184,12 @@ def calc(image_path: str | None, network: str | None, ref_path: str, num_expecte
     if image_path is not None:
         total = sum(1 for b in frechet.rank_index_batches(len(dataset), max_batch_size, rank, world_size) if len(b))
         batches = frechet.dataset_batches(dataset, max_batch_size, rank, world_size, num_workers)
-        dist.print0(f'Computing features of {len(dataset)} images from "{image_path}" ...')
+        print0(f'Computing features of {len(dataset)} images from "{image_path}" ...')
     else:
         total = sum(1 for b in generation.rank_batches(seeds, max_batch_size, rank, world_size) if b)
         batches = (images for _batch_seeds, images in generation.iterate_batches(
             net, seeds, opts, max_batch_size, rank, world_size, class_idx, device_t, sigma_steps))
-        dist.print0(f'Sampling and computing features of {len(seeds)} images from "{network}" ...')
+        print0(f'Sampling and computing features of {len(seeds)} images from "{network}" ...')
     mu, sigma = _stats(batches, detector, total, device_t, 'features')
     if rank == 0:
         _check_finite_stats(mu, sigma, 'The features of the generated images')
@@ -217,7 +218,7 @@ def ref(dataset_path: str, dest_path: str, detector_url: str, max_batch_size: in
     detector = rank0_first(lambda: load_detector(detector_url, device_t, tuple(dataset.image_shape)))
     total = sum(1 for b in frechet.rank_index_batches(len(dataset), max_batch_size, rank, world_size) if len(b))
     batches = frechet.dataset_batches(dataset, max_batch_size, rank, world_size, num_workers)
-    dist.print0(f'Computing reference statistics of {len(dataset)} images from "{dataset_path}" ...')
+    print0(f'Computing reference statistics of {len(dataset)} images from "{dataset_path}" ...')
     mu, sigma = _stats(batches, detector, total, device_t, 'features')
     if rank == 0:
         _check_finite_stats(mu, sigma, f'The features of {dataset_path}')
@@ -280,4 +281,4 @@ def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: s
 
 
 if __name__ == '__main__':
-    dist.run_cli(main)
+    run_cli(main)

@@ -18,13 +18,13 @@ import PIL.Image
 import torch
 import tqdm
 
+from cli_common import (GRID_OVERFLOW, FiniteFloatRange, check_sigma_steps, init_distributed, load_snapshot,
+                        prepare_output_dir, print0, run_cli, sampler_options_from_cli, sampling_options,
+                        seeds_callback, write_error)
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import fasta, generation
-from training.cli_common import (GRID_OVERFLOW, FiniteFloatRange, check_sigma_steps, init_distributed, load_snapshot,
-                                 prepare_output_dir, sampler_options_from_cli, sampling_options, seeds_callback,
-                                 write_error)
-from training.guidance import GuidedDenoiser, check_guidance
+from training.guidance import GuidedDenoiser
 
 EXAMPLES = """\b
 Examples:
@@ -113,11 +113,9 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     names = generation.class_names(snapshot)
     try:
         class_idx = generation.resolve_class(class_spec, names)
-        check_guidance(net, guidance)
+        net = GuidedDenoiser(net, guidance) if guidance != 1 else net   # checks the weight against the net
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if guidance != 1:
-        net = GuidedDenoiser(net, guidance)
     opts = sampler_options_from_cli(kwargs, snapshot, network)
     if grid_out is not None and opts.uses_ablation:
         raise click.UsageError('--grid-out records the EDM or InfoGrid grid; it cannot be used with the '
@@ -143,18 +141,18 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     if verbose:
         record = generation.grid_record(opts, sigma_steps)
         how = ', '.join(f'{k}={v}' for k, v in record.items() if k not in ('sigma_steps', 'calibration'))
-        dist.print0(f'σ grid: {how}')
+        print0(f'σ grid: {how}')
         if sigma_steps is None:
-            dist.print0('σ levels: computed inside EDM\'s ablation sampler (--disc/--schedule/--scaling).')
+            print0('σ levels: computed inside EDM\'s ablation sampler (--disc/--schedule/--scaling).')
         else:
-            dist.print0('σ levels: ' + ', '.join(f'{float(s):.6g}' for s in sigma_steps))
+            print0('σ levels: ' + ', '.join(f'{float(s):.6g}' for s in sigma_steps))
     if sequences:
         _generate_fasta(net, seeds, opts, max_batch_size, class_idx, names, device_t, sigma_steps, outdir)
         return
     batches = generation.iterate_batches(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
                                          device_t, sigma_steps)
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
-    dist.print0(f'Generating {len(seeds)} images to "{outdir}" ...')
+    print0(f'Generating {len(seeds)} images to "{outdir}" ...')
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
             pending = []
@@ -172,7 +170,7 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
         raise write_error(exc, outdir) from None
     if world_size > 1:
         dist.barrier()
-    dist.print0('Done.')
+    print0('Done.')
 
 
 def _generate_fasta(net: torch.nn.Module, seeds: list[int], opts: generation.SamplerOptions, max_batch_size: int,
@@ -184,7 +182,7 @@ def _generate_fasta(net: torch.nn.Module, seeds: list[int], opts: generation.Sam
                                          sigma_steps)
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
     path = os.path.join(outdir, 'samples.fa')
-    dist.print0(f'Generating {len(seeds)} sequences to "{path}" ...')
+    print0(f'Generating {len(seeds)} sequences to "{path}" ...')
     records = {}
     for batch_seeds, samples, classes in tqdm.tqdm(batches, total=num_batches, unit='batch', disable=rank != 0):
         classes = None if classes is None else classes.tolist()
@@ -203,8 +201,8 @@ def _generate_fasta(net: torch.nn.Module, seeds: list[int], opts: generation.Sam
     error = dist.broadcast_object(error)   # every rank fails (or finishes) together
     if error is not None:
         raise click.ClickException(error)
-    dist.print0('Done.')
+    print0('Done.')
 
 
 if __name__ == '__main__':
-    dist.run_cli(main)
+    run_cli(main)

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import click
 
+from cli_common import FiniteFloatRange
+from dnnlib.util import first_line
 from training import options as opt_lib
 
 EXAMPLES = """\b
@@ -38,13 +40,20 @@ Examples:
 """
 
 
-def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    if value is None or isinstance(value, list):
-        return value
-    try:
-        return [int(x) for x in value.split(',') if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f'expected comma-separated integers, got {value!r}') from None
+class _PositiveIntList(click.ParamType):
+    """A non-empty list of positive integers: '1,2,2' on the command line, [1, 2, 2] in a preset or a state."""
+    name = 'list'
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
+        items = value.split(',') if isinstance(value, str) else value
+        try:
+            out = [int(x) for x in items]
+            ok = bool(out) and min(out) >= 1 and not any(isinstance(x, (bool, float)) for x in items)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            self.fail(f'expected a non-empty comma-separated list of positive integers, got {value!r}', param, ctx)
+        return out
 
 
 def _click_option(option: opt_lib.Option) -> Callable:
@@ -55,10 +64,13 @@ def _click_option(option: opt_lib.Option) -> Callable:
     elif option.choices is not None:
         kwargs.update(type=click.Choice(option.choices), metavar=None)
     elif option.type is list:
-        kwargs.update(type=str, callback=_int_list)
-    elif option.type in (int, float) and (option.lo is not None or option.hi is not None):
-        kind = click.IntRange if option.type is int else click.FloatRange
-        kwargs.update(type=kind(min=option.lo, max=option.hi, min_open=option.lo_open, max_open=option.hi_open))
+        kwargs.update(type=_PositiveIntList())
+    elif option.type is float:   # NaN and infinity are refused: an infinite --lr trains NaN weights
+        kwargs.update(type=FiniteFloatRange(min=option.lo, max=option.hi, min_open=option.lo_open,
+                                            max_open=option.hi_open))
+    elif option.type is int and (option.lo is not None or option.hi is not None):
+        kwargs.update(type=click.IntRange(min=option.lo, max=option.hi, min_open=option.lo_open,
+                                          max_open=option.hi_open))
     else:
         kwargs.update(type=option.type)
     if option.default is not None and not option.is_flag:
@@ -87,12 +99,24 @@ def main(**kwargs) -> None:
     try:
         run(kwargs, explicit)
     except opt_lib.OptionsError as err:
-        raise click.ClickException(_one_line(err)) from None
+        raise click.ClickException(first_line(err)) from None
 
 
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
+def _convert(ctx: click.Context, values: dict, source: str) -> dict:
+    """Option values from a preset or a resumed run's state, converted and checked by the same click parameters
+    as flags (types, ranges, choices); a bad value -> one-line ClickException naming `source`."""
+    params = {p.name: p for p in ctx.command.params}
+    out = dict(values)
+    for name, value in values.items():
+        if name not in params:
+            continue
+        if value is None and opt_lib.OPTION_BY_NAME[name].default is not None:
+            raise click.ClickException(f'{source}: {opt_lib.flag(name)} cannot be null.')
+        try:
+            out[name] = params[name].type_cast_value(ctx, value)
+        except click.BadParameter as err:
+            raise click.ClickException(f'{source}: {opt_lib.flag(name)}={value!r}: {err.message}') from None
+    return out
 
 
 def run(kwargs: dict, explicit: set[str]) -> None:
@@ -103,8 +127,11 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     from training.network_io import NetworkLoadError
 
     # Options: defaults (or the resumed run's) < preset < explicit flags.
+    ctx = click.get_current_context()
     given = {k: kwargs[k] for k in explicit if k in opt_lib.DEFAULTS}
     preset = opt_lib.load_preset(kwargs['preset']) if kwargs['preset'] is not None else None
+    if preset is not None:
+        preset['options'] = _convert(ctx, preset['options'], f'Preset {kwargs["preset"]!r}')
     resume_path, base, header, plan = None, None, None, None
     if kwargs['resume'] is not None:
         if kwargs['transfer'] is not None:
@@ -112,18 +139,17 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         try:
             plan = checkpoint.plan_resume(kwargs['resume'], kwargs['outdir'], bool(kwargs['nosubdir']))
         except checkpoint.CheckpointError as err:
-            raise click.ClickException(_one_line(err)) from None
+            raise click.ClickException(first_line(err)) from None
         resume_path, header, plan.header = plan.state, plan.header, None
     if header is not None:
         base = header.get('options') or None
         if base is not None:
             known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
-            base = dict(opt_lib.DEFAULTS, **{k: v for k, v in base.items() if k in known})
+            base = dict(opt_lib.DEFAULTS, **_convert(ctx, {k: v for k, v in base.items() if k in known},
+                                                     f'--resume: {resume_path}'))
     if kwargs['resume'] is not None:
         given['resume'] = kwargs['resume']
     opts = opt_lib.resolve_options(given, preset, base)
-    if base is not None:
-        opt_lib.check_resume(base, opts, resume_path)
     opts['preset'] = kwargs['preset'] if kwargs['preset'] is not None else (base or {}).get('preset')
 
     # Devices and ranks.
@@ -137,17 +163,21 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         torch.multiprocessing.set_start_method('spawn', force=True)
     if opts.get('seed') is None:
         opts['seed'] = int(dist.broadcast_object(int(torch.randint(1 << 31, size=[]).item())))
-    opt_lib.validate_options(opts, world_size)
+    opt_lib.validate_options(opts)
     try:
         stop_signals = preemption.StopSignals(preemption.parse_signals(opts.get('preempt_signals')))
     except ValueError as err:
-        raise click.ClickException(f'--preempt-signals: {_one_line(err)}') from None
+        raise click.ClickException(f'--preempt-signals: {first_line(err)}') from None
 
     # Dataset: open once to validate it and learn its shape.
     dataset = _open_dataset(opts)
     config = opt_lib.build_config(opts, dataset, world_size)
     opt_lib.check_network_geometry(config['network_kwargs'], dataset)   # e.g. attention at 16 on 8x8 data
     if resume_path is not None:
+        try:
+            checkpoint.check_compatible(header, config, resume_path, opts)
+        except checkpoint.CheckpointError as err:
+            raise click.ClickException(first_line(err)) from None
         if header['cur_nimg'] >= config['total_kimg'] * 1000:
             if plan.run_dir is not None and _same_dir(os.path.dirname(resume_path), plan.run_dir):
                 # A requeued job whose run had finished (killed after its last state): nothing is left to do.
@@ -188,7 +218,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     log = logging.getLogger('training')
     for note in notes:
         log.info(note)
-    bar = _progress_bar(rank, config['total_kimg'])
+    bar = _Progress(rank, config['total_kimg'])
     from tqdm.contrib.logging import logging_redirect_tqdm
     stop_signals.install()   # until the process group is gone: a launcher may forward the signal late
     try:
@@ -200,8 +230,8 @@ def run(kwargs: dict, explicit: set[str]) -> None:
                          f'training state {result["state"]}; run the same command to continue (exit code '
                          f'{preemption.PREEMPTED_EXIT_CODE}: preempted).')
     except (training_loop.TrainingError, checkpoint.CheckpointError, NetworkLoadError) as err:
-        log.error(_one_line(err))
-        raise click.ClickException(_one_line(err)) from None
+        log.error(first_line(err))
+        raise click.ClickException(first_line(err)) from None
     finally:
         bar.close()
         for handler in log_handlers:
@@ -227,7 +257,7 @@ def _open_dataset(opts: dict) -> dict:
     try:
         ds = open_dataset(opts['data'], **kwargs)
     except Exception as err:  # any failure to read user-supplied data is reported, never a traceback
-        message = _one_line(err)
+        message = first_line(err)
         if opts['cond']:
             try:
                 open_dataset(opts['data'], **dict(kwargs, use_labels=False)).close()
@@ -241,7 +271,7 @@ def _open_dataset(opts: dict) -> dict:
                      has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'), size=len(ds),
                      dataset_kwargs=dict(ds.dataset_kwargs))
     except Exception as err:
-        raise click.ClickException(f'--data {opts["data"]}: {_one_line(err)}')
+        raise click.ClickException(f'--data {opts["data"]}: {first_line(err)}')
     finally:
         ds.close()
     return facts
@@ -337,10 +367,6 @@ class _Progress:
             self.bar.close()
 
 
-def _progress_bar(rank: int, total_kimg: float) -> _Progress:
-    return _Progress(rank, total_kimg)
-
-
 if __name__ == '__main__':
-    from torch_utils.distributed import run_cli
+    from cli_common import run_cli
     run_cli(main)

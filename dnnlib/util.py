@@ -13,6 +13,7 @@ import errno
 import hashlib
 import importlib
 import io
+import json
 import logging
 import os
 import re
@@ -176,6 +177,19 @@ def construct_class_by_name(*args: Any, class_name: str, **kwargs: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------------
 # Small formatting helper (used by training logs).
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty): one sentence for
+    a user, without the details a multi-line message carries below it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def jsonable(obj: Any, **dumps_kwargs: Any) -> Any:
+    """What `obj` reads back as after a JSON round trip (tuples become lists; `json.dumps` kwargs such as
+    sort_keys or default=str apply)."""
+    return json.loads(json.dumps(obj, **dumps_kwargs))
+
 
 def format_time(seconds: float) -> str:
     """Human-readable duration: '42s', '3m 05s', '2h 07m 09s', '1d 02h 03m'."""

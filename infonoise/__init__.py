@@ -8,8 +8,8 @@ pure profile functions; InfoGrid; profile (de)serialisation; exact Bayes denoise
 """
 from .adaptive import InfoNoiseSampler
 from .grid import SigmaGrid
-from .infogrid import (infogrid_sigma_steps, loguniform_sigma_steps, solver_aware_sigma_steps,
-                       tempered_sigma_steps)
+from .infogrid import (GRIDS, edm_sigma_steps, infogrid_sigma_steps, loguniform_sigma_steps, sigma_steps,
+                       solver_aware_sigma_steps, tempered_sigma_steps)
 from .oracles import CurieWeiss, EmpiricalBayes, GaussianMixture, TwoPoint
 from .profile import entropy_rate, gate, log_smooth, onset_pivot, powerlaw_pivot, sampler_table
 from .samplers import LogNormalSampler, LogUniformSampler
@@ -22,7 +22,8 @@ __all__ = [
     'LossSecondMomentSampler', 'KingmaGaoSampler', 'CDCDSampler', 'LaplaceSampler', 'isotonic_increasing',
     'min_snr_weight', 'edm_weight', 'vp_weight', 've_weight', 'unit_weight', 'get_weight',
     'entropy_rate', 'log_smooth', 'onset_pivot', 'powerlaw_pivot', 'gate', 'sampler_table',
-    'infogrid_sigma_steps', 'tempered_sigma_steps', 'solver_aware_sigma_steps', 'loguniform_sigma_steps',
+    'sigma_steps', 'GRIDS', 'edm_sigma_steps', 'infogrid_sigma_steps', 'tempered_sigma_steps',
+    'solver_aware_sigma_steps', 'loguniform_sigma_steps',
     'profile_to_json', 'profile_from_json',
     'EmpiricalBayes', 'TwoPoint', 'GaussianMixture', 'CurieWeiss',
 ]

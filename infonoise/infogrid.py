@@ -22,11 +22,14 @@ Calibrating the tempered grid's (γ, ρ) needs a network and lives in training/g
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
 
 MEASURES = ('literal', 'entropic')
+EDM_RHO = 7.0   # EDM's grid exponent ρ: the default of every ρ-grid (edm_sigma_steps, tempered, generate.py --rho)
+TEMPERED_GAMMA = 0.5   # the tempered grid's default exponent γ
 
 
 def _bin_mass(edges: np.ndarray, rate: np.ndarray, measure: str) -> np.ndarray:
@@ -150,7 +153,7 @@ def _invert_uniform(coord: np.ndarray, cum: np.ndarray, num_steps: int) -> np.nd
 
 
 def tempered_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_max: float,
-                         gamma: float = 0.5, rho: float = 7.0, measure: str = 'literal',
+                         gamma: float = TEMPERED_GAMMA, rho: float = EDM_RHO, measure: str = 'literal',
                          gated: bool = False) -> torch.Tensor:
     """EDM's ρ-spacing tilted by the tempered information density.
 
@@ -385,3 +388,92 @@ def solver_aware_sigma_steps(profile: dict, num_steps: int, sigma_min: float, si
     sigma = np.asarray(levels, dtype=np.float64)
     sigma[0], sigma[-1] = sigma_max, sigma_min
     return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+
+
+# ----------------------------------------------------------------------------------------------
+# EDM's ρ-grid (paper Eq. 5) and every grid by name.
+
+def step_fractions(num_steps: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """i/(N−1) for i = 0..N−1 in float64 (a single 0 when N = 1, i.e. only the grid's first point)."""
+    step_indices = torch.arange(num_steps, dtype=torch.float64, device=device)
+    if num_steps == 1:
+        return step_indices
+    return step_indices / (num_steps - 1)
+
+
+
+def edm_sigma_steps(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80, rho: float = EDM_RHO,
+                    round_sigma: Callable | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """EDM's time-step discretisation (paper Eq. 5) followed by a trailing 0.
+
+    σ_i = (σ_max^(1/ρ) + i/(N−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ for i = 0..N−1, then σ_N = 0.
+
+    Args:
+        num_steps:   N ≥ 1, the number of nonzero noise levels (N = 1 gives [σ_max, 0]).
+        sigma_min:   lowest nonzero noise level, > 0.
+        sigma_max:   highest noise level, ≥ sigma_min.
+        rho:         grid exponent ρ > 0 (EDM uses 7; ρ → ∞ approaches a log-uniform grid).
+        round_sigma: optional callable applied to the N nonzero levels (e.g. ``net.round_sigma``).
+        device:      device of the returned tensor (default CPU).
+
+    Returns:
+        float64 tensor of shape [N + 1], decreasing, last element 0.
+    """
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f'num_steps must be a positive integer; got {num_steps!r}')
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f'need 0 < sigma_min <= sigma_max; got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}')
+    if not rho > 0:
+        raise ValueError(f'rho must be positive; got {rho!r}')
+    num_steps = int(num_steps)
+    root_max = sigma_max ** (1 / rho)
+    root_min = sigma_min ** (1 / rho)
+    sigma = (root_max + step_fractions(num_steps, device) * (root_min - root_max)) ** rho
+    if round_sigma is not None:
+        sigma = torch.as_tensor(round_sigma(sigma)).to(torch.float64)
+    return torch.cat([sigma, torch.zeros_like(sigma[:1])])
+
+
+GRIDS = ('edm', 'loguniform', 'eq19', 'tempered', 'solver-aware')   # the σ grids by name (`sigma_steps`)
+
+# The InfoGrid rows of the benchmarks and plots: name -> (a GRIDS name, its settings for `sigma_steps`).
+VARIANTS = {
+    'infogrid-literal': ('eq19', dict(measure='literal', floor=0.0)),      # paper Eq. 19 as written
+    'infogrid-entropic': ('eq19', dict(measure='entropic', floor=0.0)),
+    'infogrid-blend': ('eq19', dict(measure='literal', floor=0.5)),        # + 50% log-uniform
+    'infogrid-tempered': ('tempered', dict(gamma=TEMPERED_GAMMA)),
+    'infogrid-solver': ('solver-aware', dict(solver='heun')),
+}
+
+
+def sigma_steps(name: str, num_steps: int, sigma_min: float, sigma_max: float, profile: dict | None = None, *,
+                rho: float = EDM_RHO, gamma: float = TEMPERED_GAMMA, measure: str = 'literal', floor: float = 0.0,
+                gated: bool = False, solver: str = 'heun', surrogate: tuple[np.ndarray, np.ndarray] | None = None,
+                round_sigma: Callable | None = None) -> torch.Tensor:
+    """The σ grid called `name` (one of `GRIDS`): num_steps decreasing σ's from sigma_max to sigma_min, then 0
+    (float64, CPU). The InfoGrid constructions ('eq19': `infogrid_sigma_steps` with measure and floor;
+    'tempered': γ and ρ; 'solver-aware': solver and an optional pre-fitted surrogate) need the profile.
+
+    round_sigma (e.g. `net.round_sigma`) rounds the nonzero levels, as EDM's sampler rounds its grid.
+    """
+    if name == 'edm':
+        return edm_sigma_steps(num_steps, sigma_min, sigma_max, rho, round_sigma=round_sigma)
+    if name == 'loguniform':
+        steps = loguniform_sigma_steps(num_steps, sigma_min, sigma_max)
+    elif name not in GRIDS:
+        raise ValueError(f'unknown σ grid {name!r}; expected one of {", ".join(GRIDS)}')
+    elif profile is None:
+        raise ValueError(f'the {name} σ grid needs an InfoNoise profile')
+    elif name == 'tempered':
+        steps = tempered_sigma_steps(profile, num_steps, sigma_min, sigma_max, gamma=gamma, rho=rho, measure=measure,
+                                     gated=gated)
+    elif name == 'solver-aware':
+        steps = solver_aware_sigma_steps(profile, num_steps, sigma_min, sigma_max, solver=solver, gated=gated,
+                                         surrogate=surrogate)
+    else:
+        steps = infogrid_sigma_steps(profile, num_steps, sigma_min, sigma_max, measure=measure, floor=floor,
+                                     gated=gated)
+    steps = torch.as_tensor(steps, dtype=torch.float64).cpu()
+    if round_sigma is not None:
+        steps = torch.cat([torch.as_tensor(round_sigma(steps[:-1]), dtype=torch.float64).cpu(), steps[-1:]])
+    return steps

@@ -107,8 +107,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import atomic_write
-from infonoise.infogrid import (gaussian_surrogate, infogrid_sigma_steps, loguniform_sigma_steps,
-                                solver_aware_sigma_steps, tempered_sigma_steps)
+from infonoise.infogrid import VARIANTS, gaussian_surrogate, sigma_steps
 from infonoise.oracles import BayesDenoiser, CurieWeiss, GaussianMixture
 from training.grid_calibration import calibrate_tempered_grid, reference_samples
 from training.sampler import edm_sigma_steps, heun_sampler
@@ -116,7 +115,6 @@ from training.sampler import edm_sigma_steps, heun_sampler
 GRID_NAMES = ('edm', 'loguniform', 'infogrid-literal', 'infogrid-entropic', 'infogrid-blend',
               'infogrid-tempered', 'infogrid-solver', 'infogrid-calibrated',
               've-const', 've-dilated', 'vp-const', 'vp-dilated')
-TEMPERED_GAMMA = 0.5                      # gamma of the infogrid-tempered row (rho = 7)
 CALIB_LATENTS = 256                       # start points used to calibrate infogrid-calibrated
 CALIB_REF_STEPS = 1024                    # levels of the calibration reference (cheap with exact denoisers)
 SIGMA_MIN = 0.002
@@ -192,24 +190,13 @@ def make_grid(name: str, num_steps: int, sigma_max: float, dim: int, mode_norm: 
     surrogate: the profile's Gaussian surrogate for infogrid-solver (fitted here when None);
     calibrator: num_steps -> calibrated grid, required for infogrid-calibrated.
     """
-    if name == 'edm':
-        return edm_sigma_steps(num_steps, sigma_min, sigma_max, rho=7)
-    if name == 'loguniform':
-        return loguniform_sigma_steps(num_steps, sigma_min, sigma_max)
-    if name == 'infogrid-tempered':
-        return tempered_sigma_steps(profile, num_steps, sigma_min, sigma_max, gamma=TEMPERED_GAMMA, rho=7.0)
-    if name == 'infogrid-solver':
-        return solver_aware_sigma_steps(profile, num_steps, sigma_min, sigma_max, solver='heun',
-                                        surrogate=surrogate)
     if name == 'infogrid-calibrated':
         if calibrator is None:
             raise ValueError('infogrid-calibrated needs a calibrator (see run_gm / run_cw)')
         return torch.as_tensor(calibrator(num_steps), dtype=torch.float64).cpu()
-    if name.startswith('infogrid-'):
-        measure, floor = {'infogrid-literal': ('literal', 0.0), 'infogrid-entropic': ('entropic', 0.0),
-                          'infogrid-blend': ('literal', 0.5)}[name]
-        steps = infogrid_sigma_steps(profile, num_steps, sigma_min, sigma_max, measure=measure, floor=floor)
-        return torch.as_tensor(steps, dtype=torch.float64).cpu()
+    if name in VARIANTS or name in ('edm', 'loguniform'):
+        grid, kwargs = VARIANTS.get(name, (name, {}))
+        return sigma_steps(grid, num_steps, sigma_min, sigma_max, profile, surrogate=surrogate, **kwargs)
     if name == 've-const':
         return ve_sigma_steps(num_steps, sigma_min, sigma_max)
     if name == 've-dilated':

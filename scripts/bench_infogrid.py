@@ -65,10 +65,9 @@ import torch
 
 import infonoise
 from dnnlib.util import atomic_write
-from infonoise.infogrid import (gaussian_surrogate, infogrid_sigma_steps, loguniform_sigma_steps,
-                                solver_aware_sigma_steps, tempered_sigma_steps)
+from infonoise.infogrid import TEMPERED_GAMMA, VARIANTS, gaussian_surrogate, sigma_steps
 from training import network_io, sampler
-from training.grid_calibration import calibrate_tempered_grid, reference_samples, rounded, trajectory_error
+from training.grid_calibration import calibrate_tempered_grid, reference_samples, trajectory_error
 from training.networks import data_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +76,6 @@ GRID_NAMES = ('edm', 'infogrid-literal', 'infogrid-entropic', 'infogrid-blend', 
 SOLVER_NAMES = ('heun', 'euler', 'sde')
 NFE_LIST = (5, 7, 9, 11, 13, 17, 25, 35)
 SDE = dict(S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)   # EDM's ImageNet-64 stochastic settings
-TEMPERED_GAMMA = 0.5
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 QUICK = dict(nfe=(5, 7, 11, 17, 35), solvers=('heun',), sets=2, num=100, traj_num=16, calibrate=8,
              calib_ref_steps=128)
@@ -213,23 +211,13 @@ class GridMaker:
         return torch.tensor(done[num_steps]['sigma_steps'], dtype=torch.float64)
 
     def __call__(self, name: str, solver: str, num_steps: int) -> torch.Tensor:
-        lo, hi, prof = self.lo, self.hi, self.profile
-        if name == 'edm':
-            return sampler.edm_sigma_steps(num_steps, lo, hi, rho=7, round_sigma=getattr(self.net, 'round_sigma', None))
         if name == 'infogrid-calibrated':
             return self.calibrated(solver, num_steps)
-        if name == 'loguniform':
-            grid = loguniform_sigma_steps(num_steps, lo, hi)
-        elif name == 'infogrid-tempered':
-            grid = tempered_sigma_steps(prof, num_steps, lo, hi, gamma=TEMPERED_GAMMA, rho=7.0)
-        elif name == 'infogrid-solver':
-            grid = solver_aware_sigma_steps(prof, num_steps, lo, hi, solver='euler' if solver == 'euler' else 'heun',
-                                            surrogate=self.surrogate())
-        else:
-            measure, floor = {'infogrid-literal': ('literal', 0.0), 'infogrid-entropic': ('entropic', 0.0),
-                              'infogrid-blend': ('literal', 0.5)}[name]
-            grid = infogrid_sigma_steps(prof, num_steps, lo, hi, measure=measure, floor=floor)
-        return rounded(self.net, grid)
+        grid, kwargs = VARIANTS.get(name, (name, {}))
+        if grid == 'solver-aware':
+            kwargs = dict(solver='euler' if solver == 'euler' else 'heun', surrogate=self.surrogate())
+        return sigma_steps(grid, num_steps, self.lo, self.hi, self.profile,
+                           round_sigma=getattr(self.net, 'round_sigma', None), **kwargs)
 
 
 def make_latents(net: Any, num: int, seed: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -8,9 +8,10 @@ affects both alike):
   σ-sampler, non-finite gradient handling, optimizer, EMA, statistics), timed through its per-step
   progress callback, with no snapshots, states or sample grids written.
 It prints both img/s (wall clock, and on the CPU also per CPU-second of this process), a per-phase
-breakdown in ms per step (the loop's `phase_timer` laps; on CUDA the laps synchronise the device, so the
-breakdown comes from one extra run of each kind and the img/s from runs without them), the start-up of
-the first loop run (imports, set-up, first step) and, as its last line, `loop/network ratio: R`.
+breakdown in ms per step (the network-only step: its own laps, which on CUDA synchronise the device; the loop:
+the `torch.profiler` ranges of `training.training_loop.train_step`, read from one extra profiled run, so the
+img/s come from runs without the profiler; `other` is the rest of the loop's step), the start-up of the first
+loop run (imports, set-up with its profiled parts, first step) and, as its last line, `loop/network ratio: R`.
 
 Configs: `digits-demo` (the CPU demo: SongUNet 32 ch on builtin:digits) and `cifar10` (EDM's CIFAR-10
 DDPM++ preset on random 32x32 PNGs in the archive format; meant for a GPU). `--compare-sigma` adds the
@@ -31,7 +32,6 @@ Every timing goes through `torch_utils.timing` (device synchronised at both ends
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -46,7 +46,7 @@ import click
 from torch_utils.timing import Stopwatch, synchronize
 
 
-# Display order of the phases (the loop's phase_timer names; the network-only step uses a subset).
+# Display order of the phases (the loop's profiler ranges; the network-only step uses a subset).
 PHASES = ('data', 'forward', 'stats', 'sampler', 'backward', 'nonfinite', 'optimizer', 'ema', 'other')
 LOOP_ONLY = ('data', 'stats', 'sampler', 'nonfinite', 'ema', 'other')   # work the network-only step does not do
 STARTUP = ('startup:data', 'startup:network', 'startup:files')
@@ -125,7 +125,7 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
 
 
 class LapTimer:
-    """A `phase_timer` for training_loop: wall time per phase name since the previous lap.
+    """Wall time per phase name since the previous lap (the network-only step's phases).
 
     On CUDA every lap synchronises the device first (so that a phase is charged with its own kernels);
     that happens only here, in the benchmark, never in normal training.
@@ -247,35 +247,58 @@ def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: 
     return dict(img_per_s=wall, cpu_img_per_s=cpu, first_step_s=clock.t_first - t0, phases=clock.per_step_ms())
 
 
-def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: str, timed: bool) -> dict:
-    """One training_loop run: img/s after the warm-up (wall, CPU), start-up and, when `timed`, phases."""
+def _range_seconds(prof: Any, names: tuple[str, ...], cuda: bool) -> dict[str, float]:
+    """Seconds spent in each named profiler range (device time on CUDA, where the ranges hold kernels)."""
+    totals: dict[str, float] = {}
+    for event in prof.events():
+        if event.name in names:
+            us = event.device_time_total if cuda and event.device_time_total > 0 else event.time_range.elapsed_us()
+            totals[event.name] = totals.get(event.name, 0.0) + us / 1e6
+    return totals
+
+
+def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: str, timed: bool,
+                 startup: bool = False) -> dict:
+    """One training_loop run: img/s after the warm-up (wall, CPU), start-up and, when `timed`, the phases of its
+    steps after the warm-up (profiled, so those img/s include the profiler); `startup`: profile the set-up's
+    parts (startup:data / network / files) until the first step begins."""
     import torch
+    from torch.profiler import ProfilerActivity, profile
 
     from training.training_loop import training_loop
     cuda = torch.device(device).type == 'cuda'
-    timed = timed and 'phase_timer' in inspect.signature(training_loop).parameters   # older loops: no phases
-    timer = LapTimer(cuda) if timed else None
-    clock = _Clock(device, warmup, steps, timer)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    prof_startup = profile(activities=activities) if startup else None
+    prof_steps = profile(activities=activities) if timed else None
+    clock = _Clock(cuda, warmup, steps, None)
     calls = []
 
     def progress(cur_nimg: int, total_nimg: int) -> None:
-        if calls:
-            clock.tick()
-        else:
+        if not calls:
             clock.t_ready = time.perf_counter()
+            if prof_startup is not None:
+                prof_startup.stop()
+        else:
+            if prof_steps is not None and clock.done + 1 == warmup:
+                prof_steps.start()   # before the clock's start stamp
+            clock.tick()
+            if prof_steps is not None and clock.done == steps:
+                prof_steps.stop()    # after its end stamp
         calls.append(cur_nimg)
 
-    kwargs = dict(config)
-    if timer is not None:
-        kwargs['phase_timer'] = timer
-    if timer is not None:
-        timer.restart()
+    if prof_startup is not None:
+        prof_startup.start()
     t0 = time.perf_counter()
-    training_loop(run_dir=run_dir, device=device, progress_fn=progress, **kwargs)
+    training_loop(run_dir=run_dir, device=device, progress_fn=progress, **config)
     wall, cpu = clock.rates(int(config['batch_size']))
+    phases = {}
+    if prof_steps is not None:
+        n = steps - warmup
+        phases = {k: 1e3 * v / n for k, v in _range_seconds(prof_steps, PHASES, cuda).items()}
+        phases['other'] = 1e3 * (clock.end[0] - clock.start[0]) / n - sum(phases.values())
     return dict(img_per_s=wall, cpu_img_per_s=cpu, setup_s=clock.t_ready - t0,
-                first_step_s=clock.t_first - clock.t_ready, phases=clock.per_step_ms(),
-                startup={k: v for k, v in (timer.startup if timer else {}).items()})
+                first_step_s=clock.t_first - clock.t_ready, phases=phases,
+                startup=_range_seconds(prof_startup, STARTUP, False) if prof_startup is not None else {})
 
 
 def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, workdir: str,
@@ -285,7 +308,8 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
     """Interleaved network-only and loop measurements of one preset; see the module docstring.
 
     imports_s: seconds from process start until torch and the training modules were imported (reported);
-    breakdown: on CUDA, one extra synchronised run of each kind for the phases (on the CPU the laps are free);
+    breakdown: one extra profiled loop run for the loop's phases (and on CUDA one extra synchronised network-only
+    run; on the CPU the network-only laps are free);
     sync_check: on CUDA, one extra loop run counting host synchronisations per step.
     """
     import torch
@@ -308,15 +332,16 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
                 continue
             for d, cfg in (configs.items() if rep % 2 == 0 else reversed(configs.items())):
                 run_dir = os.path.join(workdir, f'{name}-{d}-{rep}')
-                samples[f'loop:{d}'].append(measure_loop(cfg, steps, warmup, device, run_dir, timed=not cuda))
+                samples[f'loop:{d}'].append(measure_loop(cfg, steps, warmup, device, run_dir, timed=False,
+                                                         startup=rep == 0 and d == dist))
+    breakdown_net, breakdown_loop, profiled = {}, {}, None
     if not cuda:
         breakdown_net = _median_phases(samples['network'])
-        breakdown_loop = _median_phases(samples[f'loop:{dist}'])
-    elif breakdown:   # the phases from one extra synchronised run of each kind
+    elif breakdown:   # the network-only phases from one extra synchronised run
         breakdown_net = measure_network(config, facts, steps, warmup, device, timed=True)['phases']
-        breakdown_loop = measure_loop(config, steps, warmup, device, os.path.join(workdir, 'timed'), True)['phases']
-    else:
-        breakdown_net, breakdown_loop = {}, {}
+    if breakdown:
+        profiled = measure_loop(config, steps, warmup, device, os.path.join(workdir, 'timed'), True)
+        breakdown_loop = profiled['phases']
     syncs = count_host_syncs(config, steps, warmup, device, os.path.join(workdir, 'syncs')) \
         if cuda and sync_check else None
     first = samples[f'loop:{dist}'][0]
@@ -334,6 +359,7 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
                       'samples': [s['img_per_s'] for s in samples[f'loop:{other}']]} if compare_sigma else None),
         samples={k: [s['img_per_s'] for s in v] for k, v in samples.items()},
         phases_network_ms=breakdown_net, phases_loop_ms=breakdown_loop,
+        profiled_loop_img_per_s=profiled['img_per_s'] if profiled is not None else None,
         loop_only_ms=sum(breakdown_loop.get(k, 0.0) for k in LOOP_ONLY),
         startup=dict(imports_s=imports_s, setup_s=first['setup_s'],
                      first_step_s=first['first_step_s'], parts_s=first['startup'],
@@ -504,7 +530,8 @@ def format_report(r: dict) -> list[str]:
         lines.append(row(f'training loop ({o["sigma_dist"]})', o['img_per_s'], None, o['samples'])
                      + f'   ({delta:+.1f}% vs {r["sigma_dist"]})')
     net, loop = r['phases_network_ms'], r['phases_loop_ms']
-    sync = ' (synchronised laps, separate runs)' if r['device'] != 'cpu' else ''
+    sync = ' (loop: one profiled run; network: synchronised laps in a separate run)' if r['device'] != 'cpu' \
+        else ' (loop: one profiled run)'
     if net or loop:
         lines.append(f'per-step phases, ms{sync}:{"network":>10}{"loop":>10}{"loop-net":>10}')
         for name in PHASES:
@@ -580,7 +607,7 @@ Examples:
               help="The loop's data path (auto: resident when the cached dataset fits).")
 @click.option('--compare-sigma', is_flag=True, help='Also run the loop with the other σ distribution.')
 @click.option('--breakdown/--no-breakdown', default=True, show_default=True,
-              help='On CUDA, one extra synchronised run of each kind for the per-phase breakdown.')
+              help='One extra profiled loop run (and on CUDA a synchronised network-only run) for the phases.')
 @click.option('--sync-check', is_flag=True, help='On CUDA, count host synchronisations per loop step (one extra run).')
 @click.option('--data-size', type=click.IntRange(min=16), default=2048, show_default=True,
               help='Random images of the cifar10 config (50000 = CIFAR-10 for the start-up figure).')

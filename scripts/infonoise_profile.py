@@ -35,7 +35,6 @@ import tqdm
 import infonoise
 from dnnlib import util
 from training import generation
-from training import sampler as samplers
 from training.metrics import plotting
 
 EXAMPLES = """\b
@@ -136,11 +135,11 @@ def annotate(profile: dict, **meta: Any) -> dict:
 
 def compare_grids(profile: dict, num_steps: int, sigma_min: float, sigma_max: float) -> dict[str, list[float]]:
     """EDM's ρ=7 grid, a log-uniform grid and the InfoGrid variants, each with num_steps nonzero σ's."""
-    grids = {'EDM ρ=7': samplers.edm_sigma_steps(num_steps, sigma_min, sigma_max, 7).tolist(),
+    grids = {'EDM ρ=7': infonoise.sigma_steps('edm', num_steps, sigma_min, sigma_max).tolist(),
              'log-uniform': np.geomspace(sigma_max, sigma_min, num_steps).tolist() + [0.0]}
     for label, measure, floor in INFOGRID_VARIANTS:
-        grids[label] = infonoise.infogrid_sigma_steps(profile, num_steps, sigma_min, sigma_max, measure=measure,
-                                                      floor=floor).tolist()
+        grids[label] = infonoise.sigma_steps('eq19', num_steps, sigma_min, sigma_max, profile, measure=measure,
+                                             floor=floor).tolist()
     return grids
 
 

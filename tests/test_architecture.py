@@ -8,6 +8,7 @@ import pytest
 from helpers import ROOT
 
 CLIS = {'train', 'generate', 'fid'}
+CLI_SIDE = {'cli_common'}   # click declarations and printing shared by the CLIs and scripts
 LIBRARY = ('infonoise', 'training', 'torch_utils', 'dnnlib')
 
 
@@ -20,7 +21,7 @@ def _modules():
                 if name.endswith('.py'):
                     rel = os.path.relpath(os.path.join(folder, name), ROOT)[:-3].replace(os.sep, '.')
                     out[rel[:-len('.__init__')] if rel.endswith('.__init__') else rel] = os.path.join(folder, name)
-    for cli in CLIS:
+    for cli in CLIS | CLI_SIDE:
         out[cli] = os.path.join(ROOT, cli + '.py')
     return out
 
@@ -73,9 +74,36 @@ def test_torch_utils_and_dnnlib_never_import_training():
 def test_library_never_imports_a_cli_or_a_script_and_clis_never_import_each_other():
     for module, deps in GRAPH.items():
         if _top(module) in LIBRARY:
-            assert not {m for m in deps if _top(m) in ('scripts', *CLIS)}, module
-        if module in CLIS or _top(module) == 'scripts':
+            assert not {m for m in deps if _top(m) in ('scripts', *CLIS, *CLI_SIDE)}, module
+        if module in CLIS | CLI_SIDE or _top(module) == 'scripts':
             assert not (deps & CLIS), module
+
+
+def _external_imports_and_calls(path):
+    """(top-level names of every imported module, names of every called plain function) in a file."""
+    tree = ast.parse(open(path, encoding='utf-8').read())
+    imported, called = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split('.')[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            imported.add((node.module or '').split('.')[0])
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            called.add(node.func.id)
+    return imported, called
+
+
+@pytest.mark.parametrize('module', sorted(m for m in MODULES if _top(m) in LIBRARY))
+def test_library_imports_no_click_and_never_prints(module):
+    imported, called = _external_imports_and_calls(MODULES[module])
+    assert 'click' not in imported, f'{module} imports click: CLI declarations belong in cli_common.py'
+    assert 'print' not in called, f'{module} calls print: library code logs or returns values'
+
+
+def test_the_architecture_check_sees_click_and_print(tmp_path):
+    path = tmp_path / 'm.py'
+    path.write_text('def f():\n    from click import echo\n    print(echo)\n', encoding='utf-8')
+    assert _external_imports_and_calls(str(path)) == ({'click'}, {'print'})
 
 
 def test_no_import_cycles():

@@ -258,13 +258,18 @@ def test_optimizer_kwargs_for():
         optimizer_kwargs_for(dict(class_name='torch.optim.SGD', lr=0.1), fused=True)
 
 
-def test_resolve_fast_paths_precedence():
+def test_resolve_fast_paths_and_the_train_options_that_fill_them():
     assert resolve_fast_paths(None) == FAST_PATH_DEFAULTS and not any(FAST_PATH_DEFAULTS.values())
-    options = dict(bf16=True, fused_adam=True, batch=64)   # train.py options: only speed keys are taken
-    fast = resolve_fast_paths(dict(bf16=False, sdpa=True), options)
-    assert fast == dict(FAST_PATH_DEFAULTS, sdpa=True, fused_adam=True)
+    assert resolve_fast_paths(dict(sdpa=True)) == dict(FAST_PATH_DEFAULTS, sdpa=True)
     with pytest.raises(ValueError, match='unknown fast path'):
         resolve_fast_paths(dict(fp8=True))
+    # Every speed option of train.py reaches the loop's fast_paths (compile_mode is a library-only setting).
+    opts = O.resolve_options(dict(bf16=True, fused_adam=True, sdpa=True), O.load_preset('digits-demo'))
+    facts = dict(name='digits', resolution=8, num_channels=1, label_dim=0, has_labels=False, endpoint='continuous',
+                 size=1797)
+    fast = O.build_config(opts, facts)['fast_paths']
+    assert set(fast) == set(FAST_PATH_DEFAULTS) - {'compile_mode'}
+    assert resolve_fast_paths(fast) == dict(FAST_PATH_DEFAULTS, bf16=True, fused_adam=True, sdpa=True)
 
 
 def grads_with(*specials):

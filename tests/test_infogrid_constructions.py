@@ -245,3 +245,25 @@ def test_new_constructions_need_no_more_steps_than_edm_on_the_gaussian_mixture()
         assert found['infogrid-solver', d] <= found['edm', d]
     for g in ('infogrid-tempered', 'infogrid-solver'):
         assert found[g, 1000] <= 2 * found[g, 10]
+
+
+def test_sigma_steps_by_name_is_each_construction():
+    import infonoise
+    profile = power_profile(-2.0)
+    cases = {
+        ('edm', ()): samplers.edm_sigma_steps(9, LO, HI, 7),
+        ('loguniform', ()): loguniform_sigma_steps(9, LO, HI),
+        ('eq19', (('measure', 'entropic'), ('floor', 0.3))): infogrid_sigma_steps(profile, 9, LO, HI, 'entropic', 0.3),
+        ('tempered', (('gamma', 0.25), ('rho', 5.0))): tempered_sigma_steps(profile, 9, LO, HI, gamma=0.25, rho=5.0),
+        ('solver-aware', (('solver', 'euler'),)): solver_aware_sigma_steps(profile, 9, LO, HI, solver='euler'),
+    }
+    for (name, kwargs), expected in cases.items():
+        got = infonoise.sigma_steps(name, 9, LO, HI, profile, **dict(kwargs))
+        assert got.dtype == torch.float64 and got.shape == (10,) and got[-1] == 0
+        assert torch.equal(got, expected), name
+    rounded = infonoise.sigma_steps('eq19', 9, LO, HI, profile, round_sigma=lambda s: s.float())
+    assert torch.equal(rounded[:-1], infogrid_sigma_steps(profile, 9, LO, HI)[:-1].float().double())
+    with pytest.raises(ValueError, match='unknown σ grid'):
+        infonoise.sigma_steps('ddim', 9, LO, HI, profile)
+    with pytest.raises(ValueError, match='needs an InfoNoise profile'):
+        infonoise.sigma_steps('tempered', 9, LO, HI)

@@ -237,3 +237,26 @@ def test_save_image_grid_scales_by_nearest_neighbour(tmp_path):
     assert np.array_equal(saved[::4, ::4], small) and np.array_equal(saved[3::4, 3::4], small)
     with pytest.raises(ValueError, match='scale'):
         image_grid.save_image_grid(images, path, scale=0)
+
+
+def test_run_guard_counts_nonfinite_steps_and_keeps_the_first_failed_write():
+    from dnnlib.util import WriteError
+    from training.preemption import RunGuard, StopSignals, TrainingError
+    signals = StopSignals([])
+    guard = RunGuard(signals, nonfinite_limit=4, device=torch.device('cpu'))   # checks every 2 steps
+    nan, one = torch.tensor(float('nan')), torch.tensor(1.0)
+    assert [guard.after_step(x, 0) for x in (nan, nan, one, nan)] == [0, 0, 0, 0]   # a finite step resets
+    signals.signum = 15
+    assert guard.after_step(nan, 0) == 15 and guard.at_tick(0) == 15
+    with pytest.raises(TrainingError, match=r'NaN/Inf for 5 consecutive steps \(at 1 kimg\)'):
+        for _ in range(3):            # streaks 3 (checked), 4 (not a check step), 5 (checked: over the limit)
+            guard.after_step(nan, 1000)
+    calls = []
+
+    def fail(path):
+        calls.append(path)
+        raise WriteError(path, OSError(28, 'No space left on device'))
+    guard = RunGuard(None, nonfinite_limit=50, device=torch.device('cpu'))
+    assert guard.write(fail, 'a') is False and guard.write(calls.append, 'b') is False and calls == ['a']
+    with pytest.raises(TrainingError, match='Cannot write a'):
+        guard.finish()

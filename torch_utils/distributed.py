@@ -141,39 +141,3 @@ def all_reduce_(tensor: torch.Tensor, op: str = 'sum') -> torch.Tensor:
     if is_initialized():
         dist.all_reduce(tensor, op=getattr(dist.ReduceOp, _REDUCE_OPS[op]))
     return tensor
-
-
-def print0(*args: Any, **kwargs: Any) -> None:
-    """print() on rank 0 only. For CLIs; library code does not print."""
-    if get_rank() == 0:
-        print(*args, **kwargs)
-
-
-def run_cli(command: Any) -> None:
-    """Run a click command as a program's entry point and exit with its status.
-
-    Under torchrun (WORLD_SIZE > 1) the process ends with os._exit once the command has returned and its
-    output is flushed: C++ threads of the gloo/c10d layer can otherwise abort the interpreter's teardown
-    ("terminate called without an active exception", seen on CPU ranks), which would turn a finished job
-    into a failed one. Single processes exit normally. Only CLIs call this.
-    """
-    import sys
-
-    import click
-    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
-        command()           # standalone mode: click reports errors and calls sys.exit
-        return
-    try:
-        code = command(standalone_mode=False)   # click returns the code of a click.exceptions.Exit here
-        code = code if isinstance(code, int) else 0
-    except click.ClickException as err:
-        err.show()
-        code = err.exit_code
-    except click.exceptions.Exit as err:
-        code = err.exit_code
-    except click.Abort:
-        click.echo('Aborted!', err=True)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

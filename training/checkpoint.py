@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -90,18 +89,16 @@ def make_training_state(*, net: torch.nn.Module, ema: torch.nn.Module, optimizer
 
     ranks:   per-rank dicts (index = rank) with that rank's RNG state, data-stream position and
              σ-sampler state (each rank observes its own losses, so sampler buffers differ per rank).
-    config:  the `training_loop` kwargs; its compatibility view and fingerprint are stored.
+    config:  the `training_loop` kwargs; its compatibility view is stored.
     options: the resolved CLI options (lets `train.py --resume` reuse them).
     """
-    view = compat_view(config)
     state = dict(
         format=STATE_FORMAT, version=STATE_VERSION,
         cur_nimg=int(cur_nimg), cur_tick=int(cur_tick), world_size=len(ranks),
         net=_cpu(net.state_dict()), ema=_cpu(ema.state_dict()), optimizer=_cpu(optimizer.state_dict()),
         augment_pipe=_augment_state(augment_pipe),
         ranks=[_cpu(r) for r in ranks],
-        config=view, fingerprint=fingerprint(view),
-        options=json.loads(json.dumps(options)) if options is not None else None,
+        config=compat_view(config), options=util.jsonable(options) if options is not None else None,
     )
     if extra:
         state.update(extra)
@@ -114,7 +111,7 @@ def _augment_state(pipe: Any) -> dict | None:
         return None
     if hasattr(pipe, 'state_dict'):
         return _cpu(pipe.state_dict())
-    return json.loads(json.dumps(getattr(pipe, '_init_kwargs', {}), default=str))
+    return util.jsonable(getattr(pipe, '_init_kwargs', {}), default=str)
 
 
 def _cpu(obj: Any) -> Any:
@@ -363,13 +360,7 @@ def compat_view(config: Mapping[str, Any]) -> dict:
     view = {k: config.get(k) for k in COMPAT_KEYS}
     if isinstance(view.get('dataset_kwargs'), Mapping):
         view['dataset_kwargs'] = {k: v for k, v in view['dataset_kwargs'].items() if k not in _DATASET_IGNORED}
-    return json.loads(json.dumps(view, sort_keys=True, default=str))
-
-
-def fingerprint(view: Mapping[str, Any]) -> str:
-    """SHA-256 (hex, 16 chars) of the canonical JSON of a compatibility view."""
-    text = json.dumps(view, sort_keys=True, separators=(',', ':'), default=str)
-    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+    return util.jsonable(view, sort_keys=True, default=str)
 
 
 def first_difference(a: Any, b: Any, prefix: str = '') -> str | None:
@@ -385,14 +376,29 @@ def first_difference(a: Any, b: Any, prefix: str = '') -> str | None:
     return None
 
 
-def check_compatible(saved_view: Mapping[str, Any], config: Mapping[str, Any], path: str) -> None:
-    """Raise CheckpointError naming the first differing entry if `config` does not continue `saved_view`."""
-    current = compat_view(config)
-    if fingerprint(saved_view) == fingerprint(current):
-        return
-    diff = first_difference(dict(saved_view), current) or 'unknown entry'
-    raise CheckpointError(f'--resume: {path} was trained with a different configuration '
-                          f'(first difference: {diff}); pass matching options or start a new run.')
+def check_compatible(state: Mapping[str, Any], config: Mapping[str, Any], path: str,
+                     options: Mapping[str, Any] | None = None) -> None:
+    """The one resume rule: a resumed run trains what the saved run trained; CheckpointError otherwise.
+
+    With train.py's resolved `options` on both sides, every recipe option (kind 'recipe' in
+    `training.options.OPTIONS`: what is trained; execution options and the training length may change) must
+    equal the saved one, and the first that differs is named as a flag. Then the config entries those options
+    build (`COMPAT_KEYS`, JSON-normalised) must equal the saved view, which also covers runs started without
+    train.py (`state['options']` None).
+    """
+    saved = state.get('options')
+    if options is not None and saved:
+        from training.options import OPTIONS, flag
+        for o in OPTIONS:
+            if o.kind != 'recipe' or o.name not in saved:
+                continue
+            if util.jsonable(saved[o.name]) != util.jsonable(options.get(o.name)):
+                raise CheckpointError(f'--resume: {path} was trained with {flag(o.name)}={saved[o.name]!r}, not '
+                                      f'{options.get(o.name)!r}; pass the same value or start a new run.')
+    diff = first_difference(dict(state['config']), compat_view(config))
+    if diff is not None:
+        raise CheckpointError(f'--resume: {path} was trained with a different configuration '
+                              f'(first difference: {diff}); pass matching options or start a new run.')
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ adds, removes or renames parameters or buffers, so `state_dict()` keys and check
 - `maybe_compile(net, enabled)`: `torch.compile` wrapper.
 - `optimizer_kwargs_for(kwargs, fused=...)` / `set_optimizer_impl_(optimizer, fused=...)`: the fused Adam kernel
   (one kernel for all parameters instead of several ops per tensor), at construction and after a resume.
-- `resolve_fast_paths(fast_paths, options)`: the speed settings of a run in one dict.
+- `resolve_fast_paths(fast_paths)`: the speed settings of a run in one dict (train.py's options of the same
+  names fill `fast_paths`: `training.options.build_config`).
 
 Speed helpers that are bitwise exact and therefore always on (no option):
 - `nan_to_num_grads_(grads)`: EDM's per-tensor `nan_to_num` of the gradients, skipped on CPU when one
@@ -146,20 +147,12 @@ def maybe_compile(net: torch.nn.Module, enabled: bool, **compile_kwargs: Any) ->
     return torch.compile(net, **compile_kwargs)
 
 
-def resolve_fast_paths(fast_paths: Mapping[str, Any] | None, options: Mapping[str, Any] | None = None) -> dict:
-    """The speed settings of a run: `FAST_PATH_DEFAULTS` < train.py's resolved `options` < `fast_paths`.
-
-    Only the keys of FAST_PATH_DEFAULTS are taken from `options` (so a new speed option declared in
-    training.options.OPTIONS reaches the loop without a config entry); an unknown key in `fast_paths` is a
-    ValueError.
-    """
+def resolve_fast_paths(fast_paths: Mapping[str, Any] | None) -> dict:
+    """The speed settings of a run: `FAST_PATH_DEFAULTS` updated by `fast_paths` (an unknown key is a ValueError)."""
     unknown = sorted(set(fast_paths or {}) - set(FAST_PATH_DEFAULTS))
     if unknown:
         raise ValueError(f'unknown fast path(s) {", ".join(unknown)}; expected {", ".join(FAST_PATH_DEFAULTS)}')
-    fast = dict(FAST_PATH_DEFAULTS)
-    fast.update({k: options[k] for k in FAST_PATH_DEFAULTS if options is not None and options.get(k) is not None})
-    fast.update(fast_paths or {})
-    return fast
+    return dict(FAST_PATH_DEFAULTS, **(fast_paths or {}))
 
 
 def optimizer_kwargs_for(optimizer_kwargs: Mapping[str, Any], fused: bool = False) -> dict:

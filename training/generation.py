@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
+import infonoise
 from training import sampler as samplers
 from training.networks import data_shape
 
@@ -33,7 +34,7 @@ INFOGRID_MEASURES = ('literal', 'entropic')
 # 'solver-aware' = equal step error of the solver on a Gaussian surrogate fitted to the profile.
 INFOGRID_METHODS = ('eq19', 'tempered', 'solver-aware')
 DEFAULT_INFOGRID_METHOD = 'solver-aware'   # best or tied at every NFE measured (docs/BENCHMARKS.md §6)
-DEFAULT_INFOGRID_GAMMA = 0.5
+DEFAULT_INFOGRID_GAMMA = infonoise.infogrid.TEMPERED_GAMMA
 CALIBRATION_SEED = 2_147_483_647          # latents of --infogrid-calibrate (independent of --seeds)
 # InfoGrid defaults: the literal Eq. 19 measure blended 50/50 with log-uniform. Measured (docs/BENCHMARKS.md
 # §5-6): the only InfoGrid variant whose step count stays flat in d on exact denoisers, and the best InfoGrid
@@ -42,6 +43,8 @@ DEFAULT_INFOGRID_MEASURE = 'literal'
 DEFAULT_INFOGRID_FLOOR = 0.5
 EDM_SIGMA_MIN = 0.002
 EDM_SIGMA_MAX = 80.0
+DEFAULT_STEPS = 18                      # EDM's σ steps N (Heun NFE 35)
+DEFAULT_RHO = infonoise.infogrid.EDM_RHO
 PROFILE_HINT = ('measure one with `python -m scripts.infonoise_profile measure --network NET --data DATA '
                 '--out profile.json` and pass --infogrid-profile profile.json')
 
@@ -54,10 +57,10 @@ class GenerationError(ValueError):
 class SamplerOptions:
     """How to sample; None leaves a value to the sampler's default (EDM's convention)."""
 
-    num_steps: int = 18                     # Number of σ steps N (NFE = 2N − 1 for Heun).
+    num_steps: int = DEFAULT_STEPS          # Number of σ steps N (NFE = 2N − 1 for Heun).
     sigma_min: float | None = None          # Lowest σ; None = 0.002 (EDM/InfoGrid) or the ablation default.
     sigma_max: float | None = None          # Highest σ; None = 80 (EDM/InfoGrid) or the ablation default.
-    rho: float = 7.0                        # Exponent of EDM's ρ-grid.
+    rho: float = DEFAULT_RHO                # Exponent of EDM's ρ-grid.
     S_churn: float = 0.0                    # Stochasticity strength (EDM's Algorithm 2).
     S_min: float = 0.0                      # Lowest σ with churn.
     S_max: float = math.inf                 # Highest σ with churn.
@@ -250,8 +253,8 @@ def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None =
         except ValueError as exc:
             raise GenerationError(f'Bad σ list: {exc}.') from None
         if len(sigmas) - 1 != opts.num_steps:
-            raise GenerationError(f'The σ list has {len(sigmas) - 1} levels but {opts.num_steps} steps were asked '
-                                  'for; the list defines the steps.')
+            raise GenerationError(f'--steps {opts.num_steps} disagrees with the {len(sigmas) - 1} levels of the σ '
+                                  'list (--sigmas); omit --steps (the list defines the steps).')
         lo, hi = float(getattr(net, 'sigma_min', 0.0)), float(getattr(net, 'sigma_max', math.inf))
         if sigmas[0] > hi or sigmas[-2] < lo:
             raise GenerationError(f'The σ list [{sigmas[-2]:g} .. {sigmas[0]:g}] leaves the network\'s range '
@@ -303,27 +306,14 @@ def resolve_sigma_steps(net: torch.nn.Module, opts: SamplerOptions) -> torch.Ten
     if opts.sigmas is not None:
         return torch.tensor(normalize_sigmas(opts.sigmas), dtype=torch.float64)
     lo, hi = _sigma_range(net, opts)
-    round_sigma = getattr(net, 'round_sigma', None)
-    if opts.infogrid is None:
-        return samplers.edm_sigma_steps(opts.num_steps, lo, hi, opts.rho, round_sigma=round_sigma)
-    from infonoise import infogrid as grids
-    if opts.infogrid_method == 'tempered' and opts.infogrid_calibrate:
+    if opts.infogrid is not None and opts.infogrid_method == 'tempered' and opts.infogrid_calibrate:
         result = _calibrate(net, opts, lo, hi)
         opts.calibration = result.summary()
         return result.sigma_steps
-    if opts.infogrid_method == 'tempered':
-        steps = grids.tempered_sigma_steps(opts.infogrid, opts.num_steps, lo, hi, gamma=opts.infogrid_gamma,
-                                           rho=opts.rho, measure=opts.infogrid_measure, gated=opts.infogrid_gated)
-    elif opts.infogrid_method == 'solver-aware':
-        steps = grids.solver_aware_sigma_steps(opts.infogrid, opts.num_steps, lo, hi, solver=opts.solver or 'heun',
-                                               gated=opts.infogrid_gated)
-    else:
-        steps = grids.infogrid_sigma_steps(opts.infogrid, opts.num_steps, lo, hi, measure=opts.infogrid_measure,
-                                           floor=opts.infogrid_floor, gated=opts.infogrid_gated)
-    steps = torch.as_tensor(steps, dtype=torch.float64)
-    if round_sigma is not None:
-        steps = torch.cat([torch.as_tensor(round_sigma(steps[:-1]), dtype=torch.float64).cpu(), steps[-1:]])
-    return steps
+    return infonoise.sigma_steps('edm' if opts.infogrid is None else opts.infogrid_method, opts.num_steps, lo, hi,
+                                 opts.infogrid, rho=opts.rho, gamma=opts.infogrid_gamma, measure=opts.infogrid_measure,
+                                 floor=opts.infogrid_floor, gated=opts.infogrid_gated, solver=opts.solver or 'heun',
+                                 round_sigma=getattr(net, 'round_sigma', None))
 
 
 def _calibrate(net: torch.nn.Module, opts: SamplerOptions, lo: float, hi: float):

@@ -27,9 +27,6 @@ def class_map() -> dict[str, type]:
     return {name: cls for name, cls in persistence.persistent_classes().items() if cls.__module__ in modules}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0].rstrip('.')
 
 
 def load_network(path_or_url: str, device: torch.device | str = 'cpu', key: str = 'ema') -> dict:
@@ -47,7 +44,7 @@ def load_network(path_or_url: str, device: torch.device | str = 'cpu', key: str 
     except NetworkLoadError:
         raise
     except Exception as exc:  # I/O, download, or refusal by the restricted unpickler
-        raise NetworkLoadError(f'Cannot load network {path_or_url}: {_first_line(exc)}.') from exc
+        raise NetworkLoadError(f'Cannot load network {path_or_url}: {util.first_line(exc).rstrip(".")}.') from exc
 
     if isinstance(data, torch.nn.Module):
         data = {key: data}

@@ -4,7 +4,8 @@ Three layers, later ones winning:
   1. `DEFAULTS`: EDM's train.py defaults plus this project's options (σ-sampler, speed flags);
   2. a preset, `configs/NAME.json` (see `load_preset` for the format);
   3. the options the user gave explicitly on the command line.
-`resolve_options` merges them, `validate_options` checks them, and `build_config` turns the
+`resolve_options` merges them, `validate_options` checks their combinations (each value was checked by
+click where it entered: train.py converts flags, presets and resumed options alike), and `build_config` turns the
 result plus facts about the dataset into the plain-data dict that
 `training.training_loop.training_loop(**config)` takes. Nothing here constructs objects or
 touches the file system except reading presets; every error is an `OptionsError` whose
@@ -164,12 +165,7 @@ DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS if o.name not in 
 # Options that describe where/how a run executes, not what it trains; a preset may not set them.
 RUN_ONLY = tuple(o.name for o in OPTIONS if o.kind == 'run')
 
-# Options a resumed run must keep (they change what is trained).
-RESUME_MATCH = tuple(o.name for o in OPTIONS if o.kind == 'recipe')
-
 PRESET_KEYS = ('description', 'options', 'network_kwargs')
-
-CHOICES = {o.name: o.choices for o in OPTIONS if o.choices is not None}
 
 ARCH_KWARGS = {
     'ddpmpp': dict(model_type='SongUNet', embedding_type='positional', encoder_type='standard',
@@ -253,9 +249,6 @@ def load_preset(name: str, preset_dir: str = PRESET_DIR) -> dict:
     bad = sorted(k for k in options if k not in DEFAULTS or k in RUN_ONLY)
     if bad:
         raise OptionsError(f'Preset {name!r} sets unknown or run-only option(s): {", ".join(bad)}.')
-    for key, value in options.items():
-        if not _type_ok(key, value):
-            raise OptionsError(f'Preset {name!r}: option {key!r} has the wrong type ({value!r}).')
     network_kwargs = check_network_kwargs(network_kwargs, f'Preset {name!r}')
     return dict(description=str(raw.get('description', '')), options=dict(options),
                 network_kwargs=dict(network_kwargs))
@@ -331,22 +324,6 @@ def check_network_kwargs(network_kwargs: Any, source: str) -> dict:
     return dict(network_kwargs)
 
 
-def _type_ok(name: str, value: Any) -> bool:
-    """Whether a value has the option's declared type (ints pass for floats; None only where it is the default)."""
-    option = OPTION_BY_NAME[name]
-    if value is None:
-        return option.default is None
-    if option.type is bool:
-        return isinstance(value, bool)
-    if option.type is float:   # NaN and infinity are refused: an infinite --lr trains NaN weights
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if option.type is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if option.type is list:
-        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    return isinstance(value, option.type)
-
-
 # ----------------------------------------------------------------------------------------------
 # Merging and validation.
 
@@ -375,22 +352,6 @@ def resolve_options(given: Mapping[str, Any], preset: Mapping[str, Any] | None =
     return opts
 
 
-def _check_range(option: Option, value: Any) -> None:
-    if value is None or (option.lo is None and option.hi is None):
-        return
-    ok = True
-    if option.lo is not None:
-        ok = ok and (value > option.lo if option.lo_open else value >= option.lo)
-    if option.hi is not None:
-        ok = ok and (value < option.hi if option.hi_open else value <= option.hi)
-    if not ok:
-        left = '(' if option.lo_open else '['
-        right = ')' if option.hi_open else ']'
-        lo_s = '-inf' if option.lo is None else f'{option.lo:g}'
-        hi_s = 'inf' if option.hi is None else f'{option.hi:g}'
-        raise OptionsError(f'{option.flag}={value} is outside the valid range {left}{lo_s}, {hi_s}{right}.')
-
-
 def batch_per_rank(batch: int, batch_gpu: int | None, world_size: int) -> tuple[int, int]:
     """(batch_gpu, accumulation rounds) for a total batch over `world_size` ranks.
 
@@ -407,24 +368,12 @@ def batch_per_rank(batch: int, batch_gpu: int | None, world_size: int) -> tuple[
     return batch_gpu, per_rank // batch_gpu
 
 
-def validate_options(opts: Mapping[str, Any], world_size: int = 1) -> None:
-    """Check value ranges and combinations; raise OptionsError with one sentence."""
-    for option in OPTIONS:
-        if option.name not in opts:
-            continue
-        value = opts[option.name]
-        if option.type is list and value is not None and (
-                not isinstance(value, (list, tuple)) or not value
-                or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in value)):
-            raise OptionsError(f'{option.flag}={value!r} must be a non-empty list of positive integers.')
-        if option.choices is not None and value not in option.choices:
-            raise OptionsError(f'{option.flag}={value!r} is not one of: {", ".join(option.choices)}.')
-        if not _type_ok(option.name, value):
-            expected = 'a finite float' if option.type is float else option.type.__name__
-            raise OptionsError(f'{option.flag}={value!r} has the wrong type (expected {expected}).')
-        if option.type is float and value is not None and not math.isfinite(value):
-            raise OptionsError(f'{option.flag}={value} must be a finite number.')
-        _check_range(option, value)
+def validate_options(opts: Mapping[str, Any]) -> None:
+    """Check the combinations of options; raise OptionsError with one sentence.
+
+    Each value's type, range and choices are checked where it enters: by click, for flags, presets and the
+    options of a resumed run alike (train.py); the batch geometry and --metrics by `build_config`.
+    """
     desc = opts.get('desc')
     if desc is not None and (not isinstance(desc, str) or any(c in desc for c in ('/', '\\', os.sep, '\0'))):
         raise OptionsError(f'--desc={desc!r} may not contain a path separator (it becomes part of the run '
@@ -438,8 +387,6 @@ def validate_options(opts: Mapping[str, Any], world_size: int = 1) -> None:
     if opts['infonoise_min_count'] > opts['infonoise_buffer']:
         raise OptionsError(f'--infonoise-min-count={opts["infonoise_min_count"]} can never be reached with '
                            f'--infonoise-buffer={opts["infonoise_buffer"]}.')
-    metric_names(opts)
-    batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
 
 
 def metric_names(opts: Mapping[str, Any]) -> list[str]:
@@ -450,18 +397,6 @@ def metric_names(opts: Mapping[str, Any]) -> list[str]:
     except ValueError as err:
         message = str(err)
         raise OptionsError(f'--metrics: {message[:1].lower()}{message[1:]}') from None
-
-
-def check_resume(saved: Mapping[str, Any], opts: Mapping[str, Any], path: str) -> None:
-    """Raise OptionsError naming the first recipe option in which `opts` differs from the resumed run's `saved`.
-
-    Recipe options (kind 'recipe' in OPTIONS) decide what is trained; execution options (ticks, workers,
-    devices, speed paths) and the training length may change on resume.
-    """
-    for name in RESUME_MATCH:
-        if name in saved and jsonable(saved[name]) != jsonable(opts.get(name)):
-            raise OptionsError(f'--resume: {path} was trained with {flag(name)}={saved[name]!r}, not '
-                               f'{opts.get(name)!r}; pass the same value or start a new run.')
 
 
 def total_kimg(opts: Mapping[str, Any]) -> float:
@@ -579,23 +514,26 @@ def check_network_geometry(network_kwargs: Mapping[str, Any], dataset: Mapping[s
 
 
 def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size: int = 1) -> dict:
-    """Turn resolved, validated options into `training_loop` kwargs (plain data only).
+    """Turn resolved, validated options (`validate_options`) into `training_loop` kwargs (plain data only).
 
     dataset: facts about the opened dataset: name, resolution, num_channels, label_dim,
              has_labels, endpoint, size (number of items), dataset_kwargs (its own class_name +
              constructor kwargs, what the loop reopens and snapshots store).
+    Raises OptionsError for a dataset without the labels --cond needs, a bad --metrics list and a batch
+    that does not split over the ranks (the geometry is computed here, once).
     """
-    validate_options(opts, world_size)
     if opts['cond'] and not dataset.get('has_labels'):
         raise OptionsError(f'--cond requires labels, but the dataset {opts["data"]!r} has none '
                            f'(add a dataset.json with labels).')
+    metrics = metric_names(opts)
     if dataset.get('dataset_kwargs'):
         from training.metrics.registry import check_metric_applicable
-        for name in metric_names(opts):
+        for name in metrics:
             try:
                 check_metric_applicable(name, dataset['dataset_kwargs'])
             except ValueError as err:
                 raise OptionsError(f'--metrics: {err}') from None
+    from training.fast_paths import FAST_PATH_DEFAULTS
     batch_gpu, rounds = batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
     endpoint = resolve_endpoint(opts, dataset.get('endpoint'))
     weighting = resolve_weighting(opts)
@@ -652,10 +590,9 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         snapshot_ticks=int(opts['snap']),
         state_dump_ticks=int(opts['dump']),
         cudnn_benchmark=bool(opts['bench']),
-        fast_paths=dict(bf16=bool(opts['bf16']), compile=bool(opts['compile']),
-                        channels_last=bool(opts['channels_last']), sdpa=bool(opts['sdpa'])),
+        fast_paths={k: opts[k] for k in FAST_PATH_DEFAULTS if k in opts},
         deterministic=bool(opts['deterministic']),
-        metrics=metric_names(opts),
+        metrics=metrics,
         metrics_every_kimg=float(opts['metrics_every']),
         metrics_num=int(opts['metrics_num']),
         metrics_steps=int(opts['metrics_steps']),
@@ -663,9 +600,4 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         grid_steps=int(opts['grid_steps']),
         plot_profile=bool(opts['plot']),
     )
-
-
-def jsonable(obj: Any) -> Any:
-    """Deep copy of `obj` with tuples turned into lists (what JSON round-trips to)."""
-    return json.loads(json.dumps(obj))
 

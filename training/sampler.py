@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 
+from infonoise.infogrid import edm_sigma_steps, step_fractions as _step_fractions
 from training.vp import vp_sigma, vp_sigma_inv
 
 RandnLike = Callable[[torch.Tensor], torch.Tensor]
@@ -63,14 +64,6 @@ def _clamp_to_net(net, sigma_min: float, sigma_max: float) -> tuple[float, float
     return max(sigma_min, getattr(net, 'sigma_min', 0)), min(sigma_max, getattr(net, 'sigma_max', math.inf))
 
 
-def _step_fractions(num_steps: int, device) -> torch.Tensor:
-    """i/(N−1) for i = 0..N−1 in float64 (a single 0 when N = 1, i.e. only the grid's first point)."""
-    step_indices = torch.arange(num_steps, dtype=torch.float64, device=device)
-    if num_steps == 1:
-        return step_indices
-    return step_indices / (num_steps - 1)
-
-
 def _churn_gamma(sigma_cur: torch.Tensor, num_steps: int, S_churn: float, S_min: float,
                  S_max: float) -> torch.Tensor:
     """γ_i = min(S_churn/N, √2 − 1) where S_min ≤ σ_i ≤ S_max, else 0 (float64, vectorised)."""
@@ -80,39 +73,7 @@ def _churn_gamma(sigma_cur: torch.Tensor, num_steps: int, S_churn: float, S_min:
 
 
 # ------------------------------------------------------------------------------------------------
-# EDM's ρ-grid and the generic Heun/Euler sampler.
-
-def edm_sigma_steps(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80, rho: float = 7,
-                    round_sigma: Optional[Callable] = None, device=None) -> torch.Tensor:
-    """EDM's time-step discretisation (paper Eq. 5) followed by a trailing 0.
-
-    σ_i = (σ_max^(1/ρ) + i/(N−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ for i = 0..N−1, then σ_N = 0.
-
-    Args:
-        num_steps:   N ≥ 1, the number of nonzero noise levels (N = 1 gives [σ_max, 0]).
-        sigma_min:   lowest nonzero noise level, > 0.
-        sigma_max:   highest noise level, ≥ sigma_min.
-        rho:         grid exponent ρ > 0 (EDM uses 7; ρ → ∞ approaches a log-uniform grid).
-        round_sigma: optional callable applied to the N nonzero levels (e.g. ``net.round_sigma``).
-        device:      device of the returned tensor (default CPU).
-
-    Returns:
-        float64 tensor of shape [N + 1], decreasing, last element 0.
-    """
-    if int(num_steps) != num_steps or num_steps < 1:
-        raise ValueError(f'num_steps must be a positive integer; got {num_steps!r}')
-    if not 0 < sigma_min <= sigma_max:
-        raise ValueError(f'need 0 < sigma_min <= sigma_max; got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}')
-    if not rho > 0:
-        raise ValueError(f'rho must be positive; got {rho!r}')
-    num_steps = int(num_steps)
-    root_max = sigma_max ** (1 / rho)
-    root_min = sigma_min ** (1 / rho)
-    sigma = (root_max + _step_fractions(num_steps, device) * (root_min - root_max)) ** rho
-    if round_sigma is not None:
-        sigma = torch.as_tensor(round_sigma(sigma)).to(torch.float64)
-    return torch.cat([sigma, torch.zeros_like(sigma[:1])])
-
+# The generic Heun/Euler sampler (EDM's ρ-grid: infonoise.infogrid.edm_sigma_steps).
 
 def heun_sampler(net, latents: torch.Tensor, sigma_steps: torch.Tensor,
                  class_labels: Optional[torch.Tensor] = None, randn_like: RandnLike = torch.randn_like,

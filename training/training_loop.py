@@ -8,8 +8,11 @@ schedule. The σ of every training example is drawn by `loss_fn.sigma_sampler`; 
 per-example errors are passed to `sigma_sampler.observe` and `sigma_sampler.step()` runs once per
 optimizer step (a refresh appends one line to infonoise.jsonl).
 
-A stop signal (see `training.preemption`) ends training at one step that every rank agrees on, with a state
-and a snapshot; a failed write (full disk, file-size limit) stops every rank with rank 0's one-sentence error.
+The loop reads as the data path: `build_run` builds the objects, `train_step` performs one optimizer step,
+`write_checkpoints` writes snapshots and states. Everything that can end training early sits behind
+`training.preemption.RunGuard`, called after every step, at every tick and at the end: a stop signal ends
+training at one step that every rank agrees on, with a state and a snapshot; a loss that stays NaN/Inf and a
+failed write (full disk, file-size limit) stop every rank with one sentence.
 
 Files in the run directory (rank 0): training_options.json, stats.jsonl (one line per tick),
 infonoise.jsonl (one line per σ-sampler refresh), network snapshots and training states (see
@@ -19,6 +22,7 @@ infonoise.jsonl (one line per σ-sampler refresh), network snapshots and trainin
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import logging
@@ -30,23 +34,22 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import psutil
 import torch
+from torch.profiler import record_function
 
 import dnnlib
 from dnnlib import util
 from torch_utils import distributed as dist
 from torch_utils import misc, training_stats
 from training import checkpoint, image_grid, preemption
-from training.dataset import RESIDENT_MAX_BYTES, ResidentBatches, resident_nbytes
+from training.dataset import RESIDENT_MAX_BYTES, ResidentBatches, open_dataset, resident_nbytes
 from training.fast_paths import (apply_fast_paths, autocast_network, maybe_compile, nan_to_num_grads_,
                                  optimizer_kwargs_for, resolve_fast_paths, set_optimizer_impl_)
+from training.options import batch_per_rank
+from training.preemption import TrainingError
 
 logger = logging.getLogger('training')
 
 NONFINITE_LIMIT = 50   # consecutive optimizer steps with a non-finite loss before training stops
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue; the message is one sentence for the user."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,12 +76,6 @@ def build_sigma_sampler(kwargs: Mapping[str, Any] | None, device: torch.device |
     if 'grid' in kwargs and device is not None:
         kwargs['device'] = device
     return dnnlib.util.construct_class_by_name(class_name=class_name, **kwargs)
-
-
-def open_training_dataset(dataset_kwargs: Mapping[str, Any]) -> Any:
-    """The training dataset from its stored kwargs (class_name + constructor kwargs)."""
-    from training.dataset import open_dataset
-    return open_dataset(dict(dataset_kwargs))
 
 
 def sampler_summary(profile: Mapping[str, Any] | None) -> dict:
@@ -142,12 +139,228 @@ def configure_backends(device: torch.device, cudnn_benchmark: bool, deterministi
 
 
 # ----------------------------------------------------------------------------------------------
+# The run: everything built from the config, one training step, checkpoints.
+
+@dataclasses.dataclass
+class Run:
+    """The objects of a training run (see `build_run`) and its position."""
+    dataset: Any                 # The training dataset.
+    data_sampler: Any            # misc.InfiniteSampler over it (its position goes into training states).
+    data_iter: Any               # Batches of (uint8 images, labels), batch_gpu per rank.
+    net: torch.nn.Module         # The trained network (its parameters are what Adam updates).
+    loss_net: Any                # What the loss calls: net, wrapped by DDP / torch.compile / autocast as asked.
+    ema: torch.nn.Module         # The EMA copy of net.
+    loss_fn: Any                 # The loss; its σ-sampler is `sigma_sampler`.
+    sigma_sampler: Any           # The σ-sampler (None when the loss draws σ itself).
+    optimizer: torch.optim.Optimizer
+    augment_pipe: Any            # None = no augmentation.
+    ddp: torch.nn.Module         # net, or its DistributedDataParallel wrapper (gradient sync control).
+    loss_params: list = dataclasses.field(default_factory=list)   # The loss's own trained parameters (EDM2's
+                                 # u(σ) of --weighting uncertainty), optimised with the network, kept in states.
+    cur_nimg: int = 0            # Images trained on so far.
+    cur_tick: int = 0            # Ticks so far.
+
+    def __post_init__(self) -> None:
+        self.params = list(self.net.parameters())
+        self.ema_params = list(self.ema.parameters())
+        self.param_values = [p.detach() for p in self.params]   # views of the live parameters, for the EMA
+
+
+def build_run(config: Mapping[str, Any], *, batch_gpu: int, fast: Mapping[str, Any], device: torch.device,
+              options: Mapping[str, Any] | None = None, stop_signals: Any = None) -> Run:
+    """Dataset and data stream, network, loss, σ-sampler, optimizer, augmentation and EMA of a run (config: the
+    `training_loop` kwargs), with the network weights of `resume_pkl` or everything of the training state
+    `resume_state` (read first, so that a bad file fails before anything is built; the random state is restored
+    last, as the set-up may consume random numbers differently on a resume). Profiler ranges: startup:data,
+    startup:network."""
+    state, seed = None, config['seed']
+    if config.get('resume_state') is not None:
+        state = checkpoint.load_training_state(config['resume_state'])
+        checkpoint.check_compatible(state, config, config['resume_state'], options)
+        if int(state['cur_nimg']) >= int(round(config['total_kimg'] * 1000)):
+            raise TrainingError(f'The resumed state is already at {int(state["cur_nimg"]) / 1000:g} kimg, which '
+                                f'reaches the training length of {config["total_kimg"]:g} kimg; pass a longer '
+                                f'--duration.')
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    with record_function('startup:data'):
+        logger.info('Loading dataset...')
+        dataset = open_dataset(dict(config['dataset_kwargs']))
+        data_sampler = misc.InfiniteSampler(dataset=dataset, rank=rank, num_replicas=world_size, seed=seed)
+        if state is not None:
+            data_sampler.load_state_dict(state['data'])
+        loader = _data_loader(dataset, data_sampler, config['dataset_kwargs'], config['data_loader_kwargs'],
+                              batch_gpu, device, stop_signals)
+    with record_function('startup:network'):
+        logger.info('Constructing network...')
+        net = dnnlib.util.construct_class_by_name(**config['network_kwargs'], img_resolution=dataset.resolution,
+                                                  img_channels=dataset.num_channels, label_dim=dataset.label_dim)
+        net.train().requires_grad_(True).to(device)
+        apply_fast_paths(net, sdpa=fast['sdpa'], channels_last=fast['channels_last'])
+        logger.info(f'Network: {type(net).__name__} with {sum(p.numel() for p in net.parameters()):,} parameters.')
+        loss_fn = dnnlib.util.construct_class_by_name(**config['loss_kwargs'])
+        sigma_sampler = build_sigma_sampler(config['sigma_sampler_kwargs'], device)
+        if sigma_sampler is not None:
+            loss_fn.sigma_sampler = sigma_sampler
+        optimizer_kwargs = optimizer_kwargs_for(config['optimizer_kwargs'], fast['fused_adam'])
+        loss_params = loss_fn.trainable_parameters(device) if hasattr(loss_fn, 'trainable_parameters') else []
+        optimizer = dnnlib.util.construct_class_by_name(params=list(net.parameters()) + loss_params,
+                                                        **optimizer_kwargs)
+        augment = config['augment_kwargs']
+        augment_pipe = dnnlib.util.construct_class_by_name(**augment) if augment is not None else None
+        ddp = net
+        if world_size > 1:
+            ddp = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[device] if device.type == 'cuda' else None, **_no_buffer_sync_kwargs())
+        ema = copy.deepcopy(net).eval().requires_grad_(False)
+        run = Run(dataset=dataset, data_sampler=data_sampler, data_iter=None, net=net, loss_net=None, ema=ema,
+                  loss_fn=loss_fn, sigma_sampler=getattr(loss_fn, 'sigma_sampler', None), optimizer=optimizer,
+                  augment_pipe=augment_pipe, ddp=ddp, loss_params=loss_params)
+        if config.get('resume_pkl') is not None:   # transfer learning: the weights only
+            from training.network_io import load_network
+            logger.info(f'Loading network weights from "{config["resume_pkl"]}"...')
+            source = load_network(config['resume_pkl'], device='cpu')['ema']
+            logger.info(f'Copied {checkpoint.copy_params_and_buffers(source, net)} tensors.')
+            checkpoint.copy_params_and_buffers(source, ema)
+            del source
+        if state is not None:
+            logger.info(f'Resuming from "{config["resume_state"]}" at {state["cur_nimg"] / 1000:g} kimg...')
+            try:
+                net.load_state_dict(state['net'])
+                ema.load_state_dict(state['ema'])
+                with torch.no_grad():
+                    for p, saved_p in zip(loss_params, state.get('loss_params') or []):
+                        p.copy_(saved_p)
+                optimizer.load_state_dict(state['optimizer'])
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:   # a malformed state
+                raise checkpoint.CheckpointError(f'--resume: the network or optimizer state in '
+                                                 f'{config["resume_state"]} does not fit this network '
+                                                 f'({dnnlib.util.first_line(exc)}).') from exc
+            set_optimizer_impl_(optimizer, fast['fused_adam'])   # this run's choice, not the saved run's
+            run.cur_nimg, run.cur_tick = int(state['cur_nimg']), int(state['cur_tick'])
+        compile_kwargs = {} if fast['compile_mode'] is None else dict(mode=fast['compile_mode'])
+        train_net = maybe_compile(ddp, fast['compile'], **compile_kwargs)
+        run.loss_net = autocast_network(train_net, device, torch.bfloat16 if fast['bf16'] else None)
+        run.data_iter = iter(loader)
+        if state is not None:
+            _restore_random_state(state['ranks'], run, seed, rank, world_size)
+    return run
+
+
+def _data_loader(dataset: Any, data_sampler: Any, dataset_kwargs: Mapping, data_loader_kwargs: Mapping,
+                 batch_gpu: int, device: torch.device, stop_signals: Any) -> Any:
+    """A cached dataset that fits is held on the device (`ResidentBatches`: the same batches as the
+    DataLoader, bitwise, without per-item loading or host copies); otherwise torch's DataLoader."""
+    workers = int(data_loader_kwargs.get('num_workers', 1))
+    resident = data_loader_kwargs.get('resident')
+    if resident is None:
+        resident = bool(dict(dataset_kwargs).get('cache')) and resident_nbytes(dataset) <= RESIDENT_MAX_BYTES
+    if resident:
+        logger.info(f'Holding the dataset on {device.type} ({resident_nbytes(dataset) / 2 ** 20:.1f} MiB)...')
+        return ResidentBatches(dataset, data_sampler, batch_gpu, device, num_workers=workers)
+    return torch.utils.data.DataLoader(
+        dataset=dataset, sampler=data_sampler, batch_size=batch_gpu, num_workers=workers,
+        pin_memory=device.type == 'cuda', prefetch_factor=2 if workers > 0 else None,
+        persistent_workers=workers > 0,
+        worker_init_fn=preemption.worker_init_fn(stop_signals) if workers > 0 else None)
+
+
+def _restore_random_state(saved: Sequence[Mapping], run: Run, seed: int, rank: int, world_size: int) -> None:
+    if len(saved) != world_size:
+        logger.warning(f'The state was written by {len(saved)} rank(s), this run has {world_size}; '
+                       f'continuing, but not bitwise identically.')
+    mine = saved[rank] if rank < len(saved) else None
+    if mine is None:
+        misc.seed_all(misc.rank_seed(seed + run.cur_nimg, rank, world_size))
+        return
+    misc.set_rng_state(mine['rng'])
+    if run.sigma_sampler is not None and mine.get('sigma_sampler') is not None:
+        run.sigma_sampler.load_state_dict(mine['sigma_sampler'])
+
+
+def train_step(run: Run, *, rounds: int, batch_gpu: int, batch_size: int, loss_scaling: float, lr: float,
+               ema_beta: float, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """One optimizer step: `rounds` accumulation rounds of `batch_gpu` images (the DDP gradient all-reduce in
+    the last), non-finite gradients zeroed, Adam at `lr`, the σ-sampler's step, the EMA update.
+
+    Returns (the step's summed loss on the device, whether the σ-sampler refreshed its table). Profiler ranges
+    (torch.profiler.record_function, free when no profiler runs): data, forward, stats, sampler, backward,
+    nonfinite, optimizer, ema.
+    """
+    with record_function('optimizer'):
+        run.optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.zeros((), dtype=torch.float32, device=device)
+    for round_idx in range(rounds):
+        with misc.ddp_sync(run.ddp, round_idx == rounds - 1):
+            with record_function('data'):
+                images, labels = next(run.data_iter)
+                images = images.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
+                labels = labels.to(device, non_blocking=True)
+            with record_function('forward'):
+                terms = run.loss_fn.compute(net=run.loss_net, images=images, labels=labels,
+                                            augment_pipe=run.augment_pipe)
+            with record_function('stats'):
+                training_stats.report('Loss/loss', terms.loss)
+            with record_function('sampler'):
+                if run.sigma_sampler is not None:
+                    run.sigma_sampler.observe(terms.sigma, terms.error)
+            with record_function('backward'):
+                loss_sum = terms.loss.sum()
+                loss_sum.mul(loss_scaling / (batch_gpu * rounds)).backward()
+                step_loss += loss_sum.detach().float()
+    with record_function('nonfinite'):   # bitwise as EDM's per-tensor nan_to_num
+        if run.loss_params and dist.get_world_size() > 1:   # u(σ) lives outside DDP: average its gradients here
+            for p in run.loss_params:
+                torch.distributed.all_reduce(p.grad)
+                p.grad.div_(dist.get_world_size())
+        nan_to_num_grads_([p.grad for p in run.params + run.loss_params], nan=0, posinf=1e5, neginf=-1e5)
+    with record_function('optimizer'):
+        for group in run.optimizer.param_groups:
+            group['lr'] = lr
+        run.optimizer.step()
+    with record_function('sampler'):
+        refreshed = run.sigma_sampler is not None and bool(run.sigma_sampler.step())
+    with record_function('ema'), torch.no_grad():
+        torch._foreach_lerp_(run.ema_params, run.param_values, 1 - ema_beta)
+    run.cur_nimg += batch_size
+    return step_loss, refreshed
+
+
+def write_checkpoints(run: Run, guard: preemption.RunGuard, *, run_dir: str, snapshot: bool, state: bool,
+                      dataset_kwargs: Mapping, profile_json: dict | None, config: Mapping,
+                      options: Mapping | None, start_nimg: int, last: dict) -> None:
+    """A network snapshot (ema, loss_fn, augment_pipe, dataset_kwargs, infonoise profile) and/or a training
+    state (every rank's RNG and σ-sampler state gathered), written by rank 0 through `guard`; `last` gets
+    the paths written."""
+    rank, world_size, kimg = dist.get_rank(), dist.get_world_size(), run.cur_nimg // 1000
+    if snapshot:
+        misc.check_ddp_consistency(run.ema)
+        if rank == 0:
+            path = checkpoint.snapshot_path(run_dir, kimg)
+            if guard.write(checkpoint.save_network_snapshot, path, ema=run.ema, loss_fn=run.loss_fn,
+                           augment_pipe=run.augment_pipe, dataset_kwargs=dataset_kwargs, infonoise=profile_json):
+                last['snapshot'] = path
+    if state:
+        sampler = run.sigma_sampler
+        ranks = _gather(dict(rng=misc.get_rng_state(),
+                             sigma_sampler=sampler.state_dict() if hasattr(sampler, 'state_dict') else None))
+        data_state = run.data_sampler.state_dict(num_consumed=(run.cur_nimg - start_nimg) // world_size)
+        if rank == 0:
+            path = checkpoint.state_path(run_dir, kimg)
+            saved = checkpoint.make_training_state(
+                net=run.net, ema=run.ema, optimizer=run.optimizer, augment_pipe=run.augment_pipe, ranks=ranks,
+                cur_nimg=run.cur_nimg, cur_tick=run.cur_tick + 1, config=config, options=options,
+                extra=dict(data=data_state, loss_params=[p.detach().cpu() for p in run.loss_params]))
+            if guard.write(checkpoint.save_training_state, path, saved):
+                last['state'] = path
+
+
+# ----------------------------------------------------------------------------------------------
 # The loop.
 
 def training_loop(
     run_dir: str = '.',                 # Output directory (rank 0 writes; other ranks may pass None).
     dataset_kwargs: Mapping = {},       # Dataset: class_name + constructor kwargs (the dataset's own dataset_kwargs).
-    data_loader_kwargs: Mapping = {},   # torch DataLoader options: num_workers (prefetch/pinning are set here).
+    data_loader_kwargs: Mapping = {},   # num_workers; resident (None: auto, True/False: force the device copy).
     network_kwargs: Mapping = {},       # Network: class_name + constructor kwargs (resolution/channels/labels added).
     loss_kwargs: Mapping = {},          # Loss: class_name + constructor kwargs.
     sigma_sampler_kwargs: Mapping | None = None,  # σ-sampler data (see build_sigma_sampler); None = the loss's own.
@@ -155,8 +368,8 @@ def training_loop(
     augment_kwargs: Mapping | None = None,  # Augment pipe: class_name + kwargs; None = no augmentation.
     seed: int = 0,                      # Run seed (per-rank seeds derive from it).
     batch_size: int = 512,              # Total batch over all ranks and accumulation rounds.
-    batch_gpu: int | None = None,       # Images per rank per round; None = batch_size / ranks.
-    accumulation_rounds: int | None = None,  # Rounds per step; None = derived (must match batch_size).
+    batch_gpu: int | None = None,       # Images per rank per round (training.options.batch_per_rank); None = derived.
+    accumulation_rounds: int | None = None,  # Rounds per step (batch_per_rank); None = derived.
     total_kimg: float = 200000,         # Training length in thousands of images.
     ema_halflife_kimg: float = 500,     # EMA half-life.
     ema_rampup_ratio: float | None = 0.05,  # Half-life at most this fraction of the images seen; None = no ramp-up.
@@ -166,8 +379,7 @@ def training_loop(
     snapshot_ticks: int | None = 50,    # Network snapshot every this many ticks (None = never).
     state_dump_ticks: int | None = 500,  # Training state every this many ticks (None = never).
     cudnn_benchmark: bool = True,       # torch.backends.cudnn.benchmark.
-    fast_paths: Mapping | None = None,  # Speed options (training.fast_paths.FAST_PATH_DEFAULTS keys); entries
-                                        # missing here come from `options`, then from the defaults.
+    fast_paths: Mapping | None = None,  # Speed settings (keys of training.fast_paths.FAST_PATH_DEFAULTS).
     deterministic: bool = False,        # torch deterministic algorithms.
     grid_size: int = 0,                 # Images in the final sample grid (0 = none).
     grid_steps: int = 18,               # Heun steps for the sample grid.
@@ -177,343 +389,172 @@ def training_loop(
     device: torch.device | str | None = None,  # None = torch_utils.distributed.device().
     options: Mapping | None = None,     # Resolved CLI options (stored in training states for --resume).
     nonfinite_limit: int = NONFINITE_LIMIT,  # Stop after this many consecutive non-finite losses.
-    metrics: Sequence[str] = (),        # Metrics of the EMA network during training (metrics.jsonl; see
-                                        # training.metrics.tracking); () = none.
+    metrics: Sequence[str] = (),        # EMA-network metrics during training (metrics.jsonl); () = none.
     metrics_every_kimg: float = 10,     # Evaluate them every this many kimg (and at the end).
     metrics_num: int = 1000,            # Samples per evaluation.
     metrics_steps: int = 18,            # Heun σ levels per evaluation sample.
     progress_fn: Callable[[int, int], None] | None = None,  # Called as progress_fn(cur_nimg, total_nimg) per step.
-    phase_timer: Callable[[str], None] | None = None,  # Benchmark hook, called as phase_timer(name) at the end of
-                                        # each part of start-up (startup:data, startup:network, startup:files) and
-                                        # of a step (other = the previous step's bookkeeping and tick, then
-                                        # optimizer, data, forward, stats, sampler, backward, nonfinite, optimizer,
-                                        # sampler, ema): the time since the previous call belongs to `name`.
-    stop_signals: Any = None,           # A training.preemption.StopSignals (installed by the caller): once its
-                                        # .signum is non-zero, every rank stops at one agreed step, dumps a state
-                                        # and a snapshot, and the result says preempted. None = not preemptible.
+    stop_signals: Any = None,           # Installed training.preemption.StopSignals (see RunGuard); None = none.
 ) -> dict:
     """Train; returns dict(run_dir, cur_nimg, cur_tick, snapshot, state, preempted) describing the last outputs
     (preempted: the name of the stop signal that ended training early, else None)."""
     config = {k: v for k, v in locals().items()
-              if k not in ('progress_fn', 'phase_timer', 'device', 'options', 'run_dir', 'stop_signals')}
+              if k not in ('progress_fn', 'device', 'options', 'run_dir', 'stop_signals')}
     start_time = time.time()
     device = torch.device(device) if device is not None else dist.device()
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    fast = resolve_fast_paths(fast_paths, options)
-    lap = phase_timer if phase_timer is not None else _no_lap
+    fast = resolve_fast_paths(fast_paths)
     configure_backends(device, cudnn_benchmark, deterministic)
     misc.seed_all(misc.rank_seed(seed, rank, world_size))
-
-    # Batch geometry.
-    per_rank = batch_size // world_size
-    batch_gpu = per_rank if batch_gpu is None or batch_gpu > per_rank else int(batch_gpu)
-    rounds = per_rank // batch_gpu
-    if batch_size != batch_gpu * rounds * world_size or (accumulation_rounds not in (None, rounds)):
-        raise TrainingError(f'batch_size={batch_size} is not ranks x batch_gpu x rounds '
-                            f'({world_size} x {batch_gpu} x {accumulation_rounds or rounds}).')
+    batch_gpu, accumulation_rounds = _geometry(batch_size, batch_gpu, accumulation_rounds, world_size)
     total_nimg = int(round(total_kimg * 1000))
-
-    # Resume: read the state first so that a bad file fails before anything is built.
-    state = None
-    if resume_state is not None:
-        state = checkpoint.load_training_state(resume_state)
-        checkpoint.check_compatible(state['config'], config, resume_state)
-
-    # Data.
-    logger.info('Loading dataset...')
-    dataset = open_training_dataset(dataset_kwargs)
-    data_sampler = misc.InfiniteSampler(dataset=dataset, rank=rank, num_replicas=world_size, seed=seed)
-    if state is not None:
-        data_sampler.load_state_dict(state['data'])
-    workers = int(data_loader_kwargs.get('num_workers', 1))
-    resident = data_loader_kwargs.get('resident')   # None: a cached dataset that fits is held on the device
-    if resident is None:
-        resident = bool(dict(dataset_kwargs).get('cache')) and resident_nbytes(dataset) <= RESIDENT_MAX_BYTES
-    if resident:   # same batches as the DataLoader below, bitwise; no per-item loading or host copies
-        logger.info(f'Holding the dataset on {device.type} ({resident_nbytes(dataset) / 2 ** 20:.1f} MiB)...')
-        loader = ResidentBatches(dataset, data_sampler, batch_gpu, device, num_workers=workers)
-    else:
-        loader = torch.utils.data.DataLoader(
-            dataset=dataset, sampler=data_sampler, batch_size=batch_gpu, num_workers=workers,
-            pin_memory=device.type == 'cuda', prefetch_factor=2 if workers > 0 else None,
-            persistent_workers=workers > 0,
-            worker_init_fn=preemption.worker_init_fn(stop_signals) if workers > 0 else None)
-    lap('startup:data')
-
-    # Network, loss, σ-sampler, optimizer, augmentation.
-    logger.info('Constructing network...')
-    net = dnnlib.util.construct_class_by_name(**network_kwargs, img_resolution=dataset.resolution,
-                                              img_channels=dataset.num_channels, label_dim=dataset.label_dim)
-    net.train().requires_grad_(True).to(device)
-    apply_fast_paths(net, sdpa=fast['sdpa'], channels_last=fast['channels_last'])
-    num_params = sum(p.numel() for p in net.parameters())
-    logger.info(f'Network: {type(net).__name__} with {num_params:,} parameters.')
-    loss_fn = dnnlib.util.construct_class_by_name(**loss_kwargs)
-    sigma_sampler = build_sigma_sampler(sigma_sampler_kwargs, device)
-    if sigma_sampler is not None:
-        loss_fn.sigma_sampler = sigma_sampler
-    sigma_sampler = getattr(loss_fn, 'sigma_sampler', None)
-    # The loss's own trainable parameters (EDM2's u(σ) of --weighting uncertainty), optimised with the network.
-    loss_params = loss_fn.trainable_parameters(device) if hasattr(loss_fn, 'trainable_parameters') else []
-    optimizer = dnnlib.util.construct_class_by_name(params=list(net.parameters()) + loss_params,
-                                                    **optimizer_kwargs_for(optimizer_kwargs, fast['fused_adam']))
-    augment_pipe = dnnlib.util.construct_class_by_name(**augment_kwargs) if augment_kwargs is not None else None
-    ddp = net
-    if world_size > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device] if device.type == 'cuda' else None, **_no_buffer_sync_kwargs())
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
-
-    # Transfer learning or exact resume.
-    if resume_pkl is not None:
-        from training.network_io import load_network
-        logger.info(f'Loading network weights from "{resume_pkl}"...')
-        source = load_network(resume_pkl, device='cpu')['ema']
-        copied = checkpoint.copy_params_and_buffers(source, net)
-        checkpoint.copy_params_and_buffers(source, ema)
-        logger.info(f'Copied {copied} tensors.')
-        del source
-    cur_nimg, cur_tick = 0, 0
-    if state is not None:
-        logger.info(f'Resuming from "{resume_state}" at {state["cur_nimg"] / 1000:g} kimg...')
-        try:
-            net.load_state_dict(state['net'])
-            ema.load_state_dict(state['ema'])
-            with torch.no_grad():
-                for p, saved_p in zip(loss_params, state.get('loss_params') or []):
-                    p.copy_(saved_p)
-            optimizer.load_state_dict(state['optimizer'])
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:   # a malformed state: one sentence
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip('.:')
-            raise checkpoint.CheckpointError(f'--resume: the network or optimizer state in {resume_state} does not '
-                                             f'fit this network ({reason}).') from exc
-        set_optimizer_impl_(optimizer, fast['fused_adam'])   # this run's choice, not the saved run's
-        cur_nimg, cur_tick = int(state['cur_nimg']), int(state['cur_tick'])
-
-    compile_kwargs = {} if fast['compile_mode'] is None else dict(mode=fast['compile_mode'])
-    train_net = maybe_compile(ddp, fast['compile'], **compile_kwargs)
-    amp_dtype = torch.bfloat16 if fast['bf16'] else None
-    loss_net = autocast_network(train_net, device, amp_dtype)   # mixed precision for the network alone
-    data_iter = iter(loader)
-    lap('startup:network')
-
-    # Random state last: everything above may consume random numbers differently on a resume.
-    if state is not None:
-        saved = state['ranks']
-        if len(saved) != world_size:
-            logger.warning(f'The state was written by {len(saved)} rank(s), this run has {world_size}; '
-                           f'continuing, but not bitwise identically.')
-        mine = saved[rank] if rank < len(saved) else None
-        if mine is not None:
-            misc.set_rng_state(mine['rng'])
-            if sigma_sampler is not None and mine.get('sigma_sampler') is not None:
-                sigma_sampler.load_state_dict(mine['sigma_sampler'])
-        else:
-            misc.seed_all(misc.rank_seed(seed + cur_nimg, rank, world_size))
-        del state
-
-    if cur_nimg >= total_nimg:
-        raise TrainingError(f'The resumed state is already at {cur_nimg / 1000:g} kimg, which reaches the training '
-                            f'length of {total_nimg / 1000:g} kimg; pass a longer --duration.')
-
-    # Output files. A failed write (full disk, file-size limit) is recorded by `guard` on rank 0 and skips the
-    # later writes; every rank then stops at the next agreement point with its one-line message.
+    run = build_run(config, batch_gpu=batch_gpu, fast=fast, device=device, options=options,
+                    stop_signals=stop_signals)
     adaptive = bool(sigma_sampler_kwargs) and 'grid' in sigma_sampler_kwargs
-    guard = _WriteGuard()
-    stats_jsonl = infonoise_jsonl = None
-    if rank == 0:
-        os.makedirs(run_dir, exist_ok=True)
-        stale = checkpoint.remove_stale_temporaries(run_dir)
-        if stale:
-            logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
-        guard.call(_write_json_atomic, os.path.join(run_dir, 'training_options.json'),
-                   dict(config, options=dict(options) if options is not None else None))
-        stats_jsonl = _Log(os.path.join(run_dir, 'stats.jsonl'), guard)
-        if adaptive:
-            infonoise_jsonl = _Log(os.path.join(run_dir, 'infonoise.jsonl'), guard)
-    tracker = metrics_jsonl = None
-    if metrics:
-        from training.metrics.tracking import MetricsTracker
-        tracker = MetricsTracker(metrics, metrics_every_kimg, metrics_num, dataset_kwargs, seed=seed,
-                                 num_steps=metrics_steps, device=device)
-        tracker.start(cur_nimg)
-        if rank == 0:
-            metrics_jsonl = _Log(os.path.join(run_dir, 'metrics.jsonl'), guard)
-
-    training_stats.reset()
-    collector = training_stats.Collector(regex='.*')
-    start_nimg = cur_nimg
-    tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    guard = preemption.RunGuard(stop_signals, nonfinite_limit, device)
+    with record_function('startup:files'):
+        logs = _open_logs(run_dir, guard, config, options, adaptive, bool(metrics))
+        tracker = _metrics_tracker(config, run.cur_nimg, device)
+        training_stats.reset()
+        collector = training_stats.Collector(regex='.*')
+    start_nimg = tick_start_nimg = run.cur_nimg
+    tick_start_time = time.time()
     maintenance_time = tick_start_time - start_time
-    nonfinite_streak = torch.zeros((), dtype=torch.int64, device=device)
-    check_every = max(1, min(25, nonfinite_limit // 2))
-    base_lr = float(optimizer_kwargs['lr'])
-    params = [p for p in net.parameters()]
-    ema_params = [p for p in ema.parameters()]
-    param_values = [p.detach() for p in params]   # views of the live parameters (updated in place) for the EMA
-    last = dict(run_dir=run_dir, snapshot=None, state=None)
-    stop_signum, preempted = 0, False
-    batch_gpu_total = batch_gpu * rounds
-    logger.info(f'Training for {total_nimg / 1000:g} kimg ({batch_size} images per step, '
-                f'{rounds} round(s) of {batch_gpu} per rank, {world_size} rank(s))...')
+    last, preempted = dict(run_dir=run_dir, snapshot=None, state=None), False
+    logger.info(f'Training for {total_nimg / 1000:g} kimg ({batch_size} images per step, {accumulation_rounds} '
+                f'round(s) of {batch_gpu} per rank, {world_size} rank(s))...')
     if progress_fn is not None:
-        progress_fn(cur_nimg, total_nimg)
-    lap('startup:files')
-
+        progress_fn(run.cur_nimg, total_nimg)
     try:
-        step_idx = 0
         while True:
-            lap('other')   # the previous step's bookkeeping, progress, evaluation and tick
-            # Accumulate gradients.
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = torch.zeros((), dtype=torch.float32, device=device)
-            lap('optimizer')
-            for round_idx in range(rounds):
-                with misc.ddp_sync(ddp, round_idx == rounds - 1):
-                    images, labels = next(data_iter)
-                    images = images.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
-                    labels = labels.to(device, non_blocking=True)
-                    lap('data')
-                    terms = loss_fn.compute(net=loss_net, images=images, labels=labels, augment_pipe=augment_pipe)
-                    lap('forward')
-                    training_stats.report('Loss/loss', terms.loss)
-                    lap('stats')
-                    if sigma_sampler is not None:
-                        sigma_sampler.observe(terms.sigma, terms.error)
-                    lap('sampler')
-                    loss_sum = terms.loss.sum()
-                    loss_sum.mul(loss_scaling / batch_gpu_total).backward()
-                    step_loss += loss_sum.detach().float()
-                    lap('backward')
-
-            # Optimizer step with learning-rate ramp-up; non-finite gradients zeroed (bitwise as EDM's per-tensor
-            # nan_to_num, see training.fast_paths.nan_to_num_grads_).
-            if loss_params and world_size > 1:   # u(σ) lives outside DDP: average its gradients here
-                for p in loss_params:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad.div_(world_size)
-            nan_to_num_grads_([p.grad for p in params + loss_params], nan=0, posinf=1e5, neginf=-1e5)
-            lap('nonfinite')
-            lr = base_lr * min(cur_nimg / max(lr_rampup_kimg * 1000, 1e-8), 1)
-            for group in optimizer.param_groups:
-                group['lr'] = lr
-            optimizer.step()
-            lap('optimizer')
-            if sigma_sampler is not None and sigma_sampler.step() and infonoise_jsonl is not None:
-                _log_refresh(infonoise_jsonl, sigma_sampler, cur_nimg + batch_size)
-            lap('sampler')
-
-            # EMA with ramp-up.
-            ema_halflife_nimg = ema_halflife_kimg * 1000
-            if ema_rampup_ratio is not None:
-                ema_halflife_nimg = min(ema_halflife_nimg, cur_nimg * ema_rampup_ratio)
-            ema_beta = 0.5 ** (batch_size / max(ema_halflife_nimg, 1e-8))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, param_values, 1 - ema_beta)
-            lap('ema')
-
-            cur_nimg += batch_size
-            step_idx += 1
-            nonfinite_streak = torch.where(torch.isfinite(step_loss), 0, nonfinite_streak + 1)
-            if step_idx % check_every == 0:
-                stop_signum = _periodic_check(nonfinite_streak, nonfinite_limit, cur_nimg, stop_signals, guard)
-            elif world_size == 1:
-                stop_signum = _local_check(stop_signals, guard)   # one rank: nothing to agree on, no sync
+            lr, ema_beta = _schedule(run.cur_nimg, batch_size, float(optimizer_kwargs['lr']), lr_rampup_kimg,
+                                     ema_halflife_kimg, ema_rampup_ratio)
+            step_loss, refreshed = train_step(run, rounds=accumulation_rounds, batch_gpu=batch_gpu,
+                                              batch_size=batch_size, loss_scaling=loss_scaling, lr=lr,
+                                              ema_beta=ema_beta, device=device)
+            if refreshed:
+                logs['infonoise'].append(lambda: _refresh_row(run))
+            stop_signum = guard.after_step(step_loss, run.cur_nimg)
             if progress_fn is not None:
-                progress_fn(cur_nimg, total_nimg)
-
-            done = cur_nimg >= total_nimg
-            if tracker is not None and tracker.due(cur_nimg, done):
-                eval_start = time.time()
-                if rank == 0:
-                    try:
-                        rows = tracker.evaluate(ema, cur_nimg)
-                    except Exception as exc:   # an evaluation never costs the run: one line, training goes on
-                        rows = []
-                        tracker.start(cur_nimg)   # retried at the next --metrics-every point
-                        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip('.')
-                        logger.warning(f'--metrics evaluation at {cur_nimg / 1000:g} kimg failed ({reason}); '
-                                       f'training goes on and tries again at the next evaluation point.')
-                    for row in rows:
-                        metrics_jsonl.append(row)
-                        logger.info(f'{row["metric"]} {row["value"]:.4g} at {row["kimg"]:g} kimg '
-                                    f'({row["seconds"]:.1f} s)')
-                else:
-                    tracker.start(cur_nimg)
-                dist.barrier()
-                tick_start_time += time.time() - eval_start   # evaluation time is not training time
-            if not done and not stop_signum and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
+                progress_fn(run.cur_nimg, total_nimg)
+            done = run.cur_nimg >= total_nimg
+            if tracker is not None and tracker.due(run.cur_nimg, done):
+                tick_start_time += _evaluate_metrics(tracker, run, logs['metrics'])   # not training time
+            if not done and not stop_signum and run.cur_tick != 0 and \
+                    run.cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
                 continue
 
             # Tick: statistics, status line, checkpoints; a stop signal ends training here with a state and a snapshot.
-            stop_signum = _periodic_check(nonfinite_streak, nonfinite_limit, cur_nimg, stop_signals, guard)
+            stop_signum = guard.at_tick(run.cur_nimg)
             preempted = bool(stop_signum) and not done
             if preempted:
-                logger.info(f'{preemption.signal_name(stop_signum)} received: stopping at {cur_nimg / 1000:g} kimg '
-                            f'and saving a training state and a snapshot...')
+                logger.info(f'{preemption.signal_name(stop_signum)} received: stopping at {run.cur_nimg / 1000:g} '
+                            f'kimg and saving a training state and a snapshot...')
             tick_end_time = time.time()
-            profile = _profile(sigma_sampler)
-            summary = sampler_summary(profile)
-            stats = _report_tick(cur_tick, cur_nimg, start_time, tick_start_time, tick_end_time, tick_start_nimg,
-                                 maintenance_time, device, summary)
-            collector.update()
-            logger.info(_status_line(stats, collector, summary))
-            if device.type == 'cuda':
-                torch.cuda.reset_peak_memory_stats()
-            kimg = cur_nimg // 1000
-            profile_json = _profile_json(profile) if adaptive and rank == 0 else None
-
-            if snapshot_ticks is not None and (done or preempted or cur_tick % snapshot_ticks == 0):
-                misc.check_ddp_consistency(ema)
-                if rank == 0:
-                    path = checkpoint.snapshot_path(run_dir, kimg)
-                    if guard.call(checkpoint.save_network_snapshot, path, ema=ema, loss_fn=loss_fn,
-                                  augment_pipe=augment_pipe, dataset_kwargs=dataset_kwargs, infonoise=profile_json):
-                        last['snapshot'] = path
-
-            if state_dump_ticks is not None and (
-                    preempted or ((done or cur_tick % state_dump_ticks == 0) and cur_tick != 0)):
-                mine = dict(rng=misc.get_rng_state(),
-                            sigma_sampler=sigma_sampler.state_dict() if hasattr(sigma_sampler, 'state_dict') else None)
-                ranks = _gather(mine)
-                data_state = data_sampler.state_dict(num_consumed=(cur_nimg - start_nimg) // world_size)
-                if rank == 0:
-                    path = checkpoint.state_path(run_dir, kimg)
-                    state = checkpoint.make_training_state(
-                        net=net, ema=ema, optimizer=optimizer, augment_pipe=augment_pipe, ranks=ranks,
-                        cur_nimg=cur_nimg, cur_tick=cur_tick + 1, config=config, options=options,
-                        extra=dict(data=data_state, loss_params=[p.detach().cpu() for p in loss_params]))
-                    if guard.call(checkpoint.save_training_state, path, state):
-                        last['state'] = path
-                    del state
-
-            if rank == 0:
-                stats_jsonl.append(dict(collector.as_dict(), timestamp=time.time()))
-
-            cur_tick += 1
-            tick_start_nimg, tick_start_time = cur_nimg, time.time()
+            profile = _profile(run.sigma_sampler)
+            _tick_report(run, collector, profile, start_time, tick_start_time, tick_end_time, tick_start_nimg,
+                         maintenance_time, device)
+            write_checkpoints(
+                run, guard, run_dir=run_dir, dataset_kwargs=dataset_kwargs, config=config, options=options,
+                snapshot=snapshot_ticks is not None and (done or preempted or run.cur_tick % snapshot_ticks == 0),
+                state=state_dump_ticks is not None and (
+                    preempted or ((done or run.cur_tick % state_dump_ticks == 0) and run.cur_tick != 0)),
+                profile_json=_profile_json(profile) if adaptive and rank == 0 else None, start_nimg=start_nimg,
+                last=last)
+            logs['stats'].append(dict(collector.as_dict(), timestamp=time.time()))
+            run.cur_tick += 1
+            tick_start_nimg, tick_start_time = run.cur_nimg, time.time()
             maintenance_time = tick_start_time - tick_end_time
             if done or preempted:
                 break
     finally:
-        for f in (stats_jsonl, infonoise_jsonl, metrics_jsonl):
-            if f is not None:
-                f.close()
-
+        for f in logs.values():
+            f.close()
     if rank == 0 and not preempted:
-        guard.call(_finish, run_dir, ema, sigma_sampler, adaptive and plot_profile, dataset, grid_size, grid_steps,
-                   seed, device)
-    _final_check(guard)   # every rank leaves together (rank 0 may still be writing), or fails with rank 0's error
+        guard.write(_finish, run_dir, run.ema, run.sigma_sampler, adaptive and plot_profile, run.dataset, grid_size,
+                    grid_steps, seed, device)
+    guard.finish()   # every rank leaves together (rank 0 may still be writing), or fails with rank 0's error
     logger.info('Exiting...')
-    return dict(last, cur_nimg=cur_nimg, cur_tick=cur_tick,
+    return dict(last, cur_nimg=run.cur_nimg, cur_tick=run.cur_tick,
                 preempted=preemption.signal_name(stop_signum) if preempted else None)
 
 
 # ----------------------------------------------------------------------------------------------
 # Helpers of the loop.
 
-def _no_lap(name: str) -> None:
-    """The default phase timer: nothing."""
+def _geometry(batch_size: int, batch_gpu: int | None, rounds: int | None, world_size: int) -> tuple[int, int]:
+    """(batch_gpu, rounds) as given by the config (computed by `training.options.batch_per_rank`, which also
+    derives them when missing); TrainingError when they do not make up `batch_size` on this many ranks."""
+    if batch_gpu is None or rounds is None:
+        batch_gpu, rounds = batch_per_rank(batch_size, batch_gpu, world_size)
+    if batch_size != batch_gpu * rounds * world_size:
+        raise TrainingError(f'batch_size={batch_size} is not ranks x batch_gpu x rounds '
+                            f'({world_size} x {batch_gpu} x {rounds}).')
+    return batch_gpu, rounds
+
+
+def _schedule(cur_nimg: int, batch_size: int, base_lr: float, lr_rampup_kimg: float, ema_halflife_kimg: float,
+              ema_rampup_ratio: float | None) -> tuple[float, float]:
+    """(learning rate, EMA decay β) of the step that starts at `cur_nimg`: a linear learning-rate ramp-up, and
+    an EMA half-life of at most `ema_rampup_ratio` of the images seen."""
+    lr = base_lr * min(cur_nimg / max(lr_rampup_kimg * 1000, 1e-8), 1)
+    ema_halflife_nimg = ema_halflife_kimg * 1000
+    if ema_rampup_ratio is not None:
+        ema_halflife_nimg = min(ema_halflife_nimg, cur_nimg * ema_rampup_ratio)
+    return lr, 0.5 ** (batch_size / max(ema_halflife_nimg, 1e-8))
+
+
+def _open_logs(run_dir: str, guard: preemption.RunGuard, config: Mapping, options: Mapping | None,
+               adaptive: bool, metrics: bool) -> dict[str, '_Log']:
+    """Rank 0: the run directory (stale temporaries removed), training_options.json and the JSON-lines logs
+    stats / infonoise / metrics (a log that is not written, as on the other ranks, ignores its rows)."""
+    if dist.get_rank() != 0:
+        return dict(stats=_Log(None, guard), infonoise=_Log(None, guard), metrics=_Log(None, guard))
+    os.makedirs(run_dir, exist_ok=True)
+    stale = checkpoint.remove_stale_temporaries(run_dir)
+    if stale:
+        logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
+    guard.write(_write_json_atomic, os.path.join(run_dir, 'training_options.json'),
+                dict(config, options=dict(options) if options is not None else None))
+    return {name: _Log(os.path.join(run_dir, f'{name}.jsonl') if wanted else None, guard)
+            for name, wanted in (('stats', True), ('infonoise', adaptive), ('metrics', metrics))}
+
+
+def _metrics_tracker(config: Mapping[str, Any], cur_nimg: int, device: torch.device) -> Any:
+    """The `--metrics` schedule (training.metrics.tracking), started at `cur_nimg`; None without metrics."""
+    if not config['metrics']:
+        return None
+    from training.metrics.tracking import MetricsTracker
+    tracker = MetricsTracker(config['metrics'], config['metrics_every_kimg'], config['metrics_num'],
+                             config['dataset_kwargs'], seed=config['seed'], num_steps=config['metrics_steps'],
+                             device=device)
+    tracker.start(cur_nimg)
+    return tracker
+
+
+def _evaluate_metrics(tracker: Any, run: Run, metrics_jsonl: '_Log') -> float:
+    """Evaluate the due metrics of the EMA network on rank 0 (the others wait); returns the seconds taken."""
+    eval_start = time.time()
+    if dist.get_rank() == 0:
+        try:
+            rows = tracker.evaluate(run.ema, run.cur_nimg)
+        except Exception as exc:   # an evaluation never costs the run: one line, training goes on
+            rows = []
+            tracker.start(run.cur_nimg)   # retried at the next --metrics-every point
+            logger.warning(f'--metrics evaluation at {run.cur_nimg / 1000:g} kimg failed '
+                           f'({dnnlib.util.first_line(exc)}); training goes on and tries again at the next '
+                           f'evaluation point.')
+        for row in rows:
+            metrics_jsonl.append(row)
+            logger.info(f'{row["metric"]} {row["value"]:.4g} at {row["kimg"]:g} kimg ({row["seconds"]:.1f} s)')
+    else:
+        tracker.start(run.cur_nimg)
+    dist.barrier()
+    return time.time() - eval_start
+
+
+def _refresh_row(run: Run) -> dict:
+    return dict(kimg=run.cur_nimg / 1000, **_profile_json(_profile(run.sigma_sampler)))
 
 
 def _profile_json(profile: Mapping[str, Any] | None) -> dict | None:
@@ -523,89 +564,32 @@ def _profile_json(profile: Mapping[str, Any] | None) -> dict | None:
     return infonoise.profile_to_json(profile)
 
 
-def _log_refresh(f: '_Log', sampler: Any, nimg: int) -> None:
-    f.append(dict(kimg=nimg / 1000, **_profile_json(sampler.profile())))
-
-
-class _WriteGuard:
-    """Rank 0's first failed write (`util.WriteError`: full disk, file-size limit, ...) as one sentence.
-
-    After a failure, later writes are skipped (the files on disk stay as they were: the last complete
-    snapshot and state) and the ranks stop together at the next `_periodic_check` / `_final_check`.
-    """
-
-    def __init__(self) -> None:
-        self.message: str | None = None
-
-    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> bool:
-        """fn(*args, **kwargs) unless a write failed already; False when it did not write."""
-        if self.message is not None:
-            return False
-        try:
-            fn(*args, **kwargs)
-        except util.WriteError as err:
-            self.message = str(err)
-            return False
-        return True
-
-
 class _Log:
-    """A JSON-lines log of rank 0 (stats.jsonl, infonoise.jsonl): whole lines only, failures to the guard."""
+    """A JSON-lines log of rank 0 (stats, infonoise, metrics): whole lines only, failures to the guard; with
+    path None nothing is written."""
 
-    def __init__(self, path: str, guard: _WriteGuard) -> None:
+    def __init__(self, path: str | None, guard: preemption.RunGuard) -> None:
         self.guard, self.file = guard, None
-        guard.call(self._open, path)
+        if path is not None:
+            guard.write(self._open, path)
 
     def _open(self, path: str) -> None:
         self.file = util.AppendFile(path)
 
-    def append(self, row: Mapping[str, Any]) -> None:
+    def append(self, row: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> None:
+        """Append `row` (or `row()`, computed only when this log is written)."""
         if self.file is not None:
-            self.guard.call(self.file.append, json.dumps(row) + '\n')
+            self.guard.write(self.file.append, json.dumps(row() if callable(row) else row) + '\n')
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
 
 
-def _periodic_check(streak: torch.Tensor, limit: int, cur_nimg: int, stop_signals: Any, guard: _WriteGuard) -> int:
-    """The check every rank makes at the same step (every few steps and at every tick); returns the agreed
-    stop signal number (0: go on).
-
-    One all-reduce (max) of [non-finite loss streak, stop signal number, rank 0's write failed]: the
-    collective the divergence check needs anyway, so preemption and write failures add no synchronisation.
-    Raises TrainingError (on every rank) for a failed write or a loss that stayed NaN/Inf `limit` steps.
-    """
-    signum = int(stop_signals.signum) if stop_signals is not None else 0
-    flags = torch.cat([streak.reshape(1), torch.tensor([signum, int(guard.message is not None)],
-                                                       dtype=streak.dtype, device=streak.device)])
-    dist.all_reduce_(flags, 'max')
-    value, signum, failed = (int(v) for v in flags.tolist())
-    if failed:
-        _final_check(guard)
-    if value >= limit:
-        raise TrainingError(f'The training loss was NaN/Inf for {value} consecutive steps '
-                            f'(at {cur_nimg / 1000:g} kimg); training diverged, try a lower --lr.')
-    return signum
-
-
-def _local_check(stop_signals: Any, guard: _WriteGuard) -> int:
-    """`_periodic_check` for one rank between its periodic steps: no collective, no device sync."""
-    if guard.message is not None:
-        raise TrainingError(guard.message)
-    return int(stop_signals.signum) if stop_signals is not None else 0
-
-
-def _final_check(guard: _WriteGuard) -> None:
-    """Every rank waits for rank 0 and raises TrainingError with rank 0's write failure, if any."""
-    message = dist.broadcast_object(guard.message) if dist.is_initialized() else guard.message
-    if message is not None:
-        raise TrainingError(message)
-
-
-def _report_tick(cur_tick: int, cur_nimg: int, start_time: float, tick_start_time: float, tick_end_time: float,
-                 tick_start_nimg: int, maintenance_time: float, device: torch.device, summary: Mapping) -> dict:
-    """Report the tick's progress/timing/resource/sampler scalars (rank 0's count) and return them."""
+def _tick_report(run: Run, collector: Any, profile: Mapping | None, start_time: float, tick_start_time: float,
+                 tick_end_time: float, tick_start_nimg: int, maintenance_time: float, device: torch.device) -> None:
+    """Report the tick's progress/timing/resource/sampler scalars (rank 0's count) and log the status line."""
+    cur_tick, cur_nimg, summary = run.cur_tick, run.cur_nimg, sampler_summary(profile)
     tick_nimg = max(cur_nimg - tick_start_nimg, 1)
     stats = {
         'Progress/tick': cur_tick,
@@ -624,7 +608,10 @@ def _report_tick(cur_tick: int, cur_nimg: int, start_time: float, tick_start_tim
     }
     for name, value in stats.items():
         training_stats.report0(name, value)
-    return stats
+    collector.update()
+    logger.info(_status_line(stats, collector, summary))
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _status_line(stats: Mapping[str, float], collector: Any, summary: Mapping[str, float]) -> str:

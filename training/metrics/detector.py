@@ -67,8 +67,7 @@ def _run(module: torch.nn.Module, images: torch.Tensor, device: torch.device) ->
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip('.') if text else type(exc).__name__
+    return util.first_line(exc).rstrip('.')
 
 
 def _is_torchscript(data: bytes) -> bool:

@@ -1,13 +1,16 @@
-"""Click declarations and process helpers shared by the sampling CLIs (generate.py, fid.py).
+"""The command-line side shared by the CLIs (train.py, generate.py, fid.py) and scripts/: click declarations
+and process helpers. The library (training, infonoise, torch_utils, dnnlib) never imports click or prints;
+everything here may.
 
 The CLIs import these instead of importing each other: the sampler options (`sampling_options`,
-`sampler_options_from_cli`), seed parsing, and the distributed/loading helpers that turn library
-errors into click errors on every rank.
+`sampler_options_from_cli`), seed parsing, the distributed/loading helpers that turn library errors into
+click errors on every rank, `print0` and the entry point `run_cli`.
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any, Callable
 
 import click
@@ -136,14 +139,15 @@ def sampling_options(f: Callable) -> Callable:
     """The sampler options shared by generate.py and `fid.py calc --network`."""
     options = [
         click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None,
-                     help='Number of σ steps N (Heun NFE = 2N − 1)  [default: 18; with --sigmas: the length of '
-                          'the list]'),
+                     help=f'Number of σ steps N (Heun NFE = 2N − 1)  [default: {generation.DEFAULT_STEPS}; with '
+                          '--sigmas: the length of the list]'),
         click.option('--sigma_min', type=SIGMA, default=None,
                      help='Lowest σ  [default: 0.002; ablation: per --disc]'),
         click.option('--sigma_max', type=SIGMA, default=None,
                      help='Highest σ  [default: 80; ablation: per --disc]'),
         click.option('--rho', type=POSITIVE, default=None,
-                     help='Exponent ρ of the EDM time steps (and of --infogrid-method tempered)  [default: 7]'),
+                     help='Exponent ρ of the EDM time steps (and of --infogrid-method tempered)  '
+                          f'[default: {generation.DEFAULT_RHO:g}]'),
         click.option('--sigmas', metavar='LIST|FILE', default=None, callback=_sigmas_callback,
                      help='Use exactly these σ levels, e.g. 80,10,1,0.1,0.002, or a file with a JSON list or one '
                           'number per line; decreasing, a trailing 0 is added. The list sets the steps; not with '
@@ -196,47 +200,40 @@ SAMPLING_KEYS = ('num_steps', 'sigma_min', 'sigma_max', 'rho', 'S_churn', 'S_min
                  'discretization', 'schedule', 'scaling', 'infogrid', 'infogrid_profile', 'infogrid_measure',
                  'infogrid_floor', 'infogrid_gated', 'sigmas', 'infogrid_method', 'infogrid_gamma',
                  'infogrid_calibrate')
-DEFAULT_STEPS = 18
-DEFAULT_RHO = 7.0
 
 
-def _check_sigmas(v: dict[str, Any]) -> None:
-    """--sigmas defines the whole grid: refuse the options that would build another one."""
-    flags = (('--infogrid', 'infogrid'), ('--infogrid-profile', 'infogrid_profile'),
-             ('--infogrid-measure', 'infogrid_measure'), ('--infogrid-floor', 'infogrid_floor'),
-             ('--infogrid-gated', 'infogrid_gated'), ('--infogrid-method', 'infogrid_method'),
-             ('--infogrid-gamma', 'infogrid_gamma'), ('--infogrid-calibrate', 'infogrid_calibrate'),
-             ('--rho', 'rho'), ('--sigma_min', 'sigma_min'), ('--sigma_max', 'sigma_max'),
-             ('--disc', 'discretization'), ('--schedule', 'schedule'), ('--scaling', 'scaling'))
-    given = [flag for flag, key in flags if v[key] not in (None, False)]
-    if given:
-        raise click.UsageError(f'--sigmas gives the σ grid itself; it cannot be combined with {given[0]}.')
-    levels = len(v['sigmas']) - 1
-    if v['num_steps'] is not None and v['num_steps'] != levels:
-        raise click.UsageError(f'--steps {v["num_steps"]} disagrees with the {levels} levels of --sigmas; '
-                               'omit --steps (the list defines the steps).')
+_INFOGRID_FLAGS = (('--infogrid-measure', 'infogrid_measure'), ('--infogrid-floor', 'infogrid_floor'),
+                   ('--infogrid-gated', 'infogrid_gated'), ('--infogrid-method', 'infogrid_method'),
+                   ('--infogrid-gamma', 'infogrid_gamma'), ('--infogrid-calibrate', 'infogrid_calibrate'))
+
+
+def _given(v: dict[str, Any], flags: tuple[tuple[str, str], ...]) -> list[str]:
+    return [flag for flag, key in flags if v[key] not in (None, False)]
 
 
 def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: str) -> generation.SamplerOptions:
-    """Build SamplerOptions from the CLI values (popped from kwargs); click errors for bad combinations."""
+    """Build SamplerOptions from the CLI values (popped from kwargs).
+
+    Only what SamplerOptions cannot show is checked here (a flag given where it has no effect, which its default
+    would hide); every other combination is checked once, by `generation.validate`, which the CLIs call next.
+    """
     v = {k: kwargs.pop(k) for k in SAMPLING_KEYS}
+    common = dict(sigma_min=v['sigma_min'], sigma_max=v['sigma_max'], S_churn=v['S_churn'], S_min=v['S_min'],
+                  S_max=v['S_max'], S_noise=v['S_noise'], solver=v['solver'], discretization=v['discretization'],
+                  schedule=v['schedule'], scaling=v['scaling'])
     if v['sigmas'] is not None:
-        _check_sigmas(v)
-        return generation.SamplerOptions(
-            num_steps=len(v['sigmas']) - 1, sigmas=v['sigmas'], S_churn=v['S_churn'], S_min=v['S_min'],
-            S_max=v['S_max'], S_noise=v['S_noise'], solver=v['solver'])
-    use_infogrid = v['infogrid'] or v['infogrid_profile'] is not None
-    if not use_infogrid:
-        flags = (('--infogrid-measure', 'infogrid_measure'), ('--infogrid-floor', 'infogrid_floor'),
-                 ('--infogrid-gated', 'infogrid_gated'), ('--infogrid-method', 'infogrid_method'),
-                 ('--infogrid-gamma', 'infogrid_gamma'), ('--infogrid-calibrate', 'infogrid_calibrate'))
-        given = [flag for flag, key in flags if v[key] not in (None, False)]
+        given = _given(v, (('--infogrid', 'infogrid'), ('--infogrid-profile', 'infogrid_profile'),
+                           *_INFOGRID_FLAGS, ('--rho', 'rho')))
         if given:
-            raise click.UsageError(f'{given[0]} only applies together with --infogrid or --infogrid-profile.')
+            raise click.UsageError(f'--sigmas gives the σ grid itself; it cannot be combined with {given[0]}.')
+        steps = len(v['sigmas']) - 1 if v['num_steps'] is None else v['num_steps']
+        return generation.SamplerOptions(num_steps=steps, sigmas=v['sigmas'], **common)
+    use_infogrid = v['infogrid'] or v['infogrid_profile'] is not None
+    given = _given(v, _INFOGRID_FLAGS)
+    if given and not use_infogrid:
+        raise click.UsageError(f'{given[0]} only applies together with --infogrid or --infogrid-profile.')
     method = v['infogrid_method'] or ('tempered' if v['infogrid_calibrate'] else generation.DEFAULT_INFOGRID_METHOD)
     if use_infogrid:
-        if v['infogrid_calibrate'] and method != 'tempered':
-            raise click.UsageError('--infogrid-calibrate tunes --infogrid-method tempered, not ' + method + '.')
         if v['infogrid_calibrate'] and (v['infogrid_gamma'] is not None or v['rho'] is not None):
             raise click.UsageError('--infogrid-calibrate chooses γ and ρ itself; drop --infogrid-gamma/--rho.')
         if v['infogrid_floor'] is not None and method != 'eq19':
@@ -257,16 +254,15 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
         except (TypeError, KeyError, AttributeError, IndexError) as exc:   # an 'infonoise' entry of another shape
             raise click.ClickException(f"{network}'s 'infonoise' entry is not an InfoNoise profile "
                                        f"({type(exc).__name__}: {str(exc).strip() or 'malformed'}).") from None
+    defaults = generation.SamplerOptions()
     return generation.SamplerOptions(
-        num_steps=DEFAULT_STEPS if v['num_steps'] is None else v['num_steps'], sigma_min=v['sigma_min'],
-        sigma_max=v['sigma_max'], rho=DEFAULT_RHO if v['rho'] is None else v['rho'],
-        S_churn=v['S_churn'], S_min=v['S_min'], S_max=v['S_max'], S_noise=v['S_noise'], solver=v['solver'],
-        discretization=v['discretization'], schedule=v['schedule'], scaling=v['scaling'], infogrid=profile,
-        infogrid_measure=v['infogrid_measure'] or generation.DEFAULT_INFOGRID_MEASURE,
-        infogrid_floor=generation.DEFAULT_INFOGRID_FLOOR if v['infogrid_floor'] is None else v['infogrid_floor'],
+        num_steps=defaults.num_steps if v['num_steps'] is None else v['num_steps'],
+        rho=defaults.rho if v['rho'] is None else v['rho'], infogrid=profile,
+        infogrid_measure=v['infogrid_measure'] or defaults.infogrid_measure,
+        infogrid_floor=defaults.infogrid_floor if v['infogrid_floor'] is None else v['infogrid_floor'],
         infogrid_gated=v['infogrid_gated'], infogrid_method=method,
-        infogrid_gamma=generation.DEFAULT_INFOGRID_GAMMA if v['infogrid_gamma'] is None else v['infogrid_gamma'],
-        infogrid_calibrate=v['infogrid_calibrate'] or 0)
+        infogrid_gamma=defaults.infogrid_gamma if v['infogrid_gamma'] is None else v['infogrid_gamma'],
+        infogrid_calibrate=v['infogrid_calibrate'] or 0, **common)
 
 
 def init_distributed(device: str) -> torch.device:
@@ -305,3 +301,36 @@ def load_snapshot(network: str, device: torch.device) -> dict:
     snapshot = rank0_first(lambda: load_network(network, device))
     check_finite_network(snapshot['ema'], network)
     return snapshot
+
+
+def print0(*args: Any, **kwargs: Any) -> None:
+    """print() on rank 0 only."""
+    if dist.get_rank() == 0:
+        print(*args, **kwargs)
+
+
+def run_cli(command: Any) -> None:
+    """Run a click command as a program's entry point and exit with its status.
+
+    Under torchrun (WORLD_SIZE > 1) the process ends with os._exit once the command has returned and its
+    output is flushed: C++ threads of the gloo/c10d layer can otherwise abort the interpreter's teardown
+    ("terminate called without an active exception", seen on CPU ranks), which would turn a finished job
+    into a failed one. Single processes exit normally.
+    """
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
+        command()           # standalone mode: click reports errors and calls sys.exit
+        return
+    try:
+        code = command(standalone_mode=False)   # click returns the code of a click.exceptions.Exit here
+        code = code if isinstance(code, int) else 0
+    except click.ClickException as err:
+        err.show()
+        code = err.exit_code
+    except click.exceptions.Exit as err:
+        code = err.exit_code
+    except click.Abort:
+        click.echo('Aborted!', err=True)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
