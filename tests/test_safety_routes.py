@@ -50,7 +50,7 @@ def genuine_run(tmp_path_factory):
 
 def _poisoned_state(src_dir, dst_dir, marker):
     """Copy a run and rewrite its state the way an attacker would: network_kwargs name sympy.N, and the
-    compatibility view and fingerprint are recomputed with the project's own code so they match."""
+    compatibility view is recomputed with the project's own code so they match."""
     shutil.copytree(src_dir, dst_dir)
     path = dst_dir / 'training-state-000000.pt'
     state = torch.load(path, weights_only=True)
@@ -61,7 +61,6 @@ def _poisoned_state(src_dir, dst_dir, marker):
     config = opt_lib.build_config(opts, facts)
     state['options'] = dict(opts, kimg=0.32)
     state['config'] = checkpoint.compat_view(config)
-    state['fingerprint'] = checkpoint.fingerprint(state['config'])
     torch.save(state, path)
     return path
 
