@@ -270,7 +270,7 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     prof_startup = profile(activities=activities) if startup else None
     prof_steps = profile(activities=activities) if timed else None
-    clock = _Clock(cuda, warmup, steps, None)
+    clock = _Clock(device, warmup, steps, None)
     calls = []
 
     def progress(cur_nimg: int, total_nimg: int) -> None:
@@ -295,7 +295,7 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
     if prof_steps is not None:
         n = steps - warmup
         phases = {k: 1e3 * v / n for k, v in _range_seconds(prof_steps, PHASES, cuda).items()}
-        phases['other'] = 1e3 * (clock.end[0] - clock.start[0]) / n - sum(phases.values())
+        phases['other'] = 1e3 * clock.watch.wall / n - sum(phases.values())
     return dict(img_per_s=wall, cpu_img_per_s=cpu, setup_s=clock.t_ready - t0,
                 first_step_s=clock.t_first - clock.t_ready, phases=phases,
                 startup=_range_seconds(prof_startup, STARTUP, False) if prof_startup is not None else {})

@@ -167,7 +167,8 @@ def test_preset_file_path_and_unknown_keys(tmp_path):
         bad.write_text(text)
         result = invoke(['--outdir', tmp_path / 'o', '--data', 'builtin:digits', '--preset', str(bad), '-n'])
         assert_one_line_error(result, f"Preset '{bad}'", phrase, outdir=tmp_path / 'o')
-    bad.write_text('{"options": {"batch": 32.0, "cres": [1, 2], "xflip": true}}')
+    bad.write_text('{"options": {"batch": 32.0, "cres": [1, 2], "xflip": true}, '
+                   '"network_kwargs": {"attn_resolutions": []}}')   # 8x8 data: no 16x16 attention
     result = invoke(['--outdir', tmp_path / 'o', '--data', 'builtin:digits', '--preset', str(bad), '-n'])
     assert result.exit_code == 0 and 'Batch:                32 = 1 rank(s)' in result.output, result.output
 
