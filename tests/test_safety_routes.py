@@ -159,6 +159,7 @@ def _plant_genuine(cache_dir, monkeypatch, data):
     os.makedirs(cache_dir, exist_ok=True)
     with open(path, 'wb') as f:
         f.write(data)
+    monkeypatch.setenv('INFONOISE_PIN_STORE', os.path.join(os.path.dirname(str(cache_dir)), 'config', 'pins.json'))
     monkeypatch.setenv(TRUSTED_SHA256_ENV, hashlib.sha256(data).hexdigest())
     return path
 
