@@ -190,3 +190,18 @@ def test_the_pin_store_is_not_in_the_download_cache(tmp_path, monkeypatch, site)
     monkeypatch.setenv(persistence.PIN_STORE_ENV, os.path.join(site['cache'], 'pins.json'))
     refused(site, 'lies inside the download cache', persistence.PIN_STORE_ENV)
     assert site['server'].hits == []
+
+
+def test_open_url_refresh_downloads_again_and_returns_the_downloaded_bytes(site):
+    os.makedirs(site['cache'])
+    with open(site['cached'], 'wb') as f:
+        f.write(b'stale')
+    with util.open_url(site['url'], cache_dir=site['cache']) as f:
+        assert f.read() == b'stale' and site['server'].hits == []
+    with util.open_url(site['url'], cache_dir=site['cache'], refresh=True) as f:
+        assert f.read() == site['genuine'] and f.name == site['cached']
+    assert len(site['server'].hits) == 1
+    with open(site['cached'], 'rb') as f:
+        assert f.read() == site['genuine']
+    with pytest.raises(ValueError, match='refresh'):
+        util.open_url(site['url'], cache_dir=site['cache'], refresh=True, return_filename=True)

@@ -23,8 +23,11 @@ copied in (strictly: key sets and shapes must match). Class names outside the ma
 module never imports the modules that define the classes: the caller supplies them.
 
 Reading, trusted: `load_trusted_pickle(f)` is the reference's reconstruction path and DOES EXECUTE the
-source embedded in the file. Use it only for pinned files whose content you trust (EDM's Inception-v3
-detector pickle, listed in `pinned_urls`).
+source embedded in the file. Use it only for pinned files whose content was verified (EDM's Inception-v3
+detector pickle, listed in `pinned_sha256`): trust on first download, pinned privately. A file this process
+downloads itself from the exact pinned URL is accepted (`accept_downloaded_content`: the trust is the
+URL's; its SHA-256 is recorded in the user's private pin store, or must equal the digest recorded here when
+there is one); a file found on disk is accepted only if `check_pinned_content` finds its SHA-256 pinned.
 """
 from __future__ import annotations
 
