@@ -453,10 +453,6 @@ def open_url(
     verbose: bool = False,          # Log progress at INFO instead of DEBUG level (never prints).
     return_filename: bool = False,  # Return the local file name instead of an open file (needs a file).
     cache: bool = True,             # Keep downloads in (and serve them from) the cache directory.
-    refresh: bool = False,          # Download even when a cached copy exists (and replace it); the returned
-                                    # file then holds the downloaded bytes themselves (never a re-read of the
-                                    # cache file, which someone else may change in a shared folder), with
-                                    # `name` set to the cache file's path.
 ) -> Any:
     """Open `url` and return a binary file object (or, with return_filename=True, a local file name).
 
@@ -485,9 +481,7 @@ def open_url(
     level = logging.INFO if verbose else logging.DEBUG
     if cache_dir is None:
         cache_dir = make_cache_dir_path('downloads')
-    if return_filename and refresh:
-        raise ValueError('open_url(refresh=True) returns the downloaded bytes; it cannot return_filename.')
-    if cache and not refresh:
+    if cache:
         cached = _find_cached(cache_dir, url)
         if cached is not None:
             _log.log(level, 'using cached %s for %s', cached, url)
@@ -503,8 +497,4 @@ def open_url(
     with atomic_write(target) as f:
         f.write(data)
     _log.log(level, 'saved %s (%d bytes)', target, len(data))
-    if refresh:
-        downloaded = io.BytesIO(data)
-        downloaded.name = target
-        return downloaded
     return target if return_filename else open(target, 'rb')

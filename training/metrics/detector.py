@@ -9,10 +9,10 @@ Loading rules:
   `persistence.load_trusted_pickle`, which runs the embedded source. Trust on first download, pinned
   privately: when its exact cache file (`dnnlib.util.cache_file_path`) is absent, this process downloads it
   from the URL itself, runs the downloaded bytes (never a re-read of the cache file), and records their
-  SHA-256 in the user's private pin store (`persistence.pin_store_path()`, outside the download cache), or,
-  when the project records a digest, requires that one. A file already in the cache is run only if its
-  SHA-256 is the project's digest (when recorded) or else the private pin or a digest the user vouches for
-  in $INFONOISE_TRUSTED_SHA256; a file planted in a shared cache, or changed after pinning, is refused with
+  SHA-256 in the user's private pin store (`persistence.pin_store_path()`, outside the download cache)
+  before it writes the cache file, or, when the project records a digest, requires that one. A file
+  already in the cache is run only if its SHA-256 is the project's digest (when recorded) or else the
+  private pin or a digest the user vouches for in $INFONOISE_TRUSTED_SHA256; a file planted in a shared cache, or changed after pinning, is refused with
   one sentence naming it, before anything runs;
 - a TorchScript archive (a zip with a `code/` folder) is loaded with `torch.jit.load`. TorchScript is
   code: it runs with the user's rights (it can read and write files), so pass only files you trust;
@@ -24,6 +24,7 @@ refused with one `DetectorError` sentence.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import zipfile
 
@@ -35,6 +36,7 @@ from torch_utils import persistence
 INCEPTION_URL = ('https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/'
                  'inception-2015-12-05.pkl')
 PROBE_BATCH = 2
+_log = logging.getLogger('training')
 
 
 class DetectorError(ValueError):
@@ -105,9 +107,15 @@ def _pinned_bytes(url: str, cache_dir: str | None) -> bytes:
             data = f.read()
         persistence.check_pinned_content(url, data, path)
         return data
-    with util.open_url(url, cache_dir=cache_dir, refresh=True) as f:
+    with util.open_url(url, cache_dir=cache_dir, cache=False) as f:   # the bytes themselves, never a re-read
         data = f.read()
-    persistence.accept_downloaded_content(url, data)
+    persistence.accept_downloaded_content(url, data)    # pinned before the cache file appears for other processes
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with util.atomic_write(path) as f:
+            f.write(data)
+    except OSError as exc:      # an unwritable cache only costs a download next time
+        _log.warning('Could not cache %s at %s (%s).', url, path, exc)
     return data
 
 
