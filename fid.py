@@ -50,8 +50,9 @@ def _detector_option(f):
                         help='Feature detector: a TorchScript file or a pickle, called as '
                              'det(uint8 NCHW, return_features=True) -> [N, D]. A TorchScript detector is code: '
                              'it runs with your rights (it can read and write your files), so pass only files you '
-                             'trust. Pickles load without running code; the pinned Inception-v3 URL runs only if '
-                             'its SHA-256 matches.')(f)
+                             'trust. Pickles load without running code; the pinned Inception-v3 pickle runs only as '
+                             'downloaded by you from its URL (its SHA-256 is then pinned privately) or, from the '
+                             'cache, if its SHA-256 matches your pin.')(f)
 
 
 def _common_options(f):

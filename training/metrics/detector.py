@@ -4,11 +4,16 @@ A detector is called as `det(images, return_features=True)` with uint8 images [N
 features [N, D]. Grayscale batches are repeated to three channels first (as EDM's fid.py does).
 
 Loading rules:
-- a pinned URL (`torch_utils.persistence.pinned_urls`: EDM's Inception-v3 `INCEPTION_URL`, matched
-  exactly) is a trusted file: it is read from its exact cache file name (or downloaded), its content's
-  SHA-256 is checked against the pin (`persistence.check_pinned_content`), and only then is it
-  reconstructed the way the reference does, by `persistence.load_trusted_pickle`, which runs the
-  embedded source;
+- a pinned URL (`torch_utils.persistence.pinned_sha256`: EDM's Inception-v3 `INCEPTION_URL`, matched
+  exactly) is a trusted file, reconstructed the way the reference does, by
+  `persistence.load_trusted_pickle`, which runs the embedded source. Trust on first download, pinned
+  privately: when its exact cache file (`dnnlib.util.cache_file_path`) is absent, this process downloads it
+  from the URL itself, runs the downloaded bytes (never a re-read of the cache file), and records their
+  SHA-256 in the user's private pin store (`persistence.pin_store_path()`, outside the download cache)
+  before it writes the cache file, or, when the project records a digest, requires that one. A file
+  already in the cache is run only if its SHA-256 is the project's digest (when recorded) or else the
+  private pin or a digest the user vouches for in $INFONOISE_TRUSTED_SHA256; a file planted in a shared cache, or changed after pinning, is refused with
+  one sentence naming it, before anything runs;
 - a TorchScript archive (a zip with a `code/` folder) is loaded with `torch.jit.load`. TorchScript is
   code: it runs with the user's rights (it can read and write files), so pass only files you trust;
 - any other pickle goes through the restricted `persistence.load_network_pickle` and is refused unless
@@ -19,6 +24,8 @@ refused with one `DetectorError` sentence.
 from __future__ import annotations
 
 import io
+import logging
+import os
 import zipfile
 
 import torch
@@ -29,6 +36,7 @@ from torch_utils import persistence
 INCEPTION_URL = ('https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/metrics/'
                  'inception-2015-12-05.pkl')
 PROBE_BATCH = 2
+_log = logging.getLogger('training')
 
 
 class DetectorError(ValueError):
@@ -80,16 +88,43 @@ def _is_torchscript(data: bytes) -> bool:
         return False
 
 
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _pinned_bytes(url: str, cache_dir: str | None) -> bytes:
+    """The verified content of the pinned `url`: the cached copy if its digest is pinned, else a fresh download
+    (trusted because this process fetched it from the URL itself, and pinned privately for next time)."""
+    cache_dir = cache_dir if cache_dir is not None else util.make_cache_dir_path('downloads')
+    if persistence.pinned_sha256[url] is None and _inside(persistence.pin_store_path(), cache_dir):
+        raise DetectorError(f'The pin store {persistence.pin_store_path()} lies inside the download cache {cache_dir}, '
+                            f'which others may write to; point {persistence.PIN_STORE_ENV} at a private file.')
+    path = util.cache_file_path(url, cache_dir)
+    if os.path.isfile(path):
+        with open(path, 'rb') as f:
+            data = f.read()
+        persistence.check_pinned_content(url, data, path)
+        return data
+    with util.open_url(url, cache_dir=cache_dir, cache=False) as f:   # the bytes themselves, never a re-read
+        data = f.read()
+    persistence.accept_downloaded_content(url, data)    # pinned before the cache file appears for other processes
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with util.atomic_write(path) as f:
+            f.write(data)
+    except OSError as exc:      # an unwritable cache only costs a download next time
+        _log.warning('Could not cache %s at %s (%s).', url, path, exc)
+    return data
+
+
 def _load_module(url: str, device: torch.device, cache_dir: str | None) -> torch.nn.Module:
     try:
+        if persistence.is_pinned(url):
+            # The trusted loader runs code from the file: only verified bytes reach it (see the module docstring).
+            return persistence.load_trusted_pickle(io.BytesIO(_pinned_bytes(url, cache_dir))).to(device)
         with util.open_url(url, cache_dir=cache_dir) as f:
             data = f.read()
-            local = getattr(f, 'name', None)
-        if url in persistence.pinned_urls:
-            # The trusted loader runs code from the file: only the exact cache file, and only if its content
-            # has the pinned SHA-256 (a planted or altered file is refused before anything runs).
-            persistence.check_pinned_content(url, data, local if isinstance(local, str) else None)
-            return persistence.load_trusted_pickle(io.BytesIO(data)).to(device)
     except DetectorError:
         raise
     except persistence.PinnedFileError as exc:
