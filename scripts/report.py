@@ -4,7 +4,8 @@ A run directory (what `scripts.reproduce` lays out: RUNS/ROW/METHOD-seedSEED/) h
 JSON object per (evaluation, metric) — train.py's `--metrics` lines `{"kimg", "kex", "metric", "value",
 "seconds"}` or the driver's fid.py records (which also carry row / title / section / method / seed) —
 and, for the Table 1(a) runs, `final.jsonl`: the final evaluation at a large sample size, one line per
-(metric, decoded) with `num` (samples), `classes`, `decoded` and `value`. RUNS/ROW/floor.json holds the
+(metric, decoded) with `num` (samples), `classes`, `decoded` and `value`. RUNS/ROW/row.json may give the row's
+`title` and a `note` printed with it. RUNS/ROW/floor.json holds the
 real-data floor of each metric at the sizes used (real training data against the metric's reference, by
 the same code): `{"METRIC": {"N": value}}`. Records without row / method / seed take them from the
 directory names. `python -m scripts.report RUNS` prints the report, writes it to RUNS/report.md and one
@@ -361,12 +362,14 @@ def load_runs(root: str) -> dict:
         default_seed = int(name_match.group('seed')) if name_match else 0
         options = _read_json(os.path.join(run_dir, 'training_options.json')) or {}
         floor = _read_json(os.path.join(os.path.dirname(run_dir), 'floor.json')) or {}
+        row_info = _read_json(os.path.join(os.path.dirname(run_dir), 'row.json')) or {}
 
         def entry(rec: Mapping[str, Any]) -> tuple[dict, str, int]:
             row = str(rec.get('row', default_row))
             metric = str(rec.get('metric', 'metric'))
-            info = rows.setdefault((row, metric), dict(title=row, section='', metric=metric, curves={}, finals={},
-                                                       floors={}, curve_num=None, speed={}))
+            info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='',
+                                                       metric=metric, curves={}, finals={}, floors={}, curve_num=None,
+                                                       speed={}, note=row_info.get('note')))
             for field in ('title', 'section'):
                 if rec.get(field):
                     info[field] = str(rec[field])
@@ -454,6 +457,8 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     best = s['best_baseline']
     methods = method_order(s['methods'])
     lines = [f'#### {info["title"]} ({metric})', '']
+    if info.get('note'):
+        lines.append(f'- note: {info["note"]}')
     p = s['plateau']
     lines.append(f'- plateau: **{"yes" if p["plateau"] else "no"}** — best fixed baseline {label(best)}: '
                  f'{fmt(p["value_from"])} at {p["kimg_from"]:g} kEx → {fmt(p["value_to"])} at {p["kimg_to"]:g} kEx '

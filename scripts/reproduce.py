@@ -493,6 +493,8 @@ def copy_results(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -
     floor = os.path.join(plan.outdir, row.key, 'floor.json')
     if os.path.isfile(floor):
         shutil.copyfile(floor, os.path.join(plan.results, row.key, 'floor.json'))
+    with atomic_write(os.path.join(plan.results, row.key, 'row.json')) as f:
+        f.write((json.dumps(dict(title=row.title), indent=1) + '\n').encode('utf-8'))
 
 
 def protocol_job(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int, env: Mapping[str, str]) -> str:
