@@ -460,18 +460,19 @@ def _final_snapshot(run: str, kimg: float) -> str | None:
     return os.path.join(run, min(done)[1]) if done else None
 
 
-def final_complete(run: str, metrics: Sequence[str], num: int) -> bool:
-    """Whether RUN/final.jsonl holds a decoded value of every metric at `num` samples."""
+def final_complete(run: str, metrics: Sequence[str], num: int, kimg: float) -> bool:
+    """Whether RUN/final.jsonl holds a decoded value of every metric at `num` samples of a snapshot at `kimg`."""
     path = os.path.join(run, FINAL_FILE)
     records = report.read_jsonl(path) if os.path.isfile(path) else []
-    have = {r.get('metric') for r in records if r.get('num') == num and r.get('decoded', True)}
+    have = {r.get('metric') for r in records
+            if r.get('num') == num and r.get('decoded', True) and float(r.get('kimg', 0)) >= kimg - 1e-6}
     return set(metrics) <= have
 
 
 def run_state(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> str:
     """'done' (final evaluation written), 'trained' (to be evaluated), 'partial' (to resume) or 'new'."""
     run = protocol_run_dir(plan, row, method, seed)
-    if final_complete(run, row.metrics, protocol_setting(plan, row, 'final_num')):
+    if final_complete(run, row.metrics, protocol_setting(plan, row, 'final_num'), protocol_setting(plan, row, 'kimg')):
         return 'done'
     if _final_snapshot(run, protocol_setting(plan, row, 'kimg')) is not None:
         return 'trained'
