@@ -147,7 +147,9 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     batches = generation.iterate_batches(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
                                          device_t, sigma_steps)
     if registry.is_discrete(snapshot.get('dataset_kwargs')):   # binarised images: write sign(x), as data are
-        batches = ((batch_seeds, registry.decode(images)) for batch_seeds, images in batches)
+        batches = ((batch_seeds, generation.to_uint8(registry.decode(samples))) for batch_seeds, samples, _ in
+                   generation.iterate_samples(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
+                                              device_t, sigma_steps))
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
     dist.print0(f'Generating {len(seeds)} images to "{outdir}" ...')
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
