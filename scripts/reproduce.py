@@ -388,14 +388,14 @@ class ProtocolRow:
 
 PROTOCOL_ROWS = {r.key: r for r in [
     ProtocolRow('bmnist', 'bMNIST (w = 1)', 'bmnist5k-cpu', 'builtin:mnist5k-binary', ('fd-mnist',),
-                kimg=96, every=8, curve_num=512, final_num=2000, classes=1,
+                kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
                 methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **GRID_METHODS}),
     ProtocolRow('dna', 'DNA, four cell types (w = 1, guidance 2)', 'dna-cpu', 'dna:{dna4}', ('fd-dna', 'kmer-dna'),
-                kimg=48, every=4, curve_num=512, final_num=4000, classes=4, guidance=2.0,
+                kimg=48, every=4, curve_num=256, final_num=4000, classes=4, guidance=2.0,
                 methods=_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')),
                 extra=('--metrics-guidance', '2')),
     ProtocolRow('mnist', 'MNIST (EDM objective)', 'mnist5k-cpu', 'builtin:mnist5k', ('fd-mnist',),
-                kimg=96, every=8, curve_num=512, final_num=2000, classes=1,
+                kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
                 methods={'loguniform': ['--sigma-dist', 'loguniform'], 'edm': ['--sigma-dist', 'lognormal'],
                          'infonoise': ['--sigma-dist', 'infonoise']}),
     # The former time-to-quality benchmark on scikit-learn's 8x8 digits (CPU minutes, not part of Table 1).

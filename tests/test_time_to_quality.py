@@ -75,7 +75,7 @@ def test_dry_run_lists_states_and_commands(tmp_path):
     assert '# bmnist/lognormal--0.4-1.8-seed0: new' in lines and '# bmnist/lognormal-0.4-0.8-seed0: new' in lines
     train = next(line for line in lines if 'lognormal--1.2-1.2-seed0' in line and 'train.py' in line)
     assert '--p-mean -1.2 --p-std 1.2 --weighting unit' in train and '--dump 1' in train
-    assert '--kimg 96 --tick 8' in train and '--metrics-every 8' in train        # 12 evaluations
+    assert '--kimg 192 --tick 16' in train and '--metrics-every 16' in train     # 12 evaluations
     import train as train_cli
     args = train.split('train.py', 1)[1].split()
     train_cli.main.make_context('train.py', args)                            # train.py accepts the command
