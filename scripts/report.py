@@ -460,9 +460,13 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     if info.get('note'):
         lines.append(f'- note: {info["note"]}')
     p = s['plateau']
-    lines.append(f'- plateau: **{"yes" if p["plateau"] else "no"}** — best fixed baseline {label(best)}: '
-                 f'{fmt(p["value_from"])} at {p["kimg_from"]:g} kEx → {fmt(p["value_to"])} at {p["kimg_to"]:g} kEx '
-                 f'({100 * p["improvement"]:.1f}% better; plateau means < {100 * PLATEAU_REL:g}%).')
+    if p['kimg_from'] >= p['kimg_to']:
+        lines.append(f'- plateau: **no** — cannot be checked: {label(best)} has no evaluation between 75% of the '
+                     f'budget and its end ({p["kimg_to"]:g} kEx).')
+    else:
+        lines.append(f'- plateau: **{"yes" if p["plateau"] else "no"}** — best fixed baseline {label(best)}: '
+                     f'{fmt(p["value_from"])} at {p["kimg_from"]:g} kEx → {fmt(p["value_to"])} at {p["kimg_to"]:g} '
+                     f'kEx ({100 * p["improvement"]:.1f}% better; plateau means < {100 * PLATEAU_REL:g}%).')
     grids = [e['grid'] for m in methods for e in s['methods'][m]['seeds'].values()]
     counts = sorted({g['count'] for g in grids})
     everys = sorted({round(g['every'], 3) for g in grids})

@@ -28,6 +28,13 @@ With --launch the runs execute one after the other (training, then evaluation of
 an interrupted run continues from its newest training state, and finished runs and already scored
 snapshots are skipped, so the same command can be repeated. --eval-only scores new snapshots of
 existing runs (e.g. while training runs elsewhere) without training.
+
+`python -m scripts.reproduce table1a` runs Table 1(a) at CPU scale under the protocol that `scripts/report.py`
+applies (plateau check, 12 evenly spaced evaluations, 3 paired seeds, large decoded final evaluations next to
+the real-data floor): rows and methods are plain data (PROTOCOL_ROWS), at most --jobs runs at a time with one
+thread each; a relaunch skips finished runs, evaluates trained ones and resumes the others from their newest
+training state. Its `ttq` rows (8x8 digits) are the former time-to-quality benchmark. `final-eval RUN` is the
+final evaluation of one run (RUN/final.jsonl, RUN/../floor.json).
 """
 from __future__ import annotations
 
@@ -592,10 +599,13 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
     images = not any(m in registry.SEQUENCE_METRICS for m in metrics)
     label_dim = int(getattr(net, 'label_dim', 0) or 0)
     records = []
+    start = time.time()
+    for m in metrics:
+        registry.check_metric_applicable(m, net)
+    samples, classes = registry.sample(net, num, seed=0, num_steps=steps, guidance=guidance)   # once, scored twice
     for decoded in ([True, False] if discrete and images else [discrete]):
-        start = time.time()
-        values = registry.evaluate_metrics(metrics, net, dataset_kwargs, num, seed=0, num_steps=steps,
-                                           guidance=guidance, decoded=decoded)
+        values = registry.evaluate_samples(metrics, registry.decode(samples) if decoded else samples, classes,
+                                           dataset_kwargs)
         records += [dict(kimg=snap_kimg, kex=snap_kimg, metric=m, value=v, num=num, classes=max(label_dim, 1),
                          decoded=decoded, guidance=guidance, steps=steps, snapshot=name, commit=commit,
                          seconds=time.time() - start) for m, v in values.items()]
