@@ -25,6 +25,7 @@ from dnnlib import util
 from torch_utils import distributed as dist
 from training import fasta, generation
 from training.guidance import GuidedDenoiser
+from training.metrics import registry
 
 EXAMPLES = """\b
 Examples:
@@ -95,16 +96,15 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     """Generate images (DNA: FASTA sequences) with EDM's samplers or InfoGrid; one random generator per seed.
 
     \b
-    σ grid: EDM's ρ = 7 grid (--steps, --rho) by default. It stays the default because with Heun no
-    grid, EDM's or InfoGrid, is best or tied at every NFE from 5 to 35 on all three trained models
-    measured (digits, MNIST, DNA; docs/BENCHMARKS.md §10, scripts/bench_infogrid.py). --infogrid builds
-    the grid from the snapshot's InfoNoise profile with the solver-aware construction (equal predicted
-    step error of --solver): among the constructions that cost nothing at sampling time it is best or
-    tied in the most Heun cells (17/24), beats EDM's grid at low NFE (NFE 7: 24 vs 33 digits FD, 185 vs
-    510 MNIST FD, 5.3 vs 8.0 DNA FD), and with --solver euler it is best or tied at every NFE on all
-    three. --infogrid-calibrate N (64 or more) tunes the tempered construction on N latents in seconds
-    to minutes; calibrated on 16 it measured best (Heun 19/24 cells, lowest trajectory error in 24/24).
-    --infogrid-method eq19 | tempered selects the others; --sigmas LIST|FILE uses your own σ list;
+    Discrete data are written decoded: a model trained on binarised images (values ±1) writes the sign of
+    each pixel (black/white PNGs), a DNA model the argmax base at every position (FASTA).
+
+    \b
+    σ grid: EDM's ρ = 7 grid (--steps, --rho) by default. --infogrid builds the grid from the
+    snapshot's InfoNoise profile with the solver-aware construction (equal predicted step error of
+    --solver); --infogrid-calibrate N tunes the tempered construction on N latents; --infogrid-method
+    eq19 | tempered selects the others. Where each grid wins, ties and loses, per model and NFE:
+    docs/BENCHMARKS.md §10 (scripts/bench_infogrid.py). --sigmas LIST|FILE uses your own σ list;
     --verbose prints the σ list used.
     """
     device_t = init_distributed(device)
@@ -151,6 +151,10 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
         return
     batches = generation.iterate_batches(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
                                          device_t, sigma_steps)
+    if registry.is_discrete(snapshot.get('dataset_kwargs')):   # binarised images: write sign(x), as data are
+        batches = ((batch_seeds, generation.to_uint8(registry.decode(samples))) for batch_seeds, samples, _ in
+                   generation.iterate_samples(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
+                                              device_t, sigma_steps))
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
     print0(f'Generating {len(seeds)} images to "{outdir}" ...')
     try:

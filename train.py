@@ -91,6 +91,8 @@ def main(**kwargs) -> None:
     """Train a diffusion model (EDM pipeline) with an InfoNoise or a fixed σ distribution.
 
     Presets (configs/*.json) hold the recipes; every option given explicitly overrides the preset.
+    The σ distribution defaults to the loss's reference one (--sigma-dist auto: log-normal for EDM);
+    how InfoNoise and the fixed distributions compare, with the data behind it: docs/BENCHMARKS.md §16.
     """
     ctx = click.get_current_context()
     explicit = {name for name in kwargs

@@ -1,28 +1,41 @@
-"""Build the Table 1 report (final metric, kEx@target, speed-up) and metric-vs-kimg plots from run directories.
+"""Table 1 reports from run directories, under the Table 1(a) protocol: plateau, paired seeds, paper's rule.
 
-A run directory (what `scripts/reproduce.py` lays out: RUNS/ROW/METHOD-seedSEED/) holds train.py's
-`stats.jsonl` (one line per tick) and the driver's `metrics.jsonl`, one JSON object per evaluated
-snapshot:
+A run directory (what `scripts.reproduce` lays out: RUNS/ROW/METHOD-seedSEED/) holds `metrics.jsonl`, one
+JSON object per (evaluation, metric) — train.py's `--metrics` lines `{"kimg", "kex", "metric", "value",
+"seconds"}` or the driver's fid.py records (which also carry row / title / section / method / seed) —
+and, for the Table 1(a) runs, `final.jsonl`: the final evaluation at a large sample size, one line per
+(metric, decoded) with `num` (samples), `classes`, `decoded` and `value`. RUNS/ROW/row.json may give the row's
+`title` and a `note` printed with it. RUNS/ROW/floor.json holds the
+real-data floor of each metric at the sizes used (real training data against the metric's reference, by
+the same code): `{"METRIC": {"N": value}}`. Records without row / method / seed take them from the
+directory names. `python -m scripts.report RUNS` prints the report, writes it to RUNS/report.md and one
+metric-vs-kEx plot per row and metric to RUNS/plots/.
 
-    {"row": "bmnist", "title": "bMNIST", "section": "a", "method": "infonoise", "seed": 0,
-     "metric": "FID", "kimg": 50.176, "value": 0.41, "snapshot": "network-snapshot-000050.pkl", ...}
+The rules the report applies (lower metric = better; "fixed baselines" are all methods that are not
+adaptive, i.e. not infonoise, loss-second-moment, kingma-gao or cdcd):
 
-Records without row / method / seed take them from the directory names. Every (row, method) pools its
-seeds; `compute_to_target` then applies the paper's compute-to-target rule (Section 6):
-
-    target m*          the best (lowest) score of any fixed baseline's seed-averaged curve;
-    kEx@target         the first kimg at which a method's seed-averaged curve reaches m <= m*, linearly
-                       interpolated between the two evaluations that bracket the crossing; a curve that
-                       never reaches m* is reported at its budget (its last evaluation) and marked '>';
-    speed-up           kEx@target of the best baseline / kEx@target of InfoNoise, on the averaged curves;
-                       its spread is the mean ± std of the same ratio per seed (curves of equal seeds paired).
-
-"Fixed baselines" are all methods except the adaptive one ('infonoise'). Standard deviations are the
-sample std (ddof = 1) over seeds; with one seed they are 0. The same functions serve
-`scripts/bench_time_to_quality.py`.
+  (a) plateau: the best fixed baseline's seed-mean curve improves by less than 5% between the first
+      evaluation at or after 75% of the budget and the last one -> "plateau: yes", else "no".
+  (b) evaluations: at least 12 per run, evenly spaced in kEx; fewer is printed as a protocol breach.
+  (c) target = the best fixed baseline's final seed-mean value (best = the lowest among the fixed
+      baselines). kEx@target = the first EVALUATED kEx at which a method's seed-mean curve is at or below
+      the target (the paper's rule). The crossing interpolated linearly between the two bracketing
+      evaluations appears only in a secondary, labelled column. Speed-up = the best baseline's kEx@target
+      divided by the method's ('≤' when the method never reaches the target: its budget is used).
+  (d) seeds: at least 3 per (row, method), the same seeds for every method. Per-seed paired differences
+      (method − best fixed baseline) of the final metric and of kEx@target (each seed's own curve against
+      the row's target) with their mean and 95% t-interval (scipy.stats.t); the verdict is "better" when
+      the interval lies below 0, "worse" above 0, "tied" when it holds 0. A seed that does not reach the
+      target within the budget is censored: printed '>budget' and left out of the kEx differences, never
+      averaged as if reached; the differences use the seeds where both runs reached it.
+  (e) the final metric of a run is its final.jsonl value (>= 1,000 generated samples per class for DNA,
+      >= 2,000 for images; smaller sizes are printed as a breach), shown next to the real-data floor at
+      the same size; without final.jsonl the last curve point is used and labelled so.
+  (f) discrete rows are scored on decoded samples (sign for ±1 images, argmax for one-hot DNA); the raw
+      (undecoded) final value is printed once per row where recorded.
 
 Examples:
-    python -m scripts.report runs/table1
+    python -m scripts.report docs/results/table1a
     python -m scripts.report runs/table1 --json table1.json --plots plots/
 """
 from __future__ import annotations
@@ -37,37 +50,60 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import click
 import numpy as np
-
+import scipy.stats
 
 from dnnlib.util import atomic_write
 
-ADAPTIVE = 'infonoise'
-METHOD_ORDER = ('loguniform', 'edm', 'lognormal-w1', 'infonoise')
-METHOD_LABELS = {'loguniform': 'log-uniform', 'edm': 'EDM', 'lognormal-w1': 'log-normal (w=1)',
-                 'infonoise': 'InfoNoise'}
+ADAPTIVE = 'infonoise'   # the paper's method: its speed-up is the headline of a row
+ADAPTIVE_METHODS = ('infonoise', 'loss-second-moment', 'kingma-gao', 'cdcd')
+METHOD_ORDER = ('loguniform', 'edm', 'ddpm', 'lognormal-w1', 'infonoise', 'loss-second-moment', 'kingma-gao', 'cdcd')
+METHOD_LABELS = {'loguniform': 'log-uniform', 'edm': 'EDM transfer', 'lognormal-w1': 'log-normal (w=1)',
+                 'ddpm': 'DDPM (DNA-Diffusion)', 'infonoise': 'InfoNoise', 'loss-second-moment': 'loss 2nd moment',
+                 'kingma-gao': 'Kingma–Gao', 'cdcd': 'CDCD'}
 SECTION_TITLES = {'a': 'Table 1(a): discrete domains', 'b': 'Table 1(b): continuous images',
                   'digits': 'CPU-scale digits (digit-classifier Fréchet distance)'}
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pkl$')
 RUN_DIR_RE = re.compile(r'^(?P<method>.+)-seed(?P<seed>\d+)$')
+PLATEAU_REL = 0.05        # (a) relative improvement below which the best baseline counts as plateaued
+PLATEAU_FROM = 0.75       # (a) ... measured from this fraction of the budget to its end
+MIN_EVALUATIONS = 12      # (b)
+MIN_SEEDS = 3             # (d)
+CONFIDENCE = 0.95         # (d)
+SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
+MIN_FINAL_PER_CLASS = {'sequence': 1000, 'image': 2000}   # (e)
 
 Curve = Sequence[tuple[float, float]]   # [(kimg, value), ...] in increasing kimg
 
 
+def is_adaptive(method: str) -> bool:
+    """Whether `method` adapts its σ distribution during training (not a fixed baseline)."""
+    return method in ADAPTIVE_METHODS
+
+
 # ----------------------------------------------------------------------------------------------
-# Compute-to-target arithmetic (pure functions).
+# Protocol arithmetic (pure functions).
 
-def first_reach(kimg: Sequence[float], values: Sequence[float], target: float) -> float | None:
-    """First kimg at which the piecewise-linear curve through (kimg_i, value_i) reaches value <= target.
-
-    The crossing is interpolated linearly between the last evaluation above the target and the first one
-    at or below it; if the first evaluation already meets the target, its kimg is returned. Non-finite
-    values never meet the target (and a crossing right after one is placed at the meeting evaluation).
-    None when no evaluation meets the target.
-    """
+def _check_curve(kimg: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     k = np.asarray(kimg, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     if k.shape != v.shape or k.ndim != 1:
         raise ValueError(f'kimg and values must be 1-D and equally long, got {k.shape} and {v.shape}.')
+    return k, v
+
+
+def first_evaluated(kimg: Sequence[float], values: Sequence[float], target: float) -> float | None:
+    """The paper's rule: the first evaluated kimg whose value is <= target (non-finite never is); None if none."""
+    k, v = _check_curve(kimg, values)
+    hits = np.flatnonzero(np.isfinite(v) & (v <= target))
+    return float(k[hits[0]]) if hits.size else None
+
+
+def first_reach(kimg: Sequence[float], values: Sequence[float], target: float) -> float | None:
+    """Secondary figure only: the first crossing of value <= target, interpolated linearly between the last
+    evaluation above the target and the first one at or below it (the first evaluation itself when it
+    already meets the target, or when the point before it is not finite). None when no evaluation meets it.
+    """
+    k, v = _check_curve(kimg, values)
     for i in range(len(v)):
         if not (np.isfinite(v[i]) and v[i] <= target):
             continue
@@ -93,65 +129,121 @@ def mean_curve(curves: Iterable[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.array(common, dtype=np.float64), values.mean(axis=0), std
 
 
-def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray(xs, dtype=np.float64)
-    if a.size == 0:
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+def plateau_check(kimg: Sequence[float], values: Sequence[float], rel: float = PLATEAU_REL,
+                  start: float = PLATEAU_FROM) -> dict:
+    """Rule (a) on one (seed-mean) curve: relative improvement from the first evaluation at or after
+    `start` x budget to the last evaluation; plateau when it is below `rel`.
+
+    Returns dict(kimg_from, value_from, kimg_to, value_to, improvement, plateau).
+    """
+    k, v = _check_curve(kimg, values)
+    if k.size == 0:
+        raise ValueError('plateau_check needs at least one evaluation.')
+    i = int(np.flatnonzero(k >= start * k[-1] - 1e-9)[0])
+    improvement = float((v[i] - v[-1]) / abs(v[i])) if v[i] != 0 else 0.0
+    return dict(kimg_from=float(k[i]), value_from=float(v[i]), kimg_to=float(k[-1]), value_to=float(v[-1]),
+                improvement=improvement, plateau=bool(improvement < rel) and i < k.size - 1)
 
 
-def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], adaptive: str = ADAPTIVE,
-                      baselines: Sequence[str] | None = None) -> dict:
-    """The compute-to-target summary of one table row (see the module docstring).
+def evaluation_grid(kimg: Sequence[float], tol: float = 0.1) -> dict:
+    """Rule (b): number of evaluations and whether they are evenly spaced (every gap within `tol` of the
+    median gap; the first one counts from 0)."""
+    k = np.sort(np.asarray(kimg, dtype=np.float64))
+    gaps = np.diff(np.concatenate([[0.0], k]))
+    step = float(np.median(gaps)) if gaps.size else math.nan
+    even = bool(gaps.size and step > 0 and np.all(np.abs(gaps - step) <= tol * step))
+    return dict(count=int(k.size), every=step, even=even, ok=bool(even and k.size >= MIN_EVALUATIONS))
+
+
+def paired_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> dict:
+    """Mean of paired differences with its two-sided t-interval: dict(n, mean, lo, hi); lo/hi None when n < 2."""
+    d = np.asarray([x for x in differences], dtype=np.float64)
+    n = int(d.size)
+    if n == 0:
+        return dict(n=0, mean=None, lo=None, hi=None)
+    mean = float(d.mean())
+    if n < 2:
+        return dict(n=1, mean=mean, lo=None, hi=None)
+    half = float(scipy.stats.t.ppf(0.5 + confidence / 2, df=n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return dict(n=n, mean=mean, lo=mean - half, hi=mean + half)
+
+
+def verdict(interval: Mapping[str, Any]) -> str:
+    """'better' (interval below 0: the method's metric or kEx is lower), 'worse' (above 0), 'tied' (holds 0),
+    'n/a' (fewer than two pairs)."""
+    lo, hi = interval.get('lo'), interval.get('hi')
+    if lo is None or hi is None:
+        return 'n/a'
+    if hi < 0:
+        return 'better'
+    if lo > 0:
+        return 'worse'
+    return 'tied'
+
+
+def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequence[str] | None = None,
+                      finals: Mapping[str, Mapping[Any, float]] | None = None) -> dict:
+    """The compute-to-target summary of one table row and metric, by rules (a)-(d) of the module docstring.
 
     curves:    method -> seed -> [(kimg, value), ...] (lower value = better).
-    adaptive:  the method whose speed-up is reported (absent: no speed-up).
-    baselines: the fixed baselines defining the target (default: every method but `adaptive`).
-    Returns a JSON-ready dict: target, best_baseline, budget_kimg, methods{...}, speedup{...}.
+    baselines: the fixed baselines that may set the target (default: every non-adaptive method).
+    finals:    method -> seed -> final value at the large final size (rule e); default: the curves' last points.
+    Returns a JSON-ready dict: target, best_baseline, plateau, methods{...}; each method carries its
+    kEx@target (first evaluated; `kex_interp` the secondary interpolated one), speed-up, per-seed values and
+    the paired differences against the best baseline with their intervals and verdicts.
     """
     methods = list(curves)
-    baselines = [m for m in (baselines if baselines is not None else methods) if m != adaptive and m in curves]
+    baselines = [m for m in (baselines if baselines is not None else methods) if not is_adaptive(m) and m in curves]
     if not baselines:
         raise ValueError('compute_to_target needs at least one fixed baseline with a curve.')
-    summary: dict[str, Any] = dict(methods={})
     means = {m: mean_curve(curves[m].values()) for m in methods}
-
-    best_scores = {m: float(np.nanmin(means[m][1])) if np.isfinite(means[m][1]).any() else math.inf
-                   for m in baselines}
-    best_baseline = min(baselines, key=lambda m: best_scores[m])
-    target = best_scores[best_baseline]
-    summary.update(target=target if math.isfinite(target) else None, best_baseline=best_baseline)
+    final_means = {m: float(means[m][1][-1]) for m in baselines}
+    best = min(baselines, key=lambda m: final_means[m] if math.isfinite(final_means[m]) else math.inf)
+    target = final_means[best]
+    summary: dict[str, Any] = dict(target=target, best_baseline=best, methods={},
+                                   plateau=plateau_check(means[best][0], means[best][1]))
 
     for m in methods:
         kimg, mean, std = means[m]
         budget = float(kimg[-1])
-        kex = first_reach(kimg, mean, target) if math.isfinite(target) else None
-        finals = [float(sorted(c)[-1][1]) for c in curves[m].values()]
+        kex = first_evaluated(kimg, mean, target)
         seeds = {}
         for seed, c in curves[m].items():
             c = sorted(c)
-            k = first_reach([p[0] for p in c], [p[1] for p in c], target) if math.isfinite(target) else None
-            seeds[str(seed)] = dict(kex=k if k is not None else float(c[-1][0]), reached=k is not None,
-                                    final=float(c[-1][1]), budget_kimg=float(c[-1][0]))
-        final_mean, final_std = _mean_std(finals)
-        best = float(np.nanmin(mean)) if np.isfinite(mean).any() else None
+            k_s, v_s = [p[0] for p in c], [p[1] for p in c]
+            hit = first_evaluated(k_s, v_s, target)
+            final = finals[m][seed] if finals and m in finals and seed in finals[m] else float(c[-1][1])
+            seeds[str(seed)] = dict(kex=hit, reached=hit is not None, final=float(final),
+                                    curve_final=float(c[-1][1]), budget_kimg=float(c[-1][0]),
+                                    grid=evaluation_grid(k_s))
+        final_values = [e['final'] for e in seeds.values()]
         summary['methods'][m] = dict(
-            final_mean=final_mean, final_std=final_std, best=best,
-            kex=kex if kex is not None else budget, reached=kex is not None, budget_kimg=budget,
-            num_seeds=len(finals), seeds=seeds,
-            curve=dict(kimg=kimg.tolist(), mean=mean.tolist(), std=std.tolist()))
+            final_mean=float(np.mean(final_values)),
+            final_std=float(np.std(final_values, ddof=1)) if len(final_values) > 1 else 0.0,
+            kex=kex, reached=kex is not None, kex_interp=first_reach(kimg, mean, target), budget_kimg=budget,
+            num_seeds=len(seeds), seeds=seeds, curve=dict(kimg=kimg.tolist(), mean=mean.tolist(), std=std.tolist()))
 
-    if adaptive in curves:
-        base, ada = summary['methods'][best_baseline], summary['methods'][adaptive]
-        ratio = base['kex'] / ada['kex'] if ada['kex'] > 0 else None
-        paired = sorted(set(base['seeds']) & set(ada['seeds']))
-        per_seed = [base['seeds'][s]['kex'] / ada['seeds'][s]['kex'] for s in paired if ada['seeds'][s]['kex'] > 0]
-        censored = [s for s in paired if not ada['seeds'][s]['reached'] or not base['seeds'][s]['reached']]
-        seed_mean, seed_std = _mean_std(per_seed)
-        summary['speedup'] = dict(
-            value=ratio, reached=ada['reached'], baseline=best_baseline,
-            seed_mean=seed_mean if per_seed else None, seed_std=seed_std if per_seed else None,
-            per_seed=dict(zip(paired, per_seed)), censored_seeds=censored)
+    base = summary['methods'][best]
+    for m in methods:
+        e = summary['methods'][m]
+        if base['kex'] is not None:
+            e['speedup'] = dict(value=base['kex'] / (e['kex'] if e['reached'] else e['budget_kimg']),
+                                bound=not e['reached'])
+        else:
+            e['speedup'] = dict(value=None, bound=False)
+        paired = sorted(set(e['seeds']) & set(base['seeds']), key=int)
+        e['paired_seeds'] = paired
+        e['same_seeds'] = set(e['seeds']) == set(base['seeds'])
+        if m == best:
+            continue
+        d_final = [e['seeds'][s]['final'] - base['seeds'][s]['final'] for s in paired]
+        both = [s for s in paired if e['seeds'][s]['reached'] and base['seeds'][s]['reached']]
+        d_kex = [e['seeds'][s]['kex'] - base['seeds'][s]['kex'] for s in both]
+        e['paired_final'] = dict(paired_interval(d_final), diffs=d_final)
+        e['paired_final']['verdict'] = verdict(e['paired_final'])
+        e['paired_kex'] = dict(paired_interval(d_kex), diffs=d_kex, seeds=both,
+                               censored=[s for s in paired if s not in both])
+        e['paired_kex']['verdict'] = verdict(e['paired_kex'])
     return summary
 
 
@@ -247,131 +339,240 @@ def find_runs(root: str) -> list[str]:
     return sorted(found)
 
 
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def load_runs(root: str) -> dict:
-    """row -> dict(title, section, metric, curves{method: {seed: curve}}, speed{method: {seed: ...}})."""
-    rows: dict[str, dict] = {}
-    for run_dir in find_runs(root):
-        records = read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
+    """row -> dict(title, section, metric, curves{method: {seed: curve}}, finals{method: {seed: {...}}},
+    floors{num: value}, curve_num, speed{method: {seed: ...}}); a row evaluated with several metrics becomes
+    one entry per metric ('ROW:METRIC')."""
+    rows: dict[tuple[str, str], dict] = {}
+    run_dirs = sorted(set(find_runs(root)) | {os.path.dirname(p) for p in _find(root, 'final.jsonl')})
+    for run_dir in run_dirs:
+        path = os.path.join(run_dir, 'metrics.jsonl')
+        records = read_jsonl(path) if os.path.isfile(path) else []
         name_match = RUN_DIR_RE.match(os.path.basename(run_dir))
         default_row = os.path.basename(os.path.dirname(run_dir)) or 'run'
         default_method = name_match.group('method') if name_match else os.path.basename(run_dir)
         default_seed = int(name_match.group('seed')) if name_match else 0
-        for rec in records:
-            value = rec.get('value')
-            kimg = rec.get('kimg')
-            if not isinstance(value, (int, float)) or not isinstance(kimg, (int, float)):
-                continue
+        options = _read_json(os.path.join(run_dir, 'training_options.json')) or {}
+        floor = _read_json(os.path.join(os.path.dirname(run_dir), 'floor.json')) or {}
+        row_info = _read_json(os.path.join(os.path.dirname(run_dir), 'row.json')) or {}
+
+        def entry(rec: Mapping[str, Any]) -> tuple[dict, str, int]:
             row = str(rec.get('row', default_row))
-            method = str(rec.get('method', default_method))
-            seed = int(rec.get('seed', default_seed))
-            row = (row, str(rec.get('metric', 'metric')))   # split below when a row holds several metrics
-            info = rows.setdefault(row, dict(title=row[0], section='', metric='metric', curves={}, speed={}))
-            for field in ('title', 'section', 'metric'):
+            metric = str(rec.get('metric', 'metric'))
+            info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='',
+                                                       metric=metric, curves={}, finals={}, floors={}, curve_num=None,
+                                                       speed={}, note=row_info.get('note')))
+            for field in ('title', 'section'):
                 if rec.get(field):
                     info[field] = str(rec[field])
-            curve = info['curves'].setdefault(method, {}).setdefault(seed, {})
-            curve[round(float(kimg), 6)] = float(value)
+            info['floors'].update({int(n): float(v) for n, v in (floor.get(metric) or {}).items()})
+            return info, str(rec.get('method', default_method)), int(rec.get('seed', default_seed))
+
+        for rec in records:
+            value, kimg = rec.get('value'), rec.get('kimg')
+            if not isinstance(value, (int, float)) or not isinstance(kimg, (int, float)):
+                continue
+            info, method, seed = entry(rec)
+            info['curves'].setdefault(method, {}).setdefault(seed, {})[round(float(kimg), 6)] = float(value)
             info['speed'].setdefault(method, {})[seed] = training_speed(run_dir)
+            num = rec.get('num', options.get('metrics_num'))
+            if isinstance(num, int):
+                info['curve_num'] = num
+        fpath = os.path.join(run_dir, 'final.jsonl')
+        for rec in read_jsonl(fpath) if os.path.isfile(fpath) else []:
+            if isinstance(rec.get('value'), (int, float)):
+                info, method, seed = entry(rec)
+                kind = 'decoded' if rec.get('decoded', True) else 'raw'
+                info['finals'].setdefault(method, {}).setdefault(seed, {})[kind] = dict(rec)
     for info in rows.values():
-        info['curves'] = {m: {s: sorted(c.items()) for s, c in seeds.items()}
-                          for m, seeds in info['curves'].items()}
-    # A row evaluated with several metrics (train.py --metrics fd-dna,kmer-dna) becomes one row per metric.
+        info['curves'] = {m: {s: sorted(c.items()) for s, c in seeds.items()} for m, seeds in info['curves'].items()}
     per_row = collections.Counter(row for row, _ in rows)
-    out = {}
-    for (row, metric), info in rows.items():
-        out[row if per_row[row] == 1 else f'{row}:{metric}'] = info   # shown as 'title (metric)'
-    return out
+    return {row if per_row[row] == 1 else f'{row}:{metric}': info for (row, metric), info in sorted(rows.items())}
+
+
+def _find(root: str, name: str) -> list[str]:
+    return sorted(os.path.join(d, name) for d, _dirs, files in os.walk(root) if name in files)
 
 
 # ----------------------------------------------------------------------------------------------
 # Formatting.
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """Known methods in table order, then any others alphabetically."""
+    """Known methods in table order, then any others alphabetically (tuning-grid names included)."""
     methods = list(methods)
     return [m for m in METHOD_ORDER if m in methods] + sorted(m for m in methods if m not in METHOD_ORDER)
 
 
-def format_value(mean: float | None, std: float | None = None, digits: int = 3) -> str:
-    if mean is None or not math.isfinite(mean):
-        return '–'
-    text = f'{mean:.{digits}g}'
-    if std is not None and std > 0:
+def label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    return '–' if x is None or not math.isfinite(x) else f'{x:.{digits}g}'
+
+
+def format_value(mean: float | None, std: float | None = None, digits: int = 4) -> str:
+    text = fmt(mean, digits)
+    if text != '–' and std is not None and std > 0:
         text += f' ± {std:.2g}'
     return text
 
 
-def format_kex(entry: Mapping[str, Any]) -> str:
-    return ('' if entry['reached'] else '>') + f'{entry["kex"]:.4g}'
+def format_kex(kex: float | None, budget: float) -> str:
+    """kEx@target, or '>budget' for a censored curve (target not reached)."""
+    return f'>{budget:g}' if kex is None else f'{kex:g}'
+
+
+def format_interval(interval: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not interval or interval.get('mean') is None:
+        return '–'
+    text = fmt(interval['mean'], digits)
+    if interval.get('lo') is not None:
+        text += f' [{fmt(interval["lo"], digits)}, {fmt(interval["hi"], digits)}]'
+    return text + f' (n = {interval["n"]})'
 
 
 def format_speedup(speedup: Mapping[str, Any] | None) -> str:
     if not speedup or speedup.get('value') is None:
         return '–'
-    text = ('≤' if not speedup['reached'] else '') + f'{speedup["value"]:.2f}×'
-    if speedup.get('seed_mean') is not None and len(speedup.get('per_seed', {})) > 1:
-        text += f' (seeds {speedup["seed_mean"]:.2f} ± {speedup["seed_std"]:.2f})'
-    return text
+    return ('≤' if speedup.get('bound') else '') + f'{speedup["value"]:.2f}×'
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]]) -> str:
-    """One markdown table per section: final metric and kEx@target per method, and the speed-up."""
-    lines: list[str] = []
-    sections: dict[str, list[str]] = {}
-    for row, info in rows.items():
-        sections.setdefault(str(info.get('section', '')), []).append(row)
-    for section in sorted(sections, key=lambda s: (s not in SECTION_TITLES, s)):
-        names = sections[section]
-        methods = method_order({m for r in names for m in rows[r]['curves']})
-        labels = [METHOD_LABELS.get(m, m) for m in methods]
-        lines.append(f'### {SECTION_TITLES.get(section, "Runs" if not section else section)}')
-        lines.append('')
-        header = (['Dataset (metric)'] + [f'final {l}' for l in labels] + [f'kEx@target {l}' for l in labels]
-                  + ['target', 'speed-up'])
-        lines.append('| ' + ' | '.join(header) + ' |')
-        lines.append('|' + '---|' * len(header))
-        for row in names:
-            info, s = rows[row], summaries[row]
-            cells = [f'{info["title"]} ({info["metric"]})']
-            for m in methods:
-                e = s['methods'].get(m)
-                cells.append(format_value(e['final_mean'], e['final_std']) if e else '–')
-            for m in methods:
-                e = s['methods'].get(m)
-                cells.append(format_kex(e) if e else '–')
-            cells.append(f'{format_value(s["target"])} ({METHOD_LABELS.get(s["best_baseline"], s["best_baseline"])})')
-            cells.append(format_speedup(s.get('speedup')))
-            lines.append('| ' + ' | '.join(cells) + ' |')
-        lines.append('')
-    lines.append('kEx = thousands of training examples; target = best score of a fixed baseline (seed-averaged); '
-                 "'>' = target not reached within the budget shown; final = last evaluation (mean ± std over seeds).")
+def _final_sizes(info: Mapping[str, Any], kind: str = 'decoded') -> tuple[set, set]:
+    recs = [r[kind] for seeds in info['finals'].values() for r in seeds.values() if kind in r]
+    return {int(r.get('num', 0)) for r in recs}, {int(r.get('classes', 1) or 1) for r in recs}
+
+
+def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> str:
+    """The Table 1(a) block of one row and metric: protocol checks, then one line per method."""
+    metric = str(info['metric'])
+    best = s['best_baseline']
+    methods = method_order(s['methods'])
+    lines = [f'#### {info["title"]} ({metric})', '']
+    if info.get('note'):
+        lines.append(f'- note: {info["note"]}')
+    p = s['plateau']
+    if p['kimg_from'] >= p['kimg_to']:
+        lines.append(f'- plateau: **no** — cannot be checked: {label(best)} has no evaluation between 75% of the '
+                     f'budget and its end ({p["kimg_to"]:g} kEx).')
+    else:
+        lines.append(f'- plateau: **{"yes" if p["plateau"] else "no"}** — best fixed baseline {label(best)}: '
+                     f'{fmt(p["value_from"])} at {p["kimg_from"]:g} kEx → {fmt(p["value_to"])} at {p["kimg_to"]:g} '
+                     f'kEx ({100 * p["improvement"]:.1f}% better; plateau means < {100 * PLATEAU_REL:g}%).')
+    grids = [e['grid'] for m in methods for e in s['methods'][m]['seeds'].values()]
+    counts = sorted({g['count'] for g in grids})
+    everys = sorted({round(g['every'], 3) for g in grids})
+    breaches = []
+    if min(counts) < MIN_EVALUATIONS or not all(g['even'] for g in grids):
+        breaches.append(f'fewer than {MIN_EVALUATIONS} evenly spaced evaluations')
+    seed_sets = {tuple(s['methods'][m]['seeds']) for m in methods}
+    nseeds = min(s['methods'][m]['num_seeds'] for m in methods)
+    if nseeds < MIN_SEEDS:
+        breaches.append(f'fewer than {MIN_SEEDS} seeds')
+    if len(seed_sets) > 1:
+        breaches.append('not the same seeds for every method')
+    lines.append(f'- evaluations per run: {"/".join(map(str, counts))}, every {"/".join(f"{e:g}" for e in everys)} '
+                 f'kEx (evenly spaced: {"yes" if all(g["even"] for g in grids) else "no"}); seeds: '
+                 + '; '.join(f'{label(m)} {",".join(s["methods"][m]["seeds"])}' for m in methods
+                             if len(seed_sets) > 1 or m == methods[0]) + '.')
+    curve_num = info.get('curve_num')
+    lines.append(f'- target: {fmt(s["target"])} = final seed-mean of {label(best)} on the curve'
+                 + (f' ({curve_num} samples per evaluation)' if curve_num else '') + '.')
+    nums, classes = _final_sizes(info)
+    floors = info.get('floors') or {}
+    if nums:
+        kind = 'sequence' if metric in SEQUENCE_METRICS else 'image'
+        per_class = min(n // c for n, c in zip(sorted(nums), sorted(classes) * len(nums)))
+        if per_class < MIN_FINAL_PER_CLASS[kind]:
+            breaches.append(f'final evaluation below {MIN_FINAL_PER_CLASS[kind]:,} samples per class')
+        floor_text = '; '.join(f'real-data floor at {n}: {fmt(floors.get(n))}' for n in sorted(nums))
+        lines.append(f'- final: {"/".join(map(str, sorted(nums)))} samples ({per_class} per class), decoded; '
+                     f'{floor_text}.')
+    else:
+        breaches.append('no final evaluation at the protocol size (finals = last curve point)')
+    if curve_num and curve_num in floors:
+        lines.append(f'- real-data floor at the curve size ({curve_num}): {fmt(floors[curve_num])}.')
+    raw = []
+    for m in methods:
+        pairs = [(r['raw']['value'], r['decoded']['value']) for r in info['finals'].get(m, {}).values()
+                 if 'raw' in r and 'decoded' in r]
+        if pairs:
+            raw.append(f'{label(m)} {fmt(float(np.mean([a for a, _ in pairs])))} → '
+                       f'{fmt(float(np.mean([b for _, b in pairs])))}')
+    if raw:
+        lines.append('- raw → decoded final (seed means): ' + '; '.join(raw) + '.')
+    lines.append('- protocol: ' + ('as specified.' if not breaches else 'NOT met: ' + '; '.join(breaches) + '.'))
+    lines.append('')
+    header = ['method', 'final (mean ± std)', f'Δ final vs {label(best)} [95% CI]', 'verdict',
+              'kEx@target (first evaluated)', 'per seed', f'Δ kEx vs {label(best)} [95% CI]', 'verdict', 'speed-up',
+              'kEx@target interpolated (secondary)']
+    lines.append('| ' + ' | '.join(header) + ' |')
+    lines.append('|' + '---|' * len(header))
+    for m in methods:
+        e = s['methods'][m]
+        per_seed = ', '.join(format_kex(v['kex'], v['budget_kimg']) for _, v in sorted(e['seeds'].items(),
+                                                                                        key=lambda kv: int(kv[0])))
+        if m == best:
+            d_final = d_kex = v_final = v_kex = '(baseline)'
+        else:
+            d_final, v_final = format_interval(e['paired_final']), e['paired_final']['verdict']
+            d_kex, v_kex = format_interval(e['paired_kex']), e['paired_kex']['verdict']
+            if e['paired_kex']['censored']:
+                d_kex += f'; censored seeds {",".join(e["paired_kex"]["censored"])}'
+        interp = fmt(e['kex_interp']) if e['kex_interp'] is not None else f'>{e["budget_kimg"]:g}'
+        lines.append('| ' + ' | '.join([label(m), format_value(e['final_mean'], e['final_std']), d_final, v_final,
+                                        format_kex(e['kex'], e['budget_kimg']), per_seed, d_kex, v_kex,
+                                        format_speedup(e['speedup']), interp]) + ' |')
+    lines.append('')
     return '\n'.join(lines)
 
 
+def markdown_report(rows: Mapping[str, Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """The whole report: one block per row and metric (what RUNS/report.md holds)."""
+    out = ['<!-- Written by `python -m scripts.report`; regenerate, do not edit. -->', '']
+    for name in rows:
+        out.append(row_markdown(name, rows[name], summaries[name]))
+    out.append("kEx = thousands of training examples. '>B' = the target was not reached within the budget B "
+               "(censored). Δ = method − best fixed baseline per seed (lower = better for both); verdict from the "
+               "95% t-interval.")
+    return '\n'.join(out) + '\n'
+
+
 def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
-    """Metric vs kimg (seed mean, ±std band) for one row, with the target line; PNG written atomically."""
+    """Metric vs kEx (seed mean, ±std band) for one row, with the target and the floor; PNG written atomically."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
     lows, highs = [], []
     for m in method_order(summary['methods']):
         c = summary['methods'][m]['curve']
         k, mean, std = (np.asarray(c[x], dtype=np.float64) for x in ('kimg', 'mean', 'std'))
         lows.append(float(np.nanmin(mean)))
         highs.append(float(np.nanmax(mean)))
-        line, = ax.plot(k, mean, marker='o', markersize=3, label=METHOD_LABELS.get(m, m))
+        line, = ax.plot(k, mean, marker='o', markersize=3, label=label(m))
         if np.any(std > 0):
             ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     if summary.get('target') is not None:
         ax.axhline(summary['target'], color='gray', linestyle='--', linewidth=1, label='target')
+    floor = (info.get('floors') or {}).get(info.get('curve_num'))
+    if floor is not None:
+        ax.axhline(floor, color='black', linestyle=':', linewidth=1, label='real-data floor')
     if lows and min(lows) > 0 and max(highs) > 10 * min(lows):   # log scale only when it spans a decade
         ax.set_yscale('log')
-    ax.set_xlabel('kimg (thousands of training examples)')
+    ax.set_xlabel('kEx (thousands of training examples)')
     ax.set_ylabel(str(info.get('metric', 'metric')))
     ax.set_title(str(info.get('title', '')))
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format='png')
@@ -381,16 +582,40 @@ def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> 
 
 
 def build_report(root: str) -> tuple[dict, dict]:
-    """(rows as `load_runs` returns them, row -> compute_to_target summary) for a runs directory."""
+    """(rows as `load_runs` returns them, row -> compute_to_target summary) for a runs directory; rows
+    without a fixed baseline yet are left out."""
     rows = load_runs(root)
     summaries = {}
     for row, info in list(rows.items()):
-        baselines = [m for m in info['curves'] if m != ADAPTIVE]
-        if not baselines:   # e.g. a row whose baseline runs have not been evaluated yet
+        if not any(not is_adaptive(m) for m in info['curves']):
             del rows[row]
             continue
-        summaries[row] = compute_to_target(info['curves'])
+        finals = {m: {seed: r['decoded']['value'] for seed, r in seeds.items() if 'decoded' in r}
+                  for m, seeds in info['finals'].items()}
+        summaries[row] = compute_to_target(info['curves'], finals=finals)
     return rows, summaries
+
+
+BEGIN_MARK = '<!-- BEGIN scripts.report {} -->'
+END_MARK = '<!-- END scripts.report {} -->'
+
+
+def splice(document: str, key: str, text: str) -> str:
+    """`document` with the text between the BEGIN/END scripts.report KEY markers replaced by `text`."""
+    begin, end = BEGIN_MARK.format(key), END_MARK.format(key)
+    if begin not in document or end not in document:
+        raise ValueError(f'the document has no "{begin}" ... "{end}" block.')
+    head, rest = document.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f'{head}{begin}\n{text.rstrip()}\n{end}{tail}'
+
+
+def spliced(document: str, key: str) -> str | None:
+    """The text between the BEGIN/END markers of `key` (None without them)."""
+    begin, end = BEGIN_MARK.format(key), END_MARK.format(key)
+    if begin not in document or end not in document:
+        return None
+    return document.split(begin, 1)[1].split(end, 1)[0].strip('\n') + '\n'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,15 +623,25 @@ def build_report(root: str) -> tuple[dict, dict]:
 
 @click.command(context_settings=dict(show_default=True, max_content_width=110), epilog="""\b
 Examples:
-  python -m scripts.report runs/table1
+  # Regenerate Table 1(a) (docs/results/table1a/report.md, its plots, the block in docs/BENCHMARKS.md)
+  python -m scripts.report docs/results/table1a --benchmarks docs/BENCHMARKS.md
+\b
   python -m scripts.report runs/table1 --json table1.json --plots plots/""")
 @click.argument('runs', metavar='RUNS_DIR', type=click.Path(file_okay=False))
+@click.option('--out', 'out_path', metavar='PATH', type=click.Path(dir_okay=False), default=None,
+              help='Write the report here  [default: RUNS_DIR/report.md]')
+@click.option('--plots', 'plot_dir', metavar='DIR', type=click.Path(file_okay=False), default=None,
+              help='Write one metric-vs-kEx PNG per row and metric  [default: RUNS_DIR/plots]')
+@click.option('--no-plots', is_flag=True, help='Write no plots.')
 @click.option('--json', 'json_path', metavar='PATH', type=click.Path(dir_okay=False),
-              help='Also write the full summary (curves, per-seed values) as JSON.')
-@click.option('--plots', 'plot_dir', metavar='DIR', type=click.Path(file_okay=False),
-              help='Write one metric-vs-kimg PNG per row into DIR.')
-def main(runs: str, json_path: str | None, plot_dir: str | None) -> None:
-    """Table 1 from run directories: final metric, kEx@target and speed-up, plus metric-vs-kimg plots."""
+              help='Also write the full summary (curves, per-seed values, intervals) as JSON.')
+@click.option('--benchmarks', metavar='MD', type=click.Path(dir_okay=False), default=None,
+              help='Also replace the block between "<!-- BEGIN scripts.report NAME -->" and "<!-- END ... -->" '
+                   'in this markdown file (NAME = the folder name of RUNS_DIR).')
+def main(runs: str, out_path: str | None, plot_dir: str | None, no_plots: bool, json_path: str | None,
+         benchmarks: str | None) -> None:
+    """Table 1 from run directories under the Table 1(a) protocol: plateau check, final metric next to the
+    real-data floor, kEx@target by the paper's rule, speed-up, paired seed differences and verdicts."""
     if not os.path.isdir(runs):
         raise click.BadParameter(f'{runs} is not a directory.', param_hint='RUNS_DIR')
     try:
@@ -414,22 +649,39 @@ def main(runs: str, json_path: str | None, plot_dir: str | None) -> None:
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     if not rows:
-        raise click.ClickException(f'No row under {runs} has evaluated runs (metrics.jsonl) of both a fixed baseline '
-                                   f'and another method; train with --metrics or run scripts.reproduce --eval-only.')
-    click.echo(markdown_table(rows, summaries))
-    if plot_dir is not None:
+        raise click.ClickException(f'No row under {runs} has evaluated runs (metrics.jsonl) of a fixed baseline; '
+                                   f'train with --metrics or run scripts.reproduce --eval-only.')
+    text = markdown_report(rows, summaries)
+    click.echo(text, nl=False)
+    out_path = out_path or os.path.join(runs, 'report.md')
+    with atomic_write(out_path) as f:
+        f.write(text.encode('utf-8'))
+    click.echo(f'Wrote {out_path}', err=True)
+    if not no_plots:
+        plot_dir = plot_dir or os.path.join(runs, 'plots')
         os.makedirs(plot_dir, exist_ok=True)
         for row in sorted(rows):
             path = os.path.join(plot_dir, f'{row.replace(":", "-")}.png')
             plot_row(path, rows[row], summaries[row])
-            click.echo(f'Wrote {path}')
+            click.echo(f'Wrote {path}', err=True)
+    if benchmarks is not None:
+        key = os.path.basename(os.path.normpath(runs))
+        try:
+            with open(benchmarks, 'r', encoding='utf-8') as f:
+                document = splice(f.read(), key, text)
+        except (OSError, ValueError) as err:
+            raise click.ClickException(f'Cannot update {benchmarks}: {err}') from None
+        with atomic_write(benchmarks) as f:
+            f.write(document.encode('utf-8'))
+        click.echo(f'Updated {benchmarks}', err=True)
     if json_path is not None:
         out = {row: dict(title=rows[row]['title'], section=rows[row]['section'], metric=rows[row]['metric'],
+                         floors=rows[row]['floors'],
                          speed={m: {str(s): v for s, v in d.items()} for m, d in rows[row]['speed'].items()},
                          **summaries[row]) for row in rows}
         with atomic_write(json_path) as f:
             f.write((json.dumps(jsonable(out), indent=2, allow_nan=False) + '\n').encode('utf-8'))
-        click.echo(f'Wrote {json_path}')
+        click.echo(f'Wrote {json_path}', err=True)
 
 
 if __name__ == '__main__':

@@ -28,19 +28,30 @@ With --launch the runs execute one after the other (training, then evaluation of
 an interrupted run continues from its newest training state, and finished runs and already scored
 snapshots are skipped, so the same command can be repeated. --eval-only scores new snapshots of
 existing runs (e.g. while training runs elsewhere) without training.
+
+`python -m scripts.reproduce table1a` runs Table 1(a) at CPU scale under the protocol that `scripts/report.py`
+applies (plateau check, 12 evenly spaced evaluations, 3 paired seeds, large decoded final evaluations next to
+the real-data floor): rows and methods are plain data (PROTOCOL_ROWS), at most --jobs runs at a time with one
+thread each; a relaunch skips finished runs, evaluates trained ones and resumes the others from their newest
+training state. Its `ttq` rows (8x8 digits) are the former time-to-quality benchmark. `final-eval RUN` is the
+final evaluation of one run (RUN/final.jsonl, RUN/../floor.json).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import click
 
+from dnnlib.util import atomic_write
 from scripts import report
 from training import options as opt_lib
 
@@ -246,10 +257,10 @@ def _executable(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def execute(cmd: list[str], capture: bool = False) -> str:
+def execute(cmd: list[str], capture: bool = False, env: Mapping[str, str] | None = None) -> str:
     """Run a command from the repository root; a failure becomes one ClickException sentence."""
     click.echo(f'$ {shell(cmd)}', err=True)
-    proc = subprocess.run(_executable(cmd), cwd=ROOT, text=True,
+    proc = subprocess.run(_executable(cmd), cwd=ROOT, text=True, env=None if env is None else dict(env),
                           stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
     if proc.returncode != 0:
         tail = [ln for ln in ((proc.stderr or '') + (proc.stdout or '')).splitlines() if ln.strip()] if capture else []
@@ -334,6 +345,287 @@ def _absolute(plan: Plan) -> Plan:
 
 
 # ----------------------------------------------------------------------------------------------
+# Table 1(a) under the protocol of scripts/report.py (CPU scale): `python -m scripts.reproduce table1a`.
+#
+# Each run trains with train.py --metrics every EVERY kEx (>= 12 evaluations, a training state at every
+# evaluation, so a killed run resumes from its last evaluation), then `final-eval` scores its final snapshot
+# on FINAL_NUM samples (decoded; raw too for binarised images), and the row's real-data floor at the curve and
+# final sizes. The small text results are copied to RESULTS/ROW/METHOD-seedS/ (and RESULTS/ROW/floor.json).
+
+W1 = ['--weighting', 'unit']
+LOGNORMAL_GRID = [(m, s) for m in (-1.2, -0.4, 0.4) for s in (0.8, 1.2, 1.8)]
+
+
+def lognormal_name(p_mean: float, p_std: float) -> str:
+    """Tuning-grid method name: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8)."""
+    return f'lognormal-{p_mean:g}-{p_std:g}'
+
+
+def _discrete_methods(extra: Sequence[str] = ()) -> dict[str, list[str]]:
+    methods = {'loguniform': ['--sigma-dist', 'loguniform', *W1],
+               'edm': ['--sigma-dist', 'lognormal', '--weighting', 'edm'],
+               'infonoise': ['--sigma-dist', 'infonoise', *W1]}
+    for name in extra:
+        methods[name] = ['--sigma-dist', name, *W1]
+    return methods
+
+
+GRID_METHODS = {lognormal_name(m, s): ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
+                for m, s in LOGNORMAL_GRID}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolRow:
+    """One Table 1(a)-protocol row: plain data the driver turns into commands."""
+
+    key: str                          # Command-line name and results folder.
+    title: str                        # Dataset name in the report.
+    preset: str                       # configs/PRESET.json (network, optimiser, InfoNoise knobs).
+    data: str                         # --data ({dna4} = --dna4).
+    metrics: tuple[str, ...]          # train.py --metrics (the first one is the row's headline).
+    kimg: float                       # Budget per run (kEx), a multiple of `every`.
+    every: float                      # kEx between evaluations (budget / 12).
+    curve_num: int                    # Samples per evaluation during training.
+    final_num: int                    # Samples of the final evaluation (all classes together).
+    classes: int                      # Classes the samples are balanced over (1 = unconditional).
+    methods: dict                     # Method name -> train.py flags.
+    guidance: float = 1.0             # Guidance W of the evaluations (DNA-Diffusion samples with W = 2).
+    extra: tuple[str, ...] = ()       # train.py flags every run of the row gets.
+
+
+PROTOCOL_ROWS = {r.key: r for r in [
+    ProtocolRow('bmnist', 'bMNIST (w = 1)', 'bmnist5k-cpu', 'builtin:mnist5k-binary', ('fd-mnist',),
+                kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
+                methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **GRID_METHODS}),
+    ProtocolRow('dna', 'DNA, four cell types (w = 1, guidance 2)', 'dna-cpu', 'dna:{dna4}', ('fd-dna', 'kmer-dna'),
+                kimg=48, every=4, curve_num=256, final_num=4000, classes=4, guidance=2.0,
+                methods=_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')),
+                extra=('--metrics-guidance', '2')),
+    ProtocolRow('mnist', 'MNIST (EDM objective)', 'mnist5k-cpu', 'builtin:mnist5k', ('fd-mnist',),
+                kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
+                methods={'loguniform': ['--sigma-dist', 'loguniform'], 'edm': ['--sigma-dist', 'lognormal'],
+                         'infonoise': ['--sigma-dist', 'infonoise']}),
+    # The former time-to-quality benchmark on scikit-learn's 8x8 digits (CPU minutes, not part of Table 1).
+    ProtocolRow('digits', '8x8 digits (EDM objective)', 'digits-demo', 'builtin:digits', ('fd-digits',),
+                kimg=60, every=5, curve_num=1000, final_num=1797, classes=1,
+                methods={'loguniform': ['--sigma-dist', 'loguniform'], 'edm': ['--sigma-dist', 'lognormal'],
+                         'infonoise': ['--sigma-dist', 'infonoise']}),
+    ProtocolRow('digits-binary', 'binarised 8x8 digits (w = 1)', 'digits-demo', 'builtin:digits-binary',
+                ('fd-digits',), kimg=60, every=5, curve_num=1000, final_num=1797, classes=1,
+                methods=_discrete_methods()),
+]}
+PROTOCOL_GROUPS = {'table1a': ['bmnist', 'dna', 'mnist'], 'ttq': ['digits', 'digits-binary']}
+GRID_GROUP = 'lognormal-grid'       # --methods name: the 9 tuning settings, at the first seed only
+GRID_BEST = 'lognormal-best'        # --methods name: the best tuning setting (by final metric), at every seed
+QUICK = dict(kimg=2.0, every=1.0, curve_num=64, final_num=128)
+FINAL_FILE = 'final.jsonl'
+RESULT_FILES = ('metrics.jsonl', 'final.jsonl', 'infonoise.jsonl', 'training_options.json', 'stats.jsonl')
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtocolPlan:
+    """Resolved settings of one `table1a` invocation."""
+
+    outdir: str                 # Run directories OUTDIR/ROW/METHOD-seedS.
+    results: str | None         # Where the small text results are copied (None: nowhere).
+    dna4: str                   # The four-cell-type DNA table (folder or file).
+    seeds: tuple[int, ...]      # Seeds of every (row, method); the tuning grid uses the first only.
+    overrides: dict             # kimg / every / curve_num / final_num replacing the rows' values.
+    steps: int                  # Heun σ levels of every evaluation.
+
+
+def protocol_setting(plan: ProtocolPlan, row: ProtocolRow, name: str) -> Any:
+    return plan.overrides.get(name) or getattr(row, name)
+
+
+def protocol_run_dir(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> str:
+    return os.path.join(plan.outdir, row.key, f'{method}-seed{seed}')
+
+
+def protocol_train_command(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> list[str]:
+    """The train.py command of one protocol run: --metrics every `every` kEx, a state at every evaluation."""
+    every, kimg = protocol_setting(plan, row, 'every'), protocol_setting(plan, row, 'kimg')
+    return ['python', 'train.py', '--preset', row.preset, '--data', row.data.format(dna4=plan.dna4),
+            '--outdir', protocol_run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed),
+            *row.methods[method], '--kimg', f'{kimg:g}', '--tick', f'{every:g}', '--dump', '1', '--snap', '1000000',
+            '--metrics', ','.join(row.metrics), '--metrics-every', f'{every:g}',
+            '--metrics-num', str(protocol_setting(plan, row, 'curve_num')), '--metrics-steps', str(plan.steps),
+            '--grid', '0', '--plot', '0', '--threads', '1', '--device', 'cpu', *row.extra]
+
+
+def protocol_final_command(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> list[str]:
+    """The final evaluation of one run (this module's `final-eval` mode) and the row's floors."""
+    return ['python', '-m', 'scripts.reproduce', 'final-eval', protocol_run_dir(plan, row, method, seed),
+            '--metrics', ','.join(row.metrics), '--num', str(protocol_setting(plan, row, 'final_num')),
+            '--floor-sizes', f'{protocol_setting(plan, row, "curve_num")},{protocol_setting(plan, row, "final_num")}',
+            '--guidance', f'{row.guidance:g}', '--steps', str(plan.steps)]
+
+
+def _final_snapshot(run: str, kimg: float) -> str | None:
+    """The snapshot written when training reached `kimg` (None: not finished)."""
+    done = [(k, name) for name, k in report.snapshot_kimgs(run).items() if k >= kimg - 1e-6]
+    return os.path.join(run, min(done)[1]) if done else None
+
+
+def final_complete(run: str, metrics: Sequence[str], num: int, kimg: float) -> bool:
+    """Whether RUN/final.jsonl holds a decoded value of every metric at `num` samples of a snapshot at `kimg`."""
+    path = os.path.join(run, FINAL_FILE)
+    records = report.read_jsonl(path) if os.path.isfile(path) else []
+    have = {r.get('metric') for r in records
+            if r.get('num') == num and r.get('decoded', True) and float(r.get('kimg', 0)) >= kimg - 1e-6}
+    return set(metrics) <= have
+
+
+def run_state(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> str:
+    """'done' (final evaluation written), 'trained' (to be evaluated), 'partial' (to resume) or 'new'."""
+    run = protocol_run_dir(plan, row, method, seed)
+    if final_complete(run, row.metrics, protocol_setting(plan, row, 'final_num'), protocol_setting(plan, row, 'kimg')):
+        return 'done'
+    if _final_snapshot(run, protocol_setting(plan, row, 'kimg')) is not None:
+        return 'trained'
+    if os.path.isdir(run) and any(n.startswith('training-state-') for n in os.listdir(run)):
+        return 'partial'
+    return 'new'
+
+
+def copy_results(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> None:
+    """Copy the run's small text files (and the row's floor.json) to RESULTS/ROW/METHOD-seedS/."""
+    if plan.results is None:
+        return
+    run = protocol_run_dir(plan, row, method, seed)
+    dest = os.path.join(plan.results, row.key, f'{method}-seed{seed}')
+    os.makedirs(dest, exist_ok=True)
+    for name in RESULT_FILES:
+        if os.path.isfile(os.path.join(run, name)):
+            shutil.copyfile(os.path.join(run, name), os.path.join(dest, name))
+    floor = os.path.join(plan.outdir, row.key, 'floor.json')
+    if os.path.isfile(floor):
+        shutil.copyfile(floor, os.path.join(plan.results, row.key, 'floor.json'))
+    with atomic_write(os.path.join(plan.results, row.key, 'row.json')) as f:
+        f.write((json.dumps(dict(title=row.title), indent=1) + '\n').encode('utf-8'))
+
+
+def protocol_job(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int, env: Mapping[str, str]) -> str:
+    """Bring one run to 'done' from whatever state it is in; returns what was done."""
+    label = f'{row.key}/{method}-seed{seed}'
+    state = run_state(plan, row, method, seed)
+    if state == 'done':
+        copy_results(plan, row, method, seed)
+        return f'{label}: finished earlier; skipped'
+    if state in ('new', 'partial'):
+        cmd = protocol_train_command(plan, row, method, seed)
+        if state == 'partial':
+            cmd += ['--resume', protocol_run_dir(plan, row, method, seed)]
+        os.makedirs(protocol_run_dir(plan, row, method, seed), exist_ok=True)
+        execute(cmd, capture=True, env=env)
+    execute(protocol_final_command(plan, row, method, seed), capture=True, env=env)
+    copy_results(plan, row, method, seed)
+    return f'{label}: {"resumed, " if state == "partial" else ""}{"trained and " if state != "trained" else ""}evaluated'
+
+
+def best_grid_method(plan: ProtocolPlan, row: ProtocolRow) -> str | None:
+    """The tuning-grid setting with the lowest final headline metric at the first seed (None until all ran)."""
+    finals = {}
+    for name in GRID_METHODS:
+        path = os.path.join(protocol_run_dir(plan, row, name, plan.seeds[0]), FINAL_FILE)
+        recs = [r for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
+                if r.get('metric') == row.metrics[0] and r.get('decoded', True)]
+        if not recs:
+            return None
+        finals[name] = float(recs[-1]['value'])
+    return min(finals, key=finals.get)
+
+
+def protocol_runs(plan: ProtocolPlan, rows: Sequence[ProtocolRow], methods: Sequence[str] | None) -> list[tuple]:
+    """(row, method, seed) of every run asked for, the tuning grid at the first seed only."""
+    out = []
+    for row in rows:
+        names = list(methods) if methods else [m for m in row.methods if m not in GRID_METHODS]
+        for name in names:
+            if name == GRID_GROUP:
+                if not set(GRID_METHODS) <= set(row.methods):
+                    raise click.BadParameter(f'row {row.key} has no log-normal tuning grid.', param_hint='--methods')
+                out += [(row, m, plan.seeds[0]) for m in GRID_METHODS]
+            elif name == GRID_BEST:
+                best = best_grid_method(plan, row)
+                if best is None:
+                    raise click.UsageError(f'{GRID_BEST}: run --methods {GRID_GROUP} on {row.key} first (every '
+                                           f'setting needs its final evaluation).')
+                out += [(row, best, s) for s in plan.seeds]
+            elif name in row.methods:
+                out += [(row, name, s) for s in plan.seeds]
+            else:
+                raise click.BadParameter(f'unknown method {name!r} for row {row.key}; choose from '
+                                         f'{", ".join([*row.methods, GRID_GROUP, GRID_BEST])}.', param_hint='--methods')
+    return list({(row.key, m, s): (row, m, s) for row, m, s in out}.values())
+
+
+def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> list[str]:
+    """Run `runs` (at most `jobs` at a time, one thread each); returns one line per run."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(protocol_job, plan, *run, env) for run in runs]
+        lines, failed = [], []
+        for (row, method, seed), future in zip(runs, futures):
+            try:
+                line = future.result()
+            except click.ClickException as err:
+                line = f'{row.key}/{method}-seed{seed}: FAILED: {err.message}'
+                failed.append(line)
+            click.echo(line, err=True)
+            lines.append(line)
+    if failed:
+        raise click.ClickException(f'{len(failed)} of {len(runs)} run(s) failed; the first: {failed[0]}')
+    return lines
+
+
+def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Sequence[int], guidance: float,
+                     steps: int, commit: str | None) -> list[dict]:
+    """Score RUN's final snapshot on `num` samples (decoded; also raw for binarised images), append the records
+    to RUN/final.jsonl, and write the missing real-data floors of the row to RUN/../floor.json."""
+    import torch
+    from training.metrics import registry
+    from training.network_io import load_network
+    snaps = report.snapshot_kimgs(run)
+    if not snaps:
+        raise click.ClickException(f'{run} has no network snapshot to evaluate.')
+    name, snap_kimg = max(snaps.items(), key=lambda item: item[1])
+    data = load_network(os.path.join(run, name), 'cpu')
+    net, dataset_kwargs = data['ema'], data.get('dataset_kwargs')
+    if dataset_kwargs is None:
+        raise click.ClickException(f'{name} carries no dataset_kwargs; the metrics need the run\'s data.')
+    torch.set_num_threads(1)
+    discrete = registry.is_discrete(dataset_kwargs)
+    images = not any(m in registry.SEQUENCE_METRICS for m in metrics)
+    label_dim = int(getattr(net, 'label_dim', 0) or 0)
+    records = []
+    start = time.time()
+    for m in metrics:
+        registry.check_metric_applicable(m, net)
+    samples, classes = registry.sample(net, num, seed=0, num_steps=steps, guidance=guidance)   # once, scored twice
+    for decoded in ([True, False] if discrete and images else [discrete]):
+        values = registry.evaluate_samples(metrics, registry.decode(samples) if decoded else samples, classes,
+                                           dataset_kwargs)
+        records += [dict(kimg=snap_kimg, kex=snap_kimg, metric=m, value=v, num=num, classes=max(label_dim, 1),
+                         decoded=decoded, guidance=guidance, steps=steps, snapshot=name, commit=commit,
+                         seconds=time.time() - start) for m, v in values.items()]
+    path = os.path.join(run, FINAL_FILE)
+    old = report.read_jsonl(path) if os.path.isfile(path) else []
+    report.write_jsonl(path, [r for r in old if r.get('num') != num] + records)
+    floor_path = os.path.join(os.path.dirname(os.path.abspath(run)), 'floor.json')
+    floors = report._read_json(floor_path) or {}
+    missing = [n for n in floor_sizes if any(str(n) not in floors.get(m, {}) for m in metrics)]
+    for n in missing:
+        values = registry.real_floor(metrics, dataset_kwargs, n, seed=0, label_dim=label_dim)
+        for m, v in values.items():
+            floors.setdefault(m, {})[str(n)] = v
+    if missing:
+        with atomic_write(floor_path) as f:
+            f.write((json.dumps(floors, indent=1, sort_keys=True) + '\n').encode('utf-8'))
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
 # CLI.
 
 def _parse_rows(value: str) -> list[Row]:
@@ -370,8 +662,19 @@ def _parse_seeds(value: str) -> list[int]:
         raise click.BadParameter(f'{err}.', param_hint='--seeds') from None
 
 
-@click.command(context_settings=dict(show_default=True, max_content_width=110), epilog="""\b
+@click.group(invoke_without_command=True, context_settings=dict(show_default=True, max_content_width=110),
+             epilog="""\b
+Modes: `table1a` (the Table 1(a) protocol runs, CPU scale; resumable, --jobs in parallel; its `ttq` rows
+are the former time-to-quality benchmark on 8x8 digits), `final-eval` (the final evaluation of one run).
+\b
 Examples:
+  # Table 1(a) under the protocol of scripts/report.py, two runs at a time, then the report
+  nice -n 19 python -m scripts.reproduce table1a --outdir runs/table1a --jobs 2 --seeds 0,1,2
+  python -m scripts.report docs/results/table1a --benchmarks docs/BENCHMARKS.md
+\b
+  # Time-to-quality on 8x8 digits in a few minutes (1 seed, 2 kEx per run)
+  python -m scripts.reproduce table1a --rows ttq --quick --seeds 0 --outdir runs/ttq --results runs/ttq-results
+\b
   # Print every Table 1 command for 8 GPUs (nothing runs)
   python -m scripts.reproduce --nproc 8 --data-root datasets --outdir runs/table1
 \b
@@ -413,11 +716,14 @@ Examples:
               help='Score every N-th snapshot (the last one always).')
 @click.option('--launch', is_flag=True, help='Run the commands (training, then evaluation) instead of printing them.')
 @click.option('--eval-only', is_flag=True, help='Only score new snapshots of existing runs.')
-def main(rows: str, methods: str, seeds: str, nproc: int, outdir: str, data_root: str, ref_root: str,
-         dna_table: str | None, sei_detector: str | None, kimg: float | None, tick: float | None, snap: int | None,
-         device: str | None, fid_num: int | None, fid_steps: int | None, fid_batch: int | None, eval_every: int,
-         launch: bool, eval_only: bool) -> None:
-    """Print (default) or launch the torchrun commands that reproduce the paper's Table 1."""
+@click.pass_context
+def main(ctx: click.Context, rows: str, methods: str, seeds: str, nproc: int, outdir: str, data_root: str,
+         ref_root: str, dna_table: str | None, sei_detector: str | None, kimg: float | None, tick: float | None,
+         snap: int | None, device: str | None, fid_num: int | None, fid_steps: int | None, fid_batch: int | None,
+         eval_every: int, launch: bool, eval_only: bool) -> None:
+    """Print (default) or launch the torchrun commands that reproduce the paper's Table 1; or a mode (below)."""
+    if ctx.invoked_subcommand is not None:
+        return
     if launch and eval_only:
         raise click.UsageError('--launch and --eval-only are alternatives; give one.')
     chosen_rows = _parse_rows(rows)
@@ -441,6 +747,104 @@ def main(rows: str, methods: str, seeds: str, nproc: int, outdir: str, data_root
                     continue
                 scored += evaluate_run(plan, row, method, seed)
     click.echo(f'Scored {scored} snapshot(s). Table: python -m scripts.report {shlex.quote(plan.outdir)}')
+
+
+def _parse_protocol_rows(value: str) -> list[ProtocolRow]:
+    keys: list[str] = []
+    for part in (p.strip() for p in value.split(',') if p.strip()):
+        for name in PROTOCOL_GROUPS.get(part, [part]):
+            if name not in PROTOCOL_ROWS:
+                raise click.BadParameter(f'unknown row {name!r}; choose from '
+                                         f'{", ".join([*PROTOCOL_GROUPS, *PROTOCOL_ROWS])}.', param_hint='--rows')
+            keys.append(name)
+    if not keys:
+        raise click.BadParameter('no rows given.', param_hint='--rows')
+    return [PROTOCOL_ROWS[k] for k in dict.fromkeys(keys)]
+
+
+@main.command('table1a', epilog="""\b
+Rows (plain data in PROTOCOL_ROWS): bmnist, dna, mnist (group table1a); digits, digits-binary (group ttq).
+Methods: a row's names (loguniform, edm, infonoise, and on bmnist / dna loss-second-moment, kingma-gao,
+ddpm), lognormal-grid (bmnist: the 9 log-normal settings at the first seed), lognormal-best (the best grid
+setting at every seed, once the grid has run). Run with `nice -n 19`; each run uses one thread.
+A relaunch skips finished runs, evaluates trained ones and resumes the others from their last state.""")
+@click.option('--rows', default='table1a', show_default=True, help='Comma-separated rows or groups.')
+@click.option('--methods', default=None, help='Comma-separated methods  [default: every method of the row but the '
+                                              'tuning grid]')
+@click.option('--seeds', default='0-2', show_default=True, help='Seeds of every (row, method), e.g. 0-2 or 0,1,2.')
+@click.option('--outdir', default='runs/table1a', show_default=True, type=click.Path(file_okay=False),
+              help='Root of the run directories (OUTDIR/ROW/METHOD-seedS).')
+@click.option('--results', default=os.path.join('docs', 'results', 'table1a'), show_default=True,
+              type=click.Path(file_okay=False), help='Copy the small text results here ("" = nowhere).')
+@click.option('--dna4', default=os.path.join('..', 'shared', 'data', 'dna4'), show_default=True,
+              help='The four-cell-type DNA-Diffusion table (folder or file) of the dna row.')
+@click.option('--jobs', type=click.IntRange(min=1), default=2, show_default=True, help='Runs at a time.')
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None, help="Budget per run  [default: the row's]")
+@click.option('--every', type=click.FloatRange(min=0, min_open=True), default=None,
+              help="kEx between evaluations  [default: the row's]")
+@click.option('--curve-num', type=click.IntRange(min=2), default=None, help="Samples per evaluation  [default: the row's]")
+@click.option('--final-num', type=click.IntRange(min=2), default=None,
+              help="Samples of the final evaluation  [default: the row's]")
+@click.option('--steps', type=click.IntRange(min=1), default=18, show_default=True,
+              help='Heun σ levels of every evaluation (NFE = 2 steps - 1).')
+@click.option('--quick', is_flag=True, help=f'Pipeline check: {QUICK["kimg"]:g} kEx, evaluation every '
+              f'{QUICK["every"]:g} kEx on {QUICK["curve_num"]} samples, final {QUICK["final_num"]} (explicit options win).')
+@click.option('--dry-run', is_flag=True, help='Print the runs, their state and their commands; run nothing.')
+def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: str, dna4: str, jobs: int,
+            kimg: float | None, every: float | None, curve_num: int | None, final_num: int | None, steps: int,
+            quick: bool, dry_run: bool) -> None:
+    """Train and evaluate the Table 1(a) protocol runs (resumable); copy their text results for scripts.report."""
+    chosen = _parse_protocol_rows(rows)
+    base = QUICK if quick else {}
+    overrides = {k: v for k, v in dict(kimg=kimg or base.get('kimg'), every=every or base.get('every'),
+                                        curve_num=curve_num or base.get('curve_num'),
+                                        final_num=final_num or base.get('final_num')).items() if v}
+    seed_list = _parse_seeds(seeds)
+    plan = ProtocolPlan(outdir=os.path.abspath(outdir), results=os.path.abspath(results) if results else None,
+                        dna4=os.path.abspath(dna4), seeds=tuple(seed_list), overrides=overrides, steps=steps)
+    for row in chosen:
+        k, e = protocol_setting(plan, row, 'kimg'), protocol_setting(plan, row, 'every')
+        if abs(k / e - round(k / e)) > 1e-9:
+            raise click.BadParameter(f'the budget {k:g} kEx of row {row.key} is not a multiple of the evaluation '
+                                     f'interval {e:g} kEx.', param_hint='--kimg/--every')
+    runs = protocol_runs(plan, chosen, [m.strip() for m in methods.split(',') if m.strip()] if methods else None)
+    if dry_run:
+        for row, method, seed in runs:
+            click.echo(f'# {row.key}/{method}-seed{seed}: {run_state(plan, row, method, seed)}')
+            click.echo(shell(protocol_train_command(plan, row, method, seed)))
+            click.echo(shell(protocol_final_command(plan, row, method, seed)))
+        return
+    run_protocol(plan, runs, jobs)
+    where = plan.results or plan.outdir
+    click.echo(f'{len(runs)} run(s) complete. Report: python -m scripts.report {shlex.quote(where)}')
+
+
+@main.command('final-eval')
+@click.argument('run', type=click.Path(file_okay=False, exists=True))
+@click.option('--metrics', required=True, help='Comma-separated metric names (training.metrics.registry).')
+@click.option('--num', type=click.IntRange(min=2), required=True, help='Samples (all classes together).')
+@click.option('--floor-sizes', default='', help='Comma-separated sizes of the real-data floor (RUN/../floor.json).')
+@click.option('--guidance', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Guidance W.')
+@click.option('--steps', type=click.IntRange(min=1), default=18, show_default=True, help='Heun σ levels.')
+@click.option('--commit', default=None, help='Commit the run was made from  [default: git rev-parse HEAD, if any]')
+def final_eval(run: str, metrics: str, num: int, floor_sizes: str, guidance: float, steps: int,
+               commit: str | None) -> None:
+    """The final evaluation of one training run: RUN/final.jsonl and the row's real-data floors."""
+    from training.metrics import registry
+    try:
+        names = registry.parse_metrics(metrics)
+        sizes = [int(x) for x in floor_sizes.split(',') if x.strip()]
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--metrics/--floor-sizes') from None
+    if commit is None:
+        proc = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
+        commit = proc.stdout.strip() if proc.returncode == 0 else None
+    try:
+        records = final_evaluation(run, names, num, sizes, guidance, steps, commit)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f'Final evaluation of {run} failed: {err}') from None
+    for r in records:
+        click.echo(f'{r["metric"]} {"decoded" if r["decoded"] else "raw"} {r["value"]:.6g} ({r["num"]} samples)')
 
 
 if __name__ == '__main__':

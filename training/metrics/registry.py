@@ -18,6 +18,14 @@ weight `guidance` (`generate.py --guidance`; default 1 = plain conditional sampl
 state of torch is left untouched (`torch.random.fork_rng`), so evaluating during training does not change
 the training run. Sequence samples are decoded by the argmax over the four rows at every position.
 
+Decoded scoring (`decode=True`, what `train.py --metrics` does on discrete data): binarised images are scored
+as the sign of each pixel (threshold 0, values ±1) and one-hot sequences as the one-hot of their argmax, as a
+user of a discrete model would use the samples. `real_floor` scores real examples of the run's data by the
+same code at a given size: the value a generator that reproduces the training data exactly would get
+(image metrics: a seeded subset of the dataset against the metric's reference set, which for fd-digits and
+fd-mnist is the whole real set; sequence metrics: the training split against the test split, the same number
+of sequences per cell type as `sample` draws).
+
 Cost (busy shared 2-core CPU): the first DNA evaluation of a process loads the reference split, scans it for
 the 746 motifs (about 10 s for the 2,279 K562 + HepG2 test sequences) and loads (or, once per machine, trains
 for about 3 minutes) the cell-type classifier; later evaluations only sample and scan the samples (about 5 s
@@ -137,6 +145,68 @@ def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.
     return torch.stack(out), classes
 
 
+def is_discrete(dataset_kwargs: Mapping[str, Any] | None) -> bool:
+    """Whether the run's data are discrete (binarised images or DNA), i.e. whether samples are decoded."""
+    if dataset_kwargs is None:
+        return False
+    return _is_binarized(dataset_kwargs) or _class_name(dataset_kwargs).endswith('DNADataset')
+
+
+def decode(samples: torch.Tensor) -> torch.Tensor:
+    """Samples mapped to the data's discrete values: one-hot of the argmax for sequences [N, 4, L], the sign
+    (threshold 0; values -1, +1) for images [N, C, H, W]."""
+    if samples.ndim == 3:
+        onehot = torch.nn.functional.one_hot(samples.argmax(dim=1), samples.shape[1]).transpose(1, 2)
+        return onehot.to(samples.dtype) * 2 - 1
+    return torch.where(samples >= 0, torch.ones_like(samples), -torch.ones_like(samples))
+
+
+def real_floor(names: Sequence[str], dataset_kwargs: Mapping[str, Any], num_samples: int, seed: int = 0,
+               label_dim: int = 0, device: torch.device | str = 'cpu', batch: int = DEFAULT_BATCH) -> dict[str, float]:
+    """The metrics of `num_samples` real examples (see the module docstring); name -> value.
+
+    label_dim: classes of a conditional run (its samples are balanced over them; 0 = unconditional).
+    """
+    names = parse_metrics(names)
+    if num_samples < 2:
+        raise ValueError(f'Metrics need at least 2 samples, got {num_samples}.')
+    rng = np.random.default_rng(seed)
+    values: dict[str, float] = {}
+    sequence_names = [n for n in names if n in SEQUENCE_METRICS]
+    if sequence_names:
+        from training.metrics import dna_eval
+        train = dna_eval.load_dna_split(dict(dataset_kwargs), 'training')
+        reference = dna_eval.get_reference(dict(dataset_kwargs), 'test')
+        if label_dim:
+            order = list(dataset_kwargs.get('cell_types') or reference.cell_types)
+            wanted = [order[c] for c in np.arange(num_samples) % label_dim]
+            pools = {c: rng.permutation(np.flatnonzero(np.array(train.cell_types)[train.labels] == c))
+                     for c in set(wanted)}
+            short = [c for c, pool in pools.items() if len(pool) < wanted.count(c)]
+            if short:
+                raise ValueError(f'The training split has fewer than {wanted.count(short[0])} {short[0]} sequences.')
+            taken = {c: iter(pool) for c, pool in pools.items()}
+            index = [next(taken[c]) for c in wanted]
+            cell_types = wanted
+        else:
+            if len(train.codes) < num_samples:
+                raise ValueError(f'The training split has only {len(train.codes)} sequences.')
+            index, cell_types = rng.permutation(len(train.codes))[:num_samples], None
+        report = dna_eval.evaluate_sequences(train.codes[np.asarray(index)], cell_types, reference, sequence_names)
+        values.update({m: float(report.values[m]['mean']) for m in sequence_names})
+    image_names = [n for n in names if n not in SEQUENCE_METRICS]
+    if image_names:
+        from training.dataset import open_dataset
+        dataset = open_dataset(dict(dataset_kwargs, xflip=False, max_size=None))
+        if len(dataset) < num_samples:
+            raise ValueError(f'The dataset has only {len(dataset)} images, fewer than {num_samples}.')
+        index = rng.permutation(len(dataset))[:num_samples]
+        images = torch.stack([torch.as_tensor(np.asarray(dataset[int(i)][0])) for i in index])
+        samples = images.to(torch.float64) / 127.5 - 1
+        values.update(evaluate_samples(image_names, samples, None, dataset_kwargs, device, batch))
+    return {n: float(values[n]) for n in names}
+
+
 def _image_reference(dataset_kwargs: Mapping[str, Any] | None, metric: str) -> str:
     name = {'fd-digits': 'digits', 'fd-mnist': 'mnist5k'}[metric]
     return f'{name}-binary' if _is_binarized(dataset_kwargs) else name
@@ -204,14 +274,17 @@ def dna_report(net: torch.nn.Module, dataset_kwargs: Mapping[str, Any], num_samp
 def evaluate_metrics(names: Sequence[str], net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None,
                      num_samples: int, seed: int = 0, device: torch.device | str = 'cpu', num_steps: int = 18,
                      batch: int = DEFAULT_BATCH, detector: str | None = None, ref: str | None = None,
-                     guidance: float = 1.0) -> dict[str, float]:
-    """Several metrics of one network from one set of samples (see the module docstring); name -> value."""
+                     guidance: float = 1.0, decoded: bool = False) -> dict[str, float]:
+    """Several metrics of one network from one set of samples (see the module docstring); name -> value.
+    decoded: score `decode(samples)` instead of the raw samples."""
     names = parse_metrics(names)
     for name in names:
         check_metric_applicable(name, net)
         if dataset_kwargs is not None:
             check_metric_applicable(name, dataset_kwargs)
     samples, classes = sample(net, num_samples, seed, device, num_steps, batch, guidance)
+    if decoded:
+        samples = decode(samples)
     return evaluate_samples(names, samples, classes, dataset_kwargs, device, batch, detector, ref)
 
 

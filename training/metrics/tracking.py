@@ -9,7 +9,9 @@ with or without metrics). Each evaluation yields one row per metric, one JSON li
     {"kimg": float, "kex": float, "metric": NAME, "value": float, "seconds": float}
 
 kimg and kex coincide here (one training example is one image or one sequence); `seconds` is the
-wall time of the evaluation that produced the row (sampling included; its rows share it).
+wall time of the evaluation that produced the row (sampling included; its rows share it). On discrete data
+(binarised images, DNA) the samples are scored decoded (`registry.decode`: sign / argmax), as a user of a
+discrete model would use them.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class MetricsTracker:
         seed: int = 0,                              # First sample seed (the same latents every evaluation).
         num_steps: int = 18,                        # Heun steps on EDM's grid (NFE = 2 * num_steps - 1).
         device: torch.device | str = 'cpu',         # Where the network samples.
+        decoded: bool | None = None,                # Score decoded samples (None: when the data are discrete).
     ) -> None:
         self.names = registry.parse_metrics(list(names))
         if not every_kimg > 0:
@@ -41,6 +44,7 @@ class MetricsTracker:
         self.num_samples, self.seed, self.num_steps = int(num_samples), int(seed), int(num_steps)
         self.dataset_kwargs = None if dataset_kwargs is None else dict(dataset_kwargs)
         self.device = device
+        self.decoded = registry.is_discrete(self.dataset_kwargs) if decoded is None else bool(decoded)
         for name in self.names:
             if self.dataset_kwargs is not None:
                 registry.check_metric_applicable(name, self.dataset_kwargs)
@@ -58,7 +62,7 @@ class MetricsTracker:
         """Evaluate every metric of `net` at `cur_nimg` examples; returns the metrics.jsonl rows."""
         start = time.time()
         values = registry.evaluate_metrics(self.names, net, self.dataset_kwargs, self.num_samples, seed=self.seed,
-                                           device=self.device, num_steps=self.num_steps)
+                                           device=self.device, num_steps=self.num_steps, decoded=self.decoded)
         seconds = time.time() - start
         self.start(cur_nimg)
         kimg = cur_nimg / 1000

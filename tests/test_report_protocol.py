@@ -1,0 +1,179 @@
+"""The Table 1(a) protocol of scripts/report.py on hand-made curves with hand-computed answers: first evaluated
+crossing (the paper's rule) vs the interpolated one, censored seeds, paired t-intervals (against
+scipy.stats.ttest_rel), better / worse / tied, plateau yes / no, and the report built from run directories."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import scipy.stats
+from click.testing import CliRunner
+
+from scripts import report
+
+KIMG = [10, 20, 30, 40]
+CURVES = {
+    'loguniform': {0: list(zip(KIMG, [11, 9, 7, 5])), 1: list(zip(KIMG, [9, 7, 5, 3])),
+                   2: list(zip(KIMG, [10, 8, 6, 4]))},                          # mean 10 8 6 4
+    'edm': {s: list(zip(KIMG, [9, 7, 5, 5])) for s in range(3)},               # mean 9 7 5 5
+    'infonoise': {0: list(zip(KIMG, [9, 5, 4, 3])), 1: list(zip(KIMG, [7, 3, 2, 1])),
+                  2: list(zip(KIMG, [8, 6, 5, 4.5]))},                          # mean 8 4.667 3.667 2.833
+}
+
+
+def test_first_evaluated_is_the_papers_rule_and_interpolation_is_separate():
+    k = [0, 10, 20]
+    assert report.first_evaluated(k, [10, 6, 2], 4) == 20.0           # not 15: only evaluated points count
+    assert report.first_reach(k, [10, 6, 2], 4) == pytest.approx(15.0)  # the secondary, interpolated figure
+    assert report.first_evaluated(k, [10, 6, 2], 6) == 10.0
+    assert report.first_evaluated(k, [3, 6, 2], 4) == 0.0
+    assert report.first_evaluated(k, [10, 6, 5], 4) is None
+    assert report.first_evaluated([0, 10, 20, 30], [5, 3, 6, 1], 3) == 10.0
+    assert report.first_evaluated([0, 10], [math.nan, 1], 5) == 10.0
+    with pytest.raises(ValueError):
+        report.first_evaluated([0, 1], [1], 0)
+
+
+@pytest.mark.parametrize('diffs', [[1.0, 2.0, 3.0], [-2.0, -2.0, 0.5], [0.3, -1.2, 0.7, 2.5, -0.1]])
+def test_paired_interval_matches_scipy_ttest_rel(diffs):
+    rng = np.random.default_rng(len(diffs))
+    base = rng.normal(size=len(diffs))
+    method = base + np.asarray(diffs)
+    ci = scipy.stats.ttest_rel(method, base).confidence_interval(0.95)
+    got = report.paired_interval(diffs)
+    assert got['n'] == len(diffs) and got['mean'] == pytest.approx(np.mean(diffs))
+    assert got['lo'] == pytest.approx(ci.low) and got['hi'] == pytest.approx(ci.high)
+
+
+def test_paired_interval_hand_values_and_verdicts():
+    # d = 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half width 4.302653 / sqrt(3) = 2.484138.
+    got = report.paired_interval([1, 2, 3])
+    assert got['lo'] == pytest.approx(2 - 2.484138, abs=1e-6) and got['hi'] == pytest.approx(2 + 2.484138, abs=1e-6)
+    assert report.verdict(got) == 'tied'
+    assert report.verdict(report.paired_interval([1.0, 1.1, 0.9])) == 'worse'     # [0.75, 1.25]
+    assert report.verdict(report.paired_interval([-1.0, -1.1, -0.9])) == 'better'
+    assert report.verdict(report.paired_interval([-1.0])) == 'n/a'                # one pair: no interval
+    assert report.paired_interval([])['mean'] is None
+
+
+def test_plateau_yes_and_no():
+    k = [4, 8, 12, 16, 20]
+    yes = report.plateau_check(k, [100, 80, 70, 66, 64])     # from 16 kEx (>= 0.75 * 20): 66 -> 64, 3.0%
+    assert yes['kimg_from'] == 16 and yes['improvement'] == pytest.approx(2 / 66) and yes['plateau']
+    no = report.plateau_check(k, [100, 80, 70, 66, 60])      # 66 -> 60: 9.1%
+    assert no['improvement'] == pytest.approx(6 / 66) and not no['plateau']
+    assert not report.plateau_check([4], [10])['plateau']    # one evaluation cannot show a plateau
+
+
+def test_evaluation_grid():
+    assert report.evaluation_grid([8.032 * i for i in range(1, 13)]) == dict(count=12, every=pytest.approx(8.032),
+                                                                             even=True, ok=True)
+    assert not report.evaluation_grid([4, 8, 12, 30])['even']
+    assert not report.evaluation_grid([4, 8, 12])['ok']
+
+
+def test_compute_to_target_known_answers():
+    s = report.compute_to_target(CURVES)
+    assert s['target'] == 4.0 and s['best_baseline'] == 'loguniform'   # lowest final seed-mean of a fixed baseline
+    assert not s['plateau']['plateau'] and s['plateau']['improvement'] == pytest.approx(2 / 6)
+    lu, edm, ada = (s['methods'][m] for m in ('loguniform', 'edm', 'infonoise'))
+    assert lu['kex'] == 40.0 and lu['speedup'] == dict(value=1.0, bound=False)
+    assert edm['kex'] is None and not edm['reached'] and edm['speedup'] == dict(value=1.0, bound=True)
+    assert ada['kex'] == 30.0 and ada['speedup']['value'] == pytest.approx(40 / 30)
+    assert ada['kex_interp'] == pytest.approx(20 + 10 * (14 / 3 - 4) / (14 / 3 - 11 / 3))
+    # Per seed against the row's target 4: log-uniform seed 0 never (censored), 1 and 2 at 40;
+    # InfoNoise seed 0 at 30, seed 1 at 20, seed 2 never (censored).
+    assert [lu['seeds'][s]['kex'] for s in '012'] == [None, 40.0, 40.0]
+    assert [ada['seeds'][s]['kex'] for s in '012'] == [30.0, 20.0, None]
+    pk = ada['paired_kex']
+    assert pk['seeds'] == ['1'] and pk['censored'] == ['0', '2'] and pk['diffs'] == [-20.0]
+    assert pk['verdict'] == 'n/a'                                        # censored seeds are never averaged
+    pf = ada['paired_final']                                             # 3-5, 1-3, 4.5-4
+    assert pf['diffs'] == [-2.0, -2.0, 0.5] and pf['mean'] == pytest.approx(-7 / 6)
+    ci = scipy.stats.ttest_rel([3, 1, 4.5], [5, 3, 4]).confidence_interval(0.95)
+    assert (pf['lo'], pf['hi']) == (pytest.approx(ci.low), pytest.approx(ci.high)) and pf['verdict'] == 'tied'
+    json.dumps(report.jsonable(s), allow_nan=False)
+
+
+def test_finals_at_the_large_size_replace_the_curve_ends():
+    finals = {'loguniform': {0: 5.0, 1: 5.1, 2: 4.9}, 'infonoise': {0: 4.0, 1: 4.6, 2: 3.4},
+              'edm': {0: 6.0, 1: 6.0, 2: 6.0}}
+    s = report.compute_to_target(CURVES, finals=finals)
+    assert s['target'] == 4.0                                            # the target still comes from the curves
+    pf = s['methods']['infonoise']['paired_final']                       # -1, -0.5, -1.5: mean -1 ± 1.242
+    assert pf['diffs'] == pytest.approx([-1.0, -0.5, -1.5]) and pf['verdict'] == 'tied'
+    assert s['methods']['edm']['paired_final']['verdict'] == 'worse'     # 1, 0.9, 1.1
+    finals['infonoise'] = {0: 4.0, 1: 4.2, 2: 3.9}
+    assert report.compute_to_target(CURVES, finals=finals)['methods']['infonoise']['paired_final']['verdict'] == 'better'
+
+
+def test_adaptive_methods_never_set_the_target():
+    curves = {'edm': {0: [(10, 5.0), (20, 4.0)]}, 'kingma-gao': {0: [(10, 1.0), (20, 0.5)]},
+              'infonoise': {0: [(10, 6.0), (20, 3.0)]}}
+    s = report.compute_to_target(curves)
+    assert s['best_baseline'] == 'edm' and s['target'] == 4.0
+    with pytest.raises(ValueError, match='baseline'):
+        report.compute_to_target({'infonoise': curves['infonoise']})
+
+
+def _write_runs(root):
+    for method, seeds in CURVES.items():
+        for seed, curve in seeds.items():
+            d = os.path.join(root, 'bmnist', f'{method}-seed{seed}')
+            os.makedirs(d)
+            with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:
+                for k, v in curve:
+                    f.write(json.dumps(dict(kimg=k, kex=k, metric='fd-mnist', value=v, seconds=1.0)) + '\n')
+            with open(os.path.join(d, 'training_options.json'), 'w') as f:
+                json.dump(dict(metrics_num=512), f)
+            with open(os.path.join(d, 'final.jsonl'), 'w') as f:
+                last = curve[-1][1]
+                for decoded, value in ((True, last - 0.5), (False, last + 1)):
+                    f.write(json.dumps(dict(kimg=40, metric='fd-mnist', value=value, num=2000, classes=1,
+                                            decoded=decoded)) + '\n')
+    with open(os.path.join(root, 'bmnist', 'floor.json'), 'w') as f:
+        json.dump({'fd-mnist': {'512': 1.25, '2000': 0.5}}, f)
+
+
+def test_report_cli_writes_the_tables_and_splices_benchmarks(tmp_path):
+    root = str(tmp_path / 'table1a')
+    _write_runs(root)
+    bench = tmp_path / 'B.md'
+    bench.write_text('# B\n<!-- BEGIN scripts.report table1a -->\nold\n<!-- END scripts.report table1a -->\ntail\n')
+    result = CliRunner().invoke(report.main, [root, '--benchmarks', str(bench), '--no-plots'])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / 'table1a' / 'report.md').read_text()
+    assert text in result.stdout
+    assert report.spliced(bench.read_text(), 'table1a') == text and bench.read_text().endswith('tail\n')
+    assert 'plateau: **no**' in text and 'real-data floor at 2000: 0.5' in text and '(512): 1.25' in text
+    assert 'raw → decoded final (seed means): log-uniform 5 → 3.5' in text
+    ada = next(line for line in text.splitlines() if line.startswith('| InfoNoise'))
+    cells = [c.strip() for c in ada.strip('|').split('|')]
+    assert cells[4] == '30' and cells[5] == '30, 20, >40' and cells[8] == '1.33×' and 'censored seeds 0,2' in cells[6]
+    edm = next(line for line in text.splitlines() if line.startswith('| EDM transfer'))
+    assert '≤1.00×' in edm and '>40, >40, >40' in edm
+    assert 'protocol: NOT met: fewer than 12 evenly spaced evaluations.' in text   # 3 seeds, 2,000 finals: fine
+    bad = CliRunner().invoke(report.main, [str(tmp_path / 'nothing')])
+    assert bad.exit_code == 2 and 'not a directory' in bad.output
+
+
+def _committed_results():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs', 'results')
+    return [os.path.join(root, d) for d in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, d, 'report.md'))] \
+        if os.path.isdir(root) else []
+
+
+@pytest.mark.parametrize('results', _committed_results(), ids=os.path.basename)
+def test_committed_tables_equal_the_reports_output(results):
+    rows, summaries = report.build_report(results)
+    text = report.markdown_report(rows, summaries)
+    with open(os.path.join(results, 'report.md'), encoding='utf-8') as f:
+        assert f.read() == text, f'regenerate: python -m scripts.report {results} --benchmarks docs/BENCHMARKS.md'
+    bench = os.path.join(os.path.dirname(os.path.dirname(results)), 'BENCHMARKS.md')
+    with open(bench, encoding='utf-8') as f:
+        assert report.spliced(f.read(), os.path.basename(results)) == text
+
+
+def test_some_results_are_committed():
+    assert _committed_results(), 'docs/results/*/report.md: at least the budget probes are committed'
