@@ -94,9 +94,11 @@ OPTIONS: tuple[Option, ...] = (
     _O('seed', None, 'Random seed  [default: random]', int, metavar='INT'),
     # σ distribution and InfoNoise.
     _O('sigma_dist', 'auto', "Training σ distribution (auto: the loss's reference one)",
-       choices=('auto', 'lognormal', 'loguniform', 'infonoise')),
+       choices=('auto', 'lognormal', 'loguniform', 'infonoise', 'ddpm')),
     _O('weighting', 'auto', "Loss weight w(σ) (auto: the preconditioning's own)",
        choices=('auto', 'edm', 'vp', 've', 'unit')),
+    _O('sigma_data', 0.5, 'σ_data of the preconditioning and the edm weight: the per-element std of the data in '
+       'network units (EDM: 0.5; ±1 one-hot DNA: sqrt(3)/2)', float, metavar='FLOAT', **_POS),
     _O('p_mean', -1.2, 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
     _O('p_std', 1.2, 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
     _O('sigma_min', 0.002, 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT', **_POS),
@@ -135,6 +137,8 @@ OPTIONS: tuple[Option, ...] = (
        'fd-dna, kmer-dna, motif-dna, fid (appended to metrics.jsonl)', kind='execution', metavar='LIST'),
     _O('metrics_every', 10.0, 'Evaluate --metrics every this many kimg (and at the end)', float, kind='execution',
        metavar='KIMG', **_POS),
+    _O('metrics_guidance', 1.0, 'Classifier-free guidance weight W of the --metrics samples (1 = none; the DNA '
+       'presets use 2, as DNA-Diffusion samples)', float, kind='execution', lo=0, metavar='W'),
     _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, metavar='INT'),
     _O('metrics_steps', 18, 'Heun σ levels per --metrics sample (NFE = 2 steps - 1)', int, kind='execution', lo=1,
        metavar='INT'),
@@ -183,6 +187,7 @@ SAMPLER_CLASSES = {
     'lognormal': 'infonoise.LogNormalSampler',
     'loguniform': 'infonoise.LogUniformSampler',
     'infonoise': 'infonoise.InfoNoiseSampler',
+    'ddpm': 'infonoise.samplers.DDPMSampler',     # DNA-Diffusion's 50 levels, β linear 1e-4 -> 0.2
 }
 
 class OptionsError(ValueError):
@@ -408,6 +413,8 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
         return lognormal
     if dist == 'loguniform':
         return loguniform
+    if dist == 'ddpm':
+        return dict(class_name=SAMPLER_CLASSES['ddpm'])
     base = opts['infonoise_base']
     if base == 'auto':
         base = 'loguniform' if endpoint == 'discrete' else 'lognormal'
@@ -485,7 +492,10 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         loss_kwargs.update(P_mean=float(opts['p_mean']), P_std=float(opts['p_std']))
     if opts['weighting'] != 'auto':
         loss_kwargs['weighting'] = weighting
-    sigma_data = float(network_kwargs.get('sigma_data', 0.5))
+    sigma_data = float(network_kwargs.get('sigma_data', opts.get('sigma_data', 0.5)))
+    loss_kwargs['sigma_data'] = sigma_data
+    if opts['precond'] == 'edm':
+        network_kwargs['sigma_data'] = sigma_data
 
     if dataset.get('dataset_kwargs'):
         ds_kwargs = copy.deepcopy(dict(dataset['dataset_kwargs']))
@@ -520,6 +530,7 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         metrics_every_kimg=float(opts['metrics_every']),
         metrics_num=int(opts['metrics_num']),
         metrics_steps=int(opts['metrics_steps']),
+        metrics_guidance=float(opts.get('metrics_guidance', 1.0)),
         grid_size=int(opts['grid']),
         grid_steps=int(opts['grid_steps']),
         plot_profile=bool(opts['plot']),

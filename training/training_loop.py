@@ -181,6 +181,7 @@ def training_loop(
     metrics_every_kimg: float = 10,     # Evaluate them every this many kimg (and at the end).
     metrics_num: int = 1000,            # Samples per evaluation.
     metrics_steps: int = 18,            # Heun σ levels per evaluation sample.
+    metrics_guidance: float = 1.0,      # Classifier-free guidance weight W of the evaluation samples (1 = none).
     progress_fn: Callable[[int, int], None] | None = None,  # Called as progress_fn(cur_nimg, total_nimg) per step.
     phase_timer: Callable[[str], None] | None = None,  # Benchmark hook, called as phase_timer(name) at the end of
                                         # each part of start-up (startup:data, startup:network, startup:files) and
@@ -324,7 +325,7 @@ def training_loop(
     if metrics:
         from training.metrics.tracking import MetricsTracker
         tracker = MetricsTracker(metrics, metrics_every_kimg, metrics_num, dataset_kwargs, seed=seed,
-                                 num_steps=metrics_steps, device=device)
+                                 num_steps=metrics_steps, device=device, guidance=metrics_guidance)
         tracker.start(cur_nimg)
         if rank == 0:
             metrics_jsonl = _Log(os.path.join(run_dir, 'metrics.jsonl'), guard)
