@@ -206,7 +206,8 @@ Examples:
   python fid.py dna --samples out/samples.fa --data dna:../shared/data/dna4
 \b
   # k-mer, motif and memorisation only, also written as JSON
-  python fid.py dna --samples out/samples.fa --data dna:../shared/data/dna4 --metrics kmer,motif,memo --json out/dna.json
+  python fid.py dna --samples out/samples.fa --data dna:../shared/data/dna4 --metrics kmer,motif,memo \\
+      --json out/dna.json
 """
 
 
@@ -215,11 +216,12 @@ Examples:
               help='Generated sequences; a header field class=NAME gives the cell type (generate.py writes it).')
 @click.option('--data', 'data', metavar='dna:PATH', required=True,
               help='The DNA tables the model was trained on: one table or a folder of them.')
-@click.option('--metrics', 'metric_spec', default='fd,kmer,motif,gc,cpg,memo,markers', show_default=True,
-              help='fd = FD (cell-type CNN; stand-in for Sei-FID), kmer = k-mer JS (k = 1..6), motif = motif '
-                   "composition KL as DNA-Diffusion computed it (JASPAR 2020, needs the dna extra), gc / cpg = GC "
-                   'content / CpG o/e Wasserstein-1, memo = share >= 95% identical to a training sequence, '
-                   'markers = marker-motif enrichment vs the other cell types.')
+@click.option('--metrics', 'metric_spec', default='fd,kmer,motif,motifp,gc,cpg,memo,markers', show_default=True,
+              help="fd = FD (cell-type CNN; stand-in for Sei-FID), kmer = k-mer JS (k = 1..6), motif = motif "
+                   "composition KL as DNA-Diffusion computed it (JASPAR 2020, needs the dna extra), motifp = its "
+                   "p < 1e-4 variant against the held-out split, gc / cpg = GC content / CpG o/e Wasserstein-1, "
+                   "memo = share >= 95% identical to a training sequence, markers = marker-motif enrichment vs "
+                   "the other cell types.")
 @click.option('--split', type=click.Choice(['test', 'validation', 'training']), default='test', show_default=True,
               help='Reference split of the tables.')
 @click.option('--json', 'json_path', metavar='PATH', type=click.Path(dir_okay=False), default=None,

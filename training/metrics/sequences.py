@@ -175,7 +175,8 @@ def best_identity(queries: Any, targets: Any, max_shift: int = 10) -> np.ndarray
 
     Only identities ≥ 1 − max_shift / L are exact (the default finds every pair ≥ 95% at L = 200): such a pair has
     at most max_shift mismatches in an overlap of at least L − max_shift, so it shares an exact run of at least
-    (L − 2·max_shift) / (max_shift + 1) ≥ SEED_K bases; candidates are the pairs sharing a 16-mer, verified exactly.
+    (L − 2·max_shift) / (max_shift + 1) ≥ SEED_K bases; candidates are the pairs sharing a 16-mer, verified
+    exactly.
     Lower identities are reported as found among the candidates (0 when there is none).
     """
     q, t = as_codes(queries), as_codes(targets)
