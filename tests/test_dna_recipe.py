@@ -80,7 +80,8 @@ def test_sigma_data_reaches_network_loss_and_infonoise_weight():
     assert opts['sigma_data'] == pytest.approx(math.sqrt(3) / 2) and opts['metrics_guidance'] == 2.0
     config = O.build_config(opts, _facts(4, 200, 4, dna))
     assert config['network_kwargs']['sigma_data'] == config['loss_kwargs']['sigma_data'] == opts['sigma_data']
-    assert config['metrics_guidance'] == 2.0
+    assert config['metrics_guidance'] == 2.0 and config['network_kwargs']['num_classes'] == 10
+    assert O.build_config(opts, _facts(4, 200, 12, dna))['network_kwargs']['num_classes'] == 13
     opts = O.resolve_options({'data': 'dna:x.txt', 'sigma_dist': 'infonoise', 'weighting': 'edm',
                               'sigma_data': 0.7}, O.load_preset('dna-cpu'))
     config = O.build_config(opts, _facts(4, 200, 4, dna))

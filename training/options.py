@@ -479,6 +479,8 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         network_kwargs['model_channels'] = int(opts['cbase'])
     if opts.get('cres') is not None:
         network_kwargs['channel_mult'] = [int(c) for c in opts['cres']]
+    if opts['arch'] == 'dnaunet':      # DNA-Diffusion's 10-row label table, grown when there are more cell types
+        network_kwargs['num_classes'] = max(10, int(dataset.get('label_dim') or 0) + 1)
     network_kwargs.update(copy.deepcopy(opts.get('network_kwargs') or {}))
     augment_kwargs = None
     if opts['augment']:
