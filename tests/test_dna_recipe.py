@@ -92,6 +92,8 @@ def test_sigma_data_reaches_network_loss_and_infonoise_weight():
         assert opts['sigma_data'] == want, preset
     with pytest.raises(O.OptionsError):
         O.validate_options(O.resolve_options({'sigma_data': 0.0}, O.load_preset('mnist5k-cpu')))
+    with pytest.raises(O.OptionsError, match='needs a conditional model'):
+        O.validate_options(O.resolve_options({'data': 'dna:x.txt', 'cond': False}, O.load_preset('dna-cpu')))
 
 
 def test_dna_one_hot_per_element_std_is_sqrt3_over_2():

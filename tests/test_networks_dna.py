@@ -50,7 +50,7 @@ def test_shapes_data_shape_and_reference_module_names():
         assert name in keys, name
     # The picture [4, L] halves twice: 4 x L -> 2 x L/2 -> 1 x L/4 (DNA-Diffusion's 4x200 -> 2x100 -> 1x50).
     assert net.model.downs[0][3].stride == (2, 2) and net.model.downs[2][3].stride == (1, 1)
-    assert net.model.label_emb.weight.shape == (10, 32)                    # num_classes rows (null = row 0), width 4*dim
+    assert net.model.label_emb.weight.shape == (10, 32)      # num_classes rows (null = row 0), width 4*dim
     assert 'cross_attn.to_out.bias' not in keys
 
 
@@ -68,7 +68,7 @@ def _ref_block(cin, cout):                        # Block: Conv2d(3x3) + GroupNo
     return _conv2d(cin, cout, 3) + 2 * cout
 
 
-def _ref_resnet_block(cin, cout, time_dim):       # ResnetBlock: mlp = SiLU, Linear(time_dim, 2 cout); 2 Blocks; 1x1 res_conv
+def _ref_resnet_block(cin, cout, time_dim):       # ResnetBlock: SiLU + Linear(time_dim, 2 cout); 2 Blocks; 1x1 res_conv
     return (_linear(time_dim, 2 * cout) + _ref_block(cin, cout) + _ref_block(cout, cout)
             + (_conv2d(cin, cout, 1) if cin != cout else 0))
 

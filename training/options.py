@@ -347,6 +347,9 @@ def validate_options(opts: Mapping[str, Any], world_size: int = 1) -> None:
     if opts['infonoise_min_count'] > opts['infonoise_buffer']:
         raise OptionsError(f'--infonoise-min-count={opts["infonoise_min_count"]} can never be reached with '
                            f'--infonoise-buffer={opts["infonoise_buffer"]}.')
+    if float(opts.get('metrics_guidance', 1.0)) != 1 and opts.get('metrics') and not opts['cond']:
+        raise OptionsError(f'--metrics-guidance={opts["metrics_guidance"]} needs a conditional model (--cond true); '
+                           f'use 1 for an unconditional one.')
     metric_names(opts)
     batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
 
