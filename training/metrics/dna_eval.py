@@ -291,7 +291,7 @@ def evaluate_sequences(generated: Any, cell_types: Sequence[str | None] | None, 
     if 'marker-dna' in metrics:
         values['marker-dna'] = reference.marker_shares(codes, resolved)
         if floors:
-            real = {g: reference.floor_sequences('memo-dna', g, int((resolved == g).sum())) for g in groups}
+            real = {g: _draw(reference.sequences(g), int((resolved == g).sum()), seed=2) for g in groups}
             if real:
                 floor_values['marker-dna'] = reference.marker_shares(
                     np.concatenate(list(real.values())), np.concatenate([[g] * len(r) for g, r in real.items()]))
