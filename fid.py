@@ -1,5 +1,6 @@
 """Fréchet Inception Distance, EDM-compatible: `calc` (FID of images or of a network) and `ref` (statistics);
-`dna` (sequence metrics of generated DNA: FD in a cell-type CNN's features, k-mer JS, JASPAR motif KL).
+`dna` (sequence metrics of generated DNA: FD in a cell-type CNN's features, k-mer JS, JASPAR motif composition,
+GC and CpG, memorisation, marker motifs; each with its real-data floor).
 
 Run `python fid.py calc --help` / `python fid.py ref --help` / `python fid.py dna --help`.
 Multi-GPU: `torchrun --nproc_per_node=N`.
@@ -115,7 +116,7 @@ def main() -> None:
     \b
     calc  FID of a folder/zip of images, or of a network sampled in memory, against reference statistics.
     ref   Reference statistics (mu, sigma) of a dataset, as an .npz file.
-    dna   Sequence metrics of generated DNA (FASTA) against the held-out test split, per cell type.
+    dna   Sequence metrics of generated DNA (FASTA) per cell type, each beside its real-data floor.
     """
 
 
@@ -235,12 +236,13 @@ def ref(dataset_path: str, dest_path: str, detector_url: str, max_batch_size: in
 
 DNA_EXAMPLES = """\b
 Examples:
-  # DNA_TABLES: a DNA-Diffusion table or a folder of them (e.g. its K562 and HepG2 .txt tables).
-  # All three metrics of generate.py's FASTA against the test split of the tables, per cell type
+  # DNA_TABLES: DNA-Diffusion's four-cell-type training table (.txt/.tsv/.gz) or a folder of its tables.
+  # Every metric of generate.py's FASTA, per cell type, each with its real-data floor
   python fid.py dna --samples out/samples.fa --data dna:DNA_TABLES
 \b
-  # k-mer and motif divergences only, also written as JSON
-  python fid.py dna --samples out/samples.fa --data dna:DNA_TABLES --metrics kmer,motif --json out/dna.json
+  # k-mer, motif and memorisation only, also written as JSON
+  python fid.py dna --samples out/samples.fa --data dna:DNA_TABLES --metrics kmer,motif,memo \\
+      --json out/dna.json
 """
 
 
@@ -249,15 +251,19 @@ Examples:
               help='Generated sequences; a header field class=NAME gives the cell type (generate.py writes it).')
 @click.option('--data', 'data', metavar='dna:PATH', required=True,
               help='The DNA tables the model was trained on: one table or a folder of them.')
-@click.option('--metrics', 'metric_spec', default='fd,kmer,motif', show_default=True,
-              help='fd = FD (cell-type CNN; stand-in for Sei-FID), kmer = k-mer JS (k = 1..6), '
-                   'motif = JASPAR 2020 motif KL (needs the dna extra).')
+@click.option('--metrics', 'metric_spec', default='fd,kmer,motif,motifp,gc,cpg,memo,markers', show_default=True,
+              help="fd = FD (cell-type CNN; stand-in for Sei-FID), kmer = k-mer JS (k = 1..6), motif = motif "
+                   "composition KL as DNA-Diffusion computed it (JASPAR 2020, needs the dna extra), motifp = its "
+                   "p < 1e-4 variant against the held-out split, gc / cpg = GC content / CpG o/e Wasserstein-1, "
+                   "memo = share >= 95% identical to a training sequence, markers = marker-motif enrichment vs "
+                   "the other cell types.")
 @click.option('--split', type=click.Choice(['test', 'validation', 'training']), default='test', show_default=True,
               help='Reference split of the tables.')
 @click.option('--json', 'json_path', metavar='PATH', type=click.Path(dir_okay=False), default=None,
               help='Also write the report (per cell type, per k, classifier accuracy) as JSON.')
 def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: str | None) -> None:
-    """Sequence metrics of generated DNA against real held-out sequences, per cell type and averaged."""
+    """Sequence metrics of generated DNA against real sequences, per cell type and averaged, each beside its
+    real-data floor (real sequences at the same sample size through the same code)."""
     import dataclasses
     import json
     from training.fasta import read_fasta
@@ -268,7 +274,7 @@ def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: s
         reference = dna_eval.DNAReference(spec, split)
         records = read_fasta(samples_path, length=reference.seq_len)
         cell_types = [dna_eval.header_cell_type(header) for header, _ in records]
-        report = dna_eval.evaluate_sequences([seq for _, seq in records], cell_types, reference, names)
+        report = dna_eval.evaluate_sequences([seq for _, seq in records], cell_types, reference, names, floors=True)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     print(dna_eval.format_report(report))

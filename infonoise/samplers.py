@@ -143,3 +143,50 @@ class LogUniformSampler(_FixedSampler):
 
     def __repr__(self) -> str:
         return f'LogUniformSampler(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})'
+
+
+def ddpm_sigma_levels(num_steps: int = 50, beta_start: float = 1e-4, beta_end: float = 0.2) -> np.ndarray:
+    """σ_t = sqrt((1 − ᾱ_t) / ᾱ_t), t = 1..num_steps, of a linear β schedule (float64 [num_steps], increasing).
+
+    β_t runs linearly from beta_start to beta_end and ᾱ_t = Π_{s≤t} (1 − β_s). The defaults are
+    DNA-Diffusion's schedule (50 steps, β from 1e-4 to 0.2): σ from 0.0100 to 14.7.
+    """
+    if int(num_steps) < 1:
+        raise ValueError(f'num_steps must be a positive integer, got {num_steps}')
+    if not 0 < beta_start <= beta_end < 1:
+        raise ValueError(f'Need 0 < beta_start <= beta_end < 1, got {beta_start} and {beta_end}')
+    beta = np.linspace(beta_start, beta_end, int(num_steps), dtype=np.float64)
+    alpha_bar = np.cumprod(1.0 - beta)
+    return np.sqrt((1.0 - alpha_bar) / alpha_bar)
+
+
+class DDPMSampler(_FixedSampler):
+    """σ uniform over the levels of a DDPM linear-β schedule (DNA-Diffusion's training noise: t ~ U{1..T}).
+
+    Args:
+        num_steps:  T, the number of levels (DNA-Diffusion: 50).
+        beta_start: β_1 (DNA-Diffusion: 1e-4).
+        beta_end:   β_T (DNA-Diffusion: 0.2).
+    """
+
+    def __init__(self, num_steps: int = 50, beta_start: float = 1e-4, beta_end: float = 0.2):
+        super().__init__()
+        self.num_steps = int(num_steps)
+        self.beta_start = float(beta_start)
+        self.beta_end = float(beta_end)
+        self.levels = ddpm_sigma_levels(self.num_steps, self.beta_start, self.beta_end)
+        self._levels_f32 = torch.from_numpy(self.levels.astype(np.float32))
+
+    def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws (float32) on `device`: levels[t], t uniform over 0..num_steps-1."""
+        t = torch.randint(self.num_steps, (n,), device=device, generator=generator)
+        return self._levels_f32.to(t.device)[t]
+
+    def _bin_mass(self, grid: SigmaGrid) -> np.ndarray:
+        edges = grid.edges.numpy().astype(np.float64)
+        index = np.searchsorted(edges, self.levels, side='right') - 1
+        inside = (index >= 0) & (index < grid.num_bins)
+        return np.bincount(index[inside], minlength=grid.num_bins)[:grid.num_bins] / self.num_steps
+
+    def __repr__(self) -> str:
+        return f'DDPMSampler(num_steps={self.num_steps}, beta_start={self.beta_start}, beta_end={self.beta_end})'

@@ -1,4 +1,5 @@
 """training.dataset / training.dataset_discrete on real files written here in the real formats."""
+import gzip
 import io
 import json
 import os
@@ -360,38 +361,116 @@ def test_dna_folder_spec_and_cell_type_filter(tmp_path):
 def test_dna_padding_lowercase_n_rows_and_fixed_cell_types(tmp_path):
     seqs = ['ACGTACGTAC', 'acgtt', 'ACNTA', 'GGGGGGGGGG']
     path = str(tmp_path / 'K562_X.txt')
-    _write_per_cell(path, seqs, 'K562_X', ['training'] * 4)
-    ds = DNADataset(path, seq_len=10, use_labels=True, cell_types=['HepG2_Y', 'K562_X'])
+    _write_per_cell(path, seqs, 'K562_ENCLB843GMH', ['training'] * 4)
+    ds = DNADataset(path, seq_len=10, use_labels=True, cell_types=['HepG2_ENCLB029COU', 'K562_ENCLB843GMH'])
     assert len(ds) == 3 and ds.num_skipped == 1            # the row with N is skipped, as DNA-Diffusion does
     assert ds.label_dim == 2 and all(ds[i][1].tolist() == [0.0, 1.0] for i in range(3))
     short = ds[1][0]
     assert short[:, :5].sum(axis=0).tolist() == [255] * 5 and not short[:, 5:].any()   # padding: no base
     assert decode_dna(short[:, :5]) == ['ACGTT'] and ds.sequences()[1] == 'ACGTT'
     with pytest.raises(ValueError, match='not among cell_types'):
-        DNADataset(path, seq_len=10, cell_types=['HepG2_Y'])
+        DNADataset(path, seq_len=10, cell_types=['HepG2_ENCLB029COU'])
 
 
-def test_dna_four_cell_layout_and_chromosome_split(tmp_path):
-    seqs = _random_seqs(8, 12, seed=1)
-    types = ['K562_A', 'HepG2_B', 'GM12878_C', 'hESCT0_D'] * 2
-    tags = ['train'] * 6 + ['test', 'validation']
-    header = 'chrom\tstart\tend\tID\tCELL_TYPE\tSEQUENCE\tTAG'
-    rows = [f'chr3\t0\t12\tid{i}\t{t}\t{s}\t{g}' for i, (s, t, g) in enumerate(zip(seqs, types, tags))]
-    path = str(tmp_path / 'four.txt')
-    open(path, 'w').write('\n'.join([header] + rows) + '\n')
-    ds = DNADataset(path, seq_len=12, use_labels=True)
-    assert ds.cell_types == sorted(set(types)) and ds.label_dim == 4 and len(ds) == 6
-    for i in range(6):
-        assert ds.cell_types[int(ds[i][1].argmax())] == types[i]
-        assert decode_dna(ds[i][0]) == [seqs[i]]
-    assert DNADataset(path, seq_len=12, split='test').sequences() == [seqs[6]]
-    # TAG without split names: DNA-Diffusion's chromosome rule (chr1 test, chr2 validation, others training).
-    chroms = ['chr1', 'chr2', 'chr3', 'chr4', 'chr1', 'chr5', 'chr2', 'chrX']
-    rows = [f'{c}\t0\t12\tid{i}\t{t}\t{s}\t{t}' for i, (s, t, c) in enumerate(zip(seqs, types, chroms))]
-    open(path, 'w').write('\n'.join([header] + rows) + '\n')
-    assert DNADataset(path, seq_len=12, split='test').sequences() == [seqs[0], seqs[4]]
-    assert DNADataset(path, seq_len=12, split='validation').sequences() == [seqs[1], seqs[6]]
-    assert len(DNADataset(path, seq_len=12, split='training')) == 4
+def _excerpt_table():
+    """The excerpt's header and rows (all 19 columns), parsed independently of the loader."""
+    with open(DNA_EXCERPT) as f:
+        header = f.readline().rstrip('\n').split('\t')
+        rows = [line.rstrip('\n').split('\t') for line in f if line.strip()]
+    return header, rows
+
+
+def _write_table(path, header, rows):
+    text = '\n'.join('\t'.join(r) for r in [header] + rows) + '\n'
+    if str(path).endswith('.gz'):
+        with gzip.open(path, 'wt') as f:
+            f.write(text)
+    else:
+        open(path, 'w').write(text)
+    return str(path)
+
+
+def test_dna_chromosome_split_and_gzip_tables(tmp_path):
+    header, rows = _excerpt_table()
+    label = header.index('data_label')
+    no_label = _write_table(tmp_path / 'nolabel.tsv', header[:label], [r[:label] for r in rows])
+    for split in ('training', 'validation', 'test'):      # chr1 = test, chr2 = validation, as data_label says here
+        want = DNADataset(DNA_EXCERPT, split=split).sequences()
+        assert DNADataset(no_label, split=split).sequences() == want
+    gz = _write_table(tmp_path / 'excerpt.txt.gz', header, rows)
+    ds = DNADataset(gz, use_labels=True)
+    assert ds.sequences() == DNADataset(DNA_EXCERPT).sequences() and ds.name == 'excerpt'
+    folder = tmp_path / 'gzfolder'
+    folder.mkdir()
+    _write_table(folder / 'a.tsv.gz', header, rows[:30])
+    _write_table(folder / 'b.txt', header, rows[30:])
+    assert len(open_dataset('dna:' + str(folder), use_labels=True)) == 40
+
+
+def _refused(path, phrase):
+    with pytest.raises(ValueError, match=phrase) as info:
+        DNADataset(path)
+    message = str(info.value)
+    assert str(path) in message and message.count('. ') == 0 and message.endswith('.')   # one sentence, names the file
+
+
+def test_dna_refuses_tables_that_are_not_training_tables(tmp_path):
+    header, rows = _excerpt_table()
+    col = {name: header.index(name) for name in header}
+    # DNA-Diffusion's 7-column validation table, built from the same real rows.
+    seven = [[r[col['chr']], r[col['start']], r[col['end']], r[col['dhs_id']], r[col['TAG']].split('_')[0],
+              r[col['sequence']], tag] for r, tag in zip(rows, ['training', 'GENERATED', 'PROMOTERS'] * 20)]
+    _refused(_write_table(tmp_path / 'validation.txt',
+                          ['chrom', 'start', 'end', 'ID', 'CELL_TYPE', 'SEQUENCE', 'TAG'], seven),
+             'validating generated sequences')
+    # TAGs that are not cell types: a control name, a split name, a name that is none of the table's cell columns.
+    for i, tag in enumerate(('GENERATED', 'RANDOM_GENOME_REGIONS', 'NO', 'training', 'HEPG2')):
+        bad = [list(r) for r in rows]
+        bad[7][col['TAG']] = tag
+        _refused(_write_table(tmp_path / f'tag{i}.txt', header, bad), f"line 9: TAG '{tag}' is not a cell type")
+    # data_label outside training / validation / test.
+    for i, label in enumerate(('GENERATED', 'train', '')):
+        bad = [list(r) for r in rows]
+        bad[3][col['data_label']] = label
+        _refused(_write_table(tmp_path / f'label{i}.txt', header, bad), f"line 5: data_label '{label}' is not one of")
+    # A folder whose tables repeat sequences: the whole excerpt beside its own K562 rows.
+    folder = tmp_path / 'twice'
+    folder.mkdir()
+    _write_table(folder / 'all.txt.gz', header, rows)
+    _write_table(folder / 'K562.txt', header, [r for r in rows if r[col['TAG']].startswith('K562')])
+    with pytest.raises(ValueError, match='share 30 sequences') as info:
+        open_dataset('dna:' + str(folder))
+    assert 'all.txt.gz' in str(info.value) and 'K562.txt' in str(info.value) and str(info.value).count('. ') == 0
+
+
+DNA4_REAL = os.path.join(ROOT, '..', 'shared', 'data', 'dna4')
+DNA4_TABLE = os.path.join(DNA4_REAL, 'K562_hESCT0_HepG2_GM12878_12k_sequences_per_group.txt.gz')
+
+
+@pytest.mark.skipif(not os.path.isfile(DNA4_TABLE), reason='the four-cell-type table (../shared/data/dna4) is absent')
+def test_dna_four_cell_types_from_the_real_table(tmp_path):
+    with gzip.open(DNA4_TABLE, 'rt') as f:
+        header = f.readline().rstrip('\n').split('\t')
+        rows = [line.rstrip('\n').split('\t') for line in f]
+    tag, label = header.index('TAG'), header.index('data_label')
+    cut = []
+    for cell in sorted({r[tag] for r in rows}):
+        for split, n in (('training', 6), ('test', 2)):
+            cut += [r for r in rows if r[tag] == cell and r[label] == split][:n]
+    small = _write_table(tmp_path / 'dna4.txt.gz', header, cut)
+    ds = DNADataset(small, use_labels=True)
+    assert ds.cell_types == ['GM12878_ENCLB441ZZZ', 'HepG2_ENCLB029COU', 'K562_ENCLB843GMH', 'hESCT0_ENCLB449ZZZ']
+    assert len(ds) == 24 and ds.label_dim == 4 and len(DNADataset(small, split='test')) == 8
+    assert ds.item_cell_types() == [r[tag] for r in cut if r[label] == 'training']
+    # The four-cell table beside a per-cell table of its own rows is refused, never trained twice.
+    folder = tmp_path / 'both'
+    folder.mkdir()
+    _write_table(folder / 'dna4.txt.gz', header, cut)
+    _write_table(folder / 'K562_ENCLB843GMH.txt', header, [r for r in cut if r[tag].startswith('K562')])
+    with pytest.raises(ValueError, match='share 8 sequences'):
+        DNADataset(str(folder))
+    full = DNADataset(DNA4_REAL, use_labels=True)                       # the folder itself: README.md is skipped
+    assert len(full) == 9903 + 9833 + 9769 + 9749 and full.label_dim == 4 and full.num_skipped == 0
 
 
 def test_one_hot_decode_round_trip():
@@ -412,7 +491,7 @@ def test_one_hot_decode_round_trip():
 
 def test_dna_errors(tmp_path):
     path = str(tmp_path / 'K562_X.txt')
-    _write_per_cell(path, _random_seqs(2, 20, seed=2), 'K562_X', ['training'] * 2)
+    _write_per_cell(path, _random_seqs(2, 20, seed=2), 'K562_ENCLB843GMH', ['training'] * 2)
     for kwargs in (dict(xflip=True), dict(cell_type='HepG2'), dict(split='dev'), dict(seq_len=10),
                    dict(resolution=32)):
         with pytest.raises(ValueError):
@@ -421,13 +500,13 @@ def test_dna_errors(tmp_path):
         DNADataset(str(tmp_path / 'missing.txt'))
     # Unknown layouts and letters: one sentence naming the file.
     no_seq = str(tmp_path / 'noseq.txt')
-    _write_per_cell(no_seq, _random_seqs(2, 20, seed=3), 'K562_X', ['training'] * 2,
+    _write_per_cell(no_seq, _random_seqs(2, 20, seed=3), 'K562_ENCLB843GMH', ['training'] * 2,
                     header=[h if h != 'sequence' else 'seq' for h in PER_CELL_HEADER])
     no_type = str(tmp_path / 'notype.txt')
-    _write_per_cell(no_type, _random_seqs(2, 20, seed=3), 'K562_X', ['training'] * 2,
+    _write_per_cell(no_type, _random_seqs(2, 20, seed=3), 'K562_ENCLB843GMH', ['training'] * 2,
                     header=[h if h != 'TAG' else 'label' for h in PER_CELL_HEADER])
     bad_letter = str(tmp_path / 'letters.txt')
-    _write_per_cell(bad_letter, ['ACGT' * 5, 'ACGX' * 5], 'K562_X', ['training'] * 2)
+    _write_per_cell(bad_letter, ['ACGT' * 5, 'ACGX' * 5], 'K562_ENCLB843GMH', ['training'] * 2)
     for bad, phrase in ((no_seq, 'no sequence column'), (no_type, 'no cell-type column'), (bad_letter, "'X'")):
         with pytest.raises(ValueError, match=phrase) as info:
             DNADataset(bad, seq_len=20)

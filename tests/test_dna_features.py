@@ -119,10 +119,16 @@ def test_fid_dna_end_to_end_real_small_random_large(tmp_path, splits):
     assert real_r['num_generated'] == {'HepG2_ENCLB029COU': 50, 'K562_ENCLB843GMH': 50}
     assert real_r['num_reference'] == {'HepG2_ENCLB029COU': 150, 'K562_ENCLB843GMH': 150}
     assert real_r['classifier']['test_accuracy'] > 0.6
-    for metric in ('fd-dna', 'kmer-dna', 'motif-dna'):
+    # 50 sequences per cell type: DNA-Diffusion's motif composition separates by a smaller factor at this size.
+    for metric, factor in (('fd-dna', 2), ('kmer-dna', 2), ('motifp-dna', 2), ('motif-dna', 1.5), ('gc-dna', 2)):
         values = real_r['values'][metric]
         assert values['mean'] == pytest.approx(np.mean([values['HepG2_ENCLB029COU'], values['K562_ENCLB843GMH']]))
-        assert rand_r['values'][metric]['mean'] > 2 * values['mean'], metric
+        assert rand_r['values'][metric]['mean'] > factor * values['mean'], metric
+    # Every metric carries its real-data floor per cell type; nothing of the test split is in training.
+    for metric in dna_eval.REPORT_METRICS:
+        floors = real_r['floors'][metric]
+        assert set(floors) == {'HepG2_ENCLB029COU', 'K562_ENCLB843GMH', 'mean'} and np.isfinite(floors['mean'])
+    assert real_r['values']['memo-dna']['mean'] == 0 and real_r['num_floor']['K562_ENCLB843GMH'] == 50
     assert rand_r['values']['fd-dna']['mean'] > 10 * real_r['values']['fd-dna']['mean']
     assert set(real_r['details']['kmer-dna']['K562_ENCLB843GMH']) == {f'k{k}' for k in range(1, 7)}
     # Without class fields the sequences are compared with the whole reference split as one group.

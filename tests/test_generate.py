@@ -139,7 +139,7 @@ def test_infogrid_uses_embedded_profile(snapshot, tmp_path):
              '--grid-out', tmp_path / 'grid.json'])
     assert r.exit_code == 0, r.output
     record = json.loads((tmp_path / 'grid.json').read_text())
-    # --infogrid defaults to the solver-aware construction (best or tied at every NFE measured, BENCHMARKS §6).
+    # --infogrid defaults to the solver-aware construction (compared in docs/BENCHMARKS.md §10).
     expected = torch.as_tensor(infonoise.infogrid.solver_aware_sigma_steps(closed_form_profile(), 6, 0.002, 80,
                                                                            solver='heun'), dtype=torch.float64)
     assert record['grid'] == 'infogrid' and record['method'] == 'solver-aware' and record['solver'] == 'heun'

@@ -46,54 +46,102 @@ def test_shapes_data_shape_and_reference_module_names():
                  'downs.0.2.fn.fn.to_qkv.weight', 'downs.0.2.fn.fn.to_out.1.g', 'downs.0.2.fn.norm.g',
                  'downs.0.3.weight', 'mid_attn.fn.fn.to_out.weight', 'ups.0.0.res_conv.weight', 'ups.0.3.1.weight',
                  'final_res_block.res_conv.weight', 'final_conv.weight', 'cross_attn.to_q.weight',
-                 'cross_attn.to_kv.weight', 'cross_attn.to_out.bias', 'norm_to_cross.weight'):
+                 'cross_attn.to_kv.weight', 'cross_attn.to_out.weight', 'norm_to_cross.weight'):
         assert name in keys, name
     # The picture [4, L] halves twice: 4 x L -> 2 x L/2 -> 1 x L/4 (DNA-Diffusion's 4x200 -> 2x100 -> 1x50).
     assert net.model.downs[0][3].stride == (2, 2) and net.model.downs[2][3].stride == (1, 1)
-    assert net.model.label_emb.weight.shape == (3, 32)                     # null row + 2 classes, width 4*dim
+    assert net.model.label_emb.weight.shape == (10, 32)      # num_classes rows (null = row 0), width 4*dim
+    assert 'cross_attn.to_out.bias' not in keys
 
 
-def reference_parameter_count(dim=200, mults=(1, 2, 4), classes=2, fourier=18, length=200, letters=4):
-    """Parameters of DNA-Diffusion's UNet, counted layer by layer from its definition (not from our code)."""
-    def conv(cin, cout, k):
-        return cin * cout * k * k + cout
+# DNA-Diffusion's UNet, written out module by module from the reference's definitions (models/layers.py and
+# models/unet.py), independently of training/networks_dna.py. Each helper is one reference module.
+def _conv2d(cin, cout, k, bias=True):            # nn.Conv2d(cin, cout, k)
+    return cin * cout * k * k + (cout if bias else 0)
 
-    def resnet(cin, cout):     # SiLU-Linear(E, 2 cout), two conv3x3 + GroupNorm blocks, 1x1 skip if widths differ
-        return emb * 2 * cout + 2 * cout + conv(cin, cout, 3) + 2 * cout + conv(cout, cout, 3) + 2 * cout + (
-            conv(cin, cout, 1) if cin != cout else 0)
 
-    def linear_attention(c):   # qkv 1x1 conv without bias (4 heads x 32), 1x1 out conv, LayerNorm gain; PreNorm gain
-        return c * 384 + conv(128, c, 1) + c + c
+def _linear(cin, cout, bias=True):                # nn.Linear(cin, cout)
+    return cin * cout + (cout if bias else 0)
 
-    def attention(c):          # the same without the output LayerNorm
-        return c * 384 + conv(128, c, 1) + c
 
-    emb = 4 * dim
-    dims = [dim] + [dim * m for m in mults]
-    pairs = list(zip(dims[:-1], dims[1:]))
-    total = conv(1, dim, 7) + fourier // 2 + (fourier + 1) * emb + emb + emb * emb + emb + (classes + 1) * emb
-    for i, (cin, cout) in enumerate(pairs):
-        total += 2 * resnet(cin, cin) + linear_attention(cin) + conv(cin, cout, 3 if i == len(pairs) - 1 else 4)
-    total += 2 * resnet(dims[-1], dims[-1]) + attention(dims[-1])
-    for cin, cout in reversed(pairs):
-        total += 2 * resnet(cout + cin, cout) + linear_attention(cout) + conv(cout, cin, 3)
-    total += resnet(2 * dim, dim) + conv(dim, 1, 1)
-    total += length * 64 + dim * 128 + 64 * length + length + 2 * letters * length   # cross-attention, LayerNorm
+def _ref_block(cin, cout):                        # Block: Conv2d(3x3) + GroupNorm(groups, cout) (weight and bias)
+    return _conv2d(cin, cout, 3) + 2 * cout
+
+
+def _ref_resnet_block(cin, cout, time_dim):       # ResnetBlock: SiLU + Linear(time_dim, 2 cout); 2 Blocks; 1x1 res_conv
+    return (_linear(time_dim, 2 * cout) + _ref_block(cin, cout) + _ref_block(cout, cout)
+            + (_conv2d(cin, cout, 1) if cin != cout else 0))
+
+
+def _ref_layer_norm(c):                           # LayerNorm of layers.py: a gain g of shape (1, c, 1, 1), no bias
+    return c
+
+
+def _ref_linear_attention(c, heads=4, dim_head=32):   # to_qkv 1x1 no bias; to_out = Conv2d 1x1 + LayerNorm
+    hidden = heads * dim_head
+    return _conv2d(c, 3 * hidden, 1, bias=False) + _conv2d(hidden, c, 1) + _ref_layer_norm(c)
+
+
+def _ref_attention(c, heads=4, dim_head=32):          # to_qkv 1x1 no bias; to_out = Conv2d 1x1
+    hidden = heads * dim_head
+    return _conv2d(c, 3 * hidden, 1, bias=False) + _conv2d(hidden, c, 1)
+
+
+def _ref_residual_prenorm(c, fn_params):          # Residual(PreNorm(c, fn)): PreNorm adds one LayerNorm gain
+    return _ref_layer_norm(c) + fn_params
+
+
+def _ref_efficient_attention(query_dim, context_dim, dim_head=64, heads=1):
+    # memory_efficient_attention_pytorch.Attention: to_q, to_kv, to_out, all nn.Linear(..., bias=False)
+    inner = dim_head * heads
+    return (_linear(query_dim, inner, bias=False) + _linear(context_dim, 2 * inner, bias=False)
+            + _linear(inner, query_dim, bias=False))
+
+
+def reference_parameter_count(dim=200, dim_mults=(1, 2, 4), num_classes=10, learned_sinusoidal_dim=18,
+                              length=200, letters=4):
+    """Parameters of DNA-Diffusion's UNet(dim) at its configuration's defaults (num_classes 10, groups 4)."""
+    time_dim = 4 * dim
+    dims = [dim] + [dim * m for m in dim_mults]
+    in_out = list(zip(dims[:-1], dims[1:]))
+    total = _conv2d(1, dim, 7)                                                       # init_conv
+    total += (learned_sinusoidal_dim // 2                                            # LearnedSinusoidalPosEmb
+              + _linear(learned_sinusoidal_dim + 1, time_dim) + _linear(time_dim, time_dim))   # time_mlp
+    total += num_classes * time_dim                                                  # label_emb
+    for i, (cin, cout) in enumerate(in_out):                                         # downs
+        last = i == len(in_out) - 1
+        total += 2 * _ref_resnet_block(cin, cin, time_dim)
+        total += _ref_residual_prenorm(cin, _ref_linear_attention(cin))
+        total += _conv2d(cin, cout, 3) if last else _conv2d(cin, cout, 4)            # Downsample or 3x3 conv
+    mid = dims[-1]
+    total += 2 * _ref_resnet_block(mid, mid, time_dim) + _ref_residual_prenorm(mid, _ref_attention(mid))
+    for cin, cout in reversed(in_out):                                               # ups
+        total += 2 * _ref_resnet_block(cout + cin, cout, time_dim)
+        total += _ref_residual_prenorm(cout, _ref_linear_attention(cout))
+        total += _conv2d(cout, cin, 3)                                               # Upsample's conv or 3x3 conv
+    total += _ref_resnet_block(2 * dim, dim, time_dim) + _conv2d(dim, 1, 1)          # final_res_block, final_conv
+    total += _ref_efficient_attention(length, dim)                                   # cross_attn
+    total += 2 * letters * length                                                    # norm_to_cross: nn.LayerNorm
     return total
 
 
 def test_full_width_parameter_count():
+    assert reference_parameter_count() == 94_566_810          # DNA-Diffusion's UNet(dim=200), counted by hand
     with torch.device('meta'):
-        net = DNAUNet(img_resolution=200, in_channels=4, out_channels=4, label_dim=2)
-    assert sum(p.numel() for p in net.parameters()) == reference_parameter_count() == 94_561_410
+        net = DNAUNet(img_resolution=200, in_channels=4, out_channels=4, label_dim=4)
+    assert sum(p.numel() for p in net.parameters()) == 94_566_810
     assert net.cross_attn.to_q.weight.shape == (64, 200) and net.norm_to_cross.weight.shape == (800,)
+    assert net.cross_attn.to_out.bias is None and net.label_emb.weight.shape == (10, 800)
     small = tiny_precond(label_dim=3).model
-    assert sum(p.numel() for p in small.parameters()) == reference_parameter_count(dim=8, classes=3, length=L)
+    assert sum(p.numel() for p in small.parameters()) == reference_parameter_count(dim=8, length=L)
+    wide = tiny_precond(label_dim=3, num_classes=12).model
+    assert sum(p.numel() for p in wide.parameters()) == reference_parameter_count(dim=8, length=L, num_classes=12)
 
 
 def test_geometry_and_option_errors():
     for kwargs in (dict(img_resolution=30), dict(channel_mult=[1, 2, 4, 8]), dict(out_channels=8),
-                   dict(augment_dim=9), dict(model_channels=6), dict(learned_sinusoidal_dim=7)):
+                   dict(augment_dim=9), dict(model_channels=6), dict(learned_sinusoidal_dim=7),
+                   dict(label_dim=4, num_classes=4)):
         args = dict(dict(img_resolution=L, in_channels=4, out_channels=4, model_channels=8), **kwargs)
         with pytest.raises(ValueError):
             DNAUNet(**args)

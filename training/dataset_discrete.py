@@ -8,19 +8,32 @@ other three, DNA-Diffusion's encoding. Sequences shorter than L are padded with 
 ("no base", -1 on all four rows), as DNA-Diffusion's one-hot encoder pads; longer ones are an error.
 `one_hot_dna` encodes, `decode_dna` decodes (argmax over the four rows per position).
 
-DNA tables (tab-separated, with a header; DNA-Diffusion's two layouts are read):
-  per cell type: dhs_id, chr, ..., sequence, ..., TAG (cell type), ..., data_label (training/validation/test)
-  four cell types: chrom, start, end, ID, CELL_TYPE, SEQUENCE, TAG
-Column names match case-insensitively. The cell type is CELL_TYPE when present, else TAG; a table with
-neither, or without a sequence column, is refused. The split is data_label; else TAG when CELL_TYPE is
-present and TAG holds split names; else DNA-Diffusion's chromosome rule (chr1 = test, chr2 = validation,
-which DNA-Diffusion held out as its shuffled control, the rest = training). Bases may be upper or lower
-case; rows whose sequence contains N are skipped, as DNA-Diffusion skips them; any other character
-(e.g. X) is an error naming the file and row.
+DNA tables: DNA-Diffusion's training tables, tab-separated with a header, plain (.txt, .tsv) or gzip
+(.gz). The layout is the 19 columns of its per-cell tables and of its four-cell-type table
+(K562_hESCT0_HepG2_GM12878_12k_sequences_per_group.txt): dhs_id, chr, start, end, DHS_width, summit,
+numsamples, total_signal, component, proportion, sequence, one 0/1 accessibility column per cell type
+(GM12878_ENCLB441ZZZ, hESCT0_ENCLB449ZZZ, K562_ENCLB843GMH, HepG2_ENCLB029COU), TAG (the row's cell type),
+addtional_rep_with_this_peak, other_samples_with_this_peak_not_considering_reps, data_label (the split:
+training / validation / test; DNA-Diffusion holds out chr1 as test and chr2 as validation). Only sequence
+and TAG are required; column names match case-insensitively. Without data_label the split follows the
+chromosome column by the same rule (chr1 test, chr2 validation, the rest training).
+
+Refused, with one sentence naming the file and the reason (never trained on):
+- DNA-Diffusion's 7-column table for validating generated sequences (chrom, start, end, ID, CELL_TYPE,
+  SEQUENCE, TAG, with TAG in training / validation / test / GENERATED / PROMOTERS / RANDOM_GENOME_REGIONS);
+- a TAG that is not a cell type: a split or control name (GENERATED, PROMOTERS, ...), or, in a table with
+  the per-cell accessibility columns, a TAG that names none of them;
+- a data_label outside training / validation / test;
+- several tables (a folder or a list) that repeat sequences, e.g. the four-cell table beside the per-cell
+  tables whose rows it contains: every repeated sequence would be trained twice.
+Bases may be upper or lower case; rows whose sequence contains N are skipped, as DNA-Diffusion skips
+them; any other character (e.g. X) is an error naming the file and row.
 """
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import os
 from typing import Any, Sequence
 
@@ -40,6 +53,14 @@ _CODE_LUT[0] = _PAD_CODE  # numpy pads shorter byte strings with NUL
 
 _SPLIT_ALIASES = {'training': 'training', 'train': 'training', 'validation': 'validation',
                   'valid': 'validation', 'val': 'validation', 'test': 'test', 'testing': 'test'}
+DATA_LABELS = ('training', 'validation', 'test')      # the data_label values of DNA-Diffusion's training tables
+# TAG values of DNA-Diffusion's validation table (and its older builds) that name no cell type.
+_NON_CELL_TAGS = frozenset({'generated', 'promoters', 'random_genome_regions', 'no', 'shuffled', 'random'})
+# Columns of the training layout that are not per-cell accessibility flags.
+_PLAIN_COLUMNS = frozenset({'dhs_id', 'chr', 'start', 'end', 'dhs_width', 'summit', 'numsamples', 'total_signal',
+                            'component', 'proportion', 'sequence', 'tag', 'addtional_rep_with_this_peak',
+                            'other_samples_with_this_peak_not_considering_reps', 'data_label'})
+TABLE_SUFFIXES = ('.txt', '.tsv', '.txt.gz', '.tsv.gz', '.gz')
 
 
 class BinarizedDataset(torch.utils.data.Dataset):
@@ -169,24 +190,38 @@ def _chromosome_split(chrom: str) -> str:
     return {'chr1': 'test', 'chr2': 'validation'}.get(chrom.strip(), 'training')
 
 
-def read_dna_table(path: str) -> dict[str, list]:
-    """Read one DNA-Diffusion table -> dict(sequence=[...], cell_type=[...], split=[... or None]).
+def _read_rows(path: str) -> list[list[str]]:
+    """All tab-separated rows of a plain or gzip table."""
+    try:
+        with open(path, 'rb') as raw:
+            gz = raw.read(2) == b'\x1f\x8b'
+        opener = gzip.open(path, 'rt', newline='', encoding='utf-8') if gz else open(path, newline='', encoding='utf-8')
+        with opener as f:
+            return list(csv.reader(f, delimiter='\t'))
+    except UnicodeDecodeError:
+        raise ValueError(f'DNA table {path} is not a UTF-8 text file.') from None
+    except (OSError, EOFError) as exc:
+        raise ValueError(f'DNA table {path} cannot be read ({exc}).') from None
 
-    Sequences are upper-cased; rows with N are kept (the dataset skips them). See the module docstring for
-    the layouts and the split rule. Raises ValueError (one sentence naming the file) for a table without a
-    sequence or cell-type column, rows shorter than the header, or characters other than A/C/G/T/N.
+
+def read_dna_table(path: str) -> dict[str, list]:
+    """Read one DNA-Diffusion training table -> dict(sequence=[...], cell_type=[...], split=[... or None]).
+
+    Plain or gzip. Sequences are upper-cased; rows with N are kept (the dataset skips them). See the module
+    docstring for the layout, the split rule and what is refused; every refusal is a ValueError of one
+    sentence naming the file and the reason.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'DNA table {path} does not exist.')
-    try:
-        with open(path, newline='', encoding='utf-8') as f:
-            rows = list(csv.reader(f, delimiter='\t'))
-    except UnicodeDecodeError:
-        raise ValueError(f'DNA table {path} is not a UTF-8 text file.') from None
+    rows = _read_rows(path)
     if not rows:
         raise ValueError(f'DNA table {path} is empty.')
     header = [name.strip() for name in rows[0]]
     columns = {name.lower(): i for i, name in enumerate(header)}
+    if 'cell_type' in columns:
+        raise ValueError(f'DNA table {path} is DNA-Diffusion\'s table for validating generated sequences (chrom, '
+                         f'start, end, ID, CELL_TYPE, SEQUENCE, TAG), not a training table; train on its per-cell '
+                         f'or four-cell-type table (dhs_id, ..., sequence, ..., TAG, ..., data_label).')
     numbered = [(n, r) for n, r in enumerate(rows[1:], start=2) if any(cell.strip() for cell in r)]
     short = next((n for n, r in numbered if len(r) < len(header)), None)
     if short is not None:
@@ -199,46 +234,77 @@ def read_dna_table(path: str) -> dict[str, list]:
 
     sequences = column('sequence')
     if sequences is None:
-        raise ValueError(f'DNA table {path} has no sequence column (expected "sequence" or "SEQUENCE"; '
+        raise ValueError(f'DNA table {path} has no sequence column (expected "sequence"; '
                          f'it has {", ".join(header[:8])}{", ..." if len(header) > 8 else ""}).')
-    four_cell = 'cell_type' in columns
-    cell_types = column('cell_type' if four_cell else 'tag')
+    cell_types = column('tag')
     if cell_types is None:
-        raise ValueError(f'DNA table {path} has no cell-type column (expected "TAG" or "CELL_TYPE").')
+        raise ValueError(f'DNA table {path} has no cell-type column (expected "TAG").')
+    flags = {name for name in header if name.lower() not in _PLAIN_COLUMNS}
+    for (line, _), tag in zip(numbered, cell_types):
+        if tag.lower() in _NON_CELL_TAGS or _normalize_split(tag) is not None or not tag:
+            raise ValueError(f'DNA table {path}, line {line}: TAG {tag!r} is not a cell type (DNA-Diffusion\'s '
+                             f'training tables tag each row with its cell type, such as K562_ENCLB843GMH).')
+        if flags and tag not in flags:
+            raise ValueError(f'DNA table {path}, line {line}: TAG {tag!r} is not a cell type of this table (its '
+                             f'cell-type columns are {", ".join(sorted(flags))}).')
     sequences = [s.upper() for s in sequences]
     for (line, _), s in zip(numbered, sequences):
         bad = set(s) - set('ACGTN')
         if bad:
             raise ValueError(f'DNA table {path}, line {line}: the sequence contains {sorted(bad)[0]!r}; '
                              f'only A, C, G, T (and N, whose rows are skipped) are allowed.')
-    splits: list | None = None
-    for name in ('data_label', 'tag') if four_cell else ('data_label',):
-        values = column(name)
-        if values is not None and all(_normalize_split(v) is not None for v in values):
-            splits = [_normalize_split(v) for v in values]
-            break
-    if splits is None:
-        chrom = column('chrom') or column('chr')
-        if chrom is not None:
-            splits = [_chromosome_split(c) for c in chrom]
-    return dict(sequence=sequences, cell_type=cell_types, split=splits or [None] * len(sequences))
+    labels = column('data_label')
+    if labels is not None:
+        for (line, _), label in zip(numbered, labels):
+            if label not in DATA_LABELS:
+                raise ValueError(f'DNA table {path}, line {line}: data_label {label!r} is not one of training, '
+                                 f'validation, test.')
+        splits: list = labels
+    else:
+        chrom = column('chr') or column('chrom')
+        splits = [_chromosome_split(c) for c in chrom] if chrom is not None else [None] * len(sequences)
+    return dict(sequence=sequences, cell_type=cell_types, split=splits)
+
+
+def _is_table(name: str) -> bool:
+    return name.lower().endswith(TABLE_SUFFIXES)
 
 
 def dna_table_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """The table files of a DNA spec: one file, every *.txt / *.tsv file in a folder (sorted), or a list."""
+    """The table files of a DNA spec: one file, every .txt / .tsv / .gz file in a folder (sorted), or a list."""
     if isinstance(path, (str, os.PathLike)):
         path = os.fspath(path)
         if os.path.isdir(path):
             tables = sorted(os.path.join(path, f) for f in os.listdir(path)
-                            if f.lower().endswith(('.txt', '.tsv')) and os.path.isfile(os.path.join(path, f)))
+                            if _is_table(f) and os.path.isfile(os.path.join(path, f)))
             if not tables:
-                raise ValueError(f'Folder {path} holds no DNA tables (*.txt or *.tsv files).')
+                raise ValueError(f'Folder {path} holds no DNA tables (.txt, .tsv or .gz files).')
             return tables
         return [path]
     paths = [os.fspath(p) for p in path]
     if not paths:
         raise ValueError('DNADataset needs at least one table or folder.')
     return [t for p in paths for t in dna_table_paths(p)]
+
+
+def read_dna_tables(tables: Sequence[str]) -> dict[str, list]:
+    """Read and concatenate tables; ValueError (one sentence) when two of them share a sequence."""
+    table: dict[str, list] = dict(sequence=[], cell_type=[], split=[])
+    seen: dict[str, str] = {}
+    for t in tables:
+        part = read_dna_table(t)
+        if len(tables) > 1:
+            own = set(part['sequence'])
+            clash = next((s for s in own if s in seen), None)
+            if clash is not None:
+                shared = sum(s in seen for s in own)
+                raise ValueError(f'DNA tables {seen[clash]} and {t} share {shared} sequences (as the four-cell-type '
+                                 f'table does beside the per-cell tables it contains), so they would be trained twice; '
+                                 f'use one or the other.')
+            seen.update((s, t) for s in own)
+        for key, values in part.items():
+            table[key] += values
+    return table
 
 
 def _matches(cell_type: str, wanted: Sequence[str]) -> bool:
@@ -257,7 +323,7 @@ class DNADataset(Dataset):
     endpoint = 'discrete'
 
     def __init__(self,
-        path: str | Sequence[str],      # A DNA table, a folder of them (its *.txt / *.tsv files), or a list.
+        path: str | Sequence[str],      # A DNA table (.txt, .tsv, .gz), a folder of them, or a list.
         cell_type: str | Sequence[str] | None = None,  # Cell types to keep ('K562' ~ 'K562_ENCLB843GMH'); None = all.
         split: str | None = 'training',  # 'training' | 'validation' | 'test' (aliases train/val) | None or 'all'.
         seq_len: int = 200,             # Length L of an item; shorter sequences are padded with "no base".
@@ -283,10 +349,7 @@ class DNADataset(Dataset):
             raise ValueError(f'Unknown split {split!r}; use training, validation, test or None.')
         tables = dna_table_paths(path)
 
-        table: dict[str, list] = dict(sequence=[], cell_type=[], split=[])
-        for t in tables:
-            for key, values in read_dna_table(t).items():
-                table[key] += values
+        table = read_dna_tables(tables)
         found = sorted(set(table['cell_type']))
         self.cell_types = list(found) if cell_types is None else [str(c) for c in cell_types]
         unknown = [c for c in found if c not in self.cell_types]
@@ -301,7 +364,7 @@ class DNADataset(Dataset):
                 raise ValueError(f'No sequences of cell type {cell_type!r}; available: {", ".join(found)}.')
         if want_split is not None:
             if all(s is None for s in table['split']):
-                raise ValueError(f'{tables[0]} has no split information (no data_label, split TAG or chromosome '
+                raise ValueError(f'{tables[0]} has no split information (no data_label or chromosome '
                                  f'column); pass split=None to use every row.')
             keep &= np.array([s == want_split for s in table['split']], dtype=bool)
 
@@ -323,7 +386,8 @@ class DNADataset(Dataset):
                                  max_size=max_size, xflip=xflip, random_seed=random_seed, cache=cache, name=name)
         if name is None:
             first = os.fspath(path) if isinstance(path, (str, os.PathLike)) else tables[0]
-            name = os.path.splitext(os.path.basename(os.path.normpath(first)))[0]
+            base = os.path.basename(os.path.normpath(first))
+            name = os.path.splitext(base[:-3] if base.lower().endswith('.gz') else base)[0]
         super().__init__(name=name, raw_shape=[self._codes.shape[0], 4, seq_len], max_size=max_size,
                          use_labels=use_labels, xflip=False, random_seed=random_seed, cache=False)
         if use_labels:

@@ -33,7 +33,7 @@ INFOGRID_MEASURES = ('literal', 'entropic')
 # 'tempered' = EDM's ρ-spacing tilted by the information density to the power γ (optionally calibrated);
 # 'solver-aware' = equal step error of the solver on a Gaussian surrogate fitted to the profile.
 INFOGRID_METHODS = ('eq19', 'tempered', 'solver-aware')
-DEFAULT_INFOGRID_METHOD = 'solver-aware'   # best or tied at every NFE measured (docs/BENCHMARKS.md §6)
+DEFAULT_INFOGRID_METHOD = 'solver-aware'   # --infogrid's construction; how it compares: docs/BENCHMARKS.md §10
 DEFAULT_INFOGRID_GAMMA = infonoise.infogrid.TEMPERED_GAMMA
 CALIBRATION_SEED = 2_147_483_647          # latents of --infogrid-calibrate (independent of --seeds)
 # InfoGrid defaults: the literal Eq. 19 measure blended 50/50 with log-uniform. Measured (docs/BENCHMARKS.md

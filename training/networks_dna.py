@@ -29,8 +29,10 @@ Where this differs from DNA-Diffusion, and why:
 - Noise input: the preconditioner's c_noise (EDM: ln(σ)/4) replaces the DDPM step index t ∈ [0, 50);
   it enters the same learned Fourier embedding.
 - Class input: a class vector c [N, label_dim] (one-hot; all zeros = the null class) instead of an
-  index 1..K with 0 = null. The embedding table has label_dim + 1 rows, row 0 being the null class,
-  and c embeds as E_0 + Σ_k c_k (E_{k+1} − E_0), which is the table lookup for one-hot and zero rows.
+  index 1..K with 0 = null. The embedding table has `num_classes` rows as in the reference (its
+  configuration's default: 10), at least label_dim + 1; row 0 is the null class, rows 1..label_dim the
+  classes, and the remaining rows are never used (as in the reference, where 4 cell types use 5 of 10).
+  c embeds as E_0 + Σ_k c_k (E_{k+1} − E_0), which is the table lookup for one-hot and zero rows.
 - Label dropout (DNA-Diffusion's p_uncond = 0.1: a label becomes the null class with that
   probability) happens inside the network during training (`label_dropout`), as in EDM's U-Nets,
   so classifier-free guidance (`training.guidance`) can use the null class at sampling time.
@@ -39,11 +41,13 @@ Where this differs from DNA-Diffusion, and why:
   values; at dim = L = 200 this is the reference's layer, and other widths (the CPU runs) still work.
 - `dropout` adds dropout between the two convolutions of each residual block; the reference has
   none (0, the default).
-- The cross-attention is plain softmax attention; the reference's memory-efficient kernel computes the
-  same softmax in chunks (its 1e-8 in the denominator aside).
+- The cross-attention is plain softmax attention; the reference's memory-efficient kernel
+  (memory_efficient_attention_pytorch's `Attention`, one head of width 64) computes the same softmax in
+  chunks (its 1e-8 in the denominator aside). Like that layer, the output projection has no bias.
 - The network runs in the dtype of its weights (float32); mixed precision is bfloat16 autocast.
-An older variant in the same repository (class `Unet`, `models/modules.py`) computes the cross-attention
-but then adds y to itself instead of the attention output; we follow `UNet`.
+History: an older version of the reference's `models/unet.py` computed the cross-attention but then
+added y to itself instead of the attention output, so the layer had no effect; upstream fixed this in
+October 2023, and we follow the fixed `UNet`.
 Parameter names follow the reference's module tree (init_conv, time_mlp, label_emb, downs, mid_block1,
 mid_attn, mid_block2, ups, final_res_block, final_conv, cross_attn, norm_to_cross).
 """
@@ -228,7 +232,7 @@ class DNACrossAttention(torch.nn.Module):
         self.scale = head_channels ** -0.5
         self.to_q = torch.nn.Linear(query_channels, head_channels, bias=False)
         self.to_kv = torch.nn.Linear(context_channels, head_channels * 2, bias=False)
-        self.to_out = torch.nn.Linear(head_channels, query_channels)
+        self.to_out = torch.nn.Linear(head_channels, query_channels, bias=False)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q = self.to_q(x) * self.scale
@@ -256,6 +260,7 @@ class DNAUNet(torch.nn.Module):
         in_channels: int,                 # Alphabet size A (4: A, C, G, T), the rows of the picture.
         out_channels: int,                # Must equal in_channels (the output has the input's layout).
         label_dim: int = 0,               # Number of cell types; 0 = unconditional.
+        num_classes: int = 10,            # Rows of the label table (DNA-Diffusion's default 10); >= label_dim + 1.
         augment_dim: int = 0,             # Must be 0: sequences are trained without augmentation.
         dim: int = 200,                   # Base width (DNA-Diffusion: 200); the embedding is 4·dim wide.
         dim_mults: list[int] = [1, 2, 4],  # Width multiplier per level; the picture halves between levels.
@@ -273,6 +278,9 @@ class DNAUNet(torch.nn.Module):
             raise ValueError(f'DNAUNet: out_channels ({out_channels}) must equal in_channels ({in_channels})')
         if augment_dim:
             raise ValueError('DNAUNet takes no augmentation labels; train DNA with --augment 0')
+        if label_dim and int(num_classes) < label_dim + 1:
+            raise ValueError(f'DNAUNet: num_classes ({num_classes}) must be at least label_dim + 1 = {label_dim + 1} '
+                             f'(row 0 is the null class)')
         if not dim_mults:
             raise ValueError('DNAUNet: dim_mults must name at least one level')
         dims = [dim] + [dim * m for m in dim_mults]
@@ -294,7 +302,7 @@ class DNAUNet(torch.nn.Module):
             torch.nn.GELU(),
             torch.nn.Linear(emb_channels, emb_channels),
         )
-        self.label_emb = torch.nn.Embedding(label_dim + 1, emb_channels) if label_dim else None
+        self.label_emb = torch.nn.Embedding(int(num_classes), emb_channels) if label_dim else None
 
         pairs = list(zip(dims[:-1], dims[1:]))
         self.downs = torch.nn.ModuleList()
@@ -335,7 +343,7 @@ class DNAUNet(torch.nn.Module):
         """E_0 + Σ_k c_k (E_{k+1} − E_0): the table row of a one-hot c, the null row (E_0) for c = 0."""
         table = self.label_emb.weight
         null = table[:1]
-        return null + class_labels.to(table.dtype) @ (table[1:] - null)
+        return null + class_labels.to(table.dtype) @ (table[1:self.label_dim + 1] - null)
 
     def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None,
                 augment_labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -96,7 +96,7 @@ OPTIONS: tuple[Option, ...] = (
     _O('seed', None, 'Random seed  [default: random]', int, metavar='INT'),
     # σ distribution and InfoNoise.
     _O('sigma_dist', 'auto', "Training σ distribution (auto: the loss's reference one)",
-       choices=('auto', 'lognormal', 'loguniform', 'infonoise')
+       choices=('auto', 'lognormal', 'loguniform', 'infonoise', 'ddpm')
        + ('loss-second-moment', 'kingma-gao', 'cdcd', 'laplace')),
     _O('weighting', 'auto', "Loss weight w(σ) (auto: the preconditioning's own; uncertainty: it times EDM2's "
        "learned 1/e^u(σ), plus u)",
@@ -110,6 +110,8 @@ OPTIONS: tuple[Option, ...] = (
        'as in their papers)', int, lo=1, metavar='STEPS'),
     _O('rival_uniform', 1e-3, 'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
        lo=0, hi=1, hi_open=True, metavar='FLOAT'),
+    _O('sigma_data', 0.5, 'σ_data of the preconditioning and the edm weight: the per-element std of the data in '
+       'network units (EDM: 0.5; ±1 one-hot DNA: sqrt(3)/2)', float, metavar='FLOAT', **_POS),
     _O('p_mean', -1.2, 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
     _O('p_std', 1.2, 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
     _O('sigma_min', 0.002, 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT', **_POS),
@@ -148,6 +150,8 @@ OPTIONS: tuple[Option, ...] = (
        'fd-dna, kmer-dna, motif-dna, fid (appended to metrics.jsonl)', kind='execution', metavar='LIST'),
     _O('metrics_every', 10.0, 'Evaluate --metrics every this many kimg (and at the end)', float, kind='execution',
        metavar='KIMG', **_POS),
+    _O('metrics_guidance', 1.0, 'Classifier-free guidance weight W of the --metrics samples (1 = none; the DNA '
+       'presets use 2, as DNA-Diffusion samples)', float, kind='execution', lo=0, metavar='W'),
     _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, metavar='INT'),
     _O('metrics_steps', 18, 'Heun σ levels per --metrics sample (NFE = 2 steps - 1)', int, kind='execution', lo=1,
        metavar='INT'),
@@ -195,6 +199,7 @@ SAMPLER_CLASSES = {
     'kingma-gao': 'infonoise.KingmaGaoSampler',
     'cdcd': 'infonoise.CDCDSampler',
     'laplace': 'infonoise.LaplaceSampler',
+    'ddpm': 'infonoise.samplers.DDPMSampler',     # DNA-Diffusion's 50 levels, β linear 1e-4 -> 0.2
 }
 
 class OptionsError(ValueError):
@@ -387,6 +392,9 @@ def validate_options(opts: Mapping[str, Any]) -> None:
     if opts['infonoise_min_count'] > opts['infonoise_buffer']:
         raise OptionsError(f'--infonoise-min-count={opts["infonoise_min_count"]} can never be reached with '
                            f'--infonoise-buffer={opts["infonoise_buffer"]}.')
+    if float(opts.get('metrics_guidance', 1.0)) != 1 and opts.get('metrics') and not opts['cond']:
+        raise OptionsError(f'--metrics-guidance={opts["metrics_guidance"]} needs a conditional model (--cond true); '
+                           f'use 1 for an unconditional one.')
 
 
 def metric_names(opts: Mapping[str, Any]) -> list[str]:
@@ -448,6 +456,8 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
         return lognormal
     if dist == 'loguniform':
         return loguniform
+    if dist == 'ddpm':
+        return dict(class_name=SAMPLER_CLASSES['ddpm'])
     if dist == 'laplace':
         return dict(class_name=SAMPLER_CLASSES['laplace'], mu=float(opts['laplace_mu']), b=float(opts['laplace_b']))
     if dist in ('loss-second-moment', 'kingma-gao', 'cdcd'):
@@ -545,6 +555,8 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         network_kwargs['model_channels'] = int(opts['cbase'])
     if opts.get('cres') is not None:
         network_kwargs['channel_mult'] = [int(c) for c in opts['cres']]
+    if opts['arch'] == 'dnaunet':      # DNA-Diffusion's 10-row label table, grown when there are more cell types
+        network_kwargs['num_classes'] = max(10, int(dataset.get('label_dim') or 0) + 1)
     network_kwargs.update(copy.deepcopy(opts.get('network_kwargs') or {}))
     augment_kwargs = None
     if opts['augment']:
@@ -562,7 +574,10 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         loss_kwargs['min_snr_gamma'] = float(opts['min_snr_gamma'])
     if opts['weighting'] == 'uncertainty':
         loss_kwargs['uncertainty'] = True
-    sigma_data = float(network_kwargs.get('sigma_data', 0.5))
+    sigma_data = float(network_kwargs.get('sigma_data', opts.get('sigma_data', 0.5)))
+    loss_kwargs['sigma_data'] = sigma_data
+    if opts['precond'] == 'edm':
+        network_kwargs['sigma_data'] = sigma_data
 
     if dataset.get('dataset_kwargs'):
         ds_kwargs = copy.deepcopy(dict(dataset['dataset_kwargs']))
@@ -596,6 +611,7 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         metrics_every_kimg=float(opts['metrics_every']),
         metrics_num=int(opts['metrics_num']),
         metrics_steps=int(opts['metrics_steps']),
+        metrics_guidance=float(opts.get('metrics_guidance', 1.0)),
         grid_size=int(opts['grid']),
         grid_steps=int(opts['grid_steps']),
         plot_profile=bool(opts['plot']),

@@ -393,6 +393,7 @@ def training_loop(
     metrics_every_kimg: float = 10,     # Evaluate them every this many kimg (and at the end).
     metrics_num: int = 1000,            # Samples per evaluation.
     metrics_steps: int = 18,            # Heun σ levels per evaluation sample.
+    metrics_guidance: float = 1.0,      # Classifier-free guidance weight W of the evaluation samples (1 = none).
     progress_fn: Callable[[int, int], None] | None = None,  # Called as progress_fn(cur_nimg, total_nimg) per step.
     stop_signals: Any = None,           # Installed training.preemption.StopSignals (see RunGuard); None = none.
 ) -> dict:
@@ -527,7 +528,7 @@ def _metrics_tracker(config: Mapping[str, Any], cur_nimg: int, device: torch.dev
     from training.metrics.tracking import MetricsTracker
     tracker = MetricsTracker(config['metrics'], config['metrics_every_kimg'], config['metrics_num'],
                              config['dataset_kwargs'], seed=config['seed'], num_steps=config['metrics_steps'],
-                             device=device)
+                             device=device, guidance=config.get('metrics_guidance', 1.0))
     tracker.start(cur_nimg)
     return tracker
 

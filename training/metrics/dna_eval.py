@@ -1,20 +1,44 @@
-"""Sequence metrics of generated DNA against a held-out split, per cell type and averaged over cell types.
+"""Sequence metrics of generated DNA against real sequences, per cell type and averaged over cell types.
 
-Metrics (names as `train.py --metrics` spells them):
+Metrics (names as `train.py --metrics` spells the first three; `fid.py dna` reports all):
     fd-dna      FD (cell-type CNN; stand-in for Sei-FID): `dna_features.dna_frechet` with the classifier
-                trained on the tables' training split;
+                trained on the tables' training split; against the held-out split (default test);
     kmer-dna    k-mer spectrum Jensen–Shannon divergence in bits, mean over k = 1…6 (`kmer.kmer_js`; the
-                per-k values are in the report's details);
-    motif-dna   JASPAR 2020 CORE vertebrate motif-composition KL(generated ‖ real) in nats (`motif`; the
-                Jensen–Shannon divergence in bits is in the details).
+                per-k values are in the report's details); against the held-out split;
+    motif-dna   the motif composition as DNA-Diffusion computed it (`motif`): JASPAR 2020 CORE vertebrate
+                motifs, per-motif thresholds calibrated to 1% false positives per sequence on dinucleotide-
+                shuffled training sequences (2,000, standing in for DNA-Diffusion's genomic background), at
+                most 20 hits per motif per sequence, hits summed over the set, KL(training ‖ generated) in nats
+                over the union of motifs hit in either set; against (up to 2,000) training sequences of the
+                cell type;
+    motifp-dna  the earlier p-value variant, kept because it separated shuffled from real sequences by a larger
+                factor than motif-dna on 3 of the 4 cell types (docs/BENCHMARKS.md): hits at FIMO's p < 1e-4
+                under uniform background bases, a pseudocount of 1 on all 746 motifs, KL(generated ‖ held-out)
+                in nats (the Jensen–Shannon divergence in bits is in the details);
+    gc-dna      GC content: Wasserstein-1 distance between the per-sequence GC shares (scipy's
+                `wasserstein_distance`) of the generated and held-out sequences;
+    cpg-dna     CpG observed/expected (n_CG · L / (n_C · n_G) per sequence): Wasserstein-1 distance, likewise;
+    memo-dna    memorisation: share of generated sequences whose best ungapped identity to any training sequence
+                (all cell types; max over shifts |d| ≤ 10 of equal bases / L, given strand;
+                `sequences.best_identity`) is ≥ 95%;
+    marker-dna  marker-motif enrichment: log2 of the share of the cell type's sequences holding at least one
+                hit of its marker motifs (`motif.MARKERS`, the calibrated thresholds) over the same share in the
+                generated sequences of the other cell types (each share (k + 1) / (n + 2)); needs two or more
+                cell types. Higher is better; the others are distances (lower is better).
+Floors (`evaluate_sequences(..., floors=True)`, what `fid.py dna` prints beside each value): the same code on
+real sequences at the same sample size: for metrics against the held-out split, n training sequences of the
+cell type; for those against training sequences (motif-dna, memo-dna), n held-out ones; for marker-dna, n
+held-out sequences per cell type (the real enrichment, a target rather than a floor). Drawn with a fixed seed;
+all of them when the split holds fewer.
 Generated sequences carry a cell type each (the class they were sampled for; names as in the tables, or their
 prefix before '_', e.g. 'K562'); each cell type is compared with the reference sequences of that cell type, and
 the summary value of a metric is the mean over the cell types present. Sequences without a cell type (an
 unconditional network) are compared with the whole reference split as one group named 'all'.
 
 `DNAReference(dataset_kwargs, split='test')` loads and caches everything on the real side once per process:
-reference sequences per cell type, the classifier (trained on the 'training' split of every cell type of the
-same tables, also when the run keeps only some; disk-cached), reference feature statistics and motif counts.
+reference sequences per cell type, the training split, the classifier (trained on the 'training' split of every
+cell type of the same tables, also when the run keeps only some; disk-cached), reference feature statistics,
+the calibrated motif thresholds and motif counts.
 """
 from __future__ import annotations
 
@@ -24,13 +48,20 @@ import re
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.stats import wasserstein_distance
 
 from training.metrics import dna_features, kmer, motif
 from training.metrics.classifier_features import feature_stats
+from training.metrics import sequences as seqs
 from training.metrics.sequences import as_codes
 from training.metrics.memo import Memo
 
-DNA_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
+DNA_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')               # also train.py --metrics names
+REPORT_METRICS = DNA_METRICS + ('motifp-dna', 'gc-dna', 'cpg-dna', 'memo-dna', 'marker-dna')
+AGAINST_TRAINING = ('motif-dna', 'memo-dna')                      # compared with training sequences
+MEMO_IDENTITY = 0.95
+MOTIF_REFERENCE_MAX = 2000     # training sequences per cell type of the motif-composition reference
+BACKGROUND_SIZE = 2000         # dinucleotide-shuffled training sequences that calibrate the motif thresholds
 ALL_TYPES = 'all'
 
 
@@ -117,12 +148,54 @@ class DNAReference:
         return self._memo(f'fd:{cell_type}',
                           lambda: feature_stats(dna_features.dna_features(self.sequences(cell_type), net)))
 
+    def training(self) -> DNASplit:
+        """The training split of the same tables (every cell type the dataset keeps)."""
+        return self._memo('training', lambda: load_dna_split(self.data, 'training'))
+
+    def training_sequences(self, cell_type: str) -> np.ndarray:
+        train = self.training()
+        if cell_type == ALL_TYPES:
+            return train.codes
+        return train.codes[train.labels == train.cell_types.index(cell_type)]
+
+    def motifs(self) -> motif.MotifSet:
+        """JASPAR 2020 CORE vertebrates with thresholds at 1% FPR per sequence on dinucleotide-shuffled
+        training sequences (BACKGROUND_SIZE of them, fixed seed)."""
+        def build() -> motif.MotifSet:
+            codes = self.training().codes
+            pick = np.random.RandomState(0).choice(len(codes), min(BACKGROUND_SIZE, len(codes)), replace=False)
+            return motif.calibrated(motif.load_jaspar(), seqs.dinucleotide_shuffled(codes[np.sort(pick)], seed=0))
+        return self._memo('motifs', build)
+
     def motif_counts(self, cell_type: str) -> np.ndarray:
-        return self._memo(f'motif:{cell_type}',
-                          lambda: motif.motif_counts(self.sequences(cell_type), motif.load_jaspar()))
+        """Summed top-20 hit counts [M] of up to MOTIF_REFERENCE_MAX training sequences of the cell type."""
+        def build() -> np.ndarray:
+            codes = _draw(self.training_sequences(cell_type), MOTIF_REFERENCE_MAX, seed=1)
+            return motif.motif_counts(codes, self.motifs(), max_hits=motif.MAX_HITS)
+        return self._memo(f'motif:{cell_type}', build)
+
+    def floor_sequences(self, metric: str, cell_type: str, n: int) -> np.ndarray:
+        """n real sequences of the cell type from the split the metric does not compare with (fixed seed)."""
+        pool = self.sequences(cell_type) if metric in AGAINST_TRAINING else self.training_sequences(cell_type)
+        return _draw(pool, n, seed=2)
+
+    def marker_shares(self, generated: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+        """log2 marker enrichment per cell type (see the module docstring) of sequences with group names."""
+        motif_set = self.motifs()
+        hits = motif.motif_counts(generated, motif_set, per_sequence=True) > 0
+        result = {}
+        for cell in self.cell_types:
+            columns = motif.marker_columns(motif_set, cell)
+            mine = groups == cell
+            if not columns or not mine.any() or mine.all():
+                continue
+            carries = hits[:, columns].any(axis=1)
+            share = lambda m: (carries[m].sum() + 1) / (m.sum() + 2)
+            result[cell] = float(np.log2(share(mine) / share(~mine)))
+        return result
 
     def evaluate(self, metric: str, generated: np.ndarray, cell_type: str) -> tuple[float, dict[str, float]]:
-        """(summary value, details) of one metric for generated codes of one cell type."""
+        """(summary value, details) of one metric for generated codes of one cell type (not marker-dna)."""
         if metric == 'fd-dna':
             value = dna_features.dna_frechet(generated, self.feature_stats(cell_type), self.classifier().net)
             return value, {}
@@ -130,10 +203,32 @@ class DNAReference:
             js = kmer.kmer_js(generated, self.sequences(cell_type))
             return js['mean'], {k: v for k, v in js.items() if k != 'mean'}
         if metric == 'motif-dna':
-            div = motif.motif_divergence(motif.motif_counts(generated, motif.load_jaspar()),
-                                         self.motif_counts(cell_type))
+            div = motif.composition_kl(motif.motif_counts(generated, self.motifs(), max_hits=motif.MAX_HITS),
+                                       self.motif_counts(cell_type))
+            return div['kl'], dict(motifs=div['motifs'])
+        if metric == 'motifp-dna':
+            jaspar = motif.load_jaspar()
+            reference = self._memo(f'motifp:{cell_type}',
+                                   lambda: motif.motif_counts(self.sequences(cell_type), jaspar))
+            div = motif.motif_divergence(motif.motif_counts(generated, jaspar), reference)
             return div['kl'], dict(js_bits=div['js'])
-        raise ValueError(f'Unknown sequence metric {metric!r}; choose one of {", ".join(DNA_METRICS)}.')
+        if metric == 'gc-dna':
+            gc = seqs.gc_content
+            return float(wasserstein_distance(gc(generated), gc(self.sequences(cell_type)))), {}
+        if metric == 'cpg-dna':
+            return float(wasserstein_distance(seqs.cpg_observed_expected(generated),
+                                              seqs.cpg_observed_expected(self.sequences(cell_type)))), {}
+        if metric == 'memo-dna':
+            identity = seqs.best_identity(generated, self.training().codes)
+            return float((identity >= MEMO_IDENTITY).mean()), dict(max_identity=float(identity.max()))
+        raise ValueError(f'Unknown sequence metric {metric!r}; choose one of {", ".join(REPORT_METRICS)}.')
+
+
+def _draw(codes: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n rows of codes drawn without replacement with a fixed seed (all of them, in order, when n >= len)."""
+    if n >= len(codes):
+        return codes
+    return codes[np.sort(np.random.RandomState(seed).choice(len(codes), n, replace=False))]
 
 
 def get_reference(data: Any, split: str = 'test') -> DNAReference:
@@ -156,18 +251,21 @@ class SequenceReport:
     num_reference: dict[str, int]                       # cell type -> reference sequences
     classifier: dict[str, Any] | None                   # FD classifier: cell types, accuracies (fd-dna only)
     split: str                                          # The reference split.
+    floors: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)   # metric -> cell type -> floor
+    num_floor: dict[str, int] = dataclasses.field(default_factory=dict)             # cell type -> real sequences
 
 
 def evaluate_sequences(generated: Any, cell_types: Sequence[str | None] | None, reference: DNAReference,
-                       metrics: Sequence[str] = DNA_METRICS) -> SequenceReport:
-    """Compare generated sequences (one cell-type name or None each) with the reference, per cell type."""
+                       metrics: Sequence[str] = DNA_METRICS, floors: bool = False) -> SequenceReport:
+    """Compare generated sequences (one cell-type name or None each) with the reference, per cell type; with
+    floors=True also the same metrics of real sequences at the same sample size (see the module docstring)."""
     codes = as_codes(generated)
     if codes.shape[1] != reference.seq_len:
         raise ValueError(f'Generated sequences have {codes.shape[1]} bases but the reference sequences have '
                          f'{reference.seq_len}.')
-    unknown = [m for m in metrics if m not in DNA_METRICS]
+    unknown = [m for m in metrics if m not in REPORT_METRICS]
     if unknown:
-        raise ValueError(f'Unknown sequence metric {unknown[0]!r}; choose from {", ".join(DNA_METRICS)}.')
+        raise ValueError(f'Unknown sequence metric {unknown[0]!r}; choose from {", ".join(REPORT_METRICS)}.')
     names = [None] * len(codes) if cell_types is None else list(cell_types)
     if len(names) != len(codes):
         raise ValueError(f'{len(names)} cell types for {len(codes)} sequences.')
@@ -175,14 +273,33 @@ def evaluate_sequences(generated: Any, cell_types: Sequence[str | None] | None, 
     groups = [c for c in [*reference.cell_types, ALL_TYPES] if (resolved == c).any()]
     values: dict[str, dict[str, float]] = {m: {} for m in metrics}
     details: dict[str, dict[str, dict[str, float]]] = {m: {} for m in metrics}
+    floor_values: dict[str, dict[str, float]] = {m: {} for m in metrics} if floors else {}
+    num_floor: dict[str, int] = {}
     for group in groups:
         subset = codes[resolved == group]
         if len(subset) < 2:
             raise ValueError(f'Cell type {group} has {len(subset)} generated sequence; the metrics need at least 2.')
         for m in metrics:
+            if m == 'marker-dna':
+                continue
             values[m][group], details[m][group] = reference.evaluate(m, subset, group)
+            if floors:
+                real = reference.floor_sequences(m, group, len(subset))
+                floor_values[m][group] = reference.evaluate(m, real, group)[0]
+                num_floor[group] = min(num_floor.get(group, len(real)), len(real))
+    if 'marker-dna' in metrics:
+        values['marker-dna'] = reference.marker_shares(codes, resolved)
+        if floors:
+            real = {g: _draw(reference.sequences(g), int((resolved == g).sum()), seed=2) for g in groups}
+            if real:
+                floor_values['marker-dna'] = reference.marker_shares(
+                    np.concatenate(list(real.values())), np.concatenate([[g] * len(r) for g, r in real.items()]))
     for m in metrics:
-        values[m]['mean'] = float(np.mean([values[m][g] for g in groups]))
+        present = [values[m][g] for g in groups if g in values[m]]
+        values[m]['mean'] = float(np.mean(present)) if present else float('nan')
+        if floors:
+            present = [floor_values[m][g] for g in groups if g in floor_values.get(m, {})]
+            floor_values.setdefault(m, {})['mean'] = float(np.mean(present)) if present else float('nan')
     classifier = None
     if 'fd-dna' in metrics:
         info = reference.classifier()
@@ -192,26 +309,33 @@ def evaluate_sequences(generated: Any, cell_types: Sequence[str | None] | None, 
     return SequenceReport(values=values, details=details,
                           num_generated={g: int((resolved == g).sum()) for g in groups},
                           num_reference={g: int(len(reference.sequences(g))) for g in groups},
-                          classifier=classifier, split=reference.split)
+                          classifier=classifier, split=reference.split, floors=floor_values, num_floor=num_floor)
 
 
-SHORT_NAMES = {'fd': 'fd-dna', 'kmer': 'kmer-dna', 'motif': 'motif-dna'}
+SHORT_NAMES = {'fd': 'fd-dna', 'kmer': 'kmer-dna', 'motif': 'motif-dna', 'motifp': 'motifp-dna', 'gc': 'gc-dna',
+               'cpg': 'cpg-dna', 'memo': 'memo-dna', 'markers': 'marker-dna'}
 LABELS = {
     'fd-dna': dna_features.METRIC_NAME,
     'kmer-dna': 'k-mer JS divergence (bits, mean over k = 1..6)',
-    'motif-dna': 'JASPAR 2020 motif KL(generated || real) (nats)',
+    'motif-dna': 'motif composition KL(training || generated) (nats; 1% FPR, top-20)',
+    'motifp-dna': 'motif KL(generated || held-out) (nats; p < 1e-4)',
+    'gc-dna': 'GC content, Wasserstein-1',
+    'cpg-dna': 'CpG o/e, Wasserstein-1',
+    'memo-dna': 'memorised: share >= 95% identical to a training sequence',
+    'marker-dna': 'marker-motif enrichment, log2 vs other cell types (higher = better)',
 }
 _CLASS_FIELD = re.compile(r'(?:^|\s)class=(\S+)')
 
 
 def parse_metric_names(spec: str) -> list[str]:
-    """'fd,kmer,motif' (short names or full ones such as 'kmer-dna') -> full metric names, in DNA_METRICS order."""
+    """'fd,kmer,motif,...' (short names or full ones such as 'kmer-dna') -> full names, in REPORT_METRICS order."""
     names = [s.strip() for s in spec.split(',') if s.strip()]
     full = [SHORT_NAMES.get(n, n) for n in names]
-    unknown = [n for n, f in zip(names, full) if f not in DNA_METRICS]
+    unknown = [n for n, f in zip(names, full) if f not in REPORT_METRICS]
     if unknown or not full:
-        raise ValueError(f'Unknown sequence metric {unknown[0] if unknown else spec!r}; choose from fd, kmer, motif.')
-    return [m for m in DNA_METRICS if m in full]
+        raise ValueError(f'Unknown sequence metric {unknown[0] if unknown else spec!r}; choose from '
+                         f'{", ".join(SHORT_NAMES)}.')
+    return [m for m in REPORT_METRICS if m in full]
 
 
 def header_cell_type(header: str) -> str | None:
@@ -221,24 +345,41 @@ def header_cell_type(header: str) -> str | None:
 
 
 def format_report(report: SequenceReport) -> str:
-    """A plain-text table: one row per metric, one column per cell type and the mean over cell types."""
+    """A plain-text table: one row per metric, one column per cell type and the mean over cell types; with floors,
+    each cell reads 'value (floor)'."""
     groups = list(report.num_generated)
     width = max(len(label) for label in LABELS.values())
+    cell = 24 if report.floors else 12
     lines = []
     if report.classifier is not None:
         acc, bg = report.classifier['test_accuracy'], report.classifier['background_accuracy']
         line = (f'{dna_features.METRIC_NAME}: classifier test accuracy {"n/a" if acc is None else f"{100 * acc:.1f}%"}'
                 f' on {", ".join(report.classifier["cell_types"])}')
         lines.append(line + ('' if bg is None else f'; shuffled sequences recognised: {100 * bg:.1f}%'))
-    lines.append(f'{"":{width}}  ' + '  '.join(f'{g:>18}' for g in groups) + f'  {"mean":>10}')
+    lines.append(f'{"":{width}}  ' + '  '.join(f'{g:>{cell}}' for g in groups) + f'  {"mean":>{cell}}')
     lines.append(f'{"sequences (generated / reference)":{width}}  '
-                 + '  '.join(f'{f"{report.num_generated[g]} / {report.num_reference[g]}":>18}' for g in groups))
-    for metric, values in report.values.items():
-        lines.append(f'{LABELS[metric]:{width}}  ' + '  '.join(f'{values[g]:>18.6g}' for g in groups)
-                     + f'  {values["mean"]:>10.6g}')
+                 + '  '.join(f'{f"{report.num_generated[g]} / {report.num_reference[g]}":>{cell}}' for g in groups))
+    if report.num_floor:
+        lines.append(f'{"real sequences behind each floor":{width}}  '
+                     + '  '.join(f'{report.num_floor.get(g, 0):>{cell}}' for g in groups))
+
+    def entry(metric: str, group: str) -> str:
+        value = report.values[metric].get(group, float('nan'))
+        if not report.floors:
+            return f'{value:>{cell}.6g}'
+        floor = report.floors.get(metric, {}).get(group, float('nan'))
+        return f'{f"{value:.4g} ({floor:.4g})":>{cell}}'
+
+    for metric in report.values:
+        lines.append(f'{LABELS[metric]:{width}}  ' + '  '.join(entry(metric, g) for g in [*groups, 'mean']))
     kmer_details = report.details.get('kmer-dna', {})
     for k in kmer.KS:
         if kmer_details:
             lines.append(f'{f"  k-mer JS, k = {k}":{width}}  '
-                         + '  '.join(f'{kmer_details[g][f"k{k}"]:>18.6g}' for g in groups))
+                         + '  '.join(f'{kmer_details[g][f"k{k}"]:>{cell}.6g}' for g in groups))
+    if report.floors:
+        lines.append('each entry: generated (real-data floor: real sequences at the same sample size, same code)')
+    if 'marker-dna' in report.values:
+        lines.append('marker motifs (JASPAR 2020): '
+                     + '; '.join(f'{c}: {", ".join(m)}' for c, m in motif.MARKERS.items()))
     return '\n'.join(lines)

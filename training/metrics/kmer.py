@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
+from scipy.spatial.distance import jensenshannon
 
 from training.metrics.sequences import as_codes
 
@@ -44,14 +45,7 @@ def js_divergence(p: Any, q: Any) -> float:
         raise ValueError(f'Need two vectors of one length, got shapes {list(p.shape)} and {list(q.shape)}.')
     if (p < 0).any() or (q < 0).any() or p.sum() <= 0 or q.sum() <= 0:
         raise ValueError('Counts must be non-negative with a positive total.')
-    p, q = p / p.sum(), q / q.sum()
-    m = 0.5 * (p + q)
-
-    def kl_to_m(a: np.ndarray) -> float:
-        nz = a > 0
-        return float(np.sum(a[nz] * np.log2(a[nz] / m[nz])))
-
-    return max(0.0, 0.5 * kl_to_m(p) + 0.5 * kl_to_m(q))
+    return float(jensenshannon(p, q, base=2) ** 2)   # scipy returns the distance, the square root of JS
 
 
 def kmer_js(generated: Any, reference: Any, ks: Iterable[int] = KS) -> dict[str, float]:

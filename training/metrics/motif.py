@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy.special import rel_entr
 
 from training.metrics.kmer import js_divergence
 from training.optional import require
@@ -46,6 +47,8 @@ BACKGROUND = (0.25, 0.25, 0.25, 0.25)
 RESOLUTION = 0.01
 OCCURRENCE_PSEUDOCOUNT = 1.0
 SCAN_CHUNK = 128
+FPR = 0.01                 # per-sequence false-positive rate of the calibrated thresholds (gimme scan -g)
+MAX_HITS = 20              # hits counted per motif per sequence (gimme scan -n 20)
 
 _lock = threading.Lock()
 _jaspar_cache: dict[tuple, 'MotifSet'] = {}
@@ -91,7 +94,8 @@ class MotifSet:
     scores: list[np.ndarray]        # Integer scores [W, 4] per motif (log-odds bits / resolution, rounded).
     thresholds: np.ndarray          # Integer hit thresholds [M] (a window hits when its score >= threshold).
     resolution: float = RESOLUTION  # Bits per integer score unit.
-    p_value: float = P_VALUE        # The p-value the thresholds were computed for.
+    p_value: float = P_VALUE        # The p-value the thresholds were computed for (NaN for FPR-calibrated ones).
+    fpr: float = float('nan')       # The per-sequence false-positive rate of FPR-calibrated thresholds.
 
     @classmethod
     def from_counts(cls, names: Sequence[str], counts: Sequence[Any], p_value: float = P_VALUE,
@@ -135,24 +139,88 @@ def _width_groups(motif_set: MotifSet) -> dict[int, list[int]]:
     return groups
 
 
-def motif_counts(sequences: Any, motif_set: MotifSet, per_sequence: bool = False) -> np.ndarray:
-    """Hits of every motif on both strands: int64 [M] summed over the set, or [N, M] with per_sequence=True."""
+def _scan(sequences: Any, motif_set: MotifSet, thresholds: np.ndarray | None,
+          max_hits: int | None = None) -> np.ndarray:
+    """Per sequence and motif, both strands: hit counts [N, M] (windows ≥ thresholds; at most max_hits per
+    sequence and motif when given), or with thresholds=None the best window score [N, M] (integer units)."""
     x = torch.from_numpy(one_hot(sequences))
     n, _, length = x.shape
-    counts = np.zeros([n, len(motif_set)], dtype=np.int64)
+    fill = np.iinfo(np.int64).min if thresholds is None else 0
+    out = np.full([n, len(motif_set)], fill, dtype=np.int64)
     for width, members in _width_groups(motif_set).items():
         if width > length:
             continue
         forward = np.stack([motif_set.scores[i] for i in members])          # [G, W, 4]
         reverse = forward[:, ::-1, ::-1]                                    # reverse complement (ACGT order)
         weight = torch.from_numpy(np.concatenate([forward, reverse]).transpose(0, 2, 1).astype(np.float32).copy())
-        cut = torch.from_numpy(np.tile(motif_set.thresholds[members], 2).astype(np.float32) - 0.5)
+        if thresholds is not None:
+            cut = torch.from_numpy(np.tile(np.asarray(thresholds)[members], 2).astype(np.float32) - 0.5)
         for start in range(0, n, SCAN_CHUNK):
             with torch.no_grad():
                 window_scores = torch.nn.functional.conv1d(x[start:start + SCAN_CHUNK], weight)  # [B, 2G, L-W+1]
-            hits = (window_scores >= cut[None, :, None]).sum(dim=2).numpy()
-            counts[start:start + SCAN_CHUNK, members] = hits[:, :len(members)] + hits[:, len(members):]
+            rows = slice(start, start + SCAN_CHUNK)
+            if thresholds is None:
+                best = window_scores.amax(dim=2).round().to(torch.int64).numpy()
+                out[rows, members] = np.maximum(best[:, :len(members)], best[:, len(members):])
+            else:
+                hits = (window_scores >= cut[None, :, None]).sum(dim=2).numpy()
+                out[rows, members] = hits[:, :len(members)] + hits[:, len(members):]
+    if max_hits is not None and thresholds is not None:
+        np.minimum(out, int(max_hits), out=out)
+    return out
+
+
+def motif_counts(sequences: Any, motif_set: MotifSet, per_sequence: bool = False,
+                 max_hits: int | None = None) -> np.ndarray:
+    """Hits of every motif on both strands at the set's thresholds: int64 [M] summed over the set, or [N, M]
+    with per_sequence=True; max_hits caps the hits of one motif in one sequence (gimme scan's -n)."""
+    counts = _scan(sequences, motif_set, motif_set.thresholds, max_hits)
     return counts if per_sequence else counts.sum(axis=0)
+
+
+def best_scores(sequences: Any, motif_set: MotifSet) -> np.ndarray:
+    """Best window score of every motif in every sequence over both strands, int64 [N, M] (units of resolution)."""
+    return _scan(sequences, motif_set, None)
+
+
+def fpr_thresholds(background: Any, motif_set: MotifSet, fpr: float = FPR) -> np.ndarray:
+    """Per-motif integer thresholds t with at most a share fpr of background sequences holding a window ≥ t.
+
+    t = (the (k+1)-th largest best score) + 1 with k = floor(fpr · N): exactly the calibration "1% false
+    positives per sequence" of gimme scan's `-g` (its background is genomic; ours is what the caller passes).
+    """
+    best = best_scores(background, motif_set)
+    n = best.shape[0]
+    k = int(np.floor(fpr * n))
+    if not 0 < fpr < 1 or k >= n:
+        raise ValueError(f'Need 0 < fpr < 1 and more than {k} background sequences, got fpr={fpr}, N={n}.')
+    ranked = -np.sort(-best, axis=0)
+    return ranked[k] + 1
+
+
+def calibrated(motif_set: MotifSet, background: Any, fpr: float = FPR) -> MotifSet:
+    """A copy of motif_set with FPR-calibrated thresholds (`fpr_thresholds`) instead of p-value ones."""
+    return dataclasses.replace(motif_set, thresholds=fpr_thresholds(background, motif_set, fpr),
+                               p_value=float('nan'), fpr=float(fpr))
+
+
+def composition_kl(generated_counts: Any, training_counts: Any) -> dict[str, float]:
+    """DNA-Diffusion's motif-composition KL between two count vectors [M] (hits summed over each set).
+
+    Over the union of motifs hit in either set (motifs hit in neither are dropped); a motif absent from one set
+    counts 1 there, so the divergence is finite. Returns {'kl': KL(training ‖ generated) in nats, the order of
+    DNA-Diffusion's motif_scoring_KL_divergence(original, generated), via scipy's rel_entr; 'motifs': the size of
+    the union}.
+    """
+    g = np.asarray(generated_counts, dtype=np.float64)
+    t = np.asarray(training_counts, dtype=np.float64)
+    if g.shape != t.shape or g.ndim != 1:
+        raise ValueError(f'Motif count vectors differ in shape: {list(g.shape)} and {list(t.shape)}.')
+    union = (g > 0) | (t > 0)
+    if not union.any():
+        return dict(kl=0.0, motifs=0.0)
+    g, t = np.where(g[union] > 0, g[union], 1.0), np.where(t[union] > 0, t[union], 1.0)
+    return dict(kl=float(rel_entr(t / t.sum(), g / g.sum()).sum()), motifs=float(union.sum()))
 
 
 def occurrence_distribution(counts: Any, pseudocount: float = OCCURRENCE_PSEUDOCOUNT) -> np.ndarray:
@@ -170,10 +238,27 @@ def motif_divergence(generated_counts: Any, reference_counts: Any,
     q = occurrence_distribution(reference_counts, pseudocount)
     if p.shape != q.shape:
         raise ValueError(f'Motif count vectors differ in length: {p.size} and {q.size}.')
-    return dict(kl=float(np.sum(p * np.log(p / q))), js=js_divergence(p, q))
+    return dict(kl=float(rel_entr(p, q).sum()), js=js_divergence(p, q))
 
 
 def motif_comparison(generated: Any, reference: Any, motif_set: MotifSet | None = None) -> dict[str, float]:
     """Scan both sequence sets (JASPAR 2020 CORE vertebrates by default) and return `motif_divergence`."""
     motif_set = load_jaspar() if motif_set is None else motif_set
     return motif_divergence(motif_counts(generated, motif_set), motif_counts(reference, motif_set))
+
+
+# Marker motifs per cell type (JASPAR 2020 CORE vertebrates): K562 (erythroleukaemia) GATA1 and GATA1::TAL1;
+# HepG2 (hepatocytes) HNF4A, FOXA2, CEBPB; GM12878 (B lymphoblastoid) SPI1 (PU.1), IRF4, EBF1; hESCT0 (embryonic
+# stem cells) POU5F1::SOX2 (OCT4-SOX2), SOX2, ZIC3. A cell type matches by its name before '_'.
+MARKERS = {
+    'K562': ('MA0035.4 GATA1', 'MA0140.2 GATA1::TAL1'),
+    'HepG2': ('MA0114.4 HNF4A', 'MA0047.3 FOXA2', 'MA0466.2 CEBPB'),
+    'GM12878': ('MA0080.5 SPI1', 'MA1419.1 IRF4', 'MA0154.4 EBF1'),
+    'hESCT0': ('MA0142.1 Pou5f1::Sox2', 'MA0143.4 SOX2', 'MA0697.1 ZIC3'),
+}
+
+
+def marker_columns(motif_set: MotifSet, cell_type: str) -> list[int]:
+    """Indices in motif_set of the cell type's MARKERS (by JASPAR matrix ID); [] for an unknown cell type."""
+    ids = {name.split()[0] for name in MARKERS.get(cell_type.split('_')[0], ())}
+    return [i for i, name in enumerate(motif_set.names) if name.split()[0] in ids]

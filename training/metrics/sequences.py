@@ -85,3 +85,125 @@ def shuffled_sequences(codes: Any, seed: int = 0) -> np.ndarray:
     c = as_codes(codes)
     order = np.random.RandomState(seed).rand(*c.shape).argsort(axis=1)
     return np.take_along_axis(c, order, axis=1)
+
+
+def dinucleotide_shuffled(codes: Any, seed: int = 0) -> np.ndarray:
+    """Each sequence shuffled with its dinucleotide counts kept exactly (Altschul & Erickson 1985); codes [N, L].
+
+    A sequence is a walk through the de Bruijn multigraph whose edges are its L − 1 dinucleotides. A random
+    Eulerian walk with the same first base is drawn: every letter except the last base picks one of its outgoing
+    edges as its final exit, redrawn until those exits form a tree leading to the last base (then the walk can
+    never get stuck); the other exits of each letter are used in random order, the chosen one last.
+    """
+    c = as_codes(codes)
+    rng = np.random.RandomState(seed)
+    out = np.empty_like(c)
+    for row, seq in enumerate(c):
+        out[row] = _shuffle_one(seq, rng) if len(seq) > 2 else seq
+    return out
+
+
+def _shuffle_one(seq: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    first, last = int(seq[0]), int(seq[-1])
+    exits: list[list[int]] = [[] for _ in range(4)]
+    for a, b in zip(seq[:-1].tolist(), seq[1:].tolist()):
+        exits[a].append(b)
+    letters = [v for v in range(4) if exits[v] and v != last]
+    while True:
+        final = {v: exits[v][rng.randint(len(exits[v]))] for v in letters}
+        ok = True
+        for v in letters:                      # following final exits from v must reach `last` without a cycle
+            seen, u = set(), v
+            while u != last:
+                if u in seen:
+                    ok = False
+                    break
+                seen.add(u)
+                u = final[u]
+            if not ok:
+                break
+        if ok:
+            break
+    order: list[list[int]] = []
+    for v in range(4):
+        rest = list(exits[v])
+        if v in final:
+            rest.remove(final[v])
+        rng.shuffle(rest)
+        order.append(rest + ([final[v]] if v in final else []))
+    walk, u = [first], first
+    position = [0, 0, 0, 0]
+    for _ in range(len(seq) - 1):
+        nxt = order[u][position[u]]
+        position[u] += 1
+        walk.append(nxt)
+        u = nxt
+    return np.array(walk, dtype=np.uint8)
+
+
+def gc_content(sequences: Any) -> np.ndarray:
+    """Share of G and C per sequence (float64 [N])."""
+    c = as_codes(sequences)
+    return ((c == 1) | (c == 2)).mean(axis=1)
+
+
+def cpg_observed_expected(sequences: Any) -> np.ndarray:
+    """CpG observed/expected per sequence, n_CG · L / (n_C · n_G) (Gardiner-Garden & Frommer 1987); 0 when a
+    sequence has no C or no G (float64 [N])."""
+    c = as_codes(sequences)
+    length = c.shape[1]
+    n_c, n_g = (c == 1).sum(axis=1), (c == 2).sum(axis=1)
+    n_cg = ((c[:, :-1] == 1) & (c[:, 1:] == 2)).sum(axis=1)
+    expected = n_c.astype(np.float64) * n_g
+    return np.divide(n_cg * float(length), expected, out=np.zeros(len(c)), where=expected > 0)
+
+
+SEED_K = 16          # exact seed length of the memorisation search (see `best_identity`)
+
+
+def _kmer_codes(c: np.ndarray, k: int) -> np.ndarray:
+    """uint64 codes [N, L − k + 1] of every k-mer of codes [N, L]."""
+    out = np.zeros([c.shape[0], c.shape[1] - k + 1], dtype=np.uint64)
+    for j in range(k):
+        out = out * np.uint64(4) + c[:, j:c.shape[1] - k + 1 + j].astype(np.uint64)
+    return out
+
+
+def best_identity(queries: Any, targets: Any, max_shift: int = 10) -> np.ndarray:
+    """For each query, the best ungapped identity to any target: max over targets t and shifts |d| ≤ max_shift of
+    (number of positions i with q[i] = t[i + d]) / L, on the given strand (float64 [N]; sequences of one length L).
+
+    Only identities ≥ 1 − max_shift / L are exact (the default finds every pair ≥ 95% at L = 200): such a pair has
+    at most max_shift mismatches in an overlap of at least L − max_shift, so it shares an exact run of at least
+    (L − 2·max_shift) / (max_shift + 1) ≥ SEED_K bases; candidates are the pairs sharing a 16-mer, verified
+    exactly.
+    Lower identities are reported as found among the candidates (0 when there is none).
+    """
+    q, t = as_codes(queries), as_codes(targets)
+    length = q.shape[1]
+    if t.shape[1] != length:
+        raise ValueError(f'Queries have {length} bases, targets {t.shape[1]}.')
+    best = np.zeros(len(q))
+    if length < SEED_K or not len(t) or not len(q):
+        return best
+    tk = _kmer_codes(t, SEED_K)
+    flat = tk.ravel()
+    order = np.argsort(flat, kind='stable')
+    sorted_codes, owner = flat[order], order // tk.shape[1]
+    qk = _kmer_codes(q, SEED_K)
+    lo = np.searchsorted(sorted_codes, qk.ravel(), side='left')
+    hi = np.searchsorted(sorted_codes, qk.ravel(), side='right')
+    query_of = np.repeat(np.arange(len(q)), qk.shape[1])
+    pairs = set()
+    for i in np.flatnonzero(hi > lo):
+        for j in owner[lo[i]:hi[i]]:
+            pairs.add((int(query_of[i]), int(j)))
+    for a, b in pairs:
+        qa, tb = q[a], t[b]
+        for d in range(-max_shift, max_shift + 1):
+            if d >= 0:
+                same = int((qa[:length - d] == tb[d:]).sum())
+            else:
+                same = int((qa[-d:] == tb[:length + d]).sum())
+            best[a] = max(best[a], same / length)
+    return best

@@ -36,6 +36,7 @@ class MetricsTracker:
         num_steps: int = 18,                        # Heun steps on EDM's grid (NFE = 2 * num_steps - 1).
         device: torch.device | str = 'cpu',         # Where the network samples.
         decoded: bool | None = None,                # Score decoded samples (None: when the data are discrete).
+        guidance: float = 1.0,                      # Classifier-free guidance weight W (1 = plain conditional).
     ) -> None:
         self.names = registry.parse_metrics(list(names))
         if not every_kimg > 0:
@@ -45,6 +46,7 @@ class MetricsTracker:
         self.dataset_kwargs = None if dataset_kwargs is None else dict(dataset_kwargs)
         self.device = device
         self.decoded = registry.is_discrete(self.dataset_kwargs) if decoded is None else bool(decoded)
+        self.guidance = float(guidance)
         for name in self.names:
             if self.dataset_kwargs is not None:
                 registry.check_metric_applicable(name, self.dataset_kwargs)
@@ -62,7 +64,8 @@ class MetricsTracker:
         """Evaluate every metric of `net` at `cur_nimg` examples; returns the metrics.jsonl rows."""
         start = time.time()
         values = registry.evaluate_metrics(self.names, net, self.dataset_kwargs, self.num_samples, seed=self.seed,
-                                           device=self.device, num_steps=self.num_steps, decoded=self.decoded)
+                                           device=self.device, num_steps=self.num_steps, decoded=self.decoded,
+                                           guidance=self.guidance)
         seconds = time.time() - start
         self.start(cur_nimg)
         kimg = cur_nimg / 1000
