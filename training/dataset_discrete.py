@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import os
 from typing import Any, Sequence
 
