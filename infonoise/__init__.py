@@ -1,7 +1,7 @@
 """InfoNoise: an online, entropy-rate-driven training noise distribution for diffusion models.
 
 Depends on torch and numpy only. What it provides:
-σ-samplers (`LogNormalSampler`, `LogUniformSampler`, `InfoNoiseSampler`, and the rival schedules of
+σ-samplers (`LogNormalSampler`, `LogUniformSampler`, `DDPMSampler`, `InfoNoiseSampler`, and the rival schedules of
 rivals.py: `LossSecondMomentSampler`, `KingmaGaoSampler`, `CDCDSampler`, `LaplaceSampler`) sharing
 sample / observe / step / profile / state_dict / load_state_dict; the grid (`SigmaGrid`); loss weights;
 pure profile functions; InfoGrid; profile (de)serialisation; exact Bayes denoisers (oracles).
@@ -12,13 +12,13 @@ from .infogrid import (GRIDS, edm_sigma_steps, infogrid_sigma_steps, loguniform_
                        solver_aware_sigma_steps, tempered_sigma_steps)
 from .oracles import CurieWeiss, EmpiricalBayes, GaussianMixture, TwoPoint
 from .profile import entropy_rate, gate, log_smooth, onset_pivot, powerlaw_pivot, sampler_table
-from .samplers import LogNormalSampler, LogUniformSampler
+from .samplers import DDPMSampler, LogNormalSampler, LogUniformSampler
 from .serialize import profile_from_json, profile_to_json
 from .rivals import CDCDSampler, KingmaGaoSampler, LaplaceSampler, LossSecondMomentSampler, isotonic_increasing
 from .weights import edm_weight, get_weight, min_snr_weight, unit_weight, ve_weight, vp_weight
 
 __all__ = [
-    'SigmaGrid', 'LogNormalSampler', 'LogUniformSampler', 'InfoNoiseSampler',
+    'SigmaGrid', 'LogNormalSampler', 'LogUniformSampler', 'DDPMSampler', 'InfoNoiseSampler',
     'LossSecondMomentSampler', 'KingmaGaoSampler', 'CDCDSampler', 'LaplaceSampler', 'isotonic_increasing',
     'min_snr_weight', 'edm_weight', 'vp_weight', 've_weight', 'unit_weight', 'get_weight',
     'entropy_rate', 'log_smooth', 'onset_pivot', 'powerlaw_pivot', 'gate', 'sampler_table',

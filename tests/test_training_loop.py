@@ -100,7 +100,7 @@ def test_fixed_sampler_conditional_run_with_augmentation(tmp_path):
     # σ-samplers are not pickled: the snapshot stores the loss (class and constructor kwargs); the sampler
     # class lives in the run's config, and its state (steps counted, one per optimizer step) in the state.
     assert type(snap['loss_fn']).__name__ == 'EDMLoss' and snap['loss_fn']._init_kwargs == dict(P_mean=-0.5,
-                                                                                                  P_std=1.2)
+                                                                                                  P_std=1.2, sigma_data=0.5)
     config = json.loads((tmp_path / 'training_options.json').read_text())
     assert config['sigma_sampler_kwargs'] == dict(class_name='infonoise.LogNormalSampler', P_mean=-0.5, P_std=1.2)
     state = checkpoint.load_training_state(str(tmp_path / 'training-state-000000.pt'))

@@ -199,7 +199,7 @@ SAMPLER_CLASSES = {
     'kingma-gao': 'infonoise.KingmaGaoSampler',
     'cdcd': 'infonoise.CDCDSampler',
     'laplace': 'infonoise.LaplaceSampler',
-    'ddpm': 'infonoise.samplers.DDPMSampler',     # DNA-Diffusion's 50 levels, β linear 1e-4 -> 0.2
+    'ddpm': 'infonoise.DDPMSampler',              # DNA-Diffusion's 50 levels, β linear 1e-4 -> 0.2
 }
 
 class OptionsError(ValueError):
