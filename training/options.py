@@ -197,6 +197,13 @@ SAMPLER_CLASSES = {
     'laplace': 'infonoise.LaplaceSampler',
 }
 
+
+def schedule_name(sigma_sampler: Any) -> str:
+    """How plots and logs name a σ-sampler's schedule: 'InfoNoise', else its --sigma-dist value ('kingma-gao')."""
+    cls = type(sigma_sampler).__name__
+    flags = {path.rsplit('.', 1)[-1]: name for name, path in SAMPLER_CLASSES.items()}
+    return 'InfoNoise' if flags.get(cls) == 'infonoise' else flags.get(cls, cls)
+
 class OptionsError(ValueError):
     """A bad option, preset or combination; the message is one sentence for the user."""
 

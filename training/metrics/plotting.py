@@ -60,9 +60,11 @@ _PROFILE_PANELS = (('rho', 'target ρ per unit ln σ  (σ·ρ)'), ('pi', 'sampli
                    ('phi', 'effective weight φ = π·w per unit ln σ  (σ·φ)'), ('u', 'information CDF u(σ)'))
 
 
-def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None) -> None:
+def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None,
+                 schedule: str = 'InfoNoise') -> None:
     """Four panels against σ (log axes): target ρ, sampling density π, φ = π·w (each per unit ln σ, see
-    `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a dashed vertical line.
+    `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a dashed vertical line. The default
+    title names the `schedule` whose profile it is and the step.
     """
     sigma = _array(profile, 'sigma')
     if sigma is None:
@@ -96,7 +98,7 @@ def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None
     for ax in axes[1]:
         ax.set_xlabel('σ')
     step = profile.get('step')
-    fig.suptitle(title or ('InfoNoise profile' + (f' (step {int(step)})' if step is not None else '')))
+    fig.suptitle(title or (f'{schedule} profile' + (f' (step {int(step)})' if step is not None else '')))
     _save(fig, path)
 
 
