@@ -37,6 +37,12 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def check_min_count(min_count: int, buffer_size: int) -> None:
+    """ValueError unless a refresh can happen: every bin needs `min_count` losses and keeps `buffer_size`."""
+    if min_count > buffer_size:
+        raise ValueError(f'min_count={min_count} can never be reached with buffer_size={buffer_size} losses per bin')
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
         return False
@@ -100,8 +106,7 @@ class InfoNoiseSampler:
         self.buffer_size = _check_int('buffer_size', buffer_size, 1)
         self.min_count = _check_int('min_count', min_count, 1)
         self.smooth = _check_int('smooth', smooth, 0)
-        if self.min_count > self.buffer_size:
-            raise ValueError(f'min_count ({min_count}) must not exceed buffer_size ({buffer_size})')
+        check_min_count(self.min_count, self.buffer_size)
         if not 0 < ema <= 1:
             raise ValueError(f'ema must lie in (0, 1], got {ema}')
         if not (math.isfinite(gate_n) and gate_n > 0):

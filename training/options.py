@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import math
 import os
 import re
 from typing import Any, Mapping
+
+import infonoise
+from infonoise.adaptive import check_min_count
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
@@ -50,6 +54,16 @@ class Option:
 
 _O = Option
 _POS = dict(lo=0, lo_open=True)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """The constructor defaults of a σ-sampler: the library declares them, the options read them."""
+    return {name: p.default for name, p in inspect.signature(cls).parameters.items()}
+
+
+_GRID, _LOGNORMAL = _defaults(infonoise.SigmaGrid), _defaults(infonoise.LogNormalSampler)
+_IN, _RIVAL = _defaults(infonoise.InfoNoiseSampler), _defaults(infonoise.LossSecondMomentSampler)
+_LAPLACE = _defaults(infonoise.LaplaceSampler)
 OPTIONS: tuple[Option, ...] = (
     # Run (per invocation; not allowed in presets).
     _O('outdir', None, 'Where to save the results', kind='run', metavar='DIR', required=True),
@@ -102,35 +116,35 @@ OPTIONS: tuple[Option, ...] = (
        "learned 1/e^u(σ), plus u)",
        choices=('auto', 'edm', 'vp', 've', 'unit') + ('min-snr', 'uncertainty')),
     _O('min_snr_gamma', 5.0, 'γ of --weighting min-snr: w = min(1/σ², γ)', float, metavar='FLOAT', **_POS),
-    _O('laplace_mu', 0.0, 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float, metavar='FLOAT'),
-    _O('laplace_b', 0.5, 'Laplace σ distribution: scale b of λ', float, metavar='FLOAT', **_POS),
-    _O('rival_history', 10, 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1,
+    _O('laplace_mu', float(_LAPLACE['mu']), 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float, metavar='FLOAT'),
+    _O('laplace_b', float(_LAPLACE['b']), 'Laplace σ distribution: scale b of λ', float, metavar='FLOAT', **_POS),
+    _O('rival_history', _RIVAL['history'], 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1,
        metavar='INT'),
-    _O('rival_refresh', 1, 'Steps between table rebuilds of loss-second-moment, kingma-gao, cdcd (1: every step, '
+    _O('rival_refresh', _RIVAL['refresh_every'], 'Steps between table rebuilds of loss-second-moment, kingma-gao, cdcd (1: every step, '
        'as in their papers)', int, lo=1, metavar='STEPS'),
-    _O('rival_uniform', 1e-3, 'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
+    _O('rival_uniform', float(_RIVAL['uniform']), 'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
        lo=0, hi=1, hi_open=True, metavar='FLOAT'),
-    _O('p_mean', -1.2, 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
-    _O('p_std', 1.2, 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
-    _O('sigma_min', 0.002, 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT', **_POS),
-    _O('sigma_max', 80.0, 'InfoNoise grid / log-uniform upper end', float, metavar='FLOAT', **_POS),
+    _O('p_mean', float(_LOGNORMAL['P_mean']), 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
+    _O('p_std', float(_LOGNORMAL['P_std']), 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
+    _O('sigma_min', float(_GRID['sigma_min']), 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT', **_POS),
+    _O('sigma_max', float(_GRID['sigma_max']), 'InfoNoise grid / log-uniform upper end', float, metavar='FLOAT', **_POS),
     _O('infonoise_base', 'auto', 'Warm-up sampler (auto: lognormal, loguniform for discrete data)',
        choices=('auto', 'lognormal', 'loguniform')),
-    _O('infonoise_warmup', 2000, 'Warm-up optimizer steps on the base sampler', int, lo=0, metavar='STEPS'),
-    _O('infonoise_refresh', 200, 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
-    _O('infonoise_bins', 64, 'Log-σ grid bins', int, lo=2, metavar='INT'),
-    _O('infonoise_buffer', 512, 'FIFO losses per bin per rank', int, lo=1, metavar='INT'),
-    _O('infonoise_ema', 0.1, 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True,
+    _O('infonoise_warmup', _IN['warmup_steps'], 'Warm-up optimizer steps on the base sampler', int, lo=0, metavar='STEPS'),
+    _O('infonoise_refresh', _IN['refresh_every'], 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
+    _O('infonoise_bins', _GRID['num_bins'], 'Log-σ grid bins', int, lo=2, metavar='INT'),
+    _O('infonoise_buffer', _IN['buffer_size'], 'FIFO losses per bin per rank', int, lo=1, metavar='INT'),
+    _O('infonoise_ema', float(_IN['ema']), 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True,
        metavar='FLOAT'),
-    _O('infonoise_min_count', 32, 'Losses every bin needs before a refresh', int, lo=1, metavar='INT'),
-    _O('infonoise_floor', 0.05, 'Log-uniform mixture weight (keeps every bin observed)', float, lo=0, hi=1,
+    _O('infonoise_min_count', _IN['min_count'], 'Losses every bin needs before a refresh', int, lo=1, metavar='INT'),
+    _O('infonoise_floor', float(_IN['floor']), 'Log-uniform mixture weight (keeps every bin observed)', float, lo=0, hi=1,
        hi_open=True, metavar='FLOAT'),
     _O('infonoise_endpoint', 'auto', "Pivot rule (auto: the dataset's endpoint)",
        choices=('auto', 'continuous', 'discrete')),
-    _O('infonoise_gate_n', 3.0, 'Gate exponent n', float, metavar='FLOAT', **_POS),
-    _O('infonoise_onset_p', 2e-3, 'Onset threshold p (continuous pivot rule)', float, lo=0, hi=1, lo_open=True,
+    _O('infonoise_gate_n', float(_IN['gate_n']), 'Gate exponent n', float, metavar='FLOAT', **_POS),
+    _O('infonoise_onset_p', float(_IN['onset_p']), 'Onset threshold p (continuous pivot rule)', float, lo=0, hi=1, lo_open=True,
        hi_open=True, metavar='FLOAT'),
-    _O('infonoise_smooth', 0, 'Smoothing passes on log r', int, lo=0, metavar='INT'),
+    _O('infonoise_smooth', _IN['smooth'], 'Smoothing passes on log r', int, lo=0, metavar='INT'),
     # Devices and speed.
     _O('device', 'auto', 'Device (auto: CUDA when available)', kind='execution', choices=('auto', 'cpu', 'cuda')),
     _O('bf16', False, 'bfloat16 autocast for the forward pass', bool, kind='execution', is_flag=True),
@@ -391,9 +405,10 @@ def validate_options(opts: Mapping[str, Any]) -> None:
         raise OptionsError('Missing option --data (and the preset gives no dataset).')
     if opts['sigma_max'] <= opts['sigma_min']:
         raise OptionsError(f'--sigma-max={opts["sigma_max"]} must be larger than --sigma-min={opts["sigma_min"]}.')
-    if opts['infonoise_min_count'] > opts['infonoise_buffer']:
-        raise OptionsError(f'--infonoise-min-count={opts["infonoise_min_count"]} can never be reached with '
-                           f'--infonoise-buffer={opts["infonoise_buffer"]}.')
+    try:
+        check_min_count(opts['infonoise_min_count'], opts['infonoise_buffer'])
+    except ValueError as err:
+        raise OptionsError(f'--infonoise-min-count / --infonoise-buffer: {err}.') from None
 
 
 def metric_names(opts: Mapping[str, Any]) -> list[str]:
