@@ -199,32 +199,26 @@ def build_network(config: dict, facts: dict, device: str) -> Any:
     return net.to(torch.device(device))
 
 
-def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: str, timed: bool) -> dict:
-    """Network-only steps on resident data: img/s (wall, CPU) and, when `timed`, ms per step per phase."""
+def measure_network(config: dict, steps: int, warmup: int, device: str, timed: bool) -> dict:
+    """Network-only steps on resident random data, through the network, optimizer, fast paths and autocast that
+    `training_loop.build_run` sets up (seed 0): img/s (wall, CPU) and, when `timed`, ms per step per phase."""
     import torch
 
-    import dnnlib
-    from training.fast_paths import (apply_fast_paths, autocast, maybe_compile, optimizer_kwargs_for,
-                                     resolve_fast_paths)
+    from training.fast_paths import resolve_fast_paths
     from training.networks import data_shape
-    from training.training_loop import configure_backends
+    from training.training_loop import build_run, configure_backends
     dev = torch.device(device)
     configure_backends(dev, config['cudnn_benchmark'], config['deterministic'])   # the loop's TF32/cuDNN settings
-    fast = resolve_fast_paths(config['fast_paths'])
-    net = build_network(config, facts, device).train().requires_grad_(True)
-    apply_fast_paths(net, sdpa=fast['sdpa'], channels_last=fast['channels_last'])
-    optimizer = dnnlib.util.construct_class_by_name(
-        params=net.parameters(), **optimizer_kwargs_for(config['optimizer_kwargs'], fast['fused_adam']))
-    compile_kwargs = {} if fast['compile_mode'] is None else dict(mode=fast['compile_mode'])
-    train_net = maybe_compile(net, fast['compile'], **compile_kwargs)
-    amp = torch.bfloat16 if fast['bf16'] else None
+    torch.manual_seed(0)
     batch, rounds = int(config['batch_gpu']), int(config['accumulation_rounds'])
-    shape = [batch, *data_shape(net)]
+    no_workers = dict(config, data_loader_kwargs=dict(config['data_loader_kwargs'], num_workers=0))
+    run = build_run(no_workers, batch_gpu=batch, fast=resolve_fast_paths(config['fast_paths']), device=dev)
+    shape = [batch, *data_shape(run.net)]
     y = torch.rand(shape, device=dev) * 2 - 1
     sigma = (torch.randn([batch] + [1] * (len(shape) - 1), device=dev) * 1.2 - 1.2).exp()
     noisy = y + torch.randn_like(y) * sigma
     weight = (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2
-    labels = torch.zeros([batch, facts['label_dim']], device=dev)
+    labels = torch.zeros([batch, run.dataset.label_dim], device=dev)
     augment_dim = int(config['network_kwargs'].get('augment_dim', 0))
     augment_labels = torch.zeros([batch, augment_dim], device=dev) if config['augment_kwargs'] else None
     timer = LapTimer(dev.type == 'cuda') if timed else None
@@ -232,15 +226,14 @@ def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: 
     clock = _Clock(device, warmup, steps, timer)
     t0 = time.perf_counter()
     for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
+        run.optimizer.zero_grad(set_to_none=True)
         lap('optimizer')
         for _ in range(rounds):
-            with autocast(dev, amp):
-                loss = weight * (train_net(noisy, sigma, labels, augment_labels=augment_labels) - y) ** 2
+            loss = weight * (run.loss_net(noisy, sigma, labels, augment_labels=augment_labels) - y) ** 2
             lap('forward')
             loss.sum().mul(1 / (batch * rounds)).backward()
             lap('backward')
-        optimizer.step()
+        run.optimizer.step()
         lap('optimizer')
         clock.tick()
     wall, cpu = clock.rates(batch * rounds)
@@ -328,7 +321,7 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
         kinds = ['loop', 'network'] if rep % 2 == 0 else ['network', 'loop']   # rep 0: the loop starts cold
         for kind in kinds:
             if kind == 'network':
-                samples['network'].append(measure_network(config, facts, steps, warmup, device, timed=not cuda))
+                samples['network'].append(measure_network(config, steps, warmup, device, timed=not cuda))
                 continue
             for d, cfg in (configs.items() if rep % 2 == 0 else reversed(configs.items())):
                 run_dir = os.path.join(workdir, f'{name}-{d}-{rep}')
@@ -338,7 +331,7 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
     if not cuda:
         breakdown_net = _median_phases(samples['network'])
     elif breakdown:   # the network-only phases from one extra synchronised run
-        breakdown_net = measure_network(config, facts, steps, warmup, device, timed=True)['phases']
+        breakdown_net = measure_network(config, steps, warmup, device, timed=True)['phases']
     if breakdown:
         profiled = measure_loop(config, steps, warmup, device, os.path.join(workdir, 'timed'), True)
         breakdown_loop = profiled['phases']
@@ -426,7 +419,7 @@ def run_paths(name: str, device: str, reps: int, steps: int, warmup: int, workdi
                                             dict(overrides or {}, **FAST_PATHS[path]), fast, data_size=data_size)
             batch = int(config['batch_size'])
             try:
-                samples[path].append(measure_network(config, facts, steps, warmup, device, timed=False))
+                samples[path].append(measure_network(config, steps, warmup, device, timed=False))
             except Exception as exc:  # e.g. torch.compile without a working C++ toolchain
                 notes[path] = f'failed: {type(exc).__name__}: {(str(exc).splitlines() or [""])[0][:80]}'
     records = []
