@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
-import json
 import os
 from typing import Any
 
@@ -64,9 +63,7 @@ def _write_png(path: str, image: np.ndarray) -> None:
 
 def write_grid(path: str, sigma_steps: torch.Tensor, opts: generation.SamplerOptions) -> None:
     """The σ list used (N values then 0) with how it was built, as JSON."""
-    record = generation.grid_record(opts, sigma_steps)
-    with util.atomic_write(path) as f:
-        f.write((json.dumps(record, indent=1) + '\n').encode('utf-8'))
+    util.write_json(path, generation.grid_record(opts, sigma_steps))
 
 
 @click.command(epilog=EXAMPLES, context_settings=dict(max_content_width=110))

@@ -96,7 +96,6 @@ Examples:
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -106,7 +105,7 @@ import click
 import numpy as np
 import torch
 
-from dnnlib.util import atomic_write
+from dnnlib.util import write_json
 from infonoise.infogrid import VARIANTS, gaussian_surrogate, sigma_steps
 from infonoise.oracles import BayesDenoiser, CurieWeiss, GaussianMixture
 from training.grid_calibration import calibrate_tempered_grid, reference_samples
@@ -575,8 +574,7 @@ def main(quick, models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_st
     click.echo('\n'.join(out))
     if json_path:
         try:
-            with atomic_write(json_path) as f:
-                f.write(json.dumps(results, indent=1).encode())
+            write_json(json_path, results)
         except OSError as err:
             raise click.ClickException(f'cannot write {json_path}: {err.strerror or err}')
 

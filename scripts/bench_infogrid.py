@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 import infonoise
-from dnnlib.util import atomic_write
+from dnnlib.util import atomic_write, write_json
 from infonoise.infogrid import TEMPERED_GAMMA, VARIANTS, gaussian_surrogate, sigma_steps
 from training import network_io, sampler
 from training.grid_calibration import calibrate_tempered_grid, reference_samples, trajectory_error
@@ -657,8 +657,7 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
                     seconds=round(time.time() - began, 1),
                     merged={source: runs.get('settings') for source, runs in merged})
     table = markdown(records)
-    with atomic_write(os.path.join(outdir, 'bench_infogrid.json')) as f:
-        f.write(json.dumps(dict(settings=settings, snapshots=records), indent=1).encode())
+    write_json(os.path.join(outdir, 'bench_infogrid.json'), dict(settings=settings, snapshots=records))
     with atomic_write(os.path.join(outdir, 'bench_infogrid.md')) as f:
         f.write(table.encode())
     try:

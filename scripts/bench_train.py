@@ -32,7 +32,6 @@ Every timing goes through `torch_utils.timing` (device synchronised at both ends
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
@@ -43,6 +42,7 @@ from typing import Any
 
 import click
 
+from dnnlib.util import write_json
 from torch_utils.timing import Stopwatch, synchronize
 
 
@@ -666,8 +666,7 @@ def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, 
     result.update(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, quick=quick, loader=loader,
                   device_name=torch.cuda.get_device_name() if device == 'cuda' else 'cpu')
     if json_path:
-        with open(json_path, 'w', encoding='utf-8') as f:
-            json.dump(result, f, indent=2)
+        write_json(json_path, result, indent=2)
     lines = {'paths': format_paths, 'generate': format_generate}.get(mode, format_report)(result)
     if quick:   # the loop's report ends with its ratio line
         lines.insert(len(lines) - (mode == 'loop'), '(--quick: one short repetition; not a figure to record)')

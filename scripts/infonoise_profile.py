@@ -241,8 +241,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
                       num_items=len(dataset), per_bin=per_bin, weight=weight, sigma_data=sigma_data,
                       endpoint=endpoint, floor=floor, seed=seed)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with util.atomic_write(out_path) as f:
-        f.write((json.dumps(record, indent=1) + '\n').encode('utf-8'))
+    util.write_json(out_path, record)
     pivot = profile.get('pivot', math.nan)
     click.echo(f'Wrote {out_path} (pivot σ = {float(pivot):.4g}).')
 

@@ -392,14 +392,19 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, dist, weighting):
     assert f'"sigma_dist": "{dist}"' in text and f'"weighting": "{weighting}"' in text
 
 
-def test_bench_sampler_reports_every_sampler_as_a_fraction_of_the_step():
+def test_bench_sampler_reports_every_sampler_as_a_fraction_of_the_step(tmp_path):
     import json
 
     from scripts import bench_sampler
-    result = CliRunner().invoke(bench_sampler.main, ['--device', 'cpu', '--quick', '--json', '--batch', '64',
-                                                     '--bins', '16', '--step-ms', '50'])
+    args = ['--device', 'cpu', '--quick', '--batch', '64', '--bins', '16', '--step-ms', '50']
+    result = CliRunner().invoke(bench_sampler.main, args + ['--json', '-'])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
+    result = CliRunner().invoke(bench_sampler.main, args + ['--json', str(tmp_path / 'r.json')])
+    assert result.exit_code == 0, result.output
+    assert '% of step' in result.output
+    written = json.loads((tmp_path / 'r.json').read_text())
+    assert set(written['results'][0]['per_step_us']) == set(out['results'][0]['per_step_us'])
     (row,) = out['results']
     assert set(row['per_step_us']) == {'infonoise', 'loss-second-moment', 'kingma-gao', 'cdcd', 'laplace'}
     for name, us in row['per_step_us'].items():

@@ -104,11 +104,6 @@ def _profile(sampler: Any) -> dict | None:
     return fn() if callable(fn) else None
 
 
-def _write_json_atomic(path: str, data: Any) -> None:
-    with util.atomic_write(path) as f:
-        f.write((json.dumps(data, indent=2, default=str) + '\n').encode('utf-8'))
-
-
 def _gather(obj: Any) -> list:
     """Every rank's `obj`, indexed by rank (a single-element list without a process group)."""
     if not dist.is_initialized():
@@ -514,8 +509,8 @@ def _open_logs(run_dir: str, guard: preemption.RunGuard, config: Mapping, option
     stale = checkpoint.remove_stale_temporaries(run_dir)
     if stale:
         logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
-    guard.write(_write_json_atomic, os.path.join(run_dir, 'training_options.json'),
-                dict(config, options=dict(options) if options is not None else None))
+    guard.write(util.write_json, os.path.join(run_dir, 'training_options.json'),
+                dict(config, options=dict(options) if options is not None else None), indent=2, default=str)
     return {name: _Log(os.path.join(run_dir, f'{name}.jsonl') if wanted else None, guard)
             for name, wanted in (('stats', True), ('infonoise', adaptive), ('metrics', metrics))}
 
