@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 import infonoise
+from cli_common import comma_list
 from dnnlib.util import atomic_write, write_json
 from infonoise.infogrid import TEMPERED_GAMMA, VARIANTS, gaussian_surrogate, sigma_steps
 from training import network_io, sampler
@@ -521,28 +522,6 @@ def plot(records: dict, path: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 # CLI.
 
-def _list(kind, choices=None):
-    def parse(ctx, param, value):
-        if value is None:
-            return None
-        items = [v.strip() for v in value.split(',') if v.strip()]
-        if not items:
-            raise click.BadParameter('the list is empty')
-        if choices is not None:
-            bad = [v for v in items if v not in choices]
-            if bad:
-                raise click.BadParameter(f'unknown name(s) {", ".join(bad)}; choose from {", ".join(choices)}')
-            return tuple(items)
-        try:
-            values = tuple(kind(v) for v in items)
-        except ValueError:
-            raise click.BadParameter('expected a comma-separated list of whole numbers, e.g. 5,7,9') from None
-        if min(values) < 2:
-            raise click.BadParameter('every NFE must be at least 2')
-        return values
-    return parse
-
-
 def _merged(ctx, param, value) -> tuple[tuple[str, dict], ...]:
     """Each --merge as (file, its parsed bench_infogrid.json)."""
     out = []
@@ -582,10 +561,10 @@ def demo_snapshot(outdir: str, log: Callable[[str], None]) -> str:
 @click.option('--network', 'networks', multiple=True, metavar='PATH', help='Snapshot(s) with an InfoNoise profile.')
 @click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Where the table, JSON and PNG go.')
 @click.option('--quick', is_flag=True, help='Small settings for the digits demo (about 5 minutes on 2 CPU cores).')
-@click.option('--grids', default=','.join(GRID_NAMES), callback=_list(str, GRID_NAMES), help='Grids to compare.')
-@click.option('--solvers', default=None, callback=_list(str, SOLVER_NAMES),
+@click.option('--grids', default=','.join(GRID_NAMES), callback=comma_list(GRID_NAMES), help='Grids to compare.')
+@click.option('--solvers', default=None, callback=comma_list(SOLVER_NAMES),
               help='Solvers  [default: heun,euler; quick: heun]')
-@click.option('--nfe', default=None, callback=_list(int),
+@click.option('--nfe', default=None, callback=comma_list(minimum=2),
               help='NFEs  [default: 5,7,9,11,13,17,25,35; quick: 5,7,11,17,35]')
 @click.option('--metric', default='auto', help='Domain metric name (auto: from the snapshot dataset).')
 @click.option('--sets', type=click.IntRange(min=1), default=None, help='Latent sets  [default: 2]')
