@@ -2,8 +2,9 @@
 
 --mode loop (the default). For one preset it measures, in interleaved repetitions (so that machine load
 affects both alike):
-- the network-only step: forward, backward and the optimizer step of the preset's network on data that
-  already sits on the device (no data loading, augmentation, σ-sampler, EMA or statistics);
+- the network-only step: forward, backward and the optimizer step of the preset's network, set up by the
+  loop's own `training.training_loop.build_run` (fast paths, autocast, optimizer), on data that already sits
+  on the device (no data loading, augmentation, σ-sampler, EMA or statistics);
 - the full training loop: a real `training.training_loop.training_loop` run (data, augmentation, loss,
   σ-sampler, non-finite gradient handling, optimizer, EMA, statistics), timed through its per-step
   progress callback, with no snapshots, states or sample grids written.
