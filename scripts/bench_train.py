@@ -136,14 +136,12 @@ class LapTimer:
     def __init__(self, cuda: bool) -> None:
         self._device = 'cuda' if cuda else None
         self.totals: dict[str, float] = {}
-        self.startup: dict[str, float] = {}
         self._prev = time.perf_counter()
 
     def __call__(self, name: str) -> None:
         synchronize(self._device)
         now = time.perf_counter()
-        target = self.startup if name.startswith('startup:') else self.totals
-        target[name] = target.get(name, 0.0) + now - self._prev
+        self.totals[name] = self.totals.get(name, 0.0) + now - self._prev
         self._prev = now
 
     def restart(self) -> None:
