@@ -7,13 +7,11 @@ Run `python generate.py --help` for the options and examples. Multi-GPU: `torchr
 from __future__ import annotations
 
 import concurrent.futures
-import io
 import os
 from typing import Any
 
 import click
 import numpy as np
-import PIL.Image
 import torch
 import tqdm
 
@@ -23,6 +21,7 @@ from cli_common import (GRID_OVERFLOW, FiniteFloatRange, check_sigma_steps, init
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import fasta, generation
+from training.image_grid import png_bytes
 from training.guidance import GuidedDenoiser
 
 EXAMPLES = """\b
@@ -47,16 +46,9 @@ Examples:
 """
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-    mode = {1: 'L', 2: 'LA', 3: 'RGB', 4: 'RGBA'}[image.shape[2]]
-    buf = io.BytesIO()
-    PIL.Image.fromarray(image[:, :, 0] if mode == 'L' else image, mode).save(buf, format='PNG')
-    return buf.getvalue()
-
-
 def _write_png(path: str, image: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    data = _png_bytes(image)
+    data = png_bytes(image)
     with util.atomic_write(path) as f:
         f.write(data)
 

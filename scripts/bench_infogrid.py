@@ -477,9 +477,8 @@ def short_name(path: str) -> str:
 
 
 def plot(records: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg', force=True)
-    import matplotlib.pyplot as plt
+    from training.metrics.plotting import pyplot, save_figure
+    plt = pyplot()
     panels = [(p, solver) for p, rec in records.items() for solver in rec['results']]
     fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 8), squeeze=False)
     for col, (p, solver) in enumerate(panels):
@@ -511,12 +510,7 @@ def plot(records: dict, path: str) -> None:
             if row == 0:
                 ax.legend(fontsize=7)
     fig.tight_layout()
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=110)
-    plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
+    save_figure(fig, path, bbox_inches=None)
 
 
 # ---------------------------------------------------------------------------------------------------

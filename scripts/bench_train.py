@@ -56,14 +56,10 @@ STARTUP = ('startup:data', 'startup:network', 'startup:files')
 
 def _write_png_zip(path: str, images: Any) -> None:
     """An uncompressed zip of PNGs (the EDM archive layout) from uint8 arrays [H, W, C]."""
-    import io
-
-    import PIL.Image
+    from training.image_grid import png_bytes
     with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_STORED) as z:
         for i, pixels in enumerate(images):
-            buf = io.BytesIO()
-            PIL.Image.fromarray(pixels if pixels.shape[2] == 3 else pixels[:, :, 0]).save(buf, format='PNG')
-            z.writestr(f'{i // 1000:05d}/img{i:08d}.png', buf.getvalue())
+            z.writestr(f'{i // 1000:05d}/img{i:08d}.png', png_bytes(pixels))
 
 
 def random_image_zip(path: str, count: int, resolution: int = 32, channels: int = 3, seed: int = 0) -> None:

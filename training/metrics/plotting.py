@@ -15,17 +15,19 @@ import numpy as np
 from dnnlib import util
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend."""
     import matplotlib
     matplotlib.use('Agg', force=True)
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig: Any, path: str) -> None:
+def save_figure(fig: Any, path: str, **savefig_kwargs: Any) -> None:
+    """`fig` as a PNG at `path`, written atomically, then closed (savefig kwargs: default dpi 110, tight box)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
-    _pyplot().close(fig)
+    fig.savefig(buf, format='png', **{'dpi': 110, 'bbox_inches': 'tight', **savefig_kwargs})
+    pyplot().close(fig)
     with util.atomic_write(path) as f:
         f.write(buf.getvalue())
 
@@ -71,7 +73,7 @@ def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None
         raise ValueError('The profile has no sigma array.')
     edges = _array(profile, 'edges')
     pivot = profile.get('pivot')
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), sharex=True)
     for ax, (key, label) in zip(axes.flat, _PROFILE_PANELS):
         y = _array(profile, key)
@@ -99,7 +101,7 @@ def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None
         ax.set_xlabel('σ')
     step = profile.get('step')
     fig.suptitle(title or (f'{schedule} profile' + (f' (step {int(step)})' if step is not None else '')))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_emergence(jsonl_rows: Sequence[Mapping[str, Any]], path: str, key: str = 'pi') -> None:
@@ -108,7 +110,7 @@ def plot_emergence(jsonl_rows: Sequence[Mapping[str, Any]], path: str, key: str 
             and np.isfinite(_positive(_floats(r[key]))).any()]
     if not rows:
         raise ValueError(f'No rows with an estimated {key!r} and sigma to plot.')
-    plt = _pyplot()
+    plt = pyplot()
     steps = np.array([float(r.get('step', i)) for i, r in enumerate(rows)])
     cmap = plt.get_cmap('viridis')
     lo, hi = float(steps.min()), float(steps.max())
@@ -125,14 +127,14 @@ def plot_emergence(jsonl_rows: Sequence[Mapping[str, Any]], path: str, key: str 
     ax.set_ylabel(f'{key} per unit ln σ  (σ·{key})')
     ax.set_title(f'Emergence of {key} over training ({len(rows)} refreshes)')
     ax.grid(True, which='major', alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_grids(grids: Mapping[str, Sequence[float]], path: str) -> None:
     """One row of markers per σ grid (trailing zeros dropped), on a shared log σ axis."""
     if not grids:
         raise ValueError('No grids to plot.')
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(grids) + 1.4))
     names = list(grids)
     for i, name in enumerate(names):
@@ -147,4 +149,4 @@ def plot_grids(grids: Mapping[str, Sequence[float]], path: str) -> None:
     ax.set_xlabel('σ')
     ax.set_title('σ grids (number of nonzero steps)')
     ax.grid(True, axis='x', which='major', alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
