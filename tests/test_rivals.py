@@ -417,8 +417,11 @@ def test_a_rival_run_is_named_plotted_and_refused_by_infogrid_in_one_sentence(tm
     """A rival has π and counts but no entropy rate: the status line shows no pivot, the end-of-run plot and the
     start-up summary name the schedule and the weighting, the profile plot draws what it has, and InfoGrid says
     it needs an InfoNoise profile."""
+    import json
+
     import generate
     from scripts import infonoise_profile
+    from training.metrics import plotting
     run_dir = tmp_path / 'run'
     result = _run(run_dir, *SMALL, '--sigma-dist', 'kingma-gao', '--weighting', 'uncertainty', '--plot', 1,
                   '--kimg', 0.64)
@@ -436,6 +439,9 @@ def test_a_rival_run_is_named_plotted_and_refused_by_infogrid_in_one_sentence(tm
     assert 'InfoGrid needs an InfoNoise profile' in plots.output
     for name in ('profile.png', 'grids.png', 'emergence.png'):
         assert (tmp_path / 'plots' / name).stat().st_size > 1000
+    last = infonoise.profile_from_json(json.loads((run_dir / 'infonoise.jsonl').read_text().splitlines()[-1]))
+    assert [key for key, _ in plotting.profile_panels(last)] == ['counts', 'pi', 'phi', 'u']   # no rate: no ρ
+    assert last['counts'].sum() > 0 and np.isfinite(last['pi']).all()
 
     snapshot = sorted(run_dir.glob('network-snapshot-*.pkl'))[-1]
     refused = CliRunner().invoke(generate.main, ['--network', str(snapshot), '--outdir', str(tmp_path / 'out'),

@@ -62,10 +62,19 @@ _PROFILE_PANELS = (('rho', 'target ρ per unit ln σ  (σ·ρ)'), ('pi', 'sampli
                    ('phi', 'effective weight φ = π·w per unit ln σ  (σ·φ)'), ('u', 'information CDF u(σ)'))
 
 
+def profile_panels(profile: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(key, title) of the four panels: ρ, π, φ, u; for a profile without an entropy rate (a rival schedule's,
+    whose ρ is its π, or InfoNoise's before its first refresh) the losses held per bin replace ρ."""
+    from infonoise.infogrid import has_rate
+    if has_rate(profile) or profile.get('counts') is None:
+        return _PROFILE_PANELS
+    return (('counts', 'losses held per bin'),) + _PROFILE_PANELS[1:]
+
+
 def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None,
                  schedule: str = 'InfoNoise') -> None:
-    """Four panels against σ (log axes): target ρ, sampling density π, φ = π·w (each per unit ln σ, see
-    `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a dashed vertical line. The default
+    """Four panels against σ (log axes): target ρ (or the counts, see `profile_panels`), sampling density π,
+    φ = π·w (each per unit ln σ, see `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a dashed vertical line. The default
     title names the `schedule` whose profile it is and the step.
     """
     sigma = _array(profile, 'sigma')
@@ -75,9 +84,9 @@ def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None
     pivot = profile.get('pivot')
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), sharex=True)
-    for ax, (key, label) in zip(axes.flat, _PROFILE_PANELS):
+    for ax, (key, label) in zip(axes.flat, profile_panels(profile)):
         y = _array(profile, key)
-        if y is not None and key != 'u' and y.shape == sigma.shape:
+        if y is not None and key not in ('u', 'counts') and y.shape == sigma.shape:
             y = per_log_sigma(y, sigma)
         shown = None if y is None else (y if key == 'u' else _positive(y))
         if shown is None or not np.isfinite(shown).any():
