@@ -44,7 +44,7 @@ from typing import Any
 import click
 
 from cli_common import comma_list
-from dnnlib.util import write_json
+from dnnlib.util import first_line, write_json
 from torch_utils.timing import Stopwatch, synchronize
 
 
@@ -417,7 +417,7 @@ def run_paths(name: str, device: str, reps: int, steps: int, warmup: int, workdi
             try:
                 samples[path].append(measure_network(config, steps, warmup, device, timed=False))
             except Exception as exc:  # e.g. torch.compile without a working C++ toolchain
-                notes[path] = f'failed: {type(exc).__name__}: {(str(exc).splitlines() or [""])[0][:80]}'
+                notes[path] = f'failed: {type(exc).__name__}: {first_line(exc)[:80]}'
     records = []
     for path in paths:
         rates = [s['img_per_s'] for s in samples[path]]
