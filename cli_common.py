@@ -59,6 +59,30 @@ def _parsing_callback(parse: Callable[[str], Any]) -> Callable:
     return callback
 
 
+def comma_list(choices: tuple[str, ...] | None = None, minimum: int | None = None) -> Callable:
+    """A click callback: a comma-separated value as a tuple of names from `choices`, or (no choices) of whole
+    numbers >= `minimum`; None stays None; anything else is one BadParameter sentence."""
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
+        if value is None:
+            return None
+        items = [v.strip() for v in value.split(',') if v.strip()]
+        if not items:
+            raise click.BadParameter('the list is empty')
+        if choices is not None:
+            bad = [v for v in items if v not in choices]
+            if bad:
+                raise click.BadParameter(f'unknown name(s) {", ".join(bad)}; choose from {", ".join(choices)}')
+            return tuple(items)
+        try:
+            values = tuple(int(v) for v in items)
+        except ValueError:
+            raise click.BadParameter('expected a comma-separated list of whole numbers, e.g. 5,7,9') from None
+        if minimum is not None and min(values) < minimum:
+            raise click.BadParameter(f'every value must be at least {minimum}')
+        return values
+    return callback
+
+
 def parse_seeds_bounded(spec: str) -> list[int]:
     """generation.parse_seeds, refusing more than MAX_SEEDS seeds (counted before the list is built) and seeds
     above MAX_SEED; ValueError with one sentence."""

@@ -7,14 +7,11 @@ Run `python generate.py --help` for the options and examples. Multi-GPU: `torchr
 from __future__ import annotations
 
 import concurrent.futures
-import io
-import json
 import os
 from typing import Any
 
 import click
 import numpy as np
-import PIL.Image
 import torch
 import tqdm
 
@@ -24,6 +21,7 @@ from cli_common import (GRID_OVERFLOW, FiniteFloatRange, check_sigma_steps, init
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import fasta, generation
+from training.image_grid import png_bytes
 from training.guidance import GuidedDenoiser
 from training.metrics import registry
 
@@ -49,25 +47,16 @@ Examples:
 """
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-    mode = {1: 'L', 2: 'LA', 3: 'RGB', 4: 'RGBA'}[image.shape[2]]
-    buf = io.BytesIO()
-    PIL.Image.fromarray(image[:, :, 0] if mode == 'L' else image, mode).save(buf, format='PNG')
-    return buf.getvalue()
-
-
 def _write_png(path: str, image: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    data = _png_bytes(image)
+    data = png_bytes(image)
     with util.atomic_write(path) as f:
         f.write(data)
 
 
 def write_grid(path: str, sigma_steps: torch.Tensor, opts: generation.SamplerOptions) -> None:
     """The σ list used (N values then 0) with how it was built, as JSON."""
-    record = generation.grid_record(opts, sigma_steps)
-    with util.atomic_write(path) as f:
-        f.write((json.dumps(record, indent=1) + '\n').encode('utf-8'))
+    util.write_json(path, generation.grid_record(opts, sigma_steps))
 
 
 @click.command(epilog=EXAMPLES, context_settings=dict(max_content_width=110))

@@ -291,6 +291,11 @@ def _pick_run_dir(outdir: str, desc: str, nosubdir: bool) -> str:
     return run_dir
 
 
+def _weighting(opts: dict) -> str:
+    static = opt_lib.resolve_weighting(opts)
+    return f'uncertainty: {static} times the learned 1/e^u(σ)' if opts['weighting'] == 'uncertainty' else static
+
+
 def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: str) -> str:
     net = config['network_kwargs']
     sampler = config['sigma_sampler_kwargs']
@@ -302,7 +307,7 @@ def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: 
         f'  Network:              {net["class_name"].rsplit(".", 1)[-1]} / {net.get("model_type")} '
         f'channels {net.get("model_channels")} x {net.get("channel_mult")}',
         f'  Loss:                 {config["loss_kwargs"]["class_name"].rsplit(".", 1)[-1]} '
-        f'(weighting {opt_lib.resolve_weighting(opts)})',
+        f'(weighting {_weighting(opts)})',
         f'  σ distribution:       {opts["sigma_dist"]}'
         + (f' ({sampler["class_name"].rsplit(".", 1)[-1]})' if sampler else ' (the loss\'s own)'),
         f'  Training length:      {config["total_kimg"]:g} kimg',

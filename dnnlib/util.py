@@ -315,6 +315,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     _fsync_directory(directory)
 
 
+def write_json(path: str | os.PathLike, data: Any, indent: int = 1, **dumps_kwargs: Any) -> None:
+    """`data` as JSON text plus a newline, written atomically (`atomic_write`); `json.dumps` kwargs apply."""
+    with atomic_write(path) as f:
+        f.write((json.dumps(data, indent=indent, **dumps_kwargs) + '\n').encode('utf-8'))
+
+
 class AppendFile:
     """A log file that grows by whole records (JSON lines): every `append` is written completely or not at all.
 

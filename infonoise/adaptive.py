@@ -37,6 +37,22 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def _grid_weight(grid: SigmaGrid, weight_fn: Callable | str) -> Callable:
+    """`weight_fn` as a callable (a name goes through `get_weight`), once `grid` is known to be a SigmaGrid."""
+    if not isinstance(grid, SigmaGrid):
+        raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
+    fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn
+    if not callable(fn):
+        raise ValueError('weight_fn must be callable or a weight name (edm, vp, ve, unit, min-snr)')
+    return fn
+
+
+def check_min_count(min_count: int, buffer_size: int) -> None:
+    """ValueError unless a refresh can happen: every bin needs `min_count` losses and keeps `buffer_size`."""
+    if min_count > buffer_size:
+        raise ValueError(f'min_count={min_count} can never be reached with buffer_size={buffer_size} losses per bin')
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
         return False
@@ -86,22 +102,16 @@ class InfoNoiseSampler:
                  warmup_steps: int = 2000, refresh_every: int = 200, buffer_size: int = 512,
                  ema: float = 0.1, min_count: int = 32, gate_n: float = 3, endpoint: str = 'continuous',
                  onset_p: float = 2e-3, floor: float = 0.05, smooth: int = 0, device=None):
-        if not isinstance(grid, SigmaGrid):
-            raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
-        self.grid = grid
+        self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
         self.base = LogNormalSampler() if base is None else base
         if not callable(getattr(self.base, 'sample', None)):
             raise ValueError('base must be a σ-sampler with a sample(n, device, generator) method')
-        self.weight_fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn
-        if not callable(self.weight_fn):
-            raise ValueError('weight_fn must be callable or one of edm, vp, ve, unit')
         self.warmup_steps = _check_int('warmup_steps', warmup_steps, 0)
         self.refresh_every = _check_int('refresh_every', refresh_every, 1)
         self.buffer_size = _check_int('buffer_size', buffer_size, 1)
         self.min_count = _check_int('min_count', min_count, 1)
         self.smooth = _check_int('smooth', smooth, 0)
-        if self.min_count > self.buffer_size:
-            raise ValueError(f'min_count ({min_count}) must not exceed buffer_size ({buffer_size})')
+        check_min_count(self.min_count, self.buffer_size)
         if not 0 < ema <= 1:
             raise ValueError(f'ema must lie in (0, 1], got {ema}')
         if not (math.isfinite(gate_n) and gate_n > 0):

@@ -49,6 +49,13 @@ def _check_range(num_steps: int, sigma_min: float, sigma_max: float) -> tuple[in
     return int(num_steps), sigma_min, sigma_max
 
 
+def has_rate(profile: dict, gated: bool = False) -> bool:
+    """Whether the profile carries an estimated entropy rate, what InfoGrid needs (a rival schedule's profile and
+    InfoNoise's before its first refresh have none)."""
+    rate = profile.get('gated_rate' if gated else 'rate')
+    return rate is not None and bool(np.isfinite(np.asarray(rate, dtype=np.float64)).any())
+
+
 def _profile_arrays(profile: dict, gated: bool) -> tuple[np.ndarray, np.ndarray]:
     """(edges [K+1], rate [K]) of the profile, validated."""
     key = 'gated_rate' if gated else 'rate'
@@ -58,6 +65,9 @@ def _profile_arrays(profile: dict, gated: bool) -> tuple[np.ndarray, np.ndarray]
     rate = np.asarray(profile[key], dtype=np.float64)
     if edges.ndim != 1 or rate.shape != (edges.size - 1,) or rate.size < 1:
         raise ValueError(f'profile edges must be [K+1] and {key} [K], got {edges.shape} and {rate.shape}')
+    if not has_rate(profile, gated):
+        raise ValueError('InfoGrid needs an InfoNoise profile with an estimated entropy rate, and this one has none '
+                         '(a rival schedule has no rate; InfoNoise has one from its first refresh on)')
     if not (np.all(np.isfinite(rate)) and np.all(rate >= 0)):
         raise ValueError(f'profile {key} is not a finite non-negative estimate (no refresh yet?)')
     if not (np.all(edges > 0) and np.all(np.diff(edges) > 0)):

@@ -43,10 +43,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .adaptive import InfoNoiseSampler, _check_int
+from .adaptive import InfoNoiseSampler, _check_int, _grid_weight
 from .grid import SigmaGrid
 from .samplers import _FixedSampler, _phi, empty_profile
-from .weights import edm_weight, get_weight
+from .weights import edm_weight
 
 RIVAL_NAMES = ('loss-second-moment', 'kingma-gao', 'cdcd')
 
@@ -91,12 +91,7 @@ class _BinnedRival:
 
     def __init__(self, grid: SigmaGrid, weight_fn: Callable | str = edm_weight, history: int = 10,
                  uniform: float = 0.0, refresh_every: int = 1, log_every: int = 200, device=None):
-        if not isinstance(grid, SigmaGrid):
-            raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
-        self.grid = grid
-        self.weight_fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn
-        if not callable(self.weight_fn):
-            raise ValueError('weight_fn must be callable or a weight name')
+        self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
         self.buffer_size = _check_int('history', history, 1)
         self.refresh_every = _check_int('refresh_every', refresh_every, 1)
         self.log_every = _check_int('log_every', log_every, 1)

@@ -96,7 +96,6 @@ Examples:
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -106,7 +105,8 @@ import click
 import numpy as np
 import torch
 
-from dnnlib.util import atomic_write
+from cli_common import comma_list
+from dnnlib.util import write_json
 from infonoise.infogrid import VARIANTS, gaussian_surrogate, sigma_steps
 from infonoise.oracles import BayesDenoiser, CurieWeiss, GaussianMixture
 from training.grid_calibration import calibrate_tempered_grid, reference_samples
@@ -501,37 +501,15 @@ def _run_all(models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_steps
 # ---------------------------------------------------------------------------------------------------
 # CLI.
 
-def _int_list(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        items = tuple(int(v) for v in value.split(',') if v.strip())
-    except ValueError:
-        raise click.BadParameter('expected a comma-separated list of integers, e.g. 10,100')
-    if not items:
-        raise click.BadParameter('the list is empty')
-    return items
-
-
-def _name_list(choices):
-    def parse(ctx, param, value):
-        names = tuple(v.strip() for v in value.split(',') if v.strip())
-        bad = [n for n in names if n not in choices]
-        if bad or not names:
-            raise click.BadParameter(f'unknown name(s) {", ".join(bad) or "(none)"}; choose from {", ".join(choices)}')
-        return names
-    return parse
-
-
 @click.command(context_settings={'show_default': True}, epilog='\b\nExamples:' + __doc__.split('Examples:')[1].rstrip())
 @click.option('--quick', is_flag=True,
               help='Small settings: about 6 CPU minutes (2 without the solver/calibrated rows).')
-@click.option('--models', default='gm,cw', callback=_name_list(('gm', 'cw')), help='Laws to run.')
-@click.option('--grids', default=','.join(GRID_NAMES), callback=_name_list(GRID_NAMES), help='Grids to compare.')
-@click.option('--dims', callback=_int_list, help='GM dimensions [default: 10,100,1000,10000].')
-@click.option('--cw-dims', callback=_int_list, help='CW dimensions [default: quick 10,100; full up to 10000].')
-@click.option('--ladder', callback=_int_list, help='GM step counts N to try [default: quick 2..512, full 2..4096].')
-@click.option('--cw-ladder', callback=_int_list, help='CW step counts [default: quick 2..256, full 2..1024].')
+@click.option('--models', default='gm,cw', callback=comma_list(('gm', 'cw')), help='Laws to run.')
+@click.option('--grids', default=','.join(GRID_NAMES), callback=comma_list(GRID_NAMES), help='Grids to compare.')
+@click.option('--dims', callback=comma_list(minimum=2), help='GM dimensions [default: 10,100,1000,10000].')
+@click.option('--cw-dims', callback=comma_list(minimum=2), help='CW dimensions [default: quick 10,100; full up to 10000].')
+@click.option('--ladder', callback=comma_list(minimum=2), help='GM step counts N to try [default: quick 2..512, full 2..4096].')
+@click.option('--cw-ladder', callback=comma_list(minimum=2), help='CW step counts [default: quick 2..256, full 2..1024].')
 @click.option('--samples', type=click.IntRange(min=10), help='CW Monte Carlo samples [default: quick 1000, full 4000].')
 @click.option('--ref-steps', type=click.IntRange(min=2), help='Levels of the CW reference run [default: 256/1024].')
 @click.option('--profile-samples', type=click.IntRange(min=8), help='CW draws per profile sigma [default: 128/512].')
@@ -553,10 +531,6 @@ def main(quick, models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_st
     samples = samples or preset['samples']
     ref_steps = ref_steps or preset['ref_steps']
     profile_samples = profile_samples or preset['profile_samples']
-    if min(dims + cw_dims) < 2:
-        raise click.BadParameter('every dimension must be at least 2', param_hint='--dims/--cw-dims')
-    if min(ladder + cw_ladder) < 2:
-        raise click.BadParameter('every step count must be at least 2', param_hint='--ladder/--cw-ladder')
     if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
         raise click.BadParameter(f'the folder of {json_path} does not exist', param_hint='--json')
     try:
@@ -575,8 +549,7 @@ def main(quick, models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_st
     click.echo('\n'.join(out))
     if json_path:
         try:
-            with atomic_write(json_path) as f:
-                f.write(json.dumps(results, indent=1).encode())
+            write_json(json_path, results)
         except OSError as err:
             raise click.ClickException(f'cannot write {json_path}: {err.strerror or err}')
 

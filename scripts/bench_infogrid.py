@@ -64,7 +64,8 @@ import numpy as np
 import torch
 
 import infonoise
-from dnnlib.util import atomic_write
+from cli_common import comma_list
+from dnnlib.util import atomic_write, write_json
 from infonoise.infogrid import TEMPERED_GAMMA, VARIANTS, gaussian_surrogate, sigma_steps
 from training import network_io, sampler
 from training.grid_calibration import calibrate_tempered_grid, reference_samples, trajectory_error
@@ -476,9 +477,8 @@ def short_name(path: str) -> str:
 
 
 def plot(records: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg', force=True)
-    import matplotlib.pyplot as plt
+    from training.metrics.plotting import pyplot, save_figure
+    plt = pyplot()
     panels = [(p, solver) for p, rec in records.items() for solver in rec['results']]
     fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 8), squeeze=False)
     for col, (p, solver) in enumerate(panels):
@@ -510,38 +510,11 @@ def plot(records: dict, path: str) -> None:
             if row == 0:
                 ax.legend(fontsize=7)
     fig.tight_layout()
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=110)
-    plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
+    save_figure(fig, path, bbox_inches=None)
 
 
 # ---------------------------------------------------------------------------------------------------
 # CLI.
-
-def _list(kind, choices=None):
-    def parse(ctx, param, value):
-        if value is None:
-            return None
-        items = [v.strip() for v in value.split(',') if v.strip()]
-        if not items:
-            raise click.BadParameter('the list is empty')
-        if choices is not None:
-            bad = [v for v in items if v not in choices]
-            if bad:
-                raise click.BadParameter(f'unknown name(s) {", ".join(bad)}; choose from {", ".join(choices)}')
-            return tuple(items)
-        try:
-            values = tuple(kind(v) for v in items)
-        except ValueError:
-            raise click.BadParameter('expected a comma-separated list of whole numbers, e.g. 5,7,9') from None
-        if min(values) < 2:
-            raise click.BadParameter('every NFE must be at least 2')
-        return values
-    return parse
-
 
 def _merged(ctx, param, value) -> tuple[tuple[str, dict], ...]:
     """Each --merge as (file, its parsed bench_infogrid.json)."""
@@ -582,10 +555,10 @@ def demo_snapshot(outdir: str, log: Callable[[str], None]) -> str:
 @click.option('--network', 'networks', multiple=True, metavar='PATH', help='Snapshot(s) with an InfoNoise profile.')
 @click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Where the table, JSON and PNG go.')
 @click.option('--quick', is_flag=True, help='Small settings for the digits demo (about 5 minutes on 2 CPU cores).')
-@click.option('--grids', default=','.join(GRID_NAMES), callback=_list(str, GRID_NAMES), help='Grids to compare.')
-@click.option('--solvers', default=None, callback=_list(str, SOLVER_NAMES),
+@click.option('--grids', default=','.join(GRID_NAMES), callback=comma_list(GRID_NAMES), help='Grids to compare.')
+@click.option('--solvers', default=None, callback=comma_list(SOLVER_NAMES),
               help='Solvers  [default: heun,euler; quick: heun]')
-@click.option('--nfe', default=None, callback=_list(int),
+@click.option('--nfe', default=None, callback=comma_list(minimum=2),
               help='NFEs  [default: 5,7,9,11,13,17,25,35; quick: 5,7,11,17,35]')
 @click.option('--metric', default='auto', help='Domain metric name (auto: from the snapshot dataset).')
 @click.option('--sets', type=click.IntRange(min=1), default=None, help='Latent sets  [default: 2]')
@@ -657,8 +630,7 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
                     seconds=round(time.time() - began, 1),
                     merged={source: runs.get('settings') for source, runs in merged})
     table = markdown(records)
-    with atomic_write(os.path.join(outdir, 'bench_infogrid.json')) as f:
-        f.write(json.dumps(dict(settings=settings, snapshots=records), indent=1).encode())
+    write_json(os.path.join(outdir, 'bench_infogrid.json'), dict(settings=settings, snapshots=records))
     with atomic_write(os.path.join(outdir, 'bench_infogrid.md')) as f:
         f.write(table.encode())
     try:

@@ -17,13 +17,13 @@ import click
 import torch
 
 import infonoise
-from dnnlib.util import atomic_write
+from dnnlib.util import first_line, write_json
 from torch_utils.timing import best_seconds_per_call
 
 EXAMPLES = """\b
 Examples:
   python -m scripts.bench_sampler --quick
-  python -m scripts.bench_sampler --device cpu --batch 512 --json sampler.json
+  python -m scripts.bench_sampler --device cpu --batch 512 --json result.json
   python -m scripts.bench_sampler --device cuda --steps 20000
   python -m scripts.bench_sampler --device cpu --batch 128 --bins 32 --step-ms 68
 """
@@ -110,8 +110,8 @@ def bench_rival(name: str, device: torch.device, batch: int, steps: int, num_bin
               help="Steps between the adaptive rivals' table rebuilds (train.py --rival-refresh).")
 @click.option('--step-ms', type=click.FloatRange(min=0, min_open=True), default=DIGITS_DEMO_STEP_MS,
               help='The training step the overhead is compared with, in ms.')
-@click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None,
-              help='Also write all results as one JSON object to this file.')
+@click.option('--json', 'json_path', type=click.Path(dir_okay=False, allow_dash=True),
+              help='Also write the results as one JSON object to this file (-: print it instead of the table).')
 def main(device: str, batch: int, num_bins: int, steps: int, refreshes: int, threads: int, quick: bool,
          rival_refresh: int, step_ms: float, json_path: str | None) -> None:
     """Time the InfoNoise σ-sampler's per-step and per-refresh overhead, and the rival schedules' per step."""
@@ -131,14 +131,15 @@ def main(device: str, batch: int, num_bins: int, steps: int, refreshes: int, thr
         r['per_step_us'].update({name: bench_rival(name, d, batch, steps, num_bins, rival_refresh)
                               for name in RIVALS})
         r['fraction_of_step'] = {name: us / (step_ms * 1e3) for name, us in r['per_step_us'].items()}
+    record = dict(torch=torch.__version__, quick=quick, step_ms=step_ms, rival_refresh=rival_refresh, results=results)
+    if json_path == '-':
+        click.echo(json.dumps(record, indent=2))
+        return
     if json_path:
-        record = dict(torch=torch.__version__, quick=quick, step_ms=step_ms, rival_refresh=rival_refresh,
-                      results=results)
         try:
-            with atomic_write(json_path) as f:
-                f.write(json.dumps(record, indent=2).encode())
-        except OSError as err:     # atomic_write's WriteError is already one sentence naming the file
-            raise click.ClickException(str(err)) from None
+            write_json(json_path, record, indent=2)
+        except OSError as err:
+            raise click.ClickException(f'Cannot write {json_path}: {first_line(err)}.') from None
     click.echo(f'InfoNoise σ-sampler overhead (torch {torch.__version__}{", quick" if quick else ""})')
     click.echo(f'{"device":<8} {"batch":>6} {"bins":>5} {"µs/step":>9} {"µs/sample":>10} {"µs/refresh":>11}')
     for r in results:

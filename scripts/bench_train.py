@@ -2,8 +2,9 @@
 
 --mode loop (the default). For one preset it measures, in interleaved repetitions (so that machine load
 affects both alike):
-- the network-only step: forward, backward and the optimizer step of the preset's network on data that
-  already sits on the device (no data loading, augmentation, σ-sampler, EMA or statistics);
+- the network-only step: forward, backward and the optimizer step of the preset's network, set up by the
+  loop's own `training.training_loop.build_run` (fast paths, autocast, optimizer), on data that already sits
+  on the device (no data loading, augmentation, σ-sampler, EMA or statistics);
 - the full training loop: a real `training.training_loop.training_loop` run (data, augmentation, loss,
   σ-sampler, non-finite gradient handling, optimizer, EMA, statistics), timed through its per-step
   progress callback, with no snapshots, states or sample grids written.
@@ -32,7 +33,6 @@ Every timing goes through `torch_utils.timing` (device synchronised at both ends
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
@@ -43,6 +43,8 @@ from typing import Any
 
 import click
 
+from cli_common import comma_list
+from dnnlib.util import first_line, write_json
 from torch_utils.timing import Stopwatch, synchronize
 
 
@@ -54,14 +56,10 @@ STARTUP = ('startup:data', 'startup:network', 'startup:files')
 
 def _write_png_zip(path: str, images: Any) -> None:
     """An uncompressed zip of PNGs (the EDM archive layout) from uint8 arrays [H, W, C]."""
-    import io
-
-    import PIL.Image
+    from training.image_grid import png_bytes
     with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_STORED) as z:
         for i, pixels in enumerate(images):
-            buf = io.BytesIO()
-            PIL.Image.fromarray(pixels if pixels.shape[2] == 3 else pixels[:, :, 0]).save(buf, format='PNG')
-            z.writestr(f'{i // 1000:05d}/img{i:08d}.png', buf.getvalue())
+            z.writestr(f'{i // 1000:05d}/img{i:08d}.png', png_bytes(pixels))
 
 
 def random_image_zip(path: str, count: int, resolution: int = 32, channels: int = 3, seed: int = 0) -> None:
@@ -134,14 +132,12 @@ class LapTimer:
     def __init__(self, cuda: bool) -> None:
         self._device = 'cuda' if cuda else None
         self.totals: dict[str, float] = {}
-        self.startup: dict[str, float] = {}
         self._prev = time.perf_counter()
 
     def __call__(self, name: str) -> None:
         synchronize(self._device)
         now = time.perf_counter()
-        target = self.startup if name.startswith('startup:') else self.totals
-        target[name] = target.get(name, 0.0) + now - self._prev
+        self.totals[name] = self.totals.get(name, 0.0) + now - self._prev
         self._prev = now
 
     def restart(self) -> None:
@@ -199,32 +195,26 @@ def build_network(config: dict, facts: dict, device: str) -> Any:
     return net.to(torch.device(device))
 
 
-def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: str, timed: bool) -> dict:
-    """Network-only steps on resident data: img/s (wall, CPU) and, when `timed`, ms per step per phase."""
+def measure_network(config: dict, steps: int, warmup: int, device: str, timed: bool) -> dict:
+    """Network-only steps on resident random data, through the network, optimizer, fast paths and autocast that
+    `training_loop.build_run` sets up (seed 0): img/s (wall, CPU) and, when `timed`, ms per step per phase."""
     import torch
 
-    import dnnlib
-    from training.fast_paths import (apply_fast_paths, autocast, maybe_compile, optimizer_kwargs_for,
-                                     resolve_fast_paths)
+    from training.fast_paths import resolve_fast_paths
     from training.networks import data_shape
-    from training.training_loop import configure_backends
+    from training.training_loop import build_run, configure_backends
     dev = torch.device(device)
     configure_backends(dev, config['cudnn_benchmark'], config['deterministic'])   # the loop's TF32/cuDNN settings
-    fast = resolve_fast_paths(config['fast_paths'])
-    net = build_network(config, facts, device).train().requires_grad_(True)
-    apply_fast_paths(net, sdpa=fast['sdpa'], channels_last=fast['channels_last'])
-    optimizer = dnnlib.util.construct_class_by_name(
-        params=net.parameters(), **optimizer_kwargs_for(config['optimizer_kwargs'], fast['fused_adam']))
-    compile_kwargs = {} if fast['compile_mode'] is None else dict(mode=fast['compile_mode'])
-    train_net = maybe_compile(net, fast['compile'], **compile_kwargs)
-    amp = torch.bfloat16 if fast['bf16'] else None
+    torch.manual_seed(0)
     batch, rounds = int(config['batch_gpu']), int(config['accumulation_rounds'])
-    shape = [batch, *data_shape(net)]
+    no_workers = dict(config, data_loader_kwargs=dict(config['data_loader_kwargs'], num_workers=0))
+    run = build_run(no_workers, batch_gpu=batch, fast=resolve_fast_paths(config['fast_paths']), device=dev)
+    shape = [batch, *data_shape(run.net)]
     y = torch.rand(shape, device=dev) * 2 - 1
     sigma = (torch.randn([batch] + [1] * (len(shape) - 1), device=dev) * 1.2 - 1.2).exp()
     noisy = y + torch.randn_like(y) * sigma
     weight = (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2
-    labels = torch.zeros([batch, facts['label_dim']], device=dev)
+    labels = torch.zeros([batch, run.dataset.label_dim], device=dev)
     augment_dim = int(config['network_kwargs'].get('augment_dim', 0))
     augment_labels = torch.zeros([batch, augment_dim], device=dev) if config['augment_kwargs'] else None
     timer = LapTimer(dev.type == 'cuda') if timed else None
@@ -232,15 +222,14 @@ def measure_network(config: dict, facts: dict, steps: int, warmup: int, device: 
     clock = _Clock(device, warmup, steps, timer)
     t0 = time.perf_counter()
     for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
+        run.optimizer.zero_grad(set_to_none=True)
         lap('optimizer')
         for _ in range(rounds):
-            with autocast(dev, amp):
-                loss = weight * (train_net(noisy, sigma, labels, augment_labels=augment_labels) - y) ** 2
+            loss = weight * (run.loss_net(noisy, sigma, labels, augment_labels=augment_labels) - y) ** 2
             lap('forward')
             loss.sum().mul(1 / (batch * rounds)).backward()
             lap('backward')
-        optimizer.step()
+        run.optimizer.step()
         lap('optimizer')
         clock.tick()
     wall, cpu = clock.rates(batch * rounds)
@@ -328,7 +317,7 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
         kinds = ['loop', 'network'] if rep % 2 == 0 else ['network', 'loop']   # rep 0: the loop starts cold
         for kind in kinds:
             if kind == 'network':
-                samples['network'].append(measure_network(config, facts, steps, warmup, device, timed=not cuda))
+                samples['network'].append(measure_network(config, steps, warmup, device, timed=not cuda))
                 continue
             for d, cfg in (configs.items() if rep % 2 == 0 else reversed(configs.items())):
                 run_dir = os.path.join(workdir, f'{name}-{d}-{rep}')
@@ -338,7 +327,7 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
     if not cuda:
         breakdown_net = _median_phases(samples['network'])
     elif breakdown:   # the network-only phases from one extra synchronised run
-        breakdown_net = measure_network(config, facts, steps, warmup, device, timed=True)['phases']
+        breakdown_net = measure_network(config, steps, warmup, device, timed=True)['phases']
     if breakdown:
         profiled = measure_loop(config, steps, warmup, device, os.path.join(workdir, 'timed'), True)
         breakdown_loop = profiled['phases']
@@ -426,9 +415,9 @@ def run_paths(name: str, device: str, reps: int, steps: int, warmup: int, workdi
                                             dict(overrides or {}, **FAST_PATHS[path]), fast, data_size=data_size)
             batch = int(config['batch_size'])
             try:
-                samples[path].append(measure_network(config, facts, steps, warmup, device, timed=False))
+                samples[path].append(measure_network(config, steps, warmup, device, timed=False))
             except Exception as exc:  # e.g. torch.compile without a working C++ toolchain
-                notes[path] = f'failed: {type(exc).__name__}: {(str(exc).splitlines() or [""])[0][:80]}'
+                notes[path] = f'failed: {type(exc).__name__}: {first_line(exc)[:80]}'
     records = []
     for path in paths:
         rates = [s['img_per_s'] for s in samples[path]]
@@ -611,7 +600,7 @@ Examples:
 @click.option('--sync-check', is_flag=True, help='On CUDA, count host synchronisations per loop step (one extra run).')
 @click.option('--data-size', type=click.IntRange(min=16), default=2048, show_default=True,
               help='Random images of the cifar10 config (50000 = CIFAR-10 for the start-up figure).')
-@click.option('--paths', default=','.join(FAST_PATHS), show_default=True,
+@click.option('--paths', default=','.join(FAST_PATHS), show_default=True, callback=comma_list(FAST_PATHS),
               help='--mode paths: comma-separated fast paths to time.')
 @click.option('--nfe', type=click.IntRange(min=1),
               help='--mode generate: network evaluations per sample (Heun: 2N − 1, odd)  [default: 35; --quick: 7]')
@@ -620,7 +609,7 @@ Examples:
 def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, batch: int | None, cbase: int | None,
          threads: int, bf16: bool, fp16: bool, compile_: bool, compile_mode: str | None, sdpa: bool,
          channels_last: bool, fused_adam: bool, loader: str, compare_sigma: bool, breakdown: bool, sync_check: bool,
-         data_size: int, paths: str, nfe: int | None, json_path: str | None) -> None:
+         data_size: int, paths: tuple[str, ...], nfe: int | None, json_path: str | None) -> None:
     """Throughput of a preset's network: loop vs network-only step, each fast path, or generation."""
     import importlib
 
@@ -638,9 +627,6 @@ def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, 
                                  '--bf16/--fp16/--compile/--sdpa/--channels-last.', param_hint='--mode')
     if mode == 'generate' and any(v for k, v in speed_flags.items() if k != 'fp16'):
         raise click.BadParameter('--mode generate takes --fp16 only among the fast paths.', param_hint='--mode')
-    path_list = [p.strip() for p in paths.split(',') if p.strip()]
-    if not path_list or not set(path_list) <= set(FAST_PATHS):
-        raise click.BadParameter(f'choose from {", ".join(FAST_PATHS)}.', param_hint='--paths')
     if mode == 'generate' and nfe % 2 == 0:
         raise click.BadParameter(f'Heun sampling has an odd NFE (2N − 1); {nfe} cannot be reached.',
                                  param_hint='--nfe')
@@ -662,7 +648,7 @@ def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, 
     data_loader = dict(resident=None if loader == 'auto' else loader == 'resident')
     with tempfile.TemporaryDirectory() as workdir:
         if mode == 'paths':
-            result = run_paths(name, device, reps, steps, warmup, workdir, path_list, overrides, fast, threads,
+            result = run_paths(name, device, reps, steps, warmup, workdir, list(paths), overrides, fast, threads,
                                data_size)
         elif mode == 'generate':
             result = run_generate(name, device, reps, nfe, 8 if quick else batch or 64, workdir, dict(fp16=fp16),
@@ -673,8 +659,7 @@ def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, 
     result.update(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, quick=quick, loader=loader,
                   device_name=torch.cuda.get_device_name() if device == 'cuda' else 'cpu')
     if json_path:
-        with open(json_path, 'w', encoding='utf-8') as f:
-            json.dump(result, f, indent=2)
+        write_json(json_path, result, indent=2)
     lines = {'paths': format_paths, 'generate': format_generate}.get(mode, format_report)(result)
     if quick:   # the loop's report ends with its ratio line
         lines.insert(len(lines) - (mode == 'loop'), '(--quick: one short repetition; not a figure to record)')

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 
 from training.dataset import IMAGE_EXTENSIONS, load_digits_uint8, load_image_array
+from training.image_grid import png_bytes
 
 Source = tuple[int, Iterator[tuple[str, np.ndarray, Any]]]   # (count, iterator of (name, HWC uint8, label))
 
@@ -373,9 +374,7 @@ def convert_dataset(source: str, dest: str, max_images: int | None = None, trans
                 img = np.where(img > binarize * 255.0, np.uint8(255), np.uint8(0))
             idx = f'{written:08d}'
             arcname = f'{idx[:5]}/img{idx}.png'
-            buf = io.BytesIO()
-            PIL.Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(buf, format='png', compress_level=0)
-            writer.write(arcname, buf.getvalue())
+            writer.write(arcname, png_bytes(img, compress_level=0))
             labels.append(None if label is None else [arcname, label])
             written += 1
         if written == 0:

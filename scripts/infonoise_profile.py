@@ -134,10 +134,11 @@ def annotate(profile: dict, **meta: Any) -> dict:
 
 
 def compare_grids(profile: dict, num_steps: int, sigma_min: float, sigma_max: float) -> dict[str, list[float]]:
-    """EDM's ρ=7 grid, a log-uniform grid and the InfoGrid variants, each with num_steps nonzero σ's."""
+    """EDM's ρ=7 grid, a log-uniform grid and (for a profile with an entropy rate, `infonoise.infogrid.has_rate`)
+    the InfoGrid variants, each with num_steps nonzero σ's."""
     grids = {'EDM ρ=7': infonoise.sigma_steps('edm', num_steps, sigma_min, sigma_max).tolist(),
              'log-uniform': np.geomspace(sigma_max, sigma_min, num_steps).tolist() + [0.0]}
-    for label, measure, floor in INFOGRID_VARIANTS:
+    for label, measure, floor in INFOGRID_VARIANTS if infonoise.infogrid.has_rate(profile) else ():
         grids[label] = infonoise.sigma_steps('eq19', num_steps, sigma_min, sigma_max, profile, measure=measure,
                                              floor=floor).tolist()
     return grids
@@ -240,8 +241,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
                       num_items=len(dataset), per_bin=per_bin, weight=weight, sigma_data=sigma_data,
                       endpoint=endpoint, floor=floor, seed=seed)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with util.atomic_write(out_path) as f:
-        f.write((json.dumps(record, indent=1) + '\n').encode('utf-8'))
+    util.write_json(out_path, record)
     pivot = profile.get('pivot', math.nan)
     click.echo(f'Wrote {out_path} (pivot σ = {float(pivot):.4g}).')
 
@@ -290,6 +290,9 @@ def plot(source: str, outdir: str, num_steps: int, sigma_min: float, sigma_max: 
         raise click.ClickException(str(exc).rstrip('.') + '.') from None
     for path in written:
         click.echo(f'Wrote {path}')
+    if not infonoise.infogrid.has_rate(profile):
+        click.echo('No InfoGrid in grids.png: InfoGrid needs an InfoNoise profile with an entropy rate, and this '
+                   'one has none.')
 
 
 if __name__ == '__main__':

@@ -201,3 +201,15 @@ def test_easydict_and_objects_by_name():
 
 def test_format_time():
     assert [util.format_time(s) for s in (5, 125, 3725, 90061)] == ['5s', '2m 05s', '1h 02m 05s', '1d 01h 01m']
+
+
+def test_write_json_round_trips_and_leaves_an_old_file_on_a_failed_write(tmp_path):
+    import json
+    from dnnlib.util import write_json
+    path = tmp_path / 'r.json'
+    write_json(path, {'a': [1, 2.5], 'b': None}, indent=2)
+    assert path.read_text() == '{\n  "a": [\n    1,\n    2.5\n  ],\n  "b": null\n}\n'
+    with pytest.raises(TypeError):
+        write_json(path, {'x': object()})   # not JSON: the body fails, the old file stays
+    assert json.loads(path.read_text()) == {'a': [1, 2.5], 'b': None}
+    assert [p.name for p in tmp_path.iterdir()] == ['r.json']

@@ -145,6 +145,7 @@ def test_plot_profile_cli_writes_pngs(tmp_path):
 
 def test_plotting_library_functions(tmp_path):
     prof = synthetic_profile(100, 0.5)
+    assert [key for key, _ in plotting.profile_panels(dict(prof, counts=np.ones(16)))] == ['rho', 'pi', 'phi', 'u']
     plotting.plot_profile(prof, str(tmp_path / 'p.png'))
     plotting.plot_emergence([infonoise.profile_to_json(prof)], str(tmp_path / 'e.png'))
     plotting.plot_grids({'a': [80, 1, 0.002, 0], 'b': np.geomspace(80, 0.002, 7)}, str(tmp_path / 'g.png'))

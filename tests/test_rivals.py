@@ -396,12 +396,15 @@ def test_bench_sampler_reports_every_sampler_as_a_fraction_of_the_step(tmp_path)
     import json
 
     from scripts import bench_sampler
-    path = tmp_path / 'sampler.json'
-    result = CliRunner().invoke(bench_sampler.main, ['--device', 'cpu', '--quick', '--json', str(path), '--batch',
-                                                     '64', '--bins', '16', '--step-ms', '50'])
+    args = ['--device', 'cpu', '--quick', '--batch', '64', '--bins', '16', '--step-ms', '50']
+    result = CliRunner().invoke(bench_sampler.main, args + ['--json', '-'])
     assert result.exit_code == 0, result.output
-    assert 'µs/step' in result.output                     # the table is still printed
-    out = json.loads(path.read_text())
+    out = json.loads(result.output)
+    result = CliRunner().invoke(bench_sampler.main, args + ['--json', str(tmp_path / 'r.json')])
+    assert result.exit_code == 0, result.output
+    assert '% of step' in result.output
+    written = json.loads((tmp_path / 'r.json').read_text())
+    assert set(written['results'][0]['per_step_us']) == set(out['results'][0]['per_step_us'])
     (row,) = out['results']
     assert set(row['per_step_us']) == {'infonoise', 'loss-second-moment', 'kingma-gao', 'cdcd', 'laplace'}
     for name, us in row['per_step_us'].items():
@@ -411,3 +414,40 @@ def test_bench_sampler_reports_every_sampler_as_a_fraction_of_the_step(tmp_path)
     result = CliRunner().invoke(bench_sampler.main, ['--device', 'cpu', '--quick', '--json', str(missing)])
     assert_clean_error(result, 'does not exist', '--json')
     assert result.exit_code == 2 and not missing.parent.exists()
+
+
+@pytest.mark.usefixtures('one_torch_thread')
+def test_a_rival_run_is_named_plotted_and_refused_by_infogrid_in_one_sentence(tmp_path):
+    """A rival has π and counts but no entropy rate: the status line shows no pivot, the end-of-run plot and the
+    start-up summary name the schedule and the weighting, the profile plot draws what it has, and InfoGrid says
+    it needs an InfoNoise profile."""
+    import json
+
+    import generate
+    from scripts import infonoise_profile
+    from training.metrics import plotting
+    run_dir = tmp_path / 'run'
+    result = _run(run_dir, *SMALL, '--sigma-dist', 'kingma-gao', '--weighting', 'uncertainty', '--plot', 1,
+                  '--kimg', 0.64)
+    assert result.exit_code == 0, result.output
+    assert '(weighting uncertainty: edm times the learned 1/e^u(σ))' in result.output
+    log = (run_dir / 'log.txt').read_text()
+    assert 'Saved the kingma-gao profile plot' in log
+    status = [line for line in log.splitlines() if ' tick ' in line and 'peak ' in line]
+    assert status and not any('pivot' in line for line in status)
+    assert (run_dir / 'infonoise-profile.png').stat().st_size > 1000
+
+    plots = CliRunner().invoke(infonoise_profile.main, ['plot', str(run_dir / 'infonoise.jsonl'),
+                                                        '--outdir', str(tmp_path / 'plots')])
+    assert plots.exit_code == 0, plots.output
+    assert 'InfoGrid needs an InfoNoise profile' in plots.output
+    for name in ('profile.png', 'grids.png', 'emergence.png'):
+        assert (tmp_path / 'plots' / name).stat().st_size > 1000
+    last = infonoise.profile_from_json(json.loads((run_dir / 'infonoise.jsonl').read_text().splitlines()[-1]))
+    assert [key for key, _ in plotting.profile_panels(last)] == ['counts', 'pi', 'phi', 'u']   # no rate: no ρ
+    assert last['counts'].sum() > 0 and np.isfinite(last['pi']).all()
+
+    snapshot = sorted(run_dir.glob('network-snapshot-*.pkl'))[-1]
+    refused = CliRunner().invoke(generate.main, ['--network', str(snapshot), '--outdir', str(tmp_path / 'out'),
+                                                 '--seeds', '0', '--steps', 4, '--infogrid'])
+    assert_clean_error(refused, 'InfoGrid needs an InfoNoise profile')

@@ -92,11 +92,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
 
 
-def get_local_rank() -> int:
-    """Rank of this process on its node (LOCAL_RANK; 0 when unset)."""
-    return _env_int('LOCAL_RANK', 0)
-
-
 def get_device() -> torch.device:
     """Device chosen by init(); before init(), CUDA when available else CPU."""
     if _device is not None:

@@ -159,11 +159,10 @@ def load_training_state(path: str, mmap: bool = False) -> dict:
 def safe_reason(exc: BaseException) -> str:
     """First line of an error message, never passing on a library's advice to load a file unsafely
     (PyTorch's weights_only=False, NumPy's allow_pickle=True)."""
-    text = str(exc).strip()
-    if re.search(r'weights_only|allow_pickle|unsafe|trust the source', text, re.IGNORECASE):
+    if re.search(r'weights_only|allow_pickle|unsafe|trust the source', str(exc), re.IGNORECASE):
         return ('it holds Python objects other than plain data (tensors, numbers, strings, lists, dicts), which '
                 'are refused because loading them could run code from the file')
-    return (text.splitlines() or [type(exc).__name__])[0].rstrip('.')
+    return util.first_line(exc).rstrip('.')
 
 
 def _is_int(value: Any) -> bool:

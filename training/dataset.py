@@ -448,6 +448,15 @@ class DigitsDataset(BuiltinDigitsDataset):
         return load_digits_uint8()
 
 
+_BINARIZED = 'training.dataset_discrete.BinarizedDataset'
+BUILTIN_DATASETS = {   # spec -> dataset_kwargs (explicit kwargs add to them or replace them)
+    'builtin:digits': dict(class_name='training.dataset.DigitsDataset'),
+    'builtin:digits-binary': dict(class_name=_BINARIZED, base='builtin:digits', threshold=0.5),
+    'builtin:mnist5k': dict(class_name='training.mnist5k.Mnist5kDataset'),
+    'builtin:mnist5k-binary': dict(class_name=_BINARIZED, base='builtin:mnist5k', threshold=0.5),
+}
+
+
 def dataset_kwargs_from_spec(spec: str | dict, **kwargs: Any) -> EasyDict:
     """Plain-data `dataset_kwargs` (class_name + kwargs) for a dataset spec; see `open_dataset`."""
     if isinstance(spec, dict):
@@ -458,22 +467,13 @@ def dataset_kwargs_from_spec(spec: str | dict, **kwargs: Any) -> EasyDict:
             return dataset_kwargs_from_spec(spec.pop('spec'), **spec)
         raise ValueError('A dataset dict needs a class_name (stored dataset_kwargs) or a spec entry.')
     spec = str(spec)
-    if spec == 'builtin:digits':
-        return EasyDict(class_name='training.dataset.DigitsDataset', **kwargs)
-    if spec == 'builtin:digits-binary':
-        return EasyDict(class_name='training.dataset_discrete.BinarizedDataset', base='builtin:digits',
-                        **{'threshold': 0.5, **kwargs})
-    if spec == 'builtin:mnist5k':
-        return EasyDict(class_name='training.mnist5k.Mnist5kDataset', **kwargs)
-    if spec == 'builtin:mnist5k-binary':
-        return EasyDict(class_name='training.dataset_discrete.BinarizedDataset', base='builtin:mnist5k',
-                        **{'threshold': 0.5, **kwargs})
+    if spec in BUILTIN_DATASETS:
+        return EasyDict({**BUILTIN_DATASETS[spec], **kwargs})
     if spec.startswith('builtin:'):
-        raise ValueError(f'Unknown built-in dataset {spec!r}; choose builtin:digits, builtin:digits-binary, '
-                         'builtin:mnist5k or builtin:mnist5k-binary.')
+        *names, last = BUILTIN_DATASETS
+        raise ValueError(f'Unknown built-in dataset {spec!r}; choose {", ".join(names)} or {last}.')
     if spec.startswith('binary:'):
-        return EasyDict(class_name='training.dataset_discrete.BinarizedDataset', base=spec[len('binary:'):],
-                        **{'threshold': 0.5, **kwargs})
+        return EasyDict(class_name=_BINARIZED, base=spec[len('binary:'):], **{'threshold': 0.5, **kwargs})
     if spec.startswith('dna:'):
         paths = [p for p in spec[len('dna:'):].split(',') if p]
         if not paths:

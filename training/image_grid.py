@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -52,12 +53,16 @@ def save_image_grid(images: torch.Tensor | np.ndarray, path: str, grid_w: int | 
     canvas = tile(array, grid_w, pad)
     if scale > 1:
         canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
-    gray = canvas.shape[2] == 1
-    img = PIL.Image.fromarray(canvas[:, :, 0] if gray else canvas, 'L' if gray else 'RGB')
-    buf = io.BytesIO()
-    img.save(buf, format='PNG')
+    data = png_bytes(canvas)
     with util.atomic_write(path) as f:
-        f.write(buf.getvalue())
+        f.write(data)
+
+
+def png_bytes(image: np.ndarray, **save_kwargs: Any) -> bytes:
+    """A uint8 [H, W, C] image (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) as PNG file bytes (PIL save kwargs)."""
+    buf = io.BytesIO()
+    PIL.Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, format='PNG', **save_kwargs)
+    return buf.getvalue()
 
 
 @torch.no_grad()

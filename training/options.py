@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import math
 import os
 import re
 from typing import Any, Mapping
+
+import infonoise
+from infonoise.adaptive import check_min_count
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
@@ -42,6 +46,7 @@ class Option:
     is_flag: bool = False         # A boolean given by presence (--bf16) instead of a value (--cond=True).
     required: bool = False        # The CLI requires it.
     short: str | None = None      # Optional one-letter alias ('-n').
+    config: str | None = None     # The `training_loop` kwarg it sets as is (converted by `type`); None: derived.
 
     @property
     def flag(self) -> str:
@@ -50,6 +55,16 @@ class Option:
 
 _O = Option
 _POS = dict(lo=0, lo_open=True)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """The constructor defaults of a σ-sampler: the library declares them, the options read them."""
+    return {name: p.default for name, p in inspect.signature(cls).parameters.items()}
+
+
+_GRID, _LOGNORMAL = _defaults(infonoise.SigmaGrid), _defaults(infonoise.LogNormalSampler)
+_IN, _RIVAL = _defaults(infonoise.InfoNoiseSampler), _defaults(infonoise.LossSecondMomentSampler)
+_LAPLACE = _defaults(infonoise.LaplaceSampler)
 OPTIONS: tuple[Option, ...] = (
     # Run (per invocation; not allowed in presets).
     _O('outdir', None, 'Where to save the results', kind='run', metavar='DIR', required=True),
@@ -70,7 +85,7 @@ OPTIONS: tuple[Option, ...] = (
     _O('duration', 200.0, 'Training duration', float, kind='length', metavar='MIMG', **_POS),
     _O('kimg', None, 'Training duration in kimg (instead of --duration)', float, kind='length', metavar='KIMG',
        **_POS),
-    _O('batch', 512, 'Total batch size', int, lo=1, metavar='INT'),
+    _O('batch', 512, 'Total batch size', int, lo=1, metavar='INT', config='batch_size'),
     _O('batch_gpu', None, 'Limit batch size per GPU/rank', int, kind='execution', lo=1, metavar='INT'),
     _O('cbase', None, 'Channel multiplier  [default: varies]', int, lo=1, metavar='INT'),
     _O('cres', None, 'Channels per resolution  [default: varies]', list, metavar='LIST'),
@@ -79,18 +94,21 @@ OPTIONS: tuple[Option, ...] = (
     _O('dropout', 0.13, 'Dropout probability', float, lo=0, hi=1, metavar='FLOAT'),
     _O('augment', 0.12, 'Augment probability', float, lo=0, hi=1, metavar='FLOAT'),
     _O('xflip', False, 'Enable dataset x-flips', bool, metavar='BOOL'),
-    _O('lr_rampup', 10000.0, 'Learning-rate ramp-up', float, lo=0, metavar='KIMG'),
+    _O('lr_rampup', 10000.0, 'Learning-rate ramp-up', float, lo=0, metavar='KIMG', config='lr_rampup_kimg'),
     _O('ema_rampup', 0.05, 'EMA half-life ramp-up ratio (0 = none)', float, lo=0, metavar='FLOAT'),
     # Performance-related (EDM's options).
     _O('fp16', False, 'Enable mixed-precision training (network fp16)', bool, metavar='BOOL'),
-    _O('ls', 1.0, 'Loss scaling', float, metavar='FLOAT', **_POS),
-    _O('bench', True, 'Enable cuDNN benchmarking', bool, kind='execution', metavar='BOOL'),
+    _O('ls', 1.0, 'Loss scaling', float, metavar='FLOAT', **_POS, config='loss_scaling'),
+    _O('bench', True, 'Enable cuDNN benchmarking', bool, kind='execution', metavar='BOOL', config='cudnn_benchmark'),
     _O('cache', True, 'Cache dataset in CPU memory', bool, kind='execution', metavar='BOOL'),
     _O('workers', 1, 'DataLoader worker processes', int, kind='execution', lo=0, metavar='INT'),
     # I/O-related (EDM's options).
-    _O('tick', 50.0, 'How often to print progress', float, kind='execution', metavar='KIMG', **_POS),
-    _O('snap', 50, 'How often to save snapshots', int, kind='execution', lo=1, metavar='TICKS'),
-    _O('dump', 500, 'How often to dump training state', int, kind='execution', lo=1, metavar='TICKS'),
+    _O('tick', 50.0, 'How often to print progress', float, kind='execution', metavar='KIMG', **_POS,
+       config='kimg_per_tick'),
+    _O('snap', 50, 'How often to save snapshots', int, kind='execution', lo=1, metavar='TICKS',
+       config='snapshot_ticks'),
+    _O('dump', 500, 'How often to dump training state', int, kind='execution', lo=1, metavar='TICKS',
+       config='state_dump_ticks'),
     _O('preempt_signals', 'SIGTERM,SIGUSR1', 'Signals that stop training at an agreed step with a state and a '
        'snapshot, exit code 75 (none = off)', kind='execution', metavar='LIST'),
     _O('seed', None, 'Random seed  [default: random]', int, metavar='INT'),
@@ -102,37 +120,45 @@ OPTIONS: tuple[Option, ...] = (
        "learned 1/e^u(σ), plus u)",
        choices=('auto', 'edm', 'vp', 've', 'unit') + ('min-snr', 'uncertainty')),
     _O('min_snr_gamma', 5.0, 'γ of --weighting min-snr: w = min(1/σ², γ)', float, metavar='FLOAT', **_POS),
-    _O('laplace_mu', 0.0, 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float, metavar='FLOAT'),
-    _O('laplace_b', 0.5, 'Laplace σ distribution: scale b of λ', float, metavar='FLOAT', **_POS),
-    _O('rival_history', 10, 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1,
+    _O('laplace_mu', float(_LAPLACE['mu']), 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float,
+       metavar='FLOAT'),
+    _O('laplace_b', float(_LAPLACE['b']), 'Laplace σ distribution: scale b of λ', float, metavar='FLOAT', **_POS),
+    _O('rival_history', _RIVAL['history'], 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1,
        metavar='INT'),
-    _O('rival_refresh', 1, 'Steps between table rebuilds of loss-second-moment, kingma-gao, cdcd (1: every step, '
+    _O('rival_refresh', _RIVAL['refresh_every'],
+       'Steps between table rebuilds of loss-second-moment, kingma-gao, cdcd (1: every step, '
        'as in their papers)', int, lo=1, metavar='STEPS'),
-    _O('rival_uniform', 1e-3, 'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
+    _O('rival_uniform', float(_RIVAL['uniform']),
+       'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
        lo=0, hi=1, hi_open=True, metavar='FLOAT'),
     _O('sigma_data', 0.5, 'σ_data of the preconditioning and the edm weight: the per-element std of the data in '
        'network units (EDM: 0.5; ±1 one-hot DNA: sqrt(3)/2)', float, metavar='FLOAT', **_POS),
-    _O('p_mean', -1.2, 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
-    _O('p_std', 1.2, 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
-    _O('sigma_min', 0.002, 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT', **_POS),
-    _O('sigma_max', 80.0, 'InfoNoise grid / log-uniform upper end', float, metavar='FLOAT', **_POS),
+    _O('p_mean', float(_LOGNORMAL['P_mean']), 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
+    _O('p_std', float(_LOGNORMAL['P_std']), 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
+    _O('sigma_min', float(_GRID['sigma_min']), 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT',
+       **_POS),
+    _O('sigma_max', float(_GRID['sigma_max']), 'InfoNoise grid / log-uniform upper end', float, metavar='FLOAT',
+       **_POS),
     _O('infonoise_base', 'auto', 'Warm-up sampler (auto: lognormal, loguniform for discrete data)',
        choices=('auto', 'lognormal', 'loguniform')),
-    _O('infonoise_warmup', 2000, 'Warm-up optimizer steps on the base sampler', int, lo=0, metavar='STEPS'),
-    _O('infonoise_refresh', 200, 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
-    _O('infonoise_bins', 64, 'Log-σ grid bins', int, lo=2, metavar='INT'),
-    _O('infonoise_buffer', 512, 'FIFO losses per bin per rank', int, lo=1, metavar='INT'),
-    _O('infonoise_ema', 0.1, 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True,
+    _O('infonoise_warmup', _IN['warmup_steps'], 'Warm-up optimizer steps on the base sampler', int, lo=0,
+       metavar='STEPS'),
+    _O('infonoise_refresh', _IN['refresh_every'], 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
+    _O('infonoise_bins', _GRID['num_bins'], 'Log-σ grid bins', int, lo=2, metavar='INT'),
+    _O('infonoise_buffer', _IN['buffer_size'], 'FIFO losses per bin per rank', int, lo=1, metavar='INT'),
+    _O('infonoise_ema', float(_IN['ema']), 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True,
        metavar='FLOAT'),
-    _O('infonoise_min_count', 32, 'Losses every bin needs before a refresh', int, lo=1, metavar='INT'),
-    _O('infonoise_floor', 0.05, 'Log-uniform mixture weight (keeps every bin observed)', float, lo=0, hi=1,
+    _O('infonoise_min_count', _IN['min_count'], 'Losses every bin needs before a refresh', int, lo=1, metavar='INT'),
+    _O('infonoise_floor', float(_IN['floor']), 'Log-uniform mixture weight (keeps every bin observed)', float, lo=0,
+       hi=1,
        hi_open=True, metavar='FLOAT'),
     _O('infonoise_endpoint', 'auto', "Pivot rule (auto: the dataset's endpoint)",
        choices=('auto', 'continuous', 'discrete')),
-    _O('infonoise_gate_n', 3.0, 'Gate exponent n', float, metavar='FLOAT', **_POS),
-    _O('infonoise_onset_p', 2e-3, 'Onset threshold p (continuous pivot rule)', float, lo=0, hi=1, lo_open=True,
+    _O('infonoise_gate_n', float(_IN['gate_n']), 'Gate exponent n', float, metavar='FLOAT', **_POS),
+    _O('infonoise_onset_p', float(_IN['onset_p']), 'Onset threshold p (continuous pivot rule)', float, lo=0, hi=1,
+       lo_open=True,
        hi_open=True, metavar='FLOAT'),
-    _O('infonoise_smooth', 0, 'Smoothing passes on log r', int, lo=0, metavar='INT'),
+    _O('infonoise_smooth', _IN['smooth'], 'Smoothing passes on log r', int, lo=0, metavar='INT'),
     # Devices and speed.
     _O('device', 'auto', 'Device (auto: CUDA when available)', kind='execution', choices=('auto', 'cpu', 'cuda')),
     _O('bf16', False, 'bfloat16 autocast for the forward pass', bool, kind='execution', is_flag=True),
@@ -142,24 +168,28 @@ OPTIONS: tuple[Option, ...] = (
     _O('fused_adam', False, 'Fused Adam kernel (faster step; parameters agree with the default Adam to ~1e-7, '
        'not bitwise)', bool, kind='execution', is_flag=True),
     _O('deterministic', False, 'Deterministic algorithms (bitwise-reproducible runs)', bool, kind='execution',
-       is_flag=True),
+       is_flag=True, config='deterministic'),
     _O('threads', 0, 'CPU threads per process (0 = torch default; 1 is fastest for tiny nets on busy CPUs)', int,
        kind='execution', lo=0, metavar='INT'),
     # Quality during training.
     _O('metrics', None, 'Metrics of the EMA network during training, comma-separated: fd-digits, fd-mnist, '
        'fd-dna, kmer-dna, motif-dna, fid (appended to metrics.jsonl)', kind='execution', metavar='LIST'),
     _O('metrics_every', 10.0, 'Evaluate --metrics every this many kimg (and at the end)', float, kind='execution',
-       metavar='KIMG', **_POS),
+       metavar='KIMG', **_POS, config='metrics_every_kimg'),
     _O('metrics_guidance', 1.0, 'Classifier-free guidance weight W of the --metrics samples (1 = none; the DNA '
-       'presets use 2, as DNA-Diffusion samples)', float, kind='execution', lo=0, metavar='W'),
-    _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, metavar='INT'),
+       'presets use 2, as DNA-Diffusion samples)', float, kind='execution', lo=0, metavar='W',
+       config='metrics_guidance'),
+    _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, metavar='INT',
+       config='metrics_num'),
     _O('metrics_steps', 18, 'Heun σ levels per --metrics sample (NFE = 2 steps - 1)', int, kind='execution', lo=1,
-       metavar='INT'),
+       metavar='INT', config='metrics_steps'),
     # End-of-run extras.
-    _O('grid', 0, 'Images in the final sample grid (0 = none)', int, kind='execution', lo=0, metavar='INT'),
-    _O('grid_steps', 18, 'Heun steps for the sample grid', int, kind='execution', lo=1, metavar='INT'),
+    _O('grid', 0, 'Images in the final sample grid (0 = none)', int, kind='execution', lo=0, metavar='INT',
+       config='grid_size'),
+    _O('grid_steps', 18, 'Heun steps for the sample grid', int, kind='execution', lo=1, metavar='INT',
+       config='grid_steps'),
     _O('plot', True, 'Plot the InfoNoise profile at the end (needs matplotlib)', bool, kind='execution',
-       metavar='BOOL'),
+       metavar='BOOL', config='plot_profile'),
 )
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
@@ -201,6 +231,13 @@ SAMPLER_CLASSES = {
     'laplace': 'infonoise.LaplaceSampler',
     'ddpm': 'infonoise.DDPMSampler',              # DNA-Diffusion's 50 levels, β linear 1e-4 -> 0.2
 }
+
+
+def schedule_name(sigma_sampler: Any) -> str:
+    """How plots and logs name a σ-sampler's schedule: 'InfoNoise', else its --sigma-dist value ('kingma-gao')."""
+    cls = type(sigma_sampler).__name__
+    flags = {path.rsplit('.', 1)[-1]: name for name, path in SAMPLER_CLASSES.items()}
+    return 'InfoNoise' if flags.get(cls) == 'infonoise' else flags.get(cls, cls)
 
 class OptionsError(ValueError):
     """A bad option, preset or combination; the message is one sentence for the user."""
@@ -389,9 +426,10 @@ def validate_options(opts: Mapping[str, Any]) -> None:
         raise OptionsError('Missing option --data (and the preset gives no dataset).')
     if opts['sigma_max'] <= opts['sigma_min']:
         raise OptionsError(f'--sigma-max={opts["sigma_max"]} must be larger than --sigma-min={opts["sigma_min"]}.')
-    if opts['infonoise_min_count'] > opts['infonoise_buffer']:
-        raise OptionsError(f'--infonoise-min-count={opts["infonoise_min_count"]} can never be reached with '
-                           f'--infonoise-buffer={opts["infonoise_buffer"]}.')
+    try:
+        check_min_count(opts['infonoise_min_count'], opts['infonoise_buffer'])
+    except ValueError as err:
+        raise OptionsError(f'--infonoise-min-count / --infonoise-buffer: {err}.') from None
     if float(opts.get('metrics_guidance', 1.0)) != 1 and opts.get('metrics') and not opts['cond']:
         raise OptionsError(f'--metrics-guidance={opts["metrics_guidance"]} needs a conditional model (--cond true); '
                            f'use 1 for an unconditional one.')
@@ -593,27 +631,13 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         optimizer_kwargs=dict(class_name='torch.optim.Adam', lr=float(opts['lr']), betas=[0.9, 0.999], eps=1e-8),
         augment_kwargs=augment_kwargs,
         seed=int(opts['seed']) if opts.get('seed') is not None else 0,
-        batch_size=int(opts['batch']),
         batch_gpu=batch_gpu,
         accumulation_rounds=rounds,
         total_kimg=total_kimg(opts),
         ema_halflife_kimg=float(opts['ema']) * 1000.0,
         ema_rampup_ratio=ema_rampup,
-        lr_rampup_kimg=float(opts['lr_rampup']),
-        loss_scaling=float(opts['ls']),
-        kimg_per_tick=float(opts['tick']),
-        snapshot_ticks=int(opts['snap']),
-        state_dump_ticks=int(opts['dump']),
-        cudnn_benchmark=bool(opts['bench']),
         fast_paths={k: opts[k] for k in FAST_PATH_DEFAULTS if k in opts},
-        deterministic=bool(opts['deterministic']),
         metrics=metrics,
-        metrics_every_kimg=float(opts['metrics_every']),
-        metrics_num=int(opts['metrics_num']),
-        metrics_steps=int(opts['metrics_steps']),
-        metrics_guidance=float(opts.get('metrics_guidance', 1.0)),
-        grid_size=int(opts['grid']),
-        grid_steps=int(opts['grid_steps']),
-        plot_profile=bool(opts['plot']),
+        **{o.config: o.type(opts[o.name]) for o in OPTIONS if o.config},   # the options that set a kwarg as is
     )
 

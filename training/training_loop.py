@@ -44,7 +44,7 @@ from training import checkpoint, image_grid, preemption
 from training.dataset import RESIDENT_MAX_BYTES, ResidentBatches, open_dataset, resident_nbytes
 from training.fast_paths import (apply_fast_paths, autocast_network, maybe_compile, nan_to_num_grads_,
                                  optimizer_kwargs_for, resolve_fast_paths, set_optimizer_impl_)
-from training.options import batch_per_rank
+from training.options import batch_per_rank, schedule_name
 from training.preemption import TrainingError
 
 logger = logging.getLogger('training')
@@ -102,11 +102,6 @@ def sampler_summary(profile: Mapping[str, Any] | None) -> dict:
 def _profile(sampler: Any) -> dict | None:
     fn = getattr(sampler, 'profile', None)
     return fn() if callable(fn) else None
-
-
-def _write_json_atomic(path: str, data: Any) -> None:
-    with util.atomic_write(path) as f:
-        f.write((json.dumps(data, indent=2, default=str) + '\n').encode('utf-8'))
 
 
 def _gather(obj: Any) -> list:
@@ -515,8 +510,8 @@ def _open_logs(run_dir: str, guard: preemption.RunGuard, config: Mapping, option
     stale = checkpoint.remove_stale_temporaries(run_dir)
     if stale:
         logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
-    guard.write(_write_json_atomic, os.path.join(run_dir, 'training_options.json'),
-                dict(config, options=dict(options) if options is not None else None))
+    guard.write(util.write_json, os.path.join(run_dir, 'training_options.json'),
+                dict(config, options=dict(options) if options is not None else None), indent=2, default=str)
     return {name: _Log(os.path.join(run_dir, f'{name}.jsonl') if wanted else None, guard)
             for name, wanted in (('stats', True), ('infonoise', adaptive), ('metrics', metrics))}
 
@@ -629,7 +624,9 @@ def _status_line(stats: Mapping[str, float], collector: Any, summary: Mapping[st
     if stats['Resources/peak_gpu_mem_gb']:
         fields.append(f'gpumem {stats["Resources/peak_gpu_mem_gb"]:<6.2f}')
     if math.isfinite(summary['peak']):
-        fields.append(f'pivot {summary["pivot"]:<7.3g} peak {summary["peak"]:<7.3g} H(pi) {summary["entropy"]:.3f}')
+        if math.isfinite(summary['pivot']):   # rival schedules have no pivot
+            fields.append(f'pivot {summary["pivot"]:<7.3g}')
+        fields.append(f'peak {summary["peak"]:<7.3g} H(pi) {summary["entropy"]:.3f}')
     if summary.get('starved'):
         fields.append(f'starved {summary["starved"]} bins')
     return ' '.join(fields)
@@ -652,7 +649,8 @@ def _finish(run_dir: str, ema: torch.nn.Module, sigma_sampler: Any, adaptive: bo
         try:
             from training.metrics.plotting import plot_profile
             path = os.path.join(run_dir, 'infonoise-profile.png')
-            plot_profile(sigma_sampler.profile(), path)
-            logger.info(f'Saved the InfoNoise profile plot to {path}.')
+            schedule = schedule_name(sigma_sampler)
+            plot_profile(sigma_sampler.profile(), path, schedule=schedule)
+            logger.info(f'Saved the {schedule} profile plot to {path}.')
         except ImportError as exc:
             logger.info(f'No profile plot ({exc}); install matplotlib (the "plot" extra) to get one.')

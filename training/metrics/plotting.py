@@ -15,17 +15,19 @@ import numpy as np
 from dnnlib import util
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend."""
     import matplotlib
     matplotlib.use('Agg', force=True)
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig: Any, path: str) -> None:
+def save_figure(fig: Any, path: str, **savefig_kwargs: Any) -> None:
+    """`fig` as a PNG at `path`, written atomically, then closed (savefig kwargs: default dpi 110, tight box)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
-    _pyplot().close(fig)
+    fig.savefig(buf, format='png', **{'dpi': 110, 'bbox_inches': 'tight', **savefig_kwargs})
+    pyplot().close(fig)
     with util.atomic_write(path) as f:
         f.write(buf.getvalue())
 
@@ -60,20 +62,31 @@ _PROFILE_PANELS = (('rho', 'target ρ per unit ln σ  (σ·ρ)'), ('pi', 'sampli
                    ('phi', 'effective weight φ = π·w per unit ln σ  (σ·φ)'), ('u', 'information CDF u(σ)'))
 
 
-def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None) -> None:
-    """Four panels against σ (log axes): target ρ, sampling density π, φ = π·w (each per unit ln σ, see
-    `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a dashed vertical line.
+def profile_panels(profile: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(key, title) of the four panels: ρ, π, φ, u; for a profile without an entropy rate (a rival schedule's,
+    whose ρ is its π, or InfoNoise's before its first refresh) the losses held per bin replace ρ."""
+    from infonoise.infogrid import has_rate
+    if has_rate(profile) or profile.get('counts') is None:
+        return _PROFILE_PANELS
+    return (('counts', 'losses held per bin'),) + _PROFILE_PANELS[1:]
+
+
+def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None,
+                 schedule: str = 'InfoNoise') -> None:
+    """Four panels against σ (log axes): target ρ (or the counts, see `profile_panels`), sampling density π,
+    φ = π·w (each per unit ln σ, see `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a dashed vertical line. The default
+    title names the `schedule` whose profile it is and the step.
     """
     sigma = _array(profile, 'sigma')
     if sigma is None:
         raise ValueError('The profile has no sigma array.')
     edges = _array(profile, 'edges')
     pivot = profile.get('pivot')
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), sharex=True)
-    for ax, (key, label) in zip(axes.flat, _PROFILE_PANELS):
+    for ax, (key, label) in zip(axes.flat, profile_panels(profile)):
         y = _array(profile, key)
-        if y is not None and key != 'u' and y.shape == sigma.shape:
+        if y is not None and key not in ('u', 'counts') and y.shape == sigma.shape:
             y = per_log_sigma(y, sigma)
         shown = None if y is None else (y if key == 'u' else _positive(y))
         if shown is None or not np.isfinite(shown).any():
@@ -96,8 +109,8 @@ def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None
     for ax in axes[1]:
         ax.set_xlabel('σ')
     step = profile.get('step')
-    fig.suptitle(title or ('InfoNoise profile' + (f' (step {int(step)})' if step is not None else '')))
-    _save(fig, path)
+    fig.suptitle(title or (f'{schedule} profile' + (f' (step {int(step)})' if step is not None else '')))
+    save_figure(fig, path)
 
 
 def plot_emergence(jsonl_rows: Sequence[Mapping[str, Any]], path: str, key: str = 'pi') -> None:
@@ -106,7 +119,7 @@ def plot_emergence(jsonl_rows: Sequence[Mapping[str, Any]], path: str, key: str 
             and np.isfinite(_positive(_floats(r[key]))).any()]
     if not rows:
         raise ValueError(f'No rows with an estimated {key!r} and sigma to plot.')
-    plt = _pyplot()
+    plt = pyplot()
     steps = np.array([float(r.get('step', i)) for i, r in enumerate(rows)])
     cmap = plt.get_cmap('viridis')
     lo, hi = float(steps.min()), float(steps.max())
@@ -123,14 +136,14 @@ def plot_emergence(jsonl_rows: Sequence[Mapping[str, Any]], path: str, key: str 
     ax.set_ylabel(f'{key} per unit ln σ  (σ·{key})')
     ax.set_title(f'Emergence of {key} over training ({len(rows)} refreshes)')
     ax.grid(True, which='major', alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_grids(grids: Mapping[str, Sequence[float]], path: str) -> None:
     """One row of markers per σ grid (trailing zeros dropped), on a shared log σ axis."""
     if not grids:
         raise ValueError('No grids to plot.')
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(grids) + 1.4))
     names = list(grids)
     for i, name in enumerate(names):
@@ -145,4 +158,4 @@ def plot_grids(grids: Mapping[str, Sequence[float]], path: str) -> None:
     ax.set_xlabel('σ')
     ax.set_title('σ grids (number of nonzero steps)')
     ax.grid(True, axis='x', which='major', alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
