@@ -436,8 +436,7 @@ def training_loop(
             done = run.cur_nimg >= total_nimg
             if tracker is not None and tracker.due(run.cur_nimg, done):
                 tick_start_time += _evaluate_metrics(tracker, run, logs['metrics'])   # not training time
-            if not done and not stop_signum and run.cur_tick != 0 and \
-                    run.cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
+            if not (done or stop_signum or run.cur_tick == 0 or run.cur_nimg >= tick_start_nimg + kimg_per_tick * 1e3):
                 continue
 
             # Tick: statistics, status line, checkpoints; a stop signal ends training here with a state and a snapshot.
