@@ -266,11 +266,12 @@ def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: s
     real-data floor (real sequences at the same sample size through the same code)."""
     import dataclasses
     import json
-    from training.fasta import read_fasta
+    from training.fasta import read_fasta, require_biopython
     from training.metrics import dna_eval
     spec = data if data.startswith('dna:') else f'dna:{data}'
     try:
         names = dna_eval.parse_metric_names(metric_spec)
+        require_biopython()   # the FASTA reader is Biopython's (the dna extra): fail before loading the tables
         reference = dna_eval.DNAReference(spec, split)
         records = read_fasta(samples_path, length=reference.seq_len)
         cell_types = [dna_eval.header_cell_type(header) for header, _ in records]

@@ -116,6 +116,11 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
         raise click.ClickException(str(exc)) from None
     except OverflowError:
         raise click.ClickException(GRID_OVERFLOW) from None
+    if generation.is_sequence_net(net):
+        try:
+            fasta.require_biopython()   # FASTA is written with Biopython (the dna extra): fail before sampling
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     prepare_output_dir(outdir)   # an unwritable or impossible --outdir fails before any sampling
     sequences = generation.is_sequence_net(net)
     if not sequences and net.img_channels not in (1, 2, 3, 4):

@@ -1,6 +1,8 @@
 """training.fasta (writer, strict reader, headers) and generate.py's FASTA output on a tiny trained DNA snapshot."""
 import glob
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,32 +24,47 @@ EXCERPT = os.path.join(ROOT, 'tests', 'data', 'dna_excerpt.tsv')
 
 
 def test_write_read_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    records = [(fasta.format_header(s, c), ''.join(rng.choice(list('ACGT'), size=200)))
-               for s, c in ((0, 'K562_ENCLB843GMH'), (7, 'HepG2_ENCLB029COU'), (12, None))]
+    records = [(fasta.format_header(0, 'K562_ENCLB843GMH'), 'ACGTAC'), (fasta.format_header(7, 'HepG2'), 'TTGA'),
+               (fasta.format_header(12), 'GGGCCC')]
     path = tmp_path / 'x.fa'
     fasta.write_fasta(path, records)
-    text = path.read_text()
-    assert text.startswith('>seed0 class=K562_ENCLB843GMH\n') and text.count('\n') == 6 and '>seed12\n' in text
-    assert fasta.read_fasta(path, length=200) == records
-    assert [fasta.parse_header(h) for h, _ in records] == [(0, 'K562_ENCLB843GMH'), (7, 'HepG2_ENCLB029COU'),
-                                                           (12, None)]
+    # Written by Biopython's fasta-2line writer: exactly this text, byte for byte.
+    assert path.read_bytes() == b'>seed0 class=K562_ENCLB843GMH\nACGTAC\n>seed7 class=HepG2\nTTGA\n>seed12\nGGGCCC\n'
+    assert fasta.read_fasta(path) == records
+    assert [fasta.parse_header(h) for h, _ in records] == [(0, 'K562_ENCLB843GMH'), (7, 'HepG2'), (12, None)]
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]   # atomic: no temporary file left
+    # Biopython itself reads what we wrote (id = first word, description = the whole header) ...
+    from Bio import SeqIO
+    assert [(r.id, r.description, str(r.seq)) for r in SeqIO.parse(path, 'fasta')] == [
+        ('seed0', 'seed0 class=K562_ENCLB843GMH', 'ACGTAC'), ('seed7', 'seed7 class=HepG2', 'TTGA'),
+        ('seed12', 'seed12', 'GGGCCC')]
+    # ... and 200-letter sequences survive unwrapped (fasta-2line never wraps; plain `fasta` would at 60).
+    rng = np.random.default_rng(0)
+    long = [(fasta.format_header(s, 'K562'), ''.join(rng.choice(list('ACGT'), size=200))) for s in range(3)]
+    fasta.write_fasta(path, long)
+    assert path.read_text().splitlines()[1] == long[0][1] and path.read_text().count('\n') == 6
+    assert fasta.read_fasta(path, length=200) == long
 
 
 def test_reader_accepts_wrapped_lower_case_and_crlf(tmp_path):
     path = tmp_path / 'wrapped.fa'
-    path.write_bytes(b'>a first\r\nacgt\r\nAC\r\n\r\n>b\nTTTTTT\n')
+    path.write_bytes(b'\r\n\n>a first\r\nacgt\r\nAC\r\n\r\n>b\nTTTTTT\n')   # leading blank lines too
     assert fasta.read_fasta(path, length=6) == [('a first', 'ACGTAC'), ('b', 'TTTTTT')]
     assert fasta.read_fasta(path, alphabet='ACGTN') == [('a first', 'ACGTAC'), ('b', 'TTTTTT')]
+    path.write_bytes(b'>spaced\nAC GT\tAC\n')          # whitespace inside a sequence line is ignored, as
+    assert fasta.read_fasta(path) == [('spaced', 'ACGTAC')]   # Biopython (and most FASTA tools) do
 
 
 @pytest.mark.parametrize('content, phrase', [
     (b'>s1\nACGT\n>s2\nACG\n', "'s2'"),                       # wrong length
     (b'>s1\nACGN\n', "'N'"),                                  # outside the alphabet
-    (b'ACGT\n>s1\nACGT\n', 'before the first'),               # text before the first header
-    (b'>s1\n>s2\nACGT\n', 'no sequence'),                     # empty record
+    (b'ACGT\n>s1\nACGT\n', 'line 1 comes before the first'),        # text before the first header
+    (b'\n\n;note\n>s1\nACGT\n', 'line 3 comes before the first'),  # (Biopython's own error is 15 lines)
+    (b'>s1\n>s2\nACGT\n', "'s1' in .* has no sequence"),          # empty record
+    (b'>s1\nACGT\n>s2\n', "'s2' in .* has no sequence"),          # empty last record
+    (b'>s1\nAC-T\n', "'-'"),                                  # a gap
     (b'\n\n', 'no FASTA records'),                            # nothing at all
+    (b'', 'no FASTA records'),                                # an empty file
     (b'\x89PNG\r\n\x1a\n\x00\x00', 'not plain ASCII'),        # a binary file
 ])
 def test_reader_refuses_bad_files_with_one_sentence(tmp_path, content, phrase):
@@ -147,3 +164,55 @@ def test_generate_unconditional_dna_net(tmp_path):
     assert [h for h, _ in fasta.read_fasta(tmp_path / 'u' / 'samples.fa', length=32)] == ['seed0', 'seed1']
     assert_clean_error(run_generate(['--network', path, '--outdir', tmp_path / 'g', '--seeds', '0', '--steps', 2,
                                      '--guidance', 2]), 'unconditional')
+
+
+# Biopython missing: `sys.modules['Bio'] = None` makes every `import Bio...` fail in a fresh interpreter, as on
+# an installation without the dna extra.
+BLOCK_BIO = "import sys; sys.modules['Bio'] = None\n"
+INSTALL = 'pip install -e ".[dna]"'
+
+
+def run_without_biopython(code, cwd=ROOT):
+    return subprocess.run([sys.executable, '-c', BLOCK_BIO + code], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_missing_biopython_is_one_clear_line_from_the_library(tmp_path):
+    path = tmp_path / 'x.fa'
+    path.write_bytes(b'>s\nACGT\n')
+    code = ("from training import fasta\n"
+            "calls = [fasta.require_biopython, lambda: fasta.read_fasta(%r),\n"
+            "         lambda: fasta.write_fasta(%r, [('s', 'ACGT')])]\n"
+            "for call in calls:\n"
+            "    try:\n        call()\n    except ValueError as exc:\n        print(type(exc).__name__, exc)\n"
+            % (str(path), str(tmp_path / 'new.fa')))
+    out = run_without_biopython(code)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3 and len(set(lines)) == 1, out.stdout
+    assert lines[0] == ('MissingPackageError Reading and writing FASTA files needs the optional package biopython; '
+                        f'install it with {INSTALL}.')
+    assert not os.path.exists(tmp_path / 'new.fa')
+
+
+def assert_one_error_line(out, *phrases):
+    assert out.returncode != 0 and 'Traceback' not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('Error: '), out.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+def test_missing_biopython_fails_generate_and_fid_dna_at_once(dna_snapshot, tmp_path):
+    outdir = tmp_path / 'out'
+    argv = ['generate.py', '--network', dna_snapshot, '--outdir', str(outdir), '--seeds', '0-1', '--steps', '2',
+            '--device', 'cpu']
+    out = run_without_biopython(f"import runpy; sys.argv = {argv!r}; runpy.run_path('generate.py', "
+                                "run_name='__main__')")
+    assert_one_error_line(out, 'biopython', INSTALL)
+    assert not os.path.exists(outdir)            # refused before sampling and before creating --outdir
+    samples = tmp_path / 'samples.fa'
+    fasta.write_fasta(samples, [(fasta.format_header(0, 'K562'), 'ACGT' * 50)])
+    argv = ['fid.py', 'dna', '--samples', str(samples), '--data', 'dna:' + EXCERPT, '--metrics', 'kmer']
+    out = run_without_biopython(f"import runpy; sys.argv = {argv!r}; runpy.run_path('fid.py', run_name='__main__')")
+    assert_one_error_line(out, 'biopython', INSTALL)

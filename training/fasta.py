@@ -1,24 +1,48 @@
-"""FASTA files of generated (or real) DNA sequences: an atomic writer, a strict reader, header helpers.
+"""FASTA files of generated (or real) DNA sequences, read and written with Biopython; header helpers.
 
-Format written: one record per sequence, a header line `>HEADER` and the sequence on one line:
+Format written (Biopython's `fasta-2line`): one record per sequence, a header line `>HEADER` and the
+sequence on one line:
 
     >seed0 class=K562_ENCLB843GMH
     ACGT...
 
-The reader also accepts sequences wrapped over several lines, blank lines and Windows line ends;
-letters are compared upper-cased, so soft-masked (lower-case) bases are valid. Generated samples use
-the header `seed{N} class={cell type}` (`format_header` / `parse_header`); an unconditional network's
-records carry no class field.
+The reader (Biopython's `fasta` parser) also accepts sequences wrapped over several lines, blank lines and
+Windows line ends, and ignores whitespace inside a sequence line; letters are compared upper-cased, so
+soft-masked (lower-case) bases are valid. On top of Biopython it refuses, each with one sentence naming the
+file (and the record or line): a file that is not ASCII text, text before the first header, an empty
+record, a letter outside the alphabet, a sequence of the wrong length. Generated samples use the header
+`seed{N} class={cell type}` (`format_header` / `parse_header`); an unconditional network's records carry
+no class field.
+
+Biopython is the optional `dna` extra; without it `read_fasta`, `write_fasta` and `require_biopython`
+raise `MissingPackageError` (a ValueError), one sentence that names `pip install -e ".[dna]"`. There is no
+hand-written fallback: one reader and one writer, the ones genomics users already trust.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
+from types import ModuleType
 from typing import Any, Iterable, Sequence
 
 from dnnlib.util import atomic_write
+from training.optional import require
 
 _HEADER = re.compile(r'seed(\d+)(?:\s+class=(\S+))?')
+_PURPOSE = 'Reading and writing FASTA files'
+
+
+def _seqio() -> ModuleType:
+    return require('Bio.SeqIO', _PURPOSE)
+
+
+def require_biopython() -> None:
+    """Raise MissingPackageError (one sentence with the install command) unless Biopython is installed.
+
+    CLIs call it before sampling, so that a missing extra fails at once rather than after the work is done.
+    """
+    _seqio()
 
 
 def format_header(seed: int, cell_type: str | None = None) -> str:
@@ -58,25 +82,37 @@ def sample_records(seeds: Sequence[int], samples: Any, classes: Sequence[int] | 
 
 
 def write_fasta(path: str | os.PathLike, records: Iterable[tuple[str, str]]) -> None:
-    """Write (header, sequence) records atomically (temporary file + rename); headers without the '>'."""
-    lines = []
+    """Write (header, sequence) records atomically (temporary file + rename); headers without the '>'.
+
+    Each record becomes a Biopython SeqRecord (id = the header's first word, description = the header) and
+    Biopython's `fasta-2line` writer prints `>HEADER` and the unwrapped sequence. ValueError for a header
+    that is blank, not one line or not ASCII, and for a sequence that is empty or not ASCII letters.
+    """
+    seqio = _seqio()
+    from Bio.Seq import Seq
+    from Bio.SeqRecord import SeqRecord
+    seq_records = []
     for header, sequence in records:
-        if not header or '\n' in header or '\r' in header or not header.isascii():
+        if not header.strip() or '\n' in header or '\r' in header or not header.isascii():
             raise ValueError(f'A FASTA header must be one non-empty line of ASCII text, got {header!r}.')
         if not sequence or not sequence.isascii() or any(c.isspace() for c in sequence):
             raise ValueError(f'The sequence of FASTA record {header!r} is empty or not ASCII letters only.')
-        lines.append(f'>{header}\n{sequence}\n')
+        seq_records.append(SeqRecord(Seq(sequence), id=header.split()[0], description=header))
+    text = io.StringIO()
+    seqio.write(seq_records, text, 'fasta-2line')
     with atomic_write(path) as f:
-        f.write(''.join(lines).encode('ascii'))
+        f.write(text.getvalue().encode('ascii'))
 
 
 def read_fasta(path: str | os.PathLike, length: int | None = None, alphabet: str = 'ACGT') -> list[tuple[str, str]]:
-    """(header, sequence) records of a FASTA file, sequences upper-cased.
+    """(header, sequence) records of a FASTA file (Biopython's `fasta` parser), sequences upper-cased.
 
     Raises ValueError with one sentence naming the file (and the record) for a file that is not text,
     holds no records, has text before the first header, an empty record, a letter outside `alphabet`,
-    or (when `length` is given) a sequence of another length; FileNotFoundError when it does not exist.
+    or (when `length` is given) a sequence of another length; FileNotFoundError when it does not exist;
+    MissingPackageError (a ValueError) without Biopython.
     """
+    seqio = _seqio()
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'FASTA file {path} does not exist.')
@@ -86,23 +122,18 @@ def read_fasta(path: str | os.PathLike, length: int | None = None, alphabet: str
         text = raw.decode('ascii')
     except UnicodeDecodeError:
         raise ValueError(f'{path} is not a FASTA file (it is not plain ASCII text).') from None
-    allowed = set(alphabet.upper())
-    records: list[tuple[str, list[str]]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith('>'):
-            records.append((line[1:].strip(), []))
-        elif not records:
-            raise ValueError(f'{path} is not a FASTA file: line {number} comes before the first ">" header.')
-        else:
-            records[-1][1].append(line.upper())
-    if not records:
+    # Biopython's parser refuses anything before the first '>' (blank lines too) with a long message of
+    # its own; blank lines are fine here, any other text is refused below with its line number.
+    lines = text.splitlines()
+    first = next((number for number, line in enumerate(lines, start=1) if line.strip()), None)
+    if first is None:
         raise ValueError(f'{path} holds no FASTA records.')
+    if not lines[first - 1].lstrip().startswith('>'):
+        raise ValueError(f'{path} is not a FASTA file: line {first} comes before the first ">" header.')
+    allowed = set(alphabet.upper())
     result = []
-    for header, parts in records:
-        sequence = ''.join(parts)
+    for record in seqio.parse(io.StringIO('\n'.join(lines[first - 1:]).lstrip()), 'fasta'):
+        header, sequence = record.description.strip(), str(record.seq).upper()
         if not sequence:
             raise ValueError(f'FASTA record {header!r} in {path} has no sequence.')
         bad = set(sequence) - allowed
