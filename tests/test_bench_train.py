@@ -42,8 +42,10 @@ def test_phases_account_for_the_measured_step_time(quick_run):
     assert set(net) >= {'forward', 'backward', 'optimizer'} and 'data' not in net
     # The network-only laps run in the timed steps themselves, and the loop's phases come from one profiled run:
     # together they are the whole step of their run, so their sum must equal the step time its img/s implies.
+    # (The network-only laps and its stopwatch start and stop a few statements apart: on a loaded machine a context
+    # switch there stretches the wall time by a few percent of these short quick-mode steps, hence 5 %.)
     for phases, rate in ((loop, data['profiled_loop_img_per_s']), (net, data['network_img_per_s'])):
-        assert sum(phases.values()) == pytest.approx(1e3 * data['batch'] / rate, rel=0.02)
+        assert sum(phases.values()) == pytest.approx(1e3 * data['batch'] / rate, rel=0.05)
     # The loop's profiler ranges cover the step's work: what is left ('other': progress, tick bookkeeping) is small.
     assert 0 <= loop['other'] < 0.5 * sum(v for k, v in loop.items() if k != 'other')
     assert loop['forward'] > 0 and loop['backward'] > 0
