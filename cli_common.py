@@ -133,6 +133,19 @@ def check_sigma_steps(sigma_steps: torch.Tensor | None) -> torch.Tensor | None:
     return sigma_steps
 
 
+def resolve_grid(net: torch.nn.Module, opts: generation.SamplerOptions,
+                 class_idx: int | None = None) -> torch.Tensor | None:
+    """The checked sampling options' σ grid for `net` (None: the ablation sampler builds its own); any problem
+    with the options, the network or the grid is one click error."""
+    try:
+        generation.validate(net, opts, class_idx)
+        return check_sigma_steps(generation.resolve_sigma_steps(net, opts))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OverflowError:
+        raise click.ClickException(GRID_OVERFLOW) from None
+
+
 def write_error(exc: OSError, path: str) -> click.ClickException:
     """One click error for a failed write of `path` (a WriteError already is one sentence)."""
     from dnnlib.util import WriteError, write_cause

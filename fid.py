@@ -16,9 +16,8 @@ import numpy as np
 import torch
 import tqdm
 
-from cli_common import (GRID_OVERFLOW, MAX_SEEDS, check_sigma_steps, init_distributed, load_snapshot, print0,
-                        rank0_first, run_cli, sampler_options_from_cli, sampling_options, seeds_callback,
-                        write_error)
+from cli_common import (MAX_SEEDS, init_distributed, load_snapshot, print0, rank0_first, resolve_grid, run_cli,
+                        sampler_options_from_cli, sampling_options, seeds_callback, write_error)
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import generation
@@ -159,13 +158,7 @@ def calc(image_path: str | None, network: str | None, ref_path: str, num_expecte
         snapshot = load_snapshot(network, device_t)
         net = snapshot['ema']
         opts = sampler_options_from_cli(kwargs, snapshot, network)
-        try:
-            generation.validate(net, opts, class_idx)
-            sigma_steps = check_sigma_steps(generation.resolve_sigma_steps(net, opts))
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
-        except OverflowError:
-            raise click.ClickException(GRID_OVERFLOW) from None
+        sigma_steps = resolve_grid(net, opts, class_idx)
         if seeds is None:
             seeds = list(range(DEFAULT_NUM if num_expected is None else num_expected))
         elif num_expected is not None:

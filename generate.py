@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import tqdm
 
-from cli_common import (GRID_OVERFLOW, FiniteFloatRange, check_sigma_steps, init_distributed, load_snapshot,
-                        prepare_output_dir, print0, run_cli, sampler_options_from_cli, sampling_options,
-                        seeds_callback, write_error)
+from cli_common import (FiniteFloatRange, init_distributed, load_snapshot, prepare_output_dir, print0, resolve_grid,
+                        run_cli, sampler_options_from_cli, sampling_options, seeds_callback, write_error)
 from dnnlib import util
 from torch_utils import distributed as dist
 from training import fasta, generation
@@ -109,13 +108,7 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     if grid_out is not None and opts.uses_ablation:
         raise click.UsageError('--grid-out records the EDM or InfoGrid grid; it cannot be used with the '
                                'ablation options (--solver/--disc/--schedule/--scaling without --infogrid).')
-    try:
-        generation.validate(net, opts, class_idx)
-        sigma_steps = check_sigma_steps(generation.resolve_sigma_steps(net, opts))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OverflowError:
-        raise click.ClickException(GRID_OVERFLOW) from None
+    sigma_steps = resolve_grid(net, opts, class_idx)
     if generation.is_sequence_net(net):
         try:
             fasta.require_biopython()   # FASTA is written with Biopython (the dna extra): fail before sampling
