@@ -42,6 +42,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -579,6 +580,20 @@ def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> list[s
     return lines
 
 
+def source_commit() -> str | None:
+    """The commit this code comes from: the checkout's HEAD, or, in a `git archive` copy (no .git), the hash git
+    wrote into scripts/archive_commit.txt (export-subst, see .gitattributes); None when neither is known."""
+    proc = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return proc.stdout.strip()
+    try:
+        with open(os.path.join(ROOT, 'scripts', 'archive_commit.txt'), encoding='utf-8') as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return text if re.fullmatch(r'[0-9a-f]{40}', text) else None
+
+
 def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Sequence[int], guidance: float,
                      steps: int, commit: str | None) -> list[dict]:
     """Score RUN's final snapshot on `num` samples (decoded; also raw for binarised images), append the records
@@ -826,7 +841,8 @@ def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: st
 @click.option('--floor-sizes', default='', help='Comma-separated sizes of the real-data floor (RUN/../floor.json).')
 @click.option('--guidance', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Guidance W.')
 @click.option('--steps', type=click.IntRange(min=1), default=18, show_default=True, help='Heun σ levels.')
-@click.option('--commit', default=None, help='Commit the run was made from  [default: git rev-parse HEAD, if any]')
+@click.option('--commit', default=None, help='Commit the run was made from  [default: the checkout\'s HEAD, or the '
+                                             'commit a `git archive` copy was made from]')
 def final_eval(run: str, metrics: str, num: int, floor_sizes: str, guidance: float, steps: int,
                commit: str | None) -> None:
     """The final evaluation of one training run: RUN/final.jsonl and the row's real-data floors."""
@@ -837,8 +853,7 @@ def final_eval(run: str, metrics: str, num: int, floor_sizes: str, guidance: flo
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--metrics/--floor-sizes') from None
     if commit is None:
-        proc = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
-        commit = proc.stdout.strip() if proc.returncode == 0 else None
+        commit = source_commit()
     try:
         records = final_evaluation(run, names, num, sizes, guidance, steps, commit)
     except (OSError, ValueError) as err:

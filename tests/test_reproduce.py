@@ -183,3 +183,30 @@ def test_end_to_end_on_cpu_digits(tmp_path):
     assert '#### 8x8 digits (EDM objective) (digit Fréchet)' in result.output
     assert '×' in next(line for line in result.output.splitlines() if line.startswith('| InfoNoise'))
     assert (tmp_path / 'plots' / 'digits.png').is_file()
+
+
+def test_source_commit_from_a_checkout_and_from_a_git_archive_copy(tmp_path, monkeypatch):
+    """Results name the commit they were made from: in a checkout its HEAD; in a `git archive` copy (no .git) the
+    hash git substitutes into scripts/archive_commit.txt; nothing when neither is known."""
+    import subprocess
+
+    from scripts import reproduce
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip('not a git checkout')
+    assert reproduce.source_commit() == head.stdout.strip()
+    archived = subprocess.run(['git', 'archive', 'HEAD', 'scripts/archive_commit.txt'], cwd=root, capture_output=True)
+    import io
+    import tarfile
+    with tarfile.open(fileobj=io.BytesIO(archived.stdout)) as tar:
+        text = tar.extractfile('scripts/archive_commit.txt').read().decode().strip()
+    assert text == head.stdout.strip()                      # git substituted the hash (export-subst)
+    copy = tmp_path / 'copy'
+    (copy / 'scripts').mkdir(parents=True)
+    (copy / 'scripts' / 'archive_commit.txt').write_text(text + '\n')
+    monkeypatch.setattr(reproduce, 'ROOT', str(copy))
+    monkeypatch.setenv('GIT_CEILING_DIRECTORIES', str(tmp_path))   # no enclosing repository is found
+    assert reproduce.source_commit() == text
+    (copy / 'scripts' / 'archive_commit.txt').write_text('$Format:%H$\n')   # a plain copy: unknown
+    assert reproduce.source_commit() is None
