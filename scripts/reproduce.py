@@ -421,6 +421,19 @@ GRID_BEST = 'lognormal-best'        # --methods name: the best tuning setting (b
 QUICK = dict(kimg=2.0, every=1.0, curve_num=64, final_num=128)
 FINAL_FILE = 'final.jsonl'
 RESULT_FILES = ('metrics.jsonl', 'final.jsonl', 'infonoise.jsonl', 'training_options.json', 'stats.jsonl')
+PROFILE_LINES_KEPT = 100   # infonoise.jsonl is copied thinned to this many evenly spaced refreshes (first and last kept)
+
+
+def copy_thinned(src: str, dest: str, keep: int = PROFILE_LINES_KEPT) -> None:
+    """Copy a JSON-lines file keeping at most `keep` evenly spaced lines, always its first and last (a profile
+    line per σ-sampler refresh is ~6 KB; a 192 kEx run refreshes 300 times)."""
+    with open(src, encoding='utf-8') as f:
+        lines = [line for line in f if line.strip()]
+    if len(lines) > keep:
+        picks = sorted({round(i * (len(lines) - 1) / (keep - 1)) for i in range(keep)})
+        lines = [lines[i] for i in picks]
+    with atomic_write(dest) as f:
+        f.write(''.join(lines).encode('utf-8'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -498,7 +511,8 @@ def copy_results(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -
     os.makedirs(dest, exist_ok=True)
     for name in RESULT_FILES:
         if os.path.isfile(os.path.join(run, name)):
-            shutil.copyfile(os.path.join(run, name), os.path.join(dest, name))
+            copy = copy_thinned if name == 'infonoise.jsonl' else shutil.copyfile
+            copy(os.path.join(run, name), os.path.join(dest, name))
     floor = os.path.join(plan.outdir, row.key, 'floor.json')
     if os.path.isfile(floor):
         shutil.copyfile(floor, os.path.join(plan.results, row.key, 'floor.json'))

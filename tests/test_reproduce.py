@@ -210,3 +210,14 @@ def test_source_commit_from_a_checkout_and_from_a_git_archive_copy(tmp_path, mon
     assert reproduce.source_commit() == text
     (copy / 'scripts' / 'archive_commit.txt').write_text('$Format:%H$\n')   # a plain copy: unknown
     assert reproduce.source_commit() is None
+
+
+def test_profile_lines_are_copied_thinned_evenly_with_first_and_last(tmp_path):
+    from scripts import reproduce
+    src, dest = tmp_path / 'infonoise.jsonl', tmp_path / 'out.jsonl'
+    src.write_text(''.join(f'{{"kimg": {i}}}\n' for i in range(301)))
+    reproduce.copy_thinned(str(src), str(dest), keep=4)
+    assert dest.read_text() == '{"kimg": 0}\n{"kimg": 100}\n{"kimg": 200}\n{"kimg": 300}\n'   # 0, 1/3, 2/3, end
+    src.write_text('{"kimg": 0}\n{"kimg": 1}\n')
+    reproduce.copy_thinned(str(src), str(dest), keep=4)
+    assert dest.read_text() == src.read_text()            # short files are copied whole
