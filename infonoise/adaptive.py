@@ -214,18 +214,23 @@ class InfoNoiseSampler:
         lo_edge, lo_cdf, scale = rows[:, torch.bucketize(u, inner_cdf, right=True)]
         return torch.addcmul(lo_edge, u - lo_cdf, scale)
 
+    def _draw_device(self, device) -> torch.device:
+        """Where `sample` draws: the requested device (the first one binds the sampler's state to it), else the
+        sampler's own device, else the CPU."""
+        if device is None:
+            return self.device if self.device is not None else torch.device('cpu')
+        device = torch.device(device)
+        if self.device is None:
+            self._bind(device)
+        return device
+
     def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """n σ's (float32, > 0) on `device` (default: the sampler's device, else CPU). No host sync.
 
         One uniform u per draw: u < floor picks the log-uniform floor (at u / floor), otherwise the table
         (at (u − floor) / (1 − floor)); before the first refresh the base sampler draws instead.
         """
-        if device is not None:
-            device = torch.device(device)
-            if self.device is None:
-                self._bind(device)
-        else:
-            device = self.device if self.device is not None else torch.device('cpu')
+        device = self._draw_device(device)
         if self._table is None:
             sigma = self.base.sample(n, device=device, generator=generator)
             if self._starved and self.floor > 0:

@@ -131,6 +131,8 @@ class _BinnedRival:
     _arange = InfoNoiseSampler._arange
     _fill = InfoNoiseSampler._fill
     _push = InfoNoiseSampler.observe
+    _draw_device = InfoNoiseSampler._draw_device
+    _table_sigma = InfoNoiseSampler._table_sigma    # the same piecewise-linear inverse CDF, on (cdf, rows) tables
 
     def _state_device(self) -> torch.device:
         return self._buf.device
@@ -147,18 +149,8 @@ class _BinnedRival:
 
     def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """n σ's (float32) from the table: a bin k with probability p_k, then a point inside it. No host sync."""
-        if device is not None:
-            device = torch.device(device)
-            if self.device is None:
-                self._bind(device)
-        else:
-            device = self.device if self.device is not None else torch.device('cpu')
-        u = torch.rand(n, device=device, generator=generator, dtype=torch.float64)
-        cdf_inner, rows = self._cdf_inner, self._rows
-        if cdf_inner.device != u.device:
-            cdf_inner, rows = cdf_inner.to(u.device), rows.to(u.device)
-        lower_pos, lower_cdf, scale = rows[:, torch.bucketize(u, cdf_inner, right=True)]
-        pos = torch.addcmul(lower_pos, u - lower_cdf, scale)
+        u = torch.rand(n, device=self._draw_device(device), generator=generator, dtype=torch.float64)
+        pos = self._table_sigma(u, (self._cdf_inner, self._rows))   # the position inside the chosen bin
         sigma = pos.exp_() if self.within_bin_log else pos
         return sigma.clamp_(self.grid.sigma_min, self.grid.sigma_max).float()
 
