@@ -33,6 +33,8 @@ adaptive, i.e. not infonoise, loss-second-moment, kingma-gao or cdcd):
       the same size; without final.jsonl the last curve point is used and labelled so.
   (f) discrete rows are scored on decoded samples (sign for ±1 images, argmax for one-hot DNA); the raw
       (undecoded) final value is printed once per row where recorded.
+  (g) each paper claim a row tests (PAPER_CLAIMS) ends the report with one word, confirmed / not confirmed /
+      refuted at this scale, from the intervals of (d) (claim_verdict) and the reason.
 
 Examples:
     python -m scripts.report docs/results/table1a
@@ -73,6 +75,16 @@ SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 MIN_FINAL_PER_CLASS = {'sequence': 1000, 'image': 2000}   # (e)
 
 Curve = Sequence[tuple[float, float]]   # [(kimg, value), ...] in increasing kimg
+
+# The paper's Table 1 claims that the CPU rows test, by row (and headline metric): 'faster' = InfoNoise reaches
+# the best fixed baseline's final quality in fewer kEx and ends no worse; 'parity' = InfoNoise ends level with it.
+PAPER_CLAIMS = {
+    'bmnist': ('faster', "Table 1(a) bMNIST: InfoNoise reaches the best fixed baseline's target 2.0× sooner and "
+                         'ends better (FID 0.40 vs 0.53)'),
+    'dna:fd-dna': ('faster', "Table 1(a) DNA: InfoNoise reaches the best fixed baseline's target 2.7× sooner and "
+                             'ends better (Sei-FID 0.42 vs 0.45)'),
+    'mnist': ('parity', 'Table 1(b) MNIST: InfoNoise ends level with the EDM schedule (FID 0.43 vs 0.44, 1.0×)'),
+}
 
 
 def is_adaptive(method: str) -> bool:
@@ -247,6 +259,38 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
     return summary
 
 
+def claim_verdict(kind: str, summary: Mapping[str, Any]) -> tuple[str, str]:
+    """(word, why) for one paper claim at this scale: 'confirmed', 'not confirmed' or 'refuted'.
+
+    kind 'faster': confirmed when InfoNoise's seed-mean curve reaches the target sooner than the best fixed
+    baseline's (speed-up > 1 by the paper's rule), its paired kEx difference is 'better' and its paired final
+    difference is not 'worse'; refuted when its paired final difference is 'worse' (interval above 0); otherwise
+    not confirmed. kind 'parity': confirmed when the paired final difference is 'tied' or 'better', refuted when
+    'worse'. Fewer than MIN_SEEDS seeds give no interval: not confirmed, whatever the means say.
+    """
+    e = summary['methods'].get(ADAPTIVE)
+    if e is None:
+        return 'not confirmed', f'no {label(ADAPTIVE)} run yet.'
+    best = label(summary['best_baseline'])
+    if e['num_seeds'] < MIN_SEEDS or not e['same_seeds']:
+        base_final = summary['methods'][summary['best_baseline']]['final_mean']
+        return 'not confirmed', (f'{e["num_seeds"]} paired seed(s) of {MIN_SEEDS} needed; so far {label(ADAPTIVE)} '
+                                 f'ends at {fmt(e["final_mean"])} against {fmt(base_final)} for {best}, kEx@target '
+                                 f'{format_kex(e["kex"], e["budget_kimg"])}.')
+    final = e['paired_final']
+    plateau = '' if summary['plateau']['plateau'] else ' (at a budget where the baseline has not plateaued)'
+    why_final = f'paired final Δ {format_interval(final)} ({final["verdict"]})'
+    if final['verdict'] == 'worse':
+        return 'refuted', f'{label(ADAPTIVE)} ends worse than {best}: {why_final}{plateau}.'
+    if kind == 'parity':
+        return 'confirmed', f'{label(ADAPTIVE)} ends level with or better than {best}: {why_final}{plateau}.'
+    speedup, kex = e['speedup'], e['paired_kex']
+    why_kex = f'speed-up {format_speedup(speedup)}, paired kEx Δ {format_interval(kex)} ({kex["verdict"]})'
+    if e['reached'] and speedup['value'] is not None and speedup['value'] > 1 and kex['verdict'] == 'better':
+        return 'confirmed', f'{why_kex}; {why_final}{plateau}.'
+    return 'not confirmed', f'{why_kex}; {why_final}{plateau}.'
+
+
 # ----------------------------------------------------------------------------------------------
 # Run directories.
 
@@ -391,7 +435,9 @@ def load_runs(root: str) -> dict:
             if isinstance(rec.get('value'), (int, float)):
                 info, method, seed = entry(rec)
                 kind = 'decoded' if rec.get('decoded', True) else 'raw'
-                info['finals'].setdefault(method, {}).setdefault(seed, {})[kind] = dict(rec)
+                kept = info['finals'].setdefault(method, {}).setdefault(seed, {})
+                if float(rec.get('kimg', 0)) >= float(kept.get(kind, {}).get('kimg', 0)):   # the latest snapshot's
+                    kept[kind] = dict(rec)
     for info in rows.values():
         info['curves'] = {m: {s: sorted(c.items()) for s, c in seeds.items()} for m, seeds in info['curves'].items()}
     per_row = collections.Counter(row for row, _ in rows)
@@ -540,6 +586,12 @@ def markdown_report(rows: Mapping[str, Mapping[str, Any]], summaries: Mapping[st
     out = ['<!-- Written by `python -m scripts.report`; regenerate, do not edit. -->', '']
     for name in rows:
         out.append(row_markdown(name, rows[name], summaries[name]))
+    verdicts = [(name, *PAPER_CLAIMS[name], *claim_verdict(PAPER_CLAIMS[name][0], summaries[name]))
+                for name in rows if name in PAPER_CLAIMS and ADAPTIVE in summaries[name]['methods']]
+    if verdicts:
+        out += ['#### The paper\'s claims at this scale', '']
+        out += [f'- {claim}: **{word}** — {why}' for name, kind, claim, word, why in verdicts]
+        out.append('')
     out.append("kEx = thousands of training examples. '>B' = the target was not reached within the budget B "
                "(censored). Δ = method − best fixed baseline per seed (lower = better for both); verdict from the "
                "95% t-interval.")

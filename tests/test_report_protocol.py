@@ -177,3 +177,44 @@ def test_committed_tables_equal_the_reports_output(results):
 
 def test_some_results_are_committed():
     assert _committed_results(), 'docs/results/*/report.md: at least the budget probes are committed'
+
+
+def _summary(base_finals, ada_finals, ada_hit):
+    """Three seeds: the log-uniform curve 9 → 5 → final; InfoNoise's curve reaches ada_hit[seed] at 10 kEx (its
+    first evaluation) and ends at ada_finals[seed]."""
+    curves = {'loguniform': {s: [(10, 9.0), (20, 5.0), (30, f)] for s, f in enumerate(base_finals)},
+              'infonoise': {s: [(10, h), (20, h), (30, f)] for s, (h, f) in enumerate(zip(ada_hit, ada_finals))}}
+    return report.compute_to_target(curves)
+
+
+def test_claim_verdicts_follow_the_paired_intervals():
+    # Target = mean log-uniform final = 2.0; InfoNoise meets it at its first evaluation on every seed (10 vs 30
+    # kEx: speed-up 3×, paired kEx Δ = −20 on each seed) and ends lower on every seed -> confirmed.
+    word, why = report.claim_verdict('faster', _summary([2.0, 2.1, 1.9], [1.5, 1.6, 1.4], [1.9, 1.8, 1.9]))
+    assert word == 'confirmed' and '3.00×' in why
+    # Ends higher on every seed (Δ = +1 ± 0.1): refuted, whatever the kEx says.
+    word, why = report.claim_verdict('faster', _summary([2.0, 2.1, 1.9], [3.0, 3.0, 3.0], [1.9, 1.8, 1.9]))
+    assert word == 'refuted' and '(worse)' in why
+    # Level at the end (Δ = +0.1, −0.1, 0): 'parity' is confirmed; 'faster' is not confirmed when the target is
+    # never reached earlier (InfoNoise first meets 2.0 only at 30 kEx on the seed mean, like the baseline).
+    tied = _summary([2.0, 2.1, 1.9], [2.1, 2.0, 1.9], [4.0, 4.0, 4.0])
+    assert report.claim_verdict('parity', tied)[0] == 'confirmed'
+    assert report.claim_verdict('faster', tied)[0] == 'not confirmed'
+    # One seed gives no interval: not confirmed, even with a large gap.
+    one = report.compute_to_target({'loguniform': {0: [(10, 9.0), (30, 2.0)]}, 'infonoise': {0: [(10, 9.0), (30, 6.0)]}})
+    word, why = report.claim_verdict('faster', one)
+    assert word == 'not confirmed' and '1 paired seed(s) of 3' in why
+
+
+def test_final_is_the_latest_snapshots_record(tmp_path):
+    """A run extended past its first budget carries two final evaluations; the report uses the latest, whatever the
+    order of the lines."""
+    for order in ((192, 384), (384, 192)):
+        root = tmp_path / f'o{order[0]}'
+        d = root / 'bmnist' / 'loguniform-seed0'
+        d.mkdir(parents=True)
+        (d / 'metrics.jsonl').write_text(json.dumps(dict(kimg=16, kex=16, metric='fd-mnist', value=9.0)) + '\n')
+        (d / 'final.jsonl').write_text(''.join(json.dumps(dict(kimg=k, metric='fd-mnist', value=k / 100, num=2000,
+                                                               classes=1, decoded=True)) + '\n' for k in order))
+        rows = report.load_runs(str(root))
+        assert rows['bmnist']['finals']['loguniform'][0]['decoded']['value'] == 3.84
