@@ -83,6 +83,9 @@ class InfoNoiseSampler:
                        every bin keeps being observed; 0 is the paper's literal algorithm.
         smooth:        passes (>= 0) of a [1, 2, 1]/4 filter on log r across neighbouring bins before the
                        pivot and the gate (`log_smooth`; exact power laws pass unchanged); 0 = none.
+        freeze_after:  F >= 0; no refresh happens once step > F, so the last table serves to the end of
+                       training (a variant, not the paper's algorithm: it holds the profile where it was at step
+                       F instead of letting the pivot follow the network's error floor down); 0 = never freeze.
         device:        where buffers and the table live. None: bound to the device of the first
                        `observe` (or of the first `sample` given an explicit device).
 
@@ -101,7 +104,7 @@ class InfoNoiseSampler:
     def __init__(self, grid: SigmaGrid, base=None, weight_fn: Callable | str = edm_weight,
                  warmup_steps: int = 2000, refresh_every: int = 200, buffer_size: int = 512,
                  ema: float = 0.1, min_count: int = 32, gate_n: float = 3, endpoint: str = 'continuous',
-                 onset_p: float = 2e-3, floor: float = 0.05, smooth: int = 0, device=None):
+                 onset_p: float = 2e-3, floor: float = 0.05, smooth: int = 0, freeze_after: int = 0, device=None):
         self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
         self.base = LogNormalSampler() if base is None else base
         if not callable(getattr(self.base, 'sample', None)):
@@ -111,6 +114,7 @@ class InfoNoiseSampler:
         self.buffer_size = _check_int('buffer_size', buffer_size, 1)
         self.min_count = _check_int('min_count', min_count, 1)
         self.smooth = _check_int('smooth', smooth, 0)
+        self.freeze_after = _check_int('freeze_after', freeze_after, 0)
         check_min_count(self.min_count, self.buffer_size)
         if not 0 < ema <= 1:
             raise ValueError(f'ema must lie in (0, 1], got {ema}')
@@ -301,6 +305,8 @@ class InfoNoiseSampler:
         self._step += 1
         if self._step <= self.warmup_steps or self._step % self.refresh_every != 0:
             return False
+        if self.freeze_after and self._step > self.freeze_after:
+            return False
         sums, counts = self._reduced_sums()
         if counts.min() < self.min_count:
             self._set_starved(counts < self.min_count)
@@ -444,4 +450,5 @@ class InfoNoiseSampler:
         return (f'InfoNoiseSampler({self.grid!r}, base={self.base!r}, endpoint={self.endpoint!r}, '
                 f'warmup_steps={self.warmup_steps}, refresh_every={self.refresh_every}, '
                 f'buffer_size={self.buffer_size}, ema={self.ema}, min_count={self.min_count}, '
-                f'gate_n={self.gate_n}, onset_p={self.onset_p}, floor={self.floor}, smooth={self.smooth})')
+                f'gate_n={self.gate_n}, onset_p={self.onset_p}, floor={self.floor}, smooth={self.smooth}, '
+                f'freeze_after={self.freeze_after})')

@@ -371,6 +371,9 @@ def _discrete_methods(extra: Sequence[str] = ()) -> dict[str, list[str]]:
     return methods
 
 
+# The variant of the early-lead investigation (docs/BENCHMARKS.md §16): InfoNoise whose table stops refreshing
+# after step 125 (8 kEx at the rows' batch of 64), so the pivot cannot follow the network's error floor down.
+VARIANT_METHODS = {'infonoise-freeze': ['--sigma-dist', 'infonoise', *W1, '--infonoise-freeze', '125']}
 GRID_METHODS = {lognormal_name(m, s): ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
                 for m, s in LOGNORMAL_GRID}
 
@@ -397,10 +400,11 @@ class ProtocolRow:
 PROTOCOL_ROWS = {r.key: r for r in [
     ProtocolRow('bmnist', 'bMNIST (w = 1)', 'bmnist5k-cpu', 'builtin:mnist5k-binary', ('fd-mnist',),
                 kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
-                methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **GRID_METHODS}),
+                methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **VARIANT_METHODS,
+                         **GRID_METHODS}),
     ProtocolRow('dna', 'DNA, four cell types (w = 1, guidance 2)', 'dna-cpu', 'dna:{dna4}', ('fd-dna', 'kmer-dna'),
                 kimg=48, every=4, curve_num=256, final_num=4000, classes=4, guidance=2.0,
-                methods=_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')),
+                methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **VARIANT_METHODS},
                 extra=('--metrics-guidance', '2')),
     ProtocolRow('mnist', 'MNIST (EDM objective)', 'mnist5k-cpu', 'builtin:mnist5k', ('fd-mnist',),
                 kimg=192, every=16, curve_num=512, final_num=2000, classes=1,

@@ -42,7 +42,7 @@ def fill_exact(sampler, n=64 * 200, seed=0, mse=gaussian_mse):
     (dict(floor=1.0), 'floor'), (dict(floor=-0.1), 'floor'), (dict(smooth=-1), 'smooth'),
     (dict(weight_fn='karras'), 'weight'), (dict(weight_fn=lambda s: -s), 'weight_fn'),
     (dict(base=object()), 'base'), (dict(refresh_every=2.5), 'refresh_every'),
-    (dict(min_count=33, buffer_size=32), 'min_count'),
+    (dict(min_count=33, buffer_size=32), 'min_count'), (dict(freeze_after=-1), 'freeze_after'),
 ])
 def test_constructor_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -56,6 +56,26 @@ def test_defaults_match_the_design():
     assert isinstance(s.base, LogNormalSampler) and s.weight_fn is edm_weight
     assert (s.warmup_steps, s.refresh_every, s.buffer_size, s.ema, s.min_count) == (2000, 200, 512, 0.1, 32)
     assert (s.gate_n, s.endpoint, s.onset_p, s.floor, s.smooth) == (3, 'continuous', 2e-3, 0.05, 0)
+    assert s.freeze_after == 0                               # the paper refreshes to the end
+
+
+def test_freeze_keeps_the_last_table_while_the_losses_move_on():
+    """Refreshes at steps 2, 4, 6, ... until step F = 4; afterwards the losses change to another profile (a
+    Gaussian of std 2 instead of 0.5) and the frozen sampler keeps drawing from its step-4 table, while the
+    unfrozen one rebuilds from the new losses."""
+    runs = {}
+    for freeze in (0, 4):
+        s = make(warmup_steps=0, refresh_every=2, buffer_size=64, floor=0.0, ema=1.0, freeze_after=freeze)
+        rebuilt, tables = [], {}
+        for step in range(1, 11):
+            fill_exact(s, n=64 * 8, seed=step, mse=gaussian_mse if step <= 4 else lambda x: gaussian_mse(x, 2.0))
+            rebuilt.append(s.step())
+            tables[step] = s.profile()['pi'].copy()
+        runs[freeze] = ([i + 1 for i, r in enumerate(rebuilt) if r], tables)
+    assert runs[0][0] == [2, 4, 6, 8, 10] and runs[4][0] == [2, 4]
+    np.testing.assert_array_equal(runs[4][1][10], runs[4][1][4])
+    np.testing.assert_array_equal(runs[4][1][4], runs[0][1][4])                  # identical up to the freeze
+    assert np.abs(runs[0][1][10] - runs[0][1][4]).max() > 0.01 * runs[0][1][4].max()   # the profile did move
 
 
 def test_observe_rejects_bad_shapes_and_devices():

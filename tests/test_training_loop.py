@@ -88,6 +88,22 @@ def test_infonoise_run_drives_the_sampler_and_records_every_refresh(tmp_path):
     assert (tmp_path / 'infonoise-profile.png').stat().st_size > 1000
 
 
+
+def test_infonoise_freeze_stops_the_refreshes_at_its_step(tmp_path):
+    # As above, with --infonoise-freeze 30: refreshes at steps 20 and 30 only; the snapshot keeps the step-30 table.
+    result = run_cli(tmp_path, '--kimg', 1.6, '--tick', 0.8, '--snap', 1, '--dump', 1, '--sigma-dist', 'infonoise',
+                     '--infonoise-base', 'loguniform', '--infonoise-bins', 8, '--infonoise-buffer', 32,
+                     '--infonoise-min-count', 2, '--infonoise-warmup', 10, '--infonoise-refresh', 10,
+                     '--infonoise-freeze', 30, '--grid', 16)
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(tmp_path / 'infonoise.jsonl')
+    assert [r['step'] for r in rows] == [20, 30]
+    snap = load_snapshot(tmp_path / 'network-snapshot-000001.pkl')
+    assert np.array_equal(snap['infonoise']['pi'], rows[-1]['pi']) and snap['infonoise']['step'] == 50
+    with open(tmp_path / 'training_options.json', encoding='utf-8') as f:
+        config = json.load(f)
+    assert config['options']['infonoise_freeze'] == 30 and config['sigma_sampler_kwargs']['freeze_after'] == 30
+
 def test_fixed_sampler_conditional_run_with_augmentation(tmp_path):
     result = run_cli(tmp_path, '--kimg', 0.32, '--tick', 1, '--sigma-dist', 'lognormal', '--p-mean', -0.5, '--cond', 1,
                      '--augment', 0.12, '--grid', 20)

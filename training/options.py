@@ -144,6 +144,8 @@ OPTIONS: tuple[Option, ...] = (
     _O('infonoise_warmup', _IN['warmup_steps'], 'Warm-up optimizer steps on the base sampler', int, lo=0,
        metavar='STEPS'),
     _O('infonoise_refresh', _IN['refresh_every'], 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
+    _O('infonoise_freeze', _IN['freeze_after'], 'Variant: no refresh after this step, the last table serves to the '
+       'end (0: refresh to the end, the paper)', int, lo=0, metavar='STEPS'),
     _O('infonoise_bins', _GRID['num_bins'], 'Log-σ grid bins', int, lo=2, metavar='INT'),
     _O('infonoise_buffer', _IN['buffer_size'], 'FIFO losses per bin per rank', int, lo=1, metavar='INT'),
     _O('infonoise_ema', float(_IN['ema']), 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True,
@@ -521,6 +523,8 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
         min_count=int(opts['infonoise_min_count']), gate_n=float(opts['infonoise_gate_n']),
         endpoint=endpoint, onset_p=float(opts['infonoise_onset_p']),
         floor=float(opts['infonoise_floor']), smooth=opts['infonoise_smooth'],
+        # Only when set: states saved before the option existed hold no key and stay resumable at the default.
+        **({'freeze_after': int(opts['infonoise_freeze'])} if opts['infonoise_freeze'] else {}),
     )
 
 
