@@ -393,6 +393,32 @@ def _read_json(path: str) -> Any:
         return None
 
 
+PROFILE_BANDS = (0.05, 0.5, 5.0)   # σ band edges of the profile-drift table (the grid's ends close the outer bands)
+PROFILE_ROWS = 7                   # refreshes shown per run: evenly spaced, first and last included
+
+
+def profile_drift(path: str, rows: int = PROFILE_ROWS) -> list[dict]:
+    """How an adaptive run's σ distribution moved: from its profile lines (infonoise.jsonl, one per refresh), at
+    `rows` evenly spaced refreshes, dict(kimg, pivot, mass) with `mass` the share of the sampling density π (floor
+    included) in each σ band of PROFILE_BANDS (len(PROFILE_BANDS) + 1 shares summing to 1)."""
+    lines = [r for r in read_jsonl(path) if 'pi' in r and 'edges' in r and 'kimg' in r]
+    if not lines:
+        return []
+    picks = sorted({round(i * (len(lines) - 1) / max(rows - 1, 1)) for i in range(rows)})
+    out = []
+    for r in (lines[i] for i in picks):
+        edges = np.asarray(r['edges'], dtype=np.float64)
+        mass = np.asarray(r['pi'], dtype=np.float64) * np.diff(edges)
+        cum = np.interp(PROFILE_BANDS, edges, np.concatenate([[0.0], np.cumsum(mass)]))   # π is flat in σ per bin
+        shares = np.diff(np.concatenate([[0.0], cum, [mass.sum()]])) / mass.sum()
+        x = np.clip(np.log(PROFILE_BANDS), np.log(edges[0]), np.log(edges[-1]))   # log-uniform on the same grid
+        uniform = np.diff(np.concatenate([[0.0], (x - np.log(edges[0])) / np.log(edges[-1] / edges[0]), [1.0]]))
+        pivot = r.get('pivot')
+        out.append(dict(kimg=float(r['kimg']), pivot=float(pivot) if isinstance(pivot, (int, float)) else None,
+                        mass=[float(v) for v in shares], loguniform=[float(v) for v in uniform]))
+    return out
+
+
 def load_runs(root: str) -> dict:
     """row -> dict(title, section, metric, curves{method: {seed: curve}}, finals{method: {seed: {...}}},
     floors{num: value}, curve_num, speed{method: {seed: ...}}); a row evaluated with several metrics becomes
@@ -414,7 +440,7 @@ def load_runs(root: str) -> dict:
             row = str(rec.get('row', default_row))
             metric = str(rec.get('metric', 'metric'))
             info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='',
-                                                       metric=metric, curves={}, finals={}, floors={}, curve_num=None,
+                                                       metric=metric, curves={}, finals={}, floors={}, curve_num=None, profiles={},
                                                        speed={}, note=row_info.get('note')))
             for field in ('title', 'section'):
                 if rec.get(field):
@@ -432,6 +458,11 @@ def load_runs(root: str) -> dict:
             num = rec.get('num', options.get('metrics_num'))
             if isinstance(num, int):
                 info['curve_num'] = num
+        ppath = os.path.join(run_dir, 'infonoise.jsonl')
+        drift = profile_drift(ppath) if os.path.isfile(ppath) else []
+        if drift and records:
+            info, method, seed = entry(records[0])
+            info['profiles'].setdefault(method, {})[seed] = drift
         fpath = os.path.join(run_dir, 'final.jsonl')
         for rec in read_jsonl(fpath) if os.path.isfile(fpath) else []:
             if isinstance(rec.get('value'), (int, float)):
@@ -580,6 +611,17 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
                                         format_kex(e['kex'], e['budget_kimg']), per_seed, d_kex, v_kex,
                                         format_speedup(e['speedup']), interp]) + ' |')
     lines.append('')
+    for m in methods:
+        for seed, drift in sorted((info.get('profiles') or {}).get(m, {}).items())[:1]:
+            bands = ['σ < 0.05', '0.05–0.5', '0.5–5', 'σ ≥ 5']
+            lines += [f'Profile drift of {label(m)} (seed {seed}): pivot c and the share of π (floor included) per '
+                      f'σ band at evenly spaced refreshes.', '',
+                      '| kEx | pivot c | ' + ' | '.join(bands) + ' |', '|' + '---|' * (2 + len(bands))]
+            lines.append('| log-uniform, same grid | – | ' + ' | '.join(f'{x:.3f}' for x in drift[0]['loguniform'])
+                         + ' |')
+            lines += [f'| {d["kimg"]:g} | {fmt(d["pivot"], 3)} | ' + ' | '.join(f'{x:.3f}' for x in d['mass']) + ' |'
+                      for d in drift]
+            lines.append('')
     return '\n'.join(lines)
 
 

@@ -218,3 +218,20 @@ def test_final_is_the_latest_snapshots_record(tmp_path):
                                                                classes=1, decoded=True)) + '\n' for k in order))
         rows = report.load_runs(str(root))
         assert rows['bmnist']['finals']['loguniform'][0]['decoded']['value'] == 3.84
+
+
+def test_profile_drift_shares_by_hand(tmp_path):
+    """Bins [0.01, 0.1, 1, 10] holding masses 0.2, 0.3, 0.5 (π flat in σ inside a bin): the band edge 0.05 lies
+    4/9 into the first bin, 0.5 and 5 4/9 into the next two -> shares 0.2·4/9, 0.2·5/9 + 0.3·4/9, 0.3·5/9 +
+    0.5·4/9, 0.5·5/9. Log-uniform on [0.01, 10]: log10(5)/3, 1/3, 1/3, log10(2)/3."""
+    edges = np.array([0.01, 0.1, 1.0, 10.0])
+    pi = np.array([0.2, 0.3, 0.5]) / np.diff(edges)
+    path = tmp_path / 'infonoise.jsonl'
+    path.write_text(''.join(json.dumps(dict(kimg=k, pivot=0.1, edges=edges.tolist(), pi=pi.tolist())) + '\n'
+                            for k in (1, 2, 3)))
+    drift = report.profile_drift(str(path), rows=2)
+    assert [d['kimg'] for d in drift] == [1, 3]                     # first and last
+    np.testing.assert_allclose(drift[0]['mass'], [0.2 * 4 / 9, 0.2 * 5 / 9 + 0.3 * 4 / 9, 0.3 * 5 / 9 + 0.5 * 4 / 9,
+                                                  0.5 * 5 / 9], rtol=1e-12)
+    np.testing.assert_allclose(drift[0]['loguniform'], [math.log10(5) / 3, 1 / 3, 1 / 3, math.log10(2) / 3],
+                               rtol=1e-12)
