@@ -1,4 +1,4 @@
-"""Generic utilities: attribute dicts, objects by dotted name, atomic file writes, and URL opening.
+"""Generic utilities: attribute dicts, construct-by-name, atomic file writes, and URL opening.
 
 `open_url` understands local paths, `file://` URLs and `http(s)://` URLs. Downloads are retried with an
 exponential back-off, written atomically, and kept in a cache directory under the name
@@ -58,50 +58,6 @@ class EasyDict(dict):
 
 # ---------------------------------------------------------------------------------------------------
 # Objects by dotted name.
-
-def _import_longest_prefix(parts: list[str]) -> tuple[Any, list[str]]:
-    """Import the longest importable module prefix of `parts`; return (module, remaining attribute path)."""
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = '.'.join(parts[:split])
-        try:
-            return importlib.import_module(module_name), parts[split:]
-        except ModuleNotFoundError as exc:
-            # Only "this module (or a parent) does not exist" means: try a shorter prefix. A module that
-            # exists but fails to import one of *its* dependencies is a real error.
-            missing = exc.name or ''
-            if not (module_name == missing or module_name.startswith(missing + '.')):
-                raise
-    if len(parts) > 1:
-        raise ImportError(f'Cannot find {".".join(parts)!r}: no importable module named {parts[0]!r}.')
-    return importlib.import_module('builtins'), parts
-
-
-def get_obj_by_name(name: str) -> Any:
-    """Return the object a dotted name refers to, e.g. 'training.networks.EDMPrecond' or 'torch.optim.Adam'.
-
-    The longest importable prefix is imported as a module and the rest is resolved with getattr. A name
-    without dots is looked up in builtins.
-    """
-    if not isinstance(name, str) or not name or any(not p for p in name.split('.')):
-        raise ValueError(f'Invalid object name {name!r}: expected a dotted name such as "package.module.Class".')
-    parts = name.split('.')
-    obj, attrs = _import_longest_prefix(parts)
-    for attr in attrs:
-        try:
-            obj = getattr(obj, attr)
-        except AttributeError:
-            owner = getattr(obj, '__name__', obj)
-            raise AttributeError(f'Cannot find {name!r}: {owner!s} has no attribute {attr!r}.') from None
-    return obj
-
-
-def call_func_by_name(*args: Any, func_name: str, **kwargs: Any) -> Any:
-    """Call the function named by `func_name` with the remaining arguments."""
-    func = get_obj_by_name(func_name)
-    if not callable(func):
-        raise TypeError(f'{func_name!r} is not callable.')
-    return func(*args, **kwargs)
-
 
 # The one fixed table of classes a stored or preset `class_name` may name: module -> its public classes
 # (a class defined in that module, or for the `infonoise` package in one of its submodules). Names come
