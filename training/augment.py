@@ -223,30 +223,9 @@ class AugmentPipe:
                  hue_max: float = 1,               # Range of hue rotation, 1 = full circle.
                  saturation_std: float = 1,        # Log2 standard deviation of saturation.
                  ):
-        self.p = float(p)
-        self.xflip = float(xflip)
-        self.yflip = float(yflip)
-        self.rotate_int = float(rotate_int)
-        self.translate_int = float(translate_int)
-        self.translate_int_max = float(translate_int_max)
-        self.scale = float(scale)
-        self.rotate_frac = float(rotate_frac)
-        self.aniso = float(aniso)
-        self.translate_frac = float(translate_frac)
-        self.scale_std = float(scale_std)
-        self.rotate_frac_max = float(rotate_frac_max)
-        self.aniso_std = float(aniso_std)
-        self.aniso_rotate_prob = float(aniso_rotate_prob)
-        self.translate_frac_std = float(translate_frac_std)
-        self.brightness = float(brightness)
-        self.contrast = float(contrast)
-        self.lumaflip = float(lumaflip)
-        self.hue = float(hue)
-        self.saturation = float(saturation)
-        self.brightness_std = float(brightness_std)
-        self.contrast_std = float(contrast_std)
-        self.hue_max = float(hue_max)
-        self.saturation_std = float(saturation_std)
+        for name, value in dict(locals()).items():   # every constructor kwarg becomes a float attribute
+            if name != 'self':
+                setattr(self, name, float(value))
 
     @property
     def label_dim(self) -> int:
