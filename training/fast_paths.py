@@ -27,7 +27,7 @@ elements differ in the last bit because the fused kernel rounds its intermediate
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Iterable, Mapping
+from typing import Any, Callable, ContextManager, Iterable, Mapping
 
 import torch
 
@@ -103,35 +103,15 @@ def autocast(device: torch.device | str, dtype: torch.dtype | str | None = None)
     return torch.autocast(device_type=device_type, dtype=dtype)
 
 
-class AutocastNetwork:
-    """A network whose calls run under `autocast(device, dtype)` (see `autocast_network`)."""
-
-    def __init__(self,
-        net: torch.nn.Module,            # The network (or a compiled / DDP wrapper of it).
-        device: torch.device | str,      # Device type of the autocast context.
-        dtype: torch.dtype | str,        # Autocast dtype (torch.bfloat16, 'bf16', ...).
-    ) -> None:
-        self.net, self.device, self.dtype = net, device, dtype
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with autocast(self.device, self.dtype):
-            return self.net(*args, **kwargs)
-
-
 def autocast_network(net: torch.nn.Module, device: torch.device | str,
-                     dtype: torch.dtype | str | None) -> torch.nn.Module | AutocastNetwork:
+                     dtype: torch.dtype | str | None) -> Callable[..., Any]:
     """`net` itself when dtype is None, else a callable that runs it under `autocast(device, dtype)`.
 
     Give this to the loss instead of wrapping the whole loss in autocast: the augmentation pipe's
     matrices and filters would otherwise run in the low precision too (its bf16 output differs from the
     float32 one by up to 0.5 on the [-1, 1] scale), so the targets themselves would change.
     """
-    return net if dtype is None else AutocastNetwork(net, device, dtype)
-
-
-def compile_available() -> bool:
-    """True when this torch build offers torch.compile at all (the backend may still fail later)."""
-    return hasattr(torch, 'compile')
+    return net if dtype is None else autocast(device, dtype)(net)   # torch.autocast decorates the call
 
 
 def maybe_compile(net: torch.nn.Module, enabled: bool, **compile_kwargs: Any) -> torch.nn.Module:
@@ -140,11 +120,7 @@ def maybe_compile(net: torch.nn.Module, enabled: bool, **compile_kwargs: Any) ->
     The compiled wrapper shares parameters with `net` (its state_dict keys gain an `_orig_mod.` prefix,
     so save and load `net` itself, not the wrapper).
     """
-    if not enabled:
-        return net
-    if not compile_available():
-        raise RuntimeError('torch.compile is not available in this torch build')
-    return torch.compile(net, **compile_kwargs)
+    return torch.compile(net, **compile_kwargs) if enabled else net
 
 
 def resolve_fast_paths(fast_paths: Mapping[str, Any] | None) -> dict:
