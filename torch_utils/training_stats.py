@@ -149,6 +149,3 @@ def reset() -> None:
     """Forget every statistic (for tests and for starting a fresh run in the same process)."""
     _pending.clear()
     _totals.clear()
-
-
-default_collector = Collector()
