@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
 from typing import Any, Iterator
 
 import numpy as np
@@ -146,10 +145,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
             pos = int(self._start['pass_start'])
             target = int(self._start['position'])
             order = self._start['order'].copy()
-            rnd = None
-            if self._start['rng'] is not None:
-                rnd = np.random.RandomState()
-                rnd.set_state(self._start['rng'])
+            rnd = _random_state(self._start['rng'])
         while True:
             if pos % self.size == 0:
                 self._remember(pos, order, rnd)
@@ -169,11 +165,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
             sources.append((self._start['pass_start'], self._start['order'], self._start['rng']))
         if sources:
             pos, order, rng = max(sources, key=lambda src: src[0])
-            order = order.copy()
-            rnd = None
-            if rng is not None:
-                rnd = np.random.RandomState()
-                rnd.set_state(rng)
+            order, rnd = order.copy(), _random_state(rng)
         else:
             pos = 0
             order, rnd = self._initial_state()
@@ -208,6 +200,15 @@ class InfiniteSampler(torch.utils.data.Sampler):
                            rng=_rng_state_from_plain(state['rng']))
 
 
+def _random_state(rng: tuple | None) -> np.random.RandomState | None:
+    """A RandomState at `rng` (a get_state() tuple); None stays None (no shuffle)."""
+    if rng is None:
+        return None
+    rnd = np.random.RandomState()
+    rnd.set_state(rng)
+    return rnd
+
+
 def _rng_state_to_plain(rng: tuple | None) -> tuple | None:
     """RandomState.get_state() with the key array as a tensor (weights_only-loadable)."""
     if rng is None:
@@ -224,12 +225,7 @@ def _rng_state_from_plain(rng: tuple | None) -> tuple | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Parameters and buffers.
-
-def named_params_and_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """(name, tensor) for all parameters followed by all buffers."""
-    return list(module.named_parameters()) + list(module.named_buffers())
-
+# DDP helpers.
 
 @contextlib.contextmanager
 def ddp_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
@@ -242,7 +238,7 @@ def ddp_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
 
 
 @torch.no_grad()
-def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = None) -> None:
+def check_ddp_consistency(module: torch.nn.Module) -> None:
     """Raise RuntimeError naming the first parameter/buffer that differs from rank 0's copy.
 
     All checked tensors travel as raw bytes in a single broadcast (NaN/Inf are first replaced by
@@ -253,14 +249,11 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = No
         return
     comm = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
     names, chunks = [], []
-    for name, tensor in named_params_and_buffers(module):
-        full_name = f'{type(module).__name__}.{name}'
-        if ignore_regex is not None and re.fullmatch(ignore_regex, full_name):
-            continue
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
         tensor = tensor.detach()
         if tensor.is_floating_point():
             tensor = torch.nan_to_num(tensor)
-        names.append(full_name)
+        names.append(f'{type(module).__name__}.{name}')
         chunks.append(tensor.to(comm).contiguous().reshape(-1).view(torch.uint8))
     if not chunks:
         return
