@@ -234,9 +234,6 @@ class AugmentPipe:
                       translate_frac=2, brightness=1, contrast=1, lumaflip=1, hue=2, saturation=1)
         return sum(width for name, width in widths.items() if getattr(self, name) > 0)
 
-    def _has_color(self) -> bool:
-        return any(v > 0 for v in (self.brightness, self.contrast, self.lumaflip, self.hue, self.saturation))
-
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment ``images`` [N, C, H, W]; returns (images, labels [N, label_dim] float32)."""
         if images.ndim != 4:
@@ -246,7 +243,7 @@ class AugmentPipe:
             raise ValueError(f'rotate_int needs square images; got {H}x{W}')
         if self.translate_int > 0 and min(H, W) < 2:
             raise ValueError(f'translate_int needs images of at least 2x2 pixels; got {H}x{W}')
-        if self._has_color() and C not in (1, 3):
+        if max(self.brightness, self.contrast, self.lumaflip, self.hue, self.saturation) > 0 and C not in (1, 3):
             raise ValueError(f'colour augmentation needs RGB (3) or L (1) images; got {C} channels')
         labels: list[torch.Tensor] = []
         images = self._blit(images, labels)

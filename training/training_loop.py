@@ -9,10 +9,8 @@ per-example errors are passed to `sigma_sampler.observe` and `sigma_sampler.step
 optimizer step (a refresh appends one line to infonoise.jsonl).
 
 The loop reads as the data path: `build_run` builds the objects, `train_step` performs one optimizer step,
-`write_checkpoints` writes snapshots and states. Everything that can end training early sits behind
-`training.preemption.RunGuard`, called after every step, at every tick and at the end: a stop signal ends
-training at one step that every rank agrees on, with a state and a snapshot; a loss that stays NaN/Inf and a
-failed write (full disk, file-size limit) stop every rank with one sentence.
+`write_checkpoints` writes snapshots and states; everything that can end training early (stop signals, a loss
+that stays NaN/Inf, a failed write) sits behind `training.preemption.RunGuard`.
 
 Files in the run directory (rank 0): training_options.json, stats.jsonl (one line per tick),
 infonoise.jsonl (one line per σ-sampler refresh), network snapshots and training states (see
@@ -429,7 +427,8 @@ def training_loop(
                                               batch_size=batch_size, loss_scaling=loss_scaling, lr=lr,
                                               ema_beta=ema_beta, device=device)
             if refreshed:
-                logs['infonoise'].append(lambda: _refresh_row(run))
+                logs['infonoise'].append(lambda: dict(kimg=run.cur_nimg / 1000,
+                                                      **_profile_json(_profile(run.sigma_sampler))))
             stop_signum = guard.after_step(step_loss, run.cur_nimg)
             if progress_fn is not None:
                 progress_fn(run.cur_nimg, total_nimg)
@@ -546,10 +545,6 @@ def _evaluate_metrics(tracker: Any, run: Run, metrics_jsonl: '_Log') -> float:
         tracker.start(run.cur_nimg)
     dist.barrier()
     return time.time() - eval_start
-
-
-def _refresh_row(run: Run) -> dict:
-    return dict(kimg=run.cur_nimg / 1000, **_profile_json(_profile(run.sigma_sampler)))
 
 
 def _profile_json(profile: Mapping[str, Any] | None) -> dict | None:
