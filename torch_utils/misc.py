@@ -8,7 +8,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from . import distributed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -101,13 +102,11 @@ class InfiniteSampler(torch.utils.data.Sampler):
         if not 0 <= window_size <= 1:
             raise ValueError(f'window_size must lie in [0, 1], got {window_size}.')
         super().__init__()
-        self.dataset = dataset
         self.size = size
         self.rank = rank
         self.num_replicas = num_replicas
         self.shuffle = shuffle
         self.seed = seed
-        self.window_size = window_size
         self.window = int(np.rint(size * window_size)) if shuffle else 0
         self._start: dict | None = None     # pass checkpoint + position to resume from (load_state_dict)
         self._checkpoints: dict[int, tuple[np.ndarray, tuple]] = {}  # pass start position -> (order, rng state)
@@ -130,11 +129,6 @@ class InfiniteSampler(torch.utils.data.Sampler):
             j = (i - rnd.randint(self.window)) % self.size
             order[i], order[j] = order[j], order[i]
 
-    def _remember(self, pos: int, order: np.ndarray, rnd: np.random.RandomState | None) -> None:
-        self._checkpoints[pos] = (order.copy(), rnd.get_state() if rnd is not None else None)
-        while len(self._checkpoints) > self._max_checkpoints:
-            del self._checkpoints[min(self._checkpoints)]
-
     def __iter__(self) -> Iterator[int]:
         self._checkpoints = {}
         self._yielded = 0
@@ -147,8 +141,10 @@ class InfiniteSampler(torch.utils.data.Sampler):
             order = self._start['order'].copy()
             rnd = _random_state(self._start['rng'])
         while True:
-            if pos % self.size == 0:
-                self._remember(pos, order, rnd)
+            if pos % self.size == 0:   # remember the start of each pass (the latest few)
+                self._checkpoints[pos] = (order.copy(), rnd.get_state() if rnd is not None else None)
+                if len(self._checkpoints) > self._max_checkpoints:
+                    del self._checkpoints[min(self._checkpoints)]
             if pos >= target and pos % self.num_replicas == self.rank:
                 self._yielded += 1
                 yield int(order[pos % self.size])
@@ -245,9 +241,9 @@ def check_ddp_consistency(module: torch.nn.Module) -> None:
     finite values, so they compare equal), then every rank compares bitwise. Every rank performs
     the same collective whatever the outcome. No-op without a process group.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not distributed.is_initialized():
         return
-    comm = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+    comm = distributed.comm_device()
     names, chunks = [], []
     for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
         tensor = tensor.detach()
@@ -259,12 +255,12 @@ def check_ddp_consistency(module: torch.nn.Module) -> None:
         return
     mine = torch.cat(chunks)
     reference = mine.clone()
-    dist.broadcast(reference, src=0)
+    torch.distributed.broadcast(reference, src=0)
     if torch.equal(mine, reference):
         return
     offset = 0
     for full_name, chunk in zip(names, chunks):
         n = chunk.numel()
         if not torch.equal(mine[offset:offset + n], reference[offset:offset + n]):
-            raise RuntimeError(f'DDP inconsistency: {full_name} on rank {dist.get_rank()} differs from rank 0.')
+            raise RuntimeError(f'DDP inconsistency: {full_name} on rank {distributed.get_rank()} differs from rank 0.')
         offset += n
