@@ -87,7 +87,8 @@ def resolve_class_name(class_name: Any, kind: str | None = None) -> type:
         raise ValueError(f'class_name must be a string naming one of this project\'s classes, got '
                          f'{type(class_name).__name__}.')
     module_name, _, attr = class_name.rpartition('.')
-    allowed = class_name in CONSTRUCTIBLE_EXTRA and kind is None
+    extra = class_name in CONSTRUCTIBLE_EXTRA
+    allowed = extra and kind is None
     if not allowed and module_name in CONSTRUCTIBLE_MODULES and attr.isidentifier() and not attr.startswith('_'):
         allowed = kind is None or CONSTRUCTIBLE_MODULES[module_name] == kind
     if not allowed:
@@ -96,12 +97,8 @@ def resolve_class_name(class_name: Any, kind: str | None = None) -> type:
                          f'files are never imported or called.')
     cls = getattr(importlib.import_module(module_name), attr, None)
     home = getattr(cls, '__module__', '') or ''
-    if class_name in CONSTRUCTIBLE_EXTRA:
-        ok = isinstance(cls, type)
-    else:
-        ok = isinstance(cls, type) and (home == module_name or (module_name == 'infonoise'
-                                                                and home.startswith('infonoise.')))
-    if not ok:
+    if not (isinstance(cls, type) and (extra or home == module_name
+                                       or (module_name == 'infonoise' and home.startswith('infonoise.')))):
         raise ValueError(f'Refusing class_name {class_name!r}: it is not a class defined in {module_name}.')
     return cls
 
@@ -184,10 +181,9 @@ class WriteError(OSError):
 
     def __init__(self, path: str | os.PathLike, cause: OSError) -> None:
         super().__init__(cause.errno, write_cause(cause), os.fspath(path))
-        self.message = f'Cannot write {os.fspath(path)}: {write_cause(cause)}.'
 
     def __str__(self) -> str:
-        return self.message
+        return f'Cannot write {self.filename}: {self.strerror}.'
 
 
 def write_cause(err: OSError) -> str:
@@ -200,16 +196,12 @@ def write_cause(err: OSError) -> str:
 
 def _fsync_directory(directory: str) -> None:
     """Best effort: make a rename durable by syncing its directory (not possible on every platform)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _RecordingFileIO(io.FileIO):
