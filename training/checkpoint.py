@@ -15,6 +15,7 @@ resuming on the same number of ranks restores every rank exactly. What `--resume
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -234,12 +235,8 @@ def list_states(run_dir: str) -> list[tuple[int, str]]:
 
     Only exact names `training-state-NNNNNN.pt` count; temporary files of interrupted writes do not.
     """
-    found = []
-    for name in os.listdir(run_dir):
-        m = STATE_RE.match(name)
-        if m and os.path.isfile(os.path.join(run_dir, name)):
-            found.append((int(m.group(1)), os.path.join(run_dir, name)))
-    return sorted(found)
+    return sorted((int(m.group(1)), os.path.join(run_dir, name)) for name in os.listdir(run_dir)
+                  if (m := STATE_RE.match(name)) and os.path.isfile(os.path.join(run_dir, name)))
 
 
 @dataclasses.dataclass
@@ -253,13 +250,8 @@ class ResumePlan:
 
 def newest_run_dir(outdir: str) -> str | None:
     """The highest-numbered run directory (NNNNN-*) in `outdir` (None: there is none)."""
-    if not os.path.isdir(outdir):
-        return None
-    runs = []
-    for name in os.listdir(outdir):
-        m = RUN_DIR_RE.match(name)
-        if m and os.path.isdir(os.path.join(outdir, name)):
-            runs.append((int(m.group(1)), name))
+    runs = [(int(m.group(1)), name) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])
+            if (m := RUN_DIR_RE.match(name)) and os.path.isdir(os.path.join(outdir, name))]
     return os.path.join(outdir, max(runs)[1]) if runs else None
 
 
@@ -317,11 +309,9 @@ def remove_stale_temporaries(run_dir: str) -> list[str]:
         m = util.TEMP_FILE_RE.match(name)
         if m and (SNAPSHOT_RE.match(m.group('name')) or STATE_RE.match(m.group('name'))):
             path = os.path.join(run_dir, name)
-            try:
+            with contextlib.suppress(FileNotFoundError):   # gone already
                 os.remove(path)
-            except FileNotFoundError:
-                continue
-            removed.append(path)
+                removed.append(path)
     return removed
 
 

@@ -276,11 +276,8 @@ class ImageFolderDataset(Dataset):
         self._zip_pid: int | None = None
         if os.path.isdir(self._path):
             self._type = 'dir'
-            names = []
-            for root, _dirs, files in os.walk(self._path):
-                rel_root = os.path.relpath(root, self._path)
-                names += [f if rel_root == '.' else f'{rel_root}/{f}'.replace(os.sep, '/') for f in files]
-            self._all_names = set(names)
+            self._all_names = {os.path.relpath(os.path.join(root, f), self._path).replace(os.sep, '/')
+                               for root, _dirs, files in os.walk(self._path) for f in files}
         elif os.path.isfile(self._path):
             if not zipfile.is_zipfile(self._path):
                 raise OSError(f'{self._path} is neither a folder nor a readable zip file.')
@@ -436,10 +433,7 @@ class DigitsDataset(BuiltinDigitsDataset):
     """
     NAME = 'digits'
     RESOLUTION = 8
-
-    @staticmethod
-    def load() -> tuple[np.ndarray, np.ndarray]:
-        return load_digits_uint8()
+    load = staticmethod(load_digits_uint8)
 
 
 _BINARIZED = 'training.dataset_discrete.BinarizedDataset'
