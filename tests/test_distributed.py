@@ -76,7 +76,7 @@ def _check_training_stats(rank: int) -> None:
         stats = collector.as_dict()
         assert stats['Loss/loss'].num == pooled.size and set(stats) == {'Loss/loss', 'Timing/sec', 'Empty/on_rank1'}
 
-    # A tick with no new data keeps the previous averages (keep_previous=True) and its count.
+    # A tick with no new data keeps the previous averages and its count.
     collector.update()
     assert collector.num('Loss/loss') == _values(0, 1).size + _values(1, 1).size
 

@@ -421,8 +421,7 @@ def training_loop(
                                               batch_size=batch_size, loss_scaling=loss_scaling, lr=lr,
                                               ema_beta=ema_beta, device=device)
             if refreshed:
-                logs['infonoise'].append(lambda: dict(kimg=run.cur_nimg / 1000,
-                                                      **_profile_json(_profile(run.sigma_sampler))))
+                logs['infonoise'].append(lambda: _profile_json(_profile(run.sigma_sampler), kimg=run.cur_nimg / 1000))
             stop_signum = guard.after_step(step_loss, run.cur_nimg)
             if progress_fn is not None:
                 progress_fn(run.cur_nimg, total_nimg)
@@ -538,11 +537,12 @@ def _evaluate_metrics(tracker: Any, run: Run, metrics_jsonl: '_Log') -> float:
     return time.time() - eval_start
 
 
-def _profile_json(profile: Mapping[str, Any] | None) -> dict | None:
+def _profile_json(profile: Mapping[str, Any] | None, **first: Any) -> dict | None:
+    """`infonoise.profile_to_json(profile)` after the entries `first` (None without a profile)."""
     if profile is None:
         return None
     import infonoise
-    return infonoise.profile_to_json(profile)
+    return dict(first, **infonoise.profile_to_json(profile))
 
 
 class _Log:
