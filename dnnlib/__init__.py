@@ -4,9 +4,7 @@ from .util import (  # noqa: F401
     DownloadError,
     EasyDict,
     atomic_write,
-    call_func_by_name,
     construct_class_by_name,
-    get_obj_by_name,
     make_cache_dir_path,
     open_url,
 )

@@ -1,4 +1,4 @@
-"""Generic utilities: attribute dicts, objects by dotted name, atomic file writes, and URL opening.
+"""Generic utilities: attribute dicts, construct-by-name, atomic file writes, and URL opening.
 
 `open_url` understands local paths, `file://` URLs and `http(s)://` URLs. Downloads are retried with an
 exponential back-off, written atomically, and kept in a cache directory under the name
@@ -59,50 +59,6 @@ class EasyDict(dict):
 # ---------------------------------------------------------------------------------------------------
 # Objects by dotted name.
 
-def _import_longest_prefix(parts: list[str]) -> tuple[Any, list[str]]:
-    """Import the longest importable module prefix of `parts`; return (module, remaining attribute path)."""
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = '.'.join(parts[:split])
-        try:
-            return importlib.import_module(module_name), parts[split:]
-        except ModuleNotFoundError as exc:
-            # Only "this module (or a parent) does not exist" means: try a shorter prefix. A module that
-            # exists but fails to import one of *its* dependencies is a real error.
-            missing = exc.name or ''
-            if not (module_name == missing or module_name.startswith(missing + '.')):
-                raise
-    if len(parts) > 1:
-        raise ImportError(f'Cannot find {".".join(parts)!r}: no importable module named {parts[0]!r}.')
-    return importlib.import_module('builtins'), parts
-
-
-def get_obj_by_name(name: str) -> Any:
-    """Return the object a dotted name refers to, e.g. 'training.networks.EDMPrecond' or 'torch.optim.Adam'.
-
-    The longest importable prefix is imported as a module and the rest is resolved with getattr. A name
-    without dots is looked up in builtins.
-    """
-    if not isinstance(name, str) or not name or any(not p for p in name.split('.')):
-        raise ValueError(f'Invalid object name {name!r}: expected a dotted name such as "package.module.Class".')
-    parts = name.split('.')
-    obj, attrs = _import_longest_prefix(parts)
-    for attr in attrs:
-        try:
-            obj = getattr(obj, attr)
-        except AttributeError:
-            owner = getattr(obj, '__name__', obj)
-            raise AttributeError(f'Cannot find {name!r}: {owner!s} has no attribute {attr!r}.') from None
-    return obj
-
-
-def call_func_by_name(*args: Any, func_name: str, **kwargs: Any) -> Any:
-    """Call the function named by `func_name` with the remaining arguments."""
-    func = get_obj_by_name(func_name)
-    if not callable(func):
-        raise TypeError(f'{func_name!r} is not callable.')
-    return func(*args, **kwargs)
-
-
 # The one fixed table of classes a stored or preset `class_name` may name: module -> its public classes
 # (a class defined in that module, or for the `infonoise` package in one of its submodules). Names come
 # from files (training states, snapshots, presets), so nothing outside this table is ever imported or called.
@@ -131,7 +87,8 @@ def resolve_class_name(class_name: Any, kind: str | None = None) -> type:
         raise ValueError(f'class_name must be a string naming one of this project\'s classes, got '
                          f'{type(class_name).__name__}.')
     module_name, _, attr = class_name.rpartition('.')
-    allowed = class_name in CONSTRUCTIBLE_EXTRA and kind is None
+    extra = class_name in CONSTRUCTIBLE_EXTRA
+    allowed = extra and kind is None
     if not allowed and module_name in CONSTRUCTIBLE_MODULES and attr.isidentifier() and not attr.startswith('_'):
         allowed = kind is None or CONSTRUCTIBLE_MODULES[module_name] == kind
     if not allowed:
@@ -140,12 +97,8 @@ def resolve_class_name(class_name: Any, kind: str | None = None) -> type:
                          f'files are never imported or called.')
     cls = getattr(importlib.import_module(module_name), attr, None)
     home = getattr(cls, '__module__', '') or ''
-    if class_name in CONSTRUCTIBLE_EXTRA:
-        ok = isinstance(cls, type)
-    else:
-        ok = isinstance(cls, type) and (home == module_name or (module_name == 'infonoise'
-                                                                and home.startswith('infonoise.')))
-    if not ok:
+    if not (isinstance(cls, type) and (extra or home == module_name
+                                       or (module_name == 'infonoise' and home.startswith('infonoise.')))):
         raise ValueError(f'Refusing class_name {class_name!r}: it is not a class defined in {module_name}.')
     return cls
 
@@ -228,10 +181,9 @@ class WriteError(OSError):
 
     def __init__(self, path: str | os.PathLike, cause: OSError) -> None:
         super().__init__(cause.errno, write_cause(cause), os.fspath(path))
-        self.message = f'Cannot write {os.fspath(path)}: {write_cause(cause)}.'
 
     def __str__(self) -> str:
-        return self.message
+        return f'Cannot write {self.filename}: {self.strerror}.'
 
 
 def write_cause(err: OSError) -> str:
@@ -244,16 +196,12 @@ def write_cause(err: OSError) -> str:
 
 def _fsync_directory(directory: str) -> None:
     """Best effort: make a rename durable by syncing its directory (not possible on every platform)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _RecordingFileIO(io.FileIO):

@@ -112,10 +112,13 @@ def test_resume_picks_the_newest_finished_state(tmp_path):
         (tmp_path / f'training-state-{kimg:06d}.pt').write_bytes(b'x')
     (tmp_path / '.training-state-000016.pt.0123456789ab.tmp').write_bytes(b'partial')
     (tmp_path / 'training-state-000020.pt.bak').write_bytes(b'x')
-    assert checkpoint.resolve_resume(str(tmp_path)) == str(tmp_path / 'training-state-000012.pt')
-    assert checkpoint.resolve_resume(str(tmp_path / 'training-state-000004.pt')).endswith('000004.pt')
-    with pytest.raises(checkpoint.CheckpointError, match='training-state'):
-        checkpoint.resolve_resume(str(tmp_path / 'training-state-000020.pt.bak'))
+    assert checkpoint.list_states(str(tmp_path))[-1][1] == str(tmp_path / 'training-state-000012.pt')
+    with pytest.raises(checkpoint.CheckpointError, match=r'\(newest: .*000012\.pt\)'):   # none of them loads
+        checkpoint.plan_resume(str(tmp_path), str(tmp_path))
+    with pytest.raises(checkpoint.CheckpointError, match='training-state-000004.pt'):
+        checkpoint.plan_resume(str(tmp_path / 'training-state-000004.pt'), str(tmp_path))
+    with pytest.raises(checkpoint.CheckpointError, match='must name a training-state'):
+        checkpoint.plan_resume(str(tmp_path / 'training-state-000020.pt.bak'), str(tmp_path))
 
 
 def test_sigkill_during_training_never_corrupts_the_newest_state(tmp_path):

@@ -92,16 +92,11 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
 
 
-def get_device() -> torch.device:
+def device() -> torch.device:
     """Device chosen by init(); before init(), CUDA when available else CPU."""
     if _device is not None:
         return _device
     return torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
-
-
-def device() -> torch.device:
-    """Alias of get_device()."""
-    return get_device()
 
 
 def comm_device() -> torch.device:

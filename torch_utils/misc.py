@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from . import distributed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -102,13 +102,11 @@ class InfiniteSampler(torch.utils.data.Sampler):
         if not 0 <= window_size <= 1:
             raise ValueError(f'window_size must lie in [0, 1], got {window_size}.')
         super().__init__()
-        self.dataset = dataset
         self.size = size
         self.rank = rank
         self.num_replicas = num_replicas
         self.shuffle = shuffle
         self.seed = seed
-        self.window_size = window_size
         self.window = int(np.rint(size * window_size)) if shuffle else 0
         self._start: dict | None = None     # pass checkpoint + position to resume from (load_state_dict)
         self._checkpoints: dict[int, tuple[np.ndarray, tuple]] = {}  # pass start position -> (order, rng state)
@@ -131,11 +129,6 @@ class InfiniteSampler(torch.utils.data.Sampler):
             j = (i - rnd.randint(self.window)) % self.size
             order[i], order[j] = order[j], order[i]
 
-    def _remember(self, pos: int, order: np.ndarray, rnd: np.random.RandomState | None) -> None:
-        self._checkpoints[pos] = (order.copy(), rnd.get_state() if rnd is not None else None)
-        while len(self._checkpoints) > self._max_checkpoints:
-            del self._checkpoints[min(self._checkpoints)]
-
     def __iter__(self) -> Iterator[int]:
         self._checkpoints = {}
         self._yielded = 0
@@ -146,13 +139,12 @@ class InfiniteSampler(torch.utils.data.Sampler):
             pos = int(self._start['pass_start'])
             target = int(self._start['position'])
             order = self._start['order'].copy()
-            rnd = None
-            if self._start['rng'] is not None:
-                rnd = np.random.RandomState()
-                rnd.set_state(self._start['rng'])
+            rnd = _random_state(self._start['rng'])
         while True:
-            if pos % self.size == 0:
-                self._remember(pos, order, rnd)
+            if pos % self.size == 0:   # remember the start of each pass (the latest few)
+                self._checkpoints[pos] = (order.copy(), rnd.get_state() if rnd is not None else None)
+                if len(self._checkpoints) > self._max_checkpoints:
+                    del self._checkpoints[min(self._checkpoints)]
             if pos >= target and pos % self.num_replicas == self.rank:
                 self._yielded += 1
                 yield int(order[pos % self.size])
@@ -169,11 +161,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
             sources.append((self._start['pass_start'], self._start['order'], self._start['rng']))
         if sources:
             pos, order, rng = max(sources, key=lambda src: src[0])
-            order = order.copy()
-            rnd = None
-            if rng is not None:
-                rnd = np.random.RandomState()
-                rnd.set_state(rng)
+            order, rnd = order.copy(), _random_state(rng)
         else:
             pos = 0
             order, rnd = self._initial_state()
@@ -208,6 +196,15 @@ class InfiniteSampler(torch.utils.data.Sampler):
                            rng=_rng_state_from_plain(state['rng']))
 
 
+def _random_state(rng: tuple | None) -> np.random.RandomState | None:
+    """A RandomState at `rng` (a get_state() tuple); None stays None (no shuffle)."""
+    if rng is None:
+        return None
+    rnd = np.random.RandomState()
+    rnd.set_state(rng)
+    return rnd
+
+
 def _rng_state_to_plain(rng: tuple | None) -> tuple | None:
     """RandomState.get_state() with the key array as a tensor (weights_only-loadable)."""
     if rng is None:
@@ -224,12 +221,7 @@ def _rng_state_from_plain(rng: tuple | None) -> tuple | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Parameters and buffers.
-
-def named_params_and_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """(name, tensor) for all parameters followed by all buffers."""
-    return list(module.named_parameters()) + list(module.named_buffers())
-
+# DDP helpers.
 
 @contextlib.contextmanager
 def ddp_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
@@ -242,36 +234,33 @@ def ddp_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
 
 
 @torch.no_grad()
-def check_ddp_consistency(module: torch.nn.Module, ignore_regex: str | None = None) -> None:
+def check_ddp_consistency(module: torch.nn.Module) -> None:
     """Raise RuntimeError naming the first parameter/buffer that differs from rank 0's copy.
 
     All checked tensors travel as raw bytes in a single broadcast (NaN/Inf are first replaced by
     finite values, so they compare equal), then every rank compares bitwise. Every rank performs
     the same collective whatever the outcome. No-op without a process group.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not distributed.is_initialized():
         return
-    comm = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+    comm = distributed.comm_device()
     names, chunks = [], []
-    for name, tensor in named_params_and_buffers(module):
-        full_name = f'{type(module).__name__}.{name}'
-        if ignore_regex is not None and re.fullmatch(ignore_regex, full_name):
-            continue
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
         tensor = tensor.detach()
         if tensor.is_floating_point():
             tensor = torch.nan_to_num(tensor)
-        names.append(full_name)
+        names.append(f'{type(module).__name__}.{name}')
         chunks.append(tensor.to(comm).contiguous().reshape(-1).view(torch.uint8))
     if not chunks:
         return
     mine = torch.cat(chunks)
     reference = mine.clone()
-    dist.broadcast(reference, src=0)
+    torch.distributed.broadcast(reference, src=0)
     if torch.equal(mine, reference):
         return
     offset = 0
     for full_name, chunk in zip(names, chunks):
         n = chunk.numel()
         if not torch.equal(mine[offset:offset + n], reference[offset:offset + n]):
-            raise RuntimeError(f'DDP inconsistency: {full_name} on rank {dist.get_rank()} differs from rank 0.')
+            raise RuntimeError(f'DDP inconsistency: {full_name} on rank {distributed.get_rank()} differs from rank 0.')
         offset += n

@@ -52,10 +52,6 @@ def report0(name: str, value: Any) -> Any:
     return value
 
 
-def _names_checksum(names: list[str]) -> float:
-    return float(zlib.crc32('\n'.join(names).encode('utf-8')) % (1 << 20))
-
-
 def _sync(names: list[str]) -> dict[str, torch.Tensor]:
     """Fold pending counters of `names` into the totals (one all-reduce when distributed)."""
     if not names:
@@ -68,7 +64,7 @@ def _sync(names: list[str]) -> dict[str, torch.Tensor]:
             counter.zero_()
     world_size = distributed.get_world_size()
     if world_size > 1:
-        checksum = _names_checksum(names)
+        checksum = float(zlib.crc32('\n'.join(names).encode('utf-8')) % (1 << 20))
         rows[-1, 0] = checksum
         rows[-1, 1] = checksum * checksum
         distributed.all_reduce_(rows, 'sum')
@@ -86,13 +82,12 @@ def _sync(names: list[str]) -> dict[str, torch.Tensor]:
 class Collector:
     """Averages of reported statistics over the interval between the last two update() calls.
 
-    regex: only names that fully match are collected (None = all). keep_previous: a statistic that
-    received no scalars during an interval keeps its previous averages instead of becoming empty.
+    regex: only names that fully match are collected (None = all). A statistic that received no scalars
+    during an interval keeps its previous averages instead of becoming empty.
     """
 
-    def __init__(self, regex: str | None = None, keep_previous: bool = True) -> None:
+    def __init__(self, regex: str | None = None) -> None:
         self._regex = re.compile(regex if regex is not None else '.*')
-        self._keep_previous = keep_previous
         self._seen: dict[str, torch.Tensor] = {}    # totals at the last update
         self._moments: dict[str, torch.Tensor] = {}  # moments of the last interval
         for name, total in _totals.items():          # start from "now": earlier reports do not count
@@ -105,8 +100,6 @@ class Collector:
 
     def update(self) -> None:
         """Close the current interval: one all-reduce over ranks, then the averages describe it."""
-        if not self._keep_previous:
-            self._moments.clear()
         for name, total in _sync(self.names()).items():
             previous = self._seen.get(name)
             delta = total - previous if previous is not None else total.clone()
@@ -141,14 +134,8 @@ class Collector:
         return EasyDict({name: EasyDict(num=self.num(name), mean=self.mean(name), std=self.std(name))
                          for name in self.names()})
 
-    def __getitem__(self, name: str) -> float:
-        return self.mean(name)
-
 
 def reset() -> None:
     """Forget every statistic (for tests and for starting a fresh run in the same process)."""
     _pending.clear()
     _totals.clear()
-
-
-default_collector = Collector()

@@ -223,30 +223,9 @@ class AugmentPipe:
                  hue_max: float = 1,               # Range of hue rotation, 1 = full circle.
                  saturation_std: float = 1,        # Log2 standard deviation of saturation.
                  ):
-        self.p = float(p)
-        self.xflip = float(xflip)
-        self.yflip = float(yflip)
-        self.rotate_int = float(rotate_int)
-        self.translate_int = float(translate_int)
-        self.translate_int_max = float(translate_int_max)
-        self.scale = float(scale)
-        self.rotate_frac = float(rotate_frac)
-        self.aniso = float(aniso)
-        self.translate_frac = float(translate_frac)
-        self.scale_std = float(scale_std)
-        self.rotate_frac_max = float(rotate_frac_max)
-        self.aniso_std = float(aniso_std)
-        self.aniso_rotate_prob = float(aniso_rotate_prob)
-        self.translate_frac_std = float(translate_frac_std)
-        self.brightness = float(brightness)
-        self.contrast = float(contrast)
-        self.lumaflip = float(lumaflip)
-        self.hue = float(hue)
-        self.saturation = float(saturation)
-        self.brightness_std = float(brightness_std)
-        self.contrast_std = float(contrast_std)
-        self.hue_max = float(hue_max)
-        self.saturation_std = float(saturation_std)
+        for name, value in dict(locals()).items():   # every constructor kwarg becomes a float attribute
+            if name != 'self':
+                setattr(self, name, float(value))
 
     @property
     def label_dim(self) -> int:
@@ -254,9 +233,6 @@ class AugmentPipe:
         widths = dict(xflip=1, yflip=1, rotate_int=2, translate_int=2, scale=1, rotate_frac=2, aniso=2,
                       translate_frac=2, brightness=1, contrast=1, lumaflip=1, hue=2, saturation=1)
         return sum(width for name, width in widths.items() if getattr(self, name) > 0)
-
-    def _has_color(self) -> bool:
-        return any(v > 0 for v in (self.brightness, self.contrast, self.lumaflip, self.hue, self.saturation))
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment ``images`` [N, C, H, W]; returns (images, labels [N, label_dim] float32)."""
@@ -267,7 +243,7 @@ class AugmentPipe:
             raise ValueError(f'rotate_int needs square images; got {H}x{W}')
         if self.translate_int > 0 and min(H, W) < 2:
             raise ValueError(f'translate_int needs images of at least 2x2 pixels; got {H}x{W}')
-        if self._has_color() and C not in (1, 3):
+        if max(self.brightness, self.contrast, self.lumaflip, self.hue, self.saturation) > 0 and C not in (1, 3):
             raise ValueError(f'colour augmentation needs RGB (3) or L (1) images; got {C} channels')
         labels: list[torch.Tensor] = []
         images = self._blit(images, labels)

@@ -11,15 +11,11 @@ kill during a write leaves the previous files intact and never a truncated one):
 
 RNG states and data-stream positions of *every* rank are gathered to rank 0 and stored in the one
 state file (key `ranks`, a list indexed by rank), so a state is a single self-contained file and
-resuming on the same number of ranks restores every rank exactly.
-
-Resume (`plan_resume`): `--resume` names a state file, a run directory (its newest state that loads;
-newer ones that do not are skipped and named; a directory without any state starts a new run in it, so a
-requeued job reuses its command line), or `auto` (the newest run directory of the outdir, or the outdir
-itself with --nosubdir).
+resuming on the same number of ranks restores every rank exactly. What `--resume` means: `plan_resume`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -61,18 +57,12 @@ def state_path(run_dir: str, kimg: int) -> str:
 # ----------------------------------------------------------------------------------------------
 # Network snapshots.
 
-def frozen_copy(module: torch.nn.Module | None) -> torch.nn.Module | None:
-    """A CPU deep copy in eval mode without gradients (what snapshots store)."""
-    if module is None:
-        return None
-    return copy.deepcopy(module).eval().requires_grad_(False).cpu()
-
-
 def save_network_snapshot(path: str, ema: torch.nn.Module, loss_fn: Any, augment_pipe: Any,
                           dataset_kwargs: Mapping[str, Any], infonoise: dict | None) -> None:
-    """Write an EDM-layout network snapshot atomically (see module docstring)."""
+    """Write an EDM-layout network snapshot atomically (see module docstring); `ema` is stored as a CPU copy in
+    eval mode without gradients."""
     from torch_utils import persistence
-    data = dict(ema=frozen_copy(ema), loss_fn=loss_fn, augment_pipe=augment_pipe,
+    data = dict(ema=copy.deepcopy(ema).eval().requires_grad_(False).cpu(), loss_fn=loss_fn, augment_pipe=augment_pipe,
                 dataset_kwargs=dict(dataset_kwargs), infonoise=infonoise)
     with util.atomic_write(path) as f:
         persistence.dump_network_pickle(data, f)
@@ -106,11 +96,9 @@ def make_training_state(*, net: torch.nn.Module, ema: torch.nn.Module, optimizer
 
 
 def _augment_state(pipe: Any) -> dict | None:
-    """The augment pipe's state: its state_dict() if it has one, else its constructor kwargs."""
+    """The augment pipe's state: its constructor kwargs (AugmentPipe has no other state)."""
     if pipe is None:
         return None
-    if hasattr(pipe, 'state_dict'):
-        return _cpu(pipe.state_dict())
     return util.jsonable(getattr(pipe, '_init_kwargs', {}), default=str)
 
 
@@ -198,9 +186,8 @@ def _state_problem(state: dict) -> str | None:
     for key in ('cur_nimg', 'cur_tick'):
         if not _is_int(state.get(key)) or state[key] < 0:
             return f'{key} is not a non-negative integer'
-    for key in ('config',):
-        if not isinstance(state.get(key), dict):
-            return f'{key} is missing or not a dict'
+    if not isinstance(state.get('config'), dict):
+        return 'config is missing or not a dict'
     if state.get('options') is not None and not isinstance(state['options'], dict):
         return 'options is not a dict'
     for key in ('net', 'ema'):
@@ -248,27 +235,8 @@ def list_states(run_dir: str) -> list[tuple[int, str]]:
 
     Only exact names `training-state-NNNNNN.pt` count; temporary files of interrupted writes do not.
     """
-    found = []
-    for name in os.listdir(run_dir):
-        m = STATE_RE.match(name)
-        if m and os.path.isfile(os.path.join(run_dir, name)):
-            found.append((int(m.group(1)), os.path.join(run_dir, name)))
-    return sorted(found)
-
-
-def resolve_resume(path: str) -> str:
-    """The training-state file that `--resume PATH` names: PATH itself, or a run directory's newest by name
-    (whether it loads is `plan_resume`'s business)."""
-    if os.path.isdir(path):
-        states = list_states(path)
-        if not states:
-            raise CheckpointError(f'Run directory {path} holds no training-state-*.pt file to resume from.')
-        return states[-1][1]
-    if not os.path.exists(path):
-        raise CheckpointError(f'--resume: {path} does not exist.')
-    if not STATE_RE.match(os.path.basename(path)):
-        raise CheckpointError(f'--resume must name a training-state-*.pt file or a run directory, not {path}.')
-    return path
+    return sorted((int(m.group(1)), os.path.join(run_dir, name)) for name in os.listdir(run_dir)
+                  if (m := STATE_RE.match(name)) and os.path.isfile(os.path.join(run_dir, name)))
 
 
 @dataclasses.dataclass
@@ -282,13 +250,8 @@ class ResumePlan:
 
 def newest_run_dir(outdir: str) -> str | None:
     """The highest-numbered run directory (NNNNN-*) in `outdir` (None: there is none)."""
-    if not os.path.isdir(outdir):
-        return None
-    runs = []
-    for name in os.listdir(outdir):
-        m = RUN_DIR_RE.match(name)
-        if m and os.path.isdir(os.path.join(outdir, name)):
-            runs.append((int(m.group(1)), name))
+    runs = [(int(m.group(1)), name) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])
+            if (m := RUN_DIR_RE.match(name)) and os.path.isdir(os.path.join(outdir, name))]
     return os.path.join(outdir, max(runs)[1]) if runs else None
 
 
@@ -312,8 +275,11 @@ def plan_resume(resume: str, outdir: str, nosubdir: bool = False) -> ResumePlan:
         if directory is None:
             return ResumePlan(notes=[f'--resume auto: {outdir} holds no run yet; starting a new run.'])
     elif os.path.isfile(resume) or (not os.path.exists(resume) and resume.endswith('.pt')):
-        path = resolve_resume(resume)
-        return ResumePlan(state=path, header=load_training_state(path, mmap=True),
+        if not os.path.exists(resume):
+            raise CheckpointError(f'--resume: {resume} does not exist.')
+        if not STATE_RE.match(os.path.basename(resume)):
+            raise CheckpointError(f'--resume must name a training-state-*.pt file or a run directory, not {resume}.')
+        return ResumePlan(state=resume, header=load_training_state(resume, mmap=True),
                           run_dir=outdir if nosubdir else None)
     else:
         directory = resume
@@ -343,11 +309,9 @@ def remove_stale_temporaries(run_dir: str) -> list[str]:
         m = util.TEMP_FILE_RE.match(name)
         if m and (SNAPSHOT_RE.match(m.group('name')) or STATE_RE.match(m.group('name'))):
             path = os.path.join(run_dir, name)
-            try:
+            with contextlib.suppress(FileNotFoundError):   # gone already
                 os.remove(path)
-            except FileNotFoundError:
-                continue
-            removed.append(path)
+                removed.append(path)
     return removed
 
 
@@ -404,19 +368,13 @@ def check_compatible(state: Mapping[str, Any], config: Mapping[str, Any], path: 
 # Transfer learning.
 
 @torch.no_grad()
-def copy_params_and_buffers(src: torch.nn.Module, dst: torch.nn.Module, require_all: bool = False) -> int:
-    """Copy parameters and buffers with equal names and shapes from `src` into `dst`.
-
-    Returns the number of tensors copied; with require_all=True every tensor of `dst` must be found.
-    """
-    src_tensors = dict(src.named_parameters())
-    src_tensors.update(dict(src.named_buffers()))
+def copy_params_and_buffers(src: torch.nn.Module, dst: torch.nn.Module) -> int:
+    """Copy parameters and buffers with equal names and shapes from `src` into `dst`; returns how many."""
+    src_tensors = dict([*src.named_parameters(), *src.named_buffers()])
     copied = 0
     for name, tensor in list(dst.named_parameters()) + list(dst.named_buffers()):
         other = src_tensors.get(name)
         if other is not None and other.shape == tensor.shape:
             tensor.copy_(other.detach().to(tensor.device, tensor.dtype))
             copied += 1
-        elif require_all:
-            raise CheckpointError(f'The source network has no tensor {name} of shape {list(tensor.shape)}.')
     return copied

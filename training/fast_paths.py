@@ -3,31 +3,16 @@
 The exact (reference) numerics are the default; nothing here runs unless asked for, and no feature
 adds, removes or renames parameters or buffers, so `state_dict()` keys and checkpoints are unchanged.
 
-- `apply_fast_paths(net, sdpa=..., channels_last=...)`: switch an existing network in place to
-  fused scaled-dot-product attention and/or channels-last weight layout (and back).
-- `autocast(device, dtype)`: mixed-precision context (e.g. bfloat16) for the forward pass; a
-  null context when `dtype` is None.
-- `autocast_network(net, device, dtype)`: `net` run under that context, for the loss to call, so that
-  mixed precision covers the network alone (the σ draw, augmentation, noise and error stay float32).
-- `maybe_compile(net, enabled)`: `torch.compile` wrapper.
-- `optimizer_kwargs_for(kwargs, fused=...)` / `set_optimizer_impl_(optimizer, fused=...)`: the fused Adam kernel
-  (one kernel for all parameters instead of several ops per tensor), at construction and after a resume.
-- `resolve_fast_paths(fast_paths)`: the speed settings of a run in one dict (train.py's options of the same
-  names fill `fast_paths`: `training.options.build_config`).
-
-Speed helpers that are bitwise exact and therefore always on (no option):
-- `nan_to_num_grads_(grads)`: EDM's per-tensor `nan_to_num` of the gradients, skipped on CPU when one
-  multi-tensor check finds every value finite.
-
-Measured tolerances against the exact path (CPU, float32; tests/test_fast_paths.py):
-sdpa and channels_last stay within 1e-5 relative error, bfloat16 autocast within 2e-2, and the fused Adam
-keeps the parameters within 1e-6 relative error of the default Adam after 20 steps (measured ≈ 3e-8; single
-elements differ in the last bit because the fused kernel rounds its intermediate terms differently).
+Each public function below documents its path; `resolve_fast_paths` gives a run's settings in one dict
+(train.py's options of the same names fill `fast_paths`: `training.options.build_config`).
+`nan_to_num_grads_` is bitwise exact and therefore always on. The relative-error budget of each opt-in path
+against the exact one is `TOLERANCES` (asserted by tests/test_fast_paths.py); the fused Adam differs in single
+last bits because its kernel rounds its intermediate terms differently.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Iterable, Mapping
+from typing import Any, Callable, ContextManager, Iterable, Mapping
 
 import torch
 
@@ -48,9 +33,6 @@ FAST_PATH_DEFAULTS = {
 
 # Optimizers whose constructor takes `fused=True`.
 _FUSABLE = ('torch.optim.Adam', 'torch.optim.AdamW')
-
-_DTYPES = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16, 'fp16': torch.float16, 'float16': torch.float16}
-
 
 def set_fused_attention(net: torch.nn.Module, enabled: bool) -> int:
     """Route every attention block of `net` through scaled_dot_product_attention (or back).
@@ -87,51 +69,23 @@ def apply_fast_paths(net: torch.nn.Module, *, sdpa: bool = False, channels_last:
     return net
 
 
-def autocast(device: torch.device | str, dtype: torch.dtype | str | None = None) -> ContextManager:
-    """Mixed-precision context for `device` ('cpu', 'cuda', torch.device...).
-
-    dtype None gives a null context (exact float32 path); otherwise torch.bfloat16 / torch.float16 or
-    one of the strings 'bf16', 'bfloat16', 'fp16', 'float16'.
-    """
+def autocast(device: torch.device | str, dtype: torch.dtype | None = None) -> ContextManager:
+    """Mixed-precision context for `device` ('cpu', 'cuda', torch.device...) in `dtype` (torch.bfloat16,
+    torch.float16); dtype None gives a null context (exact float32 path)."""
     if dtype is None:
         return contextlib.nullcontext()
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f'unknown autocast dtype {dtype!r}; expected one of {", ".join(_DTYPES)}')
-        dtype = _DTYPES[dtype]
-    device_type = torch.device(device).type
-    return torch.autocast(device_type=device_type, dtype=dtype)
-
-
-class AutocastNetwork:
-    """A network whose calls run under `autocast(device, dtype)` (see `autocast_network`)."""
-
-    def __init__(self,
-        net: torch.nn.Module,            # The network (or a compiled / DDP wrapper of it).
-        device: torch.device | str,      # Device type of the autocast context.
-        dtype: torch.dtype | str,        # Autocast dtype (torch.bfloat16, 'bf16', ...).
-    ) -> None:
-        self.net, self.device, self.dtype = net, device, dtype
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with autocast(self.device, self.dtype):
-            return self.net(*args, **kwargs)
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def autocast_network(net: torch.nn.Module, device: torch.device | str,
-                     dtype: torch.dtype | str | None) -> torch.nn.Module | AutocastNetwork:
+                     dtype: torch.dtype | None) -> Callable[..., Any]:
     """`net` itself when dtype is None, else a callable that runs it under `autocast(device, dtype)`.
 
     Give this to the loss instead of wrapping the whole loss in autocast: the augmentation pipe's
     matrices and filters would otherwise run in the low precision too (its bf16 output differs from the
     float32 one by up to 0.5 on the [-1, 1] scale), so the targets themselves would change.
     """
-    return net if dtype is None else AutocastNetwork(net, device, dtype)
-
-
-def compile_available() -> bool:
-    """True when this torch build offers torch.compile at all (the backend may still fail later)."""
-    return hasattr(torch, 'compile')
+    return net if dtype is None else autocast(device, dtype)(net)   # torch.autocast decorates the call
 
 
 def maybe_compile(net: torch.nn.Module, enabled: bool, **compile_kwargs: Any) -> torch.nn.Module:
@@ -140,11 +94,7 @@ def maybe_compile(net: torch.nn.Module, enabled: bool, **compile_kwargs: Any) ->
     The compiled wrapper shares parameters with `net` (its state_dict keys gain an `_orig_mod.` prefix,
     so save and load `net` itself, not the wrapper).
     """
-    if not enabled:
-        return net
-    if not compile_available():
-        raise RuntimeError('torch.compile is not available in this torch build')
-    return torch.compile(net, **compile_kwargs)
+    return torch.compile(net, **compile_kwargs) if enabled else net
 
 
 def resolve_fast_paths(fast_paths: Mapping[str, Any] | None) -> dict:

@@ -63,7 +63,7 @@ def parse_signals(text: str | Iterable[str] | None) -> tuple[str, ...]:
 class StopSignals:
     """Records the first of `names` that this process receives while installed (a context manager).
 
-    `signum` is 0 until then, afterwards that signal's number (`name` its name). Handlers are installed
+    `signum` is 0 until then, afterwards that signal's number. Handlers are installed
     only from the main thread (Python's rule); elsewhere `install` logs that preemption is not handled.
     """
 
@@ -71,11 +71,6 @@ class StopSignals:
         self.names = parse_signals(list(names))   # Signals to handle, e.g. ('SIGTERM', 'SIGUSR1').
         self.signum = 0                           # First signal received (0: none yet).
         self._previous: dict[int, Any] = {}
-
-    @property
-    def name(self) -> str | None:
-        """Name of the received signal (None: none yet)."""
-        return signal_name(self.signum) if self.signum else None
 
     def _handler(self, signum: int, frame: Any) -> None:
         if not self.signum:

@@ -9,10 +9,8 @@ per-example errors are passed to `sigma_sampler.observe` and `sigma_sampler.step
 optimizer step (a refresh appends one line to infonoise.jsonl).
 
 The loop reads as the data path: `build_run` builds the objects, `train_step` performs one optimizer step,
-`write_checkpoints` writes snapshots and states. Everything that can end training early sits behind
-`training.preemption.RunGuard`, called after every step, at every tick and at the end: a stop signal ends
-training at one step that every rank agrees on, with a state and a snapshot; a loss that stays NaN/Inf and a
-failed write (full disk, file-size limit) stop every rank with one sentence.
+`write_checkpoints` writes snapshots and states; everything that can end training early (stop signals, a loss
+that stays NaN/Inf, a failed write) sits behind `training.preemption.RunGuard`.
 
 Files in the run directory (rank 0): training_options.json, stats.jsonl (one line per tick),
 infonoise.jsonl (one line per σ-sampler refresh), network snapshots and training states (see
@@ -44,7 +42,7 @@ from training import checkpoint, image_grid, preemption
 from training.dataset import RESIDENT_MAX_BYTES, ResidentBatches, open_dataset, resident_nbytes
 from training.fast_paths import (apply_fast_paths, autocast_network, maybe_compile, nan_to_num_grads_,
                                  optimizer_kwargs_for, resolve_fast_paths, set_optimizer_impl_)
-from training.options import batch_per_rank, schedule_name
+from training.options import schedule_name
 from training.preemption import TrainingError
 
 logger = logging.getLogger('training')
@@ -102,15 +100,6 @@ def sampler_summary(profile: Mapping[str, Any] | None) -> dict:
 def _profile(sampler: Any) -> dict | None:
     fn = getattr(sampler, 'profile', None)
     return fn() if callable(fn) else None
-
-
-def _gather(obj: Any) -> list:
-    """Every rank's `obj`, indexed by rank (a single-element list without a process group)."""
-    if not dist.is_initialized():
-        return [obj]
-    out = [None] * dist.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
 
 
 def _no_buffer_sync_kwargs() -> dict:
@@ -336,8 +325,11 @@ def write_checkpoints(run: Run, guard: preemption.RunGuard, *, run_dir: str, sna
                 last['snapshot'] = path
     if state:
         sampler = run.sigma_sampler
-        ranks = _gather(dict(rng=misc.get_rng_state(),
-                             sigma_sampler=sampler.state_dict() if hasattr(sampler, 'state_dict') else None))
+        mine = dict(rng=misc.get_rng_state(),
+                    sigma_sampler=sampler.state_dict() if hasattr(sampler, 'state_dict') else None)
+        ranks = [mine] * world_size   # every rank's, indexed by rank
+        if world_size > 1:
+            torch.distributed.all_gather_object(ranks, mine)
         data_state = run.data_sampler.state_dict(num_consumed=(run.cur_nimg - start_nimg) // world_size)
         if rank == 0:
             path = checkpoint.state_path(run_dir, kimg)
@@ -363,8 +355,8 @@ def training_loop(
     augment_kwargs: Mapping | None = None,  # Augment pipe: class_name + kwargs; None = no augmentation.
     seed: int = 0,                      # Run seed (per-rank seeds derive from it).
     batch_size: int = 512,              # Total batch over all ranks and accumulation rounds.
-    batch_gpu: int | None = None,       # Images per rank per round (training.options.batch_per_rank); None = derived.
-    accumulation_rounds: int | None = None,  # Rounds per step (batch_per_rank); None = derived.
+    batch_gpu: int = 512,               # Images per rank per round (computed by training.options.batch_per_rank).
+    accumulation_rounds: int = 1,       # Rounds per step (idem); batch_size = ranks x batch_gpu x rounds.
     total_kimg: float = 200000,         # Training length in thousands of images.
     ema_halflife_kimg: float = 500,     # EMA half-life.
     ema_rampup_ratio: float | None = 0.05,  # Half-life at most this fraction of the images seen; None = no ramp-up.
@@ -402,7 +394,7 @@ def training_loop(
     fast = resolve_fast_paths(fast_paths)
     configure_backends(device, cudnn_benchmark, deterministic)
     misc.seed_all(misc.rank_seed(seed, rank, world_size))
-    batch_gpu, accumulation_rounds = _geometry(batch_size, batch_gpu, accumulation_rounds, world_size)
+    _check_geometry(batch_size, batch_gpu, accumulation_rounds, world_size)
     total_nimg = int(round(total_kimg * 1000))
     run = build_run(config, batch_gpu=batch_gpu, fast=fast, device=device, options=options,
                     stop_signals=stop_signals)
@@ -429,7 +421,7 @@ def training_loop(
                                               batch_size=batch_size, loss_scaling=loss_scaling, lr=lr,
                                               ema_beta=ema_beta, device=device)
             if refreshed:
-                logs['infonoise'].append(lambda: _refresh_row(run))
+                logs['infonoise'].append(lambda: _profile_json(_profile(run.sigma_sampler), kimg=run.cur_nimg / 1000))
             stop_signum = guard.after_step(step_loss, run.cur_nimg)
             if progress_fn is not None:
                 progress_fn(run.cur_nimg, total_nimg)
@@ -477,15 +469,12 @@ def training_loop(
 # ----------------------------------------------------------------------------------------------
 # Helpers of the loop.
 
-def _geometry(batch_size: int, batch_gpu: int | None, rounds: int | None, world_size: int) -> tuple[int, int]:
-    """(batch_gpu, rounds) as given by the config (computed by `training.options.batch_per_rank`, which also
-    derives them when missing); TrainingError when they do not make up `batch_size` on this many ranks."""
-    if batch_gpu is None or rounds is None:
-        batch_gpu, rounds = batch_per_rank(batch_size, batch_gpu, world_size)
+def _check_geometry(batch_size: int, batch_gpu: int, rounds: int, world_size: int) -> None:
+    """TrainingError when the config's batch geometry does not make up `batch_size` on this many ranks (a config
+    built for another world size)."""
     if batch_size != batch_gpu * rounds * world_size:
         raise TrainingError(f'batch_size={batch_size} is not ranks x batch_gpu x rounds '
                             f'({world_size} x {batch_gpu} x {rounds}).')
-    return batch_gpu, rounds
 
 
 def _schedule(cur_nimg: int, batch_size: int, base_lr: float, lr_rampup_kimg: float, ema_halflife_kimg: float,
@@ -548,15 +537,12 @@ def _evaluate_metrics(tracker: Any, run: Run, metrics_jsonl: '_Log') -> float:
     return time.time() - eval_start
 
 
-def _refresh_row(run: Run) -> dict:
-    return dict(kimg=run.cur_nimg / 1000, **_profile_json(_profile(run.sigma_sampler)))
-
-
-def _profile_json(profile: Mapping[str, Any] | None) -> dict | None:
+def _profile_json(profile: Mapping[str, Any] | None, **first: Any) -> dict | None:
+    """`infonoise.profile_to_json(profile)` after the entries `first` (None without a profile)."""
     if profile is None:
         return None
     import infonoise
-    return infonoise.profile_to_json(profile)
+    return dict(first, **infonoise.profile_to_json(profile))
 
 
 class _Log:
