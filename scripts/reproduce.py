@@ -398,8 +398,9 @@ class ProtocolRow:
 
 
 PROTOCOL_ROWS = {r.key: r for r in [
+    # bMNIST: 384 kEx (24 evaluations) since log-uniform still improved 9.5% over the last quarter of 192 kEx.
     ProtocolRow('bmnist', 'bMNIST (w = 1)', 'bmnist5k-cpu', 'builtin:mnist5k-binary', ('fd-mnist',),
-                kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
+                kimg=384, every=16, curve_num=512, final_num=2000, classes=1,
                 methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **VARIANT_METHODS,
                          **GRID_METHODS}),
     ProtocolRow('dna', 'DNA, four cell types (w = 1, guidance 2)', 'dna-cpu', 'dna:{dna4}', ('fd-dna', 'kmer-dna'),
