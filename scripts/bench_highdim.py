@@ -12,30 +12,17 @@ Laws (infonoise.oracles)
         magnetisation m = 0.9575 inside a phase.
 
 Sampler
-    EDM's Algorithm 2 with S_churn = 0 on a grid sigma_0 > ... > sigma_{N-1} > sigma_N = 0: Heun steps,
-    a plain Euler step on the last step to 0, so NFE = 2N - 1 for every grid. This is the project's own
-    training.sampler.heun_sampler, driven by the exact denoiser through a small adapter (OracleNet; for the
-    GM also ReducedGMNet, the same dynamics on the reduced state [y, |x_perp|]). Start: exact noisy data,
-    x = x0 + sigma_max eps with sigma_max = 10 m sqrt(d) (m = the mode's per-coordinate mean: 1 for GM,
-    the magnetisation for CW), i.e. ten times the norm of a mode centre.
+    training.sampler.heun_sampler (EDM's Algorithm 2, S_churn = 0, Euler on the last step to 0, so
+    NFE = 2N - 1 for every grid) driven by the exact denoiser. Start: exact noisy data x = x0 + sigma_max eps
+    with sigma_max = 10 m sqrt(d) (m = the mode's per-coordinate mean: 1 for GM, the magnetisation for CW),
+    i.e. ten times the norm of a mode centre.
 
-Grids (every grid has N nonzero levels from sigma_max down to sigma_min = 0.002, then 0)
-    edm                EDM's rho-grid, rho = 7.
-    loguniform         geometric from sigma_max to sigma_min.
-    infogrid-literal   infonoise.infogrid_sigma_steps(profile, ..., measure='literal')   (paper Eq. 19).
-    infogrid-entropic  the same with measure='entropic'.
-    infogrid-blend     measure='literal', floor=0.5 (50/50 blend with log-uniform in log sigma).
-                       The profile: K = 256 log-spaced bins on [sigma_min, sigma_max], 'sigma' = geometric
-                       centres, 'rate' = mmse(sigma)/sigma^3 of the exact oracle (GM: closed form; CW: Monte
-                       Carlo over --profile-samples draws, the same draws at every sigma).
-    infogrid-tempered  infonoise.infogrid.tempered_sigma_steps(profile, gamma=0.5, rho=7): EDM's rho-spacing
-                       tilted by the literal information density to the power gamma (gamma = 0 is edm).
-    infogrid-solver    infonoise.infogrid.solver_aware_sigma_steps(profile, solver='heun'): every Heun step
-                       has the same error on the Gaussian surrogate fitted to the profile.
-    infogrid-calibrated  the tempered grid with (gamma, rho) chosen per N by
-                       training.grid_calibration.calibrate_tempered_grid: trajectory error against a fine
-                       EDM reference (CALIB_REF_STEPS levels) on CALIB_LATENTS fresh start points (GM: reduced
-                       states, exactly the full-d error; CW: full d).
+Grids (N nonzero levels from sigma_max down to sigma_min = 0.002, then 0)
+    edm, loguniform and the infogrid-* rows are infonoise.infogrid's (`sigma_steps`, `VARIANTS`) on the
+    oracle's profile: K = 256 log-spaced bins, 'rate' = mmse(sigma)/sigma^3 at the geometric centres (GM:
+    closed form; CW: Monte Carlo over --profile-samples draws, the same draws at every sigma).
+    infogrid-calibrated: training.grid_calibration.calibrate_tempered_grid against a fine EDM reference on
+    fresh start points (GM: reduced states, exactly the full-d error; CW: full d).
     ve-const           VE interpolant x_tau = x0 + sigma_max (1 - tau) eps. Constant denoising = equal steps
                        in tau, from tau = 0 (sigma_max) to the tau where sigma = sigma_min: sigma is linear in
                        the step index.
@@ -50,8 +37,8 @@ Grids (every grid has N nonzero levels from sigma_max down to sigma_min = 0.002,
                        the breakpoint (the speciation window lambda = |mu|^2/(s^2+sigma^2) <~ kappa_vp^2 lies
                        in the first half). VE: 1 - tau_b = kappa_ve / sqrt(d), i.e. sigma_b = kappa_ve
                        sigma_max / sqrt(d) = 10 kappa_ve m (the within-mode window in the second half).
-                       Defaults kappa_vp = 3, kappa_ve = 1 (--kappa-vp, --kappa-ve); both are d-independent
-                       constants, so the dilated grids are Theta_d(1) by construction, not tuned per d.
+                       Both kappas are d-independent constants, so the dilated grids are Theta_d(1) by
+                       construction, not tuned per d.
 
 GM metrics (exact: no sampling noise)
     The GM dynamics reduce exactly. With mu_hat = 1/sqrt(d), y = mu_hat . x obeys a 1-D Heun recursion with
@@ -79,12 +66,8 @@ CW metrics (Monte Carlo over --samples draws, full d-dimensional sampling)
         N*                   fewest ladder N with flip rate < 0.01 and w1_abs_rel < 0.1.
 
 Modes
-    --quick   GM d in {10, 100, 1000, 10000}, ladder 2..512; CW d in {10, 100}, 1,000 samples, ladder
-              2..256, reference 256 levels, 128 profile draws. About 6 CPU minutes (1 thread), most of it in
-              the infogrid-solver and infogrid-calibrated rows; under 2 minutes without them.
-    (full)    GM d in {10, 100, 1000, 10000}, ladder 2..4096; CW d in {10, 100, 1000, 10000}, 4,000
-              samples, ladder 2..1024, reference 1024 levels, 512 profile draws. CW at d = 10^4 is
-              the expensive part (hours on CPU; use --device cuda).
+    --quick and the full run differ in dimensions, ladders, samples and reference levels (QUICK, FULL below).
+    CW at d = 10^4 is the expensive part of the full run (hours on CPU; use --device cuda).
 Expected shape (seed paper): VE-const recovers the mode weight in O(1) steps but the variance needs
 Theta(sqrt d); VP-const the reverse; EDM / log-uniform nearly d-independent.
 
@@ -423,9 +406,8 @@ def run_cw(dims, grids, ladder, samples, ref_steps, profile_samples, kappa_vp, k
         mode_norm = cw.m * math.sqrt(d)
         sigma_max = 10.0 * mode_norm
         gen = torch.Generator().manual_seed(seed + d)
-        needs_profile = any(g.startswith('infogrid-') for g in grids)
         profile = None
-        if needs_profile:
+        if any(g.startswith('infogrid-') for g in grids):
             if log:
                 log(f'CW d={d}: Monte Carlo profile')
             profile = oracle_profile(
@@ -473,31 +455,6 @@ def markdown_table(title: str, result: dict, dims, ladder) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def _run_all(models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_steps, profile_samples,
-             kappa_vp, kappa_ve, seed, device):
-    """Run the selected laws; returns (JSON-ready results, markdown tables)."""
-    def log(msg):
-        click.echo(msg, err=True)
-
-    began = time.time()
-    results = {'settings': {'grids': list(grids), 'sigma_min': SIGMA_MIN, 'sigma_max': '10 m sqrt(d)',
-                            'kappa_vp': kappa_vp, 'kappa_ve': kappa_ve, 'seed': seed,
-                            'sampler': 'EDM Heun, S_churn=0, Euler last step; NFE = 2N - 1'}}
-    out = []
-    if 'gm' in models:
-        results['gm'] = run_gm(dims, grids, ladder, kappa_vp, kappa_ve, log=log)
-        results['gm']['ladder'] = list(ladder)
-        out.append(markdown_table('Gaussian mixture (m = 1, s = 0.5, p = 0.8)', results['gm'], dims, ladder))
-    if 'cw' in models:
-        results['cw'] = run_cw(cw_dims, grids, cw_ladder, samples, ref_steps, profile_samples, kappa_vp,
-                               kappa_ve, seed, device, log=log)
-        results['cw']['ladder'] = list(cw_ladder)
-        out.append(markdown_table(f'Curie-Weiss two-phase (beta = 2, h = 1/2 log 4; {samples} samples)',
-                                  results['cw'], cw_dims, cw_ladder))
-    results['settings']['seconds'] = round(time.time() - began, 1)
-    return results, out
-
-
 # ---------------------------------------------------------------------------------------------------
 # CLI.
 
@@ -538,14 +495,26 @@ def main(quick, models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_st
     except (RuntimeError, ValueError):
         raise click.BadParameter(f'device {device!r} is not available here', param_hint='--device')
 
+    log = functools.partial(click.echo, err=True)
+    began = time.time()
+    results: dict = {'settings': {'grids': list(grids), 'sigma_min': SIGMA_MIN, 'sigma_max': '10 m sqrt(d)',
+                                  'kappa_vp': kappa_vp, 'kappa_ve': kappa_ve, 'seed': seed,
+                                  'sampler': 'EDM Heun, S_churn=0, Euler last step; NFE = 2N - 1'}}
+    out = []
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        results, out = _run_all(models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_steps,
-                                profile_samples, kappa_vp, kappa_ve, seed, device)
+        if 'gm' in models:
+            results['gm'] = dict(run_gm(dims, grids, ladder, kappa_vp, kappa_ve, log=log), ladder=list(ladder))
+            out.append(markdown_table('Gaussian mixture (m = 1, s = 0.5, p = 0.8)', results['gm'], dims, ladder))
+        if 'cw' in models:
+            results['cw'] = dict(run_cw(cw_dims, grids, cw_ladder, samples, ref_steps, profile_samples, kappa_vp,
+                                        kappa_ve, seed, device, log=log), ladder=list(cw_ladder))
+            out.append(markdown_table(f'Curie-Weiss two-phase (beta = 2, h = 1/2 log 4; {samples} samples)',
+                                      results['cw'], cw_dims, cw_ladder))
     finally:
         torch.set_num_threads(previous_threads)
-    results['settings'].update(quick=quick, threads=threads)
+    results['settings'].update(seconds=round(time.time() - began, 1), quick=quick, threads=threads)
     click.echo('\n'.join(out))
     if json_path:
         try:
