@@ -4,33 +4,24 @@ For every snapshot, solver, NFE and grid, the same latents go through training.s
 that grid. Two measures:
 
     metric  the snapshot's domain metric on each of --sets latent sets of --num latents (lower is better):
-            fd-digits / fd-digits-binary (Fréchet distance in the digit classifier's features,
-            training/metrics/digit_features.py), fd-mnist / fd-mnist-binary (training/metrics/
-            mnist_features.py), or a name of training.metrics.registry (fd-dna, kmer-dna, motif-dna, ...)
-            evaluated on the harness's own samples through registry.evaluate_samples(names, samples,
-            classes, dataset_kwargs) -> {name: value}. --metric auto picks it from the snapshot's dataset.
+            fd-digits(-binary) and fd-mnist(-binary) (Fréchet distance in the classifiers' features,
+            training/metrics/digit_features.py and mnist_features.py), or any training.metrics.registry name
+            (fd-dna, kmer-dna, motif-dna, ...) evaluated on the harness's own samples through
+            registry.evaluate_samples. --metric auto picks it from the snapshot's dataset.
     traj    trajectory error: root-mean-square distance per element between the end points and a fine
             reference run from the same latents (deterministic Heun on EDM's ρ = 7 grid, --ref-steps
             levels), on the first --traj-num latents of each set. Cheap and low-noise; not defined for
             the stochastic sampler.
 
-Grids (N nonzero levels from σ_max = 80 to σ_min = 0.002, clamped to the network's range, then 0):
-    edm                  EDM's ρ-grid, ρ = 7 (generate.py's default)
-    infogrid-literal     Eq. 19 as written (infonoise.infogrid_sigma_steps, measure literal, floor 0)
-    infogrid-entropic    entropic time, u ∝ ∫ r dσ
-    infogrid-blend       literal measure blended 50/50 with log-uniform (generate.py --infogrid's default)
-    loguniform           equal steps in log σ
-    infogrid-tempered    EDM's ρ = 7 spacing tilted by the information density to the power γ = 0.5
-                         (infonoise.infogrid.tempered_sigma_steps)
-    infogrid-solver      every step has the same error of the solver on a Gaussian surrogate fitted to the
-                         profile (infonoise.infogrid.solver_aware_sigma_steps; Euler's error for euler)
-    infogrid-calibrated  the tempered grid with (γ, ρ) chosen per NFE and solver by trajectory error on
-                         --calibrate separate latents (training.grid_calibration; generate.py
-                         --infogrid-calibrate N); the sde solver uses Heun's calibration
+Grids (N nonzero levels from σ_max = 80 to σ_min = 0.002, clamped to the network's range, then 0): edm (EDM's
+ρ = 7 grid, generate.py's default), loguniform, the constructions of infonoise.infogrid.VARIANTS on the snapshot's
+profile (infogrid-blend is generate.py --infogrid's default), and infogrid-calibrated: the tempered grid with
+(γ, ρ) chosen per NFE and solver by trajectory error on --calibrate separate latents (training.grid_calibration;
+generate.py --infogrid-calibrate N); the sde solver uses Heun's calibration.
 
-Solvers: heun (NFE = 2N − 1), euler (NFE = N), sde (EDM's stochastic Heun with S_churn = 40,
-S_min = 0.05, S_max = 50, S_noise = 1.003, NFE = 2N − 1; metric only). An NFE that a solver cannot
-reach exactly (an even NFE for Heun) is skipped for that solver, and the run says so in one line.
+Solvers: heun (NFE = 2N − 1), euler (NFE = N), sde (EDM's stochastic Heun with the settings SDE below,
+NFE = 2N − 1; metric only). An NFE that a solver cannot reach exactly (an even NFE for Heun) is skipped for
+that solver, and the run says so in one line.
 
 Outputs in --outdir: bench_infogrid.json (every value, per set), bench_infogrid.md (tables: metric mean
 over the sets and trajectory error, one row per grid, one column per NFE; the best value of each column
@@ -43,13 +34,13 @@ With --merge alone nothing is sampled. --converged-steps N adds the metric of a 
 N levels, Heun) on the same latent sets: the metric without discretization error. A grid that scores
 better than that is helped by its discretization bias, not by its accuracy; the table and plot show it.
 
---quick: the digits demo in about 5 minutes of 2 CPU cores: NFE 5, 7, 11, 17, 35; Heun; 2 sets of 100
-latents; trajectory error on 16 per set; 8 calibration latents. Without --network it reuses the newest
+--quick: the digits demo (QUICK below) in about 5 minutes of 2 CPU cores. Without --network it reuses the newest
 snapshot under OUTDIR/train or trains one first (`python train.py --preset digits-demo`, ~5 CPU minutes).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import glob
 import json
 import math
@@ -136,18 +127,14 @@ def resolve_metric(name: str, snapshot: dict) -> tuple[str, Metric]:
     if name in BUILTIN_METRICS:
         return name, BUILTIN_METRICS[name]()
     from training.metrics import registry
-    known = getattr(registry, 'METRICS', ())
-    if name not in known:
-        raise ValueError(f'unknown metric {name!r}; choose from {", ".join(sorted(set(BUILTIN_METRICS) | set(known)))}')
-    evaluate = getattr(registry, 'evaluate_samples', None)
-    if evaluate is None:
-        raise ValueError(f'metric {name!r} needs training.metrics.registry.evaluate_samples(names, samples, classes, '
-                         'dataset_kwargs), which this checkout lacks')
+    if name not in registry.METRICS:
+        known = ', '.join(sorted(set(BUILTIN_METRICS) | set(registry.METRICS)))
+        raise ValueError(f'unknown metric {name!r}; choose from {known}')
     dataset_kwargs = snapshot.get('dataset_kwargs')
 
     def value(samples: torch.Tensor, classes: Optional[torch.Tensor]) -> float:
         classes_np = None if classes is None else classes.numpy()
-        return float(evaluate([name], samples, classes_np, dataset_kwargs)[name])
+        return float(registry.evaluate_samples([name], samples, classes_np, dataset_kwargs)[name])
     return name, value
 
 
@@ -185,14 +172,17 @@ class GridMaker:
         self.calib_labels = calib_labels                # their class labels
         self.calib_ref_steps = calib_ref_steps          # levels of the calibration reference
         self.log = log
-        self._surrogate = None
-        self._calib_reference = None
         self.calibrations: dict[str, dict[int, dict]] = {}
 
-    def surrogate(self):
-        if self._surrogate is None:
-            self._surrogate = gaussian_surrogate(self.profile, self.lo, self.hi)
-        return self._surrogate
+    @functools.cached_property
+    def surrogate(self) -> tuple[np.ndarray, np.ndarray]:
+        return gaussian_surrogate(self.profile, self.lo, self.hi)
+
+    @functools.cached_property
+    def calib_reference(self) -> torch.Tensor:
+        """The fine reference run from the calibration latents, shared by every calibration."""
+        return reference_samples(self.net, self.calib_latents, self.calib_labels, self.lo, self.hi,
+                                 self.calib_ref_steps)
 
     def calibrated(self, solver: str, num_steps: int) -> torch.Tensor:
         if self.calib_latents is None:
@@ -200,11 +190,8 @@ class GridMaker:
         kind = 'euler' if solver == 'euler' else 'heun'
         done = self.calibrations.setdefault(kind, {})
         if num_steps not in done:
-            if self._calib_reference is None:
-                self._calib_reference = reference_samples(self.net, self.calib_latents, self.calib_labels, self.lo,
-                                                          self.hi, self.calib_ref_steps)
             result = calibrate_tempered_grid(self.net, self.profile, num_steps, self.calib_latents, self.calib_labels,
-                                             self.lo, self.hi, solver=kind, reference=self._calib_reference,
+                                             self.lo, self.hi, solver=kind, reference=self.calib_reference,
                                              ref_steps=self.calib_ref_steps)
             self.log(f'  calibrated {kind} N={num_steps}: gamma={result.gamma:g} rho={result.rho:g} '
                      f'(error {result.error:.4g} vs EDM {result.edm_error:.4g}, {result.seconds:.1f} s)')
@@ -216,7 +203,7 @@ class GridMaker:
             return self.calibrated(solver, num_steps)
         grid, kwargs = VARIANTS.get(name, (name, {}))
         if grid == 'solver-aware':
-            kwargs = dict(solver='euler' if solver == 'euler' else 'heun', surrogate=self.surrogate())
+            kwargs = dict(solver='euler' if solver == 'euler' else 'heun', surrogate=self.surrogate)
         return sigma_steps(grid, num_steps, self.lo, self.hi, self.profile,
                            round_sigma=getattr(self.net, 'round_sigma', None), **kwargs)
 
@@ -591,9 +578,7 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
     calib_ref_steps = calib_ref_steps or preset['calib_ref_steps']
     if threads:
         torch.set_num_threads(threads)
-
-    def log(msg: str) -> None:
-        click.echo(msg, err=True)
+    log = functools.partial(click.echo, err=True)
     note = unreachable_note(solvers, nfe)
     if note is not None:
         log(note)
