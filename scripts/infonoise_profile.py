@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-
-
 from typing import Any, Callable
 
 import click
@@ -124,13 +122,6 @@ def oracle_mse(data: np.ndarray, sigma: np.ndarray, num_samples: int, seed: int)
     generator = torch.Generator().manual_seed(seed)
     mmse = oracle.mmse(np.asarray(sigma, np.float64), num_samples=num_samples, generator=generator)
     return np.asarray(mmse) / oracle.dim
-
-
-def annotate(profile: dict, **meta: Any) -> dict:
-    """The profile as JSON-ready data with provenance fields added."""
-    out = infonoise.profile_to_json(profile)
-    out.update({k: v for k, v in meta.items() if v is not None})
-    return out
 
 
 def compare_grids(profile: dict, num_steps: int, sigma_min: float, sigma_max: float) -> dict[str, list[float]]:
@@ -237,9 +228,11 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
-    record = annotate(profile, source='oracle' if oracle else 'network', network=network, data=data_spec,
-                      num_items=len(dataset), per_bin=per_bin, weight=weight, sigma_data=sigma_data,
-                      endpoint=endpoint, floor=floor, seed=seed)
+    record = infonoise.profile_to_json(profile)   # with its provenance
+    record.update(source='oracle' if oracle else 'network', network=network, data=data_spec, num_items=len(dataset),
+                  per_bin=per_bin, weight=weight, sigma_data=sigma_data, endpoint=endpoint, floor=floor, seed=seed)
+    if network is None:
+        del record['network']
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     util.write_json(out_path, record)
     pivot = profile.get('pivot', math.nan)
