@@ -108,50 +108,32 @@ GM_NODES = 4001                           # starting values of y on which the re
 ZOOM_POINTS, ZOOM_ROUNDS = 256, 2
 GL_NODES = 1024                           # Gauss-Legendre nodes per segment for the within-mode spread
 
-QUICK = dict(dims=(10, 100, 1000, 10000), cw_dims=(10, 100), ladder=(2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96,
-             128, 192, 256, 384, 512), cw_ladder=(2, 4, 8, 16, 32, 64, 128, 256), samples=1000,
-             ref_steps=256, profile_samples=128)
-FULL = dict(dims=(10, 100, 1000, 10000), cw_dims=(10, 100, 1000, 10000),
-            ladder=(2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
-                    3072, 4096),
-            cw_ladder=(2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
-            samples=4000, ref_steps=1024, profile_samples=512)
+LADDER = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+DIMS = (10, 100, 1000, 10000)
+QUICK = dict(dims=DIMS, cw_dims=DIMS[:2], ladder=tuple(n for n in LADDER if n <= 512),
+             cw_ladder=tuple(2 ** k for k in range(1, 9)), samples=1000, ref_steps=256, profile_samples=128)
+FULL = dict(dims=DIMS, cw_dims=DIMS, ladder=LADDER, cw_ladder=tuple(n for n in LADDER if n <= 1024), samples=4000,
+            ref_steps=1024, profile_samples=512)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Grids.
 
-def _piecewise_time(num_steps: int, start: float, end: float, breakpoint: Optional[float]) -> torch.Tensor:
-    """Natural times at i/(N-1), i = 0..N-1: uniform (breakpoint None) or the two-segment dilation."""
+def interpolant_sigma_steps(kind: str, num_steps: int, sigma_min: float, sigma_max: float,
+                            breakpoint: Optional[float] = None) -> torch.Tensor:
+    """The VE (kind 've': sigma(tau) = sigma_max (1 - tau)) or VP (kind 'vp': x_t = t x0 + sqrt(1 - t^2) eps, i.e.
+    sigma(t) = sqrt(1 - t^2)/t) levels at natural times i/(N-1), i = 0..N-1, from sigma_max to sigma_min, then 0:
+    uniform in time (breakpoint None) or the two-segment dilation with theta(1/2) = breakpoint (tau_b or t_b)."""
+    if kind == 've':
+        start, end = 0.0, 1.0 - sigma_min / sigma_max
+    else:
+        start, end = 1.0 / math.sqrt(1.0 + sigma_max ** 2), 1.0 / math.sqrt(1.0 + sigma_min ** 2)
     u = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
-    if breakpoint is None:
-        return start + u * (end - start)
-    first = start + 2.0 * u * (breakpoint - start)
-    second = breakpoint + (2.0 * u - 1.0) * (end - breakpoint)
-    return torch.where(u <= 0.5, first, second)
-
-
-def ve_sigma_steps(num_steps: int, sigma_min: float, sigma_max: float,
-                   breakpoint_frac: Optional[float] = None) -> torch.Tensor:
-    """VE interpolant sigma(tau) = sigma_max (1 - tau); breakpoint_frac = 1 - tau_b (None: constant)."""
-    tau_end = 1.0 - sigma_min / sigma_max
-    tau_b = None
-    if breakpoint_frac is not None:
-        tau_b = min(max(1.0 - breakpoint_frac, 0.0), tau_end)
-    tau = _piecewise_time(num_steps, 0.0, tau_end, tau_b)
-    sigma = sigma_max * (1.0 - tau)
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.cat([sigma, sigma.new_zeros(1)])
-
-
-def vp_sigma_steps(num_steps: int, sigma_min: float, sigma_max: float,
-                   breakpoint: Optional[float] = None) -> torch.Tensor:
-    """VP interpolant x_t = t x0 + sqrt(1 - t^2) eps as sigma(t) = sqrt(1 - t^2)/t; breakpoint = t_b."""
-    t_start = 1.0 / math.sqrt(1.0 + sigma_max ** 2)
-    t_end = 1.0 / math.sqrt(1.0 + sigma_min ** 2)
-    t_b = None if breakpoint is None else min(max(breakpoint, t_start), t_end)
-    t = _piecewise_time(num_steps, t_start, t_end, t_b)
-    sigma = torch.sqrt((1.0 - t) * (1.0 + t)) / t
+    t = start + u * (end - start)
+    if breakpoint is not None:
+        b = min(max(breakpoint, start), end)
+        t = torch.where(u <= 0.5, start + 2.0 * u * (b - start), b + (2.0 * u - 1.0) * (end - b))
+    sigma = sigma_max * (1.0 - t) if kind == 've' else torch.sqrt((1.0 - t) * (1.0 + t)) / t
     sigma[0], sigma[-1] = sigma_max, sigma_min
     return torch.cat([sigma, sigma.new_zeros(1)])
 
@@ -180,14 +162,12 @@ def make_grid(name: str, num_steps: int, sigma_max: float, dim: int, mode_norm: 
     if name in VARIANTS or name in ('edm', 'loguniform'):
         grid, kwargs = VARIANTS.get(name, (name, {}))
         return sigma_steps(grid, num_steps, sigma_min, sigma_max, profile, surrogate=surrogate, **kwargs)
-    if name == 've-const':
-        return ve_sigma_steps(num_steps, sigma_min, sigma_max)
+    if name in ('ve-const', 'vp-const'):
+        return interpolant_sigma_steps(name[:2], num_steps, sigma_min, sigma_max)
     if name == 've-dilated':
-        return ve_sigma_steps(num_steps, sigma_min, sigma_max, breakpoint_frac=kappa_ve / math.sqrt(dim))
-    if name == 'vp-const':
-        return vp_sigma_steps(num_steps, sigma_min, sigma_max)
+        return interpolant_sigma_steps('ve', num_steps, sigma_min, sigma_max, 1.0 - kappa_ve / math.sqrt(dim))
     if name == 'vp-dilated':
-        return vp_sigma_steps(num_steps, sigma_min, sigma_max, breakpoint=kappa_vp / mode_norm)
+        return interpolant_sigma_steps('vp', num_steps, sigma_min, sigma_max, kappa_vp / mode_norm)
     raise ValueError(f'unknown grid {name!r}')
 
 

@@ -146,10 +146,6 @@ class LapTimer:
         self._prev = time.perf_counter()
 
 
-def _no_lap(name: str) -> None:
-    pass
-
-
 class _Clock:
     """Throughput stamps over the steps after the warm-up: (wall, CPU) seconds between two step counts."""
 
@@ -218,7 +214,7 @@ def measure_network(config: dict, steps: int, warmup: int, device: str, timed: b
     augment_dim = int(config['network_kwargs'].get('augment_dim', 0))
     augment_labels = torch.zeros([batch, augment_dim], device=dev) if config['augment_kwargs'] else None
     timer = LapTimer(dev.type == 'cuda') if timed else None
-    lap = timer if timer is not None else _no_lap
+    lap = timer if timer is not None else (lambda name: None)
     clock = _Clock(device, warmup, steps, timer)
     t0 = time.perf_counter()
     for _ in range(steps):
