@@ -90,9 +90,8 @@ import torch
 
 from cli_common import comma_list
 from dnnlib.util import write_json
-from infonoise.infogrid import VARIANTS, gaussian_surrogate, sigma_steps
 from infonoise.oracles import BayesDenoiser, CurieWeiss, GaussianMixture
-from training.grid_calibration import calibrate_tempered_grid, reference_samples
+from training.grid_calibration import NamedGrids
 from training.sampler import edm_sigma_steps, heun_sampler
 
 GRID_NAMES = ('edm', 'loguniform', 'infogrid-literal', 'infogrid-entropic', 'infogrid-blend',
@@ -147,28 +146,20 @@ def oracle_profile(rate_fn: Callable[[np.ndarray], np.ndarray], sigma_min: float
 
 
 def make_grid(name: str, num_steps: int, sigma_max: float, dim: int, mode_norm: float,
-              profile: Optional[dict], kappa_vp: float, kappa_ve: float,
-              sigma_min: float = SIGMA_MIN, surrogate: Optional[tuple] = None,
-              calibrator: Optional[Callable[[int], torch.Tensor]] = None) -> torch.Tensor:
+              profile: Optional[dict], kappa_vp: float, kappa_ve: float, sigma_min: float = SIGMA_MIN,
+              named: Optional[NamedGrids] = None) -> torch.Tensor:
     """The named sigma grid: num_steps levels from sigma_max to sigma_min, then 0 (float64, CPU).
 
-    surrogate: the profile's Gaussian surrogate for infogrid-solver (fitted here when None);
-    calibrator: num_steps -> calibrated grid, required for infogrid-calibrated.
+    named: the law's grids by name (`training.grid_calibration.NamedGrids`, which keeps the surrogate and the
+    calibrations; built here without calibration latents when None) for every name but the VE and VP ones.
     """
-    if name == 'infogrid-calibrated':
-        if calibrator is None:
-            raise ValueError('infogrid-calibrated needs a calibrator (see run_gm / run_cw)')
-        return torch.as_tensor(calibrator(num_steps), dtype=torch.float64).cpu()
-    if name in VARIANTS or name in ('edm', 'loguniform'):
-        grid, kwargs = VARIANTS.get(name, (name, {}))
-        return sigma_steps(grid, num_steps, sigma_min, sigma_max, profile, surrogate=surrogate, **kwargs)
     if name in ('ve-const', 'vp-const'):
         return interpolant_sigma_steps(name[:2], num_steps, sigma_min, sigma_max)
     if name == 've-dilated':
         return interpolant_sigma_steps('ve', num_steps, sigma_min, sigma_max, 1.0 - kappa_ve / math.sqrt(dim))
     if name == 'vp-dilated':
         return interpolant_sigma_steps('vp', num_steps, sigma_min, sigma_max, kappa_vp / mode_norm)
-    raise ValueError(f'unknown grid {name!r}')
+    return (named or NamedGrids(None, profile, sigma_min, sigma_max))(name, num_steps)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,17 +219,6 @@ def gm_reduced_start(gm: GaussianMixture, n: int, sigma_max: float, generator: t
     y = c * gm.mu_norm + spread * torch.randn(n, dtype=torch.float64, generator=generator)
     z = spread * torch.randn(n, gm.dim - 1, dtype=torch.float64, generator=generator).norm(dim=1)
     return torch.stack([y, z], 1)
-
-
-def calibrator_for(net, profile: dict, x_start: torch.Tensor, sigma_max: float) -> Callable[[int], torch.Tensor]:
-    """num_steps -> the tempered grid calibrated on x_start (one fine reference run shared by all N)."""
-    latents = x_start.to(torch.float64) / sigma_max
-    reference = reference_samples(net, latents, sigma_min=SIGMA_MIN, sigma_max=sigma_max, ref_steps=CALIB_REF_STEPS)
-
-    def calibrate(num_steps: int) -> torch.Tensor:
-        return calibrate_tempered_grid(net, profile, num_steps, latents, sigma_min=SIGMA_MIN, sigma_max=sigma_max,
-                                       reference=reference, ref_steps=CALIB_REF_STEPS).sigma_steps
-    return calibrate
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -360,17 +340,15 @@ def run_gm(dims, grids, ladder, kappa_vp, kappa_ve, m=1.0, s=0.5, p=0.8, log=Non
         gm = GaussianMixture(d, m=m, s=s, p=p)
         sigma_max = 10.0 * gm.mu_norm
         profile = oracle_profile(gm.rate, SIGMA_MIN, sigma_max)
-        surrogate = gaussian_surrogate(profile, SIGMA_MIN, sigma_max) if 'infogrid-solver' in grids else None
-        calibrator = None
+        calib = None
         if 'infogrid-calibrated' in grids:
-            start = gm_reduced_start(gm, CALIB_LATENTS, sigma_max, torch.Generator().manual_seed(1000 + d))
-            calibrator = calibrator_for(ReducedGMNet(gm), profile, start, sigma_max)
+            calib = gm_reduced_start(gm, CALIB_LATENTS, sigma_max, torch.Generator().manual_seed(1000 + d)) / sigma_max
+        named = NamedGrids(ReducedGMNet(gm), profile, SIGMA_MIN, sigma_max, calib, calib_ref_steps=CALIB_REF_STEPS)
         for g in grids:
             if log:
                 log(f'GM d={d} grid={g}')
             per_n = {n: gm_metrics(gm, make_grid(g, n, sigma_max, d, gm.mu_norm, profile, kappa_vp, kappa_ve,
-                                                 surrogate=surrogate, calibrator=calibrator),
-                                   sigma_max) for n in ladder}
+                                                 named=named), sigma_max) for n in ladder}
             errors[g][str(d)] = {str(n): v for n, v in per_n.items()}
             n_star[g][str(d)] = _n_star(per_n, gm_passes)
     return {'law': {'name': 'GaussianMixture', 'm': m, 's': s, 'p': p},
@@ -402,19 +380,17 @@ def run_cw(dims, grids, ladder, samples, ref_steps, profile_samples, kappa_vp, k
         reference[str(d)] = {'steps': ref_steps, 'phase_weight': ref_weight, 'pi_plus': cw.pi_plus,
                              'phase_error': abs(ref_weight - cw.pi_plus),
                              'mean_abs_magnetization': float(ref_mag.abs().mean()), 'm': cw.m}
-        surrogate = gaussian_surrogate(profile, SIGMA_MIN, sigma_max) if 'infogrid-solver' in grids else None
-        calibrator = None
+        calib = None
         if 'infogrid-calibrated' in grids:
-            calib_start = (cw.sample(CALIB_LATENTS, generator=gen) + sigma_max * torch.randn(
-                CALIB_LATENTS, d, dtype=torch.float64, generator=gen)).to(device)
-            calibrator = calibrator_for(OracleNet(cw), profile, calib_start, sigma_max)
+            calib = (cw.sample(CALIB_LATENTS, generator=gen) + sigma_max * torch.randn(
+                CALIB_LATENTS, d, dtype=torch.float64, generator=gen)).to(device) / sigma_max
+        named = NamedGrids(OracleNet(cw), profile, SIGMA_MIN, sigma_max, calib, calib_ref_steps=CALIB_REF_STEPS)
         for g in grids:
             if log:
                 log(f'CW d={d} grid={g}')
             per_n = {}
             for n in ladder:
-                grid = make_grid(g, n, sigma_max, d, mode_norm, profile, kappa_vp, kappa_ve,
-                                 surrogate=surrogate, calibrator=calibrator)
+                grid = make_grid(g, n, sigma_max, d, mode_norm, profile, kappa_vp, kappa_ve, named=named)
                 mag = sample_exact(cw, x_start, grid).mean(1).cpu()
                 per_n[n] = cw_metrics(cw, mag, ref_mag)
             errors[g][str(d)] = {str(n): v for n, v in per_n.items()}

@@ -57,9 +57,9 @@ import torch
 import infonoise
 from cli_common import comma_list
 from dnnlib.util import atomic_write, write_json
-from infonoise.infogrid import TEMPERED_GAMMA, VARIANTS, gaussian_surrogate, sigma_steps
+from infonoise.infogrid import TEMPERED_GAMMA
 from training import network_io, sampler
-from training.grid_calibration import calibrate_tempered_grid, reference_samples, trajectory_error
+from training.grid_calibration import CalibrationResult, NamedGrids, reference_samples, trajectory_error
 from training.networks import data_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,55 +159,6 @@ def unreachable_note(solvers, nfe_list) -> Optional[str]:
     return f'Skipped: {"; ".join(parts)}.' if parts else None
 
 
-class GridMaker:
-    """Builds the named grids for one network and profile; caches the surrogate and the calibrations."""
-
-    def __init__(self, net: Any, profile: dict, calib_latents: Optional[torch.Tensor],
-                 calib_labels: Optional[torch.Tensor], calib_ref_steps: int, log: Callable[[str], None]):
-        self.net = net                                  # the denoiser (for rounding and calibration)
-        self.profile = profile                          # InfoNoise profile (numpy arrays)
-        self.lo = max(SIGMA_MIN, float(getattr(net, 'sigma_min', 0.0)))
-        self.hi = min(SIGMA_MAX, float(getattr(net, 'sigma_max', math.inf)))
-        self.calib_latents = calib_latents              # latents for infogrid-calibrated (None: off)
-        self.calib_labels = calib_labels                # their class labels
-        self.calib_ref_steps = calib_ref_steps          # levels of the calibration reference
-        self.log = log
-        self.calibrations: dict[str, dict[int, dict]] = {}
-
-    @functools.cached_property
-    def surrogate(self) -> tuple[np.ndarray, np.ndarray]:
-        return gaussian_surrogate(self.profile, self.lo, self.hi)
-
-    @functools.cached_property
-    def calib_reference(self) -> torch.Tensor:
-        """The fine reference run from the calibration latents, shared by every calibration."""
-        return reference_samples(self.net, self.calib_latents, self.calib_labels, self.lo, self.hi,
-                                 self.calib_ref_steps)
-
-    def calibrated(self, solver: str, num_steps: int) -> torch.Tensor:
-        if self.calib_latents is None:
-            raise ValueError('infogrid-calibrated needs calibration latents (--calibrate N > 0)')
-        kind = 'euler' if solver == 'euler' else 'heun'
-        done = self.calibrations.setdefault(kind, {})
-        if num_steps not in done:
-            result = calibrate_tempered_grid(self.net, self.profile, num_steps, self.calib_latents, self.calib_labels,
-                                             self.lo, self.hi, solver=kind, reference=self.calib_reference,
-                                             ref_steps=self.calib_ref_steps)
-            self.log(f'  calibrated {kind} N={num_steps}: gamma={result.gamma:g} rho={result.rho:g} '
-                     f'(error {result.error:.4g} vs EDM {result.edm_error:.4g}, {result.seconds:.1f} s)')
-            done[num_steps] = result.summary()
-        return torch.tensor(done[num_steps]['sigma_steps'], dtype=torch.float64)
-
-    def __call__(self, name: str, solver: str, num_steps: int) -> torch.Tensor:
-        if name == 'infogrid-calibrated':
-            return self.calibrated(solver, num_steps)
-        grid, kwargs = VARIANTS.get(name, (name, {}))
-        if grid == 'solver-aware':
-            kwargs = dict(solver='euler' if solver == 'euler' else 'heun', surrogate=self.surrogate)
-        return sigma_steps(grid, num_steps, self.lo, self.hi, self.profile,
-                           round_sigma=getattr(self.net, 'round_sigma', None), **kwargs)
-
-
 def make_latents(net: Any, num: int, seed: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """num standard-normal latents (and random one-hot labels for a conditional net) from one seed."""
     gen = torch.Generator().manual_seed(seed)
@@ -251,22 +202,30 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
         raise ValueError(f'{path} has no InfoNoise profile (train with --sigma-dist infonoise)')
     profile = infonoise.profile_from_json(dict(snapshot['infonoise']))
     metric_name, metric = resolve_metric(metric_name, snapshot)
+    lo = max(SIGMA_MIN, float(getattr(net, 'sigma_min', 0.0)))
+    hi = min(SIGMA_MAX, float(getattr(net, 'sigma_max', math.inf)))
     calib_latents = calib_labels = None
-    if calibrate > 0 and 'infogrid-calibrated' in grids:
+    if 'infogrid-calibrated' in grids:
+        if calibrate == 0:
+            raise ValueError('infogrid-calibrated needs calibration latents (--calibrate N > 0)')
         calib_latents, calib_labels = make_latents(net, calibrate, seed + 10_007)
-    maker = GridMaker(net, profile, calib_latents, calib_labels, calib_ref_steps, log)
+
+    def calibrated(solver: str, n: int, r: CalibrationResult) -> None:
+        log(f'  calibrated {solver} N={n}: gamma={r.gamma:g} rho={r.rho:g} (error {r.error:.4g} vs EDM '
+            f'{r.edm_error:.4g}, {r.seconds:.1f} s)')
+    maker = NamedGrids(net, profile, lo, hi, calib_latents, calib_labels, calib_ref_steps, calibrated)
     latent_sets = [make_latents(net, num, seed + s) for s in range(sets)]
     references = []
     if any(s != 'sde' for s in solvers):
         for s, (lat, lab) in enumerate(latent_sets):
             log(f'{os.path.basename(path)}: reference run, set {s} ({traj_num} latents, {ref_steps} levels)')
             references.append(reference_samples(net, lat[:traj_num], None if lab is None else lab[:traj_num],
-                                                maker.lo, maker.hi, ref_steps).cpu())
+                                                lo, hi, ref_steps).cpu())
     converged = None
     if converged_steps:
         # The metric without discretization error (to a good approximation): a grid that beats it at
         # some NFE is helped by its discretization bias, not by accuracy.
-        grid = maker('edm', 'heun', converged_steps)
+        grid = maker('edm', converged_steps)
         values = [float(metric(run_sampler(net, lat, lab, grid, 'heun', seed + 100 * s + converged_steps, batch),
                                None if lab is None else lab.argmax(1)))
                   for s, (lat, lab) in enumerate(latent_sets)]
@@ -280,7 +239,7 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
             if n is None:
                 continue
             for name in grids:
-                grid = maker(name, solver, n)
+                grid = maker(name, n, 'euler' if solver == 'euler' else 'heun')   # sde: Heun's grids
                 cell = {'num_steps': n, 'sigma_steps': [float(v) for v in grid], 'metric': [], 'traj': []}
                 for s, (lat, lab) in enumerate(latent_sets):
                     x = run_sampler(net, lat, lab, grid, solver, seed + 100 * s + n, batch)
@@ -292,9 +251,9 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
                 results.setdefault(solver, {}).setdefault(name, {})[str(nfe)] = cell
                 log(f'  {solver} NFE {nfe:>3} {name:<20} {metric_name} {cell["metric_mean"]:8.3f}'
                     + (f'  traj {cell["traj_mean"]:.4g}' if cell['traj'] else ''))
+    calibration = {kind: {n: r.summary() for n, r in done.items()} for kind, done in maker.calibrations.items()}
     return {'metric': metric_name, 'dataset_kwargs': snapshot.get('dataset_kwargs'), 'results': results,
-            'converged': converged,
-            'calibration': maker.calibrations, 'sigma_range': [maker.lo, maker.hi],
+            'converged': converged, 'calibration': calibration, 'sigma_range': [lo, hi],
             'seconds': round(time.time() - began, 1)}
 
 
