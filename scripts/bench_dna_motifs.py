@@ -15,12 +15,11 @@ timings), and, when the `memelite` package imports, its `fimo` on the same one-h
 """
 from __future__ import annotations
 
-import time
-
 import click
 import numpy as np
 import torch
 
+from torch_utils.timing import Stopwatch
 from training.metrics import dna_eval, motif
 from training.metrics.sequences import dinucleotide_shuffled, shuffled_sequences
 
@@ -56,9 +55,9 @@ def _sensitivity(train: dna_eval.DNASplit, test: dna_eval.DNASplit, num: int) ->
 def _speed(codes: np.ndarray) -> None:
     jaspar = motif.load_jaspar()
     for _ in range(2):
-        start = time.perf_counter()
-        motif.motif_counts(codes, jaspar)
-        click.echo(f'ours: {len(codes)} x {len(jaspar)} motifs x 2 strands: {time.perf_counter() - start:.2f} s')
+        with Stopwatch() as sw:
+            motif.motif_counts(codes, jaspar)
+        click.echo(f'ours: {len(codes)} x {len(jaspar)} motifs x 2 strands: {sw.wall:.2f} s')
     try:
         from memelite import fimo
     except ImportError:
@@ -73,10 +72,10 @@ def _speed(codes: np.ndarray) -> None:
     one_hot = np.zeros((len(codes), 4, codes.shape[1]), dtype=np.float32)
     one_hot[np.arange(len(codes))[:, None], codes, np.arange(codes.shape[1])[None]] = 1
     for rep in range(3):
-        start = time.perf_counter()
-        fimo(pwms, one_hot, threshold=1e-4, reverse_complement=True, return_counts=True)
+        with Stopwatch() as sw:
+            fimo(pwms, one_hot, threshold=1e-4, reverse_complement=True, return_counts=True)
         click.echo(f'memelite fimo (call {rep + 1}{", includes numba compilation" if rep == 0 else ""}): '
-                   f'{time.perf_counter() - start:.2f} s')
+                   f'{sw.wall:.2f} s')
 
 
 @click.command(epilog=EXAMPLES, context_settings=dict(show_default=True))

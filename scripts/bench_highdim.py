@@ -12,30 +12,17 @@ Laws (infonoise.oracles)
         magnetisation m = 0.9575 inside a phase.
 
 Sampler
-    EDM's Algorithm 2 with S_churn = 0 on a grid sigma_0 > ... > sigma_{N-1} > sigma_N = 0: Heun steps,
-    a plain Euler step on the last step to 0, so NFE = 2N - 1 for every grid. This is the project's own
-    training.sampler.heun_sampler, driven by the exact denoiser through a small adapter (OracleNet; for the
-    GM also ReducedGMNet, the same dynamics on the reduced state [y, |x_perp|]). Start: exact noisy data,
-    x = x0 + sigma_max eps with sigma_max = 10 m sqrt(d) (m = the mode's per-coordinate mean: 1 for GM,
-    the magnetisation for CW), i.e. ten times the norm of a mode centre.
+    training.sampler.heun_sampler (EDM's Algorithm 2, S_churn = 0, Euler on the last step to 0, so
+    NFE = 2N - 1 for every grid) driven by the exact denoiser. Start: exact noisy data x = x0 + sigma_max eps
+    with sigma_max = 10 m sqrt(d) (m = the mode's per-coordinate mean: 1 for GM, the magnetisation for CW),
+    i.e. ten times the norm of a mode centre.
 
-Grids (every grid has N nonzero levels from sigma_max down to sigma_min = 0.002, then 0)
-    edm                EDM's rho-grid, rho = 7.
-    loguniform         geometric from sigma_max to sigma_min.
-    infogrid-literal   infonoise.infogrid_sigma_steps(profile, ..., measure='literal')   (paper Eq. 19).
-    infogrid-entropic  the same with measure='entropic'.
-    infogrid-blend     measure='literal', floor=0.5 (50/50 blend with log-uniform in log sigma).
-                       The profile: K = 256 log-spaced bins on [sigma_min, sigma_max], 'sigma' = geometric
-                       centres, 'rate' = mmse(sigma)/sigma^3 of the exact oracle (GM: closed form; CW: Monte
-                       Carlo over --profile-samples draws, the same draws at every sigma).
-    infogrid-tempered  infonoise.infogrid.tempered_sigma_steps(profile, gamma=0.5, rho=7): EDM's rho-spacing
-                       tilted by the literal information density to the power gamma (gamma = 0 is edm).
-    infogrid-solver    infonoise.infogrid.solver_aware_sigma_steps(profile, solver='heun'): every Heun step
-                       has the same error on the Gaussian surrogate fitted to the profile.
-    infogrid-calibrated  the tempered grid with (gamma, rho) chosen per N by
-                       training.grid_calibration.calibrate_tempered_grid: trajectory error against a fine
-                       EDM reference (CALIB_REF_STEPS levels) on CALIB_LATENTS fresh start points (GM: reduced
-                       states, exactly the full-d error; CW: full d).
+Grids (N nonzero levels from sigma_max down to sigma_min = 0.002, then 0)
+    edm, loguniform and the infogrid-* rows are infonoise.infogrid's (`sigma_steps`, `VARIANTS`) on the
+    oracle's profile: K = 256 log-spaced bins, 'rate' = mmse(sigma)/sigma^3 at the geometric centres (GM:
+    closed form; CW: Monte Carlo over --profile-samples draws, the same draws at every sigma).
+    infogrid-calibrated: training.grid_calibration.calibrate_tempered_grid against a fine EDM reference on
+    fresh start points (GM: reduced states, exactly the full-d error; CW: full d).
     ve-const           VE interpolant x_tau = x0 + sigma_max (1 - tau) eps. Constant denoising = equal steps
                        in tau, from tau = 0 (sigma_max) to the tau where sigma = sigma_min: sigma is linear in
                        the step index.
@@ -50,8 +37,8 @@ Grids (every grid has N nonzero levels from sigma_max down to sigma_min = 0.002,
                        the breakpoint (the speciation window lambda = |mu|^2/(s^2+sigma^2) <~ kappa_vp^2 lies
                        in the first half). VE: 1 - tau_b = kappa_ve / sqrt(d), i.e. sigma_b = kappa_ve
                        sigma_max / sqrt(d) = 10 kappa_ve m (the within-mode window in the second half).
-                       Defaults kappa_vp = 3, kappa_ve = 1 (--kappa-vp, --kappa-ve); both are d-independent
-                       constants, so the dilated grids are Theta_d(1) by construction, not tuned per d.
+                       Both kappas are d-independent constants, so the dilated grids are Theta_d(1) by
+                       construction, not tuned per d.
 
 GM metrics (exact: no sampling noise)
     The GM dynamics reduce exactly. With mu_hat = 1/sqrt(d), y = mu_hat . x obeys a 1-D Heun recursion with
@@ -79,12 +66,8 @@ CW metrics (Monte Carlo over --samples draws, full d-dimensional sampling)
         N*                   fewest ladder N with flip rate < 0.01 and w1_abs_rel < 0.1.
 
 Modes
-    --quick   GM d in {10, 100, 1000, 10000}, ladder 2..512; CW d in {10, 100}, 1,000 samples, ladder
-              2..256, reference 256 levels, 128 profile draws. About 6 CPU minutes (1 thread), most of it in
-              the infogrid-solver and infogrid-calibrated rows; under 2 minutes without them.
-    (full)    GM d in {10, 100, 1000, 10000}, ladder 2..4096; CW d in {10, 100, 1000, 10000}, 4,000
-              samples, ladder 2..1024, reference 1024 levels, 512 profile draws. CW at d = 10^4 is
-              the expensive part (hours on CPU; use --device cuda).
+    --quick and the full run differ in dimensions, ladders, samples and reference levels (QUICK, FULL below).
+    CW at d = 10^4 is the expensive part of the full run (hours on CPU; use --device cuda).
 Expected shape (seed paper): VE-const recovers the mode weight in O(1) steps but the variance needs
 Theta(sqrt d); VP-const the reverse; EDM / log-uniform nearly d-independent.
 
@@ -107,9 +90,8 @@ import torch
 
 from cli_common import comma_list
 from dnnlib.util import write_json
-from infonoise.infogrid import VARIANTS, gaussian_surrogate, sigma_steps
 from infonoise.oracles import BayesDenoiser, CurieWeiss, GaussianMixture
-from training.grid_calibration import calibrate_tempered_grid, reference_samples
+from training.grid_calibration import NamedGrids
 from training.sampler import edm_sigma_steps, heun_sampler
 
 GRID_NAMES = ('edm', 'loguniform', 'infogrid-literal', 'infogrid-entropic', 'infogrid-blend',
@@ -125,50 +107,32 @@ GM_NODES = 4001                           # starting values of y on which the re
 ZOOM_POINTS, ZOOM_ROUNDS = 256, 2
 GL_NODES = 1024                           # Gauss-Legendre nodes per segment for the within-mode spread
 
-QUICK = dict(dims=(10, 100, 1000, 10000), cw_dims=(10, 100), ladder=(2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96,
-             128, 192, 256, 384, 512), cw_ladder=(2, 4, 8, 16, 32, 64, 128, 256), samples=1000,
-             ref_steps=256, profile_samples=128)
-FULL = dict(dims=(10, 100, 1000, 10000), cw_dims=(10, 100, 1000, 10000),
-            ladder=(2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
-                    3072, 4096),
-            cw_ladder=(2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
-            samples=4000, ref_steps=1024, profile_samples=512)
+LADDER = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+DIMS = (10, 100, 1000, 10000)
+QUICK = dict(dims=DIMS, cw_dims=DIMS[:2], ladder=tuple(n for n in LADDER if n <= 512),
+             cw_ladder=tuple(2 ** k for k in range(1, 9)), samples=1000, ref_steps=256, profile_samples=128)
+FULL = dict(dims=DIMS, cw_dims=DIMS, ladder=LADDER, cw_ladder=tuple(n for n in LADDER if n <= 1024), samples=4000,
+            ref_steps=1024, profile_samples=512)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Grids.
 
-def _piecewise_time(num_steps: int, start: float, end: float, breakpoint: Optional[float]) -> torch.Tensor:
-    """Natural times at i/(N-1), i = 0..N-1: uniform (breakpoint None) or the two-segment dilation."""
+def interpolant_sigma_steps(kind: str, num_steps: int, sigma_min: float, sigma_max: float,
+                            breakpoint: Optional[float] = None) -> torch.Tensor:
+    """The VE (kind 've': sigma(tau) = sigma_max (1 - tau)) or VP (kind 'vp': x_t = t x0 + sqrt(1 - t^2) eps, i.e.
+    sigma(t) = sqrt(1 - t^2)/t) levels at natural times i/(N-1), i = 0..N-1, from sigma_max to sigma_min, then 0:
+    uniform in time (breakpoint None) or the two-segment dilation with theta(1/2) = breakpoint (tau_b or t_b)."""
+    if kind == 've':
+        start, end = 0.0, 1.0 - sigma_min / sigma_max
+    else:
+        start, end = 1.0 / math.sqrt(1.0 + sigma_max ** 2), 1.0 / math.sqrt(1.0 + sigma_min ** 2)
     u = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)
-    if breakpoint is None:
-        return start + u * (end - start)
-    first = start + 2.0 * u * (breakpoint - start)
-    second = breakpoint + (2.0 * u - 1.0) * (end - breakpoint)
-    return torch.where(u <= 0.5, first, second)
-
-
-def ve_sigma_steps(num_steps: int, sigma_min: float, sigma_max: float,
-                   breakpoint_frac: Optional[float] = None) -> torch.Tensor:
-    """VE interpolant sigma(tau) = sigma_max (1 - tau); breakpoint_frac = 1 - tau_b (None: constant)."""
-    tau_end = 1.0 - sigma_min / sigma_max
-    tau_b = None
-    if breakpoint_frac is not None:
-        tau_b = min(max(1.0 - breakpoint_frac, 0.0), tau_end)
-    tau = _piecewise_time(num_steps, 0.0, tau_end, tau_b)
-    sigma = sigma_max * (1.0 - tau)
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.cat([sigma, sigma.new_zeros(1)])
-
-
-def vp_sigma_steps(num_steps: int, sigma_min: float, sigma_max: float,
-                   breakpoint: Optional[float] = None) -> torch.Tensor:
-    """VP interpolant x_t = t x0 + sqrt(1 - t^2) eps as sigma(t) = sqrt(1 - t^2)/t; breakpoint = t_b."""
-    t_start = 1.0 / math.sqrt(1.0 + sigma_max ** 2)
-    t_end = 1.0 / math.sqrt(1.0 + sigma_min ** 2)
-    t_b = None if breakpoint is None else min(max(breakpoint, t_start), t_end)
-    t = _piecewise_time(num_steps, t_start, t_end, t_b)
-    sigma = torch.sqrt((1.0 - t) * (1.0 + t)) / t
+    t = start + u * (end - start)
+    if breakpoint is not None:
+        b = min(max(breakpoint, start), end)
+        t = torch.where(u <= 0.5, start + 2.0 * u * (b - start), b + (2.0 * u - 1.0) * (end - b))
+    sigma = sigma_max * (1.0 - t) if kind == 've' else torch.sqrt((1.0 - t) * (1.0 + t)) / t
     sigma[0], sigma[-1] = sigma_max, sigma_min
     return torch.cat([sigma, sigma.new_zeros(1)])
 
@@ -182,30 +146,20 @@ def oracle_profile(rate_fn: Callable[[np.ndarray], np.ndarray], sigma_min: float
 
 
 def make_grid(name: str, num_steps: int, sigma_max: float, dim: int, mode_norm: float,
-              profile: Optional[dict], kappa_vp: float, kappa_ve: float,
-              sigma_min: float = SIGMA_MIN, surrogate: Optional[tuple] = None,
-              calibrator: Optional[Callable[[int], torch.Tensor]] = None) -> torch.Tensor:
+              profile: Optional[dict], kappa_vp: float, kappa_ve: float, sigma_min: float = SIGMA_MIN,
+              named: Optional[NamedGrids] = None) -> torch.Tensor:
     """The named sigma grid: num_steps levels from sigma_max to sigma_min, then 0 (float64, CPU).
 
-    surrogate: the profile's Gaussian surrogate for infogrid-solver (fitted here when None);
-    calibrator: num_steps -> calibrated grid, required for infogrid-calibrated.
+    named: the law's grids by name (`training.grid_calibration.NamedGrids`, which keeps the surrogate and the
+    calibrations; built here without calibration latents when None) for every name but the VE and VP ones.
     """
-    if name == 'infogrid-calibrated':
-        if calibrator is None:
-            raise ValueError('infogrid-calibrated needs a calibrator (see run_gm / run_cw)')
-        return torch.as_tensor(calibrator(num_steps), dtype=torch.float64).cpu()
-    if name in VARIANTS or name in ('edm', 'loguniform'):
-        grid, kwargs = VARIANTS.get(name, (name, {}))
-        return sigma_steps(grid, num_steps, sigma_min, sigma_max, profile, surrogate=surrogate, **kwargs)
-    if name == 've-const':
-        return ve_sigma_steps(num_steps, sigma_min, sigma_max)
+    if name in ('ve-const', 'vp-const'):
+        return interpolant_sigma_steps(name[:2], num_steps, sigma_min, sigma_max)
     if name == 've-dilated':
-        return ve_sigma_steps(num_steps, sigma_min, sigma_max, breakpoint_frac=kappa_ve / math.sqrt(dim))
-    if name == 'vp-const':
-        return vp_sigma_steps(num_steps, sigma_min, sigma_max)
+        return interpolant_sigma_steps('ve', num_steps, sigma_min, sigma_max, 1.0 - kappa_ve / math.sqrt(dim))
     if name == 'vp-dilated':
-        return vp_sigma_steps(num_steps, sigma_min, sigma_max, breakpoint=kappa_vp / mode_norm)
-    raise ValueError(f'unknown grid {name!r}')
+        return interpolant_sigma_steps('vp', num_steps, sigma_min, sigma_max, kappa_vp / mode_norm)
+    return (named or NamedGrids(None, profile, sigma_min, sigma_max))(name, num_steps)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,17 +219,6 @@ def gm_reduced_start(gm: GaussianMixture, n: int, sigma_max: float, generator: t
     y = c * gm.mu_norm + spread * torch.randn(n, dtype=torch.float64, generator=generator)
     z = spread * torch.randn(n, gm.dim - 1, dtype=torch.float64, generator=generator).norm(dim=1)
     return torch.stack([y, z], 1)
-
-
-def calibrator_for(net, profile: dict, x_start: torch.Tensor, sigma_max: float) -> Callable[[int], torch.Tensor]:
-    """num_steps -> the tempered grid calibrated on x_start (one fine reference run shared by all N)."""
-    latents = x_start.to(torch.float64) / sigma_max
-    reference = reference_samples(net, latents, sigma_min=SIGMA_MIN, sigma_max=sigma_max, ref_steps=CALIB_REF_STEPS)
-
-    def calibrate(num_steps: int) -> torch.Tensor:
-        return calibrate_tempered_grid(net, profile, num_steps, latents, sigma_min=SIGMA_MIN, sigma_max=sigma_max,
-                                       reference=reference, ref_steps=CALIB_REF_STEPS).sigma_steps
-    return calibrate
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -397,17 +340,15 @@ def run_gm(dims, grids, ladder, kappa_vp, kappa_ve, m=1.0, s=0.5, p=0.8, log=Non
         gm = GaussianMixture(d, m=m, s=s, p=p)
         sigma_max = 10.0 * gm.mu_norm
         profile = oracle_profile(gm.rate, SIGMA_MIN, sigma_max)
-        surrogate = gaussian_surrogate(profile, SIGMA_MIN, sigma_max) if 'infogrid-solver' in grids else None
-        calibrator = None
+        calib = None
         if 'infogrid-calibrated' in grids:
-            start = gm_reduced_start(gm, CALIB_LATENTS, sigma_max, torch.Generator().manual_seed(1000 + d))
-            calibrator = calibrator_for(ReducedGMNet(gm), profile, start, sigma_max)
+            calib = gm_reduced_start(gm, CALIB_LATENTS, sigma_max, torch.Generator().manual_seed(1000 + d)) / sigma_max
+        named = NamedGrids(ReducedGMNet(gm), profile, SIGMA_MIN, sigma_max, calib, calib_ref_steps=CALIB_REF_STEPS)
         for g in grids:
             if log:
                 log(f'GM d={d} grid={g}')
             per_n = {n: gm_metrics(gm, make_grid(g, n, sigma_max, d, gm.mu_norm, profile, kappa_vp, kappa_ve,
-                                                 surrogate=surrogate, calibrator=calibrator),
-                                   sigma_max) for n in ladder}
+                                                 named=named), sigma_max) for n in ladder}
             errors[g][str(d)] = {str(n): v for n, v in per_n.items()}
             n_star[g][str(d)] = _n_star(per_n, gm_passes)
     return {'law': {'name': 'GaussianMixture', 'm': m, 's': s, 'p': p},
@@ -423,9 +364,8 @@ def run_cw(dims, grids, ladder, samples, ref_steps, profile_samples, kappa_vp, k
         mode_norm = cw.m * math.sqrt(d)
         sigma_max = 10.0 * mode_norm
         gen = torch.Generator().manual_seed(seed + d)
-        needs_profile = any(g.startswith('infogrid-') for g in grids)
         profile = None
-        if needs_profile:
+        if any(g.startswith('infogrid-') for g in grids):
             if log:
                 log(f'CW d={d}: Monte Carlo profile')
             profile = oracle_profile(
@@ -440,19 +380,17 @@ def run_cw(dims, grids, ladder, samples, ref_steps, profile_samples, kappa_vp, k
         reference[str(d)] = {'steps': ref_steps, 'phase_weight': ref_weight, 'pi_plus': cw.pi_plus,
                              'phase_error': abs(ref_weight - cw.pi_plus),
                              'mean_abs_magnetization': float(ref_mag.abs().mean()), 'm': cw.m}
-        surrogate = gaussian_surrogate(profile, SIGMA_MIN, sigma_max) if 'infogrid-solver' in grids else None
-        calibrator = None
+        calib = None
         if 'infogrid-calibrated' in grids:
-            calib_start = (cw.sample(CALIB_LATENTS, generator=gen) + sigma_max * torch.randn(
-                CALIB_LATENTS, d, dtype=torch.float64, generator=gen)).to(device)
-            calibrator = calibrator_for(OracleNet(cw), profile, calib_start, sigma_max)
+            calib = (cw.sample(CALIB_LATENTS, generator=gen) + sigma_max * torch.randn(
+                CALIB_LATENTS, d, dtype=torch.float64, generator=gen)).to(device) / sigma_max
+        named = NamedGrids(OracleNet(cw), profile, SIGMA_MIN, sigma_max, calib, calib_ref_steps=CALIB_REF_STEPS)
         for g in grids:
             if log:
                 log(f'CW d={d} grid={g}')
             per_n = {}
             for n in ladder:
-                grid = make_grid(g, n, sigma_max, d, mode_norm, profile, kappa_vp, kappa_ve,
-                                 surrogate=surrogate, calibrator=calibrator)
+                grid = make_grid(g, n, sigma_max, d, mode_norm, profile, kappa_vp, kappa_ve, named=named)
                 mag = sample_exact(cw, x_start, grid).mean(1).cpu()
                 per_n[n] = cw_metrics(cw, mag, ref_mag)
             errors[g][str(d)] = {str(n): v for n, v in per_n.items()}
@@ -471,31 +409,6 @@ def markdown_table(title: str, result: dict, dims, ladder) -> str:
         cells = [str(row[str(d)]) if row[str(d)] is not None else f'>{max(ladder)}' for d in dims]
         lines.append(f'| {g} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
-
-
-def _run_all(models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_steps, profile_samples,
-             kappa_vp, kappa_ve, seed, device):
-    """Run the selected laws; returns (JSON-ready results, markdown tables)."""
-    def log(msg):
-        click.echo(msg, err=True)
-
-    began = time.time()
-    results = {'settings': {'grids': list(grids), 'sigma_min': SIGMA_MIN, 'sigma_max': '10 m sqrt(d)',
-                            'kappa_vp': kappa_vp, 'kappa_ve': kappa_ve, 'seed': seed,
-                            'sampler': 'EDM Heun, S_churn=0, Euler last step; NFE = 2N - 1'}}
-    out = []
-    if 'gm' in models:
-        results['gm'] = run_gm(dims, grids, ladder, kappa_vp, kappa_ve, log=log)
-        results['gm']['ladder'] = list(ladder)
-        out.append(markdown_table('Gaussian mixture (m = 1, s = 0.5, p = 0.8)', results['gm'], dims, ladder))
-    if 'cw' in models:
-        results['cw'] = run_cw(cw_dims, grids, cw_ladder, samples, ref_steps, profile_samples, kappa_vp,
-                               kappa_ve, seed, device, log=log)
-        results['cw']['ladder'] = list(cw_ladder)
-        out.append(markdown_table(f'Curie-Weiss two-phase (beta = 2, h = 1/2 log 4; {samples} samples)',
-                                  results['cw'], cw_dims, cw_ladder))
-    results['settings']['seconds'] = round(time.time() - began, 1)
-    return results, out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -538,14 +451,26 @@ def main(quick, models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_st
     except (RuntimeError, ValueError):
         raise click.BadParameter(f'device {device!r} is not available here', param_hint='--device')
 
+    log = functools.partial(click.echo, err=True)
+    began = time.time()
+    results: dict = {'settings': {'grids': list(grids), 'sigma_min': SIGMA_MIN, 'sigma_max': '10 m sqrt(d)',
+                                  'kappa_vp': kappa_vp, 'kappa_ve': kappa_ve, 'seed': seed,
+                                  'sampler': 'EDM Heun, S_churn=0, Euler last step; NFE = 2N - 1'}}
+    out = []
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        results, out = _run_all(models, grids, dims, cw_dims, ladder, cw_ladder, samples, ref_steps,
-                                profile_samples, kappa_vp, kappa_ve, seed, device)
+        if 'gm' in models:
+            results['gm'] = dict(run_gm(dims, grids, ladder, kappa_vp, kappa_ve, log=log), ladder=list(ladder))
+            out.append(markdown_table('Gaussian mixture (m = 1, s = 0.5, p = 0.8)', results['gm'], dims, ladder))
+        if 'cw' in models:
+            results['cw'] = dict(run_cw(cw_dims, grids, cw_ladder, samples, ref_steps, profile_samples, kappa_vp,
+                                        kappa_ve, seed, device, log=log), ladder=list(cw_ladder))
+            out.append(markdown_table(f'Curie-Weiss two-phase (beta = 2, h = 1/2 log 4; {samples} samples)',
+                                      results['cw'], cw_dims, cw_ladder))
     finally:
         torch.set_num_threads(previous_threads)
-    results['settings'].update(quick=quick, threads=threads)
+    results['settings'].update(seconds=round(time.time() - began, 1), quick=quick, threads=threads)
     click.echo('\n'.join(out))
     if json_path:
         try:

@@ -4,33 +4,24 @@ For every snapshot, solver, NFE and grid, the same latents go through training.s
 that grid. Two measures:
 
     metric  the snapshot's domain metric on each of --sets latent sets of --num latents (lower is better):
-            fd-digits / fd-digits-binary (Fréchet distance in the digit classifier's features,
-            training/metrics/digit_features.py), fd-mnist / fd-mnist-binary (training/metrics/
-            mnist_features.py), or a name of training.metrics.registry (fd-dna, kmer-dna, motif-dna, ...)
-            evaluated on the harness's own samples through registry.evaluate_samples(names, samples,
-            classes, dataset_kwargs) -> {name: value}. --metric auto picks it from the snapshot's dataset.
+            fd-digits(-binary) and fd-mnist(-binary) (Fréchet distance in the classifiers' features,
+            training/metrics/digit_features.py and mnist_features.py), or any training.metrics.registry name
+            (fd-dna, kmer-dna, motif-dna, ...) evaluated on the harness's own samples through
+            registry.evaluate_samples. --metric auto picks it from the snapshot's dataset.
     traj    trajectory error: root-mean-square distance per element between the end points and a fine
             reference run from the same latents (deterministic Heun on EDM's ρ = 7 grid, --ref-steps
             levels), on the first --traj-num latents of each set. Cheap and low-noise; not defined for
             the stochastic sampler.
 
-Grids (N nonzero levels from σ_max = 80 to σ_min = 0.002, clamped to the network's range, then 0):
-    edm                  EDM's ρ-grid, ρ = 7 (generate.py's default)
-    infogrid-literal     Eq. 19 as written (infonoise.infogrid_sigma_steps, measure literal, floor 0)
-    infogrid-entropic    entropic time, u ∝ ∫ r dσ
-    infogrid-blend       literal measure blended 50/50 with log-uniform (generate.py --infogrid's default)
-    loguniform           equal steps in log σ
-    infogrid-tempered    EDM's ρ = 7 spacing tilted by the information density to the power γ = 0.5
-                         (infonoise.infogrid.tempered_sigma_steps)
-    infogrid-solver      every step has the same error of the solver on a Gaussian surrogate fitted to the
-                         profile (infonoise.infogrid.solver_aware_sigma_steps; Euler's error for euler)
-    infogrid-calibrated  the tempered grid with (γ, ρ) chosen per NFE and solver by trajectory error on
-                         --calibrate separate latents (training.grid_calibration; generate.py
-                         --infogrid-calibrate N); the sde solver uses Heun's calibration
+Grids (N nonzero levels from σ_max = 80 to σ_min = 0.002, clamped to the network's range, then 0): edm (EDM's
+ρ = 7 grid, generate.py's default), loguniform, the constructions of infonoise.infogrid.VARIANTS on the snapshot's
+profile (infogrid-blend is generate.py --infogrid's default), and infogrid-calibrated: the tempered grid with
+(γ, ρ) chosen per NFE and solver by trajectory error on --calibrate separate latents (training.grid_calibration;
+generate.py --infogrid-calibrate N); the sde solver uses Heun's calibration.
 
-Solvers: heun (NFE = 2N − 1), euler (NFE = N), sde (EDM's stochastic Heun with S_churn = 40,
-S_min = 0.05, S_max = 50, S_noise = 1.003, NFE = 2N − 1; metric only). An NFE that a solver cannot
-reach exactly (an even NFE for Heun) is skipped for that solver, and the run says so in one line.
+Solvers: heun (NFE = 2N − 1), euler (NFE = N), sde (EDM's stochastic Heun with the settings SDE below,
+NFE = 2N − 1; metric only). An NFE that a solver cannot reach exactly (an even NFE for Heun) is skipped for
+that solver, and the run says so in one line.
 
 Outputs in --outdir: bench_infogrid.json (every value, per set), bench_infogrid.md (tables: metric mean
 over the sets and trajectory error, one row per grid, one column per NFE; the best value of each column
@@ -43,13 +34,13 @@ With --merge alone nothing is sampled. --converged-steps N adds the metric of a 
 N levels, Heun) on the same latent sets: the metric without discretization error. A grid that scores
 better than that is helped by its discretization bias, not by its accuracy; the table and plot show it.
 
---quick: the digits demo in about 5 minutes of 2 CPU cores: NFE 5, 7, 11, 17, 35; Heun; 2 sets of 100
-latents; trajectory error on 16 per set; 8 calibration latents. Without --network it reuses the newest
+--quick: the digits demo (QUICK below) in about 5 minutes of 2 CPU cores. Without --network it reuses the newest
 snapshot under OUTDIR/train or trains one first (`python train.py --preset digits-demo`, ~5 CPU minutes).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import glob
 import json
 import math
@@ -66,9 +57,9 @@ import torch
 import infonoise
 from cli_common import comma_list
 from dnnlib.util import atomic_write, write_json
-from infonoise.infogrid import TEMPERED_GAMMA, VARIANTS, gaussian_surrogate, sigma_steps
+from infonoise.infogrid import TEMPERED_GAMMA
 from training import network_io, sampler
-from training.grid_calibration import calibrate_tempered_grid, reference_samples, trajectory_error
+from training.grid_calibration import CalibrationResult, NamedGrids, reference_samples, trajectory_error
 from training.networks import data_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,18 +127,14 @@ def resolve_metric(name: str, snapshot: dict) -> tuple[str, Metric]:
     if name in BUILTIN_METRICS:
         return name, BUILTIN_METRICS[name]()
     from training.metrics import registry
-    known = getattr(registry, 'METRICS', ())
-    if name not in known:
-        raise ValueError(f'unknown metric {name!r}; choose from {", ".join(sorted(set(BUILTIN_METRICS) | set(known)))}')
-    evaluate = getattr(registry, 'evaluate_samples', None)
-    if evaluate is None:
-        raise ValueError(f'metric {name!r} needs training.metrics.registry.evaluate_samples(names, samples, classes, '
-                         'dataset_kwargs), which this checkout lacks')
+    if name not in registry.METRICS:
+        known = ', '.join(sorted(set(BUILTIN_METRICS) | set(registry.METRICS)))
+        raise ValueError(f'unknown metric {name!r}; choose from {known}')
     dataset_kwargs = snapshot.get('dataset_kwargs')
 
     def value(samples: torch.Tensor, classes: Optional[torch.Tensor]) -> float:
         classes_np = None if classes is None else classes.numpy()
-        return float(evaluate([name], samples, classes_np, dataset_kwargs)[name])
+        return float(registry.evaluate_samples([name], samples, classes_np, dataset_kwargs)[name])
     return name, value
 
 
@@ -170,55 +157,6 @@ def unreachable_note(solvers, nfe_list) -> Optional[str]:
             rule = 'N' if solver == 'euler' else '2N − 1'
             parts.append(f'{solver} cannot reach NFE {", ".join(missing)} (its NFE is {rule})')
     return f'Skipped: {"; ".join(parts)}.' if parts else None
-
-
-class GridMaker:
-    """Builds the named grids for one network and profile; caches the surrogate and the calibrations."""
-
-    def __init__(self, net: Any, profile: dict, calib_latents: Optional[torch.Tensor],
-                 calib_labels: Optional[torch.Tensor], calib_ref_steps: int, log: Callable[[str], None]):
-        self.net = net                                  # the denoiser (for rounding and calibration)
-        self.profile = profile                          # InfoNoise profile (numpy arrays)
-        self.lo = max(SIGMA_MIN, float(getattr(net, 'sigma_min', 0.0)))
-        self.hi = min(SIGMA_MAX, float(getattr(net, 'sigma_max', math.inf)))
-        self.calib_latents = calib_latents              # latents for infogrid-calibrated (None: off)
-        self.calib_labels = calib_labels                # their class labels
-        self.calib_ref_steps = calib_ref_steps          # levels of the calibration reference
-        self.log = log
-        self._surrogate = None
-        self._calib_reference = None
-        self.calibrations: dict[str, dict[int, dict]] = {}
-
-    def surrogate(self):
-        if self._surrogate is None:
-            self._surrogate = gaussian_surrogate(self.profile, self.lo, self.hi)
-        return self._surrogate
-
-    def calibrated(self, solver: str, num_steps: int) -> torch.Tensor:
-        if self.calib_latents is None:
-            raise ValueError('infogrid-calibrated needs calibration latents (--calibrate N > 0)')
-        kind = 'euler' if solver == 'euler' else 'heun'
-        done = self.calibrations.setdefault(kind, {})
-        if num_steps not in done:
-            if self._calib_reference is None:
-                self._calib_reference = reference_samples(self.net, self.calib_latents, self.calib_labels, self.lo,
-                                                          self.hi, self.calib_ref_steps)
-            result = calibrate_tempered_grid(self.net, self.profile, num_steps, self.calib_latents, self.calib_labels,
-                                             self.lo, self.hi, solver=kind, reference=self._calib_reference,
-                                             ref_steps=self.calib_ref_steps)
-            self.log(f'  calibrated {kind} N={num_steps}: gamma={result.gamma:g} rho={result.rho:g} '
-                     f'(error {result.error:.4g} vs EDM {result.edm_error:.4g}, {result.seconds:.1f} s)')
-            done[num_steps] = result.summary()
-        return torch.tensor(done[num_steps]['sigma_steps'], dtype=torch.float64)
-
-    def __call__(self, name: str, solver: str, num_steps: int) -> torch.Tensor:
-        if name == 'infogrid-calibrated':
-            return self.calibrated(solver, num_steps)
-        grid, kwargs = VARIANTS.get(name, (name, {}))
-        if grid == 'solver-aware':
-            kwargs = dict(solver='euler' if solver == 'euler' else 'heun', surrogate=self.surrogate())
-        return sigma_steps(grid, num_steps, self.lo, self.hi, self.profile,
-                           round_sigma=getattr(self.net, 'round_sigma', None), **kwargs)
 
 
 def make_latents(net: Any, num: int, seed: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -264,22 +202,30 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
         raise ValueError(f'{path} has no InfoNoise profile (train with --sigma-dist infonoise)')
     profile = infonoise.profile_from_json(dict(snapshot['infonoise']))
     metric_name, metric = resolve_metric(metric_name, snapshot)
+    lo = max(SIGMA_MIN, float(getattr(net, 'sigma_min', 0.0)))
+    hi = min(SIGMA_MAX, float(getattr(net, 'sigma_max', math.inf)))
     calib_latents = calib_labels = None
-    if calibrate > 0 and 'infogrid-calibrated' in grids:
+    if 'infogrid-calibrated' in grids:
+        if calibrate == 0:
+            raise ValueError('infogrid-calibrated needs calibration latents (--calibrate N > 0)')
         calib_latents, calib_labels = make_latents(net, calibrate, seed + 10_007)
-    maker = GridMaker(net, profile, calib_latents, calib_labels, calib_ref_steps, log)
+
+    def calibrated(solver: str, n: int, r: CalibrationResult) -> None:
+        log(f'  calibrated {solver} N={n}: gamma={r.gamma:g} rho={r.rho:g} (error {r.error:.4g} vs EDM '
+            f'{r.edm_error:.4g}, {r.seconds:.1f} s)')
+    maker = NamedGrids(net, profile, lo, hi, calib_latents, calib_labels, calib_ref_steps, calibrated)
     latent_sets = [make_latents(net, num, seed + s) for s in range(sets)]
     references = []
     if any(s != 'sde' for s in solvers):
         for s, (lat, lab) in enumerate(latent_sets):
             log(f'{os.path.basename(path)}: reference run, set {s} ({traj_num} latents, {ref_steps} levels)')
             references.append(reference_samples(net, lat[:traj_num], None if lab is None else lab[:traj_num],
-                                                maker.lo, maker.hi, ref_steps).cpu())
+                                                lo, hi, ref_steps).cpu())
     converged = None
     if converged_steps:
         # The metric without discretization error (to a good approximation): a grid that beats it at
         # some NFE is helped by its discretization bias, not by accuracy.
-        grid = maker('edm', 'heun', converged_steps)
+        grid = maker('edm', converged_steps)
         values = [float(metric(run_sampler(net, lat, lab, grid, 'heun', seed + 100 * s + converged_steps, batch),
                                None if lab is None else lab.argmax(1)))
                   for s, (lat, lab) in enumerate(latent_sets)]
@@ -293,7 +239,7 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
             if n is None:
                 continue
             for name in grids:
-                grid = maker(name, solver, n)
+                grid = maker(name, n, 'euler' if solver == 'euler' else 'heun')   # sde: Heun's grids
                 cell = {'num_steps': n, 'sigma_steps': [float(v) for v in grid], 'metric': [], 'traj': []}
                 for s, (lat, lab) in enumerate(latent_sets):
                     x = run_sampler(net, lat, lab, grid, solver, seed + 100 * s + n, batch)
@@ -305,9 +251,9 @@ def bench_snapshot(path: str, snapshot: dict, metric_name: str, grids, solvers, 
                 results.setdefault(solver, {}).setdefault(name, {})[str(nfe)] = cell
                 log(f'  {solver} NFE {nfe:>3} {name:<20} {metric_name} {cell["metric_mean"]:8.3f}'
                     + (f'  traj {cell["traj_mean"]:.4g}' if cell['traj'] else ''))
+    calibration = {kind: {n: r.summary() for n, r in done.items()} for kind, done in maker.calibrations.items()}
     return {'metric': metric_name, 'dataset_kwargs': snapshot.get('dataset_kwargs'), 'results': results,
-            'converged': converged,
-            'calibration': maker.calibrations, 'sigma_range': [maker.lo, maker.hi],
+            'converged': converged, 'calibration': calibration, 'sigma_range': [lo, hi],
             'seconds': round(time.time() - began, 1)}
 
 
@@ -591,9 +537,7 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
     calib_ref_steps = calib_ref_steps or preset['calib_ref_steps']
     if threads:
         torch.set_num_threads(threads)
-
-    def log(msg: str) -> None:
-        click.echo(msg, err=True)
+    log = functools.partial(click.echo, err=True)
     note = unreachable_note(solvers, nfe)
     if note is not None:
         log(note)

@@ -64,20 +64,17 @@ def bench_device(device: torch.device, batch: int, steps: int, refreshes: int, n
                 us_per_step=per_step * 1e6, us_per_sample=per_sample * 1e6, us_per_refresh=per_refresh * 1e6)
 
 
-def _rival(name: str, grid: 'infonoise.SigmaGrid', device: torch.device, refresh_every: int):
-    if name == 'laplace':
-        return infonoise.LaplaceSampler()
-    cls = {'loss-second-moment': infonoise.LossSecondMomentSampler, 'kingma-gao': infonoise.KingmaGaoSampler,
-           'cdcd': infonoise.CDCDSampler}[name]
-    return cls(grid, history=10, uniform=0.001, refresh_every=refresh_every, device=device)
-
-
 def bench_rival(name: str, device: torch.device, batch: int, steps: int, num_bins: int,
                 refresh_every: int = 1) -> float:
     """µs per training step of a rival in steady state (its table already left the uniform start), its table
     rebuilt every `refresh_every` steps."""
-    grid = infonoise.SigmaGrid(0.002, 80.0, num_bins)
-    sampler = _rival(name, grid, device, refresh_every)
+    if name == 'laplace':
+        sampler = infonoise.LaplaceSampler()
+    else:
+        cls = {'loss-second-moment': infonoise.LossSecondMomentSampler, 'kingma-gao': infonoise.KingmaGaoSampler,
+               'cdcd': infonoise.CDCDSampler}[name]
+        sampler = cls(infonoise.SigmaGrid(0.002, 80.0, num_bins), history=10, uniform=0.001,
+                      refresh_every=refresh_every, device=device)
     gen = torch.Generator(device=device).manual_seed(0)
     loss = torch.rand(batch, device=device, generator=gen)
     weight = getattr(sampler, 'importance_weight', None)

@@ -52,6 +52,7 @@ from torch_utils.timing import Stopwatch, synchronize
 PHASES = ('data', 'forward', 'stats', 'sampler', 'backward', 'nonfinite', 'optimizer', 'ema', 'other')
 LOOP_ONLY = ('data', 'stats', 'sampler', 'nonfinite', 'ema', 'other')   # work the network-only step does not do
 STARTUP = ('startup:data', 'startup:network', 'startup:files')
+PRESETS = {'digits-demo': 'digits-demo', 'cifar10': 'cifar10-uncond'}   # --config -> the train.py preset it measures
 
 
 def _write_png_zip(path: str, images: Any) -> None:
@@ -84,8 +85,8 @@ def digits_image_zip(path: str, resolution: int = 32) -> None:
 
 def build_config(name: str, dist: str | None, steps: int, device: str, workdir: str,
                  overrides: dict | None = None, fast: dict | None = None,
-                 data_loader: dict | None = None, data_size: int = 2048) -> tuple[dict, dict, int]:
-    """(training_loop config, dataset facts, preset threads) for `steps` steps of preset `name`.
+                 data_loader: dict | None = None, data_size: int = 2048) -> tuple[dict, dict]:
+    """(training_loop config, dataset facts) for `steps` steps of preset `name` (a key of PRESETS).
 
     dist: σ distribution (None: the preset's); overrides: extra train.py options (batch, cbase, fp16, ...);
     fast: extra fast_paths entries (fused_adam, compile_mode); data_loader: extra data_loader_kwargs;
@@ -94,16 +95,12 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
     from training import options as O
     from training.dataset import open_dataset
     opts_given = dict(seed=0, grid=0, plot=False, device=device, lr_rampup=0.0)
-    if name == 'digits-demo':
-        preset = O.load_preset('digits-demo')
-    elif name == 'cifar10':
-        preset = O.load_preset('cifar10-uncond')
+    preset = O.load_preset(PRESETS[name])
+    if name == 'cifar10':
         data = os.path.join(workdir, f'random-32x32-{data_size}.zip')
         if not os.path.exists(data):
             random_image_zip(data, data_size)
         opts_given.update(data=data, workers=2)
-    else:
-        raise ValueError(f'unknown benchmark config {name!r}')
     if dist is not None:
         opts_given['sigma_dist'] = dist
     opts_given.update(overrides or {})
@@ -119,7 +116,7 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
     config.update(snapshot_ticks=None, state_dump_ticks=None, kimg_per_tick=1e9)
     config['fast_paths'] = dict(config['fast_paths'], **(fast or {}))
     config['data_loader_kwargs'] = dict(config['data_loader_kwargs'], **(data_loader or {}))
-    return config, facts, int(opts['threads'])
+    return config, facts
 
 
 class LapTimer:
@@ -144,10 +141,6 @@ class LapTimer:
         """Forget the step phases so far (start of the steady state)."""
         self.totals = {}
         self._prev = time.perf_counter()
-
-
-def _no_lap(name: str) -> None:
-    pass
 
 
 class _Clock:
@@ -218,7 +211,7 @@ def measure_network(config: dict, steps: int, warmup: int, device: str, timed: b
     augment_dim = int(config['network_kwargs'].get('augment_dim', 0))
     augment_labels = torch.zeros([batch, augment_dim], device=dev) if config['augment_kwargs'] else None
     timer = LapTimer(dev.type == 'cuda') if timed else None
-    lap = timer if timer is not None else _no_lap
+    lap = timer if timer is not None else (lambda name: None)
     clock = _Clock(device, warmup, steps, timer)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -292,7 +285,7 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
 
 def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, workdir: str,
                   overrides: dict | None = None, fast: dict | None = None, data_loader: dict | None = None,
-                  compare_sigma: bool = False, threads: int = 0, imports_s: float | None = None,
+                  compare_sigma: bool = False, imports_s: float | None = None,
                   breakdown: bool = True, sync_check: bool = False, data_size: int = 2048) -> dict:
     """Interleaved network-only and loop measurements of one preset; see the module docstring.
 
@@ -304,8 +297,7 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
     import torch
     cuda = torch.device(device).type == 'cuda'
     extra = dict(overrides=overrides, fast=fast, data_loader=data_loader, data_size=data_size)
-    config, facts, preset_threads = build_config(name, None, steps, device, workdir, **extra)
-    torch.set_num_threads(threads or preset_threads or torch.get_num_threads())
+    config, facts = build_config(name, None, steps, device, workdir, **extra)
     sampler = (config['sigma_sampler_kwargs'] or {}).get('class_name', '')
     dist = 'infonoise' if sampler.endswith('InfoNoiseSampler') else 'lognormal'
     other = 'lognormal' if dist == 'infonoise' else 'infonoise'
@@ -397,11 +389,9 @@ FAST_PATHS = {'exact': {}, 'sdpa': dict(sdpa=True), 'channels_last': dict(channe
 
 
 def run_paths(name: str, device: str, reps: int, steps: int, warmup: int, workdir: str, paths: list[str],
-              overrides: dict | None = None, fast: dict | None = None, threads: int = 0, data_size: int = 2048) -> dict:
+              overrides: dict | None = None, fast: dict | None = None, data_size: int = 2048) -> dict:
     """Median img/s of `measure_network` per fast path over `reps` interleaved repetitions; one record per path."""
     import torch
-    torch.set_num_threads(threads or build_config(name, None, steps, device, workdir, overrides, fast,
-                                                  data_size=data_size)[2] or torch.get_num_threads())
     samples: dict[str, list[dict]] = {p: [] for p in paths}
     notes: dict[str, str] = {}
     batch = None
@@ -411,8 +401,8 @@ def run_paths(name: str, device: str, reps: int, steps: int, warmup: int, workdi
                 notes[path] = 'CUDA only'
             if path in notes:
                 continue
-            config, facts, _ = build_config(name, None, steps, device, workdir,
-                                            dict(overrides or {}, **FAST_PATHS[path]), fast, data_size=data_size)
+            config, _ = build_config(name, None, steps, device, workdir, dict(overrides or {}, **FAST_PATHS[path]),
+                                     fast, data_size=data_size)
             batch = int(config['batch_size'])
             try:
                 samples[path].append(measure_network(config, steps, warmup, device, timed=False))
@@ -448,15 +438,14 @@ def format_paths(r: dict) -> list[str]:
 # --mode generate: generate.py's sampling path.
 
 def run_generate(name: str, device: str, reps: int, nfe: int, batch: int, workdir: str,
-                 overrides: dict | None = None, threads: int = 0, data_size: int = 2048) -> dict:
+                 overrides: dict | None = None, data_size: int = 2048) -> dict:
     """Images/s of `generation.sample_batch` at `nfe` (Heun, NFE = 2N − 1) after one warm-up batch."""
     import torch
 
     from training import generation
     from training.networks import data_shape
     num_steps = (nfe + 1) // 2
-    config, facts, preset_threads = build_config(name, None, 1, device, workdir, overrides, data_size=data_size)
-    torch.set_num_threads(threads or preset_threads or torch.get_num_threads())
+    config, facts = build_config(name, None, 1, device, workdir, overrides, data_size=data_size)
     net = build_network(config, facts, device).eval().requires_grad_(False)
     opts = generation.SamplerOptions(num_steps=num_steps)
     sigma_steps = generation.resolve_sigma_steps(net, opts)
@@ -642,20 +631,22 @@ def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, 
     device = 'cuda' if cuda and name == 'cifar10' else 'cpu'
     if name == 'cifar10' and not cuda:
         raise click.ClickException('--config cifar10 needs a CUDA device.')
+    from training.options import load_preset
+    torch.set_num_threads(threads or int(load_preset(PRESETS[name])['options'].get('threads', 0))
+                          or torch.get_num_threads())
     overrides = {k: v for k, v in dict(batch=batch, cbase=cbase).items() if v is not None}
     overrides.update(bf16=bf16, fp16=fp16, compile=compile_, sdpa=sdpa, channels_last=channels_last)
     fast = dict(fused_adam=fused_adam, compile_mode=compile_mode)
     data_loader = dict(resident=None if loader == 'auto' else loader == 'resident')
     with tempfile.TemporaryDirectory() as workdir:
         if mode == 'paths':
-            result = run_paths(name, device, reps, steps, warmup, workdir, list(paths), overrides, fast, threads,
-                               data_size)
+            result = run_paths(name, device, reps, steps, warmup, workdir, list(paths), overrides, fast, data_size)
         elif mode == 'generate':
             result = run_generate(name, device, reps, nfe, 8 if quick else batch or 64, workdir, dict(fp16=fp16),
-                                  threads, data_size)
+                                  data_size)
         else:
             result = run_benchmark(name, device, reps, steps, warmup, workdir, overrides, fast, data_loader,
-                                   compare_sigma, threads, imports_s, breakdown, sync_check, data_size)
+                                   compare_sigma, imports_s, breakdown, sync_check, data_size)
     result.update(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, quick=quick, loader=loader,
                   device_name=torch.cuda.get_device_name() if device == 'cuda' else 'cpu')
     if json_path:

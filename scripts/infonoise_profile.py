@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-
-
 from typing import Any, Callable
 
 import click
@@ -35,6 +33,7 @@ import tqdm
 import infonoise
 from dnnlib import util
 from training import generation
+from training.grid_calibration import NamedGrids
 from training.metrics import plotting
 
 EXAMPLES = """\b
@@ -52,9 +51,10 @@ Examples:
   python -m scripts.infonoise_profile plot profile.json --outdir plots --steps 18 --grid grid.json
 """
 
-# The InfoGrid variants compared in grids.png: (label, measure, floor).
-INFOGRID_VARIANTS = (('InfoGrid literal', 'literal', 0.0), ('InfoGrid entropic', 'entropic', 0.0),
-                     ('InfoGrid literal + 50% log-uniform', 'literal', 0.5))
+# The σ grids compared in grids.png: label -> name (training.grid_calibration.NamedGrids); the infogrid-* ones only
+# for a profile with an entropy rate.
+COMPARED_GRIDS = {'EDM ρ=7': 'edm', 'log-uniform': 'loguniform', 'InfoGrid literal': 'infogrid-literal',
+                  'InfoGrid entropic': 'infogrid-entropic', 'InfoGrid literal + 50% log-uniform': 'infogrid-blend'}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,22 +126,12 @@ def oracle_mse(data: np.ndarray, sigma: np.ndarray, num_samples: int, seed: int)
     return np.asarray(mmse) / oracle.dim
 
 
-def annotate(profile: dict, **meta: Any) -> dict:
-    """The profile as JSON-ready data with provenance fields added."""
-    out = infonoise.profile_to_json(profile)
-    out.update({k: v for k, v in meta.items() if v is not None})
-    return out
-
-
 def compare_grids(profile: dict, num_steps: int, sigma_min: float, sigma_max: float) -> dict[str, list[float]]:
-    """EDM's ρ=7 grid, a log-uniform grid and (for a profile with an entropy rate, `infonoise.infogrid.has_rate`)
-    the InfoGrid variants, each with num_steps nonzero σ's."""
-    grids = {'EDM ρ=7': infonoise.sigma_steps('edm', num_steps, sigma_min, sigma_max).tolist(),
-             'log-uniform': np.geomspace(sigma_max, sigma_min, num_steps).tolist() + [0.0]}
-    for label, measure, floor in INFOGRID_VARIANTS if infonoise.infogrid.has_rate(profile) else ():
-        grids[label] = infonoise.sigma_steps('eq19', num_steps, sigma_min, sigma_max, profile, measure=measure,
-                                             floor=floor).tolist()
-    return grids
+    """The COMPARED_GRIDS with num_steps nonzero σ's each (the InfoGrid ones only when the profile has an entropy
+    rate, `infonoise.infogrid.has_rate`)."""
+    grids = NamedGrids(None, profile, sigma_min, sigma_max)
+    return {label: grids(name, num_steps).tolist() for label, name in COMPARED_GRIDS.items()
+            if infonoise.infogrid.has_rate(profile) or not name.startswith('infogrid-')}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -237,9 +227,11 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
-    record = annotate(profile, source='oracle' if oracle else 'network', network=network, data=data_spec,
-                      num_items=len(dataset), per_bin=per_bin, weight=weight, sigma_data=sigma_data,
-                      endpoint=endpoint, floor=floor, seed=seed)
+    record = infonoise.profile_to_json(profile)   # with its provenance
+    record.update(source='oracle' if oracle else 'network', network=network, data=data_spec, num_items=len(dataset),
+                  per_bin=per_bin, weight=weight, sigma_data=sigma_data, endpoint=endpoint, floor=floor, seed=seed)
+    if network is None:
+        del record['network']
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     util.write_json(out_path, record)
     pivot = profile.get('pivot', math.nan)

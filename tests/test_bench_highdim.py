@@ -10,6 +10,7 @@ from scipy import stats
 
 from infonoise.oracles import CurieWeiss, GaussianMixture
 from scripts import bench_highdim as bench
+from training.grid_calibration import NamedGrids
 
 
 def _gen(seed):
@@ -21,8 +22,8 @@ def _noisy_start(oracle, n, sigma_max, seed):
     return oracle.sample(n, generator=g) + sigma_max * torch.randn(n, oracle.dim, dtype=torch.float64, generator=g)
 
 
-def _grid(name, n, gm, sigma_max, profile=None, calibrator=None):
-    return bench.make_grid(name, n, sigma_max, gm.dim, gm.mu_norm, profile, 3.0, 1.0, calibrator=calibrator)
+def _grid(name, n, gm, sigma_max, profile=None, named=None):
+    return bench.make_grid(name, n, sigma_max, gm.dim, gm.mu_norm, profile, 3.0, 1.0, named=named)
 
 
 @pytest.mark.parametrize('name,num_steps', [('edm', 8), ('vp-dilated', 7), ('ve-const', 5), ('loguniform', 2)])
@@ -75,11 +76,12 @@ def test_grid_layout(name, num_steps):
     gm = GaussianMixture(100)
     sigma_max = 10 * gm.mu_norm
     profile = bench.oracle_profile(gm.rate, bench.SIGMA_MIN, sigma_max)
-    calibrator = None
+    named = None
     if name == 'infogrid-calibrated':
         start = bench.gm_reduced_start(gm, 8, sigma_max, _gen(7))
-        calibrator = bench.calibrator_for(bench.ReducedGMNet(gm), profile, start, sigma_max)
-    grid = _grid(name, num_steps, gm, sigma_max, profile, calibrator)
+        named = NamedGrids(bench.ReducedGMNet(gm), profile, bench.SIGMA_MIN, sigma_max, start / sigma_max,
+                           calib_ref_steps=bench.CALIB_REF_STEPS)
+    grid = _grid(name, num_steps, gm, sigma_max, profile, named)
     assert grid.dtype == torch.float64 and grid.shape == (num_steps + 1,)
     assert grid[0].item() == pytest.approx(sigma_max, rel=1e-12)
     assert grid[-2].item() == pytest.approx(bench.SIGMA_MIN, rel=1e-9)

@@ -10,7 +10,7 @@ from infonoise.infogrid import (gaussian_surrogate, loguniform_sigma_steps, solv
                                 surrogate_step_error, tempered_sigma_steps)
 from scripts import bench_highdim as bench
 from training import sampler as samplers
-from training.grid_calibration import calibrate_tempered_grid, reference_samples, trajectory_error
+from training.grid_calibration import NamedGrids, calibrate_tempered_grid, reference_samples, trajectory_error
 
 LO, HI = 0.002, 80.0
 
@@ -215,6 +215,28 @@ def test_calibration_rejects_bad_arguments():
         calibrate_tempered_grid(bench.ReducedGMNet(gm), prof, 5, lat, solver='rk4')
     with pytest.raises(ValueError, match='num_steps'):
         calibrate_tempered_grid(bench.ReducedGMNet(gm), prof, 1, lat)
+
+
+def test_named_grids_build_each_row_once_and_calibrate_per_solver_and_n():
+    gm, prof = gm_profile(20, sigma_max=10 * math.sqrt(20))
+    sigma_max = 10 * gm.mu_norm
+    net, lat = bench.ReducedGMNet(gm), _reduced_latents(gm, 8, sigma_max, 3)
+    seen = []
+    grids = NamedGrids(net, prof, LO, sigma_max, lat, calib_ref_steps=64, on_calibrated=lambda *a: seen.append(a[:2]))
+    # Every name but the calibrated one is the library's grid of that name with the variant's settings.
+    assert torch.equal(grids('edm', 6), samplers.edm_sigma_steps(6, LO, sigma_max))
+    assert torch.equal(grids('infogrid-blend', 6), infogrid_sigma_steps(prof, 6, LO, sigma_max, floor=0.5))
+    assert torch.equal(grids('infogrid-solver', 6, 'euler'),
+                       solver_aware_sigma_steps(prof, 6, LO, sigma_max, solver='euler'))
+    # Calibrated: one calibration per (solver, N), against the shared reference run of the calibration latents.
+    first = grids('infogrid-calibrated', 5)
+    assert grids('infogrid-calibrated', 5) is first and seen == [('heun', 5)]
+    grids('infogrid-calibrated', 5, 'euler')
+    assert seen == [('heun', 5), ('euler', 5)] and set(grids.calibrations) == {'heun', 'euler'}
+    direct = calibrate_tempered_grid(net, prof, 5, lat, sigma_min=LO, sigma_max=sigma_max, ref_steps=64)
+    assert torch.equal(first, direct.sigma_steps)
+    with pytest.raises(ValueError, match='calibration latents'):
+        NamedGrids(net, prof, LO, sigma_max)('infogrid-calibrated', 5)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Cheap calibration of InfoGrid's tempered construction against a fine reference.
 
-`generate.py --infogrid-calibrate N` and `scripts/bench_infogrid.py` use this. The tempered grid
+`generate.py --infogrid-calibrate N` and the grid benchmarks (`NamedGrids`) use this. The tempered grid
 (`infonoise.infogrid.tempered_sigma_steps`: EDM's ρ-spacing tilted by the learned information density to
 the power γ) has two parameters. Calibration picks them for one network, step count and solver:
 
@@ -18,13 +18,14 @@ latents: seconds for the CPU demo and for 32×32 networks on a GPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from infonoise.infogrid import tempered_sigma_steps
+from infonoise.infogrid import VARIANTS, gaussian_surrogate, sigma_steps, tempered_sigma_steps
 from training import sampler as samplers
 
 GAMMAS = (0.0, 0.25, 0.5, 1.0)          # tempering exponents tried first
@@ -141,3 +142,55 @@ def calibrate_tempered_grid(net: Callable, profile: Mapping[str, Any], num_steps
         gamma=best[0], rho=best[1], sigma_steps=grid, error=tried[best], edm_error=tried[EDM_CANDIDATE],
         candidates=[{'gamma': g, 'rho': r, 'error': tried[(g, r)]} for g, r in order],
         num_latents=int(latents.shape[0]), ref_steps=int(ref_steps), seconds=time.time() - began)
+
+
+class NamedGrids:
+    """The benchmarks' σ grids by row name for one denoiser and profile: 'edm', 'loguniform', the constructions of
+    `infonoise.infogrid.VARIANTS`, and 'infogrid-calibrated' (the tempered grid calibrated per solver and N on the
+    calibration latents, against one fine reference run shared by every calibration). Nonzero levels are rounded by
+    `net.round_sigma` when the net has one."""
+
+    def __init__(self, net: Any, profile: Mapping[str, Any], sigma_min: float, sigma_max: float,
+                 calib_latents: Optional[torch.Tensor] = None, calib_labels: Optional[torch.Tensor] = None,
+                 calib_ref_steps: int = REF_STEPS,
+                 on_calibrated: Optional[Callable[[str, int, CalibrationResult], None]] = None) -> None:
+        self.net = net                              # the denoiser (rounding, calibration runs)
+        self.profile = profile                      # InfoNoise profile (numpy arrays)
+        self.sigma_min = sigma_min                  # range of every grid (already clamped to the net's range)
+        self.sigma_max = sigma_max
+        self.calib_latents = calib_latents          # latents of infogrid-calibrated (None: that row is refused)
+        self.calib_labels = calib_labels            # their class labels (or None)
+        self.calib_ref_steps = calib_ref_steps      # levels of the calibration reference
+        self.on_calibrated = on_calibrated          # called with (solver, N, result) after each calibration
+        self.calibrations: dict[str, dict[int, CalibrationResult]] = {}    # solver -> N -> result
+
+    @functools.cached_property
+    def surrogate(self) -> tuple:
+        """The profile's Gaussian surrogate (`infonoise.infogrid.gaussian_surrogate`), fitted once."""
+        return gaussian_surrogate(self.profile, self.sigma_min, self.sigma_max)
+
+    @functools.cached_property
+    def calib_reference(self) -> torch.Tensor:
+        """The fine reference run from the calibration latents, shared by every calibration."""
+        return reference_samples(self.net, self.calib_latents, self.calib_labels, self.sigma_min, self.sigma_max,
+                                 self.calib_ref_steps)
+
+    def __call__(self, name: str, num_steps: int, solver: str = 'heun') -> torch.Tensor:
+        """The grid called `name` with num_steps nonzero levels, then 0 (float64, CPU), for `solver` ('heun' or
+        'euler': infogrid-solver and infogrid-calibrated depend on it)."""
+        if name == 'infogrid-calibrated':
+            if self.calib_latents is None:
+                raise ValueError('infogrid-calibrated needs calibration latents')
+            done = self.calibrations.setdefault(solver, {})
+            if num_steps not in done:
+                done[num_steps] = calibrate_tempered_grid(
+                    self.net, self.profile, num_steps, self.calib_latents, self.calib_labels, self.sigma_min,
+                    self.sigma_max, solver=solver, reference=self.calib_reference, ref_steps=self.calib_ref_steps)
+                if self.on_calibrated is not None:
+                    self.on_calibrated(solver, num_steps, done[num_steps])
+            return done[num_steps].sigma_steps
+        grid, kwargs = VARIANTS.get(name, (name, {}))
+        if grid == 'solver-aware':
+            kwargs = dict(solver=solver, surrogate=self.surrogate)
+        return sigma_steps(grid, num_steps, self.sigma_min, self.sigma_max, self.profile,
+                           round_sigma=getattr(self.net, 'round_sigma', None), **kwargs)
