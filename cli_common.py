@@ -8,6 +8,7 @@ click errors on every rank, `print0` and the entry point `run_cli`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -233,19 +234,17 @@ def sampling_options(f: Callable) -> Callable:
     return f
 
 
-SAMPLING_KEYS = ('num_steps', 'sigma_min', 'sigma_max', 'rho', 'S_churn', 'S_min', 'S_max', 'S_noise', 'solver',
-                 'discretization', 'schedule', 'scaling', 'infogrid', 'infogrid_profile', 'infogrid_measure',
-                 'infogrid_floor', 'infogrid_gated', 'sigmas', 'infogrid_method', 'infogrid_gamma',
-                 'infogrid_calibrate')
+# The values `sampling_options` declares: one per SamplerOptions field (--infogrid is a flag here, the profile
+# there) and the profile file of --infogrid-profile.
+SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(generation.SamplerOptions) if f.name != 'calibration') + (
+    'infogrid_profile',)
+_INFOGRID_KEYS = ('infogrid_measure', 'infogrid_floor', 'infogrid_gated', 'infogrid_method', 'infogrid_gamma',
+                  'infogrid_calibrate')
 
 
-_INFOGRID_FLAGS = (('--infogrid-measure', 'infogrid_measure'), ('--infogrid-floor', 'infogrid_floor'),
-                   ('--infogrid-gated', 'infogrid_gated'), ('--infogrid-method', 'infogrid_method'),
-                   ('--infogrid-gamma', 'infogrid_gamma'), ('--infogrid-calibrate', 'infogrid_calibrate'))
-
-
-def _given(v: dict[str, Any], flags: tuple[tuple[str, str], ...]) -> list[str]:
-    return [flag for flag, key in flags if v[key] not in (None, False)]
+def _given(v: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The flags of `keys` the user gave (not None, not False): 'infogrid_floor' -> '--infogrid-floor'."""
+    return ['--' + key.replace('_', '-') for key in keys if v[key] not in (None, False)]
 
 
 def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: str) -> generation.SamplerOptions:
@@ -255,18 +254,15 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
     would hide); every other combination is checked once, by `generation.validate`, which the CLIs call next.
     """
     v = {k: kwargs.pop(k) for k in SAMPLING_KEYS}
-    common = dict(sigma_min=v['sigma_min'], sigma_max=v['sigma_max'], S_churn=v['S_churn'], S_min=v['S_min'],
-                  S_max=v['S_max'], S_noise=v['S_noise'], solver=v['solver'], discretization=v['discretization'],
-                  schedule=v['schedule'], scaling=v['scaling'])
+    # The values given, by SamplerOptions field (None leaves the field's default).
+    fields = {k: x for k, x in v.items() if x is not None and k not in ('infogrid', 'infogrid_profile')}
     if v['sigmas'] is not None:
-        given = _given(v, (('--infogrid', 'infogrid'), ('--infogrid-profile', 'infogrid_profile'),
-                           *_INFOGRID_FLAGS, ('--rho', 'rho')))
+        given = _given(v, ('infogrid', 'infogrid_profile', *_INFOGRID_KEYS, 'rho'))
         if given:
             raise click.UsageError(f'--sigmas gives the σ grid itself; it cannot be combined with {given[0]}.')
-        steps = len(v['sigmas']) - 1 if v['num_steps'] is None else v['num_steps']
-        return generation.SamplerOptions(num_steps=steps, sigmas=v['sigmas'], **common)
+        return generation.SamplerOptions(**dict(fields, num_steps=v['num_steps'] or len(v['sigmas']) - 1))
     use_infogrid = v['infogrid'] or v['infogrid_profile'] is not None
-    given = _given(v, _INFOGRID_FLAGS)
+    given = _given(v, _INFOGRID_KEYS)
     if given and not use_infogrid:
         raise click.UsageError(f'{given[0]} only applies together with --infogrid or --infogrid-profile.')
     method = v['infogrid_method'] or ('tempered' if v['infogrid_calibrate'] else generation.DEFAULT_INFOGRID_METHOD)
@@ -291,15 +287,7 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
         except (TypeError, KeyError, AttributeError, IndexError) as exc:   # an 'infonoise' entry of another shape
             raise click.ClickException(f"{network}'s 'infonoise' entry is not an InfoNoise profile "
                                        f"({type(exc).__name__}: {str(exc).strip() or 'malformed'}).") from None
-    defaults = generation.SamplerOptions()
-    return generation.SamplerOptions(
-        num_steps=defaults.num_steps if v['num_steps'] is None else v['num_steps'],
-        rho=defaults.rho if v['rho'] is None else v['rho'], infogrid=profile,
-        infogrid_measure=v['infogrid_measure'] or defaults.infogrid_measure,
-        infogrid_floor=defaults.infogrid_floor if v['infogrid_floor'] is None else v['infogrid_floor'],
-        infogrid_gated=v['infogrid_gated'], infogrid_method=method,
-        infogrid_gamma=defaults.infogrid_gamma if v['infogrid_gamma'] is None else v['infogrid_gamma'],
-        infogrid_calibrate=v['infogrid_calibrate'] or 0, **common)
+    return generation.SamplerOptions(**dict(fields, infogrid=profile, infogrid_method=method))
 
 
 def init_distributed(device: str) -> torch.device:

@@ -182,7 +182,7 @@ def calc(image_path: str | None, network: str | None, ref_path: str, num_expecte
         print0(f'Computing features of {len(dataset)} images from "{image_path}" ...')
     else:
         total = sum(1 for b in generation.rank_batches(seeds, max_batch_size, rank, world_size) if b)
-        batches = (images for _batch_seeds, images in generation.iterate_batches(
+        batches = (generation.to_uint8(samples) for _batch_seeds, samples, _ in generation.iterate_samples(
             net, seeds, opts, max_batch_size, rank, world_size, class_idx, device_t, sigma_steps))
         print0(f'Sampling and computing features of {len(seeds)} images from "{network}" ...')
     mu, sigma = _stats(batches, detector, total, device_t, 'features')

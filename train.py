@@ -58,7 +58,8 @@ class _PositiveIntList(click.ParamType):
 
 def _click_option(option: opt_lib.Option) -> Callable:
     """A click option from its one declaration in training.options.OPTIONS."""
-    kwargs: dict[str, Any] = dict(help=option.help, metavar=option.metavar, required=option.required)
+    metavar = option.metavar or {float: 'FLOAT', int: 'INT', bool: 'BOOL'}.get(option.type)
+    kwargs: dict[str, Any] = dict(help=option.help, metavar=metavar, required=option.required)
     if option.is_flag:
         kwargs.update(is_flag=True)
     elif option.choices is not None:

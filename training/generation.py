@@ -171,13 +171,11 @@ def load_profile_rows(path: str) -> list[dict]:
 
 def load_profile_file(path: str) -> dict:
     """A profile from a JSON file (`profile_to_json` output) or the last row of an `infonoise.jsonl`."""
-    import infonoise
     return infonoise.profile_from_json(load_profile_rows(path)[-1])
 
 
 def snapshot_profile(snapshot: Mapping[str, Any], name: str = 'the snapshot') -> dict:
     """The InfoNoise profile embedded in a snapshot (key 'infonoise'); GenerationError if it has none."""
-    import infonoise
     data = snapshot.get('infonoise')
     if not data or 'rate' not in data:
         raise GenerationError(f'{name} has no InfoNoise profile for --infogrid; {PROFILE_HINT}')
@@ -232,7 +230,7 @@ def parse_sigmas(spec: str) -> list[float]:
 
 
 def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None = None) -> None:
-    """Raise GenerationError for options that cannot work with `net`."""
+    """Raise GenerationError for options that cannot work with `net` or with each other."""
     label_dim = int(getattr(net, 'label_dim', 0) or 0)
     if class_idx is not None:
         if label_dim == 0:
@@ -265,15 +263,7 @@ def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None =
         extra = [flag for key, flag in flags.items() if getattr(opts, key) is not None]
         if extra:
             raise GenerationError(f'InfoGrid sets the σ grid itself and cannot be combined with {", ".join(extra)}.')
-        if opts.infogrid_measure not in INFOGRID_MEASURES:
-            raise GenerationError(f'Unknown InfoGrid measure {opts.infogrid_measure!r}.')
-        if not 0.0 <= opts.infogrid_floor <= 1.0:
-            raise GenerationError(f'The InfoGrid floor must lie in [0, 1], got {opts.infogrid_floor}.')
-        if opts.infogrid_method not in INFOGRID_METHODS:
-            raise GenerationError(f'Unknown InfoGrid method {opts.infogrid_method!r}; choose from '
-                                  f'{", ".join(INFOGRID_METHODS)}.')
-        if not (math.isfinite(opts.infogrid_gamma) and opts.infogrid_gamma >= 0):
-            raise GenerationError(f'The InfoGrid γ must be a finite number >= 0, got {opts.infogrid_gamma}.')
+        # The measure, floor, method and γ are checked where the grid is built (`infonoise.sigma_steps`).
         if opts.infogrid_calibrate and opts.infogrid_method != 'tempered':
             raise GenerationError('InfoGrid calibration tunes the tempered construction (--infogrid-method tempered).')
         if opts.infogrid_method != 'eq19' and opts.num_steps < 2:
@@ -432,22 +422,12 @@ def resolve_class(value: str | int | None, names: Sequence[str] | None = None) -
     return hits[0]
 
 
-def iterate_batches(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions, max_batch_size: int,
-                    rank: int = 0, world_size: int = 1, class_idx: int | None = None,
-                    device: torch.device | str | None = None,
-                    sigma_steps: torch.Tensor | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Yield (seeds, uint8 images [n, C, H, W] on the device) for each non-empty batch of this rank."""
-    for batch, samples, _ in iterate_samples(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
-                                             device, sigma_steps):
-        yield batch, to_uint8(samples)
-
-
 def iterate_samples(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions, max_batch_size: int,
                     rank: int = 0, world_size: int = 1, class_idx: int | None = None,
                     device: torch.device | str | None = None, sigma_steps: torch.Tensor | None = None,
                     ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
     """Yield (seeds, float64 samples [n, *data_shape(net)] in network range, class indices [n] or None)
-    for each non-empty batch of this rank (what `iterate_batches` quantises; DNA output decodes these)."""
+    for each non-empty batch of this rank (`to_uint8` makes images of them; DNA output decodes them)."""
     validate(net, opts, class_idx)
     if sigma_steps is None:
         sigma_steps = resolve_sigma_steps(net, opts)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from infonoise.infogrid import tempered_sigma_steps
+from infonoise.infogrid import sigma_steps
 from training import sampler as samplers
 
 GAMMAS = (0.0, 0.25, 0.5, 1.0)          # tempering exponents tried first
@@ -61,20 +61,11 @@ def trajectory_error(x: torch.Tensor, x_ref: torch.Tensor) -> float:
     return float((x.to(torch.float64) - x_ref.to(torch.float64)).square().mean().sqrt())
 
 
-def rounded(net: Any, sigma_steps: torch.Tensor) -> torch.Tensor:
-    """The grid with its nonzero levels rounded by `net.round_sigma` (when the net has one), as EDM does."""
-    round_sigma = getattr(net, 'round_sigma', None)
-    steps = torch.as_tensor(sigma_steps, dtype=torch.float64).cpu()
-    if round_sigma is None:
-        return steps
-    return torch.cat([torch.as_tensor(round_sigma(steps[:-1]), dtype=torch.float64).cpu(), steps[-1:]])
-
-
 def reference_samples(net: Callable, latents: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
                       sigma_min: float = 0.002, sigma_max: float = 80.0,
                       ref_steps: int = REF_STEPS) -> torch.Tensor:
     """Deterministic Heun on EDM's ρ = 7 grid with ref_steps levels (the fine reference)."""
-    grid = rounded(net, samplers.edm_sigma_steps(ref_steps, sigma_min, sigma_max, rho=7))
+    grid = sigma_steps('edm', ref_steps, sigma_min, sigma_max, rho=7, round_sigma=getattr(net, 'round_sigma', None))
     with torch.no_grad():
         return samplers.heun_sampler(net, latents, grid.to(latents.device), class_labels)
 
@@ -113,12 +104,15 @@ def calibrate_tempered_grid(net: Callable, profile: Mapping[str, Any], num_steps
     tried: dict[tuple[float, float], float] = {}
     order: list[tuple[float, float]] = []
 
+    def tempered(gamma: float, rho: float) -> torch.Tensor:
+        return sigma_steps('tempered', num_steps, sigma_min, sigma_max, profile, gamma=gamma, rho=rho,
+                           measure=measure, gated=gated, round_sigma=getattr(net, 'round_sigma', None))
+
     def evaluate(gamma: float, rho: float) -> None:
         key = (round(float(gamma), 6), round(float(rho), 6))
         if key in tried:
             return
-        grid = rounded(net, tempered_sigma_steps(profile, num_steps, sigma_min, sigma_max, gamma=key[0],
-                                                 rho=key[1], measure=measure, gated=gated))
+        grid = tempered(*key)
         with torch.no_grad():
             x = samplers.heun_sampler(net, latents, grid.to(latents.device), class_labels, solver=solver)
         tried[key] = trajectory_error(x, reference)
@@ -135,9 +129,7 @@ def calibrate_tempered_grid(net: Callable, profile: Mapping[str, Any], num_steps
             if gamma >= 0:
                 evaluate(gamma, rho)
     best = min(order, key=lambda k: (tried[k], order.index(k)))
-    grid = rounded(net, tempered_sigma_steps(profile, num_steps, sigma_min, sigma_max, gamma=best[0], rho=best[1],
-                                             measure=measure, gated=gated))
     return CalibrationResult(
-        gamma=best[0], rho=best[1], sigma_steps=grid, error=tried[best], edm_error=tried[EDM_CANDIDATE],
+        gamma=best[0], rho=best[1], sigma_steps=tempered(*best), error=tried[best], edm_error=tried[EDM_CANDIDATE],
         candidates=[{'gamma': g, 'rho': r, 'error': tried[(g, r)]} for g, r in order],
         num_latents=int(latents.shape[0]), ref_steps=int(ref_steps), seconds=time.time() - began)

@@ -42,7 +42,7 @@ class Option:
     lo_open: bool = False         # Whether the lower bound itself is excluded.
     hi_open: bool = False         # Whether the upper bound itself is excluded.
     choices: tuple | None = None  # Allowed values (a click.Choice).
-    metavar: str | None = None    # Placeholder shown in --help.
+    metavar: str | None = None    # Placeholder shown in --help (None: FLOAT, INT or BOOL after `type`).
     is_flag: bool = False         # A boolean given by presence (--bf16) instead of a value (--cond=True).
     required: bool = False        # The CLI requires it.
     short: str | None = None      # Optional one-letter alias ('-n').
@@ -79,29 +79,28 @@ OPTIONS: tuple[Option, ...] = (
     # Data and network (EDM's options and defaults).
     _O('data', None, 'Dataset: folder/zip path, builtin:digits[-binary], builtin:mnist5k[-binary], dna:PATH, '
        'binary:SPEC', metavar='SPEC'),
-    _O('cond', False, 'Train class-conditional model', bool, metavar='BOOL'),
+    _O('cond', False, 'Train class-conditional model', bool),
     _O('arch', 'ddpmpp', 'Network architecture', choices=('ddpmpp', 'ncsnpp', 'adm', 'dnaunet')),
     _O('precond', 'edm', 'Preconditioning & loss function', choices=('vp', 've', 'edm')),
     _O('duration', 200.0, 'Training duration', float, kind='length', metavar='MIMG', **_POS),
-    _O('kimg', None, 'Training duration in kimg (instead of --duration)', float, kind='length', metavar='KIMG',
-       **_POS),
-    _O('batch', 512, 'Total batch size', int, lo=1, metavar='INT', config='batch_size'),
-    _O('batch_gpu', None, 'Limit batch size per GPU/rank', int, kind='execution', lo=1, metavar='INT'),
-    _O('cbase', None, 'Channel multiplier  [default: varies]', int, lo=1, metavar='INT'),
+    _O('kimg', None, 'Training duration in kimg (instead of --duration)', float, kind='length', metavar='KIMG', **_POS),
+    _O('batch', 512, 'Total batch size', int, lo=1, config='batch_size'),
+    _O('batch_gpu', None, 'Limit batch size per GPU/rank', int, kind='execution', lo=1),
+    _O('cbase', None, 'Channel multiplier  [default: varies]', int, lo=1),
     _O('cres', None, 'Channels per resolution  [default: varies]', list, metavar='LIST'),
-    _O('lr', 10e-4, 'Learning rate', float, metavar='FLOAT', **_POS),
+    _O('lr', 10e-4, 'Learning rate', float, **_POS),
     _O('ema', 0.5, 'EMA half-life', float, lo=0, metavar='MIMG'),
-    _O('dropout', 0.13, 'Dropout probability', float, lo=0, hi=1, metavar='FLOAT'),
-    _O('augment', 0.12, 'Augment probability', float, lo=0, hi=1, metavar='FLOAT'),
-    _O('xflip', False, 'Enable dataset x-flips', bool, metavar='BOOL'),
+    _O('dropout', 0.13, 'Dropout probability', float, lo=0, hi=1),
+    _O('augment', 0.12, 'Augment probability', float, lo=0, hi=1),
+    _O('xflip', False, 'Enable dataset x-flips', bool),
     _O('lr_rampup', 10000.0, 'Learning-rate ramp-up', float, lo=0, metavar='KIMG', config='lr_rampup_kimg'),
-    _O('ema_rampup', 0.05, 'EMA half-life ramp-up ratio (0 = none)', float, lo=0, metavar='FLOAT'),
+    _O('ema_rampup', 0.05, 'EMA half-life ramp-up ratio (0 = none)', float, lo=0),
     # Performance-related (EDM's options).
-    _O('fp16', False, 'Enable mixed-precision training (network fp16)', bool, metavar='BOOL'),
-    _O('ls', 1.0, 'Loss scaling', float, metavar='FLOAT', **_POS, config='loss_scaling'),
-    _O('bench', True, 'Enable cuDNN benchmarking', bool, kind='execution', metavar='BOOL', config='cudnn_benchmark'),
-    _O('cache', True, 'Cache dataset in CPU memory', bool, kind='execution', metavar='BOOL'),
-    _O('workers', 1, 'DataLoader worker processes', int, kind='execution', lo=0, metavar='INT'),
+    _O('fp16', False, 'Enable mixed-precision training (network fp16)', bool),
+    _O('ls', 1.0, 'Loss scaling', float, **_POS, config='loss_scaling'),
+    _O('bench', True, 'Enable cuDNN benchmarking', bool, kind='execution', config='cudnn_benchmark'),
+    _O('cache', True, 'Cache dataset in CPU memory', bool, kind='execution'),
+    _O('workers', 1, 'DataLoader worker processes', int, kind='execution', lo=0),
     # I/O-related (EDM's options).
     _O('tick', 50.0, 'How often to print progress', float, kind='execution', metavar='KIMG', **_POS,
        config='kimg_per_tick'),
@@ -111,54 +110,45 @@ OPTIONS: tuple[Option, ...] = (
        config='state_dump_ticks'),
     _O('preempt_signals', 'SIGTERM,SIGUSR1', 'Signals that stop training at an agreed step with a state and a '
        'snapshot, exit code 75 (none = off)', kind='execution', metavar='LIST'),
-    _O('seed', None, 'Random seed  [default: random]', int, metavar='INT'),
+    _O('seed', None, 'Random seed  [default: random]', int),
     # σ distribution and InfoNoise.
     _O('sigma_dist', 'auto', "Training σ distribution (auto: the loss's reference one)",
-       choices=('auto', 'lognormal', 'loguniform', 'infonoise', 'ddpm')
-       + ('loss-second-moment', 'kingma-gao', 'cdcd', 'laplace')),
+       choices=('auto', 'lognormal', 'loguniform', 'infonoise', 'ddpm', 'loss-second-moment', 'kingma-gao', 'cdcd',
+                'laplace')),
     _O('weighting', 'auto', "Loss weight w(σ) (auto: the preconditioning's own; uncertainty: it times EDM2's "
-       "learned 1/e^u(σ), plus u)",
-       choices=('auto', 'edm', 'vp', 've', 'unit') + ('min-snr', 'uncertainty')),
-    _O('min_snr_gamma', 5.0, 'γ of --weighting min-snr: w = min(1/σ², γ)', float, metavar='FLOAT', **_POS),
-    _O('laplace_mu', float(_LAPLACE['mu']), 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float,
-       metavar='FLOAT'),
-    _O('laplace_b', float(_LAPLACE['b']), 'Laplace σ distribution: scale b of λ', float, metavar='FLOAT', **_POS),
-    _O('rival_history', _RIVAL['history'], 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1,
-       metavar='INT'),
+       "learned 1/e^u(σ), plus u)", choices=('auto', 'edm', 'vp', 've', 'unit', 'min-snr', 'uncertainty')),
+    _O('min_snr_gamma', 5.0, 'γ of --weighting min-snr: w = min(1/σ², γ)', float, **_POS),
+    _O('laplace_mu', float(_LAPLACE['mu']), 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float),
+    _O('laplace_b', float(_LAPLACE['b']), 'Laplace σ distribution: scale b of λ', float, **_POS),
+    _O('rival_history', _RIVAL['history'], 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1),
     _O('rival_refresh', _RIVAL['refresh_every'],
        'Steps between table rebuilds of loss-second-moment, kingma-gao, cdcd (1: every step, '
        'as in their papers)', int, lo=1, metavar='STEPS'),
-    _O('rival_uniform', float(_RIVAL['uniform']),
-       'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
-       lo=0, hi=1, hi_open=True, metavar='FLOAT'),
+    _O('rival_uniform', float(_RIVAL['uniform']), 'Uniform mixture weight of the loss-second-moment, kingma-gao, '
+       'cdcd tables', float, lo=0, hi=1, hi_open=True),
     _O('sigma_data', 0.5, 'σ_data of the preconditioning and the edm weight: the per-element std of the data in '
-       'network units (EDM: 0.5; ±1 one-hot DNA: sqrt(3)/2)', float, metavar='FLOAT', **_POS),
-    _O('p_mean', float(_LOGNORMAL['P_mean']), 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
-    _O('p_std', float(_LOGNORMAL['P_std']), 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
-    _O('sigma_min', float(_GRID['sigma_min']), 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT',
-       **_POS),
-    _O('sigma_max', float(_GRID['sigma_max']), 'InfoNoise grid / log-uniform upper end', float, metavar='FLOAT',
-       **_POS),
+       'network units (EDM: 0.5; ±1 one-hot DNA: sqrt(3)/2)', float, **_POS),
+    _O('p_mean', float(_LOGNORMAL['P_mean']), 'Log-normal σ distribution: mean of ln σ', float),
+    _O('p_std', float(_LOGNORMAL['P_std']), 'Log-normal σ distribution: std of ln σ', float, **_POS),
+    _O('sigma_min', float(_GRID['sigma_min']), 'InfoNoise grid / log-uniform lower end', float, **_POS),
+    _O('sigma_max', float(_GRID['sigma_max']), 'InfoNoise grid / log-uniform upper end', float, **_POS),
     _O('infonoise_base', 'auto', 'Warm-up sampler (auto: lognormal, loguniform for discrete data)',
        choices=('auto', 'lognormal', 'loguniform')),
     _O('infonoise_warmup', _IN['warmup_steps'], 'Warm-up optimizer steps on the base sampler', int, lo=0,
        metavar='STEPS'),
     _O('infonoise_refresh', _IN['refresh_every'], 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
-    _O('infonoise_bins', _GRID['num_bins'], 'Log-σ grid bins', int, lo=2, metavar='INT'),
-    _O('infonoise_buffer', _IN['buffer_size'], 'FIFO losses per bin per rank', int, lo=1, metavar='INT'),
-    _O('infonoise_ema', float(_IN['ema']), 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True,
-       metavar='FLOAT'),
-    _O('infonoise_min_count', _IN['min_count'], 'Losses every bin needs before a refresh', int, lo=1, metavar='INT'),
+    _O('infonoise_bins', _GRID['num_bins'], 'Log-σ grid bins', int, lo=2),
+    _O('infonoise_buffer', _IN['buffer_size'], 'FIFO losses per bin per rank', int, lo=1),
+    _O('infonoise_ema', float(_IN['ema']), 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True),
+    _O('infonoise_min_count', _IN['min_count'], 'Losses every bin needs before a refresh', int, lo=1),
     _O('infonoise_floor', float(_IN['floor']), 'Log-uniform mixture weight (keeps every bin observed)', float, lo=0,
-       hi=1,
-       hi_open=True, metavar='FLOAT'),
+       hi=1, hi_open=True),
     _O('infonoise_endpoint', 'auto', "Pivot rule (auto: the dataset's endpoint)",
        choices=('auto', 'continuous', 'discrete')),
-    _O('infonoise_gate_n', float(_IN['gate_n']), 'Gate exponent n', float, metavar='FLOAT', **_POS),
+    _O('infonoise_gate_n', float(_IN['gate_n']), 'Gate exponent n', float, **_POS),
     _O('infonoise_onset_p', float(_IN['onset_p']), 'Onset threshold p (continuous pivot rule)', float, lo=0, hi=1,
-       lo_open=True,
-       hi_open=True, metavar='FLOAT'),
-    _O('infonoise_smooth', _IN['smooth'], 'Smoothing passes on log r', int, lo=0, metavar='INT'),
+       lo_open=True, hi_open=True),
+    _O('infonoise_smooth', _IN['smooth'], 'Smoothing passes on log r', int, lo=0),
     # Devices and speed.
     _O('device', 'auto', 'Device (auto: CUDA when available)', kind='execution', choices=('auto', 'cpu', 'cuda')),
     _O('bf16', False, 'bfloat16 autocast for the forward pass', bool, kind='execution', is_flag=True),
@@ -170,7 +160,7 @@ OPTIONS: tuple[Option, ...] = (
     _O('deterministic', False, 'Deterministic algorithms (bitwise-reproducible runs)', bool, kind='execution',
        is_flag=True, config='deterministic'),
     _O('threads', 0, 'CPU threads per process (0 = torch default; 1 is fastest for tiny nets on busy CPUs)', int,
-       kind='execution', lo=0, metavar='INT'),
+       kind='execution', lo=0),
     # Quality during training.
     _O('metrics', None, 'Metrics of the EMA network during training, comma-separated: fd-digits, fd-mnist, '
        'fd-dna, kmer-dna, motif-dna, fid (appended to metrics.jsonl)', kind='execution', metavar='LIST'),
@@ -179,17 +169,14 @@ OPTIONS: tuple[Option, ...] = (
     _O('metrics_guidance', 1.0, 'Classifier-free guidance weight W of the --metrics samples (1 = none; the DNA '
        'presets use 2, as DNA-Diffusion samples)', float, kind='execution', lo=0, metavar='W',
        config='metrics_guidance'),
-    _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, metavar='INT',
-       config='metrics_num'),
+    _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, config='metrics_num'),
     _O('metrics_steps', 18, 'Heun σ levels per --metrics sample (NFE = 2 steps - 1)', int, kind='execution', lo=1,
-       metavar='INT', config='metrics_steps'),
+       config='metrics_steps'),
     # End-of-run extras.
-    _O('grid', 0, 'Images in the final sample grid (0 = none)', int, kind='execution', lo=0, metavar='INT',
-       config='grid_size'),
-    _O('grid_steps', 18, 'Heun steps for the sample grid', int, kind='execution', lo=1, metavar='INT',
-       config='grid_steps'),
+    _O('grid', 0, 'Images in the final sample grid (0 = none)', int, kind='execution', lo=0, config='grid_size'),
+    _O('grid_steps', 18, 'Heun steps for the sample grid', int, kind='execution', lo=1, config='grid_steps'),
     _O('plot', True, 'Plot the InfoNoise profile at the end (needs matplotlib)', bool, kind='execution',
-       metavar='BOOL', config='plot_profile'),
+       config='plot_profile'),
 )
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 

@@ -51,12 +51,8 @@ def _check_choice(name: str, value: str, choices: tuple) -> None:
         raise ValueError(f'{name} must be one of {", ".join(choices)}; got {value!r}')
 
 
-def _identity_round(sigma):
-    return torch.as_tensor(sigma)
-
-
 def _net_round(net) -> Callable:
-    return getattr(net, 'round_sigma', _identity_round)
+    return getattr(net, 'round_sigma', torch.as_tensor)   # nets without one: σ as given
 
 
 def _clamp_to_net(net, sigma_min: float, sigma_max: float) -> tuple[float, float]:
