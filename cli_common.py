@@ -37,14 +37,8 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-# σ levels above this overflow float32 when squared (c_in, c_skip and the loss weight use σ²).
-MAX_SIGMA = math.sqrt(torch.finfo(torch.float32).max) / 2
-# Seeds per invocation: a longer list would only exhaust memory before the first image.
-MAX_SEEDS = 10_000_000
-MAX_SEED = 2 ** 63 - 1
-
 POSITIVE = FiniteFloatRange(min=0, min_open=True)
-SIGMA = FiniteFloatRange(min=0, min_open=True, max=MAX_SIGMA)
+SIGMA = FiniteFloatRange(min=0, min_open=True, max=generation.MAX_SIGMA)
 NON_NEGATIVE = FiniteFloatRange(min=0)
 
 
@@ -84,36 +78,8 @@ def comma_list(choices: tuple[str, ...] | None = None, minimum: int | None = Non
     return callback
 
 
-def parse_seeds_bounded(spec: str) -> list[int]:
-    """generation.parse_seeds, refusing more than MAX_SEEDS seeds (counted before the list is built) and seeds
-    above MAX_SEED; ValueError with one sentence."""
-    count = 0
-    for part in str(spec).split(','):
-        lo, sep, hi = part.strip().partition('-')
-        try:
-            count += max(0, int(hi) - int(lo) + 1) if sep else 1
-        except ValueError:
-            continue   # parse_seeds words the error
-        if count > MAX_SEEDS:
-            raise ValueError(f'{spec!r} names more than {MAX_SEEDS:,} seeds; split the work into several runs')
-    seeds = generation.parse_seeds(spec)
-    if max(seeds) > MAX_SEED:
-        raise ValueError(f'seeds must be at most {MAX_SEED}')
-    return seeds
-
-
-def parse_sigmas_bounded(spec: str) -> list[float]:
-    """generation.parse_sigmas, refusing non-finite levels and levels whose square overflows float32."""
-    sigmas = generation.parse_sigmas(spec)
-    bad = [s for s in sigmas if not math.isfinite(float(s)) or float(s) > MAX_SIGMA]
-    if bad:
-        raise ValueError(f'σ level {bad[0]:g} is not finite or too large (at most {MAX_SIGMA:.3g}, beyond which '
-                         f'σ² overflows float32)')
-    return sigmas
-
-
-seeds_callback = _parsing_callback(parse_seeds_bounded)
-_sigmas_callback = _parsing_callback(parse_sigmas_bounded)
+seeds_callback = _parsing_callback(generation.parse_seeds)
+_sigmas_callback = _parsing_callback(generation.parse_sigmas)
 
 
 GRID_OVERFLOW = ('These options give a degenerate σ grid: computing it overflows (e.g. a tiny --rho); change --rho, '
@@ -291,15 +257,11 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
 
 
 def init_distributed(device: str) -> torch.device:
-    """Initialise torch.distributed (torchrun) or a single process; return this rank's device."""
+    """Initialise torch.distributed (torchrun) or a single process; return this rank's device (cuda:LOCAL_RANK on
+    CUDA)."""
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
-    dist.init(device=None if device == 'auto' else device)
-    if dist.get_world_size() > 1:
-        return torch.device(dist.device())   # cuda:LOCAL_RANK under torchrun
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    return torch.device(device)
+    return dist.init(device=None if device == 'auto' else device)
 
 
 def rank0_first(fn: Callable[[], Any]) -> Any:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import tqdm
 
-from cli_common import (MAX_SEEDS, init_distributed, load_snapshot, print0, rank0_first, resolve_grid, run_cli,
+from cli_common import (init_distributed, load_snapshot, print0, rank0_first, resolve_grid, run_cli,
                         sampler_options_from_cli, sampling_options, seeds_callback, write_error)
 from dnnlib import util
 from torch_utils import distributed as dist
@@ -123,7 +123,8 @@ def main() -> None:
 @click.option('--images', 'image_path', metavar='DIR|ZIP', default=None, help='Generated images (folder or zip).')
 @click.option('--network', metavar='PATH|URL', default=None, help='Or: a network snapshot to sample in memory.')
 @click.option('--ref', 'ref_path', metavar='NPZ|URL', required=True, help='Reference statistics (mu, sigma).')
-@click.option('--num', 'num_expected', type=click.IntRange(min=2, max=MAX_SEEDS), default=None, show_default=str(DEFAULT_NUM),
+@click.option('--num', 'num_expected', type=click.IntRange(min=2, max=generation.MAX_SEEDS), default=None,
+              show_default=str(DEFAULT_NUM),
               help='Number of images to evaluate (with --network and --seeds: at most len(seeds)).')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of the random subset when --images '
               'holds more than --num images.')

@@ -66,12 +66,9 @@ def _click_option(option: opt_lib.Option) -> Callable:
         kwargs.update(type=click.Choice(option.choices), metavar=None)
     elif option.type is list:
         kwargs.update(type=_PositiveIntList())
-    elif option.type is float:   # NaN and infinity are refused: an infinite --lr trains NaN weights
-        kwargs.update(type=FiniteFloatRange(min=option.lo, max=option.hi, min_open=option.lo_open,
-                                            max_open=option.hi_open))
-    elif option.type is int and (option.lo is not None or option.hi is not None):
-        kwargs.update(type=click.IntRange(min=option.lo, max=option.hi, min_open=option.lo_open,
-                                          max_open=option.hi_open))
+    elif option.type is float or (option.type is int and (option.lo, option.hi) != (None, None)):
+        ranged = FiniteFloatRange if option.type is float else click.IntRange   # an infinite --lr trains NaN weights
+        kwargs.update(type=ranged(min=option.lo, max=option.hi, min_open=option.lo_open, max_open=option.hi_open))
     else:
         kwargs.update(type=option.type)
     if option.default is not None and not option.is_flag:
@@ -144,14 +141,13 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         except checkpoint.CheckpointError as err:
             raise click.ClickException(first_line(err)) from None
         resume_path, header, plan.header = plan.state, plan.header, None
+        given['resume'] = kwargs['resume']
     if header is not None:
         base = header.get('options') or None
         if base is not None:
             known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
             base = dict(opt_lib.DEFAULTS, **_convert(ctx, {k: v for k, v in base.items() if k in known},
                                                      f'--resume: {resume_path}'))
-    if kwargs['resume'] is not None:
-        given['resume'] = kwargs['resume']
     opts = opt_lib.resolve_options(given, preset, base)
     opts['preset'] = kwargs['preset'] if kwargs['preset'] is not None else (base or {}).get('preset')
 
@@ -221,13 +217,16 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     log = logging.getLogger('training')
     for note in notes:
         log.info(note)
-    bar = _Progress(rank, config['total_kimg'])
+    from tqdm import tqdm   # a bar over kimg on rank 0 (disabled when stderr is not a terminal)
     from tqdm.contrib.logging import logging_redirect_tqdm
+    bar = tqdm(total=round(config['total_kimg'], 3), unit='kimg', disable=None if rank == 0 else True,
+               dynamic_ncols=True, bar_format='{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]')
     stop_signals.install()   # until the process group is gone: a launcher may forward the signal late
     try:
         with logging_redirect_tqdm(loggers=[log]):   # log lines above the progress bar, not through it
-            result = training_loop.training_loop(run_dir=run_dir, device=device, options=opts, progress_fn=bar,
-                                                 stop_signals=stop_signals, **config)
+            result = training_loop.training_loop(
+                run_dir=run_dir, device=device, options=opts, stop_signals=stop_signals, **config,
+                progress_fn=lambda cur_nimg, total_nimg: bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n))
             if result['preempted']:
                 log.info(f'Stopped by {result["preempted"]} at {result["cur_nimg"] / 1000:g} kimg with the '
                          f'training state {result["state"]}; run the same command to continue (exit code '
@@ -256,23 +255,23 @@ def _same_dir(a: str, b: str) -> bool:
 def _open_dataset(opts: dict) -> dict:
     """Open the dataset once; return the facts build_config needs. Bad data -> one-line ClickException."""
     from training.dataset import open_dataset
-    kwargs = dict(use_labels=bool(opts['cond']), xflip=bool(opts['xflip']), cache=bool(opts['cache']))
+    kwargs = opt_lib.dataset_kwargs(opts)
     try:
-        ds = open_dataset(opts['data'], **kwargs)
+        ds = open_dataset(**kwargs)
     except Exception as err:  # any failure to read user-supplied data is reported, never a traceback
         message = first_line(err)
         if opts['cond']:
             try:
-                open_dataset(opts['data'], **dict(kwargs, use_labels=False)).close()
+                open_dataset(**dict(kwargs, use_labels=False)).close()
             except Exception:
                 pass
             else:
                 raise click.ClickException(f'--cond requires class labels in {opts["data"]}: {message}')
         raise click.ClickException(f'--data {opts["data"]}: {message}')
     try:
-        facts = dict(name=ds.name, shape=list(ds.image_shape), resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
-                     has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'), size=len(ds),
-                     dataset_kwargs=dict(ds.dataset_kwargs))
+        facts = dict(name=ds.name, shape=list(ds.image_shape), resolution=ds.resolution, num_channels=ds.num_channels,
+                     label_dim=ds.label_dim, has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'),
+                     size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
     except Exception as err:
         raise click.ClickException(f'--data {opts["data"]}: {first_line(err)}')
     finally:
@@ -354,25 +353,6 @@ def _setup_logging(run_dir: str, rank: int) -> list[logging.Handler]:
     for handler in (console, file):
         log.addHandler(handler)
     return [console, file]
-
-
-class _Progress:
-    """tqdm bar over kimg on rank 0 (auto-disabled when stderr is not a terminal)."""
-
-    def __init__(self, rank: int, total_kimg: float) -> None:
-        self.bar = None
-        if rank == 0:
-            from tqdm import tqdm
-            self.bar = tqdm(total=round(total_kimg, 3), unit='kimg', disable=None, dynamic_ncols=True,
-                            bar_format='{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]')
-
-    def __call__(self, cur_nimg: int, total_nimg: int) -> None:
-        if self.bar is not None:
-            self.bar.update(min(cur_nimg, total_nimg) / 1000 - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 if __name__ == '__main__':

@@ -45,6 +45,10 @@ EDM_SIGMA_MIN = 0.002
 EDM_SIGMA_MAX = 80.0
 DEFAULT_STEPS = 18                      # EDM's σ steps N (Heun NFE 35)
 DEFAULT_RHO = infonoise.infogrid.EDM_RHO
+# σ levels above this overflow float32 when squared (c_in, c_skip and the loss weight use σ²).
+MAX_SIGMA = math.sqrt(torch.finfo(torch.float32).max) / 2
+MAX_SEEDS = 10_000_000                  # seeds per call: a longer list would only exhaust memory before sampling
+MAX_SEED = 2 ** 63 - 1
 PROFILE_HINT = ('measure one with `python -m scripts.infonoise_profile measure --network NET --data DATA '
                 '--out profile.json` and pass --infogrid-profile profile.json')
 
@@ -88,7 +92,8 @@ class SamplerOptions:
 
 
 def parse_seeds(spec: str | Sequence[int]) -> list[int]:
-    """'0-3,10,12-13' -> [0, 1, 2, 3, 10, 12, 13]; a list of ints passes through. ValueError if malformed."""
+    """'0-3,10,12-13' -> [0, 1, 2, 3, 10, 12, 13]; a list of ints passes through. ValueError (one sentence) if
+    malformed, negative, above MAX_SEED, or naming more than MAX_SEEDS seeds (counted before the list is built)."""
     if not isinstance(spec, str):
         return [int(s) for s in spec]
     seeds: list[int] = []
@@ -98,19 +103,20 @@ def parse_seeds(spec: str | Sequence[int]) -> list[int]:
             continue
         lo, sep, hi = part.partition('-')
         try:
-            if sep:
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise ValueError
-                seeds.extend(range(a, b + 1))
-            else:
-                seeds.append(int(part))
+            a, b = (int(lo), int(hi)) if sep else (int(part), int(part))
+            if b < a:
+                raise ValueError
         except ValueError:
             raise ValueError(f'cannot read {part!r} as a seed or an ascending range like 0-63') from None
+        if len(seeds) + b - a + 1 > MAX_SEEDS:
+            raise ValueError(f'{spec!r} names more than {MAX_SEEDS:,} seeds; split the work into several runs')
+        seeds.extend(range(a, b + 1))
     if not seeds:
         raise ValueError('no seeds given')
     if min(seeds) < 0:
         raise ValueError('seeds must be non-negative')
+    if max(seeds) > MAX_SEED:
+        raise ValueError(f'seeds must be at most {MAX_SEED}')
     return seeds
 
 
@@ -183,8 +189,8 @@ def snapshot_profile(snapshot: Mapping[str, Any], name: str = 'the snapshot') ->
 
 
 def normalize_sigmas(values: Sequence[Any]) -> list[float]:
-    """A user σ list checked and closed: finite, positive, strictly decreasing, then a trailing 0 (added if
-    absent). ValueError with one sentence otherwise."""
+    """A user σ list checked and closed: finite, positive, at most MAX_SIGMA, strictly decreasing, then a trailing 0
+    (added if absent). ValueError with one sentence otherwise."""
     try:
         sigmas = [float(v) for v in values]
     except (TypeError, ValueError):
@@ -195,6 +201,9 @@ def normalize_sigmas(values: Sequence[Any]) -> list[float]:
         raise ValueError('the σ list needs at least one positive value')
     if not all(math.isfinite(v) and v > 0 for v in sigmas):
         raise ValueError('every σ except a final 0 must be a finite number > 0')
+    if max(sigmas) > MAX_SIGMA:
+        raise ValueError(f'σ level {max(sigmas):g} is too large (at most {MAX_SIGMA:.3g}, beyond which σ² overflows '
+                         f'float32)')
     if any(b >= a for a, b in zip(sigmas[:-1], sigmas[1:])):
         raise ValueError('the σ list must be strictly decreasing, e.g. 80,10,1,0.1,0.002')
     return sigmas + [0.0]

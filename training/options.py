@@ -285,7 +285,6 @@ def load_preset(name: str, preset_dir: str = PRESET_DIR) -> dict:
 
 def _network_parameters() -> dict[str, Any]:
     """Constructor parameters a preset or state may set in network_kwargs -> a default showing the type."""
-    import inspect
     from training import networks
     set_by_the_loop = {'self', 'img_resolution', 'img_channels', 'label_dim', 'in_channels', 'out_channels'}
     params: dict[str, Any] = {}
@@ -471,38 +470,27 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
     the loss weight w(σ) the table divides by.
     """
     dist = opts['sigma_dist']
-    lognormal = dict(class_name=SAMPLER_CLASSES['lognormal'], P_mean=float(opts['p_mean']),
-                     P_std=float(opts['p_std']))
-    loguniform = dict(class_name=SAMPLER_CLASSES['loguniform'], sigma_min=float(opts['sigma_min']),
-                      sigma_max=float(opts['sigma_max']))
+    fixed = dict(lognormal=dict(P_mean=float(opts['p_mean']), P_std=float(opts['p_std'])), ddpm={},
+                 loguniform=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max'])),
+                 laplace=dict(mu=float(opts['laplace_mu']), b=float(opts['laplace_b'])))
+    fixed = {name: dict(class_name=SAMPLER_CLASSES[name], **kwargs) for name, kwargs in fixed.items()}
+    grid = dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
+                num_bins=int(opts['infonoise_bins']))
     if dist == 'auto':
         return None
-    if dist == 'lognormal':
-        return lognormal
-    if dist == 'loguniform':
-        return loguniform
-    if dist == 'ddpm':
-        return dict(class_name=SAMPLER_CLASSES['ddpm'])
-    if dist == 'laplace':
-        return dict(class_name=SAMPLER_CLASSES['laplace'], mu=float(opts['laplace_mu']), b=float(opts['laplace_b']))
+    if dist in fixed:
+        return fixed[dist]
     if dist in ('loss-second-moment', 'kingma-gao', 'cdcd'):
         return dict(
-            class_name=SAMPLER_CLASSES[dist],
-            grid=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
-                      num_bins=int(opts['infonoise_bins'])),
-            **_weight_kwargs(opts, sigma_data), history=int(opts['rival_history']),
-            uniform=float(opts['rival_uniform']), refresh_every=int(opts['rival_refresh']),
-            log_every=int(opts['infonoise_refresh']),
+            class_name=SAMPLER_CLASSES[dist], grid=grid, **_weight_kwargs(opts, sigma_data),
+            history=int(opts['rival_history']), uniform=float(opts['rival_uniform']),
+            refresh_every=int(opts['rival_refresh']), log_every=int(opts['infonoise_refresh']),
         )
     base = opts['infonoise_base']
     if base == 'auto':
         base = 'loguniform' if endpoint == 'discrete' else 'lognormal'
     return dict(
-        class_name=SAMPLER_CLASSES['infonoise'],
-        grid=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
-                  num_bins=int(opts['infonoise_bins'])),
-        base=lognormal if base == 'lognormal' else loguniform,
-        **_weight_kwargs(opts, sigma_data),
+        class_name=SAMPLER_CLASSES['infonoise'], grid=grid, base=fixed[base], **_weight_kwargs(opts, sigma_data),
         warmup_steps=int(opts['infonoise_warmup']), refresh_every=int(opts['infonoise_refresh']),
         buffer_size=int(opts['infonoise_buffer']), ema=float(opts['infonoise_ema']),
         min_count=int(opts['infonoise_min_count']), gate_n=float(opts['infonoise_gate_n']),
@@ -532,7 +520,6 @@ def run_description(opts: Mapping[str, Any], dataset_name: str, world_size: int)
 def check_network_geometry(network_kwargs: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
     """OptionsError (one sentence) when the U-Net's resolution ladder does not fit the data (e.g. attention at 16
     on 8x8 digits), before anything is built."""
-    import inspect
     from training import networks
     resolution = dataset.get('resolution')
     model = networks._MODEL_TYPES.get(network_kwargs.get('model_type'))
