@@ -157,10 +157,9 @@ def rank_batches(seeds: Sequence[int], max_batch_size: int, rank: int = 0, world
 def load_profile_rows(path: str) -> list[dict]:
     """The profiles in a file, as JSON data: one from a profile JSON (`profile_to_json` output), one per line
     (refresh) of an `infonoise.jsonl`. ValueError with one sentence for anything else."""
-    with open(path, 'rb') as f:
-        raw = f.read()
     try:
-        text = raw.decode('utf-8')
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
     except UnicodeDecodeError:
         raise ValueError(f'{path} is not a text file, so neither a profile JSON nor an infonoise.jsonl') from None
     try:

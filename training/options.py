@@ -421,16 +421,6 @@ def validate_options(opts: Mapping[str, Any]) -> None:
                            f'use 1 for an unconditional one.')
 
 
-def metric_names(opts: Mapping[str, Any]) -> list[str]:
-    """The --metrics list (empty when unset; validated by the metric registry); OptionsError for an unknown name."""
-    from training.metrics.registry import parse_metrics
-    try:
-        return parse_metrics(opts.get('metrics') or None)
-    except ValueError as err:
-        message = str(err)
-        raise OptionsError(f'--metrics: {message[:1].lower()}{message[1:]}') from None
-
-
 def total_kimg(opts: Mapping[str, Any]) -> float:
     """Training length in kimg (--kimg wins over --duration, which is in Mimg)."""
     if opts.get('kimg') is not None:
@@ -547,14 +537,14 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts['cond'] and not dataset.get('has_labels'):
         raise OptionsError(f'--cond requires labels, but the dataset {opts["data"]!r} has none '
                            f'(add a dataset.json with labels).')
-    metrics = metric_names(opts)
-    if dataset.get('dataset_kwargs'):
-        from training.metrics.registry import check_metric_applicable
-        for name in metrics:
-            try:
-                check_metric_applicable(name, dataset['dataset_kwargs'])
-            except ValueError as err:
-                raise OptionsError(f'--metrics: {err}') from None
+    from training.metrics.registry import check_metric_applicable, parse_metrics
+    try:   # the --metrics list (empty when unset): known names, each applicable to the dataset
+        metrics = parse_metrics(opts.get('metrics') or None)
+        for name in metrics if dataset.get('dataset_kwargs') else ():
+            check_metric_applicable(name, dataset['dataset_kwargs'])
+    except ValueError as err:
+        message = str(err)
+        raise OptionsError(f'--metrics: {message[:1].lower()}{message[1:]}') from None
     from training.fast_paths import FAST_PATH_DEFAULTS
     batch_gpu, rounds = batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
     endpoint = resolve_endpoint(opts, dataset.get('endpoint'))
