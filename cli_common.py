@@ -18,7 +18,7 @@ import click
 import torch
 
 from torch_utils import distributed as dist
-from training import generation
+from training import generation, sampler as samplers
 from training.network_io import load_network
 
 
@@ -82,35 +82,29 @@ seeds_callback = _parsing_callback(generation.parse_seeds)
 _sigmas_callback = _parsing_callback(generation.parse_sigmas)
 
 
-GRID_OVERFLOW = ('These options give a degenerate σ grid: computing it overflows (e.g. a tiny --rho); change --rho, '
-                 '--steps or --sigma_min/max.')
-
-
-def check_sigma_steps(sigma_steps: torch.Tensor | None) -> torch.Tensor | None:
-    """The σ grid the options produced, if it is usable: finite, positive and strictly decreasing before its
-    trailing 0 (e.g. a tiny --rho overflows and a huge one collapses the levels); else one click error."""
-    if sigma_steps is None:
-        return None
-    steps = torch.as_tensor(sigma_steps, dtype=torch.float64).flatten()
-    levels = steps[:-1] if len(steps) > 1 and float(steps[-1]) == 0 else steps
-    if not bool(torch.isfinite(steps).all()) or bool((levels <= 0).any()) or bool((levels[1:] >= levels[:-1]).any()):
-        shown = ', '.join(f'{float(s):.4g}' for s in steps[:6]) + (', ...' if len(steps) > 6 else '')
-        raise click.ClickException(f'These options give a degenerate σ grid ({shown}): the levels must be finite, '
-                                   f'positive and strictly decreasing; change --rho, --steps or --sigma_min/max.')
-    return sigma_steps
-
-
 def resolve_grid(net: torch.nn.Module, opts: generation.SamplerOptions,
                  class_idx: int | None = None) -> torch.Tensor | None:
     """The checked sampling options' σ grid for `net` (None: the ablation sampler builds its own); any problem
-    with the options, the network or the grid is one click error."""
+    with the options, the network or the grid is one click error. A usable grid is finite, positive and strictly
+    decreasing before its trailing 0 (`generation.normalize_sigmas`): a tiny --rho overflows, a huge one collapses
+    the levels."""
     try:
         generation.validate(net, opts, class_idx)
-        return check_sigma_steps(generation.resolve_sigma_steps(net, opts))
+        sigma_steps = generation.resolve_sigma_steps(net, opts)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     except OverflowError:
-        raise click.ClickException(GRID_OVERFLOW) from None
+        raise click.ClickException('These options give a degenerate σ grid: computing it overflows (e.g. a tiny '
+                                   '--rho); change --rho, --steps or --sigma_min/max.') from None
+    try:
+        if sigma_steps is not None:
+            generation.normalize_sigmas(torch.as_tensor(sigma_steps).tolist())
+    except ValueError:
+        shown = ', '.join(f'{float(s):.4g}' for s in sigma_steps[:6]) + (', ...' if len(sigma_steps) > 6 else '')
+        raise click.ClickException(f'These options give a degenerate σ grid ({shown}): the levels must be finite, '
+                                   f'positive and strictly decreasing; change --rho, --steps or '
+                                   f'--sigma_min/max.') from None
+    return sigma_steps
 
 
 def write_error(exc: OSError, path: str) -> click.ClickException:
@@ -129,14 +123,6 @@ def prepare_output_dir(path: str) -> None:
             raise PermissionError(13, 'Permission denied', path)
     except OSError as exc:
         raise write_error(exc, path) from None
-
-
-def check_finite_network(net: torch.nn.Module, name: str) -> None:
-    """Click error if the network's weights are not all finite (its samples would be NaN: black images, or a
-    plausible-looking FID of garbage)."""
-    for key, tensor in list(net.named_parameters()) + list(net.named_buffers()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise click.ClickException(f'{name} holds non-finite weights ({key}); its samples would be NaN.')
 
 
 def sampling_options(f: Callable) -> Callable:
@@ -163,13 +149,13 @@ def sampling_options(f: Callable) -> Callable:
         click.option('--S_max', 'S_max', type=FiniteFloatRange(min=0, allow_inf=True), default=math.inf, show_default=True,
                      help='Highest σ with stochasticity.'),
         click.option('--S_noise', 'S_noise', type=FiniteFloatRange(), default=1, show_default=True, help='Noise inflation.'),
-        click.option('--solver', type=click.Choice(['euler', 'heun']), default=None,
+        click.option('--solver', type=click.Choice(samplers.SOLVERS), default=None,
                      help='ODE solver  [default: heun]'),
-        click.option('--disc', 'discretization', type=click.Choice(['vp', 've', 'iddpm', 'edm']), default=None,
+        click.option('--disc', 'discretization', type=click.Choice(samplers.DISCRETIZATIONS), default=None,
                      help='Ablation: time-step discretization.'),
-        click.option('--schedule', type=click.Choice(['vp', 've', 'linear']), default=None,
+        click.option('--schedule', type=click.Choice(samplers.SCHEDULES), default=None,
                      help='Ablation: noise schedule σ(t).'),
-        click.option('--scaling', type=click.Choice(['vp', 'none']), default=None,
+        click.option('--scaling', type=click.Choice(samplers.SCALINGS), default=None,
                      help='Ablation: signal scaling s(t).'),
         click.option('--infogrid', is_flag=True, help="Use InfoGrid built from the snapshot's 'infonoise' profile."),
         click.option('--infogrid-profile', 'infogrid_profile', type=click.Path(exists=True, dir_okay=False),
@@ -284,9 +270,12 @@ def rank0_first(fn: Callable[[], Any]) -> Any:
 
 def load_snapshot(network: str, device: torch.device) -> dict:
     """The snapshot dict with its 'ema' network on `device`; click error if it cannot be loaded or its weights
-    are not finite."""
+    are not finite (its samples would be NaN: black images, or a plausible-looking FID of garbage)."""
     snapshot = rank0_first(lambda: load_network(network, device))
-    check_finite_network(snapshot['ema'], network)
+    net = snapshot['ema']
+    for key, tensor in list(net.named_parameters()) + list(net.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise click.ClickException(f'{network} holds non-finite weights ({key}); its samples would be NaN.')
     return snapshot
 
 

@@ -259,7 +259,6 @@ def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: s
     """Sequence metrics of generated DNA against real sequences, per cell type and averaged, each beside its
     real-data floor (real sequences at the same sample size through the same code)."""
     import dataclasses
-    import json
     from training.fasta import read_fasta, require_biopython
     from training.metrics import dna_eval
     spec = data if data.startswith('dna:') else f'dna:{data}'
@@ -276,8 +275,7 @@ def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: s
     if json_path is not None:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-            with util.atomic_write(json_path) as f:
-                f.write(json.dumps(dataclasses.asdict(report), indent=2).encode())
+            util.write_json(json_path, dataclasses.asdict(report), indent=2)
         except OSError as exc:
             raise write_error(exc, json_path) from None
 

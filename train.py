@@ -96,9 +96,10 @@ def main(**kwargs) -> None:
     explicit = {name for name in kwargs
                 if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
                                                       click.core.ParameterSource.ENVIRONMENT)}
+    from training.checkpoint import CheckpointError
     try:
         run(kwargs, explicit)
-    except opt_lib.OptionsError as err:
+    except (opt_lib.OptionsError, CheckpointError) as err:   # bad options, an unusable or incompatible state
         raise click.ClickException(first_line(err)) from None
 
 
@@ -120,7 +121,7 @@ def _convert(ctx: click.Context, values: dict, source: str) -> dict:
 
 
 def run(kwargs: dict, explicit: set[str]) -> None:
-    """Everything between the parsed options and the training loop."""
+    """Everything between the parsed options and the training loop (main words its OptionsError / CheckpointError)."""
     import torch
     from torch_utils import distributed as dist
     from training import checkpoint, preemption, training_loop
@@ -136,10 +137,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     if kwargs['resume'] is not None:
         if kwargs['transfer'] is not None:
             raise click.ClickException('--transfer and --resume cannot be used together.')
-        try:
-            plan = checkpoint.plan_resume(kwargs['resume'], kwargs['outdir'], bool(kwargs['nosubdir']))
-        except checkpoint.CheckpointError as err:
-            raise click.ClickException(first_line(err)) from None
+        plan = checkpoint.plan_resume(kwargs['resume'], kwargs['outdir'], bool(kwargs['nosubdir']))
         resume_path, header, plan.header = plan.state, plan.header, None
         given['resume'] = kwargs['resume']
     if header is not None:
@@ -173,10 +171,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     config = opt_lib.build_config(opts, dataset, world_size)
     opt_lib.check_network_geometry(config['network_kwargs'], dataset)   # e.g. attention at 16 on 8x8 data
     if resume_path is not None:
-        try:
-            checkpoint.check_compatible(header, config, resume_path, opts)
-        except checkpoint.CheckpointError as err:
-            raise click.ClickException(first_line(err)) from None
+        checkpoint.check_compatible(header, config, resume_path, opts)
         if header['cur_nimg'] >= config['total_kimg'] * 1000:
             if plan.run_dir is not None and _same_dir(os.path.dirname(resume_path), plan.run_dir):
                 # A requeued job whose run had finished (killed after its last state): nothing is left to do.
@@ -291,14 +286,12 @@ def _pick_run_dir(outdir: str, desc: str, nosubdir: bool) -> str:
     return run_dir
 
 
-def _weighting(opts: dict) -> str:
-    static = opt_lib.resolve_weighting(opts)
-    return f'uncertainty: {static} times the learned 1/e^u(σ)' if opts['weighting'] == 'uncertainty' else static
-
-
 def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: str) -> str:
     net = config['network_kwargs']
     sampler = config['sigma_sampler_kwargs']
+    weighting = opt_lib.resolve_weighting(opts)
+    if opts['weighting'] == 'uncertainty':
+        weighting = f'uncertainty: {weighting} times the learned 1/e^u(σ)'
     lines = [
         f'  Output directory:     {run_dir}',
         f'  Preset:               {opts.get("preset") or "-"}',
@@ -307,7 +300,7 @@ def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: 
         f'  Network:              {net["class_name"].rsplit(".", 1)[-1]} / {net.get("model_type")} '
         f'channels {net.get("model_channels")} x {net.get("channel_mult")}',
         f'  Loss:                 {config["loss_kwargs"]["class_name"].rsplit(".", 1)[-1]} '
-        f'(weighting {_weighting(opts)})',
+        f'(weighting {weighting})',
         f'  σ distribution:       {opts["sigma_dist"]}'
         + (f' ({sampler["class_name"].rsplit(".", 1)[-1]})' if sampler else ' (the loss\'s own)'),
         f'  Training length:      {config["total_kimg"]:g} kimg',
