@@ -22,6 +22,7 @@ from torch_utils import distributed as dist
 from training import fasta, generation
 from training.image_grid import png_bytes
 from training.guidance import GuidedDenoiser
+from training.networks import data_shape
 from training.metrics import registry
 
 EXAMPLES = """\b
@@ -104,7 +105,7 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
         raise click.UsageError('--grid-out records the EDM or InfoGrid grid; it cannot be used with the '
                                'ablation options (--solver/--disc/--schedule/--scaling without --infogrid).')
     sigma_steps = resolve_grid(net, opts, class_idx)
-    sequences = generation.is_sequence_net(net)
+    sequences = len(data_shape(net)) == 2   # the net denoises sequences [A, L] (DNA), not images [C, H, W]
     if sequences:
         try:
             fasta.require_biopython()   # FASTA is written with Biopython (the dna extra): fail before sampling

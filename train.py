@@ -111,7 +111,7 @@ def _convert(ctx: click.Context, values: dict, source: str) -> dict:
     for name, value in values.items():
         if name not in params:
             continue
-        if value is None and opt_lib.OPTION_BY_NAME[name].default is not None:
+        if value is None and opt_lib.DEFAULTS[name] is not None:
             raise click.ClickException(f'{source}: {opt_lib.flag(name)} cannot be null.')
         try:
             out[name] = params[name].type_cast_value(ctx, value)

@@ -399,11 +399,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images * 127.5 + 128).clip(0, 255).to(torch.uint8)
 
 
-def is_sequence_net(net: torch.nn.Module) -> bool:
-    """Whether `net` denoises one-dimensional sequences [A, L] (DNA) rather than images [C, H, W]."""
-    return len(data_shape(net)) == 2
-
-
 def class_names(snapshot: Mapping[str, Any]) -> list[str] | None:
     """The class names a snapshot records (a DNA dataset's `cell_types` in its dataset_kwargs), else None."""
     kwargs = snapshot.get('dataset_kwargs')

@@ -30,8 +30,7 @@ def check_guidance(net: torch.nn.Module, guidance: float) -> None:
     if not int(getattr(net, 'label_dim', 0) or 0):
         raise ValueError(f'Guidance (W = {guidance:g}) needs a class-conditional network, but this one is '
                          f'unconditional; use W = 1.')
-    model = getattr(net, 'model', None)
-    dropout = getattr(model, 'label_dropout', None) if model is not None else None
+    dropout = getattr(getattr(net, 'model', None), 'label_dropout', None)
     if dropout is not None and not float(dropout) > 0:
         raise ValueError(f'Guidance (W = {guidance:g}) needs a network trained with label dropout, but this '
                          f'one has label_dropout = 0, so it never learned the unconditional (null) label.')

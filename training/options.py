@@ -178,7 +178,6 @@ OPTIONS: tuple[Option, ...] = (
     _O('plot', True, 'Plot the InfoNoise profile at the end (needs matplotlib)', bool, kind='execution',
        config='plot_profile'),
 )
-OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 # Stored options (everything a preset or a training state may hold) -> default.
 DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS if o.name not in ('outdir', 'preset', 'dry_run')}
@@ -295,17 +294,14 @@ def _network_parameters() -> dict[str, Any]:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in set_by_the_loop:
                 continue
             default = None if p.default is p.empty else p.default
+            if p.annotation == 'float' and default is not None:
+                default = float(default)   # real-valued, also where the default is written as an int (sigma_max=100)
             if params.get(p.name) is None:
                 params[p.name] = default
     return params
 
 
-# Real-valued network parameters whose defaults happen to be written as integers (e.g. sigma_max=100).
-_REAL_NETWORK_PARAMETERS = frozenset({'sigma_min', 'sigma_max', 'sigma_data', 'beta_d', 'beta_min', 'epsilon_t',
-                                      'C_1', 'C_2', 'dropout', 'label_dropout'})
-
-
-def _plain_value_ok(value: Any, default: Any, name: str = '') -> bool:
+def _plain_value_ok(value: Any, default: Any) -> bool:
     """A network_kwargs value: plain JSON data, finite numbers, and the type of the parameter's default."""
     if isinstance(value, float) and not math.isfinite(value):
         return False
@@ -317,7 +313,7 @@ def _plain_value_ok(value: Any, default: Any, name: str = '') -> bool:
         return value is None or isinstance(value, (bool, int, float, str))
     if isinstance(default, bool):
         return isinstance(value, bool)
-    if isinstance(default, int) and name not in _REAL_NETWORK_PARAMETERS:
+    if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(default, (int, float)):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -347,7 +343,7 @@ def check_network_kwargs(network_kwargs: Any, source: str) -> dict:
         if key == 'model_type' and value not in _MODEL_TYPES:
             raise OptionsError(f'{source}: network_kwargs model_type={value!r} is not one of '
                                f'{", ".join(_MODEL_TYPES)}.')
-        if not _plain_value_ok(value, params[key], key):
+        if not _plain_value_ok(value, params[key]):
             raise OptionsError(f'{source}: network_kwargs {key}={value!r} has the wrong type or is not finite.')
     return dict(network_kwargs)
 
@@ -430,13 +426,6 @@ def total_kimg(opts: Mapping[str, Any]) -> float:
 
 # ----------------------------------------------------------------------------------------------
 # Options -> plain-data kwargs.
-
-def resolve_endpoint(opts: Mapping[str, Any], dataset_endpoint: str | None) -> str:
-    """--infonoise-endpoint, with 'auto' taken from the dataset (continuous if it declares none)."""
-    if opts['infonoise_endpoint'] != 'auto':
-        return opts['infonoise_endpoint']
-    return dataset_endpoint if dataset_endpoint in ('continuous', 'discrete') else 'continuous'
-
 
 def resolve_weighting(opts: Mapping[str, Any]) -> str:
     """The static loss weight w(σ): --weighting, with 'auto' (and 'uncertainty', whose learned factor
@@ -547,7 +536,9 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
         raise OptionsError(f'--metrics: {message[:1].lower()}{message[1:]}') from None
     from training.fast_paths import FAST_PATH_DEFAULTS
     batch_gpu, rounds = batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
-    endpoint = resolve_endpoint(opts, dataset.get('endpoint'))
+    endpoint = opts['infonoise_endpoint']
+    if endpoint == 'auto':   # the dataset's (continuous if it declares none)
+        endpoint = dataset['endpoint'] if dataset.get('endpoint') in ('continuous', 'discrete') else 'continuous'
     weighting = resolve_weighting(opts)
     net_class, loss_class = PRECOND_CLASSES[opts['precond']]
 
@@ -581,13 +572,10 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts['precond'] == 'edm':
         network_kwargs['sigma_data'] = sigma_data
 
-    if dataset.get('dataset_kwargs'):
-        ds_kwargs = copy.deepcopy(dict(dataset['dataset_kwargs']))
-    else:
-        ds_kwargs = dataset_kwargs(opts)
     ema_rampup = None if opts.get('transfer') is not None or not opts['ema_rampup'] else float(opts['ema_rampup'])
     return dict(
-        dataset_kwargs=ds_kwargs,
+        dataset_kwargs=copy.deepcopy(dict(dataset['dataset_kwargs'])) if dataset.get('dataset_kwargs')
+        else dataset_kwargs(opts),
         data_loader_kwargs=dict(num_workers=int(opts['workers'])),
         network_kwargs=network_kwargs,
         loss_kwargs=loss_kwargs,
