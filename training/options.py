@@ -4,12 +4,11 @@ Three layers, later ones winning:
   1. `DEFAULTS`: EDM's train.py defaults plus this project's options (σ-sampler, speed flags);
   2. a preset, `configs/NAME.json` (see `load_preset` for the format);
   3. the options the user gave explicitly on the command line.
-`resolve_options` merges them, `validate_options` checks their combinations (each value was checked by
-click where it entered: train.py converts flags, presets and resumed options alike), and `build_config` turns the
-result plus facts about the dataset into the plain-data dict that
-`training.training_loop.training_loop(**config)` takes. Nothing here constructs objects or
-touches the file system except reading presets; every error is an `OptionsError` whose
-message is one sentence fit to show to a user.
+`resolve_options` merges them, `validate_options` checks their combinations (each value was checked by click where
+it entered: train.py converts flags, presets and resumed options alike), and `build_config` turns the result plus
+facts about the dataset into the plain-data dict that `training.training_loop.training_loop(**config)` takes.
+Nothing here constructs objects or touches the file system except reading presets; every error is an
+`OptionsError` whose message is one sentence fit to show to a user.
 """
 from __future__ import annotations
 
