@@ -140,12 +140,10 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         plan = checkpoint.plan_resume(kwargs['resume'], kwargs['outdir'], bool(kwargs['nosubdir']))
         resume_path, header, plan.header = plan.state, plan.header, None
         given['resume'] = kwargs['resume']
-    if header is not None:
-        base = header.get('options') or None
-        if base is not None:
-            known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
-            base = dict(opt_lib.DEFAULTS, **_convert(ctx, {k: v for k, v in base.items() if k in known},
-                                                     f'--resume: {resume_path}'))
+    if header is not None and header.get('options'):   # the resumed run's options replace the defaults
+        known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
+        base = dict(opt_lib.DEFAULTS, **_convert(ctx, {k: v for k, v in header['options'].items() if k in known},
+                                                 f'--resume: {resume_path}'))
     opts = opt_lib.resolve_options(given, preset, base)
     opts['preset'] = kwargs['preset'] if kwargs['preset'] is not None else (base or {}).get('preset')
 

@@ -101,8 +101,7 @@ def calibrate_tempered_grid(net: Callable, profile: Mapping[str, Any], num_steps
     began = time.time()
     if reference is None:
         reference = reference_samples(net, latents, class_labels, sigma_min, sigma_max, ref_steps)
-    tried: dict[tuple[float, float], float] = {}
-    order: list[tuple[float, float]] = []
+    tried: dict[tuple[float, float], float] = {}   # (γ, ρ) -> trajectory error, in evaluation order
 
     def tempered(gamma: float, rho: float) -> torch.Tensor:
         return sigma_steps('tempered', num_steps, sigma_min, sigma_max, profile, gamma=gamma, rho=rho,
@@ -116,20 +115,19 @@ def calibrate_tempered_grid(net: Callable, profile: Mapping[str, Any], num_steps
         with torch.no_grad():
             x = samplers.heun_sampler(net, latents, grid.to(latents.device), class_labels, solver=solver)
         tried[key] = trajectory_error(x, reference)
-        order.append(key)
 
     evaluate(*EDM_CANDIDATE)
     for gamma in gammas:
         for rho in rhos:
             evaluate(gamma, rho)
     if refine:
-        g0, r0 = min(order, key=lambda k: tried[k])
+        g0, r0 = min(tried, key=tried.get)
         for gamma, rho in ((g0 - GAMMA_STEP / 2, r0), (g0 + GAMMA_STEP / 2, r0),
                            (g0, r0 / math.sqrt(RHO_STEP)), (g0, r0 * math.sqrt(RHO_STEP))):
             if gamma >= 0:
                 evaluate(gamma, rho)
-    best = min(order, key=lambda k: (tried[k], order.index(k)))
+    best = min(tried, key=tried.get)   # ties keep the earlier candidate
     return CalibrationResult(
         gamma=best[0], rho=best[1], sigma_steps=tempered(*best), error=tried[best], edm_error=tried[EDM_CANDIDATE],
-        candidates=[{'gamma': g, 'rho': r, 'error': tried[(g, r)]} for g, r in order],
+        candidates=[{'gamma': g, 'rho': r, 'error': error} for (g, r), error in tried.items()],
         num_latents=int(latents.shape[0]), ref_steps=int(ref_steps), seconds=time.time() - began)
