@@ -45,16 +45,6 @@ Examples:
 """
 
 
-def _detector_option(f):
-    return click.option('--detector', 'detector_url', metavar='PATH|URL', default=INCEPTION_URL, show_default=True,
-                        help='Feature detector: a TorchScript file or a pickle, called as '
-                             'det(uint8 NCHW, return_features=True) -> [N, D]. A TorchScript detector is code: '
-                             'it runs with your rights (it can read and write your files), so pass only files you '
-                             'trust. Pickles load without running code; the pinned Inception-v3 pickle runs only as '
-                             'downloaded by you from its URL (its SHA-256 is then pinned privately) or, from the '
-                             'cache, if its SHA-256 matches your pin.')(f)
-
-
 def _common_options(f):
     f = click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
                      help='auto = CUDA when available.')(f)
@@ -62,7 +52,13 @@ def _common_options(f):
                      help='Data-loading worker processes per rank.')(f)
     f = click.option('--batch', 'max_batch_size', type=click.IntRange(min=1), default=64, show_default=True,
                      help='Maximum batch size per rank.')(f)
-    return _detector_option(f)
+    return click.option('--detector', 'detector_url', metavar='PATH|URL', default=INCEPTION_URL, show_default=True,
+                        help='Feature detector: a TorchScript file or a pickle, called as '
+                             'det(uint8 NCHW, return_features=True) -> [N, D]. A TorchScript detector is code: '
+                             'it runs with your rights (it can read and write your files), so pass only files you '
+                             'trust. Pickles load without running code; the pinned Inception-v3 pickle runs only as '
+                             'downloaded by you from its URL (its SHA-256 is then pinned privately) or, from the '
+                             'cache, if its SHA-256 matches your pin.')(f)
 
 
 def _load_ref(ref_path: str) -> tuple[np.ndarray, np.ndarray]:
