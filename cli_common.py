@@ -8,6 +8,7 @@ click errors on every rank, `print0` and the entry point `run_cli`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -17,7 +18,7 @@ import click
 import torch
 
 from torch_utils import distributed as dist
-from training import generation
+from training import generation, sampler as samplers
 from training.network_io import load_network
 
 
@@ -36,14 +37,8 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-# σ levels above this overflow float32 when squared (c_in, c_skip and the loss weight use σ²).
-MAX_SIGMA = math.sqrt(torch.finfo(torch.float32).max) / 2
-# Seeds per invocation: a longer list would only exhaust memory before the first image.
-MAX_SEEDS = 10_000_000
-MAX_SEED = 2 ** 63 - 1
-
 POSITIVE = FiniteFloatRange(min=0, min_open=True)
-SIGMA = FiniteFloatRange(min=0, min_open=True, max=MAX_SIGMA)
+SIGMA = FiniteFloatRange(min=0, min_open=True, max=generation.MAX_SIGMA)
 NON_NEGATIVE = FiniteFloatRange(min=0)
 
 
@@ -83,67 +78,33 @@ def comma_list(choices: tuple[str, ...] | None = None, minimum: int | None = Non
     return callback
 
 
-def parse_seeds_bounded(spec: str) -> list[int]:
-    """generation.parse_seeds, refusing more than MAX_SEEDS seeds (counted before the list is built) and seeds
-    above MAX_SEED; ValueError with one sentence."""
-    count = 0
-    for part in str(spec).split(','):
-        lo, sep, hi = part.strip().partition('-')
-        try:
-            count += max(0, int(hi) - int(lo) + 1) if sep else 1
-        except ValueError:
-            continue   # parse_seeds words the error
-        if count > MAX_SEEDS:
-            raise ValueError(f'{spec!r} names more than {MAX_SEEDS:,} seeds; split the work into several runs')
-    seeds = generation.parse_seeds(spec)
-    if max(seeds) > MAX_SEED:
-        raise ValueError(f'seeds must be at most {MAX_SEED}')
-    return seeds
-
-
-def parse_sigmas_bounded(spec: str) -> list[float]:
-    """generation.parse_sigmas, refusing non-finite levels and levels whose square overflows float32."""
-    sigmas = generation.parse_sigmas(spec)
-    bad = [s for s in sigmas if not math.isfinite(float(s)) or float(s) > MAX_SIGMA]
-    if bad:
-        raise ValueError(f'σ level {bad[0]:g} is not finite or too large (at most {MAX_SIGMA:.3g}, beyond which '
-                         f'σ² overflows float32)')
-    return sigmas
-
-
-seeds_callback = _parsing_callback(parse_seeds_bounded)
-_sigmas_callback = _parsing_callback(parse_sigmas_bounded)
-
-
-GRID_OVERFLOW = ('These options give a degenerate σ grid: computing it overflows (e.g. a tiny --rho); change --rho, '
-                 '--steps or --sigma_min/max.')
-
-
-def check_sigma_steps(sigma_steps: torch.Tensor | None) -> torch.Tensor | None:
-    """The σ grid the options produced, if it is usable: finite, positive and strictly decreasing before its
-    trailing 0 (e.g. a tiny --rho overflows and a huge one collapses the levels); else one click error."""
-    if sigma_steps is None:
-        return None
-    steps = torch.as_tensor(sigma_steps, dtype=torch.float64).flatten()
-    levels = steps[:-1] if len(steps) > 1 and float(steps[-1]) == 0 else steps
-    if not bool(torch.isfinite(steps).all()) or bool((levels <= 0).any()) or bool((levels[1:] >= levels[:-1]).any()):
-        shown = ', '.join(f'{float(s):.4g}' for s in steps[:6]) + (', ...' if len(steps) > 6 else '')
-        raise click.ClickException(f'These options give a degenerate σ grid ({shown}): the levels must be finite, '
-                                   f'positive and strictly decreasing; change --rho, --steps or --sigma_min/max.')
-    return sigma_steps
+seeds_callback = _parsing_callback(generation.parse_seeds)
+_sigmas_callback = _parsing_callback(generation.parse_sigmas)
 
 
 def resolve_grid(net: torch.nn.Module, opts: generation.SamplerOptions,
                  class_idx: int | None = None) -> torch.Tensor | None:
     """The checked sampling options' σ grid for `net` (None: the ablation sampler builds its own); any problem
-    with the options, the network or the grid is one click error."""
+    with the options, the network or the grid is one click error. A usable grid is finite, positive and strictly
+    decreasing before its trailing 0 (`generation.normalize_sigmas`): a tiny --rho overflows, a huge one collapses
+    the levels."""
     try:
         generation.validate(net, opts, class_idx)
-        return check_sigma_steps(generation.resolve_sigma_steps(net, opts))
+        sigma_steps = generation.resolve_sigma_steps(net, opts)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     except OverflowError:
-        raise click.ClickException(GRID_OVERFLOW) from None
+        raise click.ClickException('These options give a degenerate σ grid: computing it overflows (e.g. a tiny '
+                                   '--rho); change --rho, --steps or --sigma_min/max.') from None
+    try:
+        if sigma_steps is not None:
+            generation.normalize_sigmas(torch.as_tensor(sigma_steps).tolist())
+    except ValueError:
+        shown = ', '.join(f'{float(s):.4g}' for s in sigma_steps[:6]) + (', ...' if len(sigma_steps) > 6 else '')
+        raise click.ClickException(f'These options give a degenerate σ grid ({shown}): the levels must be finite, '
+                                   f'positive and strictly decreasing; change --rho, --steps or '
+                                   f'--sigma_min/max.') from None
+    return sigma_steps
 
 
 def write_error(exc: OSError, path: str) -> click.ClickException:
@@ -162,14 +123,6 @@ def prepare_output_dir(path: str) -> None:
             raise PermissionError(13, 'Permission denied', path)
     except OSError as exc:
         raise write_error(exc, path) from None
-
-
-def check_finite_network(net: torch.nn.Module, name: str) -> None:
-    """Click error if the network's weights are not all finite (its samples would be NaN: black images, or a
-    plausible-looking FID of garbage)."""
-    for key, tensor in list(net.named_parameters()) + list(net.named_buffers()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise click.ClickException(f'{name} holds non-finite weights ({key}); its samples would be NaN.')
 
 
 def sampling_options(f: Callable) -> Callable:
@@ -196,13 +149,13 @@ def sampling_options(f: Callable) -> Callable:
         click.option('--S_max', 'S_max', type=FiniteFloatRange(min=0, allow_inf=True), default=math.inf, show_default=True,
                      help='Highest σ with stochasticity.'),
         click.option('--S_noise', 'S_noise', type=FiniteFloatRange(), default=1, show_default=True, help='Noise inflation.'),
-        click.option('--solver', type=click.Choice(['euler', 'heun']), default=None,
+        click.option('--solver', type=click.Choice(samplers.SOLVERS), default=None,
                      help='ODE solver  [default: heun]'),
-        click.option('--disc', 'discretization', type=click.Choice(['vp', 've', 'iddpm', 'edm']), default=None,
+        click.option('--disc', 'discretization', type=click.Choice(samplers.DISCRETIZATIONS), default=None,
                      help='Ablation: time-step discretization.'),
-        click.option('--schedule', type=click.Choice(['vp', 've', 'linear']), default=None,
+        click.option('--schedule', type=click.Choice(samplers.SCHEDULES), default=None,
                      help='Ablation: noise schedule σ(t).'),
-        click.option('--scaling', type=click.Choice(['vp', 'none']), default=None,
+        click.option('--scaling', type=click.Choice(samplers.SCALINGS), default=None,
                      help='Ablation: signal scaling s(t).'),
         click.option('--infogrid', is_flag=True, help="Use InfoGrid built from the snapshot's 'infonoise' profile."),
         click.option('--infogrid-profile', 'infogrid_profile', type=click.Path(exists=True, dir_okay=False),
@@ -233,19 +186,17 @@ def sampling_options(f: Callable) -> Callable:
     return f
 
 
-SAMPLING_KEYS = ('num_steps', 'sigma_min', 'sigma_max', 'rho', 'S_churn', 'S_min', 'S_max', 'S_noise', 'solver',
-                 'discretization', 'schedule', 'scaling', 'infogrid', 'infogrid_profile', 'infogrid_measure',
-                 'infogrid_floor', 'infogrid_gated', 'sigmas', 'infogrid_method', 'infogrid_gamma',
-                 'infogrid_calibrate')
+# The values `sampling_options` declares: one per SamplerOptions field (--infogrid is a flag here, the profile
+# there) and the profile file of --infogrid-profile.
+SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(generation.SamplerOptions) if f.name != 'calibration') + (
+    'infogrid_profile',)
+_INFOGRID_KEYS = ('infogrid_measure', 'infogrid_floor', 'infogrid_gated', 'infogrid_method', 'infogrid_gamma',
+                  'infogrid_calibrate')
 
 
-_INFOGRID_FLAGS = (('--infogrid-measure', 'infogrid_measure'), ('--infogrid-floor', 'infogrid_floor'),
-                   ('--infogrid-gated', 'infogrid_gated'), ('--infogrid-method', 'infogrid_method'),
-                   ('--infogrid-gamma', 'infogrid_gamma'), ('--infogrid-calibrate', 'infogrid_calibrate'))
-
-
-def _given(v: dict[str, Any], flags: tuple[tuple[str, str], ...]) -> list[str]:
-    return [flag for flag, key in flags if v[key] not in (None, False)]
+def _given(v: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The flags of `keys` the user gave (not None, not False): 'infogrid_floor' -> '--infogrid-floor'."""
+    return ['--' + key.replace('_', '-') for key in keys if v[key] not in (None, False)]
 
 
 def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: str) -> generation.SamplerOptions:
@@ -255,18 +206,15 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
     would hide); every other combination is checked once, by `generation.validate`, which the CLIs call next.
     """
     v = {k: kwargs.pop(k) for k in SAMPLING_KEYS}
-    common = dict(sigma_min=v['sigma_min'], sigma_max=v['sigma_max'], S_churn=v['S_churn'], S_min=v['S_min'],
-                  S_max=v['S_max'], S_noise=v['S_noise'], solver=v['solver'], discretization=v['discretization'],
-                  schedule=v['schedule'], scaling=v['scaling'])
+    # The values given, by SamplerOptions field (None leaves the field's default).
+    fields = {k: x for k, x in v.items() if x is not None and k not in ('infogrid', 'infogrid_profile')}
     if v['sigmas'] is not None:
-        given = _given(v, (('--infogrid', 'infogrid'), ('--infogrid-profile', 'infogrid_profile'),
-                           *_INFOGRID_FLAGS, ('--rho', 'rho')))
+        given = _given(v, ('infogrid', 'infogrid_profile', *_INFOGRID_KEYS, 'rho'))
         if given:
             raise click.UsageError(f'--sigmas gives the σ grid itself; it cannot be combined with {given[0]}.')
-        steps = len(v['sigmas']) - 1 if v['num_steps'] is None else v['num_steps']
-        return generation.SamplerOptions(num_steps=steps, sigmas=v['sigmas'], **common)
+        return generation.SamplerOptions(**dict(fields, num_steps=v['num_steps'] or len(v['sigmas']) - 1))
     use_infogrid = v['infogrid'] or v['infogrid_profile'] is not None
-    given = _given(v, _INFOGRID_FLAGS)
+    given = _given(v, _INFOGRID_KEYS)
     if given and not use_infogrid:
         raise click.UsageError(f'{given[0]} only applies together with --infogrid or --infogrid-profile.')
     method = v['infogrid_method'] or ('tempered' if v['infogrid_calibrate'] else generation.DEFAULT_INFOGRID_METHOD)
@@ -291,27 +239,15 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
         except (TypeError, KeyError, AttributeError, IndexError) as exc:   # an 'infonoise' entry of another shape
             raise click.ClickException(f"{network}'s 'infonoise' entry is not an InfoNoise profile "
                                        f"({type(exc).__name__}: {str(exc).strip() or 'malformed'}).") from None
-    defaults = generation.SamplerOptions()
-    return generation.SamplerOptions(
-        num_steps=defaults.num_steps if v['num_steps'] is None else v['num_steps'],
-        rho=defaults.rho if v['rho'] is None else v['rho'], infogrid=profile,
-        infogrid_measure=v['infogrid_measure'] or defaults.infogrid_measure,
-        infogrid_floor=defaults.infogrid_floor if v['infogrid_floor'] is None else v['infogrid_floor'],
-        infogrid_gated=v['infogrid_gated'], infogrid_method=method,
-        infogrid_gamma=defaults.infogrid_gamma if v['infogrid_gamma'] is None else v['infogrid_gamma'],
-        infogrid_calibrate=v['infogrid_calibrate'] or 0, **common)
+    return generation.SamplerOptions(**dict(fields, infogrid=profile, infogrid_method=method))
 
 
 def init_distributed(device: str) -> torch.device:
-    """Initialise torch.distributed (torchrun) or a single process; return this rank's device."""
+    """Initialise torch.distributed (torchrun) or a single process; return this rank's device (cuda:LOCAL_RANK on
+    CUDA)."""
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
-    dist.init(device=None if device == 'auto' else device)
-    if dist.get_world_size() > 1:
-        return torch.device(dist.device())   # cuda:LOCAL_RANK under torchrun
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    return torch.device(device)
+    return dist.init(device=None if device == 'auto' else device)
 
 
 def rank0_first(fn: Callable[[], Any]) -> Any:
@@ -334,9 +270,12 @@ def rank0_first(fn: Callable[[], Any]) -> Any:
 
 def load_snapshot(network: str, device: torch.device) -> dict:
     """The snapshot dict with its 'ema' network on `device`; click error if it cannot be loaded or its weights
-    are not finite."""
+    are not finite (its samples would be NaN: black images, or a plausible-looking FID of garbage)."""
     snapshot = rank0_first(lambda: load_network(network, device))
-    check_finite_network(snapshot['ema'], network)
+    net = snapshot['ema']
+    for key, tensor in list(net.named_parameters()) + list(net.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise click.ClickException(f'{network} holds non-finite weights ({key}); its samples would be NaN.')
     return snapshot
 
 

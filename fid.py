@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import tqdm
 
-from cli_common import (MAX_SEEDS, init_distributed, load_snapshot, print0, rank0_first, resolve_grid, run_cli,
+from cli_common import (init_distributed, load_snapshot, print0, rank0_first, resolve_grid, run_cli,
                         sampler_options_from_cli, sampling_options, seeds_callback, write_error)
 from dnnlib import util
 from torch_utils import distributed as dist
@@ -45,16 +45,6 @@ Examples:
 """
 
 
-def _detector_option(f):
-    return click.option('--detector', 'detector_url', metavar='PATH|URL', default=INCEPTION_URL, show_default=True,
-                        help='Feature detector: a TorchScript file or a pickle, called as '
-                             'det(uint8 NCHW, return_features=True) -> [N, D]. A TorchScript detector is code: '
-                             'it runs with your rights (it can read and write your files), so pass only files you '
-                             'trust. Pickles load without running code; the pinned Inception-v3 pickle runs only as '
-                             'downloaded by you from its URL (its SHA-256 is then pinned privately) or, from the '
-                             'cache, if its SHA-256 matches your pin.')(f)
-
-
 def _common_options(f):
     f = click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
                      help='auto = CUDA when available.')(f)
@@ -62,7 +52,13 @@ def _common_options(f):
                      help='Data-loading worker processes per rank.')(f)
     f = click.option('--batch', 'max_batch_size', type=click.IntRange(min=1), default=64, show_default=True,
                      help='Maximum batch size per rank.')(f)
-    return _detector_option(f)
+    return click.option('--detector', 'detector_url', metavar='PATH|URL', default=INCEPTION_URL, show_default=True,
+                        help='Feature detector: a TorchScript file or a pickle, called as '
+                             'det(uint8 NCHW, return_features=True) -> [N, D]. A TorchScript detector is code: '
+                             'it runs with your rights (it can read and write your files), so pass only files you '
+                             'trust. Pickles load without running code; the pinned Inception-v3 pickle runs only as '
+                             'downloaded by you from its URL (its SHA-256 is then pinned privately) or, from the '
+                             'cache, if its SHA-256 matches your pin.')(f)
 
 
 def _load_ref(ref_path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +119,8 @@ def main() -> None:
 @click.option('--images', 'image_path', metavar='DIR|ZIP', default=None, help='Generated images (folder or zip).')
 @click.option('--network', metavar='PATH|URL', default=None, help='Or: a network snapshot to sample in memory.')
 @click.option('--ref', 'ref_path', metavar='NPZ|URL', required=True, help='Reference statistics (mu, sigma).')
-@click.option('--num', 'num_expected', type=click.IntRange(min=2, max=MAX_SEEDS), default=None, show_default=str(DEFAULT_NUM),
+@click.option('--num', 'num_expected', type=click.IntRange(min=2, max=generation.MAX_SEEDS), default=None,
+              show_default=str(DEFAULT_NUM),
               help='Number of images to evaluate (with --network and --seeds: at most len(seeds)).')
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of the random subset when --images '
               'holds more than --num images.')
@@ -182,7 +179,7 @@ def calc(image_path: str | None, network: str | None, ref_path: str, num_expecte
         print0(f'Computing features of {len(dataset)} images from "{image_path}" ...')
     else:
         total = sum(1 for b in generation.rank_batches(seeds, max_batch_size, rank, world_size) if b)
-        batches = (images for _batch_seeds, images in generation.iterate_batches(
+        batches = (generation.to_uint8(samples) for _batch_seeds, samples, _ in generation.iterate_samples(
             net, seeds, opts, max_batch_size, rank, world_size, class_idx, device_t, sigma_steps))
         print0(f'Sampling and computing features of {len(seeds)} images from "{network}" ...')
     mu, sigma = _stats(batches, detector, total, device_t, 'features')
@@ -258,7 +255,6 @@ def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: s
     """Sequence metrics of generated DNA against real sequences, per cell type and averaged, each beside its
     real-data floor (real sequences at the same sample size through the same code)."""
     import dataclasses
-    import json
     from training.fasta import read_fasta, require_biopython
     from training.metrics import dna_eval
     spec = data if data.startswith('dna:') else f'dna:{data}'
@@ -275,8 +271,7 @@ def dna(samples_path: str, data: str, metric_spec: str, split: str, json_path: s
     if json_path is not None:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-            with util.atomic_write(json_path) as f:
-                f.write(json.dumps(dataclasses.asdict(report), indent=2).encode())
+            util.write_json(json_path, dataclasses.asdict(report), indent=2)
         except OSError as exc:
             raise write_error(exc, json_path) from None
 

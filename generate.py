@@ -22,6 +22,7 @@ from torch_utils import distributed as dist
 from training import fasta, generation
 from training.image_grid import png_bytes
 from training.guidance import GuidedDenoiser
+from training.networks import data_shape
 from training.metrics import registry
 
 EXAMPLES = """\b
@@ -51,11 +52,6 @@ def _write_png(path: str, image: np.ndarray) -> None:
     data = png_bytes(image)
     with util.atomic_write(path) as f:
         f.write(data)
-
-
-def write_grid(path: str, sigma_steps: torch.Tensor, opts: generation.SamplerOptions) -> None:
-    """The σ list used (N values then 0) with how it was built, as JSON."""
-    util.write_json(path, generation.grid_record(opts, sigma_steps))
 
 
 @click.command(epilog=EXAMPLES, context_settings=dict(max_content_width=110))
@@ -109,20 +105,20 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
         raise click.UsageError('--grid-out records the EDM or InfoGrid grid; it cannot be used with the '
                                'ablation options (--solver/--disc/--schedule/--scaling without --infogrid).')
     sigma_steps = resolve_grid(net, opts, class_idx)
-    if generation.is_sequence_net(net):
+    sequences = len(data_shape(net)) == 2   # the net denoises sequences [A, L] (DNA), not images [C, H, W]
+    if sequences:
         try:
             fasta.require_biopython()   # FASTA is written with Biopython (the dna extra): fail before sampling
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     prepare_output_dir(outdir)   # an unwritable or impossible --outdir fails before any sampling
-    sequences = generation.is_sequence_net(net)
     if not sequences and net.img_channels not in (1, 2, 3, 4):
         raise click.ClickException(f'Cannot save {net.img_channels}-channel images as PNG.')
 
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if rank == 0 and grid_out is not None:
         try:
-            write_grid(grid_out, sigma_steps, opts)
+            util.write_json(grid_out, generation.grid_record(opts, sigma_steps))   # the σ list and how it was built
         except OSError as exc:
             raise write_error(exc, grid_out) from None
     if verbose:
@@ -136,12 +132,10 @@ def main(network: str, outdir: str, seeds: list[int], subdirs: bool, class_spec:
     if sequences:
         _generate_fasta(net, seeds, opts, max_batch_size, class_idx, names, device_t, sigma_steps, outdir)
         return
-    batches = generation.iterate_batches(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
-                                         device_t, sigma_steps)
-    if registry.is_discrete(snapshot.get('dataset_kwargs')):   # binarised images: write sign(x), as data are
-        batches = ((batch_seeds, generation.to_uint8(registry.decode(samples))) for batch_seeds, samples, _ in
-                   generation.iterate_samples(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
-                                              device_t, sigma_steps))
+    discrete = registry.is_discrete(snapshot.get('dataset_kwargs'))   # binarised images: write sign(x), as data are
+    batches = ((batch_seeds, generation.to_uint8(registry.decode(samples) if discrete else samples))
+               for batch_seeds, samples, _ in generation.iterate_samples(
+                   net, seeds, opts, max_batch_size, rank, world_size, class_idx, device_t, sigma_steps))
     num_batches = len(generation.rank_batches(seeds, max_batch_size, rank, world_size))
     print0(f'Generating {len(seeds)} images to "{outdir}" ...')
     try:

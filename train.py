@@ -58,19 +58,17 @@ class _PositiveIntList(click.ParamType):
 
 def _click_option(option: opt_lib.Option) -> Callable:
     """A click option from its one declaration in training.options.OPTIONS."""
-    kwargs: dict[str, Any] = dict(help=option.help, metavar=option.metavar, required=option.required)
+    metavar = option.metavar or {float: 'FLOAT', int: 'INT', bool: 'BOOL'}.get(option.type)
+    kwargs: dict[str, Any] = dict(help=option.help, metavar=metavar, required=option.required)
     if option.is_flag:
         kwargs.update(is_flag=True)
     elif option.choices is not None:
         kwargs.update(type=click.Choice(option.choices), metavar=None)
     elif option.type is list:
         kwargs.update(type=_PositiveIntList())
-    elif option.type is float:   # NaN and infinity are refused: an infinite --lr trains NaN weights
-        kwargs.update(type=FiniteFloatRange(min=option.lo, max=option.hi, min_open=option.lo_open,
-                                            max_open=option.hi_open))
-    elif option.type is int and (option.lo is not None or option.hi is not None):
-        kwargs.update(type=click.IntRange(min=option.lo, max=option.hi, min_open=option.lo_open,
-                                          max_open=option.hi_open))
+    elif option.type is float or (option.type is int and (option.lo, option.hi) != (None, None)):
+        ranged = FiniteFloatRange if option.type is float else click.IntRange   # an infinite --lr trains NaN weights
+        kwargs.update(type=ranged(min=option.lo, max=option.hi, min_open=option.lo_open, max_open=option.hi_open))
     else:
         kwargs.update(type=option.type)
     if option.default is not None and not option.is_flag:
@@ -98,9 +96,10 @@ def main(**kwargs) -> None:
     explicit = {name for name in kwargs
                 if ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
                                                       click.core.ParameterSource.ENVIRONMENT)}
+    from training.checkpoint import CheckpointError
     try:
         run(kwargs, explicit)
-    except opt_lib.OptionsError as err:
+    except (opt_lib.OptionsError, CheckpointError) as err:   # bad options, an unusable or incompatible state
         raise click.ClickException(first_line(err)) from None
 
 
@@ -112,7 +111,7 @@ def _convert(ctx: click.Context, values: dict, source: str) -> dict:
     for name, value in values.items():
         if name not in params:
             continue
-        if value is None and opt_lib.OPTION_BY_NAME[name].default is not None:
+        if value is None and opt_lib.DEFAULTS[name] is not None:
             raise click.ClickException(f'{source}: {opt_lib.flag(name)} cannot be null.')
         try:
             out[name] = params[name].type_cast_value(ctx, value)
@@ -122,7 +121,7 @@ def _convert(ctx: click.Context, values: dict, source: str) -> dict:
 
 
 def run(kwargs: dict, explicit: set[str]) -> None:
-    """Everything between the parsed options and the training loop."""
+    """Everything between the parsed options and the training loop (main words its OptionsError / CheckpointError)."""
     import torch
     from torch_utils import distributed as dist
     from training import checkpoint, preemption, training_loop
@@ -138,19 +137,13 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     if kwargs['resume'] is not None:
         if kwargs['transfer'] is not None:
             raise click.ClickException('--transfer and --resume cannot be used together.')
-        try:
-            plan = checkpoint.plan_resume(kwargs['resume'], kwargs['outdir'], bool(kwargs['nosubdir']))
-        except checkpoint.CheckpointError as err:
-            raise click.ClickException(first_line(err)) from None
+        plan = checkpoint.plan_resume(kwargs['resume'], kwargs['outdir'], bool(kwargs['nosubdir']))
         resume_path, header, plan.header = plan.state, plan.header, None
-    if header is not None:
-        base = header.get('options') or None
-        if base is not None:
-            known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
-            base = dict(opt_lib.DEFAULTS, **_convert(ctx, {k: v for k, v in base.items() if k in known},
-                                                     f'--resume: {resume_path}'))
-    if kwargs['resume'] is not None:
         given['resume'] = kwargs['resume']
+    if header is not None and header.get('options'):   # the resumed run's options replace the defaults
+        known = set(opt_lib.DEFAULTS) | {'network_kwargs'}
+        base = dict(opt_lib.DEFAULTS, **_convert(ctx, {k: v for k, v in header['options'].items() if k in known},
+                                                 f'--resume: {resume_path}'))
     opts = opt_lib.resolve_options(given, preset, base)
     opts['preset'] = kwargs['preset'] if kwargs['preset'] is not None else (base or {}).get('preset')
 
@@ -176,10 +169,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     config = opt_lib.build_config(opts, dataset, world_size)
     opt_lib.check_network_geometry(config['network_kwargs'], dataset)   # e.g. attention at 16 on 8x8 data
     if resume_path is not None:
-        try:
-            checkpoint.check_compatible(header, config, resume_path, opts)
-        except checkpoint.CheckpointError as err:
-            raise click.ClickException(first_line(err)) from None
+        checkpoint.check_compatible(header, config, resume_path, opts)
         if header['cur_nimg'] >= config['total_kimg'] * 1000:
             if plan.run_dir is not None and _same_dir(os.path.dirname(resume_path), plan.run_dir):
                 # A requeued job whose run had finished (killed after its last state): nothing is left to do.
@@ -220,13 +210,16 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     log = logging.getLogger('training')
     for note in notes:
         log.info(note)
-    bar = _Progress(rank, config['total_kimg'])
+    from tqdm import tqdm   # a bar over kimg on rank 0 (disabled when stderr is not a terminal)
     from tqdm.contrib.logging import logging_redirect_tqdm
+    bar = tqdm(total=round(config['total_kimg'], 3), unit='kimg', disable=None if rank == 0 else True,
+               dynamic_ncols=True, bar_format='{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]')
     stop_signals.install()   # until the process group is gone: a launcher may forward the signal late
     try:
         with logging_redirect_tqdm(loggers=[log]):   # log lines above the progress bar, not through it
-            result = training_loop.training_loop(run_dir=run_dir, device=device, options=opts, progress_fn=bar,
-                                                 stop_signals=stop_signals, **config)
+            result = training_loop.training_loop(
+                run_dir=run_dir, device=device, options=opts, stop_signals=stop_signals, **config,
+                progress_fn=lambda cur_nimg, total_nimg: bar.update(min(cur_nimg, total_nimg) / 1000 - bar.n))
             if result['preempted']:
                 log.info(f'Stopped by {result["preempted"]} at {result["cur_nimg"] / 1000:g} kimg with the '
                          f'training state {result["state"]}; run the same command to continue (exit code '
@@ -255,23 +248,23 @@ def _same_dir(a: str, b: str) -> bool:
 def _open_dataset(opts: dict) -> dict:
     """Open the dataset once; return the facts build_config needs. Bad data -> one-line ClickException."""
     from training.dataset import open_dataset
-    kwargs = dict(use_labels=bool(opts['cond']), xflip=bool(opts['xflip']), cache=bool(opts['cache']))
+    kwargs = opt_lib.dataset_kwargs(opts)
     try:
-        ds = open_dataset(opts['data'], **kwargs)
+        ds = open_dataset(**kwargs)
     except Exception as err:  # any failure to read user-supplied data is reported, never a traceback
         message = first_line(err)
         if opts['cond']:
             try:
-                open_dataset(opts['data'], **dict(kwargs, use_labels=False)).close()
+                open_dataset(**dict(kwargs, use_labels=False)).close()
             except Exception:
                 pass
             else:
                 raise click.ClickException(f'--cond requires class labels in {opts["data"]}: {message}')
         raise click.ClickException(f'--data {opts["data"]}: {message}')
     try:
-        facts = dict(name=ds.name, shape=list(ds.image_shape), resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
-                     has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'), size=len(ds),
-                     dataset_kwargs=dict(ds.dataset_kwargs))
+        facts = dict(name=ds.name, shape=list(ds.image_shape), resolution=ds.resolution, num_channels=ds.num_channels,
+                     label_dim=ds.label_dim, has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'),
+                     size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
     except Exception as err:
         raise click.ClickException(f'--data {opts["data"]}: {first_line(err)}')
     finally:
@@ -291,14 +284,12 @@ def _pick_run_dir(outdir: str, desc: str, nosubdir: bool) -> str:
     return run_dir
 
 
-def _weighting(opts: dict) -> str:
-    static = opt_lib.resolve_weighting(opts)
-    return f'uncertainty: {static} times the learned 1/e^u(σ)' if opts['weighting'] == 'uncertainty' else static
-
-
 def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: str) -> str:
     net = config['network_kwargs']
     sampler = config['sigma_sampler_kwargs']
+    weighting = opt_lib.resolve_weighting(opts)
+    if opts['weighting'] == 'uncertainty':
+        weighting = f'uncertainty: {weighting} times the learned 1/e^u(σ)'
     lines = [
         f'  Output directory:     {run_dir}',
         f'  Preset:               {opts.get("preset") or "-"}',
@@ -307,7 +298,7 @@ def _summary(opts: dict, config: dict, dataset: dict, world_size: int, run_dir: 
         f'  Network:              {net["class_name"].rsplit(".", 1)[-1]} / {net.get("model_type")} '
         f'channels {net.get("model_channels")} x {net.get("channel_mult")}',
         f'  Loss:                 {config["loss_kwargs"]["class_name"].rsplit(".", 1)[-1]} '
-        f'(weighting {_weighting(opts)})',
+        f'(weighting {weighting})',
         f'  σ distribution:       {opts["sigma_dist"]}'
         + (f' ({sampler["class_name"].rsplit(".", 1)[-1]})' if sampler else ' (the loss\'s own)'),
         f'  Training length:      {config["total_kimg"]:g} kimg',
@@ -353,25 +344,6 @@ def _setup_logging(run_dir: str, rank: int) -> list[logging.Handler]:
     for handler in (console, file):
         log.addHandler(handler)
     return [console, file]
-
-
-class _Progress:
-    """tqdm bar over kimg on rank 0 (auto-disabled when stderr is not a terminal)."""
-
-    def __init__(self, rank: int, total_kimg: float) -> None:
-        self.bar = None
-        if rank == 0:
-            from tqdm import tqdm
-            self.bar = tqdm(total=round(total_kimg, 3), unit='kimg', disable=None, dynamic_ncols=True,
-                            bar_format='{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}]')
-
-    def __call__(self, cur_nimg: int, total_nimg: int) -> None:
-        if self.bar is not None:
-            self.bar.update(min(cur_nimg, total_nimg) / 1000 - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 if __name__ == '__main__':

@@ -45,6 +45,10 @@ EDM_SIGMA_MIN = 0.002
 EDM_SIGMA_MAX = 80.0
 DEFAULT_STEPS = 18                      # EDM's σ steps N (Heun NFE 35)
 DEFAULT_RHO = infonoise.infogrid.EDM_RHO
+# σ levels above this overflow float32 when squared (c_in, c_skip and the loss weight use σ²).
+MAX_SIGMA = math.sqrt(torch.finfo(torch.float32).max) / 2
+MAX_SEEDS = 10_000_000                  # seeds per call: a longer list would only exhaust memory before sampling
+MAX_SEED = 2 ** 63 - 1
 PROFILE_HINT = ('measure one with `python -m scripts.infonoise_profile measure --network NET --data DATA '
                 '--out profile.json` and pass --infogrid-profile profile.json')
 
@@ -88,7 +92,8 @@ class SamplerOptions:
 
 
 def parse_seeds(spec: str | Sequence[int]) -> list[int]:
-    """'0-3,10,12-13' -> [0, 1, 2, 3, 10, 12, 13]; a list of ints passes through. ValueError if malformed."""
+    """'0-3,10,12-13' -> [0, 1, 2, 3, 10, 12, 13]; a list of ints passes through. ValueError (one sentence) if
+    malformed, negative, above MAX_SEED, or naming more than MAX_SEEDS seeds (counted before the list is built)."""
     if not isinstance(spec, str):
         return [int(s) for s in spec]
     seeds: list[int] = []
@@ -98,19 +103,20 @@ def parse_seeds(spec: str | Sequence[int]) -> list[int]:
             continue
         lo, sep, hi = part.partition('-')
         try:
-            if sep:
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise ValueError
-                seeds.extend(range(a, b + 1))
-            else:
-                seeds.append(int(part))
+            a, b = (int(lo), int(hi)) if sep else (int(part), int(part))
+            if b < a:
+                raise ValueError
         except ValueError:
             raise ValueError(f'cannot read {part!r} as a seed or an ascending range like 0-63') from None
+        if len(seeds) + b - a + 1 > MAX_SEEDS:
+            raise ValueError(f'{spec!r} names more than {MAX_SEEDS:,} seeds; split the work into several runs')
+        seeds.extend(range(a, b + 1))
     if not seeds:
         raise ValueError('no seeds given')
     if min(seeds) < 0:
         raise ValueError('seeds must be non-negative')
+    if max(seeds) > MAX_SEED:
+        raise ValueError(f'seeds must be at most {MAX_SEED}')
     return seeds
 
 
@@ -151,10 +157,9 @@ def rank_batches(seeds: Sequence[int], max_batch_size: int, rank: int = 0, world
 def load_profile_rows(path: str) -> list[dict]:
     """The profiles in a file, as JSON data: one from a profile JSON (`profile_to_json` output), one per line
     (refresh) of an `infonoise.jsonl`. ValueError with one sentence for anything else."""
-    with open(path, 'rb') as f:
-        raw = f.read()
     try:
-        text = raw.decode('utf-8')
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
     except UnicodeDecodeError:
         raise ValueError(f'{path} is not a text file, so neither a profile JSON nor an infonoise.jsonl') from None
     try:
@@ -171,13 +176,11 @@ def load_profile_rows(path: str) -> list[dict]:
 
 def load_profile_file(path: str) -> dict:
     """A profile from a JSON file (`profile_to_json` output) or the last row of an `infonoise.jsonl`."""
-    import infonoise
     return infonoise.profile_from_json(load_profile_rows(path)[-1])
 
 
 def snapshot_profile(snapshot: Mapping[str, Any], name: str = 'the snapshot') -> dict:
     """The InfoNoise profile embedded in a snapshot (key 'infonoise'); GenerationError if it has none."""
-    import infonoise
     data = snapshot.get('infonoise')
     if not data or 'rate' not in data:
         raise GenerationError(f'{name} has no InfoNoise profile for --infogrid; {PROFILE_HINT}')
@@ -185,8 +188,8 @@ def snapshot_profile(snapshot: Mapping[str, Any], name: str = 'the snapshot') ->
 
 
 def normalize_sigmas(values: Sequence[Any]) -> list[float]:
-    """A user σ list checked and closed: finite, positive, strictly decreasing, then a trailing 0 (added if
-    absent). ValueError with one sentence otherwise."""
+    """A user σ list checked and closed: finite, positive, at most MAX_SIGMA, strictly decreasing, then a trailing 0
+    (added if absent). ValueError with one sentence otherwise."""
     try:
         sigmas = [float(v) for v in values]
     except (TypeError, ValueError):
@@ -197,6 +200,9 @@ def normalize_sigmas(values: Sequence[Any]) -> list[float]:
         raise ValueError('the σ list needs at least one positive value')
     if not all(math.isfinite(v) and v > 0 for v in sigmas):
         raise ValueError('every σ except a final 0 must be a finite number > 0')
+    if max(sigmas) > MAX_SIGMA:
+        raise ValueError(f'σ level {max(sigmas):g} is too large (at most {MAX_SIGMA:.3g}, beyond which σ² overflows '
+                         f'float32)')
     if any(b >= a for a, b in zip(sigmas[:-1], sigmas[1:])):
         raise ValueError('the σ list must be strictly decreasing, e.g. 80,10,1,0.1,0.002')
     return sigmas + [0.0]
@@ -232,7 +238,7 @@ def parse_sigmas(spec: str) -> list[float]:
 
 
 def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None = None) -> None:
-    """Raise GenerationError for options that cannot work with `net`."""
+    """Raise GenerationError for options that cannot work with `net` or with each other."""
     label_dim = int(getattr(net, 'label_dim', 0) or 0)
     if class_idx is not None:
         if label_dim == 0:
@@ -265,15 +271,7 @@ def validate(net: torch.nn.Module, opts: SamplerOptions, class_idx: int | None =
         extra = [flag for key, flag in flags.items() if getattr(opts, key) is not None]
         if extra:
             raise GenerationError(f'InfoGrid sets the σ grid itself and cannot be combined with {", ".join(extra)}.')
-        if opts.infogrid_measure not in INFOGRID_MEASURES:
-            raise GenerationError(f'Unknown InfoGrid measure {opts.infogrid_measure!r}.')
-        if not 0.0 <= opts.infogrid_floor <= 1.0:
-            raise GenerationError(f'The InfoGrid floor must lie in [0, 1], got {opts.infogrid_floor}.')
-        if opts.infogrid_method not in INFOGRID_METHODS:
-            raise GenerationError(f'Unknown InfoGrid method {opts.infogrid_method!r}; choose from '
-                                  f'{", ".join(INFOGRID_METHODS)}.')
-        if not (math.isfinite(opts.infogrid_gamma) and opts.infogrid_gamma >= 0):
-            raise GenerationError(f'The InfoGrid γ must be a finite number >= 0, got {opts.infogrid_gamma}.')
+        # The measure, floor, method and γ are checked where the grid is built (`infonoise.sigma_steps`).
         if opts.infogrid_calibrate and opts.infogrid_method != 'tempered':
             raise GenerationError('InfoGrid calibration tunes the tempered construction (--infogrid-method tempered).')
         if opts.infogrid_method != 'eq19' and opts.num_steps < 2:
@@ -401,11 +399,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images * 127.5 + 128).clip(0, 255).to(torch.uint8)
 
 
-def is_sequence_net(net: torch.nn.Module) -> bool:
-    """Whether `net` denoises one-dimensional sequences [A, L] (DNA) rather than images [C, H, W]."""
-    return len(data_shape(net)) == 2
-
-
 def class_names(snapshot: Mapping[str, Any]) -> list[str] | None:
     """The class names a snapshot records (a DNA dataset's `cell_types` in its dataset_kwargs), else None."""
     kwargs = snapshot.get('dataset_kwargs')
@@ -432,22 +425,12 @@ def resolve_class(value: str | int | None, names: Sequence[str] | None = None) -
     return hits[0]
 
 
-def iterate_batches(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions, max_batch_size: int,
-                    rank: int = 0, world_size: int = 1, class_idx: int | None = None,
-                    device: torch.device | str | None = None,
-                    sigma_steps: torch.Tensor | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Yield (seeds, uint8 images [n, C, H, W] on the device) for each non-empty batch of this rank."""
-    for batch, samples, _ in iterate_samples(net, seeds, opts, max_batch_size, rank, world_size, class_idx,
-                                             device, sigma_steps):
-        yield batch, to_uint8(samples)
-
-
 def iterate_samples(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOptions, max_batch_size: int,
                     rank: int = 0, world_size: int = 1, class_idx: int | None = None,
                     device: torch.device | str | None = None, sigma_steps: torch.Tensor | None = None,
                     ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
     """Yield (seeds, float64 samples [n, *data_shape(net)] in network range, class indices [n] or None)
-    for each non-empty batch of this rank (what `iterate_batches` quantises; DNA output decodes these)."""
+    for each non-empty batch of this rank (`to_uint8` makes images of them; DNA output decodes them)."""
     validate(net, opts, class_idx)
     if sigma_steps is None:
         sigma_steps = resolve_sigma_steps(net, opts)

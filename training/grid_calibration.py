@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from infonoise.infogrid import VARIANTS, gaussian_surrogate, sigma_steps, tempered_sigma_steps
+from infonoise.infogrid import VARIANTS, gaussian_surrogate, sigma_steps
 from training import sampler as samplers
 
 GAMMAS = (0.0, 0.25, 0.5, 1.0)          # tempering exponents tried first
@@ -62,20 +62,11 @@ def trajectory_error(x: torch.Tensor, x_ref: torch.Tensor) -> float:
     return float((x.to(torch.float64) - x_ref.to(torch.float64)).square().mean().sqrt())
 
 
-def rounded(net: Any, sigma_steps: torch.Tensor) -> torch.Tensor:
-    """The grid with its nonzero levels rounded by `net.round_sigma` (when the net has one), as EDM does."""
-    round_sigma = getattr(net, 'round_sigma', None)
-    steps = torch.as_tensor(sigma_steps, dtype=torch.float64).cpu()
-    if round_sigma is None:
-        return steps
-    return torch.cat([torch.as_tensor(round_sigma(steps[:-1]), dtype=torch.float64).cpu(), steps[-1:]])
-
-
 def reference_samples(net: Callable, latents: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
                       sigma_min: float = 0.002, sigma_max: float = 80.0,
                       ref_steps: int = REF_STEPS) -> torch.Tensor:
     """Deterministic Heun on EDM's ρ = 7 grid with ref_steps levels (the fine reference)."""
-    grid = rounded(net, samplers.edm_sigma_steps(ref_steps, sigma_min, sigma_max, rho=7))
+    grid = sigma_steps('edm', ref_steps, sigma_min, sigma_max, rho=7, round_sigma=getattr(net, 'round_sigma', None))
     with torch.no_grad():
         return samplers.heun_sampler(net, latents, grid.to(latents.device), class_labels)
 
@@ -111,36 +102,35 @@ def calibrate_tempered_grid(net: Callable, profile: Mapping[str, Any], num_steps
     began = time.time()
     if reference is None:
         reference = reference_samples(net, latents, class_labels, sigma_min, sigma_max, ref_steps)
-    tried: dict[tuple[float, float], float] = {}
-    order: list[tuple[float, float]] = []
+    tried: dict[tuple[float, float], float] = {}   # (γ, ρ) -> trajectory error, in evaluation order
+
+    def tempered(gamma: float, rho: float) -> torch.Tensor:
+        return sigma_steps('tempered', num_steps, sigma_min, sigma_max, profile, gamma=gamma, rho=rho,
+                           measure=measure, gated=gated, round_sigma=getattr(net, 'round_sigma', None))
 
     def evaluate(gamma: float, rho: float) -> None:
         key = (round(float(gamma), 6), round(float(rho), 6))
         if key in tried:
             return
-        grid = rounded(net, tempered_sigma_steps(profile, num_steps, sigma_min, sigma_max, gamma=key[0],
-                                                 rho=key[1], measure=measure, gated=gated))
+        grid = tempered(*key)
         with torch.no_grad():
             x = samplers.heun_sampler(net, latents, grid.to(latents.device), class_labels, solver=solver)
         tried[key] = trajectory_error(x, reference)
-        order.append(key)
 
     evaluate(*EDM_CANDIDATE)
     for gamma in gammas:
         for rho in rhos:
             evaluate(gamma, rho)
     if refine:
-        g0, r0 = min(order, key=lambda k: tried[k])
+        g0, r0 = min(tried, key=tried.get)
         for gamma, rho in ((g0 - GAMMA_STEP / 2, r0), (g0 + GAMMA_STEP / 2, r0),
                            (g0, r0 / math.sqrt(RHO_STEP)), (g0, r0 * math.sqrt(RHO_STEP))):
             if gamma >= 0:
                 evaluate(gamma, rho)
-    best = min(order, key=lambda k: (tried[k], order.index(k)))
-    grid = rounded(net, tempered_sigma_steps(profile, num_steps, sigma_min, sigma_max, gamma=best[0], rho=best[1],
-                                             measure=measure, gated=gated))
+    best = min(tried, key=tried.get)   # ties keep the earlier candidate
     return CalibrationResult(
-        gamma=best[0], rho=best[1], sigma_steps=grid, error=tried[best], edm_error=tried[EDM_CANDIDATE],
-        candidates=[{'gamma': g, 'rho': r, 'error': tried[(g, r)]} for g, r in order],
+        gamma=best[0], rho=best[1], sigma_steps=tempered(*best), error=tried[best], edm_error=tried[EDM_CANDIDATE],
+        candidates=[{'gamma': g, 'rho': r, 'error': error} for (g, r), error in tried.items()],
         num_latents=int(latents.shape[0]), ref_steps=int(ref_steps), seconds=time.time() - began)
 
 

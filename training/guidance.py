@@ -10,6 +10,8 @@ run in one batched network call. DNA-Diffusion writes the same rule on the noise
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -28,8 +30,7 @@ def check_guidance(net: torch.nn.Module, guidance: float) -> None:
     if not int(getattr(net, 'label_dim', 0) or 0):
         raise ValueError(f'Guidance (W = {guidance:g}) needs a class-conditional network, but this one is '
                          f'unconditional; use W = 1.')
-    model = getattr(net, 'model', None)
-    dropout = getattr(model, 'label_dropout', None) if model is not None else None
+    dropout = getattr(getattr(net, 'model', None), 'label_dropout', None)
     if dropout is not None and not float(dropout) > 0:
         raise ValueError(f'Guidance (W = {guidance:g}) needs a network trained with label dropout, but this '
                          f'one has label_dropout = 0, so it never learned the unconditional (null) label.')
@@ -47,21 +48,15 @@ class GuidedDenoiser(torch.nn.Module):
         self.net = net
         self.guidance = float(guidance)
 
-    # The attributes the samplers and CLIs read, forwarded to the wrapped network.
-    img_resolution = property(lambda self: self.net.img_resolution)
-    img_channels = property(lambda self: self.net.img_channels)
-    label_dim = property(lambda self: self.net.label_dim)
-    sigma_min = property(lambda self: self.net.sigma_min)
-    sigma_max = property(lambda self: self.net.sigma_max)
-
-    @property
-    def data_shape(self) -> tuple[int, ...]:
-        from training.networks import data_shape
-        return data_shape(self.net)
-
-    def round_sigma(self, sigma: torch.Tensor | float, **kwargs) -> torch.Tensor:
-        round_sigma = getattr(self.net, 'round_sigma', None)
-        return torch.as_tensor(sigma) if round_sigma is None else round_sigma(sigma, **kwargs)
+    def __getattr__(self, name: str) -> Any:
+        """Every other attribute (img_resolution, label_dim, sigma_min/max, round_sigma, data_shape, ...) is the
+        wrapped network's, so samplers and CLIs read the wrapper as they read the network."""
+        try:
+            return super().__getattr__(name)   # parameters, buffers and submodules (self.net)
+        except AttributeError:
+            if name == 'net':
+                raise
+            return getattr(self.net, name)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None,
                 augment_labels: torch.Tensor | None = None, **kwargs) -> torch.Tensor:

@@ -4,12 +4,11 @@ Three layers, later ones winning:
   1. `DEFAULTS`: EDM's train.py defaults plus this project's options (σ-sampler, speed flags);
   2. a preset, `configs/NAME.json` (see `load_preset` for the format);
   3. the options the user gave explicitly on the command line.
-`resolve_options` merges them, `validate_options` checks their combinations (each value was checked by
-click where it entered: train.py converts flags, presets and resumed options alike), and `build_config` turns the
-result plus facts about the dataset into the plain-data dict that
-`training.training_loop.training_loop(**config)` takes. Nothing here constructs objects or
-touches the file system except reading presets; every error is an `OptionsError` whose
-message is one sentence fit to show to a user.
+`resolve_options` merges them, `validate_options` checks their combinations (each value was checked by click where
+it entered: train.py converts flags, presets and resumed options alike), and `build_config` turns the result plus
+facts about the dataset into the plain-data dict that `training.training_loop.training_loop(**config)` takes.
+Nothing here constructs objects or touches the file system except reading presets; every error is an
+`OptionsError` whose message is one sentence fit to show to a user.
 """
 from __future__ import annotations
 
@@ -42,7 +41,7 @@ class Option:
     lo_open: bool = False         # Whether the lower bound itself is excluded.
     hi_open: bool = False         # Whether the upper bound itself is excluded.
     choices: tuple | None = None  # Allowed values (a click.Choice).
-    metavar: str | None = None    # Placeholder shown in --help.
+    metavar: str | None = None    # Placeholder shown in --help (None: FLOAT, INT or BOOL after `type`).
     is_flag: bool = False         # A boolean given by presence (--bf16) instead of a value (--cond=True).
     required: bool = False        # The CLI requires it.
     short: str | None = None      # Optional one-letter alias ('-n').
@@ -79,29 +78,28 @@ OPTIONS: tuple[Option, ...] = (
     # Data and network (EDM's options and defaults).
     _O('data', None, 'Dataset: folder/zip path, builtin:digits[-binary], builtin:mnist5k[-binary], dna:PATH, '
        'binary:SPEC', metavar='SPEC'),
-    _O('cond', False, 'Train class-conditional model', bool, metavar='BOOL'),
+    _O('cond', False, 'Train class-conditional model', bool),
     _O('arch', 'ddpmpp', 'Network architecture', choices=('ddpmpp', 'ncsnpp', 'adm', 'dnaunet')),
     _O('precond', 'edm', 'Preconditioning & loss function', choices=('vp', 've', 'edm')),
     _O('duration', 200.0, 'Training duration', float, kind='length', metavar='MIMG', **_POS),
-    _O('kimg', None, 'Training duration in kimg (instead of --duration)', float, kind='length', metavar='KIMG',
-       **_POS),
-    _O('batch', 512, 'Total batch size', int, lo=1, metavar='INT', config='batch_size'),
-    _O('batch_gpu', None, 'Limit batch size per GPU/rank', int, kind='execution', lo=1, metavar='INT'),
-    _O('cbase', None, 'Channel multiplier  [default: varies]', int, lo=1, metavar='INT'),
+    _O('kimg', None, 'Training duration in kimg (instead of --duration)', float, kind='length', metavar='KIMG', **_POS),
+    _O('batch', 512, 'Total batch size', int, lo=1, config='batch_size'),
+    _O('batch_gpu', None, 'Limit batch size per GPU/rank', int, kind='execution', lo=1),
+    _O('cbase', None, 'Channel multiplier  [default: varies]', int, lo=1),
     _O('cres', None, 'Channels per resolution  [default: varies]', list, metavar='LIST'),
-    _O('lr', 10e-4, 'Learning rate', float, metavar='FLOAT', **_POS),
+    _O('lr', 10e-4, 'Learning rate', float, **_POS),
     _O('ema', 0.5, 'EMA half-life', float, lo=0, metavar='MIMG'),
-    _O('dropout', 0.13, 'Dropout probability', float, lo=0, hi=1, metavar='FLOAT'),
-    _O('augment', 0.12, 'Augment probability', float, lo=0, hi=1, metavar='FLOAT'),
-    _O('xflip', False, 'Enable dataset x-flips', bool, metavar='BOOL'),
+    _O('dropout', 0.13, 'Dropout probability', float, lo=0, hi=1),
+    _O('augment', 0.12, 'Augment probability', float, lo=0, hi=1),
+    _O('xflip', False, 'Enable dataset x-flips', bool),
     _O('lr_rampup', 10000.0, 'Learning-rate ramp-up', float, lo=0, metavar='KIMG', config='lr_rampup_kimg'),
-    _O('ema_rampup', 0.05, 'EMA half-life ramp-up ratio (0 = none)', float, lo=0, metavar='FLOAT'),
+    _O('ema_rampup', 0.05, 'EMA half-life ramp-up ratio (0 = none)', float, lo=0),
     # Performance-related (EDM's options).
-    _O('fp16', False, 'Enable mixed-precision training (network fp16)', bool, metavar='BOOL'),
-    _O('ls', 1.0, 'Loss scaling', float, metavar='FLOAT', **_POS, config='loss_scaling'),
-    _O('bench', True, 'Enable cuDNN benchmarking', bool, kind='execution', metavar='BOOL', config='cudnn_benchmark'),
-    _O('cache', True, 'Cache dataset in CPU memory', bool, kind='execution', metavar='BOOL'),
-    _O('workers', 1, 'DataLoader worker processes', int, kind='execution', lo=0, metavar='INT'),
+    _O('fp16', False, 'Enable mixed-precision training (network fp16)', bool),
+    _O('ls', 1.0, 'Loss scaling', float, **_POS, config='loss_scaling'),
+    _O('bench', True, 'Enable cuDNN benchmarking', bool, kind='execution', config='cudnn_benchmark'),
+    _O('cache', True, 'Cache dataset in CPU memory', bool, kind='execution'),
+    _O('workers', 1, 'DataLoader worker processes', int, kind='execution', lo=0),
     # I/O-related (EDM's options).
     _O('tick', 50.0, 'How often to print progress', float, kind='execution', metavar='KIMG', **_POS,
        config='kimg_per_tick'),
@@ -111,34 +109,28 @@ OPTIONS: tuple[Option, ...] = (
        config='state_dump_ticks'),
     _O('preempt_signals', 'SIGTERM,SIGUSR1', 'Signals that stop training at an agreed step with a state and a '
        'snapshot, exit code 75 (none = off)', kind='execution', metavar='LIST'),
-    _O('seed', None, 'Random seed  [default: random]', int, metavar='INT'),
+    _O('seed', None, 'Random seed  [default: random]', int),
     # σ distribution and InfoNoise.
     _O('sigma_dist', 'auto', "Training σ distribution (auto: the loss's reference one)",
-       choices=('auto', 'lognormal', 'loguniform', 'infonoise', 'ddpm')
-       + ('loss-second-moment', 'kingma-gao', 'cdcd', 'laplace')),
+       choices=('auto', 'lognormal', 'loguniform', 'infonoise', 'ddpm', 'loss-second-moment', 'kingma-gao', 'cdcd',
+                'laplace')),
     _O('weighting', 'auto', "Loss weight w(σ) (auto: the preconditioning's own; uncertainty: it times EDM2's "
-       "learned 1/e^u(σ), plus u)",
-       choices=('auto', 'edm', 'vp', 've', 'unit') + ('min-snr', 'uncertainty')),
-    _O('min_snr_gamma', 5.0, 'γ of --weighting min-snr: w = min(1/σ², γ)', float, metavar='FLOAT', **_POS),
-    _O('laplace_mu', float(_LAPLACE['mu']), 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float,
-       metavar='FLOAT'),
-    _O('laplace_b', float(_LAPLACE['b']), 'Laplace σ distribution: scale b of λ', float, metavar='FLOAT', **_POS),
-    _O('rival_history', _RIVAL['history'], 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1,
-       metavar='INT'),
+       "learned 1/e^u(σ), plus u)", choices=('auto', 'edm', 'vp', 've', 'unit', 'min-snr', 'uncertainty')),
+    _O('min_snr_gamma', 5.0, 'γ of --weighting min-snr: w = min(1/σ², γ)', float, **_POS),
+    _O('laplace_mu', float(_LAPLACE['mu']), 'Laplace σ distribution: location μ of log-SNR λ = -2 ln σ', float),
+    _O('laplace_b', float(_LAPLACE['b']), 'Laplace σ distribution: scale b of λ', float, **_POS),
+    _O('rival_history', _RIVAL['history'], 'Losses kept per bin by loss-second-moment, kingma-gao, cdcd', int, lo=1),
     _O('rival_refresh', _RIVAL['refresh_every'],
        'Steps between table rebuilds of loss-second-moment, kingma-gao, cdcd (1: every step, '
        'as in their papers)', int, lo=1, metavar='STEPS'),
-    _O('rival_uniform', float(_RIVAL['uniform']),
-       'Uniform mixture weight of the loss-second-moment, kingma-gao, cdcd tables', float,
-       lo=0, hi=1, hi_open=True, metavar='FLOAT'),
+    _O('rival_uniform', float(_RIVAL['uniform']), 'Uniform mixture weight of the loss-second-moment, kingma-gao, '
+       'cdcd tables', float, lo=0, hi=1, hi_open=True),
     _O('sigma_data', 0.5, 'σ_data of the preconditioning and the edm weight: the per-element std of the data in '
-       'network units (EDM: 0.5; ±1 one-hot DNA: sqrt(3)/2)', float, metavar='FLOAT', **_POS),
-    _O('p_mean', float(_LOGNORMAL['P_mean']), 'Log-normal σ distribution: mean of ln σ', float, metavar='FLOAT'),
-    _O('p_std', float(_LOGNORMAL['P_std']), 'Log-normal σ distribution: std of ln σ', float, metavar='FLOAT', **_POS),
-    _O('sigma_min', float(_GRID['sigma_min']), 'InfoNoise grid / log-uniform lower end', float, metavar='FLOAT',
-       **_POS),
-    _O('sigma_max', float(_GRID['sigma_max']), 'InfoNoise grid / log-uniform upper end', float, metavar='FLOAT',
-       **_POS),
+       'network units (EDM: 0.5; ±1 one-hot DNA: sqrt(3)/2)', float, **_POS),
+    _O('p_mean', float(_LOGNORMAL['P_mean']), 'Log-normal σ distribution: mean of ln σ', float),
+    _O('p_std', float(_LOGNORMAL['P_std']), 'Log-normal σ distribution: std of ln σ', float, **_POS),
+    _O('sigma_min', float(_GRID['sigma_min']), 'InfoNoise grid / log-uniform lower end', float, **_POS),
+    _O('sigma_max', float(_GRID['sigma_max']), 'InfoNoise grid / log-uniform upper end', float, **_POS),
     _O('infonoise_base', 'auto', 'Warm-up sampler (auto: lognormal, loguniform for discrete data)',
        choices=('auto', 'lognormal', 'loguniform')),
     _O('infonoise_warmup', _IN['warmup_steps'], 'Warm-up optimizer steps on the base sampler', int, lo=0,
@@ -146,21 +138,18 @@ OPTIONS: tuple[Option, ...] = (
     _O('infonoise_refresh', _IN['refresh_every'], 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
     _O('infonoise_freeze', _IN['freeze_after'], 'Variant: no refresh after this step, the last table serves to the '
        'end (0: refresh to the end, the paper)', int, lo=0, metavar='STEPS'),
-    _O('infonoise_bins', _GRID['num_bins'], 'Log-σ grid bins', int, lo=2, metavar='INT'),
-    _O('infonoise_buffer', _IN['buffer_size'], 'FIFO losses per bin per rank', int, lo=1, metavar='INT'),
-    _O('infonoise_ema', float(_IN['ema']), 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True,
-       metavar='FLOAT'),
-    _O('infonoise_min_count', _IN['min_count'], 'Losses every bin needs before a refresh', int, lo=1, metavar='INT'),
+    _O('infonoise_bins', _GRID['num_bins'], 'Log-σ grid bins', int, lo=2),
+    _O('infonoise_buffer', _IN['buffer_size'], 'FIFO losses per bin per rank', int, lo=1),
+    _O('infonoise_ema', float(_IN['ema']), 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True),
+    _O('infonoise_min_count', _IN['min_count'], 'Losses every bin needs before a refresh', int, lo=1),
     _O('infonoise_floor', float(_IN['floor']), 'Log-uniform mixture weight (keeps every bin observed)', float, lo=0,
-       hi=1,
-       hi_open=True, metavar='FLOAT'),
+       hi=1, hi_open=True),
     _O('infonoise_endpoint', 'auto', "Pivot rule (auto: the dataset's endpoint)",
        choices=('auto', 'continuous', 'discrete')),
-    _O('infonoise_gate_n', float(_IN['gate_n']), 'Gate exponent n', float, metavar='FLOAT', **_POS),
+    _O('infonoise_gate_n', float(_IN['gate_n']), 'Gate exponent n', float, **_POS),
     _O('infonoise_onset_p', float(_IN['onset_p']), 'Onset threshold p (continuous pivot rule)', float, lo=0, hi=1,
-       lo_open=True,
-       hi_open=True, metavar='FLOAT'),
-    _O('infonoise_smooth', _IN['smooth'], 'Smoothing passes on log r', int, lo=0, metavar='INT'),
+       lo_open=True, hi_open=True),
+    _O('infonoise_smooth', _IN['smooth'], 'Smoothing passes on log r', int, lo=0),
     # Devices and speed.
     _O('device', 'auto', 'Device (auto: CUDA when available)', kind='execution', choices=('auto', 'cpu', 'cuda')),
     _O('bf16', False, 'bfloat16 autocast for the forward pass', bool, kind='execution', is_flag=True),
@@ -172,7 +161,7 @@ OPTIONS: tuple[Option, ...] = (
     _O('deterministic', False, 'Deterministic algorithms (bitwise-reproducible runs)', bool, kind='execution',
        is_flag=True, config='deterministic'),
     _O('threads', 0, 'CPU threads per process (0 = torch default; 1 is fastest for tiny nets on busy CPUs)', int,
-       kind='execution', lo=0, metavar='INT'),
+       kind='execution', lo=0),
     # Quality during training.
     _O('metrics', None, 'Metrics of the EMA network during training, comma-separated: fd-digits, fd-mnist, '
        'fd-dna, kmer-dna, motif-dna, fid (appended to metrics.jsonl)', kind='execution', metavar='LIST'),
@@ -181,19 +170,15 @@ OPTIONS: tuple[Option, ...] = (
     _O('metrics_guidance', 1.0, 'Classifier-free guidance weight W of the --metrics samples (1 = none; the DNA '
        'presets use 2, as DNA-Diffusion samples)', float, kind='execution', lo=0, metavar='W',
        config='metrics_guidance'),
-    _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, metavar='INT',
-       config='metrics_num'),
+    _O('metrics_num', 1000, 'Samples per --metrics evaluation', int, kind='execution', lo=2, config='metrics_num'),
     _O('metrics_steps', 18, 'Heun σ levels per --metrics sample (NFE = 2 steps - 1)', int, kind='execution', lo=1,
-       metavar='INT', config='metrics_steps'),
+       config='metrics_steps'),
     # End-of-run extras.
-    _O('grid', 0, 'Images in the final sample grid (0 = none)', int, kind='execution', lo=0, metavar='INT',
-       config='grid_size'),
-    _O('grid_steps', 18, 'Heun steps for the sample grid', int, kind='execution', lo=1, metavar='INT',
-       config='grid_steps'),
+    _O('grid', 0, 'Images in the final sample grid (0 = none)', int, kind='execution', lo=0, config='grid_size'),
+    _O('grid_steps', 18, 'Heun steps for the sample grid', int, kind='execution', lo=1, config='grid_steps'),
     _O('plot', True, 'Plot the InfoNoise profile at the end (needs matplotlib)', bool, kind='execution',
-       metavar='BOOL', config='plot_profile'),
+       config='plot_profile'),
 )
-OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 # Stored options (everything a preset or a training state may hold) -> default.
 DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS if o.name not in ('outdir', 'preset', 'dry_run')}
@@ -300,7 +285,6 @@ def load_preset(name: str, preset_dir: str = PRESET_DIR) -> dict:
 
 def _network_parameters() -> dict[str, Any]:
     """Constructor parameters a preset or state may set in network_kwargs -> a default showing the type."""
-    import inspect
     from training import networks
     set_by_the_loop = {'self', 'img_resolution', 'img_channels', 'label_dim', 'in_channels', 'out_channels'}
     params: dict[str, Any] = {}
@@ -311,17 +295,14 @@ def _network_parameters() -> dict[str, Any]:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in set_by_the_loop:
                 continue
             default = None if p.default is p.empty else p.default
+            if p.annotation == 'float' and default is not None:
+                default = float(default)   # real-valued, also where the default is written as an int (sigma_max=100)
             if params.get(p.name) is None:
                 params[p.name] = default
     return params
 
 
-# Real-valued network parameters whose defaults happen to be written as integers (e.g. sigma_max=100).
-_REAL_NETWORK_PARAMETERS = frozenset({'sigma_min', 'sigma_max', 'sigma_data', 'beta_d', 'beta_min', 'epsilon_t',
-                                      'C_1', 'C_2', 'dropout', 'label_dropout'})
-
-
-def _plain_value_ok(value: Any, default: Any, name: str = '') -> bool:
+def _plain_value_ok(value: Any, default: Any) -> bool:
     """A network_kwargs value: plain JSON data, finite numbers, and the type of the parameter's default."""
     if isinstance(value, float) and not math.isfinite(value):
         return False
@@ -333,7 +314,7 @@ def _plain_value_ok(value: Any, default: Any, name: str = '') -> bool:
         return value is None or isinstance(value, (bool, int, float, str))
     if isinstance(default, bool):
         return isinstance(value, bool)
-    if isinstance(default, int) and name not in _REAL_NETWORK_PARAMETERS:
+    if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(default, (int, float)):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -363,7 +344,7 @@ def check_network_kwargs(network_kwargs: Any, source: str) -> dict:
         if key == 'model_type' and value not in _MODEL_TYPES:
             raise OptionsError(f'{source}: network_kwargs model_type={value!r} is not one of '
                                f'{", ".join(_MODEL_TYPES)}.')
-        if not _plain_value_ok(value, params[key], key):
+        if not _plain_value_ok(value, params[key]):
             raise OptionsError(f'{source}: network_kwargs {key}={value!r} has the wrong type or is not finite.')
     return dict(network_kwargs)
 
@@ -437,16 +418,6 @@ def validate_options(opts: Mapping[str, Any]) -> None:
                            f'use 1 for an unconditional one.')
 
 
-def metric_names(opts: Mapping[str, Any]) -> list[str]:
-    """The --metrics list (empty when unset; validated by the metric registry); OptionsError for an unknown name."""
-    from training.metrics.registry import parse_metrics
-    try:
-        return parse_metrics(opts.get('metrics') or None)
-    except ValueError as err:
-        message = str(err)
-        raise OptionsError(f'--metrics: {message[:1].lower()}{message[1:]}') from None
-
-
 def total_kimg(opts: Mapping[str, Any]) -> float:
     """Training length in kimg (--kimg wins over --duration, which is in Mimg)."""
     if opts.get('kimg') is not None:
@@ -456,13 +427,6 @@ def total_kimg(opts: Mapping[str, Any]) -> float:
 
 # ----------------------------------------------------------------------------------------------
 # Options -> plain-data kwargs.
-
-def resolve_endpoint(opts: Mapping[str, Any], dataset_endpoint: str | None) -> str:
-    """--infonoise-endpoint, with 'auto' taken from the dataset (continuous if it declares none)."""
-    if opts['infonoise_endpoint'] != 'auto':
-        return opts['infonoise_endpoint']
-    return dataset_endpoint if dataset_endpoint in ('continuous', 'discrete') else 'continuous'
-
 
 def resolve_weighting(opts: Mapping[str, Any]) -> str:
     """The static loss weight w(σ): --weighting, with 'auto' (and 'uncertainty', whose learned factor
@@ -486,38 +450,27 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
     the loss weight w(σ) the table divides by.
     """
     dist = opts['sigma_dist']
-    lognormal = dict(class_name=SAMPLER_CLASSES['lognormal'], P_mean=float(opts['p_mean']),
-                     P_std=float(opts['p_std']))
-    loguniform = dict(class_name=SAMPLER_CLASSES['loguniform'], sigma_min=float(opts['sigma_min']),
-                      sigma_max=float(opts['sigma_max']))
+    fixed = dict(lognormal=dict(P_mean=float(opts['p_mean']), P_std=float(opts['p_std'])), ddpm={},
+                 loguniform=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max'])),
+                 laplace=dict(mu=float(opts['laplace_mu']), b=float(opts['laplace_b'])))
+    fixed = {name: dict(class_name=SAMPLER_CLASSES[name], **kwargs) for name, kwargs in fixed.items()}
+    grid = dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
+                num_bins=int(opts['infonoise_bins']))
     if dist == 'auto':
         return None
-    if dist == 'lognormal':
-        return lognormal
-    if dist == 'loguniform':
-        return loguniform
-    if dist == 'ddpm':
-        return dict(class_name=SAMPLER_CLASSES['ddpm'])
-    if dist == 'laplace':
-        return dict(class_name=SAMPLER_CLASSES['laplace'], mu=float(opts['laplace_mu']), b=float(opts['laplace_b']))
+    if dist in fixed:
+        return fixed[dist]
     if dist in ('loss-second-moment', 'kingma-gao', 'cdcd'):
         return dict(
-            class_name=SAMPLER_CLASSES[dist],
-            grid=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
-                      num_bins=int(opts['infonoise_bins'])),
-            **_weight_kwargs(opts, sigma_data), history=int(opts['rival_history']),
-            uniform=float(opts['rival_uniform']), refresh_every=int(opts['rival_refresh']),
-            log_every=int(opts['infonoise_refresh']),
+            class_name=SAMPLER_CLASSES[dist], grid=grid, **_weight_kwargs(opts, sigma_data),
+            history=int(opts['rival_history']), uniform=float(opts['rival_uniform']),
+            refresh_every=int(opts['rival_refresh']), log_every=int(opts['infonoise_refresh']),
         )
     base = opts['infonoise_base']
     if base == 'auto':
         base = 'loguniform' if endpoint == 'discrete' else 'lognormal'
     return dict(
-        class_name=SAMPLER_CLASSES['infonoise'],
-        grid=dict(sigma_min=float(opts['sigma_min']), sigma_max=float(opts['sigma_max']),
-                  num_bins=int(opts['infonoise_bins'])),
-        base=lognormal if base == 'lognormal' else loguniform,
-        **_weight_kwargs(opts, sigma_data),
+        class_name=SAMPLER_CLASSES['infonoise'], grid=grid, base=fixed[base], **_weight_kwargs(opts, sigma_data),
         warmup_steps=int(opts['infonoise_warmup']), refresh_every=int(opts['infonoise_refresh']),
         buffer_size=int(opts['infonoise_buffer']), ema=float(opts['infonoise_ema']),
         min_count=int(opts['infonoise_min_count']), gate_n=float(opts['infonoise_gate_n']),
@@ -549,7 +502,6 @@ def run_description(opts: Mapping[str, Any], dataset_name: str, world_size: int)
 def check_network_geometry(network_kwargs: Mapping[str, Any], dataset: Mapping[str, Any]) -> None:
     """OptionsError (one sentence) when the U-Net's resolution ladder does not fit the data (e.g. attention at 16
     on 8x8 digits), before anything is built."""
-    import inspect
     from training import networks
     resolution = dataset.get('resolution')
     model = networks._MODEL_TYPES.get(network_kwargs.get('model_type'))
@@ -577,17 +529,19 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts['cond'] and not dataset.get('has_labels'):
         raise OptionsError(f'--cond requires labels, but the dataset {opts["data"]!r} has none '
                            f'(add a dataset.json with labels).')
-    metrics = metric_names(opts)
-    if dataset.get('dataset_kwargs'):
-        from training.metrics.registry import check_metric_applicable
-        for name in metrics:
-            try:
-                check_metric_applicable(name, dataset['dataset_kwargs'])
-            except ValueError as err:
-                raise OptionsError(f'--metrics: {err}') from None
+    from training.metrics.registry import check_metric_applicable, parse_metrics
+    try:   # the --metrics list (empty when unset): known names, each applicable to the dataset
+        metrics = parse_metrics(opts.get('metrics') or None)
+        for name in metrics if dataset.get('dataset_kwargs') else ():
+            check_metric_applicable(name, dataset['dataset_kwargs'])
+    except ValueError as err:
+        message = str(err)
+        raise OptionsError(f'--metrics: {message[:1].lower()}{message[1:]}') from None
     from training.fast_paths import FAST_PATH_DEFAULTS
     batch_gpu, rounds = batch_per_rank(int(opts['batch']), opts.get('batch_gpu'), world_size)
-    endpoint = resolve_endpoint(opts, dataset.get('endpoint'))
+    endpoint = opts['infonoise_endpoint']
+    if endpoint == 'auto':   # the dataset's (continuous if it declares none)
+        endpoint = dataset['endpoint'] if dataset.get('endpoint') in ('continuous', 'discrete') else 'continuous'
     weighting = resolve_weighting(opts)
     net_class, loss_class = PRECOND_CLASSES[opts['precond']]
 
@@ -621,13 +575,10 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts['precond'] == 'edm':
         network_kwargs['sigma_data'] = sigma_data
 
-    if dataset.get('dataset_kwargs'):
-        ds_kwargs = copy.deepcopy(dict(dataset['dataset_kwargs']))
-    else:
-        ds_kwargs = dataset_kwargs(opts)
     ema_rampup = None if opts.get('transfer') is not None or not opts['ema_rampup'] else float(opts['ema_rampup'])
     return dict(
-        dataset_kwargs=ds_kwargs,
+        dataset_kwargs=copy.deepcopy(dict(dataset['dataset_kwargs'])) if dataset.get('dataset_kwargs')
+        else dataset_kwargs(opts),
         data_loader_kwargs=dict(num_workers=int(opts['workers'])),
         network_kwargs=network_kwargs,
         loss_kwargs=loss_kwargs,

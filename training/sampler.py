@@ -51,12 +51,8 @@ def _check_choice(name: str, value: str, choices: tuple) -> None:
         raise ValueError(f'{name} must be one of {", ".join(choices)}; got {value!r}')
 
 
-def _identity_round(sigma):
-    return torch.as_tensor(sigma)
-
-
 def _net_round(net) -> Callable:
-    return getattr(net, 'round_sigma', _identity_round)
+    return getattr(net, 'round_sigma', torch.as_tensor)   # nets without one: σ as given
 
 
 def _clamp_to_net(net, sigma_min: float, sigma_max: float) -> tuple[float, float]:
@@ -168,26 +164,18 @@ class _SignalScaling(NamedTuple):
 
 
 def _vp_schedule(beta_d: float, beta_min: float) -> _NoiseSchedule:
-    def sigma(t):
-        return vp_sigma(t, beta_d, beta_min)
-
     def sigma_deriv(t):
-        sigma_t = sigma(t)
+        sigma_t = vp_sigma(t, beta_d, beta_min)
         return 0.5 * (beta_min + beta_d * t) * (sigma_t + 1 / sigma_t)
 
-    def sigma_inv(sigma_value):
-        return vp_sigma_inv(sigma_value, beta_d, beta_min)
-
-    return _NoiseSchedule(sigma, sigma_deriv, sigma_inv)
+    return _NoiseSchedule(functools.partial(vp_sigma, beta_d=beta_d, beta_min=beta_min), sigma_deriv,
+                          functools.partial(vp_sigma_inv, beta_d=beta_d, beta_min=beta_min))
 
 
-def _ve_schedule() -> _NoiseSchedule:
-    return _NoiseSchedule(sigma=lambda t: t.sqrt(), sigma_deriv=lambda t: 0.5 / t.sqrt(),
-                          sigma_inv=lambda sigma_value: sigma_value ** 2)
-
-
-def _linear_schedule() -> _NoiseSchedule:
-    return _NoiseSchedule(sigma=lambda t: t, sigma_deriv=torch.ones_like, sigma_inv=lambda sigma_value: sigma_value)
+_VE_SCHEDULE = _NoiseSchedule(sigma=lambda t: t.sqrt(), sigma_deriv=lambda t: 0.5 / t.sqrt(),
+                              sigma_inv=lambda sigma_value: sigma_value ** 2)
+_LINEAR_SCHEDULE = _NoiseSchedule(sigma=lambda t: t, sigma_deriv=torch.ones_like,
+                                  sigma_inv=lambda sigma_value: sigma_value)
 
 
 def _make_scaling(scaling: str, schedule: _NoiseSchedule) -> _SignalScaling:
@@ -304,8 +292,7 @@ def ablation_sampler(net, latents: torch.Tensor, class_labels: Optional[torch.Te
 
     sigma_steps = _ablation_sigma_steps(discretization, num_steps, sigma_min, sigma_max, rho, epsilon_s,
                                         vp_beta_d, vp_beta_min, C_1, C_2, M, device)
-    sched = {'vp': lambda: _vp_schedule(vp_beta_d, vp_beta_min), 've': _ve_schedule,
-             'linear': _linear_schedule}[schedule]()
+    sched = dict(vp=_vp_schedule(vp_beta_d, vp_beta_min), ve=_VE_SCHEDULE, linear=_LINEAR_SCHEDULE)[schedule]
     scale = _make_scaling(scaling, sched)
     round_sigma = _net_round(net)
 
