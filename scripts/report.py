@@ -414,7 +414,11 @@ def profile_drift(path: str, rows: int = PROFILE_ROWS) -> list[dict]:
         x = np.clip(np.log(PROFILE_BANDS), np.log(edges[0]), np.log(edges[-1]))   # log-uniform on the same grid
         uniform = np.diff(np.concatenate([[0.0], (x - np.log(edges[0])) / np.log(edges[-1] / edges[0]), [1.0]]))
         pivot = r.get('pivot')
+        sigma = np.sqrt(edges[:-1] * edges[1:]) if 'sigma' not in r else np.asarray(r['sigma'], dtype=np.float64)
+        mse = r.get('mse')
         out.append(dict(kimg=float(r['kimg']), pivot=float(pivot) if isinstance(pivot, (int, float)) else None,
+                        peak=float(sigma[np.argmax(mass / np.diff(np.log(edges)))]),   # mode of π per unit log σ
+                        low_ratio=float(mse[0] / sigma[0] ** 2) if mse else None,    # mse/σ² in the lowest bin
                         mass=[float(v) for v in shares], loguniform=[float(v) for v in uniform]))
     return out
 
@@ -614,12 +618,14 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     for m in methods:
         for seed, drift in sorted((info.get('profiles') or {}).get(m, {}).items())[:1]:
             bands = ['σ < 0.05', '0.05–0.5', '0.5–5', 'σ ≥ 5']
-            lines += [f'Profile drift of {label(m)} (seed {seed}): pivot c and the share of π (floor included) per '
-                      f'σ band at evenly spaced refreshes.', '',
-                      '| kEx | pivot c | ' + ' | '.join(bands) + ' |', '|' + '---|' * (2 + len(bands))]
-            lines.append('| log-uniform, same grid | – | ' + ' | '.join(f'{x:.3f}' for x in drift[0]['loguniform'])
-                         + ' |')
-            lines += [f'| {d["kimg"]:g} | {fmt(d["pivot"], 3)} | ' + ' | '.join(f'{x:.3f}' for x in d['mass']) + ' |'
+            lines += [f'Profile drift of {label(m)} (seed {seed}) at evenly spaced refreshes: the pivot c, the mode of '
+                      f'π per unit log σ, mse/σ² in the lowest σ bin (1 = the noise passes through undenoised) and '
+                      f'the share of π (floor included) per σ band.', '',
+                      '| kEx | pivot c | π mode | mse/σ², lowest bin | ' + ' | '.join(bands) + ' |',
+                      '|' + '---|' * (4 + len(bands))]
+            lines.append('| log-uniform, same grid | – | – | – | '
+                         + ' | '.join(f'{x:.3f}' for x in drift[0]['loguniform']) + ' |')
+            lines += [f'| {d["kimg"]:g} | {fmt(d["pivot"], 3)} | {fmt(d["peak"], 3)} | {fmt(d["low_ratio"], 3)} | ' + ' | '.join(f'{x:.3f}' for x in d['mass']) + ' |'
                       for d in drift]
             lines.append('')
     return '\n'.join(lines)

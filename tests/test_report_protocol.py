@@ -231,6 +231,7 @@ def test_profile_drift_shares_by_hand(tmp_path):
                             for k in (1, 2, 3)))
     drift = report.profile_drift(str(path), rows=2)
     assert [d['kimg'] for d in drift] == [1, 3]                     # first and last
+    assert drift[0]['peak'] == pytest.approx(math.sqrt(10.0)) and drift[0]['low_ratio'] is None   # equal log widths
     np.testing.assert_allclose(drift[0]['mass'], [0.2 * 4 / 9, 0.2 * 5 / 9 + 0.3 * 4 / 9, 0.3 * 5 / 9 + 0.5 * 4 / 9,
                                                   0.5 * 5 / 9], rtol=1e-12)
     np.testing.assert_allclose(drift[0]['loguniform'], [math.log10(5) / 3, 1 / 3, 1 / 3, math.log10(2) / 3],
