@@ -444,7 +444,8 @@ def load_runs(root: str) -> dict:
             row = str(rec.get('row', default_row))
             metric = str(rec.get('metric', 'metric'))
             info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='',
-                                                       metric=metric, curves={}, finals={}, floors={}, curve_num=None, profiles={},
+                                                       metric=metric, curves={}, finals={}, floors={}, curve_num=None,
+                                                       profiles={},
                                                        speed={}, note=row_info.get('note')))
             for field in ('title', 'section'):
                 if rec.get(field):
@@ -625,7 +626,8 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
                       '|' + '---|' * (4 + len(bands))]
             lines.append('| log-uniform, same grid | – | – | – | '
                          + ' | '.join(f'{x:.3f}' for x in drift[0]['loguniform']) + ' |')
-            lines += [f'| {d["kimg"]:g} | {fmt(d["pivot"], 3)} | {fmt(d["peak"], 3)} | {fmt(d["low_ratio"], 3)} | ' + ' | '.join(f'{x:.3f}' for x in d['mass']) + ' |'
+            lines += [f'| {d["kimg"]:g} | {fmt(d["pivot"], 3)} | {fmt(d["peak"], 3)} | {fmt(d["low_ratio"], 3)} | '
+                      + ' | '.join(f'{x:.3f}' for x in d['mass']) + ' |'
                       for d in drift]
             lines.append('')
     return '\n'.join(lines)

@@ -201,7 +201,8 @@ def test_claim_verdicts_follow_the_paired_intervals():
     assert report.claim_verdict('parity', tied)[0] == 'confirmed'
     assert report.claim_verdict('faster', tied)[0] == 'not confirmed'
     # One seed gives no interval: not confirmed, even with a large gap.
-    one = report.compute_to_target({'loguniform': {0: [(10, 9.0), (30, 2.0)]}, 'infonoise': {0: [(10, 9.0), (30, 6.0)]}})
+    one = report.compute_to_target({'loguniform': {0: [(10, 9.0), (30, 2.0)]},
+                                    'infonoise': {0: [(10, 9.0), (30, 6.0)]}})
     word, why = report.claim_verdict('faster', one)
     assert word == 'not confirmed' and '1 paired seed(s) of 3' in why
 
