@@ -1,20 +1,12 @@
 """Reproduce the paper's Table 1: print (default) or launch the training and evaluation commands.
 
-Every row trains one preset (configs/NAME.json) three times, varying only the training σ distribution
-and, on discrete data, the loss weight (paper Section 6):
-
-    (a) discrete, allocation-controlled (w = 1)   bMNIST, bFashionMNIST, DNA
-          loguniform   --sigma-dist loguniform --weighting unit
-          edm          --sigma-dist lognormal  --weighting edm    (EDM transfer baseline: the full EDM recipe)
-          infonoise    --sigma-dist infonoise  --weighting unit
-    (b) continuous, EDM objective (w_EDM)          MNIST, FashionMNIST, CIFAR-10 uncond./cond., FFHQ 64x64
-          loguniform   --sigma-dist loguniform
-          edm          --sigma-dist lognormal
-          infonoise    --sigma-dist infonoise
-    (cpu) the same two recipes on scikit-learn's 8x8 digits (rows digits, digits-binary; preset
-          digits-demo), scored with the digit-classifier Fréchet distance instead of FID: a CPU-sized
-          end-to-end check of the whole kit.
-    imagenet64 (EDM's ImageNet 64x64 recipe) is available as an extra row; it is not part of Table 1.
+Every row trains one preset (configs/NAME.json) once per method and seed; the methods differ only in the
+training σ distribution and, on discrete data, the loss weight (paper Section 6; `method_flags`): section (a),
+the discrete rows bMNIST, bFashionMNIST and DNA, trains log-uniform and InfoNoise with w = 1 against the EDM
+transfer baseline (the full EDM recipe); section (b), MNIST, FashionMNIST, CIFAR-10 uncond./cond. and FFHQ
+64x64, keeps the EDM objective for all three. The `cpu` rows (digits, digits-binary; preset digits-demo) run
+the two recipes on scikit-learn's 8x8 digits, scored with the digit-classifier Fréchet distance instead of FID:
+a CPU-sized end-to-end check of the whole kit. imagenet64 (EDM's ImageNet 64x64 recipe) is an extra row.
 
 Run directories: OUTDIR/ROW/METHOD-seedSEED (train.py --nosubdir). Each snapshot is scored by
 `fid.py calc --network SNAPSHOT --ref REF` (torchrun over --nproc ranks) and the result is appended to
@@ -59,14 +51,19 @@ from training import options as opt_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root (train.py's folder)
 
 EDM_REFS = 'https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs'
-DISCRETE_METHODS = {'loguniform': ['--sigma-dist', 'loguniform', '--weighting', 'unit'],
-                    'edm': ['--sigma-dist', 'lognormal', '--weighting', 'edm'],
-                    'infonoise': ['--sigma-dist', 'infonoise', '--weighting', 'unit']}
-CONTINUOUS_METHODS = {'loguniform': ['--sigma-dist', 'loguniform'],
-                      'edm': ['--sigma-dist', 'lognormal'],
-                      'infonoise': ['--sigma-dist', 'infonoise']}
-METHODS = ('loguniform', 'edm', 'infonoise')
+SIGMA_DISTS = {'loguniform': 'loguniform', 'edm': 'lognormal', 'infonoise': 'infonoise'}   # method: --sigma-dist
+METHODS = tuple(SIGMA_DISTS)
+W1 = ['--weighting', 'unit']
 DIGIT_DETECTOR = 'digit-detector.pt'
+
+
+def method_flags(discrete: bool, rivals: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Method name -> train.py flags. On discrete data every method trains with w = 1 except the EDM transfer
+    baseline, which keeps the full EDM recipe (--weighting edm); continuous rows keep the preset's EDM weighting.
+    `rivals` are further σ distributions, named by their --sigma-dist value, at w = 1."""
+    methods = {m: ['--sigma-dist', d, *(['--weighting', 'edm' if m == 'edm' else 'unit'] if discrete else [])]
+               for m, d in SIGMA_DISTS.items()}
+    return {**methods, **{name: ['--sigma-dist', name, *W1] for name in rivals}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +84,7 @@ class Row:
 
     @property
     def methods(self) -> dict[str, list[str]]:
-        return DISCRETE_METHODS if self.discrete else CONTINUOUS_METHODS
+        return method_flags(self.discrete)
 
 
 ROWS = {r.key: r for r in [
@@ -112,9 +109,7 @@ ROWS = {r.key: r for r in [
         'digit Fréchet', 'digits-binary.npz', True, num=1000, detector='digits'),
 ]}
 GROUPS = {'all': [k for k, r in ROWS.items() if r.section in ('a', 'b')],
-          'a': [k for k, r in ROWS.items() if r.section == 'a'],
-          'b': [k for k, r in ROWS.items() if r.section == 'b'],
-          'cpu': [k for k, r in ROWS.items() if r.section == 'cpu']}
+          **{s: [k for k, r in ROWS.items() if r.section == s] for s in ('a', 'b', 'cpu')}}
 REPORT_SECTION = {'a': 'a', 'b': 'b', 'cpu': 'digits', 'extra': 'extra'}
 
 
@@ -147,8 +142,14 @@ def launcher(nproc: int) -> list[str]:
     return ['python'] if nproc == 1 else ['torchrun', '--standalone', f'--nproc_per_node={nproc}']
 
 
-def run_dir(plan: Plan, row: Row, method: str, seed: int) -> str:
+def run_dir(plan: Plan | ProtocolPlan, row: Row | ProtocolRow, method: str, seed: int) -> str:
+    """OUTDIR/ROW/METHOD-seedSEED, the run directory of both drivers."""
     return os.path.join(plan.outdir, row.key, f'{method}-seed{seed}')
+
+
+def has_training_state(run: str) -> bool:
+    """Whether `run` holds a training state to resume from."""
+    return os.path.isdir(run) and any(n.startswith('training-state-') for n in os.listdir(run))
 
 
 def ref_path(plan: Plan, row: Row) -> str:
@@ -330,7 +331,7 @@ def launch_run(plan: Plan, row: Row, method: str, seed: int) -> None:
         click.echo(f'{row.key}/{method} seed {seed}: finished ({done:g} kimg); not training.', err=True)
         return
     cmd = train_command(plan, row, method, seed)
-    if os.path.isdir(directory) and any(n.startswith('training-state-') for n in os.listdir(directory)):
+    if has_training_state(directory):
         cmd += ['--resume', directory]
     os.makedirs(directory, exist_ok=True)
     execute(cmd)
@@ -353,22 +354,13 @@ def _absolute(plan: Plan) -> Plan:
 # on FINAL_NUM samples (decoded; raw too for binarised images), and the row's real-data floor at the curve and
 # final sizes. The small text results are copied to RESULTS/ROW/METHOD-seedS/ (and RESULTS/ROW/floor.json).
 
-W1 = ['--weighting', 'unit']
 LOGNORMAL_GRID = [(m, s) for m in (-1.2, -0.4, 0.4) for s in (0.8, 1.2, 1.8)]
+RIVALS = ('loss-second-moment', 'kingma-gao', 'ddpm')
 
 
 def lognormal_name(p_mean: float, p_std: float) -> str:
     """Tuning-grid method name: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8)."""
     return f'lognormal-{p_mean:g}-{p_std:g}'
-
-
-def _discrete_methods(extra: Sequence[str] = ()) -> dict[str, list[str]]:
-    methods = {'loguniform': ['--sigma-dist', 'loguniform', *W1],
-               'edm': ['--sigma-dist', 'lognormal', '--weighting', 'edm'],
-               'infonoise': ['--sigma-dist', 'infonoise', *W1]}
-    for name in extra:
-        methods[name] = ['--sigma-dist', name, *W1]
-    return methods
 
 
 GRID_METHODS = {lognormal_name(m, s): ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
@@ -397,23 +389,18 @@ class ProtocolRow:
 PROTOCOL_ROWS = {r.key: r for r in [
     ProtocolRow('bmnist', 'bMNIST (w = 1)', 'bmnist5k-cpu', 'builtin:mnist5k-binary', ('fd-mnist',),
                 kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
-                methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **GRID_METHODS}),
+                methods={**method_flags(True, RIVALS), **GRID_METHODS}),
     ProtocolRow('dna', 'DNA, four cell types (w = 1, guidance 2)', 'dna-cpu', 'dna:{dna4}', ('fd-dna', 'kmer-dna'),
                 kimg=48, every=4, curve_num=256, final_num=4000, classes=4, guidance=2.0,
-                methods=_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')),
-                extra=('--metrics-guidance', '2')),
+                methods=method_flags(True, RIVALS), extra=('--metrics-guidance', '2')),
     ProtocolRow('mnist', 'MNIST (EDM objective)', 'mnist5k-cpu', 'builtin:mnist5k', ('fd-mnist',),
-                kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
-                methods={'loguniform': ['--sigma-dist', 'loguniform'], 'edm': ['--sigma-dist', 'lognormal'],
-                         'infonoise': ['--sigma-dist', 'infonoise']}),
+                kimg=192, every=16, curve_num=512, final_num=2000, classes=1, methods=method_flags(False)),
     # The former time-to-quality benchmark on scikit-learn's 8x8 digits (CPU minutes, not part of Table 1).
     ProtocolRow('digits', '8x8 digits (EDM objective)', 'digits-demo', 'builtin:digits', ('fd-digits',),
-                kimg=60, every=5, curve_num=1000, final_num=1797, classes=1,
-                methods={'loguniform': ['--sigma-dist', 'loguniform'], 'edm': ['--sigma-dist', 'lognormal'],
-                         'infonoise': ['--sigma-dist', 'infonoise']}),
+                kimg=60, every=5, curve_num=1000, final_num=1797, classes=1, methods=method_flags(False)),
     ProtocolRow('digits-binary', 'binarised 8x8 digits (w = 1)', 'digits-demo', 'builtin:digits-binary',
                 ('fd-digits',), kimg=60, every=5, curve_num=1000, final_num=1797, classes=1,
-                methods=_discrete_methods()),
+                methods=method_flags(True)),
 ]}
 PROTOCOL_GROUPS = {'table1a': ['bmnist', 'dna', 'mnist'], 'ttq': ['digits', 'digits-binary']}
 GRID_GROUP = 'lognormal-grid'       # --methods name: the 9 tuning settings, at the first seed only
@@ -447,66 +434,50 @@ class ProtocolPlan:
     overrides: dict             # kimg / every / curve_num / final_num replacing the rows' values.
     steps: int                  # Heun σ levels of every evaluation.
 
-
-def protocol_setting(plan: ProtocolPlan, row: ProtocolRow, name: str) -> Any:
-    return plan.overrides.get(name) or getattr(row, name)
-
-
-def protocol_run_dir(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> str:
-    return os.path.join(plan.outdir, row.key, f'{method}-seed{seed}')
+    def resolve(self, row: ProtocolRow) -> ProtocolRow:
+        """`row` with this invocation's overrides of its budget, evaluation interval and sample counts."""
+        return dataclasses.replace(row, **self.overrides)
 
 
 def protocol_train_command(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> list[str]:
     """The train.py command of one protocol run: --metrics every `every` kEx, a state at every evaluation."""
-    every, kimg = protocol_setting(plan, row, 'every'), protocol_setting(plan, row, 'kimg')
+    row = plan.resolve(row)
     return ['python', 'train.py', '--preset', row.preset, '--data', row.data.format(dna4=plan.dna4),
-            '--outdir', protocol_run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed),
-            *row.methods[method], '--kimg', f'{kimg:g}', '--tick', f'{every:g}', '--dump', '1', '--snap', '1000000',
-            '--metrics', ','.join(row.metrics), '--metrics-every', f'{every:g}',
-            '--metrics-num', str(protocol_setting(plan, row, 'curve_num')), '--metrics-steps', str(plan.steps),
-            '--grid', '0', '--plot', '0', '--threads', '1', '--device', 'cpu', *row.extra]
+            '--outdir', run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed), *row.methods[method],
+            '--kimg', f'{row.kimg:g}', '--tick', f'{row.every:g}', '--dump', '1', '--snap', '1000000',
+            '--metrics', ','.join(row.metrics), '--metrics-every', f'{row.every:g}', '--metrics-num',
+            str(row.curve_num), '--metrics-steps', str(plan.steps), '--grid', '0', '--plot', '0', '--threads', '1',
+            '--device', 'cpu', *row.extra]
 
 
 def protocol_final_command(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> list[str]:
     """The final evaluation of one run (this module's `final-eval` mode) and the row's floors."""
-    return ['python', '-m', 'scripts.reproduce', 'final-eval', protocol_run_dir(plan, row, method, seed),
-            '--metrics', ','.join(row.metrics), '--num', str(protocol_setting(plan, row, 'final_num')),
-            '--floor-sizes', f'{protocol_setting(plan, row, "curve_num")},{protocol_setting(plan, row, "final_num")}',
-            '--guidance', f'{row.guidance:g}', '--steps', str(plan.steps)]
-
-
-def _final_snapshot(run: str, kimg: float) -> str | None:
-    """The snapshot written when training reached `kimg` (None: not finished)."""
-    done = [(k, name) for name, k in report.snapshot_kimgs(run).items() if k >= kimg - 1e-6]
-    return os.path.join(run, min(done)[1]) if done else None
-
-
-def final_complete(run: str, metrics: Sequence[str], num: int, kimg: float) -> bool:
-    """Whether RUN/final.jsonl holds a decoded value of every metric at `num` samples of a snapshot at `kimg`."""
-    path = os.path.join(run, FINAL_FILE)
-    records = report.read_jsonl(path) if os.path.isfile(path) else []
-    have = {r.get('metric') for r in records
-            if r.get('num') == num and r.get('decoded', True) and float(r.get('kimg', 0)) >= kimg - 1e-6}
-    return set(metrics) <= have
+    row = plan.resolve(row)
+    return ['python', '-m', 'scripts.reproduce', 'final-eval', run_dir(plan, row, method, seed),
+            '--metrics', ','.join(row.metrics), '--num', str(row.final_num),
+            '--floor-sizes', f'{row.curve_num},{row.final_num}', '--guidance', f'{row.guidance:g}',
+            '--steps', str(plan.steps)]
 
 
 def run_state(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> str:
-    """'done' (final evaluation written), 'trained' (to be evaluated), 'partial' (to resume) or 'new'."""
-    run = protocol_run_dir(plan, row, method, seed)
-    if final_complete(run, row.metrics, protocol_setting(plan, row, 'final_num'), protocol_setting(plan, row, 'kimg')):
+    """'done' (RUN/final.jsonl holds a decoded value of every metric at the final sample count, of a snapshot at
+    the budget), 'trained' (a snapshot at the budget, to be evaluated), 'partial' (to resume) or 'new'."""
+    row, run = plan.resolve(row), run_dir(plan, row, method, seed)
+    path = os.path.join(run, FINAL_FILE)
+    have = {r.get('metric') for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
+            if r.get('num') == row.final_num and r.get('decoded', True) and float(r.get('kimg', 0)) >= row.kimg - 1e-6}
+    if set(row.metrics) <= have:
         return 'done'
-    if _final_snapshot(run, protocol_setting(plan, row, 'kimg')) is not None:
+    if any(k >= row.kimg - 1e-6 for k in report.snapshot_kimgs(run).values()):
         return 'trained'
-    if os.path.isdir(run) and any(n.startswith('training-state-') for n in os.listdir(run)):
-        return 'partial'
-    return 'new'
+    return 'partial' if has_training_state(run) else 'new'
 
 
 def copy_results(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> None:
     """Copy the run's small text files (and the row's floor.json) to RESULTS/ROW/METHOD-seedS/."""
     if plan.results is None:
         return
-    run = protocol_run_dir(plan, row, method, seed)
+    run = run_dir(plan, row, method, seed)
     dest = os.path.join(plan.results, row.key, f'{method}-seed{seed}')
     os.makedirs(dest, exist_ok=True)
     for name in RESULT_FILES:
@@ -530,8 +501,8 @@ def protocol_job(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int, e
     if state in ('new', 'partial'):
         cmd = protocol_train_command(plan, row, method, seed)
         if state == 'partial':
-            cmd += ['--resume', protocol_run_dir(plan, row, method, seed)]
-        os.makedirs(protocol_run_dir(plan, row, method, seed), exist_ok=True)
+            cmd += ['--resume', run_dir(plan, row, method, seed)]
+        os.makedirs(run_dir(plan, row, method, seed), exist_ok=True)
         execute(cmd, capture=True, env=env)
     execute(protocol_final_command(plan, row, method, seed), capture=True, env=env)
     copy_results(plan, row, method, seed)
@@ -542,7 +513,7 @@ def best_grid_method(plan: ProtocolPlan, row: ProtocolRow) -> str | None:
     """The tuning-grid setting with the lowest final headline metric at the first seed (None until all ran)."""
     finals = {}
     for name in GRID_METHODS:
-        path = os.path.join(protocol_run_dir(plan, row, name, plan.seeds[0]), FINAL_FILE)
+        path = os.path.join(run_dir(plan, row, name, plan.seeds[0]), FINAL_FILE)
         recs = [r for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
                 if r.get('metric') == row.metrics[0] and r.get('decoded', True)]
         if not recs:
@@ -657,21 +628,16 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
 # ----------------------------------------------------------------------------------------------
 # CLI.
 
-def _parse_rows(value: str) -> list[Row]:
-    keys: list[str] = []
-    for part in (p.strip() for p in value.split(',')):
-        if not part:
-            continue
-        names = GROUPS.get(part, [part])
-        for name in names:
-            if name not in ROWS:
-                raise click.BadParameter(f'unknown row {name!r}; choose from {", ".join([*GROUPS, *ROWS])}.',
-                                         param_hint='--rows')
-            if name not in keys:
-                keys.append(name)
+def _parse_rows(value: str, rows: Mapping[str, Any], groups: Mapping[str, list[str]]) -> list:
+    """The rows (of `rows`) that --rows names, rows and groups alike, in order and each once."""
+    keys = [name for part in value.split(',') if part.strip() for name in groups.get(part.strip(), [part.strip()])]
+    unknown = [k for k in keys if k not in rows]
+    if unknown:
+        raise click.BadParameter(f'unknown row {unknown[0]!r}; choose from {", ".join([*groups, *rows])}.',
+                                 param_hint='--rows')
     if not keys:
         raise click.BadParameter('no rows given.', param_hint='--rows')
-    return [ROWS[k] for k in keys]
+    return [rows[k] for k in dict.fromkeys(keys)]
 
 
 def _parse_methods(value: str) -> list[str]:
@@ -755,7 +721,7 @@ def main(ctx: click.Context, rows: str, methods: str, seeds: str, nproc: int, ou
         return
     if launch and eval_only:
         raise click.UsageError('--launch and --eval-only are alternatives; give one.')
-    chosen_rows = _parse_rows(rows)
+    chosen_rows = _parse_rows(rows, ROWS, GROUPS)
     chosen_methods = _parse_methods(methods)
     plan = Plan(outdir=outdir, data_root=data_root, ref_root=ref_root,
                 dna_table=dna_table or os.path.join(data_root, 'dna-diffusion.txt'), sei_detector=sei_detector,
@@ -776,19 +742,6 @@ def main(ctx: click.Context, rows: str, methods: str, seeds: str, nproc: int, ou
                     continue
                 scored += evaluate_run(plan, row, method, seed)
     click.echo(f'Scored {scored} snapshot(s). Table: python -m scripts.report {shlex.quote(plan.outdir)}')
-
-
-def _parse_protocol_rows(value: str) -> list[ProtocolRow]:
-    keys: list[str] = []
-    for part in (p.strip() for p in value.split(',') if p.strip()):
-        for name in PROTOCOL_GROUPS.get(part, [part]):
-            if name not in PROTOCOL_ROWS:
-                raise click.BadParameter(f'unknown row {name!r}; choose from '
-                                         f'{", ".join([*PROTOCOL_GROUPS, *PROTOCOL_ROWS])}.', param_hint='--rows')
-            keys.append(name)
-    if not keys:
-        raise click.BadParameter('no rows given.', param_hint='--rows')
-    return [PROTOCOL_ROWS[k] for k in dict.fromkeys(keys)]
 
 
 @main.command('table1a', epilog="""\b
@@ -823,7 +776,7 @@ def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: st
             kimg: float | None, every: float | None, curve_num: int | None, final_num: int | None, steps: int,
             quick: bool, dry_run: bool) -> None:
     """Train and evaluate the Table 1(a) protocol runs (resumable); copy their text results for scripts.report."""
-    chosen = _parse_protocol_rows(rows)
+    chosen = _parse_rows(rows, PROTOCOL_ROWS, PROTOCOL_GROUPS)
     base = QUICK if quick else {}
     overrides = {k: v for k, v in dict(kimg=kimg or base.get('kimg'), every=every or base.get('every'),
                                         curve_num=curve_num or base.get('curve_num'),
@@ -831,11 +784,10 @@ def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: st
     seed_list = _parse_seeds(seeds)
     plan = ProtocolPlan(outdir=os.path.abspath(outdir), results=os.path.abspath(results) if results else None,
                         dna4=os.path.abspath(dna4), seeds=tuple(seed_list), overrides=overrides, steps=steps)
-    for row in chosen:
-        k, e = protocol_setting(plan, row, 'kimg'), protocol_setting(plan, row, 'every')
-        if abs(k / e - round(k / e)) > 1e-9:
-            raise click.BadParameter(f'the budget {k:g} kEx of row {row.key} is not a multiple of the evaluation '
-                                     f'interval {e:g} kEx.', param_hint='--kimg/--every')
+    for row in map(plan.resolve, chosen):
+        if abs(row.kimg / row.every - round(row.kimg / row.every)) > 1e-9:
+            raise click.BadParameter(f'the budget {row.kimg:g} kEx of row {row.key} is not a multiple of the '
+                                     f'evaluation interval {row.every:g} kEx.', param_hint='--kimg/--every')
     runs = protocol_runs(plan, chosen, [m.strip() for m in methods.split(',') if m.strip()] if methods else None)
     if dry_run:
         for row, method, seed in runs:
