@@ -152,6 +152,13 @@ def has_training_state(run: str) -> bool:
     return os.path.isdir(run) and any(n.startswith('training-state-') for n in os.listdir(run))
 
 
+def train(cmd: list[str], run: str, **execute_kwargs: Any) -> None:
+    """Run the train.py command `cmd` of the run directory `run`, resuming its newest training state if any."""
+    resume = ['--resume', run] if has_training_state(run) else []
+    os.makedirs(run, exist_ok=True)
+    execute([*cmd, *resume], **execute_kwargs)
+
+
 def ref_path(plan: Plan, row: Row) -> str:
     return row.ref if '://' in row.ref else os.path.join(plan.ref_root, row.ref)
 
@@ -203,10 +210,6 @@ def _detector_args(plan: Plan, row: Row) -> list[str]:
     return ['--detector', det] if det is not None else []
 
 
-def shell(cmd: Sequence[str]) -> str:
-    return ' '.join(shlex.quote(c) for c in cmd)
-
-
 def total_kimg(plan: Plan, row: Row) -> float:
     """Training length of a row's runs in kimg (--kimg, else the preset's)."""
     opts = dict(opt_lib.DEFAULTS, **opt_lib.load_preset(row.preset)['options'])
@@ -239,13 +242,13 @@ def print_plan(plan: Plan, rows: list[Row], methods: list[str], echo: Any = clic
         cmd = ref_command(plan, row)
         if cmd is not None:
             echo('# reference statistics (once per dataset)')
-            echo(shell(cmd))
+            echo(shlex.join(cmd))
         for method in methods:
             for seed in plan.seeds:
                 echo(f'# {report.METHOD_LABELS.get(method, method)}, seed {seed}')
-                echo(shell(train_command(plan, row, method, seed)))
+                echo(shlex.join(train_command(plan, row, method, seed)))
                 snap = os.path.join(run_dir(plan, row, method, seed), 'network-snapshot-KKKKKK.pkl')
-                echo('#   every snapshot: ' + shell(fid_command(plan, row, snap)))
+                echo('#   every snapshot: ' + shlex.join(fid_command(plan, row, snap)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,13 +264,13 @@ def _executable(cmd: list[str]) -> list[str]:
 
 def execute(cmd: list[str], capture: bool = False, env: Mapping[str, str] | None = None) -> str:
     """Run a command from the repository root; a failure becomes one ClickException sentence."""
-    click.echo(f'$ {shell(cmd)}', err=True)
+    click.echo(f'$ {shlex.join(cmd)}', err=True)
     proc = subprocess.run(_executable(cmd), cwd=ROOT, text=True, env=None if env is None else dict(env),
                           stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
     if proc.returncode != 0:
         tail = [ln for ln in ((proc.stderr or '') + (proc.stdout or '')).splitlines() if ln.strip()] if capture else []
         reason = tail[-1].strip() if tail else f'exit code {proc.returncode}'
-        raise click.ClickException(f'Command failed ({reason}): {shell(cmd)}')
+        raise click.ClickException(f'Command failed ({reason}): {shlex.join(cmd)}')
     return proc.stdout or ''
 
 
@@ -330,11 +333,7 @@ def launch_run(plan: Plan, row: Row, method: str, seed: int) -> None:
     if done is not None and done >= total_kimg(plan, row) - 1e-6:
         click.echo(f'{row.key}/{method} seed {seed}: finished ({done:g} kimg); not training.', err=True)
         return
-    cmd = train_command(plan, row, method, seed)
-    if has_training_state(directory):
-        cmd += ['--resume', directory]
-    os.makedirs(directory, exist_ok=True)
-    execute(cmd)
+    train(train_command(plan, row, method, seed), directory)
 
 
 def _absolute(plan: Plan) -> Plan:
@@ -499,11 +498,7 @@ def protocol_job(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int, e
         copy_results(plan, row, method, seed)
         return f'{label}: finished earlier; skipped'
     if state in ('new', 'partial'):
-        cmd = protocol_train_command(plan, row, method, seed)
-        if state == 'partial':
-            cmd += ['--resume', run_dir(plan, row, method, seed)]
-        os.makedirs(run_dir(plan, row, method, seed), exist_ok=True)
-        execute(cmd, capture=True, env=env)
+        train(protocol_train_command(plan, row, method, seed), run_dir(plan, row, method, seed), capture=True, env=env)
     execute(protocol_final_command(plan, row, method, seed), capture=True, env=env)
     copy_results(plan, row, method, seed)
     return f'{label}: {"resumed, " if state == "partial" else ""}{"trained and " if state != "trained" else ""}evaluated'
@@ -546,12 +541,13 @@ def protocol_runs(plan: ProtocolPlan, rows: Sequence[ProtocolRow], methods: Sequ
     return list({(row.key, m, s): (row, m, s) for row, m, s in out}.values())
 
 
-def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> list[str]:
-    """Run `runs` (at most `jobs` at a time, one thread each); returns one line per run."""
+def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> None:
+    """Run `runs` (at most `jobs` at a time, one thread each), one line per run on stderr; a ClickException
+    after all have ended when any failed."""
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(protocol_job, plan, *run, env) for run in runs]
-        lines, failed = [], []
+        failed = []
         for (row, method, seed), future in zip(runs, futures):
             try:
                 line = future.result()
@@ -559,10 +555,8 @@ def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> list[s
                 line = f'{row.key}/{method}-seed{seed}: FAILED: {err.message}'
                 failed.append(line)
             click.echo(line, err=True)
-            lines.append(line)
     if failed:
         raise click.ClickException(f'{len(failed)} of {len(runs)} run(s) failed; the first: {failed[0]}')
-    return lines
 
 
 def source_commit() -> str | None:
@@ -659,9 +653,6 @@ def _parse_seeds(value: str) -> list[int]:
 
 @click.group(invoke_without_command=True, context_settings=dict(show_default=True, max_content_width=110),
              epilog="""\b
-Modes: `table1a` (the Table 1(a) protocol runs, CPU scale; resumable, --jobs in parallel; its `ttq` rows
-are the former time-to-quality benchmark on 8x8 digits), `final-eval` (the final evaluation of one run).
-\b
 Examples:
   # Table 1(a) under the protocol of scripts/report.py, two runs at a time, then the report
   nice -n 19 python -m scripts.reproduce table1a --outdir runs/table1a --jobs 2 --seeds 0,1,2
@@ -792,8 +783,8 @@ def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: st
     if dry_run:
         for row, method, seed in runs:
             click.echo(f'# {row.key}/{method}-seed{seed}: {run_state(plan, row, method, seed)}')
-            click.echo(shell(protocol_train_command(plan, row, method, seed)))
-            click.echo(shell(protocol_final_command(plan, row, method, seed)))
+            click.echo(shlex.join(protocol_train_command(plan, row, method, seed)))
+            click.echo(shlex.join(protocol_final_command(plan, row, method, seed)))
         return
     run_protocol(plan, runs, jobs)
     where = plan.results or plan.outdir
