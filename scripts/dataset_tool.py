@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 import numpy as np
@@ -49,8 +49,7 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray | None, max_images: int 
     if images.ndim == 3:
         images = images[:, :, :, np.newaxis]
     n = len(images) if max_images is None else min(len(images), max_images)
-    labels_list = None if labels is None else [int(v) for v in labels[:n]]
-    return n, ((f'image #{i}', images[i], None if labels_list is None else labels_list[i]) for i in range(n))
+    return n, ((f'image #{i}', images[i], None if labels is None else int(labels[i])) for i in range(n))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -110,8 +109,7 @@ def open_cifar10(path: str, max_images: int | None) -> Source:
 def read_idx(path: str, ndim: int) -> np.ndarray:
     """Read an IDX file of unsigned bytes (gzipped or not); checks the magic number and the size."""
     try:
-        with open(path, 'rb') as f:
-            raw = f.read()
+        raw = pathlib.Path(path).read_bytes()
         if raw[:2] == b'\x1f\x8b':
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
@@ -125,20 +123,16 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _find_idx_images(directory: str) -> str | None:
-    for name in ('train-images-idx3-ubyte', 'train-images.idx3-ubyte'):
-        for candidate in (name + '.gz', name):
-            if os.path.isfile(os.path.join(directory, candidate)):
-                return os.path.join(directory, candidate)
-    return None
+def _first_file(directory: str, names: Sequence[str]) -> str | None:
+    """The first of `names` that is a file in `directory` (its path), or None."""
+    return next((os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))), None)
 
 
 def open_idx(images_path: str, max_images: int | None) -> Source:
     """MNIST / FashionMNIST: IDX images (N x H x W) and the matching labels file; 28x28 padded to 32x32."""
     directory, base = os.path.split(images_path)
     stem = re.sub(r'\.gz$', '', base).replace('images-idx3', 'labels-idx1').replace('images.idx3', 'labels.idx1')
-    labels_path = next((os.path.join(directory, n) for n in (stem + '.gz', stem)
-                        if os.path.isfile(os.path.join(directory, n))), None)
+    labels_path = _first_file(directory, (stem + '.gz', stem))
     if labels_path is None:
         raise click.ClickException(f'Labels file {stem}[.gz] not found next to {images_path}.')
     images = read_idx(images_path, 3)
@@ -204,7 +198,7 @@ def open_source(source: str, max_images: int | None) -> Source:
     if source.startswith('builtin:'):
         raise click.ClickException(f'Unknown built-in dataset {source!r}; the only one is builtin:digits.')
     if os.path.isdir(source):
-        idx_images = _find_idx_images(source)
+        idx_images = _first_file(source, [f'train-images{sep}idx3-ubyte{gz}' for sep in '-.' for gz in ('.gz', '')])
         return open_idx(idx_images, max_images) if idx_images else open_image_files(source, max_images)
     if not os.path.isfile(source):
         raise click.ClickException(f'Source {source} does not exist.')

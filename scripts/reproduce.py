@@ -254,18 +254,12 @@ def print_plan(plan: Plan, rows: list[Row], methods: list[str], echo: Any = clic
 # ----------------------------------------------------------------------------------------------
 # Launching and evaluating.
 
-def _executable(cmd: list[str]) -> list[str]:
-    if cmd[0] == 'python':
-        return [sys.executable, *cmd[1:]]
-    if cmd[0] == 'torchrun':
-        return [sys.executable, '-m', 'torch.distributed.run', *cmd[1:]]
-    return cmd
-
-
 def execute(cmd: list[str], capture: bool = False, env: Mapping[str, str] | None = None) -> str:
-    """Run a command from the repository root; a failure becomes one ClickException sentence."""
+    """Run a command from the repository root (`python` and `torchrun` as this interpreter's); a failure becomes
+    one ClickException sentence."""
     click.echo(f'$ {shlex.join(cmd)}', err=True)
-    proc = subprocess.run(_executable(cmd), cwd=ROOT, text=True, env=None if env is None else dict(env),
+    interpreter = {'python': [sys.executable], 'torchrun': [sys.executable, '-m', 'torch.distributed.run']}
+    proc = subprocess.run([*interpreter.get(cmd[0], cmd[:1]), *cmd[1:]], cwd=ROOT, text=True, env=env,
                           stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
     if proc.returncode != 0:
         tail = [ln for ln in ((proc.stderr or '') + (proc.stdout or '')).splitlines() if ln.strip()] if capture else []
@@ -357,12 +351,8 @@ LOGNORMAL_GRID = [(m, s) for m in (-1.2, -0.4, 0.4) for s in (0.8, 1.2, 1.8)]
 RIVALS = ('loss-second-moment', 'kingma-gao', 'ddpm')
 
 
-def lognormal_name(p_mean: float, p_std: float) -> str:
-    """Tuning-grid method name: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8)."""
-    return f'lognormal-{p_mean:g}-{p_std:g}'
-
-
-GRID_METHODS = {lognormal_name(m, s): ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
+# Tuning-grid method names: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8).
+GRID_METHODS = {f'lognormal-{m:g}-{s:g}': ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
                 for m, s in LOGNORMAL_GRID}
 
 
@@ -407,7 +397,7 @@ GRID_BEST = 'lognormal-best'        # --methods name: the best tuning setting (b
 QUICK = dict(kimg=2.0, every=1.0, curve_num=64, final_num=128)
 FINAL_FILE = 'final.jsonl'
 RESULT_FILES = ('metrics.jsonl', 'final.jsonl', 'infonoise.jsonl', 'training_options.json', 'stats.jsonl')
-PROFILE_LINES_KEPT = 100   # infonoise.jsonl is copied thinned to this many evenly spaced refreshes (first and last kept)
+PROFILE_LINES_KEPT = 100   # infonoise.jsonl is copied thinned to this many evenly spaced refreshes
 
 
 def copy_thinned(src: str, dest: str, keep: int = PROFILE_LINES_KEPT) -> None:
@@ -501,7 +491,8 @@ def protocol_job(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int, e
         train(protocol_train_command(plan, row, method, seed), run_dir(plan, row, method, seed), capture=True, env=env)
     execute(protocol_final_command(plan, row, method, seed), capture=True, env=env)
     copy_results(plan, row, method, seed)
-    return f'{label}: {"resumed, " if state == "partial" else ""}{"trained and " if state != "trained" else ""}evaluated'
+    trained = ('resumed, ' if state == 'partial' else '') + ('trained and ' if state != 'trained' else '')
+    return f'{label}: {trained}evaluated'
 
 
 def best_grid_method(plan: ProtocolPlan, row: ProtocolRow) -> str | None:
@@ -752,16 +743,19 @@ A relaunch skips finished runs, evaluates trained ones and resumes the others fr
 @click.option('--dna4', default=os.path.join('..', 'shared', 'data', 'dna4'), show_default=True,
               help='The four-cell-type DNA-Diffusion table (folder or file) of the dna row.')
 @click.option('--jobs', type=click.IntRange(min=1), default=2, show_default=True, help='Runs at a time.')
-@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None, help="Budget per run  [default: the row's]")
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Budget per run  [default: the row's]")
 @click.option('--every', type=click.FloatRange(min=0, min_open=True), default=None,
               help="kEx between evaluations  [default: the row's]")
-@click.option('--curve-num', type=click.IntRange(min=2), default=None, help="Samples per evaluation  [default: the row's]")
+@click.option('--curve-num', type=click.IntRange(min=2), default=None,
+              help="Samples per evaluation  [default: the row's]")
 @click.option('--final-num', type=click.IntRange(min=2), default=None,
               help="Samples of the final evaluation  [default: the row's]")
 @click.option('--steps', type=click.IntRange(min=1), default=18, show_default=True,
               help='Heun σ levels of every evaluation (NFE = 2 steps - 1).')
 @click.option('--quick', is_flag=True, help=f'Pipeline check: {QUICK["kimg"]:g} kEx, evaluation every '
-              f'{QUICK["every"]:g} kEx on {QUICK["curve_num"]} samples, final {QUICK["final_num"]} (explicit options win).')
+              f'{QUICK["every"]:g} kEx on {QUICK["curve_num"]} samples, final {QUICK["final_num"]} '
+              '(explicit options win).')
 @click.option('--dry-run', is_flag=True, help='Print the runs, their state and their commands; run nothing.')
 def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: str, dna4: str, jobs: int,
             kimg: float | None, every: float | None, curve_num: int | None, final_num: int | None, steps: int,
