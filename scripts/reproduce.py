@@ -349,8 +349,6 @@ def _absolute(plan: Plan) -> Plan:
 
 LOGNORMAL_GRID = [(m, s) for m in (-1.2, -0.4, 0.4) for s in (0.8, 1.2, 1.8)]
 RIVALS = ('loss-second-moment', 'kingma-gao', 'ddpm')
-
-
 # Tuning-grid method names: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8).
 GRID_METHODS = {f'lognormal-{m:g}-{s:g}': ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
                 for m, s in LOGNORMAL_GRID}
@@ -762,13 +760,10 @@ def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: st
             quick: bool, dry_run: bool) -> None:
     """Train and evaluate the Table 1(a) protocol runs (resumable); copy their text results for scripts.report."""
     chosen = _parse_rows(rows, PROTOCOL_ROWS, PROTOCOL_GROUPS)
-    base = QUICK if quick else {}
-    overrides = {k: v for k, v in dict(kimg=kimg or base.get('kimg'), every=every or base.get('every'),
-                                        curve_num=curve_num or base.get('curve_num'),
-                                        final_num=final_num or base.get('final_num')).items() if v}
-    seed_list = _parse_seeds(seeds)
+    given = dict(kimg=kimg, every=every, curve_num=curve_num, final_num=final_num)
+    overrides = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     plan = ProtocolPlan(outdir=os.path.abspath(outdir), results=os.path.abspath(results) if results else None,
-                        dna4=os.path.abspath(dna4), seeds=tuple(seed_list), overrides=overrides, steps=steps)
+                        dna4=os.path.abspath(dna4), seeds=tuple(_parse_seeds(seeds)), overrides=overrides, steps=steps)
     for row in map(plan.resolve, chosen):
         if abs(row.kimg / row.every - round(row.kimg / row.every)) > 1e-9:
             raise click.BadParameter(f'the budget {row.kimg:g} kEx of row {row.key} is not a multiple of the '
