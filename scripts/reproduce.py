@@ -82,10 +82,6 @@ class Row:
     num: int = 50000    # Images per evaluation.
     detector: str = ''  # '' = Inception (fid.py's default), 'sei' = --sei-detector, 'digits' = the digit classifier.
 
-    @property
-    def methods(self) -> dict[str, list[str]]:
-        return method_flags(self.discrete)
-
 
 ROWS = {r.key: r for r in [
     Row('bmnist', 'a', 'bMNIST', 'bmnist', 'binary:{root}/mnist-32x32.zip', 'FID', 'bmnist-32x32.npz', True),
@@ -178,36 +174,36 @@ def data_spec(plan: Plan, row: Row) -> str:
 def train_command(plan: Plan, row: Row, method: str, seed: int) -> list[str]:
     """The train.py command of one run (a row's runs differ only in --sigma-dist / --weighting)."""
     cmd = [*launcher(plan.nproc), 'train.py', '--preset', row.preset, '--data', data_spec(plan, row),
-           '--outdir', run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed), *row.methods[method]]
+           '--outdir', run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed),
+           *method_flags(row.discrete)[method]]
     for flag, value in (('--kimg', plan.kimg), ('--tick', plan.tick), ('--snap', plan.snap), ('--device', plan.device)):
         if value is not None:
             cmd += [flag, f'{value:g}' if isinstance(value, float) else str(value)]
     return cmd
 
 
+def fid_py(plan: Plan, row: Row, *args: str) -> list[str]:
+    """The fid.py command with arguments `args` and the row's detector (none: fid.py's Inception)."""
+    det = detector_path(plan, row)
+    return [*launcher(plan.nproc), 'fid.py', *args, *(['--detector', det] if det is not None else [])]
+
+
 def ref_command(plan: Plan, row: Row) -> list[str] | None:
     """`fid.py ref` for rows whose reference statistics are computed from the training data (else None)."""
     if '://' in row.ref:
         return None
-    cmd = [*launcher(plan.nproc), 'fid.py', 'ref', '--data', data_spec(plan, row), '--dest', ref_path(plan, row)]
-    return cmd + _detector_args(plan, row)
+    return fid_py(plan, row, 'ref', '--data', data_spec(plan, row), '--dest', ref_path(plan, row))
 
 
 def fid_command(plan: Plan, row: Row, snapshot: str) -> list[str]:
     """`fid.py calc --network SNAPSHOT --ref REF` with the row's image count and sampler steps."""
-    num = plan.fid_num or row.num
-    cmd = [*launcher(plan.nproc), 'fid.py', 'calc', '--network', snapshot, '--ref', ref_path(plan, row),
-           '--num', str(num), '--steps', str(plan.fid_steps or row.steps)]
+    args = ['--network', snapshot, '--ref', ref_path(plan, row), '--num', str(plan.fid_num or row.num),
+            '--steps', str(plan.fid_steps or row.steps)]
     if plan.fid_batch is not None:
-        cmd += ['--batch', str(plan.fid_batch)]
+        args += ['--batch', str(plan.fid_batch)]
     if plan.device is not None:
-        cmd += ['--device', plan.device]
-    return cmd + _detector_args(plan, row)
-
-
-def _detector_args(plan: Plan, row: Row) -> list[str]:
-    det = detector_path(plan, row)
-    return ['--detector', det] if det is not None else []
+        args += ['--device', plan.device]
+    return fid_py(plan, row, 'calc', *args)
 
 
 def total_kimg(plan: Plan, row: Row) -> float:
