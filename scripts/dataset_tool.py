@@ -260,13 +260,13 @@ def make_transform(mode: str | None, size: tuple[int, int] | None) -> Callable[[
 def archive_writer(dest: str) -> Iterator[Callable[[str, bytes], None]]:
     """Yields write(name, data), which writes into a temporary zip (stored, uncompressed) or folder next to dest;
     the archive is moved into place when the block finishes and removed if it raises."""
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
     if dest.lower().endswith('.zip'):
         with atomic_write(dest) as f, zipfile.ZipFile(f, 'w', compression=zipfile.ZIP_STORED) as z:
             yield z.writestr
         return
-    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.normpath(dest))}.tmp-',
-                           dir=os.path.dirname(os.path.abspath(dest)))
+    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.normpath(dest))}.tmp-', dir=parent)
 
     def write(name: str, data: bytes) -> None:
         target = pathlib.Path(tmp, *name.split('/'))
