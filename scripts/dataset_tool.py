@@ -15,10 +15,12 @@ Sources (guessed from --source):
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import os
+import pathlib
 import pickle
 import re
 import shutil
@@ -26,14 +28,14 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-
+from dnnlib.util import atomic_write
 from training.dataset import IMAGE_EXTENSIONS, load_digits_uint8, load_image_array
 from training.image_grid import png_bytes
 
@@ -47,8 +49,7 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray | None, max_images: int 
     if images.ndim == 3:
         images = images[:, :, :, np.newaxis]
     n = len(images) if max_images is None else min(len(images), max_images)
-    labels_list = None if labels is None else [int(v) for v in labels[:n]]
-    return n, ((f'image #{i}', images[i], None if labels_list is None else labels_list[i]) for i in range(n))
+    return n, ((f'image #{i}', images[i], None if labels is None else int(labels[i])) for i in range(n))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -108,8 +109,7 @@ def open_cifar10(path: str, max_images: int | None) -> Source:
 def read_idx(path: str, ndim: int) -> np.ndarray:
     """Read an IDX file of unsigned bytes (gzipped or not); checks the magic number and the size."""
     try:
-        with open(path, 'rb') as f:
-            raw = f.read()
+        raw = pathlib.Path(path).read_bytes()
         if raw[:2] == b'\x1f\x8b':
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
@@ -123,20 +123,16 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _find_idx_images(directory: str) -> str | None:
-    for name in ('train-images-idx3-ubyte', 'train-images.idx3-ubyte'):
-        for candidate in (name + '.gz', name):
-            if os.path.isfile(os.path.join(directory, candidate)):
-                return os.path.join(directory, candidate)
-    return None
+def _first_file(directory: str, names: Sequence[str]) -> str | None:
+    """The first of `names` that is a file in `directory` (its path), or None."""
+    return next((os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))), None)
 
 
 def open_idx(images_path: str, max_images: int | None) -> Source:
     """MNIST / FashionMNIST: IDX images (N x H x W) and the matching labels file; 28x28 padded to 32x32."""
     directory, base = os.path.split(images_path)
     stem = re.sub(r'\.gz$', '', base).replace('images-idx3', 'labels-idx1').replace('images.idx3', 'labels.idx1')
-    labels_path = next((os.path.join(directory, n) for n in (stem + '.gz', stem)
-                        if os.path.isfile(os.path.join(directory, n))), None)
+    labels_path = _first_file(directory, (stem + '.gz', stem))
     if labels_path is None:
         raise click.ClickException(f'Labels file {stem}[.gz] not found next to {images_path}.')
     images = read_idx(images_path, 3)
@@ -148,34 +144,31 @@ def open_idx(images_path: str, max_images: int | None) -> Source:
     return _from_arrays(images, labels, max_images)
 
 
-def _labels_from_meta(data: bytes, where: str) -> dict[str, Any]:
+def open_image_files(path: str, max_images: int | None) -> Source:
+    """All images in a folder or a zip (sorted by relative path) with labels from its dataset.json; a folder
+    without them is labelled by its top-level folder names when there are several."""
+    is_zip = not os.path.isdir(path)
+    failure = 'is a corrupt zip file' if is_zip else 'cannot be read'
     try:
-        entries = json.loads(data.decode('utf-8')).get('labels')
-        return {} if entries is None else {str(k).replace('\\', '/'): v for k, v in entries}
+        if is_zip:
+            with zipfile.ZipFile(path) as z:
+                members = z.namelist()
+                meta = z.read('dataset.json') if 'dataset.json' in members else None
+        else:
+            members = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/')
+                       for root, _dirs, files in os.walk(path) for f in files]
+            meta = pathlib.Path(path, 'dataset.json').read_bytes() if 'dataset.json' in members else None
+    except (zipfile.BadZipFile, OSError, zlib.error) as exc:
+        raise click.ClickException(f'{path} {failure}: {exc}.')
+    try:
+        entries = None if meta is None else json.loads(meta.decode('utf-8')).get('labels')
+        labels = {str(k).replace('\\', '/'): v for k, v in entries or []}
     except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as exc:
-        raise click.ClickException(f'dataset.json in {where} is malformed: {exc}.')
-
-
-def _decode(f: Any, name: str) -> np.ndarray:
-    try:
-        return load_image_array(f, name)
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(str(exc))
-
-
-def open_image_folder(path: str, max_images: int | None) -> Source:
-    """All images below a folder (sorted by relative path), with dataset.json or top-level-folder labels."""
-    names = sorted(os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/')
-                   for root, _dirs, files in os.walk(path) for f in files
-                   if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+        raise click.ClickException(f'dataset.json in {path} is malformed: {exc}.')
+    names = sorted(n for n in members if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
     if not names:
         raise click.ClickException(f'No image files found in {path}.')
-    labels: dict[str, Any] = {}
-    meta = os.path.join(path, 'dataset.json')
-    if os.path.isfile(meta):
-        with open(meta, 'rb') as f:
-            labels = _labels_from_meta(f.read(), path)
-    if not labels:
+    if not labels and not is_zip:
         top = {n: n.split('/')[0] if '/' in n else '' for n in names}
         classes = sorted(set(top.values()))
         if len(classes) > 1:
@@ -183,35 +176,17 @@ def open_image_folder(path: str, max_images: int | None) -> Source:
     names = names if max_images is None else names[:max_images]
 
     def items() -> Iterator[tuple[str, np.ndarray, Any]]:
-        for n in names:
-            with open(os.path.join(path, n), 'rb') as f:
-                yield n, _decode(f, n), labels.get(n)
-    return len(names), items()
-
-
-def open_image_zip(path: str, max_images: int | None) -> Source:
-    """All images in a zip (sorted by member name), with labels from its dataset.json."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            members = z.namelist()
-            meta = z.read('dataset.json') if 'dataset.json' in members else None
-    except (zipfile.BadZipFile, OSError, zlib.error) as exc:
-        raise click.ClickException(f'{path} is a corrupt zip file: {exc}.')
-    names = sorted(n for n in members if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
-    if not names:
-        raise click.ClickException(f'No image files found in {path}.')
-    labels = _labels_from_meta(meta, path) if meta is not None else {}
-    names = names if max_images is None else names[:max_images]
-
-    def items() -> Iterator[tuple[str, np.ndarray, Any]]:
         try:
-            with zipfile.ZipFile(path) as z:
+            with zipfile.ZipFile(path) if is_zip else contextlib.nullcontext() as z:
                 for n in names:
-                    with z.open(n) as f:
-                        data = f.read()
-                    yield n, _decode(io.BytesIO(data), n), labels.get(n)
+                    data = z.read(n) if is_zip else pathlib.Path(path, n).read_bytes()
+                    try:
+                        image = load_image_array(io.BytesIO(data), n)
+                    except (OSError, ValueError) as exc:
+                        raise click.ClickException(str(exc))
+                    yield n, image, labels.get(n)
         except (zipfile.BadZipFile, OSError, zlib.error) as exc:
-            raise click.ClickException(f'{path} is a corrupt zip file: {exc}.')
+            raise click.ClickException(f'{path} {failure}: {exc}.')
     return len(names), items()
 
 
@@ -223,15 +198,15 @@ def open_source(source: str, max_images: int | None) -> Source:
     if source.startswith('builtin:'):
         raise click.ClickException(f'Unknown built-in dataset {source!r}; the only one is builtin:digits.')
     if os.path.isdir(source):
-        idx_images = _find_idx_images(source)
-        return open_idx(idx_images, max_images) if idx_images else open_image_folder(source, max_images)
+        idx_images = _first_file(source, [f'train-images{sep}idx3-ubyte{gz}' for sep in '-.' for gz in ('.gz', '')])
+        return open_idx(idx_images, max_images) if idx_images else open_image_files(source, max_images)
     if not os.path.isfile(source):
         raise click.ClickException(f'Source {source} does not exist.')
     base = os.path.basename(source).lower()
     if 'idx3-ubyte' in base:
         return open_idx(source, max_images)
     if base.endswith('.zip') or zipfile.is_zipfile(source):
-        return open_image_zip(source, max_images)
+        return open_image_files(source, max_images)
     if base.endswith(('.tar.gz', '.tgz', '.tar')):
         return open_cifar10(source, max_images)
     raise click.ClickException(f'Unknown source format for {source}; expected a folder, a .zip, '
@@ -281,49 +256,30 @@ def make_transform(mode: str | None, size: tuple[int, int] | None) -> Callable[[
 # ----------------------------------------------------------------------------------------------
 # Atomic output.
 
-class ArchiveWriter:
-    """Writes into a temporary zip/folder next to dest; `commit` renames it into place, `abort` removes it."""
+@contextlib.contextmanager
+def archive_writer(dest: str) -> Iterator[Callable[[str, bytes], None]]:
+    """Yields write(name, data), which writes into a temporary zip (stored, uncompressed) or folder next to dest;
+    the archive is moved into place when the block finishes and removed if it raises."""
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    if dest.lower().endswith('.zip'):
+        with atomic_write(dest) as f, zipfile.ZipFile(f, 'w', compression=zipfile.ZIP_STORED) as z:
+            yield z.writestr
+        return
+    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.normpath(dest))}.tmp-', dir=parent)
 
-    def __init__(self, dest: str) -> None:
-        self.dest = dest
-        self.is_zip = dest.lower().endswith('.zip')
-        parent = os.path.dirname(os.path.abspath(dest))
-        os.makedirs(parent, exist_ok=True)
-        prefix = f'.{os.path.basename(os.path.normpath(dest))}.tmp-'
-        if self.is_zip:
-            fd, self.tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
-            os.close(fd)
-            self._zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
-        else:
-            self.tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
-
-    def write(self, name: str, data: bytes) -> None:
-        if self.is_zip:
-            self._zip.writestr(name, data)
-            return
-        path = os.path.join(self.tmp, *name.split('/'))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, 'wb') as f:
-            f.write(data)
-
-    def commit(self) -> None:
-        if self.is_zip:
-            self._zip.close()
-            with open(self.tmp, 'rb+') as f:
-                os.fsync(f.fileno())
-            os.replace(self.tmp, self.dest)
-        else:
-            if os.path.isdir(self.dest):
-                os.rmdir(self.dest)  # empty (checked before writing)
-            os.rename(self.tmp, self.dest)
-
-    def abort(self) -> None:
-        if self.is_zip:
-            self._zip.close()
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+    def write(name: str, data: bytes) -> None:
+        target = pathlib.Path(tmp, *name.split('/'))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    try:
+        yield write
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # empty (checked before writing)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def check_dest(dest: str) -> None:
@@ -362,9 +318,8 @@ def convert_dataset(source: str, dest: str, max_images: int | None = None, trans
     check_dest(dest)
     transform_image = make_transform(transform, resolution)
     count, items = open_source(source, max_images)
-    writer = ArchiveWriter(dest)
-    try:
-        first, labels, written = None, [], 0
+    first, labels, written = None, [], 0
+    with archive_writer(dest) as write:
         for name, img, label in tqdm(items, total=count, unit='img', disable=None):
             img = transform_image(img)
             if img is None:
@@ -374,7 +329,7 @@ def convert_dataset(source: str, dest: str, max_images: int | None = None, trans
                 img = np.where(img > binarize * 255.0, np.uint8(255), np.uint8(0))
             idx = f'{written:08d}'
             arcname = f'{idx[:5]}/img{idx}.png'
-            writer.write(arcname, png_bytes(img, compress_level=0))
+            write(arcname, png_bytes(img, compress_level=0))
             labels.append(None if label is None else [arcname, label])
             written += 1
         if written == 0:
@@ -382,11 +337,7 @@ def convert_dataset(source: str, dest: str, max_images: int | None = None, trans
         meta: dict[str, Any] = {'labels': labels if all(x is not None for x in labels) else None}
         if binarize is not None:
             meta['endpoint'] = 'discrete'
-        writer.write('dataset.json', json.dumps(meta).encode('utf-8'))
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+        write('dataset.json', json.dumps(meta).encode('utf-8'))
     return written, first
 
 

@@ -1,20 +1,12 @@
 """Reproduce the paper's Table 1: print (default) or launch the training and evaluation commands.
 
-Every row trains one preset (configs/NAME.json) three times, varying only the training σ distribution
-and, on discrete data, the loss weight (paper Section 6):
-
-    (a) discrete, allocation-controlled (w = 1)   bMNIST, bFashionMNIST, DNA
-          loguniform   --sigma-dist loguniform --weighting unit
-          edm          --sigma-dist lognormal  --weighting edm    (EDM transfer baseline: the full EDM recipe)
-          infonoise    --sigma-dist infonoise  --weighting unit
-    (b) continuous, EDM objective (w_EDM)          MNIST, FashionMNIST, CIFAR-10 uncond./cond., FFHQ 64x64
-          loguniform   --sigma-dist loguniform
-          edm          --sigma-dist lognormal
-          infonoise    --sigma-dist infonoise
-    (cpu) the same two recipes on scikit-learn's 8x8 digits (rows digits, digits-binary; preset
-          digits-demo), scored with the digit-classifier Fréchet distance instead of FID: a CPU-sized
-          end-to-end check of the whole kit.
-    imagenet64 (EDM's ImageNet 64x64 recipe) is available as an extra row; it is not part of Table 1.
+Every row trains one preset (configs/NAME.json) once per method and seed; the methods differ only in the
+training σ distribution and, on discrete data, the loss weight (paper Section 6; `method_flags`): section (a),
+the discrete rows bMNIST, bFashionMNIST and DNA, trains log-uniform and InfoNoise with w = 1 against the EDM
+transfer baseline (the full EDM recipe); section (b), MNIST, FashionMNIST, CIFAR-10 uncond./cond. and FFHQ
+64x64, keeps the EDM objective for all three. The `cpu` rows (digits, digits-binary; preset digits-demo) run
+the two recipes on scikit-learn's 8x8 digits, scored with the digit-classifier Fréchet distance instead of FID:
+a CPU-sized end-to-end check of the whole kit. imagenet64 (EDM's ImageNet 64x64 recipe) is an extra row.
 
 Run directories: OUTDIR/ROW/METHOD-seedSEED (train.py --nosubdir). Each snapshot is scored by
 `fid.py calc --network SNAPSHOT --ref REF` (torchrun over --nproc ranks) and the result is appended to
@@ -59,14 +51,19 @@ from training import options as opt_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root (train.py's folder)
 
 EDM_REFS = 'https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs'
-DISCRETE_METHODS = {'loguniform': ['--sigma-dist', 'loguniform', '--weighting', 'unit'],
-                    'edm': ['--sigma-dist', 'lognormal', '--weighting', 'edm'],
-                    'infonoise': ['--sigma-dist', 'infonoise', '--weighting', 'unit']}
-CONTINUOUS_METHODS = {'loguniform': ['--sigma-dist', 'loguniform'],
-                      'edm': ['--sigma-dist', 'lognormal'],
-                      'infonoise': ['--sigma-dist', 'infonoise']}
-METHODS = ('loguniform', 'edm', 'infonoise')
+SIGMA_DISTS = {'loguniform': 'loguniform', 'edm': 'lognormal', 'infonoise': 'infonoise'}   # method: --sigma-dist
+METHODS = tuple(SIGMA_DISTS)
+W1 = ['--weighting', 'unit']
 DIGIT_DETECTOR = 'digit-detector.pt'
+
+
+def method_flags(discrete: bool, rivals: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Method name -> train.py flags. On discrete data every method trains with w = 1 except the EDM transfer
+    baseline, which keeps the full EDM recipe (--weighting edm); continuous rows keep the preset's EDM weighting.
+    `rivals` are further σ distributions, named by their --sigma-dist value, at w = 1."""
+    methods = {m: ['--sigma-dist', d, *(['--weighting', 'edm' if m == 'edm' else 'unit'] if discrete else [])]
+               for m, d in SIGMA_DISTS.items()}
+    return {**methods, **{name: ['--sigma-dist', name, *W1] for name in rivals}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +81,6 @@ class Row:
     steps: int = 18     # Heun σ levels for evaluation samples.
     num: int = 50000    # Images per evaluation.
     detector: str = ''  # '' = Inception (fid.py's default), 'sei' = --sei-detector, 'digits' = the digit classifier.
-
-    @property
-    def methods(self) -> dict[str, list[str]]:
-        return DISCRETE_METHODS if self.discrete else CONTINUOUS_METHODS
 
 
 ROWS = {r.key: r for r in [
@@ -112,9 +105,7 @@ ROWS = {r.key: r for r in [
         'digit Fréchet', 'digits-binary.npz', True, num=1000, detector='digits'),
 ]}
 GROUPS = {'all': [k for k, r in ROWS.items() if r.section in ('a', 'b')],
-          'a': [k for k, r in ROWS.items() if r.section == 'a'],
-          'b': [k for k, r in ROWS.items() if r.section == 'b'],
-          'cpu': [k for k, r in ROWS.items() if r.section == 'cpu']}
+          **{s: [k for k, r in ROWS.items() if r.section == s] for s in ('a', 'b', 'cpu')}}
 REPORT_SECTION = {'a': 'a', 'b': 'b', 'cpu': 'digits', 'extra': 'extra'}
 
 
@@ -147,8 +138,21 @@ def launcher(nproc: int) -> list[str]:
     return ['python'] if nproc == 1 else ['torchrun', '--standalone', f'--nproc_per_node={nproc}']
 
 
-def run_dir(plan: Plan, row: Row, method: str, seed: int) -> str:
+def run_dir(plan: Plan | ProtocolPlan, row: Row | ProtocolRow, method: str, seed: int) -> str:
+    """OUTDIR/ROW/METHOD-seedSEED, the run directory of both drivers."""
     return os.path.join(plan.outdir, row.key, f'{method}-seed{seed}')
+
+
+def has_training_state(run: str) -> bool:
+    """Whether `run` holds a training state to resume from."""
+    return os.path.isdir(run) and any(n.startswith('training-state-') for n in os.listdir(run))
+
+
+def train(cmd: list[str], run: str, **execute_kwargs: Any) -> None:
+    """Run the train.py command `cmd` of the run directory `run`, resuming its newest training state if any."""
+    resume = ['--resume', run] if has_training_state(run) else []
+    os.makedirs(run, exist_ok=True)
+    execute([*cmd, *resume], **execute_kwargs)
 
 
 def ref_path(plan: Plan, row: Row) -> str:
@@ -170,40 +174,36 @@ def data_spec(plan: Plan, row: Row) -> str:
 def train_command(plan: Plan, row: Row, method: str, seed: int) -> list[str]:
     """The train.py command of one run (a row's runs differ only in --sigma-dist / --weighting)."""
     cmd = [*launcher(plan.nproc), 'train.py', '--preset', row.preset, '--data', data_spec(plan, row),
-           '--outdir', run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed), *row.methods[method]]
+           '--outdir', run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed),
+           *method_flags(row.discrete)[method]]
     for flag, value in (('--kimg', plan.kimg), ('--tick', plan.tick), ('--snap', plan.snap), ('--device', plan.device)):
         if value is not None:
             cmd += [flag, f'{value:g}' if isinstance(value, float) else str(value)]
     return cmd
 
 
+def fid_py(plan: Plan, row: Row, *args: str) -> list[str]:
+    """The fid.py command with arguments `args` and the row's detector (none: fid.py's Inception)."""
+    det = detector_path(plan, row)
+    return [*launcher(plan.nproc), 'fid.py', *args, *(['--detector', det] if det is not None else [])]
+
+
 def ref_command(plan: Plan, row: Row) -> list[str] | None:
     """`fid.py ref` for rows whose reference statistics are computed from the training data (else None)."""
     if '://' in row.ref:
         return None
-    cmd = [*launcher(plan.nproc), 'fid.py', 'ref', '--data', data_spec(plan, row), '--dest', ref_path(plan, row)]
-    return cmd + _detector_args(plan, row)
+    return fid_py(plan, row, 'ref', '--data', data_spec(plan, row), '--dest', ref_path(plan, row))
 
 
 def fid_command(plan: Plan, row: Row, snapshot: str) -> list[str]:
     """`fid.py calc --network SNAPSHOT --ref REF` with the row's image count and sampler steps."""
-    num = plan.fid_num or row.num
-    cmd = [*launcher(plan.nproc), 'fid.py', 'calc', '--network', snapshot, '--ref', ref_path(plan, row),
-           '--num', str(num), '--steps', str(plan.fid_steps or row.steps)]
+    args = ['--network', snapshot, '--ref', ref_path(plan, row), '--num', str(plan.fid_num or row.num),
+            '--steps', str(plan.fid_steps or row.steps)]
     if plan.fid_batch is not None:
-        cmd += ['--batch', str(plan.fid_batch)]
+        args += ['--batch', str(plan.fid_batch)]
     if plan.device is not None:
-        cmd += ['--device', plan.device]
-    return cmd + _detector_args(plan, row)
-
-
-def _detector_args(plan: Plan, row: Row) -> list[str]:
-    det = detector_path(plan, row)
-    return ['--detector', det] if det is not None else []
-
-
-def shell(cmd: Sequence[str]) -> str:
-    return ' '.join(shlex.quote(c) for c in cmd)
+        args += ['--device', plan.device]
+    return fid_py(plan, row, 'calc', *args)
 
 
 def total_kimg(plan: Plan, row: Row) -> float:
@@ -238,35 +238,29 @@ def print_plan(plan: Plan, rows: list[Row], methods: list[str], echo: Any = clic
         cmd = ref_command(plan, row)
         if cmd is not None:
             echo('# reference statistics (once per dataset)')
-            echo(shell(cmd))
+            echo(shlex.join(cmd))
         for method in methods:
             for seed in plan.seeds:
                 echo(f'# {report.METHOD_LABELS.get(method, method)}, seed {seed}')
-                echo(shell(train_command(plan, row, method, seed)))
+                echo(shlex.join(train_command(plan, row, method, seed)))
                 snap = os.path.join(run_dir(plan, row, method, seed), 'network-snapshot-KKKKKK.pkl')
-                echo('#   every snapshot: ' + shell(fid_command(plan, row, snap)))
+                echo('#   every snapshot: ' + shlex.join(fid_command(plan, row, snap)))
 
 
 # ----------------------------------------------------------------------------------------------
 # Launching and evaluating.
 
-def _executable(cmd: list[str]) -> list[str]:
-    if cmd[0] == 'python':
-        return [sys.executable, *cmd[1:]]
-    if cmd[0] == 'torchrun':
-        return [sys.executable, '-m', 'torch.distributed.run', *cmd[1:]]
-    return cmd
-
-
 def execute(cmd: list[str], capture: bool = False, env: Mapping[str, str] | None = None) -> str:
-    """Run a command from the repository root; a failure becomes one ClickException sentence."""
-    click.echo(f'$ {shell(cmd)}', err=True)
-    proc = subprocess.run(_executable(cmd), cwd=ROOT, text=True, env=None if env is None else dict(env),
+    """Run a command from the repository root (`python` and `torchrun` as this interpreter's); a failure becomes
+    one ClickException sentence."""
+    click.echo(f'$ {shlex.join(cmd)}', err=True)
+    interpreter = {'python': [sys.executable], 'torchrun': [sys.executable, '-m', 'torch.distributed.run']}
+    proc = subprocess.run([*interpreter.get(cmd[0], cmd[:1]), *cmd[1:]], cwd=ROOT, text=True, env=env,
                           stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
     if proc.returncode != 0:
         tail = [ln for ln in ((proc.stderr or '') + (proc.stdout or '')).splitlines() if ln.strip()] if capture else []
         reason = tail[-1].strip() if tail else f'exit code {proc.returncode}'
-        raise click.ClickException(f'Command failed ({reason}): {shell(cmd)}')
+        raise click.ClickException(f'Command failed ({reason}): {shlex.join(cmd)}')
     return proc.stdout or ''
 
 
@@ -329,11 +323,7 @@ def launch_run(plan: Plan, row: Row, method: str, seed: int) -> None:
     if done is not None and done >= total_kimg(plan, row) - 1e-6:
         click.echo(f'{row.key}/{method} seed {seed}: finished ({done:g} kimg); not training.', err=True)
         return
-    cmd = train_command(plan, row, method, seed)
-    if os.path.isdir(directory) and any(n.startswith('training-state-') for n in os.listdir(directory)):
-        cmd += ['--resume', directory]
-    os.makedirs(directory, exist_ok=True)
-    execute(cmd)
+    train(train_command(plan, row, method, seed), directory)
 
 
 def _absolute(plan: Plan) -> Plan:
@@ -353,28 +343,13 @@ def _absolute(plan: Plan) -> Plan:
 # on FINAL_NUM samples (decoded; raw too for binarised images), and the row's real-data floor at the curve and
 # final sizes. The small text results are copied to RESULTS/ROW/METHOD-seedS/ (and RESULTS/ROW/floor.json).
 
-W1 = ['--weighting', 'unit']
 LOGNORMAL_GRID = [(m, s) for m in (-1.2, -0.4, 0.4) for s in (0.8, 1.2, 1.8)]
-
-
-def lognormal_name(p_mean: float, p_std: float) -> str:
-    """Tuning-grid method name: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8)."""
-    return f'lognormal-{p_mean:g}-{p_std:g}'
-
-
-def _discrete_methods(extra: Sequence[str] = ()) -> dict[str, list[str]]:
-    methods = {'loguniform': ['--sigma-dist', 'loguniform', *W1],
-               'edm': ['--sigma-dist', 'lognormal', '--weighting', 'edm'],
-               'infonoise': ['--sigma-dist', 'infonoise', *W1]}
-    for name in extra:
-        methods[name] = ['--sigma-dist', name, *W1]
-    return methods
-
-
+RIVALS = ('loss-second-moment', 'kingma-gao', 'ddpm')
 # The variant of the early-lead investigation (docs/BENCHMARKS.md §16): InfoNoise whose table stops refreshing
 # after step 125 (8 kEx at the rows' batch of 64), so the pivot cannot follow the network's error floor down.
 VARIANT_METHODS = {'infonoise-freeze': ['--sigma-dist', 'infonoise', *W1, '--infonoise-freeze', '125']}
-GRID_METHODS = {lognormal_name(m, s): ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
+# Tuning-grid method names: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8).
+GRID_METHODS = {f'lognormal-{m:g}-{s:g}': ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
                 for m, s in LOGNORMAL_GRID}
 
 
@@ -401,24 +376,18 @@ PROTOCOL_ROWS = {r.key: r for r in [
     # bMNIST: 384 kEx (24 evaluations) since log-uniform still improved 9.5% over the last quarter of 192 kEx.
     ProtocolRow('bmnist', 'bMNIST (w = 1)', 'bmnist5k-cpu', 'builtin:mnist5k-binary', ('fd-mnist',),
                 kimg=384, every=16, curve_num=512, final_num=2000, classes=1,
-                methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **VARIANT_METHODS,
-                         **GRID_METHODS}),
+                methods={**method_flags(True, RIVALS), **VARIANT_METHODS, **GRID_METHODS}),
     ProtocolRow('dna', 'DNA, four cell types (w = 1, guidance 2)', 'dna-cpu', 'dna:{dna4}', ('fd-dna', 'kmer-dna'),
                 kimg=48, every=4, curve_num=256, final_num=4000, classes=4, guidance=2.0,
-                methods={**_discrete_methods(('loss-second-moment', 'kingma-gao', 'ddpm')), **VARIANT_METHODS},
-                extra=('--metrics-guidance', '2')),
+                methods={**method_flags(True, RIVALS), **VARIANT_METHODS}, extra=('--metrics-guidance', '2')),
     ProtocolRow('mnist', 'MNIST (EDM objective)', 'mnist5k-cpu', 'builtin:mnist5k', ('fd-mnist',),
-                kimg=192, every=16, curve_num=512, final_num=2000, classes=1,
-                methods={'loguniform': ['--sigma-dist', 'loguniform'], 'edm': ['--sigma-dist', 'lognormal'],
-                         'infonoise': ['--sigma-dist', 'infonoise']}),
+                kimg=192, every=16, curve_num=512, final_num=2000, classes=1, methods=method_flags(False)),
     # The former time-to-quality benchmark on scikit-learn's 8x8 digits (CPU minutes, not part of Table 1).
     ProtocolRow('digits', '8x8 digits (EDM objective)', 'digits-demo', 'builtin:digits', ('fd-digits',),
-                kimg=60, every=5, curve_num=1000, final_num=1797, classes=1,
-                methods={'loguniform': ['--sigma-dist', 'loguniform'], 'edm': ['--sigma-dist', 'lognormal'],
-                         'infonoise': ['--sigma-dist', 'infonoise']}),
+                kimg=60, every=5, curve_num=1000, final_num=1797, classes=1, methods=method_flags(False)),
     ProtocolRow('digits-binary', 'binarised 8x8 digits (w = 1)', 'digits-demo', 'builtin:digits-binary',
                 ('fd-digits',), kimg=60, every=5, curve_num=1000, final_num=1797, classes=1,
-                methods=_discrete_methods()),
+                methods=method_flags(True)),
 ]}
 PROTOCOL_GROUPS = {'table1a': ['bmnist', 'dna', 'mnist'], 'ttq': ['digits', 'digits-binary']}
 GRID_GROUP = 'lognormal-grid'       # --methods name: the 9 tuning settings, at the first seed only
@@ -426,7 +395,7 @@ GRID_BEST = 'lognormal-best'        # --methods name: the best tuning setting (b
 QUICK = dict(kimg=2.0, every=1.0, curve_num=64, final_num=128)
 FINAL_FILE = 'final.jsonl'
 RESULT_FILES = ('metrics.jsonl', 'final.jsonl', 'infonoise.jsonl', 'training_options.json', 'stats.jsonl')
-PROFILE_LINES_KEPT = 100   # infonoise.jsonl is copied thinned to this many evenly spaced refreshes (first and last kept)
+PROFILE_LINES_KEPT = 100   # infonoise.jsonl is copied thinned to this many evenly spaced refreshes
 
 
 def copy_thinned(src: str, dest: str, keep: int = PROFILE_LINES_KEPT) -> None:
@@ -452,66 +421,50 @@ class ProtocolPlan:
     overrides: dict             # kimg / every / curve_num / final_num replacing the rows' values.
     steps: int                  # Heun σ levels of every evaluation.
 
-
-def protocol_setting(plan: ProtocolPlan, row: ProtocolRow, name: str) -> Any:
-    return plan.overrides.get(name) or getattr(row, name)
-
-
-def protocol_run_dir(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> str:
-    return os.path.join(plan.outdir, row.key, f'{method}-seed{seed}')
+    def resolve(self, row: ProtocolRow) -> ProtocolRow:
+        """`row` with this invocation's overrides of its budget, evaluation interval and sample counts."""
+        return dataclasses.replace(row, **self.overrides)
 
 
 def protocol_train_command(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> list[str]:
     """The train.py command of one protocol run: --metrics every `every` kEx, a state at every evaluation."""
-    every, kimg = protocol_setting(plan, row, 'every'), protocol_setting(plan, row, 'kimg')
+    row = plan.resolve(row)
     return ['python', 'train.py', '--preset', row.preset, '--data', row.data.format(dna4=plan.dna4),
-            '--outdir', protocol_run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed),
-            *row.methods[method], '--kimg', f'{kimg:g}', '--tick', f'{every:g}', '--dump', '1', '--snap', '1000000',
-            '--metrics', ','.join(row.metrics), '--metrics-every', f'{every:g}',
-            '--metrics-num', str(protocol_setting(plan, row, 'curve_num')), '--metrics-steps', str(plan.steps),
-            '--grid', '0', '--plot', '0', '--threads', '1', '--device', 'cpu', *row.extra]
+            '--outdir', run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed), *row.methods[method],
+            '--kimg', f'{row.kimg:g}', '--tick', f'{row.every:g}', '--dump', '1', '--snap', '1000000',
+            '--metrics', ','.join(row.metrics), '--metrics-every', f'{row.every:g}', '--metrics-num',
+            str(row.curve_num), '--metrics-steps', str(plan.steps), '--grid', '0', '--plot', '0', '--threads', '1',
+            '--device', 'cpu', *row.extra]
 
 
 def protocol_final_command(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> list[str]:
     """The final evaluation of one run (this module's `final-eval` mode) and the row's floors."""
-    return ['python', '-m', 'scripts.reproduce', 'final-eval', protocol_run_dir(plan, row, method, seed),
-            '--metrics', ','.join(row.metrics), '--num', str(protocol_setting(plan, row, 'final_num')),
-            '--floor-sizes', f'{protocol_setting(plan, row, "curve_num")},{protocol_setting(plan, row, "final_num")}',
-            '--guidance', f'{row.guidance:g}', '--steps', str(plan.steps)]
-
-
-def _final_snapshot(run: str, kimg: float) -> str | None:
-    """The snapshot written when training reached `kimg` (None: not finished)."""
-    done = [(k, name) for name, k in report.snapshot_kimgs(run).items() if k >= kimg - 1e-6]
-    return os.path.join(run, min(done)[1]) if done else None
-
-
-def final_complete(run: str, metrics: Sequence[str], num: int, kimg: float) -> bool:
-    """Whether RUN/final.jsonl holds a decoded value of every metric at `num` samples of a snapshot at `kimg`."""
-    path = os.path.join(run, FINAL_FILE)
-    records = report.read_jsonl(path) if os.path.isfile(path) else []
-    have = {r.get('metric') for r in records
-            if r.get('num') == num and r.get('decoded', True) and float(r.get('kimg', 0)) >= kimg - 1e-6}
-    return set(metrics) <= have
+    row = plan.resolve(row)
+    return ['python', '-m', 'scripts.reproduce', 'final-eval', run_dir(plan, row, method, seed),
+            '--metrics', ','.join(row.metrics), '--num', str(row.final_num),
+            '--floor-sizes', f'{row.curve_num},{row.final_num}', '--guidance', f'{row.guidance:g}',
+            '--steps', str(plan.steps)]
 
 
 def run_state(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> str:
-    """'done' (final evaluation written), 'trained' (to be evaluated), 'partial' (to resume) or 'new'."""
-    run = protocol_run_dir(plan, row, method, seed)
-    if final_complete(run, row.metrics, protocol_setting(plan, row, 'final_num'), protocol_setting(plan, row, 'kimg')):
+    """'done' (RUN/final.jsonl holds a decoded value of every metric at the final sample count, of a snapshot at
+    the budget), 'trained' (a snapshot at the budget, to be evaluated), 'partial' (to resume) or 'new'."""
+    row, run = plan.resolve(row), run_dir(plan, row, method, seed)
+    path = os.path.join(run, FINAL_FILE)
+    have = {r.get('metric') for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
+            if r.get('num') == row.final_num and r.get('decoded', True) and float(r.get('kimg', 0)) >= row.kimg - 1e-6}
+    if set(row.metrics) <= have:
         return 'done'
-    if _final_snapshot(run, protocol_setting(plan, row, 'kimg')) is not None:
+    if any(k >= row.kimg - 1e-6 for k in report.snapshot_kimgs(run).values()):
         return 'trained'
-    if os.path.isdir(run) and any(n.startswith('training-state-') for n in os.listdir(run)):
-        return 'partial'
-    return 'new'
+    return 'partial' if has_training_state(run) else 'new'
 
 
 def copy_results(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> None:
     """Copy the run's small text files (and the row's floor.json) to RESULTS/ROW/METHOD-seedS/."""
     if plan.results is None:
         return
-    run = protocol_run_dir(plan, row, method, seed)
+    run = run_dir(plan, row, method, seed)
     dest = os.path.join(plan.results, row.key, f'{method}-seed{seed}')
     os.makedirs(dest, exist_ok=True)
     for name in RESULT_FILES:
@@ -533,21 +486,18 @@ def protocol_job(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int, e
         copy_results(plan, row, method, seed)
         return f'{label}: finished earlier; skipped'
     if state in ('new', 'partial'):
-        cmd = protocol_train_command(plan, row, method, seed)
-        if state == 'partial':
-            cmd += ['--resume', protocol_run_dir(plan, row, method, seed)]
-        os.makedirs(protocol_run_dir(plan, row, method, seed), exist_ok=True)
-        execute(cmd, capture=True, env=env)
+        train(protocol_train_command(plan, row, method, seed), run_dir(plan, row, method, seed), capture=True, env=env)
     execute(protocol_final_command(plan, row, method, seed), capture=True, env=env)
     copy_results(plan, row, method, seed)
-    return f'{label}: {"resumed, " if state == "partial" else ""}{"trained and " if state != "trained" else ""}evaluated'
+    trained = ('resumed, ' if state == 'partial' else '') + ('trained and ' if state != 'trained' else '')
+    return f'{label}: {trained}evaluated'
 
 
 def best_grid_method(plan: ProtocolPlan, row: ProtocolRow) -> str | None:
     """The tuning-grid setting with the lowest final headline metric at the first seed (None until all ran)."""
     finals = {}
     for name in GRID_METHODS:
-        path = os.path.join(protocol_run_dir(plan, row, name, plan.seeds[0]), FINAL_FILE)
+        path = os.path.join(run_dir(plan, row, name, plan.seeds[0]), FINAL_FILE)
         recs = [r for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
                 if r.get('metric') == row.metrics[0] and r.get('decoded', True)]
         if not recs:
@@ -580,12 +530,13 @@ def protocol_runs(plan: ProtocolPlan, rows: Sequence[ProtocolRow], methods: Sequ
     return list({(row.key, m, s): (row, m, s) for row, m, s in out}.values())
 
 
-def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> list[str]:
-    """Run `runs` (at most `jobs` at a time, one thread each); returns one line per run."""
+def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> None:
+    """Run `runs` (at most `jobs` at a time, one thread each), one line per run on stderr; a ClickException
+    after all have ended when any failed."""
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(protocol_job, plan, *run, env) for run in runs]
-        lines, failed = [], []
+        failed = []
         for (row, method, seed), future in zip(runs, futures):
             try:
                 line = future.result()
@@ -593,10 +544,8 @@ def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> list[s
                 line = f'{row.key}/{method}-seed{seed}: FAILED: {err.message}'
                 failed.append(line)
             click.echo(line, err=True)
-            lines.append(line)
     if failed:
         raise click.ClickException(f'{len(failed)} of {len(runs)} run(s) failed; the first: {failed[0]}')
-    return lines
 
 
 def source_commit() -> str | None:
@@ -662,21 +611,16 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
 # ----------------------------------------------------------------------------------------------
 # CLI.
 
-def _parse_rows(value: str) -> list[Row]:
-    keys: list[str] = []
-    for part in (p.strip() for p in value.split(',')):
-        if not part:
-            continue
-        names = GROUPS.get(part, [part])
-        for name in names:
-            if name not in ROWS:
-                raise click.BadParameter(f'unknown row {name!r}; choose from {", ".join([*GROUPS, *ROWS])}.',
-                                         param_hint='--rows')
-            if name not in keys:
-                keys.append(name)
+def _parse_rows(value: str, rows: Mapping[str, Any], groups: Mapping[str, list[str]]) -> list:
+    """The rows (of `rows`) that --rows names, rows and groups alike, in order and each once."""
+    keys = [name for part in value.split(',') if part.strip() for name in groups.get(part.strip(), [part.strip()])]
+    unknown = [k for k in keys if k not in rows]
+    if unknown:
+        raise click.BadParameter(f'unknown row {unknown[0]!r}; choose from {", ".join([*groups, *rows])}.',
+                                 param_hint='--rows')
     if not keys:
         raise click.BadParameter('no rows given.', param_hint='--rows')
-    return [ROWS[k] for k in keys]
+    return [rows[k] for k in dict.fromkeys(keys)]
 
 
 def _parse_methods(value: str) -> list[str]:
@@ -698,9 +642,6 @@ def _parse_seeds(value: str) -> list[int]:
 
 @click.group(invoke_without_command=True, context_settings=dict(show_default=True, max_content_width=110),
              epilog="""\b
-Modes: `table1a` (the Table 1(a) protocol runs, CPU scale; resumable, --jobs in parallel; its `ttq` rows
-are the former time-to-quality benchmark on 8x8 digits), `final-eval` (the final evaluation of one run).
-\b
 Examples:
   # Table 1(a) under the protocol of scripts/report.py, two runs at a time, then the report
   nice -n 19 python -m scripts.reproduce table1a --outdir runs/table1a --jobs 2 --seeds 0,1,2
@@ -760,7 +701,7 @@ def main(ctx: click.Context, rows: str, methods: str, seeds: str, nproc: int, ou
         return
     if launch and eval_only:
         raise click.UsageError('--launch and --eval-only are alternatives; give one.')
-    chosen_rows = _parse_rows(rows)
+    chosen_rows = _parse_rows(rows, ROWS, GROUPS)
     chosen_methods = _parse_methods(methods)
     plan = Plan(outdir=outdir, data_root=data_root, ref_root=ref_root,
                 dna_table=dna_table or os.path.join(data_root, 'dna-diffusion.txt'), sei_detector=sei_detector,
@@ -783,19 +724,6 @@ def main(ctx: click.Context, rows: str, methods: str, seeds: str, nproc: int, ou
     click.echo(f'Scored {scored} snapshot(s). Table: python -m scripts.report {shlex.quote(plan.outdir)}')
 
 
-def _parse_protocol_rows(value: str) -> list[ProtocolRow]:
-    keys: list[str] = []
-    for part in (p.strip() for p in value.split(',') if p.strip()):
-        for name in PROTOCOL_GROUPS.get(part, [part]):
-            if name not in PROTOCOL_ROWS:
-                raise click.BadParameter(f'unknown row {name!r}; choose from '
-                                         f'{", ".join([*PROTOCOL_GROUPS, *PROTOCOL_ROWS])}.', param_hint='--rows')
-            keys.append(name)
-    if not keys:
-        raise click.BadParameter('no rows given.', param_hint='--rows')
-    return [PROTOCOL_ROWS[k] for k in dict.fromkeys(keys)]
-
-
 @main.command('table1a', epilog="""\b
 Rows (plain data in PROTOCOL_ROWS): bmnist, dna, mnist (group table1a); digits, digits-binary (group ttq).
 Methods: a row's names (loguniform, edm, infonoise, and on bmnist / dna loss-second-moment, kingma-gao,
@@ -813,40 +741,39 @@ A relaunch skips finished runs, evaluates trained ones and resumes the others fr
 @click.option('--dna4', default=os.path.join('..', 'shared', 'data', 'dna4'), show_default=True,
               help='The four-cell-type DNA-Diffusion table (folder or file) of the dna row.')
 @click.option('--jobs', type=click.IntRange(min=1), default=2, show_default=True, help='Runs at a time.')
-@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None, help="Budget per run  [default: the row's]")
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Budget per run  [default: the row's]")
 @click.option('--every', type=click.FloatRange(min=0, min_open=True), default=None,
               help="kEx between evaluations  [default: the row's]")
-@click.option('--curve-num', type=click.IntRange(min=2), default=None, help="Samples per evaluation  [default: the row's]")
+@click.option('--curve-num', type=click.IntRange(min=2), default=None,
+              help="Samples per evaluation  [default: the row's]")
 @click.option('--final-num', type=click.IntRange(min=2), default=None,
               help="Samples of the final evaluation  [default: the row's]")
 @click.option('--steps', type=click.IntRange(min=1), default=18, show_default=True,
               help='Heun σ levels of every evaluation (NFE = 2 steps - 1).')
 @click.option('--quick', is_flag=True, help=f'Pipeline check: {QUICK["kimg"]:g} kEx, evaluation every '
-              f'{QUICK["every"]:g} kEx on {QUICK["curve_num"]} samples, final {QUICK["final_num"]} (explicit options win).')
+              f'{QUICK["every"]:g} kEx on {QUICK["curve_num"]} samples, final {QUICK["final_num"]} '
+              '(explicit options win).')
 @click.option('--dry-run', is_flag=True, help='Print the runs, their state and their commands; run nothing.')
 def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: str, dna4: str, jobs: int,
             kimg: float | None, every: float | None, curve_num: int | None, final_num: int | None, steps: int,
             quick: bool, dry_run: bool) -> None:
     """Train and evaluate the Table 1(a) protocol runs (resumable); copy their text results for scripts.report."""
-    chosen = _parse_protocol_rows(rows)
-    base = QUICK if quick else {}
-    overrides = {k: v for k, v in dict(kimg=kimg or base.get('kimg'), every=every or base.get('every'),
-                                        curve_num=curve_num or base.get('curve_num'),
-                                        final_num=final_num or base.get('final_num')).items() if v}
-    seed_list = _parse_seeds(seeds)
+    chosen = _parse_rows(rows, PROTOCOL_ROWS, PROTOCOL_GROUPS)
+    given = dict(kimg=kimg, every=every, curve_num=curve_num, final_num=final_num)
+    overrides = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     plan = ProtocolPlan(outdir=os.path.abspath(outdir), results=os.path.abspath(results) if results else None,
-                        dna4=os.path.abspath(dna4), seeds=tuple(seed_list), overrides=overrides, steps=steps)
-    for row in chosen:
-        k, e = protocol_setting(plan, row, 'kimg'), protocol_setting(plan, row, 'every')
-        if abs(k / e - round(k / e)) > 1e-9:
-            raise click.BadParameter(f'the budget {k:g} kEx of row {row.key} is not a multiple of the evaluation '
-                                     f'interval {e:g} kEx.', param_hint='--kimg/--every')
+                        dna4=os.path.abspath(dna4), seeds=tuple(_parse_seeds(seeds)), overrides=overrides, steps=steps)
+    for row in map(plan.resolve, chosen):
+        if abs(row.kimg / row.every - round(row.kimg / row.every)) > 1e-9:
+            raise click.BadParameter(f'the budget {row.kimg:g} kEx of row {row.key} is not a multiple of the '
+                                     f'evaluation interval {row.every:g} kEx.', param_hint='--kimg/--every')
     runs = protocol_runs(plan, chosen, [m.strip() for m in methods.split(',') if m.strip()] if methods else None)
     if dry_run:
         for row, method, seed in runs:
             click.echo(f'# {row.key}/{method}-seed{seed}: {run_state(plan, row, method, seed)}')
-            click.echo(shell(protocol_train_command(plan, row, method, seed)))
-            click.echo(shell(protocol_final_command(plan, row, method, seed)))
+            click.echo(shlex.join(protocol_train_command(plan, row, method, seed)))
+            click.echo(shlex.join(protocol_final_command(plan, row, method, seed)))
         return
     run_protocol(plan, runs, jobs)
     where = plan.results or plan.outdir
