@@ -75,6 +75,22 @@ def _profile_arrays(profile: dict, gated: bool) -> tuple[np.ndarray, np.ndarray]
     return edges, rate
 
 
+def _grid(sigma: np.ndarray, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """The decreasing σ's with their ends set exactly to sigma_max and sigma_min, then the trailing 0."""
+    sigma[0], sigma[-1] = sigma_max, sigma_min
+    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+
+
+def _invert_uniform(coord: np.ndarray, cum: np.ndarray, num_steps: int) -> np.ndarray:
+    """Coordinates at which the increasing piecewise-linear cum (0 at coord[0], 1 at coord[-1]) equals
+    1, 1 − 1/(N−1), …, 0 (the σ grid's order: high to low)."""
+    targets = 1 - np.arange(num_steps) / (num_steps - 1)
+    j = np.clip(np.searchsorted(cum, targets, side='left'), 1, coord.size - 1)
+    m0, m1 = cum[j - 1], cum[j]
+    frac = np.clip((targets - m0) / np.where(m1 > m0, m1 - m0, 1.0), 0, 1)
+    return coord[j - 1] + frac * (coord[j] - coord[j - 1])
+
+
 def _extend(edges: np.ndarray, rate: np.ndarray, sigma_min: float, sigma_max: float):
     """Continue the profile with its edge values where [sigma_min, sigma_max] reaches beyond it (an end
     within rounding of the range is moved onto it instead of adding a sliver bin)."""
@@ -117,8 +133,7 @@ def infogrid_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_
 
     # Tabulated points inside [sigma_min, sigma_max].
     lo, hi = math.log(sigma_min), math.log(sigma_max)
-    inner = log_edges[(log_edges > lo) & (log_edges < hi)]
-    knots = np.concatenate([[lo], inner, [hi]])
+    knots = np.concatenate([[lo], log_edges[(log_edges > lo) & (log_edges < hi)], [hi]])
     cum_knots = np.interp(knots, log_edges, cum)
     total = cum_knots[-1] - cum_knots[0]
     loguniform = (knots - lo) / (hi - lo)
@@ -131,13 +146,7 @@ def infogrid_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_
     measure_knots[0], measure_knots[-1] = 0.0, 1.0
 
     # Invert: for each target t, the first knot j with M_j >= t bounds a segment with M_{j-1} < t <= M_j.
-    targets = 1 - np.arange(num_steps) / (num_steps - 1)
-    j = np.clip(np.searchsorted(measure_knots, targets, side='left'), 1, knots.size - 1)
-    m0, m1 = measure_knots[j - 1], measure_knots[j]
-    frac = np.clip((targets - m0) / np.where(m1 > m0, m1 - m0, 1.0), 0, 1)
-    sigma = np.exp(knots[j - 1] + frac * (knots[j] - knots[j - 1]))
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+    return _grid(np.exp(_invert_uniform(knots, measure_knots, num_steps)), sigma_min, sigma_max)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -147,19 +156,7 @@ def loguniform_sigma_steps(num_steps: int, sigma_min: float, sigma_max: float) -
     """num_steps σ's equally spaced in log σ from sigma_max to sigma_min, then 0 (float64)."""
     num_steps, sigma_min, sigma_max = _check_range(num_steps, sigma_min, sigma_max)
     frac = np.arange(num_steps) / (num_steps - 1)
-    sigma = np.exp(math.log(sigma_max) + frac * (math.log(sigma_min) - math.log(sigma_max)))
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
-
-
-def _invert_uniform(coord: np.ndarray, cum: np.ndarray, num_steps: int) -> np.ndarray:
-    """Coordinates at which the increasing piecewise-linear cum (0 at coord[0], 1 at coord[-1]) equals
-    1, 1 − 1/(N−1), …, 0 (the σ grid's order: high to low)."""
-    targets = 1 - np.arange(num_steps) / (num_steps - 1)
-    j = np.clip(np.searchsorted(cum, targets, side='left'), 1, coord.size - 1)
-    m0, m1 = cum[j - 1], cum[j]
-    frac = np.clip((targets - m0) / np.where(m1 > m0, m1 - m0, 1.0), 0, 1)
-    return coord[j - 1] + frac * (coord[j] - coord[j - 1])
+    return _grid(np.exp(math.log(sigma_max) + frac * (math.log(sigma_min) - math.log(sigma_max))), sigma_min, sigma_max)
 
 
 def tempered_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_max: float,
@@ -208,9 +205,7 @@ def tempered_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_
     cum /= cum[-1]
     cum[-1] = 1.0
     t = _invert_uniform(coord, cum, num_steps)
-    sigma = np.exp(t) if math.isinf(rho) else t ** rho
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+    return _grid(np.exp(t) if math.isinf(rho) else t ** rho, sigma_min, sigma_max)
 
 
 # --- Solver-aware grid: equalise the step error of a Gaussian surrogate fitted to the profile. ---------
@@ -395,9 +390,7 @@ def solver_aware_sigma_steps(profile: dict, num_steps: int, sigma_min: float, si
             errors = [float(err(a, np.array([b]))[0]) for a, b in zip(levels[:-1], levels[1:])]
             i = int(np.argmax(errors))
             levels.insert(i + 1, math.sqrt(levels[i] * levels[i + 1]))
-    sigma = np.asarray(levels, dtype=np.float64)
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+    return _grid(np.asarray(levels, dtype=np.float64), sigma_min, sigma_max)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,7 +402,6 @@ def step_fractions(num_steps: int, device: torch.device | str | None = None) -> 
     if num_steps == 1:
         return step_indices
     return step_indices / (num_steps - 1)
-
 
 
 def edm_sigma_steps(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80, rho: float = EDM_RHO,
