@@ -36,6 +36,15 @@ def weight_init(shape: list[int] | tuple[int, ...], mode: str, fan_in: int, fan_
     raise ValueError(f'unknown init_mode {mode!r}; expected one of {", ".join(INIT_MODES)}')
 
 
+def drop_labels(net: torch.nn.Module, labels: torch.Tensor, batch: int) -> torch.Tensor:
+    """`labels` with whole rows zeroed with probability `net.label_dropout` while `net` trains (classifier-free
+    guidance training; `batch` rows are drawn); unchanged otherwise."""
+    if not (net.training and net.label_dropout):
+        return labels
+    keep = torch.rand([batch, 1], device=labels.device) >= net.label_dropout
+    return labels * keep.to(labels.dtype)
+
+
 @persistence.persistent_class
 class Linear(torch.nn.Module):
     """Fully connected layer y = x W^T + b with weight `[out_features, in_features]`."""
