@@ -76,14 +76,16 @@ class _BinBuffers:
     """Per-bin FIFO ring buffers of per-example losses on a SigmaGrid, kept on one device with no host
     synchronisation: the state InfoNoiseSampler and the rivals of rivals.py share (binning and `observe`,
     device binding, the all-reduced per-bin sums of a refresh, inverse-CDF draws from a per-bin table).
-    Subclasses set `grid`, `buffer_size` and `device` (None until bound), then call `_init_buffers`.
+    `device` is None until the first `_bind`.
     """
 
     _device_state = ('_buf', '_total', '_log_bounds')   # what `_bind` moves (tensors, tuples of tensors or None)
     needs_squares = False     # whether `_reduced` also packs per-bin sums of squares (a rival's statistic)
 
-    def _init_buffers(self) -> None:
-        K, B = self.grid.num_bins, self.buffer_size
+    def __init__(self, grid: SigmaGrid, weight_fn: Callable | str, buffer_size: int):
+        self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
+        self.buffer_size, self.device = buffer_size, None
+        K, B = grid.num_bins, buffer_size
         # Row K of the ring buffers is scratch: dropped entries (and arrivals a full batch would evict at
         # once) are written there and never read. `_total[k]` counts every arrival in bin k ever, so
         # n_k = min(total_k, B), the next write slot is total_k mod B, and total_K = dropped.
@@ -92,7 +94,7 @@ class _BinBuffers:
         self._aranges = {}                                       # cached index ranges on the state device
         # Bin boundaries for `observe` in log σ: the K−1 interior edges, then +inf, so that a NaN key (and
         # +inf) lands in row K while σ below / above the grid lands in bin 0 / K−1.
-        log_inner = self.grid.edges[1:-1].log().float()
+        log_inner = grid.edges[1:-1].log().float()
         self._log_bounds = torch.cat([log_inner, torch.tensor([float('inf')])])
 
     def _bind(self, device: torch.device) -> None:
@@ -125,9 +127,7 @@ class _BinBuffers:
         bins are skipped); inside bin k the CDF is linear, so σ = edge_k + (u − U_k) · Δσ_k / (U_{k+1} − U_k).
         (u outside the table's range gives values that are not used.)
         """
-        inner_cdf, rows = self._table if table is None else table
-        if inner_cdf.device != u.device:
-            inner_cdf, rows = inner_cdf.to(u.device), rows.to(u.device)
+        inner_cdf, rows = (t.to(u.device) for t in (self._table if table is None else table))
         lo_edge, lo_cdf, scale = rows[:, torch.bucketize(u, inner_cdf, right=True)]
         return torch.addcmul(lo_edge, u - lo_cdf, scale)
 
@@ -239,13 +239,12 @@ class InfoNoiseSampler(_BinBuffers):
                  warmup_steps: int = 2000, refresh_every: int = 200, buffer_size: int = 512,
                  ema: float = 0.1, min_count: int = 32, gate_n: float = 3, endpoint: str = 'continuous',
                  onset_p: float = 2e-3, floor: float = 0.05, smooth: int = 0, freeze_after: int = 0, device=None):
-        self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
+        super().__init__(grid, weight_fn, _check_int('buffer_size', buffer_size, 1))
         self.base = LogNormalSampler() if base is None else base
         if not callable(getattr(self.base, 'sample', None)):
             raise ValueError('base must be a σ-sampler with a sample(n, device, generator) method')
         self.warmup_steps = _check_int('warmup_steps', warmup_steps, 0)
         self.refresh_every = _check_int('refresh_every', refresh_every, 1)
-        self.buffer_size = _check_int('buffer_size', buffer_size, 1)
         self.min_count = _check_int('min_count', min_count, 1)
         self.smooth = _check_int('smooth', smooth, 0)
         self.freeze_after = _check_int('freeze_after', freeze_after, 0)
@@ -265,21 +264,10 @@ class InfoNoiseSampler(_BinBuffers):
         # log(R) / floor with R = σ_max/σ_min: the floor draws σ_min·exp(u·log(R)/floor) for u in [0, floor)
         # (finite for any floor > 0, unlike R^(1/floor)); unused (0) without a floor.
         self._floor_rate = (grid.log_max - grid.log_min) / self.floor if self.floor > 0 else 0.0
-        self.device = None
         self._weights = weight_on_grid(grid, self.weight_fn)
         if self._weights.shape != (grid.num_bins,) or not np.all(np.isfinite(self._weights) & (self._weights > 0)):
             raise ValueError('weight_fn must return finite positive weights on the grid')
-        self._reset_state()
-        if device is not None:
-            self._bind(torch.device(device))
-
-    # ------------------------------------------------------------------ state
-
-    _device_state = _BinBuffers._device_state + ('_table', '_starved_table')
-
-    def _reset_state(self) -> None:
-        K = self.grid.num_bins
-        self._init_buffers()
+        K = grid.num_bins
         self._table = None                                       # (interior cdf, per-bin rows) on device
         # Host state (numpy float64 on the grid; NaN until the first refresh).
         self._step = 0
@@ -291,6 +279,10 @@ class InfoNoiseSampler(_BinBuffers):
         self._mse, self._rate, self._gated = nan.copy(), nan.copy(), nan.copy()
         self._density, self._cdf = nan.copy(), np.full(K + 1, np.nan)
         self._pivot = float('nan')
+        if device is not None:
+            self._bind(torch.device(device))
+
+    _device_state = _BinBuffers._device_state + ('_table', '_starved_table')
 
     # ------------------------------------------------------------------ sampling
 
@@ -301,7 +293,7 @@ class InfoNoiseSampler(_BinBuffers):
         (below min_count at the last refresh attempt) the floor's draws go to the unfilled bins only,
         log-uniformly over them, so that they fill at the floor's full rate.
         """
-        if self._starved and self._starved_table is not None:
+        if self._starved_table is not None:         # only while starved (and floor > 0)
             return self._table_sigma(u, self._starved_table)
         return torch.exp(u * self._floor_rate).mul_(self.grid.sigma_min)
 
@@ -370,12 +362,8 @@ class InfoNoiseSampler(_BinBuffers):
         self._mse, self._rate, self._gated, self._pivot = mse, rate, gated, pivot
         self._density, self._cdf = density, cdf
         self._refreshes += 1
-        self._install_table()
+        self._table = self._u_space_table(cdf, self.floor, 1.0)      # the main table: u-space [floor, 1)
         return True
-
-    def _install_table(self) -> None:
-        """Put the main table on the state device in u-space [floor, 1) (see `_table_sigma`)."""
-        self._table = self._u_space_table(self._cdf, self.floor, 1.0)
 
     def _u_space_table(self, cdf: np.ndarray, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
         """A CDF on the grid's edges mapped to u in [lo, hi): the interior U_k and the per-bin rows
@@ -408,15 +396,14 @@ class InfoNoiseSampler(_BinBuffers):
             prof.update(mse=self._mse.copy(), rate=self._rate.copy(), pivot=float(self._pivot),
                         gated_rate=self._gated.copy(), rho=rho,
                         u=np.concatenate([[0.0], np.cumsum(rho * widths)]))
+            pi = self._density
         else:
             base_profile = getattr(self.base, 'profile', None)
             pi = base_profile(grid)['pi'] if callable(base_profile) else np.full(grid.num_bins, np.nan)
-        if self._starved and self._starved_table is not None:
+        if self._starved_table is not None:        # starved with a floor: the floor serves the unfilled bins
             starved_pi = np.where(self._unfilled, 1.0 / grid.sigma.numpy(), 0.0)
             floor_pi = starved_pi / np.sum(starved_pi * widths)
-        if self._table is not None:
-            pi = (1 - self.floor) * self._density + self.floor * floor_pi
-        elif self._starved and self.floor > 0:
+        if self._table is not None or self._starved_table is not None:
             pi = (1 - self.floor) * pi + self.floor * floor_pi
         total = self._total.cpu().numpy()
         prof.update(pi=pi, phi=pi * self._weights, counts=np.minimum(total[:-1], self.buffer_size),
@@ -461,7 +448,7 @@ class InfoNoiseSampler(_BinBuffers):
         self._density, self._cdf = arr('density'), arr('cdf')
         self._table = None
         if self._refreshes > 0:
-            self._install_table()
+            self._table = self._u_space_table(self._cdf, self.floor, 1.0)
         if state['base'] and callable(getattr(self.base, 'load_state_dict', None)):
             self.base.load_state_dict(state['base'])
 

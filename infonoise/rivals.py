@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .adaptive import _BinBuffers, _check_int, _grid_weight, check_state
+from .adaptive import _BinBuffers, _check_int, check_state
 from .grid import SigmaGrid
 from .samplers import _FixedSampler, empty_profile, weight_on_grid
 from .weights import edm_weight
@@ -91,16 +91,13 @@ class _BinnedRival(_BinBuffers):
 
     def __init__(self, grid: SigmaGrid, weight_fn: Callable | str = edm_weight, history: int = 10,
                  uniform: float = 0.0, refresh_every: int = 1, log_every: int = 200, device=None):
-        self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
-        self.buffer_size = _check_int('history', history, 1)
+        super().__init__(grid, weight_fn, _check_int('history', history, 1))
         self.refresh_every = _check_int('refresh_every', refresh_every, 1)
         self.log_every = _check_int('log_every', log_every, 1)
         if not (isinstance(uniform, (int, float)) and 0 <= uniform < 1):
             raise ValueError(f'uniform must lie in [0, 1), got {uniform!r}')
         self.uniform = float(uniform)
-        self.device = None
         K = grid.num_bins
-        self._init_buffers()
         # Position of the edges in the variable a draw is uniform in inside a bin (ln σ or σ), and its bin widths.
         self._pos = grid.edges.log() if self.within_bin_log else grid.edges.clone()
         self._bin_of = grid.edges[1:-1].float()         # interior edges (float32, as the σ's), for importance_weight
@@ -136,12 +133,8 @@ class _BinnedRival(_BinBuffers):
     def importance_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """Per-example weight base/π = (1/K)/p_k for σ in bin k (float32, σ's shape); ones for an allocation
         sampler. Multiplying the loss weight by it keeps E_π[weight·w·error] = E_base[w·error]."""
-        bin_of, iw = self._bin_of, self._iw
-        if iw.device != sigma.device:
-            bin_of, iw = bin_of.to(sigma.device), iw.to(sigma.device)
-        if bin_of.dtype != sigma.dtype:
-            bin_of = bin_of.to(sigma.dtype)
-        return iw[torch.bucketize(sigma, bin_of, right=True)]
+        bin_of = self._bin_of.to(sigma.device, sigma.dtype)         # no copy when already there
+        return self._iw.to(sigma.device)[torch.bucketize(sigma, bin_of, right=True)]
 
     # ------------------------------------------------------------------ observing and rebuilding
 

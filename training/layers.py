@@ -72,12 +72,6 @@ class Linear(torch.nn.Module):
         return y
 
 
-def _resample_kernel(taps: list[float]) -> torch.Tensor:
-    """Separable 2-D FIR kernel [1, 1, k, k] from 1-D taps, normalised to unit sum."""
-    f = torch.as_tensor(taps, dtype=torch.float32)
-    return (torch.outer(f, f) / f.sum().square())[None, None]
-
-
 @persistence.persistent_class
 class Conv2d(torch.nn.Module):
     """2-D convolution ('same' padding) with optional 2x FIR up- or downsampling.
@@ -118,7 +112,8 @@ class Conv2d(torch.nn.Module):
             self.weight = torch.nn.Parameter(weight_init([out_channels, in_channels, kernel, kernel], **fans) * init_weight)
             if bias:
                 self.bias = torch.nn.Parameter(weight_init([out_channels], **fans) * init_bias)
-        kernel_2d = _resample_kernel(resample_filter)
+        f = torch.as_tensor(resample_filter, dtype=torch.float32)
+        kernel_2d = (torch.outer(f, f) / f.sum().square())[None, None]      # separable 2-D FIR kernel, unit sum
         self.register_buffer('resample_filter', kernel_2d if (up or down) else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -249,10 +244,7 @@ class UNetBlock(torch.nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.emb_channels = emb_channels
-        if not attention:
-            self.num_heads = 0
-        else:
-            self.num_heads = num_heads if num_heads is not None else out_channels // channels_per_head
+        self.num_heads = (num_heads if num_heads is not None else out_channels // channels_per_head) if attention else 0
         self.dropout = dropout
         self.skip_scale = skip_scale
         self.adaptive_scale = adaptive_scale
