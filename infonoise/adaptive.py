@@ -20,21 +20,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .grid import SigmaGrid
+from .grid import SigmaGrid, check_int
 from .profile import entropy_rate, gate, log_smooth, onset_pivot, powerlaw_pivot, sampler_table
 from .samplers import LogNormalSampler, empty_profile, loguniform_bin_density, weight_on_grid
 from .weights import edm_weight, get_weight
 
 ENDPOINTS = ('continuous', 'discrete')
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    """`value` as an int (integral floats such as 200.0 from JSON are accepted)."""
-    integral = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating))
-                                                        and float(value).is_integer())
-    if isinstance(value, bool) or not integral or value < minimum:
-        raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
-    return int(value)
 
 
 def _grid_weight(grid: SigmaGrid, weight_fn: Callable | str) -> Callable:
@@ -239,15 +230,15 @@ class InfoNoiseSampler(_BinBuffers):
                  warmup_steps: int = 2000, refresh_every: int = 200, buffer_size: int = 512,
                  ema: float = 0.1, min_count: int = 32, gate_n: float = 3, endpoint: str = 'continuous',
                  onset_p: float = 2e-3, floor: float = 0.05, smooth: int = 0, freeze_after: int = 0, device=None):
-        super().__init__(grid, weight_fn, _check_int('buffer_size', buffer_size, 1))
+        super().__init__(grid, weight_fn, check_int('buffer_size', buffer_size, 1))
         self.base = LogNormalSampler() if base is None else base
         if not callable(getattr(self.base, 'sample', None)):
             raise ValueError('base must be a σ-sampler with a sample(n, device, generator) method')
-        self.warmup_steps = _check_int('warmup_steps', warmup_steps, 0)
-        self.refresh_every = _check_int('refresh_every', refresh_every, 1)
-        self.min_count = _check_int('min_count', min_count, 1)
-        self.smooth = _check_int('smooth', smooth, 0)
-        self.freeze_after = _check_int('freeze_after', freeze_after, 0)
+        self.warmup_steps = check_int('warmup_steps', warmup_steps, 0)
+        self.refresh_every = check_int('refresh_every', refresh_every, 1)
+        self.min_count = check_int('min_count', min_count, 1)
+        self.smooth = check_int('smooth', smooth, 0)
+        self.freeze_after = check_int('freeze_after', freeze_after, 0)
         check_min_count(self.min_count, self.buffer_size)
         if not 0 < ema <= 1:
             raise ValueError(f'ema must lie in (0, 1], got {ema}')

@@ -27,6 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .grid import check_int, check_sigma_range
+
 MEASURES = ('literal', 'entropic')
 EDM_RHO = 7.0   # EDM's grid exponent ρ: the default of every ρ-grid (edm_sigma_steps, tempered, generate.py --rho)
 TEMPERED_GAMMA = 0.5   # the tempered grid's default exponent γ
@@ -39,14 +41,7 @@ def _bin_mass(edges: np.ndarray, rate: np.ndarray, measure: str) -> np.ndarray:
 
 
 def _check_range(num_steps: int, sigma_min: float, sigma_max: float) -> tuple[int, float, float]:
-    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 2:
-        raise ValueError(f'num_steps must be an integer >= 2, got {num_steps}')
-    sigma_min, sigma_max = float(sigma_min), float(sigma_max)
-    if not (math.isfinite(sigma_min) and sigma_min > 0):
-        raise ValueError(f'sigma_min must be a finite number > 0, got {sigma_min}')
-    if not (math.isfinite(sigma_max) and sigma_max > sigma_min):
-        raise ValueError(f'sigma_max must be finite and greater than sigma_min={sigma_min}, got {sigma_max}')
-    return int(num_steps), sigma_min, sigma_max
+    return (check_int('num_steps', num_steps, 2), *check_sigma_range(sigma_min, sigma_max))
 
 
 def has_rate(profile: dict, gated: bool = False) -> bool:
@@ -124,10 +119,7 @@ def infogrid_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_
         raise ValueError(f'measure must be one of {", ".join(MEASURES)}, got {measure!r}')
     if not 0 <= floor <= 1:
         raise ValueError(f'floor must lie in [0, 1], got {floor}')
-    key = 'gated_rate' if gated else 'rate'
-    edges, rate = _profile_arrays(profile, gated)
-
-    edges, rate = _extend(edges, rate, sigma_min, sigma_max)
+    edges, rate = _extend(*_profile_arrays(profile, gated), sigma_min, sigma_max)
     log_edges = np.log(edges)
     cum = np.concatenate([[0.0], np.cumsum(_bin_mass(edges, rate, measure))])
 
@@ -139,7 +131,7 @@ def infogrid_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_
     loguniform = (knots - lo) / (hi - lo)
     if floor < 1:
         if not total > 0:
-            raise ValueError(f'profile {key} has no mass on [{sigma_min}, {sigma_max}]')
+            raise ValueError(f'profile {"gated_rate" if gated else "rate"} has no mass on [{sigma_min}, {sigma_max}]')
         measure_knots = (1 - floor) * (cum_knots - cum_knots[0]) / total + floor * loguniform
     else:
         measure_knots = loguniform

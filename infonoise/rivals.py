@@ -43,8 +43,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .adaptive import _BinBuffers, _check_int, check_state
-from .grid import SigmaGrid
+from .adaptive import _BinBuffers, check_state
+from .grid import SigmaGrid, check_int
 from .samplers import _FixedSampler, empty_profile, weight_on_grid
 from .weights import edm_weight
 
@@ -91,9 +91,9 @@ class _BinnedRival(_BinBuffers):
 
     def __init__(self, grid: SigmaGrid, weight_fn: Callable | str = edm_weight, history: int = 10,
                  uniform: float = 0.0, refresh_every: int = 1, log_every: int = 200, device=None):
-        super().__init__(grid, weight_fn, _check_int('history', history, 1))
-        self.refresh_every = _check_int('refresh_every', refresh_every, 1)
-        self.log_every = _check_int('log_every', log_every, 1)
+        super().__init__(grid, weight_fn, check_int('history', history, 1))
+        self.refresh_every = check_int('refresh_every', refresh_every, 1)
+        self.log_every = check_int('log_every', log_every, 1)
         if not (isinstance(uniform, (int, float)) and 0 <= uniform < 1):
             raise ValueError(f'uniform must lie in [0, 1), got {uniform!r}')
         self.uniform = float(uniform)

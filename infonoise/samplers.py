@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .grid import SigmaGrid
+from .grid import SigmaGrid, check_sigma_range
 
 
 def default_grid() -> SigmaGrid:
@@ -130,12 +130,7 @@ class LogUniformSampler(_FixedSampler):
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
         super().__init__()
-        if not math.isfinite(sigma_min) or sigma_min <= 0:
-            raise ValueError(f'sigma_min must be a finite number > 0, got {sigma_min}')
-        if not math.isfinite(sigma_max) or sigma_max <= sigma_min:
-            raise ValueError(f'sigma_max must be finite and greater than sigma_min={sigma_min}, got {sigma_max}')
-        self.sigma_min = float(sigma_min)
-        self.sigma_max = float(sigma_max)
+        self.sigma_min, self.sigma_max = check_sigma_range(sigma_min, sigma_max)
 
     def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws (float32) on `device`: sigma_min · (sigma_max / sigma_min) ** U(0, 1)."""
