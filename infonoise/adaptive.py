@@ -28,16 +28,6 @@ from .weights import edm_weight, get_weight
 ENDPOINTS = ('continuous', 'discrete')
 
 
-def _grid_weight(grid: SigmaGrid, weight_fn: Callable | str) -> Callable:
-    """`weight_fn` as a callable (a name goes through `get_weight`), once `grid` is known to be a SigmaGrid."""
-    if not isinstance(grid, SigmaGrid):
-        raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
-    fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn
-    if not callable(fn):
-        raise ValueError('weight_fn must be callable or a weight name (edm, vp, ve, unit, min-snr)')
-    return fn
-
-
 def check_min_count(min_count: int, buffer_size: int) -> None:
     """ValueError unless a refresh can happen: every bin needs `min_count` losses and keeps `buffer_size`."""
     if min_count > buffer_size:
@@ -74,8 +64,14 @@ class _BinBuffers:
     needs_squares = False     # whether `_reduced` also packs per-bin sums of squares (a rival's statistic)
 
     def __init__(self, grid: SigmaGrid, weight_fn: Callable | str, buffer_size: int):
-        self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
+        if not isinstance(grid, SigmaGrid):
+            raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
+        self.grid = grid
+        self.weight_fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn   # a name: get_weight's
+        if not callable(self.weight_fn):
+            raise ValueError('weight_fn must be callable or a weight name (edm, vp, ve, unit, min-snr)')
         self.buffer_size, self.device = buffer_size, None
+        self._step, self._refreshes = 0, 0          # optimizer steps counted, tables built
         K, B = grid.num_bins, buffer_size
         # Row K of the ring buffers is scratch: dropped entries (and arrivals a full batch would evict at
         # once) are written there and never read. `_total[k]` counts every arrival in bin k ever, so
@@ -170,15 +166,12 @@ class _BinBuffers:
         self._buf.view(-1)[torch.add(position % B, row, alpha=B)] = loss[order].to(torch.float32)
         self._total += added
 
-    def _fill(self) -> torch.Tensor:
-        """n_k: losses held per bin (this rank), on device."""
-        return self._total[:self.grid.num_bins].clamp(max=self.buffer_size)
-
     def _reduced(self) -> torch.Tensor:
         """Per-bin buffer sums, counts (and sums of squares when `needs_squares`) of this rank, all-reduced over
         ranks, as one device tensor [2 or 3, K]."""
         buf = self._buf[:self.grid.num_bins]
-        parts = [buf.sum(1, dtype=torch.float64), self._fill().double()]
+        fill = self._total[:self.grid.num_bins].clamp(max=self.buffer_size)     # n_k, losses held per bin
+        parts = [buf.sum(1, dtype=torch.float64), fill.double()]
         if self.needs_squares:
             parts.append((buf * buf).sum(1, dtype=torch.float64))
         packed = torch.cat(parts)
@@ -261,8 +254,6 @@ class InfoNoiseSampler(_BinBuffers):
         K = grid.num_bins
         self._table = None                                       # (interior cdf, per-bin rows) on device
         # Host state (numpy float64 on the grid; NaN until the first refresh).
-        self._step = 0
-        self._refreshes = 0
         self._starved = False
         self._unfilled = np.zeros(K, dtype=bool)   # bins below min_count at the last failed refresh
         self._starved_table = None                  # floor table over the unfilled bins (u-space [0, floor))

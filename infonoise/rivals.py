@@ -103,8 +103,6 @@ class _BinnedRival(_BinBuffers):
         self._bin_of = grid.edges[1:-1].float()         # interior edges (float32, as the σ's), for importance_weight
         self._mass = torch.full((K,), 1.0 / K, dtype=torch.float64)        # p_k, the table
         self._install()
-        self._step = 0
-        self._refreshes = 0
         if device is not None:
             self._bind(torch.device(device))
 
