@@ -39,6 +39,12 @@ def _check_geometry(net: str, img_resolution: int, channel_mult: list[int], attn
         raise ValueError(f'{net}: attn_resolutions {missing} never occur; the resolutions are {ladder}')
 
 
+def _levels(img_resolution: int, channel_mult: list[int]) -> list[tuple[int, int, int, str]]:
+    """(level, channel multiplier, resolution, name tag 'RxR') of each U-Net level, top resolution first."""
+    return [(level, mult, img_resolution >> level, f'{img_resolution >> level}x{img_resolution >> level}')
+            for level, mult in enumerate(channel_mult)]
+
+
 @persistence.persistent_class
 class SongUNet(torch.nn.Module):
     """DDPM++ / NCSN++ U-Net (EDM's re-implementation of Song et al.'s score_sde networks)."""
@@ -98,9 +104,7 @@ class SongUNet(torch.nn.Module):
         self.enc = torch.nn.ModuleDict()
         width = in_channels          # channels of the main path so far
         aux_width = in_channels      # channels of the auxiliary image path
-        for level, mult in enumerate(channel_mult):
-            res = img_resolution >> level
-            tag = f'{res}x{res}'
+        for level, mult, res, tag in _levels(img_resolution, channel_mult):
             if level == 0:
                 self.enc[f'{tag}_conv'] = Conv2d(in_channels=width, out_channels=model_channels, kernel=3, **init)
                 width = model_channels
@@ -124,10 +128,7 @@ class SongUNet(torch.nn.Module):
         # Decoder. Every `_block{idx}` consumes one encoder skip (concatenated along channels).
         self.dec = torch.nn.ModuleDict()
         last = len(channel_mult) - 1
-        for level in range(last, -1, -1):
-            mult = channel_mult[level]
-            res = img_resolution >> level
-            tag = f'{res}x{res}'
+        for level, mult, res, tag in reversed(_levels(img_resolution, channel_mult)):
             if level == last:
                 self.dec[f'{tag}_in0'] = UNetBlock(in_channels=width, out_channels=width, attention=True, **block)
                 self.dec[f'{tag}_in1'] = UNetBlock(in_channels=width, out_channels=width, **block)
@@ -231,9 +232,7 @@ class DhariwalUNet(torch.nn.Module):
         # Encoder.
         self.enc = torch.nn.ModuleDict()
         width = in_channels
-        for level, mult in enumerate(channel_mult):
-            res = img_resolution >> level
-            tag = f'{res}x{res}'
+        for level, mult, res, tag in _levels(img_resolution, channel_mult):
             if level == 0:
                 self.enc[f'{tag}_conv'] = Conv2d(in_channels=width, out_channels=model_channels * mult, kernel=3, **init)
                 width = model_channels * mult
@@ -248,10 +247,7 @@ class DhariwalUNet(torch.nn.Module):
         # Decoder.
         self.dec = torch.nn.ModuleDict()
         last = len(channel_mult) - 1
-        for level in range(last, -1, -1):
-            mult = channel_mult[level]
-            res = img_resolution >> level
-            tag = f'{res}x{res}'
+        for level, mult, res, tag in reversed(_levels(img_resolution, channel_mult)):
             if level == last:
                 self.dec[f'{tag}_in0'] = UNetBlock(in_channels=width, out_channels=width, attention=True, **block)
                 self.dec[f'{tag}_in1'] = UNetBlock(in_channels=width, out_channels=width, **block)
@@ -364,6 +360,7 @@ class VPPrecond(_Precond):
         **model_kwargs,                   # Further keyword arguments of the model.
     ):
         super().__init__()
+        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
         self.beta_d = beta_d
         self.beta_min = beta_min
         self.M = M
@@ -371,7 +368,6 @@ class VPPrecond(_Precond):
         with torch.device('cpu'):  # float32 on the CPU, also under a meta-device context
             self.sigma_min = float(self.sigma(epsilon_t))
             self.sigma_max = float(self.sigma(1))
-        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
 
     def _coefficients(self, sigma):
         c_skip = 1
@@ -405,9 +401,9 @@ class VEPrecond(_Precond):
         **model_kwargs,                   # Further keyword arguments of the model.
     ):
         super().__init__()
+        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
-        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
 
     def _coefficients(self, sigma):
         return 1, sigma, 1, (0.5 * sigma).log()
@@ -435,11 +431,11 @@ class iDDPMPrecond(_Precond):
         **model_kwargs,                   # Further keyword arguments of the model.
     ):
         super().__init__()
+        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs,
+                          out_channels=img_channels * 2)
         self.C_1 = C_1
         self.C_2 = C_2
         self.M = M
-        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs,
-                          out_channels=img_channels * 2)
 
         # The ladder is built in float32 on the CPU, one step at a time like the reference (also when
         # the network itself is constructed under a meta-device context).
@@ -490,10 +486,10 @@ class EDMPrecond(_Precond):
         **model_kwargs,                   # Further keyword arguments of the model.
     ):
         super().__init__()
+        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
         self.sigma_data = sigma_data
-        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
 
     def _coefficients(self, sigma):
         sd2 = self.sigma_data ** 2
