@@ -332,10 +332,7 @@ class InfoNoiseSampler(_BinBuffers):
         rate = entropy_rate(sigma, mse)
         if self.smooth:
             rate = log_smooth(rate, self.smooth)
-        if self.endpoint == 'continuous':
-            pivot = onset_pivot(sigma, rate, self.onset_p)
-        else:
-            pivot = powerlaw_pivot(sigma, rate)
+        pivot = onset_pivot(sigma, rate, self.onset_p) if self.endpoint == 'continuous' else powerlaw_pivot(sigma, rate)
         gated = rate * gate(sigma, pivot, self.gate_n)
         q = gated / self._weights
         if not (np.all(np.isfinite(q)) and np.all(q >= 0) and q.sum() > 0):
