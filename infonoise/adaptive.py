@@ -61,13 +61,13 @@ class _BinBuffers:
     """
 
     _device_state = ('_buf', '_total', '_log_bounds')   # what `_bind` moves (tensors, tuples of tensors or None)
-    needs_squares = False     # whether `_reduced` also packs per-bin sums of squares (a rival's statistic)
+    needs_squares = False     # whether `_reduced` also packs per-bin sums of squares (for a rival's `_statistic`)
 
     def __init__(self, grid: SigmaGrid, weight_fn: Callable | str, buffer_size: int):
         if not isinstance(grid, SigmaGrid):
             raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
         self.grid = grid
-        self.weight_fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn   # a name: get_weight's
+        self.weight_fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn   # a name via get_weight
         if not callable(self.weight_fn):
             raise ValueError('weight_fn must be callable or a weight name (edm, vp, ve, unit, min-snr)')
         self.buffer_size, self.device = buffer_size, None
