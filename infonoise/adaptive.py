@@ -20,37 +20,28 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .grid import SigmaGrid
+from .grid import SigmaGrid, check_int
 from .profile import entropy_rate, gate, log_smooth, onset_pivot, powerlaw_pivot, sampler_table
-from .samplers import LogNormalSampler, empty_profile, loguniform_bin_density
+from .samplers import LogNormalSampler, empty_profile, loguniform_bin_density, weight_on_grid
 from .weights import edm_weight, get_weight
 
 ENDPOINTS = ('continuous', 'discrete')
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    """`value` as an int (integral floats such as 200.0 from JSON are accepted)."""
-    integral = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating))
-                                                        and float(value).is_integer())
-    if isinstance(value, bool) or not integral or value < minimum:
-        raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
-    return int(value)
-
-
-def _grid_weight(grid: SigmaGrid, weight_fn: Callable | str) -> Callable:
-    """`weight_fn` as a callable (a name goes through `get_weight`), once `grid` is known to be a SigmaGrid."""
-    if not isinstance(grid, SigmaGrid):
-        raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
-    fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn
-    if not callable(fn):
-        raise ValueError('weight_fn must be callable or a weight name (edm, vp, ve, unit, min-snr)')
-    return fn
 
 
 def check_min_count(min_count: int, buffer_size: int) -> None:
     """ValueError unless a refresh can happen: every bin needs `min_count` losses and keeps `buffer_size`."""
     if min_count > buffer_size:
         raise ValueError(f'min_count={min_count} can never be reached with buffer_size={buffer_size} losses per bin')
+
+
+def check_state(state: dict, keys: tuple[str, ...], sizes: dict[str, int]) -> None:
+    """ValueError unless a sampler `state` holds every key and the sizes (e.g. num_bins) this sampler has."""
+    missing = [k for k in keys + tuple(sizes) if k not in state]
+    if missing:
+        raise ValueError(f'sampler state lacks {", ".join(missing)}')
+    if any(int(state[k]) != v for k, v in sizes.items()):
+        raise ValueError(f'sampler state is for {" x ".join(str(state[k]) for k in sizes)} ({", ".join(sizes)}), '
+                         f'this sampler has {" x ".join(str(v) for v in sizes.values())}')
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -62,7 +53,134 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.index == b.index or a.index is None or b.index is None
 
 
-class InfoNoiseSampler:
+class _BinBuffers:
+    """Per-bin FIFO ring buffers of per-example losses on a SigmaGrid, kept on one device with no host
+    synchronisation: the state InfoNoiseSampler and the rivals of rivals.py share (binning and `observe`,
+    device binding, the all-reduced per-bin sums of a refresh, inverse-CDF draws from a per-bin table).
+    `device` is None until the first `_bind`.
+    """
+
+    _device_state = ('_buf', '_total', '_log_bounds')   # what `_bind` moves (tensors, tuples of tensors or None)
+    needs_squares = False     # whether `_reduced` also packs per-bin sums of squares (for a rival's `_statistic`)
+
+    def __init__(self, grid: SigmaGrid, weight_fn: Callable | str, buffer_size: int):
+        if not isinstance(grid, SigmaGrid):
+            raise ValueError(f'grid must be a SigmaGrid, got {type(grid).__name__}')
+        self.grid = grid
+        self.weight_fn = get_weight(weight_fn) if isinstance(weight_fn, str) else weight_fn   # a name via get_weight
+        if not callable(self.weight_fn):
+            raise ValueError('weight_fn must be callable or a weight name (edm, vp, ve, unit, min-snr)')
+        self.buffer_size, self.device = buffer_size, None
+        self._step, self._refreshes = 0, 0          # optimizer steps counted, tables built
+        K, B = grid.num_bins, buffer_size
+        # Row K of the ring buffers is scratch: dropped entries (and arrivals a full batch would evict at
+        # once) are written there and never read. `_total[k]` counts every arrival in bin k ever, so
+        # n_k = min(total_k, B), the next write slot is total_k mod B, and total_K = dropped.
+        self._buf = torch.zeros(K + 1, B, dtype=torch.float32)
+        self._total = torch.zeros(K + 1, dtype=torch.int64)
+        self._aranges = {}                                       # cached index ranges on the state device
+        # Bin boundaries for `observe` in log σ: the K−1 interior edges, then +inf, so that a NaN key (and
+        # +inf) lands in row K while σ below / above the grid lands in bin 0 / K−1.
+        log_inner = grid.edges[1:-1].log().float()
+        self._log_bounds = torch.cat([log_inner, torch.tensor([float('inf')])])
+
+    def _bind(self, device: torch.device) -> None:
+        if device.type == 'cuda' and device.index is None:
+            device = torch.device('cuda', torch.cuda.current_device())
+        self.device = device
+        self._aranges = {}
+        for name in self._device_state:      # tensors, tables (tuples of tensors) or None
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                setattr(self, name, tuple(t.to(device) for t in value))
+            elif value is not None:
+                setattr(self, name, value.to(device))
+
+    def _arange(self, n: int) -> torch.Tensor:
+        out = self._aranges.get(n)
+        if out is None:
+            out = self._aranges[n] = torch.arange(n, device=self._state_device())
+        return out
+
+    def _state_device(self) -> torch.device:
+        return self._buf.device
+
+    def _table_sigma(self, u: torch.Tensor, table: tuple | None = None) -> torch.Tensor:
+        """Exact inverse CDF of a piecewise-constant density table (interior CDF, per-bin rows) at uniforms u
+        (default: `self._table`).
+
+        InfoNoise's main table lives in u-space [floor, 1): U_k = floor + (1 − floor) · cdf_k (the starved floor's
+        table in [0, floor)). k = number of interior U values <= u, i.e. U_k <= u < U_{k+1} (zero-mass
+        bins are skipped); inside bin k the CDF is linear, so σ = edge_k + (u − U_k) · Δσ_k / (U_{k+1} − U_k).
+        (u outside the table's range gives values that are not used.)
+        """
+        inner_cdf, rows = (t.to(u.device) for t in (self._table if table is None else table))
+        lo_edge, lo_cdf, scale = rows[:, torch.bucketize(u, inner_cdf, right=True)]
+        return torch.addcmul(lo_edge, u - lo_cdf, scale)
+
+    def _draw_device(self, device) -> torch.device:
+        """Where `sample` draws: the requested device (the first one binds the sampler's state to it), else the
+        sampler's own device, else the CPU."""
+        if device is None:
+            return self.device if self.device is not None else torch.device('cpu')
+        device = torch.device(device)
+        if self.device is None:
+            self._bind(device)
+        return device
+
+    def observe(self, sigma: torch.Tensor, loss: torch.Tensor) -> None:
+        """Push per-sample losses into the FIFO buffer of each σ's bin. No host sync.
+
+        sigma: [N] or [N, 1, ..., 1]; loss: [N] (InfoNoise: the mean over the sample's elements of (D − y)²,
+        unweighted).
+        """
+        if not isinstance(sigma, torch.Tensor) or not isinstance(loss, torch.Tensor):
+            raise ValueError('observe expects torch tensors for sigma and loss')
+        if sigma.ndim == 0 or any(d != 1 for d in sigma.shape[1:]):
+            raise ValueError(f'sigma must have shape [N] or [N, 1, ..., 1], got {tuple(sigma.shape)}')
+        if loss.ndim != 1 or loss.shape[0] != sigma.shape[0]:
+            raise ValueError(f'loss must have shape [N] = [{sigma.shape[0]}], got {tuple(loss.shape)}')
+        if sigma.device != loss.device:
+            raise ValueError(f'sigma is on {sigma.device} but loss is on {loss.device}')
+        if self.device is None:
+            self._bind(sigma.device)
+        elif not _same_device(sigma.device, self.device):
+            raise ValueError(f'tensors are on {sigma.device} but the sampler lives on {self.device}')
+        if sigma.shape[0] == 0:
+            return
+        K, B = self.grid.num_bins, self.buffer_size
+        sigma = sigma.detach().reshape(-1)
+        loss = loss.detach()
+        # key = log σ, or NaN when σ < 0 or σ or the loss is NaN/inf: NaN and +inf go to scratch row K.
+        key = torch.add(sigma.log(), loss - loss).to(torch.float32)
+        row = torch.bucketize(key, self._log_bounds, right=True)
+        # Group by bin, keeping arrival order: the i-th of a bin's arrivals in this batch goes to slot
+        # (total_k + i) mod B of its ring, i.e. (offset_k + batch position) mod B after sorting.
+        row, order = torch.sort(row, stable=True)
+        starts = torch.searchsorted(row, self._arange(K + 2))  # first sorted position of each bin
+        added = starts[1:] - starts[:-1]                       # arrivals per bin (row K: dropped)
+        position = (self._total - starts[:-1])[row] + self._arange(row.shape[0])
+        if row.shape[0] > B:
+            # Of more than B arrivals in one bin only the last B survive a FIFO: send the rest to scratch.
+            row = torch.where(position - self._total[row] >= added[row] - B, row, K)
+        self._buf.view(-1)[torch.add(position % B, row, alpha=B)] = loss[order].to(torch.float32)
+        self._total += added
+
+    def _reduced(self) -> torch.Tensor:
+        """Per-bin buffer sums, counts (and sums of squares when `needs_squares`) of this rank, all-reduced over
+        ranks, as one device tensor [2 or 3, K]."""
+        buf = self._buf[:self.grid.num_bins]
+        fill = self._total[:self.grid.num_bins].clamp(max=self.buffer_size)     # n_k, losses held per bin
+        parts = [buf.sum(1, dtype=torch.float64), fill.double()]
+        if self.needs_squares:
+            parts.append((buf * buf).sum(1, dtype=torch.float64))
+        packed = torch.cat(parts)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
+        return packed.view(len(parts), -1)
+
+
+class InfoNoiseSampler(_BinBuffers):
     """Adaptive σ sampler π(σ) ∝ gate-regularised entropy rate / w(σ).
 
     Args:
@@ -105,16 +223,15 @@ class InfoNoiseSampler:
                  warmup_steps: int = 2000, refresh_every: int = 200, buffer_size: int = 512,
                  ema: float = 0.1, min_count: int = 32, gate_n: float = 3, endpoint: str = 'continuous',
                  onset_p: float = 2e-3, floor: float = 0.05, smooth: int = 0, freeze_after: int = 0, device=None):
-        self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
+        super().__init__(grid, weight_fn, check_int('buffer_size', buffer_size, 1))
         self.base = LogNormalSampler() if base is None else base
         if not callable(getattr(self.base, 'sample', None)):
             raise ValueError('base must be a σ-sampler with a sample(n, device, generator) method')
-        self.warmup_steps = _check_int('warmup_steps', warmup_steps, 0)
-        self.refresh_every = _check_int('refresh_every', refresh_every, 1)
-        self.buffer_size = _check_int('buffer_size', buffer_size, 1)
-        self.min_count = _check_int('min_count', min_count, 1)
-        self.smooth = _check_int('smooth', smooth, 0)
-        self.freeze_after = _check_int('freeze_after', freeze_after, 0)
+        self.warmup_steps = check_int('warmup_steps', warmup_steps, 0)
+        self.refresh_every = check_int('refresh_every', refresh_every, 1)
+        self.min_count = check_int('min_count', min_count, 1)
+        self.smooth = check_int('smooth', smooth, 0)
+        self.freeze_after = check_int('freeze_after', freeze_after, 0)
         check_min_count(self.min_count, self.buffer_size)
         if not 0 < ema <= 1:
             raise ValueError(f'ema must lie in (0, 1], got {ema}')
@@ -131,37 +248,12 @@ class InfoNoiseSampler:
         # log(R) / floor with R = σ_max/σ_min: the floor draws σ_min·exp(u·log(R)/floor) for u in [0, floor)
         # (finite for any floor > 0, unlike R^(1/floor)); unused (0) without a floor.
         self._floor_rate = (grid.log_max - grid.log_min) / self.floor if self.floor > 0 else 0.0
-        self.device = None
-        self._weights = self._weight_on_grid()
-        self._reset_state()
-        if device is not None:
-            self._bind(torch.device(device))
-
-    # ------------------------------------------------------------------ state
-
-    def _weight_on_grid(self) -> np.ndarray:
-        w = self.weight_fn(self.grid.sigma.clone())
-        w = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
-        if w.shape != (self.grid.num_bins,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        self._weights = weight_on_grid(grid, self.weight_fn)
+        if self._weights.shape != (grid.num_bins,) or not np.all(np.isfinite(self._weights) & (self._weights > 0)):
             raise ValueError('weight_fn must return finite positive weights on the grid')
-        return w
-
-    def _reset_state(self) -> None:
-        K, B = self.grid.num_bins, self.buffer_size
-        # Device state. Row K of the ring buffers is scratch: dropped entries (and arrivals a full batch
-        # would evict at once) are written there and never read. `_total[k]` counts every arrival in bin k
-        # ever, so n_k = min(total_k, B), the next write slot is total_k mod B, and total_K = dropped.
-        self._buf = torch.zeros(K + 1, B, dtype=torch.float32)
-        self._total = torch.zeros(K + 1, dtype=torch.int64)
+        K = grid.num_bins
         self._table = None                                       # (interior cdf, per-bin rows) on device
-        self._aranges = {}                                       # cached index ranges on the state device
-        # Bin boundaries for `observe` in log σ: the K−1 interior edges, then +inf, so that a NaN key (and
-        # +inf) lands in row K while σ below / above the grid lands in bin 0 / K−1.
-        log_inner = self.grid.edges[1:-1].log().float()
-        self._log_bounds = torch.cat([log_inner, torch.tensor([float('inf')])])
         # Host state (numpy float64 on the grid; NaN until the first refresh).
-        self._step = 0
-        self._refreshes = 0
         self._starved = False
         self._unfilled = np.zeros(K, dtype=bool)   # bins below min_count at the last failed refresh
         self._starved_table = None                  # floor table over the unfilled bins (u-space [0, floor))
@@ -169,27 +261,10 @@ class InfoNoiseSampler:
         self._mse, self._rate, self._gated = nan.copy(), nan.copy(), nan.copy()
         self._density, self._cdf = nan.copy(), np.full(K + 1, np.nan)
         self._pivot = float('nan')
+        if device is not None:
+            self._bind(torch.device(device))
 
-    def _bind(self, device: torch.device) -> None:
-        if device.type == 'cuda' and device.index is None:
-            device = torch.device('cuda', torch.cuda.current_device())
-        self.device = device
-        self._buf, self._total = self._buf.to(device), self._total.to(device)
-        self._aranges = {}
-        self._log_bounds = self._log_bounds.to(device)
-        if self._table is not None:
-            self._table = tuple(t.to(device) for t in self._table)
-        if self._starved_table is not None:
-            self._starved_table = tuple(t.to(device) for t in self._starved_table)
-
-    def _arange(self, n: int) -> torch.Tensor:
-        out = self._aranges.get(n)
-        if out is None:
-            out = self._aranges[n] = torch.arange(n, device=self._state_device())
-        return out
-
-    def _state_device(self) -> torch.device:
-        return self._buf.device
+    _device_state = _BinBuffers._device_state + ('_table', '_starved_table')
 
     # ------------------------------------------------------------------ sampling
 
@@ -200,33 +275,9 @@ class InfoNoiseSampler:
         (below min_count at the last refresh attempt) the floor's draws go to the unfilled bins only,
         log-uniformly over them, so that they fill at the floor's full rate.
         """
-        if self._starved and self._starved_table is not None:
+        if self._starved_table is not None:         # only while starved (and floor > 0)
             return self._table_sigma(u, self._starved_table)
         return torch.exp(u * self._floor_rate).mul_(self.grid.sigma_min)
-
-    def _table_sigma(self, u: torch.Tensor, table: tuple | None = None) -> torch.Tensor:
-        """Exact inverse CDF of a piecewise-constant density table at uniforms u (default: the main table).
-
-        The main table lives in u-space [floor, 1): U_k = floor + (1 − floor) · cdf_k (the starved floor's
-        table in [0, floor)). k = number of interior U values <= u, i.e. U_k <= u < U_{k+1} (zero-mass
-        bins are skipped); inside bin k the CDF is linear, so σ = edge_k + (u − U_k) · Δσ_k / (U_{k+1} − U_k).
-        (u outside the table's range gives values that are not used.)
-        """
-        inner_cdf, rows = self._table if table is None else table
-        if inner_cdf.device != u.device:
-            inner_cdf, rows = inner_cdf.to(u.device), rows.to(u.device)
-        lo_edge, lo_cdf, scale = rows[:, torch.bucketize(u, inner_cdf, right=True)]
-        return torch.addcmul(lo_edge, u - lo_cdf, scale)
-
-    def _draw_device(self, device) -> torch.device:
-        """Where `sample` draws: the requested device (the first one binds the sampler's state to it), else the
-        sampler's own device, else the CPU."""
-        if device is None:
-            return self.device if self.device is not None else torch.device('cpu')
-        device = torch.device(device)
-        if self.device is None:
-            self._bind(device)
-        return device
 
     def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """n σ's (float32, > 0) on `device` (default: the sampler's device, else CPU). No host sync.
@@ -246,59 +297,7 @@ class InfoNoiseSampler:
             return self._table_sigma(u).float()
         return torch.where(u < self.floor, self._floor_sigma(u), self._table_sigma(u)).float()
 
-    # ------------------------------------------------------------------ observing
-
-    def observe(self, sigma: torch.Tensor, loss: torch.Tensor) -> None:
-        """Push per-sample unweighted losses into the FIFO buffer of each σ's bin. No host sync.
-
-        sigma: [N] or [N, 1, ..., 1]; loss: [N] (mean over the sample's elements of (D − y)²).
-        """
-        if not isinstance(sigma, torch.Tensor) or not isinstance(loss, torch.Tensor):
-            raise ValueError('observe expects torch tensors for sigma and loss')
-        if sigma.ndim == 0 or any(d != 1 for d in sigma.shape[1:]):
-            raise ValueError(f'sigma must have shape [N] or [N, 1, ..., 1], got {tuple(sigma.shape)}')
-        if loss.ndim != 1 or loss.shape[0] != sigma.shape[0]:
-            raise ValueError(f'loss must have shape [N] = [{sigma.shape[0]}], got {tuple(loss.shape)}')
-        if sigma.device != loss.device:
-            raise ValueError(f'sigma is on {sigma.device} but loss is on {loss.device}')
-        if self.device is None:
-            self._bind(sigma.device)
-        elif not _same_device(sigma.device, self.device):
-            raise ValueError(f'tensors are on {sigma.device} but the sampler lives on {self.device}')
-        if sigma.shape[0] == 0:
-            return
-        K, B = self.grid.num_bins, self.buffer_size
-        sigma = sigma.detach().reshape(-1)
-        loss = loss.detach()
-        # key = log σ, or NaN when σ < 0 or σ or the loss is NaN/inf: NaN and +inf go to scratch row K.
-        key = torch.add(sigma.log(), loss - loss).to(torch.float32)
-        row = torch.bucketize(key, self._log_bounds, right=True)
-        # Group by bin, keeping arrival order: the i-th of a bin's arrivals in this batch goes to slot
-        # (total_k + i) mod B of its ring, i.e. (offset_k + batch position) mod B after sorting.
-        row, order = torch.sort(row, stable=True)
-        starts = torch.searchsorted(row, self._arange(K + 2))  # first sorted position of each bin
-        added = starts[1:] - starts[:-1]                       # arrivals per bin (row K: dropped)
-        position = (self._total - starts[:-1])[row] + self._arange(row.shape[0])
-        if row.shape[0] > B:
-            # Of more than B arrivals in one bin only the last B survive a FIFO: send the rest to scratch.
-            row = torch.where(position - self._total[row] >= added[row] - B, row, K)
-        self._buf.view(-1)[torch.add(position % B, row, alpha=B)] = loss[order].to(torch.float32)
-        self._total += added
-
     # ------------------------------------------------------------------ refresh
-
-    def _fill(self) -> torch.Tensor:
-        """n_k: losses held per bin (this rank), on device."""
-        return self._total[:self.grid.num_bins].clamp(max=self.buffer_size)
-
-    def _reduced_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-bin buffer sums and counts, summed over ranks; the one device→host read of a refresh."""
-        K = self.grid.num_bins
-        packed = torch.cat([self._buf[:K].sum(1, dtype=torch.float64), self._fill().double()])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
-        packed = packed.cpu().numpy()
-        return packed[:K], packed[K:]
 
     def step(self) -> bool:
         """Count one optimizer step (call after that step's observes); True iff the table was rebuilt."""
@@ -307,7 +306,7 @@ class InfoNoiseSampler:
             return False
         if self.freeze_after and self._step > self.freeze_after:
             return False
-        sums, counts = self._reduced_sums()
+        sums, counts = self._reduced().cpu().numpy()          # the one device→host read of a refresh
         if counts.min() < self.min_count:
             self._set_starved(counts < self.min_count)
             return False
@@ -333,10 +332,7 @@ class InfoNoiseSampler:
         rate = entropy_rate(sigma, mse)
         if self.smooth:
             rate = log_smooth(rate, self.smooth)
-        if self.endpoint == 'continuous':
-            pivot = onset_pivot(sigma, rate, self.onset_p)
-        else:
-            pivot = powerlaw_pivot(sigma, rate)
+        pivot = onset_pivot(sigma, rate, self.onset_p) if self.endpoint == 'continuous' else powerlaw_pivot(sigma, rate)
         gated = rate * gate(sigma, pivot, self.gate_n)
         q = gated / self._weights
         if not (np.all(np.isfinite(q)) and np.all(q >= 0) and q.sum() > 0):
@@ -345,12 +341,8 @@ class InfoNoiseSampler:
         self._mse, self._rate, self._gated, self._pivot = mse, rate, gated, pivot
         self._density, self._cdf = density, cdf
         self._refreshes += 1
-        self._install_table()
+        self._table = self._u_space_table(cdf, self.floor, 1.0)      # the main table: u-space [floor, 1)
         return True
-
-    def _install_table(self) -> None:
-        """Put the main table on the state device in u-space [floor, 1) (see `_table_sigma`)."""
-        self._table = self._u_space_table(self._cdf, self.floor, 1.0)
 
     def _u_space_table(self, cdf: np.ndarray, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
         """A CDF on the grid's edges mapped to u in [lo, hi): the interior U_k and the per-bin rows
@@ -366,8 +358,8 @@ class InfoNoiseSampler:
     # ------------------------------------------------------------------ telemetry
 
     def profile(self) -> dict:
-        """Telemetry on the grid (numpy arrays sigma, edges, mse, rate, gated_rate, rho,
-        pi, phi, u, counts and scalars pivot, step, refreshes, dropped_nonfinite); reads device state once (not for the hot loop).
+        """Telemetry on the grid (numpy arrays sigma, edges, mse, rate, gated_rate, rho, pi, phi, u, counts and
+        scalars pivot, step, refreshes, dropped_nonfinite); reads device state once (not for the hot loop).
 
         rate / gated_rate are the (smoothed, when smooth > 0) r and r̃ of the last refresh; rho is r̃
         normalised to a density on σ and u its CDF at the edges; pi is the current sampling density
@@ -383,15 +375,14 @@ class InfoNoiseSampler:
             prof.update(mse=self._mse.copy(), rate=self._rate.copy(), pivot=float(self._pivot),
                         gated_rate=self._gated.copy(), rho=rho,
                         u=np.concatenate([[0.0], np.cumsum(rho * widths)]))
+            pi = self._density
         else:
             base_profile = getattr(self.base, 'profile', None)
             pi = base_profile(grid)['pi'] if callable(base_profile) else np.full(grid.num_bins, np.nan)
-        if self._starved and self._starved_table is not None:
+        if self._starved_table is not None:        # starved with a floor: the floor serves the unfilled bins
             starved_pi = np.where(self._unfilled, 1.0 / grid.sigma.numpy(), 0.0)
             floor_pi = starved_pi / np.sum(starved_pi * widths)
-        if self._table is not None:
-            pi = (1 - self.floor) * self._density + self.floor * floor_pi
-        elif self._starved and self.floor > 0:
+        if self._table is not None or self._starved_table is not None:
             pi = (1 - self.floor) * pi + self.floor * floor_pi
         total = self._total.cpu().numpy()
         prof.update(pi=pi, phi=pi * self._weights, counts=np.minimum(total[:-1], self.buffer_size),
@@ -420,15 +411,9 @@ class InfoNoiseSampler:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict()`; the sampler must have been built with the same grid and buffer size."""
-        K, B = self.grid.num_bins, self.buffer_size
-        missing = [k for k in ('num_bins', 'buffer_size', 'step', 'refreshes', 'starved', 'pivot', 'buf',
-                               'total', 'mse', 'rate', 'gated_rate', 'density', 'cdf', 'base')
-                   if k not in state]
-        if missing:
-            raise ValueError(f'sampler state lacks {", ".join(missing)}')
-        if int(state['num_bins']) != K or int(state['buffer_size']) != B:
-            raise ValueError(f'sampler state is for {state["num_bins"]} bins x {state["buffer_size"]} losses, '
-                             f'this sampler has {K} x {B}')
+        K = self.grid.num_bins
+        check_state(state, ('step', 'refreshes', 'starved', 'pivot', 'buf', 'total', 'mse', 'rate', 'gated_rate',
+                            'density', 'cdf', 'base'), {'num_bins': K, 'buffer_size': self.buffer_size})
         device = self._state_device()
         self._buf = state['buf'].to(device, torch.float32).clone()
         self._total = state['total'].to(device, torch.int64).clone()
@@ -442,7 +427,7 @@ class InfoNoiseSampler:
         self._density, self._cdf = arr('density'), arr('cdf')
         self._table = None
         if self._refreshes > 0:
-            self._install_table()
+            self._table = self._u_space_table(self._cdf, self.floor, 1.0)
         if state['base'] and callable(getattr(self.base, 'load_state_dict', None)):
             self.base.load_state_dict(state['base'])
 

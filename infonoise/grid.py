@@ -8,7 +8,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """`value` as an int (integral floats such as 200.0 from JSON are accepted)."""
+    integral = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating))
+                                                        and float(value).is_integer())
+    if isinstance(value, bool) or not integral or value < minimum:
+        raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+    return int(value)
+
+
+def check_sigma_range(sigma_min: float, sigma_max: float) -> tuple[float, float]:
+    """(sigma_min, sigma_max) as floats; ValueError unless both are finite and 0 < sigma_min < sigma_max."""
+    sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+    if not (math.isfinite(sigma_min) and sigma_min > 0):
+        raise ValueError(f'sigma_min must be a finite number > 0, got {sigma_min}')
+    if not (math.isfinite(sigma_max) and sigma_max > sigma_min):
+        raise ValueError(f'sigma_max must be finite and greater than sigma_min={sigma_min}, got {sigma_max}')
+    return sigma_min, sigma_max
 
 
 class SigmaGrid:
@@ -23,16 +43,9 @@ class SigmaGrid:
     """
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, num_bins: int = 64):
-        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
-        if not math.isfinite(sigma_min) or sigma_min <= 0:
-            raise ValueError(f'sigma_min must be a finite number > 0, got {sigma_min}')
-        if not math.isfinite(sigma_max) or sigma_max <= sigma_min:
-            raise ValueError(f'sigma_max must be finite and greater than sigma_min={sigma_min}, got {sigma_max}')
-        if isinstance(num_bins, bool) or int(num_bins) != num_bins or num_bins < 2:
-            raise ValueError(f'num_bins must be an integer >= 2, got {num_bins}')
-        self.sigma_min = sigma_min
-        self.sigma_max = sigma_max
-        self.num_bins = int(num_bins)
+        sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.num_bins = check_int('num_bins', num_bins, 2)
         self.log_min = math.log(sigma_min)
         self.log_max = math.log(sigma_max)
         self.log_width = (self.log_max - self.log_min) / self.num_bins   # width of one bin in log σ

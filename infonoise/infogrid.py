@@ -27,6 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .grid import check_int, check_sigma_range
+
 MEASURES = ('literal', 'entropic')
 EDM_RHO = 7.0   # EDM's grid exponent ρ: the default of every ρ-grid (edm_sigma_steps, tempered, generate.py --rho)
 TEMPERED_GAMMA = 0.5   # the tempered grid's default exponent γ
@@ -39,14 +41,7 @@ def _bin_mass(edges: np.ndarray, rate: np.ndarray, measure: str) -> np.ndarray:
 
 
 def _check_range(num_steps: int, sigma_min: float, sigma_max: float) -> tuple[int, float, float]:
-    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 2:
-        raise ValueError(f'num_steps must be an integer >= 2, got {num_steps}')
-    sigma_min, sigma_max = float(sigma_min), float(sigma_max)
-    if not (math.isfinite(sigma_min) and sigma_min > 0):
-        raise ValueError(f'sigma_min must be a finite number > 0, got {sigma_min}')
-    if not (math.isfinite(sigma_max) and sigma_max > sigma_min):
-        raise ValueError(f'sigma_max must be finite and greater than sigma_min={sigma_min}, got {sigma_max}')
-    return int(num_steps), sigma_min, sigma_max
+    return (check_int('num_steps', num_steps, 2), *check_sigma_range(sigma_min, sigma_max))
 
 
 def has_rate(profile: dict, gated: bool = False) -> bool:
@@ -73,6 +68,22 @@ def _profile_arrays(profile: dict, gated: bool) -> tuple[np.ndarray, np.ndarray]
     if not (np.all(edges > 0) and np.all(np.diff(edges) > 0)):
         raise ValueError('profile edges must be positive and increasing')
     return edges, rate
+
+
+def _grid(sigma: np.ndarray, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """The decreasing σ's with their ends set exactly to sigma_max and sigma_min, then the trailing 0."""
+    sigma[0], sigma[-1] = sigma_max, sigma_min
+    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+
+
+def _invert_uniform(coord: np.ndarray, cum: np.ndarray, num_steps: int) -> np.ndarray:
+    """Coordinates at which the increasing piecewise-linear cum (0 at coord[0], 1 at coord[-1]) equals
+    1, 1 − 1/(N−1), …, 0 (the σ grid's order: high to low)."""
+    targets = 1 - np.arange(num_steps) / (num_steps - 1)
+    j = np.clip(np.searchsorted(cum, targets, side='left'), 1, coord.size - 1)
+    m0, m1 = cum[j - 1], cum[j]
+    frac = np.clip((targets - m0) / np.where(m1 > m0, m1 - m0, 1.0), 0, 1)
+    return coord[j - 1] + frac * (coord[j] - coord[j - 1])
 
 
 def _extend(edges: np.ndarray, rate: np.ndarray, sigma_min: float, sigma_max: float):
@@ -108,36 +119,26 @@ def infogrid_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_
         raise ValueError(f'measure must be one of {", ".join(MEASURES)}, got {measure!r}')
     if not 0 <= floor <= 1:
         raise ValueError(f'floor must lie in [0, 1], got {floor}')
-    key = 'gated_rate' if gated else 'rate'
-    edges, rate = _profile_arrays(profile, gated)
-
-    edges, rate = _extend(edges, rate, sigma_min, sigma_max)
+    edges, rate = _extend(*_profile_arrays(profile, gated), sigma_min, sigma_max)
     log_edges = np.log(edges)
     cum = np.concatenate([[0.0], np.cumsum(_bin_mass(edges, rate, measure))])
 
     # Tabulated points inside [sigma_min, sigma_max].
     lo, hi = math.log(sigma_min), math.log(sigma_max)
-    inner = log_edges[(log_edges > lo) & (log_edges < hi)]
-    knots = np.concatenate([[lo], inner, [hi]])
+    knots = np.concatenate([[lo], log_edges[(log_edges > lo) & (log_edges < hi)], [hi]])
     cum_knots = np.interp(knots, log_edges, cum)
     total = cum_knots[-1] - cum_knots[0]
     loguniform = (knots - lo) / (hi - lo)
     if floor < 1:
         if not total > 0:
-            raise ValueError(f'profile {key} has no mass on [{sigma_min}, {sigma_max}]')
+            raise ValueError(f'profile {"gated_rate" if gated else "rate"} has no mass on [{sigma_min}, {sigma_max}]')
         measure_knots = (1 - floor) * (cum_knots - cum_knots[0]) / total + floor * loguniform
     else:
         measure_knots = loguniform
     measure_knots[0], measure_knots[-1] = 0.0, 1.0
 
     # Invert: for each target t, the first knot j with M_j >= t bounds a segment with M_{j-1} < t <= M_j.
-    targets = 1 - np.arange(num_steps) / (num_steps - 1)
-    j = np.clip(np.searchsorted(measure_knots, targets, side='left'), 1, knots.size - 1)
-    m0, m1 = measure_knots[j - 1], measure_knots[j]
-    frac = np.clip((targets - m0) / np.where(m1 > m0, m1 - m0, 1.0), 0, 1)
-    sigma = np.exp(knots[j - 1] + frac * (knots[j] - knots[j - 1]))
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+    return _grid(np.exp(_invert_uniform(knots, measure_knots, num_steps)), sigma_min, sigma_max)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -147,19 +148,7 @@ def loguniform_sigma_steps(num_steps: int, sigma_min: float, sigma_max: float) -
     """num_steps σ's equally spaced in log σ from sigma_max to sigma_min, then 0 (float64)."""
     num_steps, sigma_min, sigma_max = _check_range(num_steps, sigma_min, sigma_max)
     frac = np.arange(num_steps) / (num_steps - 1)
-    sigma = np.exp(math.log(sigma_max) + frac * (math.log(sigma_min) - math.log(sigma_max)))
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
-
-
-def _invert_uniform(coord: np.ndarray, cum: np.ndarray, num_steps: int) -> np.ndarray:
-    """Coordinates at which the increasing piecewise-linear cum (0 at coord[0], 1 at coord[-1]) equals
-    1, 1 − 1/(N−1), …, 0 (the σ grid's order: high to low)."""
-    targets = 1 - np.arange(num_steps) / (num_steps - 1)
-    j = np.clip(np.searchsorted(cum, targets, side='left'), 1, coord.size - 1)
-    m0, m1 = cum[j - 1], cum[j]
-    frac = np.clip((targets - m0) / np.where(m1 > m0, m1 - m0, 1.0), 0, 1)
-    return coord[j - 1] + frac * (coord[j] - coord[j - 1])
+    return _grid(np.exp(math.log(sigma_max) + frac * (math.log(sigma_min) - math.log(sigma_max))), sigma_min, sigma_max)
 
 
 def tempered_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_max: float,
@@ -208,9 +197,7 @@ def tempered_sigma_steps(profile: dict, num_steps: int, sigma_min: float, sigma_
     cum /= cum[-1]
     cum[-1] = 1.0
     t = _invert_uniform(coord, cum, num_steps)
-    sigma = np.exp(t) if math.isinf(rho) else t ** rho
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+    return _grid(np.exp(t) if math.isinf(rho) else t ** rho, sigma_min, sigma_max)
 
 
 # --- Solver-aware grid: equalise the step error of a Gaussian surrogate fitted to the profile. ---------
@@ -395,9 +382,7 @@ def solver_aware_sigma_steps(profile: dict, num_steps: int, sigma_min: float, si
             errors = [float(err(a, np.array([b]))[0]) for a, b in zip(levels[:-1], levels[1:])]
             i = int(np.argmax(errors))
             levels.insert(i + 1, math.sqrt(levels[i] * levels[i + 1]))
-    sigma = np.asarray(levels, dtype=np.float64)
-    sigma[0], sigma[-1] = sigma_max, sigma_min
-    return torch.from_numpy(np.concatenate([sigma, [0.0]]))
+    return _grid(np.asarray(levels, dtype=np.float64), sigma_min, sigma_max)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,7 +394,6 @@ def step_fractions(num_steps: int, device: torch.device | str | None = None) -> 
     if num_steps == 1:
         return step_indices
     return step_indices / (num_steps - 1)
-
 
 
 def edm_sigma_steps(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80, rho: float = EDM_RHO,

@@ -109,13 +109,14 @@ def _sigma_column(sigma, n: int, device) -> torch.Tensor:
     return t
 
 
-def _as_rows(x, dim: int) -> torch.Tensor:
+def _as_rows(x, sigma, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x as float64 rows [N, dim] and sigma as the float64 column [N, 1] (`_sigma_column`) on x's device."""
     x = torch.as_tensor(x)
     if x.ndim == 1 and dim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f'x must have shape [N, {dim}], got {tuple(x.shape)}')
-    return x.to(torch.float64)
+    return x.to(torch.float64), _sigma_column(sigma, x.shape[0], x.device)
 
 
 def _map_sigma(sigma: SigmaLike, fn):
@@ -160,11 +161,7 @@ class BayesDenoiser:
 
     def rate(self, sigma: SigmaLike, **kwargs):
         """mmse(sigma) / sigma^3, same container kind as sigma (kwargs go to mmse)."""
-        value = self.mmse(sigma, **kwargs)
-        if isinstance(value, torch.Tensor):
-            return value / torch.as_tensor(sigma, dtype=torch.float64).cpu() ** 3
-        out = value / np.asarray(sigma, dtype=np.float64) ** 3
-        return float(out) if np.ndim(out) == 0 else out
+        return _map_sigma(sigma, lambda s: self.mmse(s, **kwargs) / s ** 3)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -255,8 +252,7 @@ class TwoPoint(BayesDenoiser):
         return self.a
 
     def denoise(self, x: torch.Tensor, sigma: SigmaLike) -> torch.Tensor:
-        xr = _as_rows(x, self.dim)
-        sig = _sigma_column(sigma, xr.shape[0], xr.device)
+        xr, sig = _as_rows(x, sigma, self.dim)
         return self.a * torch.tanh(self.h + self.a * xr / sig.square())
 
     def mmse(self, sigma: SigmaLike):
@@ -308,8 +304,7 @@ class GaussianMixture(BayesDenoiser):
         return (self.s ** 2 * y + sig.square() * self.mu_norm * torch.tanh(self.h + self.mu_norm * y / var)) / var
 
     def denoise(self, x: torch.Tensor, sigma: SigmaLike) -> torch.Tensor:
-        xr = _as_rows(x, self.dim)
-        sig = _sigma_column(sigma, xr.shape[0], xr.device)
+        xr, sig = _as_rows(x, sigma, self.dim)
         mu_hat = self.mu_hat(xr.device)
         y = xr @ mu_hat
         x_perp = xr - y[:, None] * mu_hat
@@ -361,8 +356,8 @@ class CurieWeiss(BayesDenoiser):
         self.pi_plus = 1.0 / (1.0 + math.exp(-self.log_phase_ratio))
 
     def _tanh_and_logit(self, x: torch.Tensor, sigma: SigmaLike):
-        xr = _as_rows(x, self.dim)
-        t = torch.tanh(xr / _sigma_column(sigma, xr.shape[0], xr.device).square())
+        xr, sig = _as_rows(x, sigma, self.dim)
+        t = torch.tanh(xr / sig.square())
         # 1 +- m t >= 1 - m > 0, so both logarithms are well conditioned for every t in [-1, 1].
         logit = self.log_phase_ratio + (torch.log1p(self.m * t) - torch.log1p(-self.m * t)).sum(1, keepdim=True)
         return t, logit
@@ -430,8 +425,8 @@ class CurieWeissExact(BayesDenoiser):
         return torch.logsumexp(log_g + self._log_esp(2.0 * u), dim=1) - u.sum(1)
 
     def denoise(self, x: torch.Tensor, sigma: SigmaLike) -> torch.Tensor:
-        xr = _as_rows(x, self.dim)
-        u_all = (xr / _sigma_column(sigma, xr.shape[0], xr.device).square()).detach()
+        xr, sig = _as_rows(x, sigma, self.dim)
+        u_all = (xr / sig.square()).detach()
         chunk = max(1, int(2e7 // (self.dim + 1) ** 2))
         out = torch.empty_like(u_all)
         with torch.enable_grad():

@@ -31,8 +31,7 @@ def _like(value: np.ndarray, like):
 
 def entropy_rate(sigma, mse):
     """Conditional-entropy rate r = mse / σ³ (paper Eq. 11)."""
-    sigma_np = _np(sigma)
-    return _like(_np(mse) / sigma_np ** 3, mse)
+    return _like(_np(mse) / _np(sigma) ** 3, mse)
 
 
 def log_smooth(values, passes: int = 1):
@@ -61,8 +60,7 @@ def gate(sigma, c: float, n: float = 3):
         raise ValueError(f'gate pivot c must be > 0, got {c}')
     if not n > 0:
         raise ValueError(f'gate exponent n must be > 0, got {n}')
-    sigma_np = _np(sigma)
-    return _like(1.0 / (1.0 + (c / sigma_np) ** n), sigma)
+    return _like(1.0 / (1.0 + (c / _np(sigma)) ** n), sigma)
 
 
 def onset_pivot(sigma, rate, p: float = 2e-3) -> float:

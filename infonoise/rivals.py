@@ -43,9 +43,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .adaptive import InfoNoiseSampler, _check_int, _grid_weight
-from .grid import SigmaGrid
-from .samplers import _FixedSampler, _phi, empty_profile
+from .adaptive import _BinBuffers, check_state
+from .grid import SigmaGrid, check_int
+from .samplers import _FixedSampler, empty_profile, weight_on_grid
 from .weights import edm_weight
 
 RIVAL_NAMES = ('loss-second-moment', 'kingma-gao', 'cdcd')
@@ -70,7 +70,7 @@ def isotonic_increasing(values: torch.Tensor, weights: torch.Tensor) -> torch.Te
     return min_right.max(0).values
 
 
-class _BinnedRival:
+class _BinnedRival(_BinBuffers):
     """Shared plumbing of the adaptive rivals: grid, FIFO buffers (InfoNoise's), device table, state.
 
     Args:
@@ -91,27 +91,18 @@ class _BinnedRival:
 
     def __init__(self, grid: SigmaGrid, weight_fn: Callable | str = edm_weight, history: int = 10,
                  uniform: float = 0.0, refresh_every: int = 1, log_every: int = 200, device=None):
-        self.grid, self.weight_fn = grid, _grid_weight(grid, weight_fn)
-        self.buffer_size = _check_int('history', history, 1)
-        self.refresh_every = _check_int('refresh_every', refresh_every, 1)
-        self.log_every = _check_int('log_every', log_every, 1)
+        super().__init__(grid, weight_fn, check_int('history', history, 1))
+        self.refresh_every = check_int('refresh_every', refresh_every, 1)
+        self.log_every = check_int('log_every', log_every, 1)
         if not (isinstance(uniform, (int, float)) and 0 <= uniform < 1):
             raise ValueError(f'uniform must lie in [0, 1), got {uniform!r}')
         self.uniform = float(uniform)
-        self.device = None
         K = grid.num_bins
-        self._buf = torch.zeros(K + 1, self.buffer_size, dtype=torch.float32)
-        self._total = torch.zeros(K + 1, dtype=torch.int64)
-        self._aranges = {}
-        log_inner = grid.edges[1:-1].log().float()
-        self._log_bounds = torch.cat([log_inner, torch.tensor([float('inf')])])
         # Position of the edges in the variable a draw is uniform in inside a bin (ln σ or σ), and its bin widths.
         self._pos = grid.edges.log() if self.within_bin_log else grid.edges.clone()
         self._bin_of = grid.edges[1:-1].float()         # interior edges (float32, as the σ's), for importance_weight
         self._mass = torch.full((K,), 1.0 / K, dtype=torch.float64)        # p_k, the table
         self._install()
-        self._step = 0
-        self._refreshes = 0
         if device is not None:
             self._bind(torch.device(device))
 
@@ -123,46 +114,25 @@ class _BinnedRival:
         lower = cdf - mass
         widths = self._pos[1:] - self._pos[:-1]
         scale = torch.where(mass > 0, widths / mass.clamp_min(1e-300), 0.0)
-        self._cdf_inner = cdf[:-1]
-        self._rows = torch.stack([self._pos[:-1], lower, scale])
+        self._table = (cdf[:-1], torch.stack([self._pos[:-1], lower, scale]))   # as `_table_sigma` reads it
         self._iw = (1.0 / (self.grid.num_bins * mass)).float() if self.importance else torch.ones_like(mass).float()
 
-    # Buffers: exactly InfoNoise's ring buffers and binning.
-    _arange = InfoNoiseSampler._arange
-    _fill = InfoNoiseSampler._fill
-    _push = InfoNoiseSampler.observe
-    _draw_device = InfoNoiseSampler._draw_device
-    _table_sigma = InfoNoiseSampler._table_sigma    # the same piecewise-linear inverse CDF, on (cdf, rows) tables
-
-    def _state_device(self) -> torch.device:
-        return self._buf.device
-
-    def _bind(self, device: torch.device) -> None:
-        if device.type == 'cuda' and device.index is None:
-            device = torch.device('cuda', torch.cuda.current_device())
-        self.device = device
-        for name in ('_buf', '_total', '_log_bounds', '_mass', '_pos', '_bin_of', '_cdf_inner', '_rows', '_iw'):
-            setattr(self, name, getattr(self, name).to(device))
-        self._aranges = {}
+    _device_state = _BinBuffers._device_state + ('_mass', '_pos', '_bin_of', '_table', '_iw')
 
     # ------------------------------------------------------------------ sampling
 
     def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """n σ's (float32) from the table: a bin k with probability p_k, then a point inside it. No host sync."""
         u = torch.rand(n, device=self._draw_device(device), generator=generator, dtype=torch.float64)
-        pos = self._table_sigma(u, (self._cdf_inner, self._rows))   # the position inside the chosen bin
+        pos = self._table_sigma(u)                      # the position inside the chosen bin
         sigma = pos.exp_() if self.within_bin_log else pos
         return sigma.clamp_(self.grid.sigma_min, self.grid.sigma_max).float()
 
     def importance_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """Per-example weight base/π = (1/K)/p_k for σ in bin k (float32, σ's shape); ones for an allocation
         sampler. Multiplying the loss weight by it keeps E_π[weight·w·error] = E_base[w·error]."""
-        bin_of, iw = self._bin_of, self._iw
-        if iw.device != sigma.device:
-            bin_of, iw = bin_of.to(sigma.device), iw.to(sigma.device)
-        if bin_of.dtype != sigma.dtype:
-            bin_of = bin_of.to(sigma.dtype)
-        return iw[torch.bucketize(sigma, bin_of, right=True)]
+        bin_of = self._bin_of.to(sigma.device, sigma.dtype)         # no copy when already there
+        return self._iw.to(sigma.device)[torch.bucketize(sigma, bin_of, right=True)]
 
     # ------------------------------------------------------------------ observing and rebuilding
 
@@ -172,23 +142,9 @@ class _BinnedRival:
             flat = sigma.detach().reshape(-1)
             if flat.shape == loss.shape:
                 loss = loss.detach() * self.weight_fn(flat.double()).to(loss.dtype)
-        self._push(sigma, loss)
+        super().observe(sigma, loss)
 
-    needs_squares = False     # whether `_statistic` uses the per-bin sums of squares
-
-    def _reduced(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Per-bin (sum, sum of squares or None, count) of this rank's buffers, all-reduced over ranks; on device."""
-        K = self.grid.num_bins
-        buf = self._buf[:K]
-        parts = [buf.sum(1, dtype=torch.float64), self._fill().double()]
-        if self.needs_squares:
-            parts.append((buf * buf).sum(1, dtype=torch.float64))
-        packed = torch.cat(parts)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
-        return packed[:K], (packed[2 * K:] if self.needs_squares else None), packed[K:2 * K]
-
-    def _statistic(self, sums: torch.Tensor, squares: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    def _statistic(self, sums: torch.Tensor, counts: torch.Tensor, squares: torch.Tensor | None = None) -> torch.Tensor:
         """The unnormalised per-bin mass q_k >= 0 (device tensor [K])."""
         raise NotImplementedError
 
@@ -202,8 +158,8 @@ class _BinnedRival:
 
     def _rebuild(self) -> None:
         K = self.grid.num_bins
-        sums, squares, counts = self._reduced()
-        q = self._statistic(sums, squares, counts)
+        sums, counts, *squares = self._reduced()
+        q = self._statistic(sums, counts, *squares)
         total = q.sum()
         ready = (counts.min() >= self.buffer_size) & (total > 0)
         mass = torch.where(ready, q / total, 1.0 / K)
@@ -226,7 +182,7 @@ class _BinnedRival:
         grid = self.grid
         prof = empty_profile(grid)
         mass = self._mass.cpu().numpy()
-        pi = mass / grid.widths.numpy()
+        pi = self.density()
         total = self._total.cpu().numpy()
         counts = np.minimum(total[:-1], self.buffer_size)
         sums = self._buf[:grid.num_bins].sum(1, dtype=torch.float64).cpu().numpy()
@@ -234,9 +190,9 @@ class _BinnedRival:
         # φ = the effective emphasis π·w·(importance weight): for an importance sampler that is the base
         # (log-uniform) density times w, whatever π is.
         emphasis = np.full(grid.num_bins, 1.0 / grid.num_bins) / grid.widths.numpy() if self.importance else pi
-        prof.update(pi=pi, rho=pi.copy(), phi=_phi(emphasis, grid, self.weight_fn),
+        prof.update(pi=pi, rho=pi.copy(), phi=emphasis * weight_on_grid(grid, self.weight_fn),
                     u=np.concatenate([[0.0], np.cumsum(mass)]), mse=mean,
-                    counts=np.minimum(total[:-1], self.buffer_size), step=self._step,
+                    counts=counts, step=self._step,
                     refreshes=self._refreshes, dropped_nonfinite=int(total[-1]))
         return prof
 
@@ -249,13 +205,8 @@ class _BinnedRival:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict()` of a sampler with the same grid size and history."""
-        missing = [k for k in ('num_bins', 'history', 'step', 'refreshes', 'buf', 'total', 'mass')
-                   if k not in state]
-        if missing:
-            raise ValueError(f'sampler state lacks {", ".join(missing)}')
-        if int(state['num_bins']) != self.grid.num_bins or int(state['history']) != self.buffer_size:
-            raise ValueError(f'sampler state is for {state["num_bins"]} bins x {state["history"]} losses, '
-                             f'this sampler has {self.grid.num_bins} x {self.buffer_size}')
+        check_state(state, ('step', 'refreshes', 'buf', 'total', 'mass'),
+                    {'num_bins': self.grid.num_bins, 'history': self.buffer_size})
         device = self._state_device()
         self._buf = state['buf'].to(device, torch.float32).clone()
         self._total = state['total'].to(device, torch.int64).clone()
@@ -283,7 +234,7 @@ class LossSecondMomentSampler(_BinnedRival):
 
     needs_squares = True
 
-    def _statistic(self, sums, squares, counts):
+    def _statistic(self, sums, counts, squares=None):
         return torch.sqrt(squares / counts.clamp_min(1))
 
 
@@ -297,7 +248,7 @@ class KingmaGaoSampler(_BinnedRival):
     are bins in λ. Args as `_BinnedRival` (defaults: history 10, uniform 0: no uniform share).
     """
 
-    def _statistic(self, sums, squares, counts):
+    def _statistic(self, sums, counts, squares=None):
         return sums / counts.clamp_min(1)
 
 
@@ -321,7 +272,7 @@ class CDCDSampler(_BinnedRival):
                  uniform: float = 0.001, refresh_every: int = 1, log_every: int = 200, device=None):
         super().__init__(grid, weight_fn, history, uniform, refresh_every, log_every, device)
 
-    def _statistic(self, sums, squares, counts):
+    def _statistic(self, sums, counts, squares=None):
         means = sums / counts.clamp_min(1)
         fit = isotonic_increasing(means, counts.clamp_min(1))
         knots = torch.cat([fit[:1], (fit[1:] + fit[:-1]) / 2, fit[-1:]])
@@ -359,6 +310,3 @@ class LaplaceSampler(_FixedSampler):
     def _bin_mass(self, grid: SigmaGrid) -> np.ndarray:
         lam = -2 * grid.edges.log()                     # decreasing with σ
         return (self.cdf_lambda(lam[:-1]) - self.cdf_lambda(lam[1:])).numpy()
-
-    def __repr__(self) -> str:
-        return f'LaplaceSampler(mu={self.mu}, b={self.b})'

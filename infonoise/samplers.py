@@ -7,13 +7,14 @@ fixed sampler can stand wherever an `InfoNoiseSampler` can.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .grid import SigmaGrid
+from .grid import SigmaGrid, check_sigma_range
 
 
 def default_grid() -> SigmaGrid:
@@ -41,11 +42,12 @@ def loguniform_bin_density(grid: SigmaGrid, sigma_min: float, sigma_max: float) 
     return mass / grid.widths.numpy()
 
 
-def _phi(pi: np.ndarray, grid: SigmaGrid, weight_fn: Callable | None) -> np.ndarray:
+def weight_on_grid(grid: SigmaGrid, weight_fn: Callable | None) -> np.ndarray:
+    """w(σ_k) at the grid's centres (float64 numpy [K]); NaN everywhere without a weight_fn."""
     if weight_fn is None:
-        return np.full_like(pi, np.nan)
+        return np.full(grid.num_bins, np.nan)
     w = weight_fn(grid.sigma.clone())
-    return pi * np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
+    return np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
 
 
 class _FixedSampler:
@@ -74,7 +76,7 @@ class _FixedSampler:
         grid = default_grid() if grid is None else grid
         prof = empty_profile(grid)
         prof['pi'] = self._bin_mass(grid) / grid.widths.numpy()
-        prof['phi'] = _phi(prof['pi'], grid, weight_fn)
+        prof['phi'] = prof['pi'] * weight_on_grid(grid, weight_fn)
         prof['step'] = self._step
         return prof
 
@@ -85,6 +87,11 @@ class _FixedSampler:
         if 'step' not in state:
             raise ValueError('sampler state has no "step" entry')
         self._step = int(state['step'])
+
+    def __repr__(self) -> str:
+        """The class and its constructor arguments, e.g. `LogNormalSampler(P_mean=-1.2, P_std=1.2)`."""
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        return f'{type(self).__name__}({", ".join(f"{name}={getattr(self, name)!r}" for name in names)})'
 
 
 class LogNormalSampler(_FixedSampler):
@@ -112,9 +119,6 @@ class LogNormalSampler(_FixedSampler):
         z = (grid.edges.log() - self.P_mean) / self.P_std
         return torch.special.ndtr(z).diff().numpy()
 
-    def __repr__(self) -> str:
-        return f'LogNormalSampler(P_mean={self.P_mean}, P_std={self.P_std})'
-
 
 class LogUniformSampler(_FixedSampler):
     """ln σ ~ U(ln sigma_min, ln sigma_max).
@@ -126,12 +130,7 @@ class LogUniformSampler(_FixedSampler):
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
         super().__init__()
-        if not math.isfinite(sigma_min) or sigma_min <= 0:
-            raise ValueError(f'sigma_min must be a finite number > 0, got {sigma_min}')
-        if not math.isfinite(sigma_max) or sigma_max <= sigma_min:
-            raise ValueError(f'sigma_max must be finite and greater than sigma_min={sigma_min}, got {sigma_max}')
-        self.sigma_min = float(sigma_min)
-        self.sigma_max = float(sigma_max)
+        self.sigma_min, self.sigma_max = check_sigma_range(sigma_min, sigma_max)
 
     def sample(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws (float32) on `device`: sigma_min · (sigma_max / sigma_min) ** U(0, 1)."""
@@ -140,9 +139,6 @@ class LogUniformSampler(_FixedSampler):
 
     def _bin_mass(self, grid: SigmaGrid) -> np.ndarray:
         return loguniform_bin_density(grid, self.sigma_min, self.sigma_max) * grid.widths.numpy()
-
-    def __repr__(self) -> str:
-        return f'LogUniformSampler(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})'
 
 
 def ddpm_sigma_levels(num_steps: int = 50, beta_start: float = 1e-4, beta_end: float = 0.2) -> np.ndarray:
@@ -187,6 +183,3 @@ class DDPMSampler(_FixedSampler):
         index = np.searchsorted(edges, self.levels, side='right') - 1
         inside = (index >= 0) & (index < grid.num_bins)
         return np.bincount(index[inside], minlength=grid.num_bins)[:grid.num_bins] / self.num_steps
-
-    def __repr__(self) -> str:
-        return f'DDPMSampler(num_steps={self.num_steps}, beta_start={self.beta_start}, beta_end={self.beta_end})'

@@ -36,6 +36,15 @@ def weight_init(shape: list[int] | tuple[int, ...], mode: str, fan_in: int, fan_
     raise ValueError(f'unknown init_mode {mode!r}; expected one of {", ".join(INIT_MODES)}')
 
 
+def drop_labels(net: torch.nn.Module, labels: torch.Tensor, batch: int) -> torch.Tensor:
+    """`labels` with whole rows zeroed with probability `net.label_dropout` while `net` trains (classifier-free
+    guidance training; `batch` rows are drawn); unchanged otherwise."""
+    if not (net.training and net.label_dropout):
+        return labels
+    keep = torch.rand([batch, 1], device=labels.device) >= net.label_dropout
+    return labels * keep.to(labels.dtype)
+
+
 @persistence.persistent_class
 class Linear(torch.nn.Module):
     """Fully connected layer y = x W^T + b with weight `[out_features, in_features]`."""
@@ -61,12 +70,6 @@ class Linear(torch.nn.Module):
         if self.bias is not None:
             y = y.add_(self.bias.to(y.dtype))
         return y
-
-
-def _resample_kernel(taps: list[float]) -> torch.Tensor:
-    """Separable 2-D FIR kernel [1, 1, k, k] from 1-D taps, normalised to unit sum."""
-    f = torch.as_tensor(taps, dtype=torch.float32)
-    return (torch.outer(f, f) / f.sum().square())[None, None]
 
 
 @persistence.persistent_class
@@ -109,7 +112,8 @@ class Conv2d(torch.nn.Module):
             self.weight = torch.nn.Parameter(weight_init([out_channels, in_channels, kernel, kernel], **fans) * init_weight)
             if bias:
                 self.bias = torch.nn.Parameter(weight_init([out_channels], **fans) * init_bias)
-        kernel_2d = _resample_kernel(resample_filter)
+        f = torch.as_tensor(resample_filter, dtype=torch.float32)
+        kernel_2d = (torch.outer(f, f) / f.sum().square())[None, None]      # separable 2-D FIR kernel, unit sum
         self.register_buffer('resample_filter', kernel_2d if (up or down) else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,10 +244,7 @@ class UNetBlock(torch.nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.emb_channels = emb_channels
-        if not attention:
-            self.num_heads = 0
-        else:
-            self.num_heads = num_heads if num_heads is not None else out_channels // channels_per_head
+        self.num_heads = (num_heads if num_heads is not None else out_channels // channels_per_head) if attention else 0
         self.dropout = dropout
         self.skip_scale = skip_scale
         self.adaptive_scale = adaptive_scale

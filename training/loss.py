@@ -93,13 +93,10 @@ class VPTimeSampler:
         self.beta_min = float(beta_min)
         self.epsilon_t = float(epsilon_t)
 
-    def sigma(self, t) -> torch.Tensor:
-        return vp_sigma(t, self.beta_d, self.beta_min)
-
     def sample(self, n: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """n draws (float32): σ(1 + u(ε_t − 1)) with u ~ U[0, 1) -- the reference's expression."""
         rnd_uniform = torch.rand(n, device=device, generator=generator)
-        return self.sigma(1 + rnd_uniform * (self.epsilon_t - 1))
+        return vp_sigma(1 + rnd_uniform * (self.epsilon_t - 1), self.beta_d, self.beta_min)
 
     def observe(self, sigma: torch.Tensor, loss: torch.Tensor) -> None:
         """A fixed distribution learns nothing."""
@@ -230,10 +227,6 @@ class VPLoss(_DenoisingLoss):
 
     def default_sigma_sampler(self) -> VPTimeSampler:
         return VPTimeSampler(self.beta_d, self.beta_min, self.epsilon_t)
-
-    def sigma(self, t) -> torch.Tensor:
-        """σ(t) of this loss's VP schedule."""
-        return vp_sigma(t, self.beta_d, self.beta_min)
 
 
 @persistence.persistent_class

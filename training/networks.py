@@ -16,7 +16,7 @@ import torch
 from torch.nn.functional import silu
 
 from torch_utils import persistence
-from training.layers import Conv2d, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBlock
+from training.layers import Conv2d, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBlock, drop_labels
 from training.networks_dna import DNAUNet
 from training.vp import vp_sigma, vp_sigma_inv
 
@@ -39,10 +39,10 @@ def _check_geometry(net: str, img_resolution: int, channel_mult: list[int], attn
         raise ValueError(f'{net}: attn_resolutions {missing} never occur; the resolutions are {ladder}')
 
 
-def _drop_labels(labels: torch.Tensor, p: float, batch: int) -> torch.Tensor:
-    """Zero whole rows of `labels` with probability p (classifier-free guidance training)."""
-    keep = torch.rand([batch, 1], device=labels.device) >= p
-    return labels * keep.to(labels.dtype)
+def _levels(img_resolution: int, channel_mult: list[int]) -> list[tuple[int, int, int, str]]:
+    """(level, channel multiplier, resolution, name tag 'RxR') of each U-Net level, top resolution first."""
+    return [(level, mult, img_resolution >> level, f'{img_resolution >> level}x{img_resolution >> level}')
+            for level, mult in enumerate(channel_mult)]
 
 
 @persistence.persistent_class
@@ -104,9 +104,7 @@ class SongUNet(torch.nn.Module):
         self.enc = torch.nn.ModuleDict()
         width = in_channels          # channels of the main path so far
         aux_width = in_channels      # channels of the auxiliary image path
-        for level, mult in enumerate(channel_mult):
-            res = img_resolution >> level
-            tag = f'{res}x{res}'
+        for level, mult, res, tag in _levels(img_resolution, channel_mult):
             if level == 0:
                 self.enc[f'{tag}_conv'] = Conv2d(in_channels=width, out_channels=model_channels, kernel=3, **init)
                 width = model_channels
@@ -130,10 +128,7 @@ class SongUNet(torch.nn.Module):
         # Decoder. Every `_block{idx}` consumes one encoder skip (concatenated along channels).
         self.dec = torch.nn.ModuleDict()
         last = len(channel_mult) - 1
-        for level in range(last, -1, -1):
-            mult = channel_mult[level]
-            res = img_resolution >> level
-            tag = f'{res}x{res}'
+        for level, mult, res, tag in reversed(_levels(img_resolution, channel_mult)):
             if level == last:
                 self.dec[f'{tag}_in0'] = UNetBlock(in_channels=width, out_channels=width, attention=True, **block)
                 self.dec[f'{tag}_in1'] = UNetBlock(in_channels=width, out_channels=width, **block)
@@ -157,9 +152,7 @@ class SongUNet(torch.nn.Module):
         cos_half, sin_half = self.map_noise(noise_labels).chunk(2, dim=1)
         emb = torch.cat([sin_half, cos_half], dim=1)
         if self.map_label is not None:
-            labels = class_labels
-            if self.training and self.label_dropout:
-                labels = _drop_labels(labels, self.label_dropout, x.shape[0])
+            labels = drop_labels(self, class_labels, x.shape[0])
             emb = emb + self.map_label(labels * math.sqrt(self.map_label.in_features))
         if self.map_augment is not None and augment_labels is not None:
             emb = emb + self.map_augment(augment_labels)
@@ -239,9 +232,7 @@ class DhariwalUNet(torch.nn.Module):
         # Encoder.
         self.enc = torch.nn.ModuleDict()
         width = in_channels
-        for level, mult in enumerate(channel_mult):
-            res = img_resolution >> level
-            tag = f'{res}x{res}'
+        for level, mult, res, tag in _levels(img_resolution, channel_mult):
             if level == 0:
                 self.enc[f'{tag}_conv'] = Conv2d(in_channels=width, out_channels=model_channels * mult, kernel=3, **init)
                 width = model_channels * mult
@@ -256,10 +247,7 @@ class DhariwalUNet(torch.nn.Module):
         # Decoder.
         self.dec = torch.nn.ModuleDict()
         last = len(channel_mult) - 1
-        for level in range(last, -1, -1):
-            mult = channel_mult[level]
-            res = img_resolution >> level
-            tag = f'{res}x{res}'
+        for level, mult, res, tag in reversed(_levels(img_resolution, channel_mult)):
             if level == last:
                 self.dec[f'{tag}_in0'] = UNetBlock(in_channels=width, out_channels=width, attention=True, **block)
                 self.dec[f'{tag}_in1'] = UNetBlock(in_channels=width, out_channels=width, **block)
@@ -281,10 +269,7 @@ class DhariwalUNet(torch.nn.Module):
             emb = emb + self.map_augment(augment_labels)
         emb = self.map_layer1(silu(self.map_layer0(emb)))
         if self.map_label is not None:
-            labels = class_labels
-            if self.training and self.label_dropout:
-                labels = _drop_labels(labels, self.label_dropout, x.shape[0])
-            emb = emb + self.map_label(labels)
+            emb = emb + self.map_label(drop_labels(self, class_labels, x.shape[0]))
         emb = silu(emb)
 
         # Encoder, then decoder consuming the skips in reverse order.
@@ -302,19 +287,27 @@ class DhariwalUNet(torch.nn.Module):
 _MODEL_TYPES = {'SongUNet': SongUNet, 'DhariwalUNet': DhariwalUNet, 'DNAUNet': DNAUNet}
 
 
-def _build_model(precond: str, model_type: str, **kwargs) -> torch.nn.Module:
-    if model_type not in _MODEL_TYPES:
-        raise ValueError(f'{precond}: unknown model_type {model_type!r}; expected one of {", ".join(_MODEL_TYPES)}')
-    return _MODEL_TYPES[model_type](**kwargs)
-
-
 class _Precond(torch.nn.Module):
     """Shared plumbing: D(x; sigma) = c_skip x + c_out F(c_in x; c_noise), F run in fp16 when enabled.
 
-    Subclasses set the common attributes and implement `_coefficients(sigma)` -> (c_skip, c_out,
-    c_in, c_noise) for sigma of shape [N, 1, ..., 1] (as many dims as x) in float32, and may override
-    `_model_output`.
+    Subclasses call `_init_common` (the attributes every preconditioner stores, then the model) and implement
+    `_coefficients(sigma)` -> (c_skip, c_out, c_in, c_noise) for sigma of shape [N, 1, ..., 1] (as many dims
+    as x) in float32, and may override `_model_output`.
     """
+
+    def _init_common(self, img_resolution: int, img_channels: int, label_dim: int, use_fp16: bool, model_type: str,
+                     model_kwargs: dict, out_channels: int | None = None) -> None:
+        """Store the common attributes and build `self.model` (out_channels default: img_channels)."""
+        if model_type not in _MODEL_TYPES:
+            raise ValueError(f'{type(self).__name__}: unknown model_type {model_type!r}; '
+                             f'expected one of {", ".join(_MODEL_TYPES)}')
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        self.label_dim = label_dim
+        self.use_fp16 = use_fp16
+        self.model = _MODEL_TYPES[model_type](img_resolution=img_resolution, in_channels=img_channels,
+                                              out_channels=out_channels or img_channels, label_dim=label_dim,
+                                              **model_kwargs)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None,
                 force_fp32: bool = False, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -341,10 +334,8 @@ class _Precond(torch.nn.Module):
     def data_shape(self) -> tuple[int, ...]:
         """Per-sample tensor shape: the model's `data_shape` if it has one (e.g. DNAUNet: (A, L)),
         else (img_channels, img_resolution, img_resolution)."""
-        shape = getattr(self.model, 'data_shape', None)
-        if shape is not None:
-            return tuple(int(s) for s in shape)
-        return (int(self.img_channels), int(self.img_resolution), int(self.img_resolution))
+        shape = getattr(self.model, 'data_shape', None) or (self.img_channels, self.img_resolution, self.img_resolution)
+        return tuple(int(s) for s in shape)
 
     def round_sigma(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """Continuous-sigma preconditioners accept every sigma as is."""
@@ -369,10 +360,7 @@ class VPPrecond(_Precond):
         **model_kwargs,                   # Further keyword arguments of the model.
     ):
         super().__init__()
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.label_dim = label_dim
-        self.use_fp16 = use_fp16
+        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
         self.beta_d = beta_d
         self.beta_min = beta_min
         self.M = M
@@ -380,8 +368,6 @@ class VPPrecond(_Precond):
         with torch.device('cpu'):  # float32 on the CPU, also under a meta-device context
             self.sigma_min = float(self.sigma(epsilon_t))
             self.sigma_max = float(self.sigma(1))
-        self.model = _build_model('VPPrecond', model_type, img_resolution=img_resolution, in_channels=img_channels,
-                                  out_channels=img_channels, label_dim=label_dim, **model_kwargs)
 
     def _coefficients(self, sigma):
         c_skip = 1
@@ -415,14 +401,9 @@ class VEPrecond(_Precond):
         **model_kwargs,                   # Further keyword arguments of the model.
     ):
         super().__init__()
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.label_dim = label_dim
-        self.use_fp16 = use_fp16
+        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
-        self.model = _build_model('VEPrecond', model_type, img_resolution=img_resolution, in_channels=img_channels,
-                                  out_channels=img_channels, label_dim=label_dim, **model_kwargs)
 
     def _coefficients(self, sigma):
         return 1, sigma, 1, (0.5 * sigma).log()
@@ -450,15 +431,11 @@ class iDDPMPrecond(_Precond):
         **model_kwargs,                   # Further keyword arguments of the model.
     ):
         super().__init__()
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.label_dim = label_dim
-        self.use_fp16 = use_fp16
+        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs,
+                          out_channels=img_channels * 2)
         self.C_1 = C_1
         self.C_2 = C_2
         self.M = M
-        self.model = _build_model('iDDPMPrecond', model_type, img_resolution=img_resolution, in_channels=img_channels,
-                                  out_channels=img_channels * 2, label_dim=label_dim, **model_kwargs)
 
         # The ladder is built in float32 on the CPU, one step at a time like the reference (also when
         # the network itself is constructed under a meta-device context).
@@ -509,15 +486,10 @@ class EDMPrecond(_Precond):
         **model_kwargs,                   # Further keyword arguments of the model.
     ):
         super().__init__()
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.label_dim = label_dim
-        self.use_fp16 = use_fp16
+        self._init_common(img_resolution, img_channels, label_dim, use_fp16, model_type, model_kwargs)
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
         self.sigma_data = sigma_data
-        self.model = _build_model('EDMPrecond', model_type, img_resolution=img_resolution, in_channels=img_channels,
-                                  out_channels=img_channels, label_dim=label_dim, **model_kwargs)
 
     def _coefficients(self, sigma):
         sd2 = self.sigma_data ** 2

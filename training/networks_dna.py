@@ -59,6 +59,7 @@ import torch
 from torch.nn import functional as F
 
 from torch_utils import persistence
+from training.layers import drop_labels
 
 __all__ = ['DNAUNet']
 
@@ -356,10 +357,7 @@ class DNAUNet(torch.nn.Module):
         emb = self.time_mlp(noise_labels.to(dtype).reshape(-1)).expand(batch, -1)
         if self.label_emb is not None:
             labels = torch.zeros([1, self.label_dim], device=x.device) if class_labels is None else class_labels
-            if self.training and self.label_dropout:
-                keep = torch.rand([labels.shape[0], 1], device=labels.device) >= self.label_dropout
-                labels = labels * keep.to(labels.dtype)
-            emb = emb + self.embed_labels(labels)
+            emb = emb + self.embed_labels(drop_labels(self, labels, labels.shape[0]))
 
         skips = []
         for block1, block2, attn, down in self.downs:
