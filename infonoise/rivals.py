@@ -144,7 +144,8 @@ class _BinnedRival(_BinBuffers):
                 loss = loss.detach() * self.weight_fn(flat.double()).to(loss.dtype)
         super().observe(sigma, loss)
 
-    def _statistic(self, sums: torch.Tensor, counts: torch.Tensor, squares: torch.Tensor | None = None) -> torch.Tensor:
+    def _statistic(self, sums: torch.Tensor, counts: torch.Tensor,
+                   squares: torch.Tensor | None = None) -> torch.Tensor:
         """The unnormalised per-bin mass q_k >= 0 (device tensor [K])."""
         raise NotImplementedError
 
