@@ -23,6 +23,7 @@ the FID detector interface repeats grayscale to three channels) or [N, S*S].
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -32,7 +33,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from training.metrics.memo import Memo
 
 logger = logging.getLogger(__name__)
 
@@ -261,12 +261,11 @@ class ImageClassifierMetric:
         self.train_kwargs = dict(train_kwargs)
         self.split_seed = int(split_seed)
         self._disk_cache = bool(disk_cache)
-        self._memo = Memo()
 
-
+    @functools.cache
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 images [N, S, S], int64 labels [N]) of the real data (loaded once)."""
-        return self._memo('data', self._load_data)
+        return self._load_data()
 
     def split_indices(self, num_items: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(training indices, held-out indices), each sorted."""
@@ -287,23 +286,23 @@ class ImageClassifierMetric:
         y = torch.as_tensor(np.concatenate([labels[train_idx], labels[train_idx]]), dtype=torch.int64)
         return fit(self._make_net, x, y, **self.train_kwargs)
 
+    @functools.cache
     def classifier(self) -> torch.nn.Module:
         """The process-wide classifier: trained on first use (or loaded from the disk cache), then kept."""
-        def build() -> torch.nn.Module:
-            if not self._disk_cache:
-                return self.train()
-            images, labels = self.data()
-            with torch.random.fork_rng(devices=[]):
-                arch = repr(self._make_net())
-            key = fingerprint(images, labels, self.split_indices()[0], arch=arch, **self.train_kwargs)
-            net, meta = load_or_train(self.name, key, self._make_net, lambda: self._train_with_meta())
-            logger.info('%s classifier accuracy: %s', self.name, meta.get('accuracy'))
-            return net
-        return self._memo('classifier', build)
+        if not self._disk_cache:
+            return self.train()
+        images, labels = self.data()
+        with torch.random.fork_rng(devices=[]):
+            arch = repr(self._make_net())
+        key = fingerprint(images, labels, self.split_indices()[0], arch=arch, **self.train_kwargs)
 
-    def _train_with_meta(self) -> tuple[torch.nn.Module, dict]:
-        net = self.train()
-        return net, dict(accuracy=self.accuracy(net))
+        def train() -> tuple[torch.nn.Module, dict]:
+            net = self.train()
+            return net, dict(accuracy=self.accuracy(net))
+
+        net, meta = load_or_train(self.name, key, self._make_net, train)
+        logger.info('%s classifier accuracy: %s', self.name, meta.get('accuracy'))
+        return net
 
     def features(self, images: Any, classifier: torch.nn.Module | None = None) -> np.ndarray:
         """Penultimate-layer features [N, D] (float64) of images (any input accepted by `images_to_uint8`)."""
@@ -320,10 +319,10 @@ class ImageClassifierMetric:
         images = self.data()[0]
         return binarize_uint8(images) if reference.endswith('-binary') else images
 
+    @functools.cache
     def reference_stats(self, reference: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(μ_r, Σ_r) of the real images' features (cached per reference)."""
-        images = self.reference_images(reference)
-        return self._memo(f'stats:{reference or self.name}', lambda: feature_stats(self.features(images)))
+        return feature_stats(self.features(self.reference_images(reference)))
 
     def frechet(self, images: Any, reference: str | None = None) -> float:
         """Fréchet distance between the features of `images` (N >= 2) and of the real images."""

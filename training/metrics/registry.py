@@ -26,10 +26,9 @@ same code at a given size: the value a generator that reproduces the training da
 fd-mnist is the whole real set; sequence metrics: the training split against the test split, the same number
 of sequences per cell type as `sample` draws).
 
-Cost (busy shared 2-core CPU): the first DNA evaluation of a process loads the reference split, scans it for
-the 746 motifs (about 10 s for the 2,279 K562 + HepG2 test sequences) and loads (or, once per machine, trains
-for about 3 minutes) the cell-type classifier; later evaluations only sample and scan the samples (about 5 s
-per 1,000 sequences for motif-dna). fd-mnist trains its classifier once per machine (about 1 minute).
+Cost: the first DNA evaluation of a process loads and motif-scans the reference split and loads (or, once per
+machine, trains) the cell-type classifier; fd-mnist trains its classifier once per machine. Later evaluations
+only sample and score the samples.
 """
 from __future__ import annotations
 
@@ -39,14 +38,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from training.metrics.memo import Memo
-
 METRICS = ('fd-digits', 'fd-mnist', 'fd-dna', 'kmer-dna', 'motif-dna', 'fid')
 SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 IMAGE_SIDES = {'fd-digits': 8, 'fd-mnist': 32}
 DEFAULT_BATCH = 64
 
-_memo = Memo()   # reference statistics, built once per process
+_fid_references: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # reference statistics, built once per process
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
@@ -107,7 +104,6 @@ def check_metric_applicable(name: str, net_or_dataset_kwargs: Any) -> None:
     side = IMAGE_SIDES.get(name)
     if side is not None and shape is not None and tuple(shape[1:]) != (side, side):
         raise ValueError(f'{name} measures {side}x{side} digit images, but this run generates {what}{shown}.')
-
 
 
 def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.device | str = 'cpu',
@@ -239,7 +235,9 @@ def _fid(images_uint8: torch.Tensor, dataset_kwargs: Mapping[str, Any] | None, d
         return frechet.compute_stats(frechet.dataset_batches(dataset, batch), det, det.feature_dim, device)
 
     ref_key = ref if ref is not None else repr(sorted((dataset_kwargs or {}).items()))
-    mu_ref, sigma_ref = _memo(('fid-ref', url, ref_key), reference)
+    if (url, ref_key) not in _fid_references:
+        _fid_references[url, ref_key] = reference()
+    mu_ref, sigma_ref = _fid_references[url, ref_key]
     batches = (images_uint8[i:i + batch] for i in range(0, len(images_uint8), batch))
     mu, sigma = frechet.compute_stats(batches, det, det.feature_dim, device)
     return frechet.frechet_distance(mu, sigma, mu_ref, sigma_ref)
@@ -256,19 +254,6 @@ def _sequence_report(names: Sequence[str], samples: torch.Tensor, classes: np.nd
         order = list(dataset_kwargs.get('cell_types') or reference.cell_types)
         cell_types = [order[int(c)] for c in classes]
     return dna_eval.evaluate_sequences(samples.numpy(), cell_types, reference, list(names))
-
-
-def dna_report(net: torch.nn.Module, dataset_kwargs: Mapping[str, Any], num_samples: int,
-               names: Sequence[str] = SEQUENCE_METRICS, seed: int = 0, device: torch.device | str = 'cpu',
-               num_steps: int = 18, batch: int = DEFAULT_BATCH, guidance: float = 1.0) -> Any:
-    """The full `dna_eval.SequenceReport` (per cell type, per-k k-mer JS, motif JS, classifier accuracy) of a
-    DNA network's samples: what `evaluate_metrics` reduces to one mean value per metric."""
-    names = parse_metrics(names)
-    for name in names:
-        check_metric_applicable(name, net)
-        check_metric_applicable(name, dataset_kwargs)
-    samples, classes = sample(net, num_samples, seed, device, num_steps, batch, guidance)
-    return _sequence_report(names, samples, classes, dataset_kwargs)
 
 
 def evaluate_metrics(names: Sequence[str], net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None,
@@ -313,11 +298,3 @@ def evaluate_samples(names: Sequence[str], samples: torch.Tensor, classes: np.nd
             values[name] = _fid(images, dataset_kwargs, device, detector, ref, batch)
     return {n: float(values[n]) for n in names}
 
-
-def evaluate_metric(name: str, net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None, num_samples: int,
-                    seed: int = 0, device: torch.device | str = 'cpu', num_steps: int = 18,
-                    batch: int = DEFAULT_BATCH, detector: str | None = None, ref: str | None = None,
-                    guidance: float = 1.0) -> float:
-    """One metric of the (EMA) network `net` on `num_samples` deterministic samples; lower is better."""
-    return evaluate_metrics([name], net, dataset_kwargs, num_samples, seed, device, num_steps, batch, detector,
-                            ref, guidance)[name]

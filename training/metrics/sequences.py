@@ -161,8 +161,8 @@ def cpg_observed_expected(sequences: Any) -> np.ndarray:
 SEED_K = 16          # exact seed length of the memorisation search (see `best_identity`)
 
 
-def _kmer_codes(c: np.ndarray, k: int) -> np.ndarray:
-    """uint64 codes [N, L − k + 1] of every k-mer of codes [N, L]."""
+def kmer_codes(c: np.ndarray, k: int) -> np.ndarray:
+    """uint64 codes [N, L − k + 1] of every overlapping k-mer of codes [N, L] (k ≤ L): Σ_j c[i + j] · 4^(k−1−j)."""
     out = np.zeros([c.shape[0], c.shape[1] - k + 1], dtype=np.uint64)
     for j in range(k):
         out = out * np.uint64(4) + c[:, j:c.shape[1] - k + 1 + j].astype(np.uint64)
@@ -186,11 +186,11 @@ def best_identity(queries: Any, targets: Any, max_shift: int = 10) -> np.ndarray
     best = np.zeros(len(q))
     if length < SEED_K or not len(t) or not len(q):
         return best
-    tk = _kmer_codes(t, SEED_K)
+    tk = kmer_codes(t, SEED_K)
     flat = tk.ravel()
     order = np.argsort(flat, kind='stable')
     sorted_codes, owner = flat[order], order // tk.shape[1]
-    qk = _kmer_codes(q, SEED_K)
+    qk = kmer_codes(q, SEED_K)
     lo = np.searchsorted(sorted_codes, qk.ravel(), side='left')
     hi = np.searchsorted(sorted_codes, qk.ravel(), side='right')
     query_of = np.repeat(np.arange(len(q)), qk.shape[1])
