@@ -185,10 +185,6 @@ def _normalize_split(value: str | None) -> str | None:
     return _SPLIT_ALIASES.get(str(value).strip().lower())
 
 
-def _chromosome_split(chrom: str) -> str:
-    return {'chr1': 'test', 'chr2': 'validation'}.get(chrom.strip(), 'training')
-
-
 def _read_rows(path: str) -> list[list[str]]:
     """All tab-separated rows of a plain or gzip table."""
     try:
@@ -261,12 +257,9 @@ def read_dna_table(path: str) -> dict[str, list]:
         splits: list = labels
     else:
         chrom = column('chr') or column('chrom')
-        splits = [_chromosome_split(c) for c in chrom] if chrom is not None else [None] * len(sequences)
+        by_chrom = {'chr1': 'test', 'chr2': 'validation'}   # DNA-Diffusion's held-out chromosomes; the rest trains
+        splits = [by_chrom.get(c, 'training') for c in chrom] if chrom is not None else [None] * len(sequences)
     return dict(sequence=sequences, cell_type=cell_types, split=splits)
-
-
-def _is_table(name: str) -> bool:
-    return name.lower().endswith(TABLE_SUFFIXES)
 
 
 def dna_table_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -275,7 +268,7 @@ def dna_table_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> li
         path = os.fspath(path)
         if os.path.isdir(path):
             tables = sorted(os.path.join(path, f) for f in os.listdir(path)
-                            if _is_table(f) and os.path.isfile(os.path.join(path, f)))
+                            if f.lower().endswith(TABLE_SUFFIXES) and os.path.isfile(os.path.join(path, f)))
             if not tables:
                 raise ValueError(f'Folder {path} holds no DNA tables (.txt, .tsv or .gz files).')
             return tables

@@ -203,11 +203,6 @@ def real_floor(names: Sequence[str], dataset_kwargs: Mapping[str, Any], num_samp
     return {n: float(values[n]) for n in names}
 
 
-def _image_reference(dataset_kwargs: Mapping[str, Any] | None, metric: str) -> str:
-    name = {'fd-digits': 'digits', 'fd-mnist': 'mnist5k'}[metric]
-    return f'{name}-binary' if _is_binarized(dataset_kwargs) else name
-
-
 @functools.cache
 def _detector(url: str, device: str, shape: tuple[int, ...]) -> Any:
     """A feature detector, loaded once per process per (url, device, image shape)."""
@@ -288,12 +283,10 @@ def evaluate_samples(names: Sequence[str], samples: torch.Tensor, classes: np.nd
     from training.generation import to_uint8
     images = to_uint8(samples) if len(sequence_names) < len(names) else None
     for name in names:
-        if name == 'fd-digits':
-            from training.metrics.digit_features import digit_frechet
-            values[name] = digit_frechet(images, _image_reference(dataset_kwargs, name))
-        elif name == 'fd-mnist':
-            from training.metrics.mnist_features import mnist_frechet
-            values[name] = mnist_frechet(images, _image_reference(dataset_kwargs, name))
+        if name in IMAGE_SIDES:   # against the real digits, binarised ones ('-binary') when the data are binarised
+            from training.metrics import digit_features, mnist_features
+            metric = (digit_features if name == 'fd-digits' else mnist_features).METRIC
+            values[name] = metric.frechet(images, metric.references[int(_is_binarized(dataset_kwargs))])
         elif name == 'fid':
             values[name] = _fid(images, dataset_kwargs, device, detector, ref, batch)
     return {n: float(values[n]) for n in names}
