@@ -88,19 +88,14 @@ class BinarizedDataset(torch.utils.data.Dataset):
             self._base = open_dataset(base, **base_kwargs)
             base_spec = base
         self._init_kwargs = dict(base=base_spec, threshold=threshold, **base_kwargs)
-        self._threshold = threshold
         self._cut = threshold * 255.0
-
-    def binarize(self, image: np.ndarray) -> np.ndarray:
-        """uint8 {0, 255} version of a uint8 image."""
-        return np.where(image > self._cut, np.uint8(255), np.uint8(0))
 
     def __len__(self) -> int:
         return len(self._base)
 
     def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
         image, label = self._base[idx]
-        return self.binarize(image), label
+        return np.where(image > self._cut, np.uint8(255), np.uint8(0)), label
 
     def get_label(self, idx: int) -> np.ndarray:
         return self._base.get_label(idx)
@@ -110,14 +105,6 @@ class BinarizedDataset(torch.utils.data.Dataset):
 
     def close(self) -> None:
         self._base.close()
-
-    @property
-    def base(self) -> Any:
-        return self._base
-
-    @property
-    def threshold(self) -> float:
-        return self._threshold
 
     @property
     def name(self) -> str:

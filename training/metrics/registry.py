@@ -143,9 +143,7 @@ def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.
 
 def is_discrete(dataset_kwargs: Mapping[str, Any] | None) -> bool:
     """Whether the run's data are discrete (binarised images or DNA), i.e. whether samples are decoded."""
-    if dataset_kwargs is None:
-        return False
-    return _is_binarized(dataset_kwargs) or _class_name(dataset_kwargs).endswith('DNADataset')
+    return _is_binarized(dataset_kwargs) or _class_name(dataset_kwargs or {}).endswith('DNADataset')
 
 
 def decode(samples: torch.Tensor) -> torch.Tensor:
@@ -172,10 +170,10 @@ def real_floor(names: Sequence[str], dataset_kwargs: Mapping[str, Any], num_samp
     if sequence_names:
         from training.metrics import dna_eval
         train = dna_eval.load_dna_split(dict(dataset_kwargs), 'training')
-        reference = dna_eval.get_reference(dict(dataset_kwargs), 'test')
+        classes = np.arange(num_samples) % label_dim if label_dim else None
         if label_dim:
-            order = list(dataset_kwargs.get('cell_types') or reference.cell_types)
-            wanted = [order[c] for c in np.arange(num_samples) % label_dim]
+            order = list(dataset_kwargs.get('cell_types') or train.cell_types)
+            wanted = [order[c] for c in classes]
             pools = {c: rng.permutation(np.flatnonzero(np.array(train.cell_types)[train.labels] == c))
                      for c in set(wanted)}
             short = [c for c, pool in pools.items() if len(pool) < wanted.count(c)]
@@ -183,12 +181,11 @@ def real_floor(names: Sequence[str], dataset_kwargs: Mapping[str, Any], num_samp
                 raise ValueError(f'The training split has fewer than {wanted.count(short[0])} {short[0]} sequences.')
             taken = {c: iter(pool) for c, pool in pools.items()}
             index = [next(taken[c]) for c in wanted]
-            cell_types = wanted
         else:
             if len(train.codes) < num_samples:
                 raise ValueError(f'The training split has only {len(train.codes)} sequences.')
-            index, cell_types = rng.permutation(len(train.codes))[:num_samples], None
-        report = dna_eval.evaluate_sequences(train.codes[np.asarray(index)], cell_types, reference, sequence_names)
+            index = rng.permutation(len(train.codes))[:num_samples]
+        report = _sequence_report(sequence_names, train.codes[np.asarray(index)], classes, dataset_kwargs)
         values.update({m: float(report.values[m]['mean']) for m in sequence_names})
     image_names = [n for n in names if n not in SEQUENCE_METRICS]
     if image_names:
@@ -238,7 +235,7 @@ def _fid(images_uint8: torch.Tensor, dataset_kwargs: Mapping[str, Any] | None, d
     return frechet.frechet_distance(mu, sigma, mu_ref, sigma_ref)
 
 
-def _sequence_report(names: Sequence[str], samples: torch.Tensor, classes: np.ndarray | None,
+def _sequence_report(names: Sequence[str], samples: torch.Tensor | np.ndarray, classes: np.ndarray | None,
                      dataset_kwargs: Mapping[str, Any] | None) -> Any:
     from training.metrics import dna_eval
     if dataset_kwargs is None:
@@ -248,7 +245,7 @@ def _sequence_report(names: Sequence[str], samples: torch.Tensor, classes: np.nd
     if classes is not None:
         order = list(dataset_kwargs.get('cell_types') or reference.cell_types)
         cell_types = [order[int(c)] for c in classes]
-    return dna_eval.evaluate_sequences(samples.numpy(), cell_types, reference, list(names))
+    return dna_eval.evaluate_sequences(samples, cell_types, reference, list(names))
 
 
 def evaluate_metrics(names: Sequence[str], net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None,
