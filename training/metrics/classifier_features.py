@@ -2,18 +2,11 @@
 
 FID's Inception-v3 features mean little on 8x8 digits, 32x32 MNIST digits or DNA, so those settings measure
 sample quality in the feature space of a small classifier trained here, deterministically, on the real data
-(`digit_features`, `mnist_features`, `dna_features`). This module holds what they share:
-
-- `fit`: deterministic training (one CPU thread, fixed torch seed, Adam, cross-entropy; full-batch or
-  seeded mini-batches, optional seeded augmentation), returning the network in eval mode without gradients;
-- `load_or_train`: a disk cache of trained weights under `dnnlib.util.make_cache_dir_path('metrics')`, keyed by
-  a fingerprint (SHA-256) of the training data and every hyper-parameter (`fingerprint`), written atomically;
-- `feature_stats` / `frechet_to_stats`: mean and unbiased covariance of features and the Fréchet distance of
-  `training.metrics.frechet.frechet_distance`;
-- `ImageClassifierMetric`: the whole Fréchet metric around one grayscale-image classifier (data, held-out
-  split, training with the as-is and binarised training images, caches, features, reference statistics for the
-  real and the binarised images, accuracy, export as an FID detector). `digit_features` and `mnist_features`
-  are instances of it.
+(`digit_features`, `mnist_features`, `dna_features`). This module holds what they share: deterministic training
+(`fit`), a disk cache of the trained weights under `dnnlib.util.make_cache_dir_path('metrics')` keyed by a SHA-256
+fingerprint of the training data and every hyper-parameter (`load_or_train`), feature statistics and their Fréchet
+distance, and `ImageClassifierMetric`, the whole metric around one grayscale-image classifier (`digit_features` and
+`mnist_features` are instances of it).
 
 Image input convention (`images_to_uint8`): uint8 arrays/tensors are pixel values 0..255; floating-point input
 is in the network range [-1, 1] (what the samplers return) and is quantised exactly as EDM saves PNGs,

@@ -111,18 +111,10 @@ def _shuffle_one(seq: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     letters = [v for v in range(4) if exits[v] and v != last]
     while True:
         final = {v: exits[v][rng.randint(len(exits[v]))] for v in letters}
-        ok = True
-        for v in letters:                      # following final exits from v must reach `last` without a cycle
-            seen, u = set(), v
-            while u != last:
-                if u in seen:
-                    ok = False
-                    break
-                seen.add(u)
-                u = final[u]
-            if not ok:
-                break
-        if ok:
+        ends = dict(final)
+        for _ in range(3):    # following final exits, a letter reaches `last` within 3 more steps unless they cycle
+            ends = {v: final.get(u, u) for v, u in ends.items()}
+        if all(u == last for u in ends.values()):
             break
     order: list[list[int]] = []
     for v in range(4):
