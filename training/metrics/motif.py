@@ -123,13 +123,6 @@ def load_jaspar(release: str = JASPAR_RELEASE, collection: str = 'CORE', tax_gro
     return MotifSet.from_counts(names, counts, p_value=p_value)
 
 
-def _width_groups(motif_set: MotifSet) -> dict[int, list[int]]:
-    groups: dict[int, list[int]] = {}
-    for i, s in enumerate(motif_set.scores):
-        groups.setdefault(s.shape[0], []).append(i)
-    return groups
-
-
 def _scan(sequences: Any, motif_set: MotifSet, thresholds: np.ndarray | None,
           max_hits: int | None = None) -> np.ndarray:
     """Per sequence and motif, both strands: hit counts [N, M] (windows ≥ thresholds; at most max_hits per
@@ -138,7 +131,10 @@ def _scan(sequences: Any, motif_set: MotifSet, thresholds: np.ndarray | None,
     n, _, length = x.shape
     fill = np.iinfo(np.int64).min if thresholds is None else 0
     out = np.full([n, len(motif_set)], fill, dtype=np.int64)
-    for width, members in _width_groups(motif_set).items():
+    groups: dict[int, list[int]] = {}          # motif width -> the motifs of that width, scanned together
+    for i, s in enumerate(motif_set.scores):
+        groups.setdefault(s.shape[0], []).append(i)
+    for width, members in groups.items():
         if width > length:
             continue
         forward = np.stack([motif_set.scores[i] for i in members])          # [G, W, 4]

@@ -192,10 +192,7 @@ def best_identity(queries: Any, targets: Any, max_shift: int = 10) -> np.ndarray
             pairs.add((int(query_of[i]), int(j)))
     for a, b in pairs:
         qa, tb = q[a], t[b]
-        for d in range(-max_shift, max_shift + 1):
-            if d >= 0:
-                same = int((qa[:length - d] == tb[d:]).sum())
-            else:
-                same = int((qa[-d:] == tb[:length + d]).sum())
+        for d in range(-max_shift, max_shift + 1):      # qa[i] against tb[i + d] over their overlap
+            same = int((qa[max(-d, 0):length - max(d, 0)] == tb[max(d, 0):length + min(d, 0)]).sum())
             best[a] = max(best[a], same / length)
     return best
