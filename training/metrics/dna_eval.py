@@ -284,12 +284,10 @@ def evaluate_sequences(generated: Any, cell_types: Sequence[str | None] | None, 
             if real:
                 floor_values['marker-dna'] = reference.marker_shares(
                     np.concatenate(list(real.values())), np.concatenate([[g] * len(r) for g, r in real.items()]))
-    for m in metrics:
-        present = [values[m][g] for g in groups if g in values[m]]
-        values[m]['mean'] = float(np.mean(present)) if present else float('nan')
-        if floors:
-            present = [floor_values[m][g] for g in groups if g in floor_values.get(m, {})]
-            floor_values.setdefault(m, {})['mean'] = float(np.mean(present)) if present else float('nan')
+    for table in (values, floor_values) if floors else (values,):
+        for m in metrics:
+            present = [table[m][g] for g in groups if g in table[m]]
+            table[m]['mean'] = float(np.mean(present)) if present else float('nan')
     classifier = None
     if 'fd-dna' in metrics:
         info = reference.classifier()
