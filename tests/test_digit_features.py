@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from training.metrics import digit_features as df
+from training.metrics.classifier_features import binarize_uint8
 
 
 @pytest.fixture(scope='module')
@@ -48,11 +49,11 @@ def test_frechet_small_for_real_subsets_large_for_noise(real):
 
 
 def test_binary_reference(real):
-    binary = df.binarize_uint8(real)
+    binary = binarize_uint8(real)
     assert set(np.unique(binary)) <= {0, 255}
     assert abs(df.digit_frechet(binary, reference='digits-binary')) < 1e-6
     assert df.digit_frechet(binary, reference='digits') > 1.0
-    with pytest.raises(ValueError, match='Unknown digit reference'):
+    with pytest.raises(ValueError, match='Unknown digits reference'):
         df.digit_frechet(binary, reference='mnist')
 
 

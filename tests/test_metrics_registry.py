@@ -93,14 +93,15 @@ def test_sampling_is_balanced_deterministic_and_leaves_the_rng_alone(dna_net):
 
 
 def test_kmer_dna_is_the_per_cell_type_mean(dna_net, dna_kwargs):
-    value = registry.evaluate_metric('kmer-dna', dna_net, dna_kwargs, 8, seed=3, num_steps=3)
+    value = registry.evaluate_metrics(['kmer-dna'], dna_net, dna_kwargs, 8, seed=3, num_steps=3)['kmer-dna']
     samples, classes = registry.sample(dna_net, 8, seed=3, num_steps=3)
     reference = dna_eval.load_dna_split(SPEC, 'test')
     codes = as_codes(samples.numpy())
     per_type = [kmer.kmer_js(codes[classes == c], reference.codes[reference.labels == c])['mean'] for c in (0, 1)]
     assert value == pytest.approx(np.mean(per_type), rel=1e-12)
-    assert registry.evaluate_metric('kmer-dna', dna_net, dna_kwargs, 8, seed=3, num_steps=3) == value
-    report = registry.dna_report(dna_net, dna_kwargs, 8, ['kmer-dna'], seed=3, num_steps=3)
+    assert registry.evaluate_metrics(['kmer-dna'], dna_net, dna_kwargs, 8, seed=3, num_steps=3)['kmer-dna'] == value
+    cell_types = [dna_kwargs['cell_types'][c] for c in classes]
+    report = dna_eval.evaluate_sequences(samples.numpy(), cell_types, dna_eval.get_reference(dna_kwargs), ['kmer-dna'])
     assert report.values['kmer-dna']['mean'] == value and report.num_generated == {
         'HepG2_ENCLB029COU': 4, 'K562_ENCLB843GMH': 4}
     per_k = report.details['kmer-dna']['K562_ENCLB843GMH']
@@ -112,13 +113,13 @@ def test_all_dna_metrics_from_one_set_of_samples(dna_net, dna_kwargs):
     values = registry.evaluate_metrics(['motif-dna', 'fd-dna'], dna_net, dna_kwargs, 8, seed=0, num_steps=3)
     assert list(values) == ['motif-dna', 'fd-dna'] and all(np.isfinite(v) and v > 0 for v in values.values())
     with pytest.raises(ValueError, match='image metric'):
-        registry.evaluate_metric('fd-digits', dna_net, dna_kwargs, 4)
+        registry.evaluate_metrics(['fd-digits'], dna_net, dna_kwargs, 4)
 
 
 def test_image_metrics_match_direct_computation(tmp_path):
     net = image_net()
     binary = dict(open_dataset('builtin:digits-binary').dataset_kwargs)
-    value = registry.evaluate_metric('fd-digits', net, binary, 16, seed=1, num_steps=4)
+    value = registry.evaluate_metrics(['fd-digits'], net, binary, 16, seed=1, num_steps=4)['fd-digits']
     samples, classes = registry.sample(net, 16, seed=1, num_steps=4)
     assert classes is None
     images = generation.to_uint8(samples)
@@ -128,7 +129,7 @@ def test_image_metrics_match_direct_computation(tmp_path):
     detector = tmp_path / 'digits.pt'
     export_detector(str(detector))
     digits = dict(open_dataset('builtin:digits').dataset_kwargs)
-    fid = registry.evaluate_metric('fid', net, digits, 16, seed=1, num_steps=4, detector=str(detector))
+    fid = registry.evaluate_metrics(['fid'], net, digits, 16, seed=1, num_steps=4, detector=str(detector))['fid']
     assert fid == pytest.approx(digit_frechet(images, 'digits'), rel=1e-4)
 
 

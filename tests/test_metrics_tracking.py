@@ -57,8 +57,8 @@ def test_metrics_jsonl_rows_match_an_offline_evaluation_and_leave_training_uncha
     for a, b in zip(snaps['with']['ema'].state_dict().values(), snaps['without']['ema'].state_dict().values()):
         assert torch.equal(a, b)
     # The last row is the metric of the final EMA network, recomputed offline from the snapshot.
-    offline = registry.evaluate_metric('fd-digits', snaps['with']['ema'], snaps['with']['dataset_kwargs'], 50,
-                                       seed=1)
+    offline = registry.evaluate_metrics(['fd-digits'], snaps['with']['ema'], snaps['with']['dataset_kwargs'], 50,
+                                        seed=1)['fd-digits']
     assert rows[-1]['value'] == pytest.approx(offline, rel=1e-6)
 
 

@@ -88,19 +88,14 @@ class BinarizedDataset(torch.utils.data.Dataset):
             self._base = open_dataset(base, **base_kwargs)
             base_spec = base
         self._init_kwargs = dict(base=base_spec, threshold=threshold, **base_kwargs)
-        self._threshold = threshold
         self._cut = threshold * 255.0
-
-    def binarize(self, image: np.ndarray) -> np.ndarray:
-        """uint8 {0, 255} version of a uint8 image."""
-        return np.where(image > self._cut, np.uint8(255), np.uint8(0))
 
     def __len__(self) -> int:
         return len(self._base)
 
     def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
         image, label = self._base[idx]
-        return self.binarize(image), label
+        return np.where(image > self._cut, np.uint8(255), np.uint8(0)), label
 
     def get_label(self, idx: int) -> np.ndarray:
         return self._base.get_label(idx)
@@ -110,14 +105,6 @@ class BinarizedDataset(torch.utils.data.Dataset):
 
     def close(self) -> None:
         self._base.close()
-
-    @property
-    def base(self) -> Any:
-        return self._base
-
-    @property
-    def threshold(self) -> float:
-        return self._threshold
 
     @property
     def name(self) -> str:
@@ -183,10 +170,6 @@ def _normalize_split(value: str | None) -> str | None:
     if value is None:
         return None
     return _SPLIT_ALIASES.get(str(value).strip().lower())
-
-
-def _chromosome_split(chrom: str) -> str:
-    return {'chr1': 'test', 'chr2': 'validation'}.get(chrom.strip(), 'training')
 
 
 def _read_rows(path: str) -> list[list[str]]:
@@ -261,12 +244,9 @@ def read_dna_table(path: str) -> dict[str, list]:
         splits: list = labels
     else:
         chrom = column('chr') or column('chrom')
-        splits = [_chromosome_split(c) for c in chrom] if chrom is not None else [None] * len(sequences)
+        by_chrom = {'chr1': 'test', 'chr2': 'validation'}   # DNA-Diffusion's held-out chromosomes; the rest trains
+        splits = [by_chrom.get(c, 'training') for c in chrom] if chrom is not None else [None] * len(sequences)
     return dict(sequence=sequences, cell_type=cell_types, split=splits)
-
-
-def _is_table(name: str) -> bool:
-    return name.lower().endswith(TABLE_SUFFIXES)
 
 
 def dna_table_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -275,7 +255,7 @@ def dna_table_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> li
         path = os.fspath(path)
         if os.path.isdir(path):
             tables = sorted(os.path.join(path, f) for f in os.listdir(path)
-                            if _is_table(f) and os.path.isfile(os.path.join(path, f)))
+                            if f.lower().endswith(TABLE_SUFFIXES) and os.path.isfile(os.path.join(path, f)))
             if not tables:
                 raise ValueError(f'Folder {path} holds no DNA tables (.txt, .tsv or .gz files).')
             return tables

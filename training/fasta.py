@@ -11,8 +11,8 @@ Windows line ends, and ignores whitespace inside a sequence line; letters are co
 soft-masked (lower-case) bases are valid. On top of Biopython it refuses, each with one sentence naming the
 file (and the record or line): a file that is not ASCII text, text before the first header, an empty
 record, a letter outside the alphabet, a sequence of the wrong length. Generated samples use the header
-`seed{N} class={cell type}` (`format_header` / `parse_header`); an unconditional network's records carry
-no class field.
+`seed{N} class={cell type}` (`format_header`; `training.metrics.dna_eval.header_cell_type` reads the class
+back); an unconditional network's records carry no class field.
 
 Biopython is the optional `dna` extra; without it `read_fasta`, `write_fasta` and `require_biopython`
 raise `MissingPackageError` (a ValueError), one sentence that names `pip install -e ".[dna]"`. There is no
@@ -22,27 +22,19 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from types import ModuleType
 from typing import Any, Iterable, Sequence
 
 from dnnlib.util import atomic_write
 from training.optional import require
 
-_HEADER = re.compile(r'seed(\d+)(?:\s+class=(\S+))?')
-_PURPOSE = 'Reading and writing FASTA files'
 
-
-def _seqio() -> ModuleType:
-    return require('Bio.SeqIO', _PURPOSE)
-
-
-def require_biopython() -> None:
-    """Raise MissingPackageError (one sentence with the install command) unless Biopython is installed.
+def require_biopython() -> ModuleType:
+    """Biopython's `Bio.SeqIO`; MissingPackageError (one sentence with the install command) without Biopython.
 
     CLIs call it before sampling, so that a missing extra fails at once rather than after the work is done.
     """
-    _seqio()
+    return require('Bio.SeqIO', 'Reading and writing FASTA files')
 
 
 def format_header(seed: int, cell_type: str | None = None) -> str:
@@ -50,14 +42,6 @@ def format_header(seed: int, cell_type: str | None = None) -> str:
     if cell_type is not None and (not cell_type or any(c.isspace() for c in cell_type)):
         raise ValueError(f'A cell-type name in a FASTA header must be non-empty without spaces, got {cell_type!r}.')
     return f'seed{int(seed)}' if cell_type is None else f'seed{int(seed)} class={cell_type}'
-
-
-def parse_header(header: str) -> tuple[int, str | None]:
-    """(seed, cell type or None) from a `seed{N} class={cell type}` header (with or without '>')."""
-    match = _HEADER.fullmatch(header.lstrip('>').strip())
-    if match is None:
-        raise ValueError(f'FASTA header {header!r} is not of the form "seed{{N}} class={{cell type}}".')
-    return int(match.group(1)), match.group(2)
 
 
 def sample_records(seeds: Sequence[int], samples: Any, classes: Sequence[int] | None = None,
@@ -88,7 +72,7 @@ def write_fasta(path: str | os.PathLike, records: Iterable[tuple[str, str]]) -> 
     Biopython's `fasta-2line` writer prints `>HEADER` and the unwrapped sequence. ValueError for a header
     that is blank, not one line or not ASCII, and for a sequence that is empty or not ASCII letters.
     """
-    seqio = _seqio()
+    seqio = require_biopython()
     from Bio.Seq import Seq
     from Bio.SeqRecord import SeqRecord
     seq_records = []
@@ -112,7 +96,7 @@ def read_fasta(path: str | os.PathLike, length: int | None = None, alphabet: str
     or (when `length` is given) a sequence of another length; FileNotFoundError when it does not exist;
     MissingPackageError (a ValueError) without Biopython.
     """
-    seqio = _seqio()
+    seqio = require_biopython()
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'FASTA file {path} does not exist.')

@@ -2,18 +2,11 @@
 
 FID's Inception-v3 features mean little on 8x8 digits, 32x32 MNIST digits or DNA, so those settings measure
 sample quality in the feature space of a small classifier trained here, deterministically, on the real data
-(`digit_features`, `mnist_features`, `dna_features`). This module holds what they share:
-
-- `fit`: deterministic training (one CPU thread, fixed torch seed, Adam, cross-entropy; full-batch or
-  seeded mini-batches, optional seeded augmentation), returning the network in eval mode without gradients;
-- `load_or_train`: a disk cache of trained weights under `dnnlib.util.make_cache_dir_path('metrics')`, keyed by
-  a fingerprint (SHA-256) of the training data and every hyper-parameter (`fingerprint`), written atomically;
-- `feature_stats` / `frechet_to_stats`: mean and unbiased covariance of features and the Fréchet distance of
-  `training.metrics.frechet.frechet_distance`;
-- `ImageClassifierMetric`: the whole Fréchet metric around one grayscale-image classifier (data, held-out
-  split, training with the as-is and binarised training images, caches, features, reference statistics for the
-  real and the binarised images, accuracy, export as an FID detector). `digit_features` and `mnist_features`
-  are instances of it.
+(`digit_features`, `mnist_features`, `dna_features`). This module holds what they share: deterministic training
+(`fit`), a disk cache of the trained weights under `dnnlib.util.make_cache_dir_path('metrics')` keyed by a SHA-256
+fingerprint of the training data and every hyper-parameter (`load_or_train`), feature statistics and their Fréchet
+distance, and `ImageClassifierMetric`, the whole metric around one grayscale-image classifier (`digit_features` and
+`mnist_features` are instances of it).
 
 Image input convention (`images_to_uint8`): uint8 arrays/tensors are pixel values 0..255; floating-point input
 is in the network range [-1, 1] (what the samplers return) and is quantised exactly as EDM saves PNGs,
@@ -23,6 +16,7 @@ the FID detector interface repeats grayscale to three channels) or [N, S*S].
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -32,7 +26,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from training.metrics.memo import Memo
 
 logger = logging.getLogger(__name__)
 
@@ -261,12 +254,11 @@ class ImageClassifierMetric:
         self.train_kwargs = dict(train_kwargs)
         self.split_seed = int(split_seed)
         self._disk_cache = bool(disk_cache)
-        self._memo = Memo()
 
-
+    @functools.cache
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 images [N, S, S], int64 labels [N]) of the real data (loaded once)."""
-        return self._memo('data', self._load_data)
+        return self._load_data()
 
     def split_indices(self, num_items: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(training indices, held-out indices), each sorted."""
@@ -287,23 +279,23 @@ class ImageClassifierMetric:
         y = torch.as_tensor(np.concatenate([labels[train_idx], labels[train_idx]]), dtype=torch.int64)
         return fit(self._make_net, x, y, **self.train_kwargs)
 
+    @functools.cache
     def classifier(self) -> torch.nn.Module:
         """The process-wide classifier: trained on first use (or loaded from the disk cache), then kept."""
-        def build() -> torch.nn.Module:
-            if not self._disk_cache:
-                return self.train()
-            images, labels = self.data()
-            with torch.random.fork_rng(devices=[]):
-                arch = repr(self._make_net())
-            key = fingerprint(images, labels, self.split_indices()[0], arch=arch, **self.train_kwargs)
-            net, meta = load_or_train(self.name, key, self._make_net, lambda: self._train_with_meta())
-            logger.info('%s classifier accuracy: %s', self.name, meta.get('accuracy'))
-            return net
-        return self._memo('classifier', build)
+        if not self._disk_cache:
+            return self.train()
+        images, labels = self.data()
+        with torch.random.fork_rng(devices=[]):
+            arch = repr(self._make_net())
+        key = fingerprint(images, labels, self.split_indices()[0], arch=arch, **self.train_kwargs)
 
-    def _train_with_meta(self) -> tuple[torch.nn.Module, dict]:
-        net = self.train()
-        return net, dict(accuracy=self.accuracy(net))
+        def train() -> tuple[torch.nn.Module, dict]:
+            net = self.train()
+            return net, dict(accuracy=self.accuracy(net))
+
+        net, meta = load_or_train(self.name, key, self._make_net, train)
+        logger.info('%s classifier accuracy: %s', self.name, meta.get('accuracy'))
+        return net
 
     def features(self, images: Any, classifier: torch.nn.Module | None = None) -> np.ndarray:
         """Penultimate-layer features [N, D] (float64) of images (any input accepted by `images_to_uint8`)."""
@@ -320,10 +312,10 @@ class ImageClassifierMetric:
         images = self.data()[0]
         return binarize_uint8(images) if reference.endswith('-binary') else images
 
+    @functools.cache
     def reference_stats(self, reference: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(μ_r, Σ_r) of the real images' features (cached per reference)."""
-        images = self.reference_images(reference)
-        return self._memo(f'stats:{reference or self.name}', lambda: feature_stats(self.features(images)))
+        return feature_stats(self.features(self.reference_images(reference)))
 
     def frechet(self, images: Any, reference: str | None = None) -> float:
         """Fréchet distance between the features of `images` (N >= 2) and of the real images."""

@@ -31,32 +31,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.metrics.classifier_features import (FeatureClassifier, ImageClassifierMetric, binarize_uint8,
-                                                  feature_stats, images_to_uint8)
+from training.metrics.classifier_features import FeatureClassifier, ImageClassifierMetric, images_to_uint8
 
 FEATURE_DIM = 64
-HIDDEN_DIM = 128
-NUM_CLASSES = 10
 NUM_HELDOUT = 360
-SPLIT_SEED = 0
-TRAIN_SEED = 0
-TRAIN_STEPS = 150
-LEARNING_RATE = 1e-2
-WEIGHT_DECAY = 1e-4
-REFERENCES = ('digits', 'digits-binary')
-
-__all__ = ['DigitClassifier', 'binarize_uint8', 'classifier_accuracy', 'digit_features', 'digit_frechet',
-           'export_detector', 'feature_stats', 'get_classifier', 'reference_images', 'reference_stats',
-           'split_indices', 'to_uint8', 'train_classifier']
+TRAIN_KWARGS = dict(seed=0, steps=150, lr=1e-2, weight_decay=1e-4)
 
 
 class DigitClassifier(FeatureClassifier):
     """MLP on flattened 8x8 digits in [0, 1]: 64 -> hidden -> features -> classes, SiLU activations."""
 
     def __init__(self,
-        hidden_dim: int = HIDDEN_DIM,       # Width of the first hidden layer.
+        hidden_dim: int = 128,              # Width of the first hidden layer.
         feature_dim: int = FEATURE_DIM,     # Width of the penultimate layer (the Fréchet features).
-        num_classes: int = NUM_CLASSES,     # Number of digit classes.
+        num_classes: int = 10,              # Number of digit classes.
     ) -> None:
         super().__init__()
         self.fc1 = torch.nn.Linear(64, hidden_dim)
@@ -74,63 +62,24 @@ def _real_digits() -> tuple[np.ndarray, np.ndarray]:
     return load_digits_uint8()
 
 
-TRAIN_KWARGS = dict(seed=TRAIN_SEED, steps=TRAIN_STEPS, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-METRIC_KWARGS = dict(name='digits', side=8, load_data=_real_digits, make_net=DigitClassifier, flatten=True,
-                     num_heldout=NUM_HELDOUT, split_seed=SPLIT_SEED)
-METRIC = ImageClassifierMetric(**METRIC_KWARGS, train_kwargs=TRAIN_KWARGS)
-
-
-def split_indices(num_items: int = 1797) -> tuple[np.ndarray, np.ndarray]:
-    """(training indices, held-out indices): a fixed random permutation, the first 360 held out."""
-    return METRIC.split_indices(num_items)
-
-
-def train_classifier(seed: int = TRAIN_SEED, steps: int = TRAIN_STEPS) -> DigitClassifier:
-    """Train a fresh DigitClassifier deterministically (see the module docstring); returns it in eval mode."""
-    train_kwargs = dict(TRAIN_KWARGS, seed=seed, steps=steps)
-    return ImageClassifierMetric(**METRIC_KWARGS, train_kwargs=train_kwargs).train()
-
-
-def get_classifier() -> DigitClassifier:
-    """The process-wide classifier (trained on first use, then cached in memory)."""
-    return METRIC.classifier()
+METRIC = ImageClassifierMetric(name='digits', side=8, load_data=_real_digits, make_net=DigitClassifier, flatten=True,
+                               num_heldout=NUM_HELDOUT, split_seed=0, train_kwargs=TRAIN_KWARGS)
+# The metric's methods under this module's names (docstrings in `ImageClassifierMetric`): a fixed split (the first
+# 360 of a seeded permutation held out), the classifier trained deterministically (`train_classifier`) or the
+# process-wide one (`get_classifier`), features [N, 64], the real digits and their statistics per reference,
+# the Fréchet distance, the accuracies, the TorchScript FID detector.
+split_indices = METRIC.split_indices
+train_classifier = METRIC.train
+get_classifier = METRIC.classifier
+digit_features = METRIC.features
+reference_images = METRIC.reference_images
+reference_stats = METRIC.reference_stats
+digit_frechet = METRIC.frechet
+classifier_accuracy = METRIC.accuracy
+export_detector = METRIC.export_detector
 
 
 def to_uint8(images: Any) -> np.ndarray:
     """Images as uint8 [N, 64] (see `classifier_features.images_to_uint8` for dtypes, ranges and shapes)."""
     x = images_to_uint8(images, 8)
     return x.reshape(x.shape[0], 64)
-
-
-def digit_features(images: Any, classifier: DigitClassifier | None = None) -> np.ndarray:
-    """Penultimate-layer features [N, 64] (float64) of digit images (any input accepted by `to_uint8`)."""
-    return METRIC.features(images, classifier)
-
-
-def reference_images(reference: str = 'digits') -> np.ndarray:
-    """All 1,797 real digits as uint8 [N, 8, 8], binarised for reference='digits-binary'."""
-    if reference not in REFERENCES:
-        raise ValueError(f'Unknown digit reference {reference!r}; choose one of {", ".join(REFERENCES)}.')
-    return METRIC.reference_images(reference)
-
-
-def reference_stats(reference: str = 'digits') -> tuple[np.ndarray, np.ndarray]:
-    """(μ_r, Σ_r) of the real digits' features (cached per reference)."""
-    reference_images(reference)
-    return METRIC.reference_stats(reference)
-
-
-def digit_frechet(images: Any, reference: str = 'digits') -> float:
-    """Fréchet distance between the classifier features of `images` (N >= 2) and of the real digits."""
-    reference_images(reference)
-    return METRIC.frechet(images, reference)
-
-
-def classifier_accuracy(classifier: DigitClassifier | None = None) -> dict[str, float]:
-    """Accuracy on the training split and on the held-out digits, as is and binarised."""
-    return METRIC.accuracy(classifier)
-
-
-def export_detector(path: str | None = None, classifier: DigitClassifier | None = None) -> bytes:
-    """TorchScript bytes of the feature extractor in the FID detector interface; written atomically to `path`."""
-    return METRIC.export_detector(path, classifier)

@@ -54,7 +54,6 @@ from training.metrics import dna_features, kmer, motif
 from training.metrics.classifier_features import feature_stats
 from training.metrics import sequences as seqs
 from training.metrics.sequences import as_codes
-from training.metrics.memo import Memo
 
 DNA_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')               # also train.py --metrics names
 REPORT_METRICS = DNA_METRICS + ('motifp-dna', 'gc-dna', 'cpg-dna', 'memo-dna', 'marker-dna')
@@ -72,6 +71,10 @@ class DNASplit:
     codes: np.ndarray
     labels: np.ndarray
     cell_types: list[str]
+
+    def of_type(self, cell_type: str) -> np.ndarray:
+        """Codes of one cell type (ALL_TYPES = every row)."""
+        return self.codes if cell_type == ALL_TYPES else self.codes[self.labels == self.cell_types.index(cell_type)]
 
 
 def load_dna_split(data: Any, split: str, all_cell_types: bool = False) -> DNASplit:
@@ -115,8 +118,6 @@ class DNAReference:
         self.cell_types = self.reference.cell_types
         self.seq_len = int(self.reference.codes.shape[1])
         self._config = classifier_config
-        self._memo = Memo()
-
 
     def resolve_cell_type(self, name: str | None) -> str:
         """A cell-type name as the tables spell it (exact, or the prefix before '_'); ALL_TYPES for None."""
@@ -130,53 +131,47 @@ class DNAReference:
 
     def sequences(self, cell_type: str) -> np.ndarray:
         """Reference codes of one cell type (ALL_TYPES = every reference sequence)."""
-        if cell_type == ALL_TYPES:
-            return self.reference.codes
-        return self.reference.codes[self.reference.labels == self.cell_types.index(cell_type)]
+        return self.reference.of_type(cell_type)
 
+    @functools.cache
     def classifier(self) -> dna_features.DNAClassifierInfo:
         """The cell-type classifier trained on the training split of the same tables (cached)."""
-        def build() -> dna_features.DNAClassifierInfo:
-            train = load_dna_split(self.data, 'training', all_cell_types=True)
-            test = load_dna_split(self.data, 'test', all_cell_types=True)
-            return dna_features.get_dna_classifier(train.codes, train.labels, train.cell_types,
-                                                   test=(test.codes, test.labels), config=self._config)
-        return self._memo('classifier', build)
+        train = load_dna_split(self.data, 'training', all_cell_types=True)
+        test = load_dna_split(self.data, 'test', all_cell_types=True)
+        return dna_features.get_dna_classifier(train.codes, train.labels, train.cell_types,
+                                               test=(test.codes, test.labels), config=self._config)
 
+    @functools.cache
     def feature_stats(self, cell_type: str) -> tuple[np.ndarray, np.ndarray]:
-        net = self.classifier().net
-        return self._memo(f'fd:{cell_type}',
-                          lambda: feature_stats(dna_features.dna_features(self.sequences(cell_type), net)))
+        return feature_stats(dna_features.dna_features(self.sequences(cell_type), self.classifier().net))
 
+    @functools.cache
     def training(self) -> DNASplit:
         """The training split of the same tables (every cell type the dataset keeps)."""
-        return self._memo('training', lambda: load_dna_split(self.data, 'training'))
+        return load_dna_split(self.data, 'training')
 
-    def training_sequences(self, cell_type: str) -> np.ndarray:
-        train = self.training()
-        if cell_type == ALL_TYPES:
-            return train.codes
-        return train.codes[train.labels == train.cell_types.index(cell_type)]
-
+    @functools.cache
     def motifs(self) -> motif.MotifSet:
         """JASPAR 2020 CORE vertebrates with thresholds at 1% FPR per sequence on dinucleotide-shuffled
         training sequences (BACKGROUND_SIZE of them, fixed seed)."""
-        def build() -> motif.MotifSet:
-            codes = self.training().codes
-            pick = np.random.RandomState(0).choice(len(codes), min(BACKGROUND_SIZE, len(codes)), replace=False)
-            return motif.calibrated(motif.load_jaspar(), seqs.dinucleotide_shuffled(codes[np.sort(pick)], seed=0))
-        return self._memo('motifs', build)
+        codes = self.training().codes
+        pick = np.random.RandomState(0).choice(len(codes), min(BACKGROUND_SIZE, len(codes)), replace=False)
+        return motif.calibrated(motif.load_jaspar(), seqs.dinucleotide_shuffled(codes[np.sort(pick)], seed=0))
 
+    @functools.cache
     def motif_counts(self, cell_type: str) -> np.ndarray:
         """Summed top-20 hit counts [M] of up to MOTIF_REFERENCE_MAX training sequences of the cell type."""
-        def build() -> np.ndarray:
-            codes = _draw(self.training_sequences(cell_type), MOTIF_REFERENCE_MAX, seed=1)
-            return motif.motif_counts(codes, self.motifs(), max_hits=motif.MAX_HITS)
-        return self._memo(f'motif:{cell_type}', build)
+        codes = _draw(self.training().of_type(cell_type), MOTIF_REFERENCE_MAX, seed=1)
+        return motif.motif_counts(codes, self.motifs(), max_hits=motif.MAX_HITS)
+
+    @functools.cache
+    def motifp_counts(self, cell_type: str) -> np.ndarray:
+        """Hits [M] at p < 1e-4 of the JASPAR motifs in the reference sequences of the cell type."""
+        return motif.motif_counts(self.sequences(cell_type), motif.load_jaspar())
 
     def floor_sequences(self, metric: str, cell_type: str, n: int) -> np.ndarray:
         """n real sequences of the cell type from the split the metric does not compare with (fixed seed)."""
-        pool = self.sequences(cell_type) if metric in AGAINST_TRAINING else self.training_sequences(cell_type)
+        pool = self.sequences(cell_type) if metric in AGAINST_TRAINING else self.training().of_type(cell_type)
         return _draw(pool, n, seed=2)
 
     def marker_shares(self, generated: np.ndarray, groups: np.ndarray) -> dict[str, float]:
@@ -207,17 +202,12 @@ class DNAReference:
                                        self.motif_counts(cell_type))
             return div['kl'], dict(motifs=div['motifs'])
         if metric == 'motifp-dna':
-            jaspar = motif.load_jaspar()
-            reference = self._memo(f'motifp:{cell_type}',
-                                   lambda: motif.motif_counts(self.sequences(cell_type), jaspar))
-            div = motif.motif_divergence(motif.motif_counts(generated, jaspar), reference)
+            generated_counts = motif.motif_counts(generated, motif.load_jaspar())
+            div = motif.motif_divergence(generated_counts, self.motifp_counts(cell_type))
             return div['kl'], dict(js_bits=div['js'])
-        if metric == 'gc-dna':
-            gc = seqs.gc_content
-            return float(wasserstein_distance(gc(generated), gc(self.sequences(cell_type)))), {}
-        if metric == 'cpg-dna':
-            return float(wasserstein_distance(seqs.cpg_observed_expected(generated),
-                                              seqs.cpg_observed_expected(self.sequences(cell_type)))), {}
+        if metric in ('gc-dna', 'cpg-dna'):
+            share = seqs.gc_content if metric == 'gc-dna' else seqs.cpg_observed_expected
+            return float(wasserstein_distance(share(generated), share(self.sequences(cell_type)))), {}
         if metric == 'memo-dna':
             identity = seqs.best_identity(generated, self.training().codes)
             return float((identity >= MEMO_IDENTITY).mean()), dict(max_identity=float(identity.max()))
@@ -294,12 +284,10 @@ def evaluate_sequences(generated: Any, cell_types: Sequence[str | None] | None, 
             if real:
                 floor_values['marker-dna'] = reference.marker_shares(
                     np.concatenate(list(real.values())), np.concatenate([[g] * len(r) for g, r in real.items()]))
-    for m in metrics:
-        present = [values[m][g] for g in groups if g in values[m]]
-        values[m]['mean'] = float(np.mean(present)) if present else float('nan')
-        if floors:
-            present = [floor_values[m][g] for g in groups if g in floor_values.get(m, {})]
-            floor_values.setdefault(m, {})['mean'] = float(np.mean(present)) if present else float('nan')
+    for table in (values, floor_values) if floors else (values,):
+        for m in metrics:
+            present = [table[m][g] for g in groups if g in table[m]]
+            table[m]['mean'] = float(np.mean(present)) if present else float('nan')
     classifier = None
     if 'fd-dna' in metrics:
         info = reference.classifier()

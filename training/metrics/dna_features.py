@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -47,8 +46,7 @@ from training.metrics.sequences import as_codes, one_hot, shuffled_sequences
 METRIC_NAME = 'FD (cell-type CNN; stand-in for Sei-FID)'
 FEATURE_DIM = 64
 logger = logging.getLogger(__name__)
-_lock = threading.Lock()
-_memory: dict[str, 'DNAClassifierInfo'] = {}
+_memory: dict[str, 'DNAClassifierInfo'] = {}   # fingerprint -> classifier, built once per process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,10 +104,6 @@ class DNAClassifierInfo:
     background_accuracy: float | None = None  # Shuffled test sequences recognised as background (if any).
 
 
-def _inputs(codes: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(one_hot(codes))
-
-
 def _with_background(codes: np.ndarray, labels: np.ndarray, num_cell_types: int,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Append N / num_cell_types shuffled copies of randomly chosen sequences, labelled num_cell_types."""
@@ -125,7 +119,7 @@ def train_dna_classifier(codes: Any, labels: Any, num_cell_types: int,
     codes, labels = as_codes(codes), np.asarray(labels, dtype=np.int64)
     if config.background:
         codes, labels = _with_background(codes, labels, num_cell_types, config.seed)
-    x = _inputs(codes)
+    x = torch.from_numpy(one_hot(codes))
     y = torch.as_tensor(labels, dtype=torch.int64)
     steps = max(config.epochs * -(-x.shape[0] // config.batch_size), config.min_steps)
     num_classes = num_cell_types + int(config.background)
@@ -135,7 +129,7 @@ def train_dna_classifier(codes: Any, labels: Any, num_cell_types: int,
 
 def _predict(net: DNAClassifier, codes: np.ndarray, num_classes: int) -> np.ndarray:
     """Arg-max over the first num_classes logits."""
-    return apply_batched(net, _inputs(codes), 512)[:, :num_classes].argmax(dim=1).numpy()
+    return apply_batched(net, torch.from_numpy(one_hot(codes)), 512)[:, :num_classes].argmax(dim=1).numpy()
 
 
 def get_dna_classifier(train_codes: Any, train_labels: Any, cell_types: Sequence[str],
@@ -157,9 +151,8 @@ def get_dna_classifier(train_codes: Any, train_labels: Any, cell_types: Sequence
     with torch.random.fork_rng(devices=[]):
         arch = repr(make_net())
     key = fingerprint(codes, labels, cell_types=cell_types, arch=arch, **dataclasses.asdict(config))
-    with _lock:
-        if key in _memory:
-            return _memory[key]
+    if key in _memory:
+        return _memory[key]
 
     def train() -> tuple[DNAClassifier, dict]:
         net = train_dna_classifier(codes, labels, num_types, config)
@@ -178,13 +171,12 @@ def get_dna_classifier(train_codes: Any, train_labels: Any, cell_types: Sequence
                              meta.get('background_accuracy'))
     logger.info('DNA cell-type classifier (%s): train accuracy %.3f, test accuracy %s', ', '.join(cell_types),
                 info.train_accuracy, 'n/a' if info.test_accuracy is None else f'{info.test_accuracy:.3f}')
-    with _lock:
-        return _memory.setdefault(key, info)
+    return _memory.setdefault(key, info)
 
 
 def dna_features(sequences: Any, classifier: DNAClassifier) -> np.ndarray:
     """Penultimate-layer features [N, D] (float64) of sequences."""
-    return apply_batched(classifier.features, _inputs(as_codes(sequences)), 512).to(torch.float64).numpy()
+    return apply_batched(classifier.features, torch.from_numpy(one_hot(sequences)), 512).to(torch.float64).numpy()
 
 
 def dna_frechet(generated: Any, reference: Any, classifier: DNAClassifier) -> float:

@@ -96,8 +96,6 @@ def frechet_distance(mu: np.ndarray, sigma: np.ndarray, mu_ref: np.ndarray, sigm
                          f'vs reference mu {list(mu_ref.shape)} / sigma {list(sigma_ref.shape)}.')
     mean_term = np.square(mu - mu_ref).sum()
     sqrt_prod = scipy.linalg.sqrtm(sigma @ sigma_ref)
-    if isinstance(sqrt_prod, tuple):  # older scipy with disp=False semantics
-        sqrt_prod = sqrt_prod[0]
     return float(np.real(mean_term + np.trace(sigma + sigma_ref - 2 * sqrt_prod)))
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 
-from training.metrics.sequences import as_codes
+from training.metrics.sequences import as_codes, kmer_codes
 
 KS = (1, 2, 3, 4, 5, 6)
 
@@ -27,14 +27,10 @@ def kmer_spectrum(sequences: Any, k: int) -> np.ndarray:
     if not 1 <= int(k) <= 12:
         raise ValueError(f'k must lie in 1..12, got {k}.')
     k = int(k)
-    codes = as_codes(sequences).astype(np.int64)
-    n, length = codes.shape
-    if length < k:
+    codes = as_codes(sequences)
+    if codes.shape[1] < k:
         return np.zeros(4 ** k, dtype=np.int64)
-    index = np.zeros([n, length - k + 1], dtype=np.int64)
-    for j in range(k):
-        index = index * 4 + codes[:, j:length - k + 1 + j]
-    return np.bincount(index.ravel(), minlength=4 ** k)
+    return np.bincount(kmer_codes(codes, k).ravel().astype(np.int64), minlength=4 ** k)
 
 
 def js_divergence(p: Any, q: Any) -> float:

@@ -30,11 +30,8 @@ import torch
 from training.metrics.classifier_features import FeatureClassifier, ImageClassifierMetric
 
 FEATURE_DIM = 64
-NUM_CLASSES = 10
 NUM_HELDOUT = 1000
-SPLIT_SEED = 0
 TRAIN_KWARGS = dict(seed=0, steps=750, lr=2e-3, weight_decay=1e-4, batch_size=128)
-REFERENCES = ('mnist5k', 'mnist5k-binary')
 
 
 class MnistClassifier(FeatureClassifier):
@@ -43,7 +40,7 @@ class MnistClassifier(FeatureClassifier):
     def __init__(self,
         channels: tuple[int, int, int] = (16, 32, 64),  # Output channels of the three convolutions.
         feature_dim: int = FEATURE_DIM,     # Width of the penultimate layer (the Fréchet features).
-        num_classes: int = NUM_CLASSES,     # Number of digit classes.
+        num_classes: int = 10,              # Number of digit classes.
     ) -> None:
         super().__init__()
         c1, c2, c3 = channels
@@ -66,35 +63,15 @@ def _real_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 METRIC = ImageClassifierMetric(name='mnist5k', side=32, load_data=_real_mnist, make_net=MnistClassifier,
-                               flatten=False, num_heldout=NUM_HELDOUT, split_seed=SPLIT_SEED,
-                               train_kwargs=TRAIN_KWARGS, disk_cache=True)
-
-
-def train_classifier() -> MnistClassifier:
-    """A freshly trained classifier (deterministic; bypasses the caches)."""
-    return METRIC.train()
-
-
-def get_classifier() -> MnistClassifier:
-    """The process-wide classifier (from the disk cache, else trained once and cached)."""
-    return METRIC.classifier()
-
-
-def mnist_features(images: np.ndarray | torch.Tensor, classifier: MnistClassifier | None = None) -> np.ndarray:
-    """Penultimate-layer features [N, 64] (float64) of 32x32 digit images."""
-    return METRIC.features(images, classifier)
-
-
-def mnist_frechet(images: np.ndarray | torch.Tensor, reference: str = 'mnist5k') -> float:
-    """Fréchet distance between the classifier features of `images` (N >= 2) and of the 5,000 real digits."""
-    return METRIC.frechet(images, reference)
-
-
-def classifier_accuracy(classifier: MnistClassifier | None = None) -> dict[str, float]:
-    """Accuracy on the 4,000 training digits and the 1,000 held-out ones, as is and binarised."""
-    return METRIC.accuracy(classifier)
-
-
-def export_detector(path: str | None = None, classifier: MnistClassifier | None = None) -> bytes:
-    """TorchScript bytes of the feature extractor in the FID detector interface; written atomically to `path`."""
-    return METRIC.export_detector(path, classifier)
+                               flatten=False, num_heldout=NUM_HELDOUT, split_seed=0, train_kwargs=TRAIN_KWARGS,
+                               disk_cache=True)
+# The metric's methods under this module's names (docstrings in `ImageClassifierMetric`): a fresh deterministic
+# training that bypasses the caches (`train_classifier`), the process-wide classifier from the disk cache
+# (`get_classifier`), features [N, 64], the Fréchet distance to the 5,000 real digits, the accuracies on the 4,000
+# training and 1,000 held-out digits, the TorchScript FID detector.
+train_classifier = METRIC.train
+get_classifier = METRIC.classifier
+mnist_features = METRIC.features
+mnist_frechet = METRIC.frechet
+classifier_accuracy = METRIC.accuracy
+export_detector = METRIC.export_detector

@@ -29,7 +29,7 @@ divergence  occurrence distribution p_i = (c_i + 1) / Σ_j (c_j + 1): a pseudoco
 from __future__ import annotations
 
 import dataclasses
-import threading
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,9 +49,6 @@ OCCURRENCE_PSEUDOCOUNT = 1.0
 SCAN_CHUNK = 128
 FPR = 0.01                 # per-sequence false-positive rate of the calibrated thresholds (gimme scan -g)
 MAX_HITS = 20              # hits counted per motif per sequence (gimme scan -n 20)
-
-_lock = threading.Lock()
-_jaspar_cache: dict[tuple, 'MotifSet'] = {}
 
 
 def log_odds(counts: Any, pseudocount: float = PSEUDOCOUNT, background: Sequence[float] = BACKGROUND) -> np.ndarray:
@@ -112,13 +109,10 @@ class MotifSet:
         return len(self.names)
 
 
+@functools.cache
 def load_jaspar(release: str = JASPAR_RELEASE, collection: str = 'CORE', tax_group: str = 'vertebrates',
                 p_value: float = P_VALUE) -> MotifSet:
     """The JASPAR motifs of a release/collection/taxonomic group from `pyjaspar` (cached per process)."""
-    key = (release, collection, tax_group, float(p_value))
-    with _lock:
-        if key in _jaspar_cache:
-            return _jaspar_cache[key]
     pyjaspar = require('pyjaspar', 'The motif metric (JASPAR motifs)')
     motifs = pyjaspar.jaspardb(release=release).fetch_motifs(collection=collection, tax_group=[tax_group])
     if not motifs:
@@ -126,17 +120,7 @@ def load_jaspar(release: str = JASPAR_RELEASE, collection: str = 'CORE', tax_gro
     motifs = sorted(motifs, key=lambda m: m.matrix_id)
     names = [f'{m.matrix_id} {m.name}' for m in motifs]
     counts = [np.array([m.counts[b] for b in 'ACGT'], dtype=np.float64) for m in motifs]
-    motif_set = MotifSet.from_counts(names, counts, p_value=p_value)
-    with _lock:
-        _jaspar_cache[key] = motif_set
-    return motif_set
-
-
-def _width_groups(motif_set: MotifSet) -> dict[int, list[int]]:
-    groups: dict[int, list[int]] = {}
-    for i, s in enumerate(motif_set.scores):
-        groups.setdefault(s.shape[0], []).append(i)
-    return groups
+    return MotifSet.from_counts(names, counts, p_value=p_value)
 
 
 def _scan(sequences: Any, motif_set: MotifSet, thresholds: np.ndarray | None,
@@ -147,7 +131,10 @@ def _scan(sequences: Any, motif_set: MotifSet, thresholds: np.ndarray | None,
     n, _, length = x.shape
     fill = np.iinfo(np.int64).min if thresholds is None else 0
     out = np.full([n, len(motif_set)], fill, dtype=np.int64)
-    for width, members in _width_groups(motif_set).items():
+    groups: dict[int, list[int]] = {}          # motif width -> the motifs of that width, scanned together
+    for i, s in enumerate(motif_set.scores):
+        groups.setdefault(s.shape[0], []).append(i)
+    for width, members in groups.items():
         if width > length:
             continue
         forward = np.stack([motif_set.scores[i] for i in members])          # [G, W, 4]
@@ -239,12 +226,6 @@ def motif_divergence(generated_counts: Any, reference_counts: Any,
     if p.shape != q.shape:
         raise ValueError(f'Motif count vectors differ in length: {p.size} and {q.size}.')
     return dict(kl=float(rel_entr(p, q).sum()), js=js_divergence(p, q))
-
-
-def motif_comparison(generated: Any, reference: Any, motif_set: MotifSet | None = None) -> dict[str, float]:
-    """Scan both sequence sets (JASPAR 2020 CORE vertebrates by default) and return `motif_divergence`."""
-    motif_set = load_jaspar() if motif_set is None else motif_set
-    return motif_divergence(motif_counts(generated, motif_set), motif_counts(reference, motif_set))
 
 
 # Marker motifs per cell type (JASPAR 2020 CORE vertebrates): K562 (erythroleukaemia) GATA1 and GATA1::TAL1;

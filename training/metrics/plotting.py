@@ -74,8 +74,8 @@ def profile_panels(profile: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None,
                  schedule: str = 'InfoNoise') -> None:
     """Four panels against σ (log axes): target ρ (or the counts, see `profile_panels`), sampling density π,
-    φ = π·w (each per unit ln σ, see `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a dashed vertical line. The default
-    title names the `schedule` whose profile it is and the step.
+    φ = π·w (each per unit ln σ, see `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a
+    dashed vertical line. The default title names the `schedule` whose profile it is and the step.
     """
     sigma = _array(profile, 'sigma')
     if sigma is None:

@@ -26,10 +26,9 @@ same code at a given size: the value a generator that reproduces the training da
 fd-mnist is the whole real set; sequence metrics: the training split against the test split, the same number
 of sequences per cell type as `sample` draws).
 
-Cost (busy shared 2-core CPU): the first DNA evaluation of a process loads the reference split, scans it for
-the 746 motifs (about 10 s for the 2,279 K562 + HepG2 test sequences) and loads (or, once per machine, trains
-for about 3 minutes) the cell-type classifier; later evaluations only sample and scan the samples (about 5 s
-per 1,000 sequences for motif-dna). fd-mnist trains its classifier once per machine (about 1 minute).
+Cost: the first DNA evaluation of a process loads and motif-scans the reference split and loads (or, once per
+machine, trains) the cell-type classifier; fd-mnist trains its classifier once per machine. Later evaluations
+only sample and score the samples.
 """
 from __future__ import annotations
 
@@ -39,14 +38,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from training.metrics.memo import Memo
-
 METRICS = ('fd-digits', 'fd-mnist', 'fd-dna', 'kmer-dna', 'motif-dna', 'fid')
 SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 IMAGE_SIDES = {'fd-digits': 8, 'fd-mnist': 32}
 DEFAULT_BATCH = 64
 
-_memo = Memo()   # reference statistics, built once per process
+_fid_references: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # reference statistics, built once per process
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
@@ -109,7 +106,6 @@ def check_metric_applicable(name: str, net_or_dataset_kwargs: Any) -> None:
         raise ValueError(f'{name} measures {side}x{side} digit images, but this run generates {what}{shown}.')
 
 
-
 def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.device | str = 'cpu',
            num_steps: int = 18, batch: int = DEFAULT_BATCH,
            guidance: float = 1.0) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -147,9 +143,7 @@ def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.
 
 def is_discrete(dataset_kwargs: Mapping[str, Any] | None) -> bool:
     """Whether the run's data are discrete (binarised images or DNA), i.e. whether samples are decoded."""
-    if dataset_kwargs is None:
-        return False
-    return _is_binarized(dataset_kwargs) or _class_name(dataset_kwargs).endswith('DNADataset')
+    return _is_binarized(dataset_kwargs) or _class_name(dataset_kwargs or {}).endswith('DNADataset')
 
 
 def decode(samples: torch.Tensor) -> torch.Tensor:
@@ -176,10 +170,10 @@ def real_floor(names: Sequence[str], dataset_kwargs: Mapping[str, Any], num_samp
     if sequence_names:
         from training.metrics import dna_eval
         train = dna_eval.load_dna_split(dict(dataset_kwargs), 'training')
-        reference = dna_eval.get_reference(dict(dataset_kwargs), 'test')
+        classes = np.arange(num_samples) % label_dim if label_dim else None
         if label_dim:
-            order = list(dataset_kwargs.get('cell_types') or reference.cell_types)
-            wanted = [order[c] for c in np.arange(num_samples) % label_dim]
+            order = list(dataset_kwargs.get('cell_types') or train.cell_types)
+            wanted = [order[c] for c in classes]
             pools = {c: rng.permutation(np.flatnonzero(np.array(train.cell_types)[train.labels] == c))
                      for c in set(wanted)}
             short = [c for c, pool in pools.items() if len(pool) < wanted.count(c)]
@@ -187,12 +181,11 @@ def real_floor(names: Sequence[str], dataset_kwargs: Mapping[str, Any], num_samp
                 raise ValueError(f'The training split has fewer than {wanted.count(short[0])} {short[0]} sequences.')
             taken = {c: iter(pool) for c, pool in pools.items()}
             index = [next(taken[c]) for c in wanted]
-            cell_types = wanted
         else:
             if len(train.codes) < num_samples:
                 raise ValueError(f'The training split has only {len(train.codes)} sequences.')
-            index, cell_types = rng.permutation(len(train.codes))[:num_samples], None
-        report = dna_eval.evaluate_sequences(train.codes[np.asarray(index)], cell_types, reference, sequence_names)
+            index = rng.permutation(len(train.codes))[:num_samples]
+        report = _sequence_report(sequence_names, train.codes[np.asarray(index)], classes, dataset_kwargs)
         values.update({m: float(report.values[m]['mean']) for m in sequence_names})
     image_names = [n for n in names if n not in SEQUENCE_METRICS]
     if image_names:
@@ -205,11 +198,6 @@ def real_floor(names: Sequence[str], dataset_kwargs: Mapping[str, Any], num_samp
         samples = images.to(torch.float64) / 127.5 - 1
         values.update(evaluate_samples(image_names, samples, None, dataset_kwargs, device, batch))
     return {n: float(values[n]) for n in names}
-
-
-def _image_reference(dataset_kwargs: Mapping[str, Any] | None, metric: str) -> str:
-    name = {'fd-digits': 'digits', 'fd-mnist': 'mnist5k'}[metric]
-    return f'{name}-binary' if _is_binarized(dataset_kwargs) else name
 
 
 @functools.cache
@@ -239,13 +227,15 @@ def _fid(images_uint8: torch.Tensor, dataset_kwargs: Mapping[str, Any] | None, d
         return frechet.compute_stats(frechet.dataset_batches(dataset, batch), det, det.feature_dim, device)
 
     ref_key = ref if ref is not None else repr(sorted((dataset_kwargs or {}).items()))
-    mu_ref, sigma_ref = _memo(('fid-ref', url, ref_key), reference)
+    if (url, ref_key) not in _fid_references:
+        _fid_references[url, ref_key] = reference()
+    mu_ref, sigma_ref = _fid_references[url, ref_key]
     batches = (images_uint8[i:i + batch] for i in range(0, len(images_uint8), batch))
     mu, sigma = frechet.compute_stats(batches, det, det.feature_dim, device)
     return frechet.frechet_distance(mu, sigma, mu_ref, sigma_ref)
 
 
-def _sequence_report(names: Sequence[str], samples: torch.Tensor, classes: np.ndarray | None,
+def _sequence_report(names: Sequence[str], samples: torch.Tensor | np.ndarray, classes: np.ndarray | None,
                      dataset_kwargs: Mapping[str, Any] | None) -> Any:
     from training.metrics import dna_eval
     if dataset_kwargs is None:
@@ -255,20 +245,7 @@ def _sequence_report(names: Sequence[str], samples: torch.Tensor, classes: np.nd
     if classes is not None:
         order = list(dataset_kwargs.get('cell_types') or reference.cell_types)
         cell_types = [order[int(c)] for c in classes]
-    return dna_eval.evaluate_sequences(samples.numpy(), cell_types, reference, list(names))
-
-
-def dna_report(net: torch.nn.Module, dataset_kwargs: Mapping[str, Any], num_samples: int,
-               names: Sequence[str] = SEQUENCE_METRICS, seed: int = 0, device: torch.device | str = 'cpu',
-               num_steps: int = 18, batch: int = DEFAULT_BATCH, guidance: float = 1.0) -> Any:
-    """The full `dna_eval.SequenceReport` (per cell type, per-k k-mer JS, motif JS, classifier accuracy) of a
-    DNA network's samples: what `evaluate_metrics` reduces to one mean value per metric."""
-    names = parse_metrics(names)
-    for name in names:
-        check_metric_applicable(name, net)
-        check_metric_applicable(name, dataset_kwargs)
-    samples, classes = sample(net, num_samples, seed, device, num_steps, batch, guidance)
-    return _sequence_report(names, samples, classes, dataset_kwargs)
+    return dna_eval.evaluate_sequences(samples, cell_types, reference, list(names))
 
 
 def evaluate_metrics(names: Sequence[str], net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None,
@@ -303,21 +280,11 @@ def evaluate_samples(names: Sequence[str], samples: torch.Tensor, classes: np.nd
     from training.generation import to_uint8
     images = to_uint8(samples) if len(sequence_names) < len(names) else None
     for name in names:
-        if name == 'fd-digits':
-            from training.metrics.digit_features import digit_frechet
-            values[name] = digit_frechet(images, _image_reference(dataset_kwargs, name))
-        elif name == 'fd-mnist':
-            from training.metrics.mnist_features import mnist_frechet
-            values[name] = mnist_frechet(images, _image_reference(dataset_kwargs, name))
+        if name in IMAGE_SIDES:   # against the real digits, binarised ones ('-binary') when the data are binarised
+            from training.metrics import digit_features, mnist_features
+            metric = (digit_features if name == 'fd-digits' else mnist_features).METRIC
+            values[name] = metric.frechet(images, metric.references[int(_is_binarized(dataset_kwargs))])
         elif name == 'fid':
             values[name] = _fid(images, dataset_kwargs, device, detector, ref, batch)
     return {n: float(values[n]) for n in names}
 
-
-def evaluate_metric(name: str, net: torch.nn.Module, dataset_kwargs: Mapping[str, Any] | None, num_samples: int,
-                    seed: int = 0, device: torch.device | str = 'cpu', num_steps: int = 18,
-                    batch: int = DEFAULT_BATCH, detector: str | None = None, ref: str | None = None,
-                    guidance: float = 1.0) -> float:
-    """One metric of the (EMA) network `net` on `num_samples` deterministic samples; lower is better."""
-    return evaluate_metrics([name], net, dataset_kwargs, num_samples, seed, device, num_steps, batch, detector,
-                            ref, guidance)[name]

@@ -111,18 +111,10 @@ def _shuffle_one(seq: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     letters = [v for v in range(4) if exits[v] and v != last]
     while True:
         final = {v: exits[v][rng.randint(len(exits[v]))] for v in letters}
-        ok = True
-        for v in letters:                      # following final exits from v must reach `last` without a cycle
-            seen, u = set(), v
-            while u != last:
-                if u in seen:
-                    ok = False
-                    break
-                seen.add(u)
-                u = final[u]
-            if not ok:
-                break
-        if ok:
+        ends = dict(final)
+        for _ in range(3):    # following final exits, a letter reaches `last` within 3 more steps unless they cycle
+            ends = {v: final.get(u, u) for v, u in ends.items()}
+        if all(u == last for u in ends.values()):
             break
     order: list[list[int]] = []
     for v in range(4):
@@ -161,8 +153,8 @@ def cpg_observed_expected(sequences: Any) -> np.ndarray:
 SEED_K = 16          # exact seed length of the memorisation search (see `best_identity`)
 
 
-def _kmer_codes(c: np.ndarray, k: int) -> np.ndarray:
-    """uint64 codes [N, L − k + 1] of every k-mer of codes [N, L]."""
+def kmer_codes(c: np.ndarray, k: int) -> np.ndarray:
+    """uint64 codes [N, L − k + 1] of every overlapping k-mer of codes [N, L] (k ≤ L): Σ_j c[i + j] · 4^(k−1−j)."""
     out = np.zeros([c.shape[0], c.shape[1] - k + 1], dtype=np.uint64)
     for j in range(k):
         out = out * np.uint64(4) + c[:, j:c.shape[1] - k + 1 + j].astype(np.uint64)
@@ -186,11 +178,11 @@ def best_identity(queries: Any, targets: Any, max_shift: int = 10) -> np.ndarray
     best = np.zeros(len(q))
     if length < SEED_K or not len(t) or not len(q):
         return best
-    tk = _kmer_codes(t, SEED_K)
+    tk = kmer_codes(t, SEED_K)
     flat = tk.ravel()
     order = np.argsort(flat, kind='stable')
     sorted_codes, owner = flat[order], order // tk.shape[1]
-    qk = _kmer_codes(q, SEED_K)
+    qk = kmer_codes(q, SEED_K)
     lo = np.searchsorted(sorted_codes, qk.ravel(), side='left')
     hi = np.searchsorted(sorted_codes, qk.ravel(), side='right')
     query_of = np.repeat(np.arange(len(q)), qk.shape[1])
@@ -200,10 +192,7 @@ def best_identity(queries: Any, targets: Any, max_shift: int = 10) -> np.ndarray
             pairs.add((int(query_of[i]), int(j)))
     for a, b in pairs:
         qa, tb = q[a], t[b]
-        for d in range(-max_shift, max_shift + 1):
-            if d >= 0:
-                same = int((qa[:length - d] == tb[d:]).sum())
-            else:
-                same = int((qa[-d:] == tb[:length + d]).sum())
+        for d in range(-max_shift, max_shift + 1):      # qa[i] against tb[i + d] over their overlap
+            same = int((qa[max(-d, 0):length - max(d, 0)] == tb[max(d, 0):length + min(d, 0)]).sum())
             best[a] = max(best[a], same / length)
     return best
