@@ -163,3 +163,16 @@ def test_train_generate_fid_chain(tmp_path):
                                            '--metrics', 'kmer,gc,cpg,memo'])
     assert result.exit_code == 0, result.output
     assert 'real-data floor' in result.output and result.output.count('(') >= 4 * (types + 1)
+
+
+def test_real_floor_does_not_depend_on_string_hashing():
+    """The real-data floor of a conditional DNA run draws its per-cell-type pools in a fixed order: the same value in
+    processes with different string-hash seeds (it once iterated a set of cell-type names)."""
+    import subprocess
+    import sys
+    code = ('from training.metrics import registry; print(repr(registry.real_floor(["kmer-dna"], '
+            f'dict(spec="dna:{EXCERPT}", use_labels=True), 24, label_dim=2)["kmer-dna"]))')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    values = {subprocess.run([sys.executable, '-c', code], env={**os.environ, 'PYTHONHASHSEED': str(h)}, cwd=root,
+                             capture_output=True, text=True, check=True).stdout for h in range(6)}
+    assert len(values) == 1, values

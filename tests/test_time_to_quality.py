@@ -75,15 +75,15 @@ def test_dry_run_lists_states_and_commands(tmp_path):
     assert '# bmnist/lognormal--0.4-1.8-seed0: new' in lines and '# bmnist/lognormal-0.4-0.8-seed0: new' in lines
     train = next(line for line in lines if 'lognormal--1.2-1.2-seed0' in line and 'train.py' in line)
     assert '--p-mean -1.2 --p-std 1.2 --weighting unit' in train and '--dump 1' in train
-    assert '--kimg 192 --tick 16' in train and '--metrics-every 16' in train     # 12 evaluations
+    assert '--kimg 384 --tick 16' in train and '--metrics-every 16' in train     # 24 evaluations
     import train as train_cli
     args = train.split('train.py', 1)[1].split()
     train_cli.main.make_context('train.py', args)                            # train.py accepts the command
 
 
-def test_protocol_rows_have_twelve_even_evaluations():
+def test_protocol_rows_have_at_least_twelve_even_evaluations():
     for row in reproduce.PROTOCOL_ROWS.values():
-        assert row.kimg / row.every == 12, row.key
+        assert row.kimg / row.every >= 12 and (row.kimg / row.every).is_integer(), row.key
         assert row.final_num // row.classes >= (1000 if 'dna' in row.key else 1797)
     assert set(reproduce.GRID_METHODS) == {f'lognormal-{m:g}-{s:g}' for m in (-1.2, -0.4, 0.4) for s in (0.8, 1.2, 1.8)}
 

@@ -175,7 +175,7 @@ def real_floor(names: Sequence[str], dataset_kwargs: Mapping[str, Any], num_samp
             order = list(dataset_kwargs.get('cell_types') or train.cell_types)
             wanted = [order[c] for c in classes]
             pools = {c: rng.permutation(np.flatnonzero(np.array(train.cell_types)[train.labels] == c))
-                     for c in set(wanted)}
+                     for c in dict.fromkeys(wanted)}   # first-use order: the draws do not depend on hashing
             short = [c for c, pool in pools.items() if len(pool) < wanted.count(c)]
             if short:
                 raise ValueError(f'The training split has fewer than {wanted.count(short[0])} {short[0]} sequences.')
