@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import importlib
+import inspect
 import io
 import json
 import logging
@@ -105,7 +106,6 @@ def resolve_class_name(class_name: Any, kind: str | None = None) -> type:
 
 def check_constructor_kwargs(cls: type, args: tuple = (), kwargs: dict | None = None) -> None:
     """ValueError (one sentence) unless `cls(*args, **kwargs)` matches the constructor's parameters."""
-    import inspect
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):
@@ -220,7 +220,7 @@ class _RecordingFileIO(io.FileIO):
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike, mode: int = 0o666) -> Iterator[BinaryIO]:
     """Context manager yielding a binary file that replaces `path` only if the body finishes.
 
     The data goes to a hidden temporary file in the same directory (named as `TEMP_FILE_RE` describes), is
@@ -228,13 +228,14 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     anything fails, the temporary file is removed and any existing `path` is left untouched. A failure of
     the file system itself (full disk, file-size limit, quota, read-only, I/O error) raises `WriteError`,
     one sentence naming `path` and the cause, even where the body's writer (torch.save, pickle) reported it
-    as an exception of its own. The file gets the usual umask permissions.
+    as an exception of its own. The file is created with permissions `mode` less the umask (0o600: private
+    from its first byte).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp_path = os.path.join(directory, f'.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp')
     try:
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), mode)
     except OSError as exc:
         raise WriteError(path, exc) from exc
     raw = _RecordingFileIO(fd, 'wb')
@@ -335,26 +336,11 @@ def make_cache_dir_path(*paths: str) -> str:
     return os.path.join(root, *paths)
 
 
-def _url_md5(url: str) -> str:
-    return hashlib.md5(url.encode('utf-8')).hexdigest()
-
-
-def _safe_file_name(url: str) -> str:
-    name = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
-    return re.sub(r'[^0-9a-zA-Z._-]', '_', name)[:128]
-
-
 def cache_file_path(url: str, cache_dir: str | None = None) -> str:
     """The exact cache file of an http(s) URL: `<cache_dir>/<md5 of the URL>_<sanitised file name>`."""
-    if cache_dir is None:
-        cache_dir = make_cache_dir_path('downloads')
-    return os.path.join(cache_dir, f'{_url_md5(url)}_{_safe_file_name(url)}')
-
-
-def _find_cached(cache_dir: str, url: str) -> str | None:
-    # Only the exact name is served: any other '<md5>_*' file in a shared folder could shadow the download.
-    path = cache_file_path(url, cache_dir)
-    return path if os.path.isfile(path) else None
+    name = re.sub(r'[^0-9a-zA-Z._-]', '_', os.path.basename(urllib.parse.urlparse(url).path) or 'download')[:128]
+    md5 = hashlib.md5(url.encode('utf-8')).hexdigest()
+    return os.path.join(make_cache_dir_path('downloads') if cache_dir is None else cache_dir, f'{md5}_{name}')
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -366,19 +352,6 @@ class DownloadError(OSError):
     def __init__(self, message: str, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable  # whether another attempt could succeed (used by the retry loop)
-
-
-def _file_url_to_path(url: str) -> str:
-    parsed = urllib.parse.urlparse(url)
-    if parsed.netloc not in ('', 'localhost'):
-        raise ValueError(f'Unsupported file URL {url!r}: only local files (file:///path) can be opened.')
-    return urllib.request.url2pathname(parsed.path)
-
-
-def _open_local(path: str, url: str, return_filename: bool) -> Any:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'No such file: {path} (from {url!r}).')
-    return path if return_filename else open(path, 'rb')
 
 
 def _download_once(session: Any, url: str) -> bytes:
@@ -437,11 +410,15 @@ def open_url(
     if return_filename and not cache:
         raise ValueError('open_url(return_filename=True) needs cache=True: an uncached download has no file name.')
 
-    scheme = urllib.parse.urlparse(url).scheme.lower() if '://' in url else ''
-    if scheme == '':
-        return _open_local(url, url, return_filename)
-    if scheme == 'file':
-        return _open_local(_file_url_to_path(url), url, return_filename)
+    parsed = urllib.parse.urlparse(url if '://' in url else '')    # a plain path is never parsed as a URL
+    scheme = parsed.scheme.lower()
+    if scheme in ('', 'file'):
+        if scheme and parsed.netloc not in ('', 'localhost'):
+            raise ValueError(f'Unsupported file URL {url!r}: only local files (file:///path) can be opened.')
+        path = urllib.request.url2pathname(parsed.path) if scheme else url
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'No such file: {path} (from {url!r}).')
+        return path if return_filename else open(path, 'rb')
     if scheme not in ('http', 'https'):
         raise ValueError(f'Unsupported URL scheme {scheme!r} in {url!r}: '
                          f'expected a path, file://, http:// or https://.')
@@ -449,11 +426,11 @@ def open_url(
     level = logging.INFO if verbose else logging.DEBUG
     if cache_dir is None:
         cache_dir = make_cache_dir_path('downloads')
-    if cache:
-        cached = _find_cached(cache_dir, url)
-        if cached is not None:
-            _log.log(level, 'using cached %s for %s', cached, url)
-            return cached if return_filename else open(cached, 'rb')
+    target = cache_file_path(url, cache_dir)
+    # Only the exact name is served: any other '<md5>_*' file in a shared folder could shadow the download.
+    if cache and os.path.isfile(target):
+        _log.log(level, 'using cached %s for %s', target, url)
+        return target if return_filename else open(target, 'rb')
 
     _log.log(level, 'downloading %s', url)
     data = _download(url, num_attempts)
@@ -461,7 +438,6 @@ def open_url(
         return io.BytesIO(data)
 
     os.makedirs(cache_dir, exist_ok=True)
-    target = cache_file_path(url, cache_dir)
     with atomic_write(target) as f:
         f.write(data)
     _log.log(level, 'saved %s (%d bytes)', target, len(data))

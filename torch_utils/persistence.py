@@ -24,16 +24,14 @@ module never imports the modules that define the classes: the caller supplies th
 
 Reading, trusted: `load_trusted_pickle(f)` is the reference's reconstruction path and DOES EXECUTE the
 source embedded in the file. Use it only for pinned files whose content was verified (EDM's Inception-v3
-detector pickle, listed in `pinned_sha256`): trust on first download, pinned privately. A file this process
-downloads itself from the exact pinned URL is accepted (`accept_downloaded_content`: the trust is the
-URL's; its SHA-256 is recorded in the user's private pin store, or must equal the digest recorded here when
-there is one); a file found on disk is accepted only if `check_pinned_content` finds its SHA-256 pinned.
+detector pickle; `pinned_sha256` says how a pinned file earns trust).
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import copy
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -44,7 +42,6 @@ import logging
 import os
 import pickle
 import re
-import secrets
 import sys
 import types
 from typing import Any, BinaryIO, Callable, Mapping
@@ -52,7 +49,7 @@ from typing import Any, BinaryIO, Callable, Mapping
 import numpy as np
 import torch
 
-from dnnlib.util import EasyDict
+from dnnlib.util import EasyDict, atomic_write, check_constructor_kwargs
 
 _log = logging.getLogger('training')
 _FORMAT_VERSION = 6                     # EDM's persistence format version
@@ -130,41 +127,23 @@ def record_private_pin(url: str, digest: str) -> str:
     if not _HEX64.fullmatch(digest):
         raise ValueError(f'{digest!r} is not a SHA-256 hex digest.')
     path = pin_store_path()
-    folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    table = _read_pin_store(path)
-    table[url] = digest
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(6)}.tmp')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # private from its first byte
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(json.dumps(table, indent=1, sort_keys=True).encode('utf-8'))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    table = {**_read_pin_store(path), url: digest}
+    with atomic_write(path, mode=0o600) as f:       # private from its first byte
+        f.write(json.dumps(table, indent=1, sort_keys=True).encode('utf-8'))
     return path
-
-
-def _vouched_digests() -> set[str]:
-    return {d.strip().lower() for d in os.environ.get(TRUSTED_SHA256_ENV, '').split(',') if d.strip()}
 
 
 def check_pinned_content(url: str, data: bytes, name: str | None = None) -> None:
     """Raise PinnedFileError unless `data` (a file found on disk, e.g. in the download cache) is the pinned
-    content of `url`: its SHA-256 equals the digest recorded in `pinned_sha256` when one is; otherwise the
-    user's private pin or a digest listed in $INFONOISE_TRUSTED_SHA256.
-
-    Only after this check may `load_trusted_pickle` run the file. `name` (the local file) is named in the message.
-    """
+    content of `url` (the rule above `pinned_sha256`). Only after this check may `load_trusted_pickle` run the
+    file. `name` (the local file) is named in the message."""
     if not is_pinned(url):
         raise PinnedFileError(f'{url} is not a pinned file; it cannot be loaded with the trusted (code-running) path.')
     digest = hashlib.sha256(data).hexdigest()
     builtin = pinned_sha256[url]
-    wanted = {builtin.lower()} if builtin else _vouched_digests() | ({private_pin(url)} - {None})
+    vouched = {d.strip().lower() for d in os.environ.get(TRUSTED_SHA256_ENV, '').split(',') if d.strip()}
+    wanted = {builtin.lower()} if builtin else vouched | ({private_pin(url)} - {None})
     if digest in wanted:
         return
     where = name or url
@@ -213,8 +192,7 @@ def accept_downloaded_content(url: str, data: bytes) -> str:
 
 _HEX64 = re.compile(r'[0-9a-f]{64}')
 
-_persistent_classes: set[type] = set()
-_classes_by_name: dict[str, list[type]] = {}
+_persistent_classes: list[type] = []           # in the order they were decorated
 _module_sources: dict[str, str] = {}            # module name -> source text ('' when unavailable)
 _trusted_modules: dict[str, types.ModuleType] = {}  # source text -> module created by the trusted path
 
@@ -239,8 +217,7 @@ def persistent_class(cls: type) -> type:
 
     cls.__init__ = __init__
     cls.__reduce__ = _reduce_persistent
-    _persistent_classes.add(cls)
-    _classes_by_name.setdefault(cls.__name__, []).append(cls)
+    _persistent_classes.append(cls)
     return cls
 
 
@@ -288,14 +265,6 @@ def _check_meta(meta: Any) -> dict:
     return meta
 
 
-def _set_state(obj: Any, state: dict) -> None:
-    setstate = getattr(obj, '__setstate__', None)
-    if callable(setstate):
-        setstate(state)
-    else:
-        obj.__dict__.update(state)
-
-
 def _instantiate(cls: type, state: dict) -> Any:
     """Rebuild an instance of a live class from its pickled state (the reference's semantics).
 
@@ -307,13 +276,17 @@ def _instantiate(cls: type, state: dict) -> Any:
         obj.__dict__.update(state)
         return obj
     obj = cls.__new__(cls)
-    _set_state(obj, state)
+    setstate = getattr(obj, '__setstate__', None)
+    if callable(setstate):
+        setstate(state)
+    else:
+        obj.__dict__.update(state)
     return obj
 
 
 def _live_class(class_name: str, module_src: str) -> type | None:
-    for cls in reversed(_classes_by_name.get(class_name, [])):
-        if _module_source(cls) == module_src:
+    for cls in reversed(_persistent_classes):
+        if cls.__name__ == class_name and _module_source(cls) == module_src:
             return cls
     return None
 
@@ -337,12 +310,8 @@ def _reconstruct_persistent_obj(meta: dict) -> Any:
 
 def dump_network_pickle(obj: Any, f: BinaryIO | str | os.PathLike) -> None:
     """Write `obj` (usually the snapshot dict) as a network pickle; a path is written atomically."""
-    if isinstance(f, (str, os.PathLike)):
-        from dnnlib.util import atomic_write
-        with atomic_write(f) as out:
-            pickle.dump(obj, out, protocol=4)
-    else:
-        pickle.dump(obj, f, protocol=4)
+    with atomic_write(f) if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f) as out:
+        pickle.dump(obj, out, protocol=4)
 
 
 # ===================================================================================================
@@ -355,26 +324,17 @@ def persistent_classes() -> dict[str, type]:
     Classes created by the trusted path (source executed from a file) are never included.
     """
     executed = {module.__name__ for module in _trusted_modules.values()}
-    out = {}
-    for name, classes in _classes_by_name.items():
-        own = [cls for cls in classes if cls.__module__ not in executed]
-        if own:
-            out[name] = own[-1]
-    return out
+    return {cls.__name__: cls for cls in _persistent_classes if cls.__module__ not in executed}
 
 
 # ===================================================================================================
 # Safe loading: placeholders, whitelist, rebuild.
 
+@dataclasses.dataclass(eq=False)
 class _PersistentRecord:
     """Inert stand-in for a persistent object read from a file: its class name and pickled state."""
-
-    def __init__(self, class_name: str, state: dict) -> None:
-        self.class_name = class_name
-        self.state = state
-
-    def __repr__(self) -> str:
-        return f'<persistent record {self.class_name}>'
+    class_name: str
+    state: dict
 
 
 class _TorchModuleRecord:
@@ -417,7 +377,9 @@ def _no_hooks(hooks: Any) -> None:
         raise pickle.UnpicklingError('refusing a tensor with backward hooks (they would be code from the file).')
 
 
-def _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
+def _safe_rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                         metadata=None):
+    """torch._utils._rebuild_tensor and _rebuild_tensor_v2, refusing backward hooks and non-storages."""
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise pickle.UnpicklingError('malformed tensor record (its storage is not a torch storage).')
     _no_hooks(backward_hooks)
@@ -427,21 +389,14 @@ def _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad
                                            collections.OrderedDict(), metadata)
 
 
-def _safe_rebuild_tensor(storage, storage_offset, size, stride):
-    return _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, False, None)
-
-
-def _safe_rebuild_parameter(data, requires_grad, backward_hooks):
+def _safe_rebuild_parameter(data, requires_grad, backward_hooks, state=None):
+    """torch._utils._rebuild_parameter and _rebuild_parameter_with_state (whose extra Python state is refused)."""
     if not isinstance(data, torch.Tensor):
         raise pickle.UnpicklingError('malformed parameter record (data is not a tensor).')
     _no_hooks(backward_hooks)
-    return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
-
-
-def _safe_rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
     if state:
         raise pickle.UnpicklingError('refusing a parameter with extra Python state.')
-    return _safe_rebuild_parameter(data, requires_grad, backward_hooks)
+    return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
 
 
 def _safe_codecs_encode(text, encoding='utf-8'):
@@ -487,9 +442,9 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ('torch', 'Size'): torch.Size,
     ('torch', 'device'): torch.device,
     ('torch._utils', '_rebuild_tensor'): _safe_rebuild_tensor,
-    ('torch._utils', '_rebuild_tensor_v2'): _safe_rebuild_tensor_v2,
+    ('torch._utils', '_rebuild_tensor_v2'): _safe_rebuild_tensor,
     ('torch._utils', '_rebuild_parameter'): _safe_rebuild_parameter,
-    ('torch._utils', '_rebuild_parameter_with_state'): _safe_rebuild_parameter_with_state,
+    ('torch._utils', '_rebuild_parameter_with_state'): _safe_rebuild_parameter,
     **_numpy_globals(),
 }
 
@@ -596,12 +551,9 @@ def _check_tensors_match(own: Mapping[str, torch.Tensor], tensors: dict[str, tor
     """UnpicklingError unless the file's tensors have exactly the keys and shapes of the rebuilt network."""
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f'missing from the file: {_short(missing)}')
-        if unexpected:
-            parts.append(f'not in {class_name}: {_short(unexpected)}')
+    parts = ([f'missing from the file: {_short(missing)}'] if missing else []) + \
+            ([f'not in {class_name}: {_short(unexpected)}'] if unexpected else [])
+    if parts:
         raise pickle.UnpicklingError(f'{class_name} rebuilt from its recorded arguments does not match the file '
                                      f'({"; ".join(parts)}).')
     wrong = [f'{k} {list(tensors[k].shape)} vs {list(own[k].shape)}' for k in own if tensors[k].shape != own[k].shape]
@@ -621,18 +573,6 @@ def _load_tensors_strict(module: torch.nn.Module, tensors: dict[str, torch.Tenso
             target.requires_grad_(tensors[key].requires_grad)
 
 
-def _check_arguments(cls: type, name: str, args: list, kwargs: dict) -> None:
-    """The recorded arguments must fit the constructor's parameters (checked before anything is built)."""
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: {exc}') from None
-
-
 def _check_argument_sizes(name: str, args: list, kwargs: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Refuse recorded integers (widths, block counts, ...) far beyond what the file's tensors can hold, before
     even the meta-device build: 1e6 blocks would cost minutes and gigabytes of Python objects to lay out."""
@@ -646,22 +586,19 @@ def _check_argument_sizes(name: str, args: list, kwargs: dict, tensors: dict[str
         if isinstance(value, (list, tuple)):
             for item in value:
                 walk(key, item)
-    for index, value in enumerate(args):
-        walk(f'#{index}', value)
-    for key, value in kwargs.items():
+    for key, value in [*((f'#{index}', value) for index, value in enumerate(args)), *kwargs.items()]:
         walk(key, value)
 
 
-def _check_on_meta(cls: type, name: str, args: list, kwargs: dict, tensors: dict[str, torch.Tensor]) -> None:
-    """Build the network on the meta device (no memory for its tensors) and compare it with the file's tensors,
-    so that recorded arguments that do not match the file (e.g. a huge width) are refused before the real build."""
+def _construct(cls: type, name: str, args: list, kwargs: dict, device: str | None = None) -> Any:
+    """`cls(*args, **kwargs)`, built under `device` when given ('meta': no memory for its tensors), without
+    disturbing the caller's random stream; UnpicklingError (one sentence) when it fails."""
     try:
-        with torch.random.fork_rng(devices=[]), torch.device('meta'):
-            probe = cls(*args, **kwargs)
+        with torch.random.fork_rng(devices=[]), torch.device(device) if device else contextlib.nullcontext():
+            return cls(*args, **kwargs)
     except Exception as exc:
         raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: '
                                      f'{type(exc).__name__}: {exc}') from exc
-    _check_tensors_match(probe.state_dict(keep_vars=True), tensors, name)
 
 
 def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device,
@@ -676,22 +613,18 @@ def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device
     args = _materialize(list(args), memo, device, class_map)
     kwargs = _materialize(dict(kwargs), memo, device, class_map)
     cls = class_map[name]
-    _check_arguments(cls, name, args, kwargs)
+    try:        # the recorded arguments must fit the constructor's parameters before anything is built
+        check_constructor_kwargs(cls, args, kwargs)
+    except ValueError as exc:
+        raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: {exc}') from None
     module_record = isinstance(cls, type) and issubclass(cls, torch.nn.Module) and _is_module_record(record)
     tensors: dict[str, torch.Tensor] = {}
-    if module_record:
+    if module_record:   # recorded arguments that do not fit the file's tensors are refused before the real build
         _gather_tensors(record, '', tensors)
         _check_argument_sizes(name, args, kwargs, tensors)
-        _check_on_meta(cls, name, args, kwargs, tensors)
-    try:
-        with torch.random.fork_rng(devices=[]):  # loading must not disturb the caller's random stream
-            obj = cls(*args, **kwargs)
-    except Exception as exc:
-        raise pickle.UnpicklingError(f'cannot rebuild {name} from its recorded arguments: '
-                                     f'{type(exc).__name__}: {exc}') from exc
-    if isinstance(obj, torch.nn.Module) and _is_module_record(record):
-        if not module_record:
-            _gather_tensors(record, '', tensors)
+        _check_tensors_match(_construct(cls, name, args, kwargs, 'meta').state_dict(keep_vars=True), tensors, name)
+    obj = _construct(cls, name, args, kwargs)
+    if module_record:
         _load_tensors_strict(obj, tensors, name)
         obj.train(bool(record.state.get('training', True)))
         obj.to(device)
@@ -721,13 +654,9 @@ def _materialize(obj: Any, memo: dict[int, Any], device: torch.device, class_map
     return result
 
 
-@contextlib.contextmanager
-def _opened(f: BinaryIO | str | os.PathLike):
-    if isinstance(f, (str, os.PathLike)):
-        with open(f, 'rb') as handle:
-            yield handle
-    else:
-        yield f
+def _opened(f: BinaryIO | str | os.PathLike) -> Any:
+    """A context manager for reading `f`: a path is opened (and closed), an open file is left open."""
+    return open(f, 'rb') if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f)
 
 
 def load_network_pickle(f: BinaryIO | str | os.PathLike, allow_trusted: bool = False,
@@ -748,10 +677,8 @@ def load_network_pickle(f: BinaryIO | str | os.PathLike, allow_trusted: bool = F
     """
     device = torch.device(map_location)
     with _opened(f) as handle:
-        start = handle.tell() if allow_trusted and handle.seekable() else None
-        if allow_trusted and start is None:
+        if allow_trusted:   # held in memory, so that the trusted path can read the same bytes again
             handle = io.BytesIO(handle.read())
-            start = 0
         try:
             classes = dict(persistent_classes() if class_map is None else class_map)
             raw = _SafeUnpickler(handle, device, classes).load()
@@ -759,7 +686,7 @@ def load_network_pickle(f: BinaryIO | str | os.PathLike, allow_trusted: bool = F
         except pickle.UnpicklingError:
             if not allow_trusted:
                 raise
-        handle.seek(start)
+        handle.seek(0)
         return load_trusted_pickle(handle)
 
 

@@ -4,7 +4,8 @@
 with the download cache) and unpickles it with `torch_utils.persistence.load_network_pickle`, the
 restricted unpickler that maps persistent-class records onto this project's classes (`class_map()`:
 the persistent classes of training.networks, training.networks_dna, training.layers, training.loss and
-training.augment) and refuses anything else. Every failure surfaces as one `NetworkLoadError` sentence that names the file.
+training.augment) and refuses anything else. Every failure surfaces as one `NetworkLoadError` sentence that
+names the file.
 """
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ def class_map() -> dict[str, type]:
     return {name: cls for name, cls in persistence.persistent_classes().items() if cls.__module__ in modules}
 
 
-
-
 def load_network(path_or_url: str, device: torch.device | str = 'cpu', key: str = 'ema') -> dict:
     """Load a snapshot dict (keys such as 'ema', 'loss_fn', 'augment_pipe', 'dataset_kwargs', 'infonoise').
 
@@ -41,8 +40,6 @@ def load_network(path_or_url: str, device: torch.device | str = 'cpu', key: str 
     try:
         with util.open_url(path_or_url) as f:
             data = persistence.load_network_pickle(f, class_map=class_map())
-    except NetworkLoadError:
-        raise
     except Exception as exc:  # I/O, download, or refusal by the restricted unpickler
         raise NetworkLoadError(f'Cannot load network {path_or_url}: {util.first_line(exc).rstrip(".")}.') from exc
 

@@ -5,15 +5,12 @@ features [N, D]. Grayscale batches are repeated to three channels first (as EDM'
 
 Loading rules:
 - a pinned URL (`torch_utils.persistence.pinned_sha256`: EDM's Inception-v3 `INCEPTION_URL`, matched
-  exactly) is a trusted file, reconstructed the way the reference does, by
-  `persistence.load_trusted_pickle`, which runs the embedded source. Trust on first download, pinned
-  privately: when its exact cache file (`dnnlib.util.cache_file_path`) is absent, this process downloads it
-  from the URL itself, runs the downloaded bytes (never a re-read of the cache file), and records their
-  SHA-256 in the user's private pin store (`persistence.pin_store_path()`, outside the download cache)
-  before it writes the cache file, or, when the project records a digest, requires that one. A file
-  already in the cache is run only if its SHA-256 is the project's digest (when recorded) or else the
-  private pin or a digest the user vouches for in $INFONOISE_TRUSTED_SHA256; a file planted in a shared cache, or changed after pinning, is refused with
-  one sentence naming it, before anything runs;
+  exactly) is a trusted file, reconstructed the way the reference does, by `persistence.load_trusted_pickle`,
+  which runs the embedded source; only verified bytes reach it (trust on first download, pinned privately, as
+  `pinned_sha256` describes). When its exact cache file (`dnnlib.util.cache_file_path`) is absent, this
+  process downloads it itself, runs the downloaded bytes (never a re-read of the cache file) and pins them
+  before it writes the cache file; a cached copy whose SHA-256 is not pinned (planted in a shared cache, or
+  changed after pinning) is refused with one sentence naming it, before anything runs;
 - a TorchScript archive (a zip with a `code/` folder) is loaded with `torch.jit.load`. TorchScript is
   code: it runs with the user's rights (it can read and write files), so pass only files you trust;
 - any other pickle goes through the restricted `persistence.load_network_pickle` and is refused unless
