@@ -44,7 +44,7 @@ import pickle
 import re
 import sys
 import types
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 import torch
@@ -61,8 +61,7 @@ _RECONSTRUCT = ('torch_utils.persistence', '_reconstruct_persistent_obj')
 # How a pinned file earns trust (trust on first download, pinned privately):
 # - a file this process downloads itself from the exact pinned URL may be run: the trust is the URL's. If a
 #   digest is recorded here, the download must match it; otherwise its digest is recorded in the user's
-#   private pin store (`pin_store_path()`: $INFONOISE_PIN_STORE, else $XDG_CONFIG_HOME/infonoise/pins.json,
-#   else ~/.config/infonoise/pins.json; written atomically, mode 0600), never in the download cache, which
+#   private pin store (`pin_store_path()`; written atomically, mode 0600), never in the download cache, which
 #   may be shared;
 # - a file found in the download cache is run only if its digest is the one recorded here (when set; it then
 #   wins over everything else), or, when none is recorded here, the user's private pin or a digest the user
@@ -284,13 +283,6 @@ def _instantiate(cls: type, state: dict) -> Any:
     return obj
 
 
-def _live_class(class_name: str, module_src: str) -> type | None:
-    for cls in reversed(_persistent_classes):
-        if cls.__name__ == class_name and _module_source(cls) == module_src:
-            return cls
-    return None
-
-
 def _reconstruct_persistent_obj(meta: dict) -> Any:
     """Pickle hook for persistent records met by a *plain* unpickler (and by copy.deepcopy).
 
@@ -299,7 +291,8 @@ def _reconstruct_persistent_obj(meta: dict) -> Any:
     (safe) or, for pinned files, `load_trusted_pickle`.
     """
     meta = _check_meta(meta)
-    cls = _live_class(meta['class_name'], meta.get('module_src', ''))
+    cls = next((c for c in reversed(_persistent_classes)     # the latest class of that name and source
+                if c.__name__ == meta['class_name'] and _module_source(c) == meta.get('module_src', '')), None)
     if cls is None:
         raise pickle.UnpicklingError(
             f'persistent class {meta["class_name"]} was pickled from source that is not loaded in this process; '
@@ -353,11 +346,9 @@ class _TorchModuleRecord:
         return f'<placeholder {self.torch_class}>'
 
 
-_torch_module_records: dict[str, type] = {}
-
-
+@functools.cache
 def _torch_module_record_type(module: str, name: str) -> type | None:
-    """Placeholder type for `module.name` if that names a torch.nn module class, else None."""
+    """Placeholder type for `module.name` if that names a torch.nn module class (one per class), else None."""
     if not module.startswith('torch.nn.modules.'):
         return None
     try:
@@ -366,10 +357,7 @@ def _torch_module_record_type(module: str, name: str) -> type | None:
         return None
     if not (isinstance(target, type) and issubclass(target, torch.nn.Module)):
         return None
-    key = f'{module}.{name}'
-    if key not in _torch_module_records:
-        _torch_module_records[key] = type(f'_Placeholder_{name}', (_TorchModuleRecord,), {'torch_class': key})
-    return _torch_module_records[key]
+    return type(f'_Placeholder_{name}', (_TorchModuleRecord,), {'torch_class': f'{module}.{name}'})
 
 
 def _no_hooks(hooks: Any) -> None:
@@ -476,7 +464,14 @@ class _SafeUnpickler(pickle._Unpickler):
     def __init__(self, f: BinaryIO, map_location: torch.device, class_map: Mapping[str, type]) -> None:
         super().__init__(f)
         self._map_location = map_location
-        self._record_from_meta = _record_maker(class_map)
+        self._class_map = class_map
+
+    def _record_from_meta(self, meta: Any) -> _PersistentRecord:
+        meta = _check_meta(meta)
+        if meta['class_name'] not in self._class_map:
+            raise pickle.UnpicklingError(f'unknown persistent class {meta["class_name"]} (refusing to execute code '
+                                         f'from the file).')
+        return _PersistentRecord(meta['class_name'], meta['state'])
 
     def _load_storage_from_bytes(self, data: Any) -> Any:
         if not isinstance(data, (bytes, bytearray)):
@@ -508,23 +503,11 @@ class _SafeUnpickler(pickle._Unpickler):
                                      f'of torch_utils.persistence.load_network_pickle.')
 
 
-def _record_maker(class_map: Mapping[str, type]) -> Callable[[Any], _PersistentRecord]:
-    def record_from_meta(meta: Any) -> _PersistentRecord:
-        meta = _check_meta(meta)
-        name = meta['class_name']
-        if name not in class_map:
-            raise pickle.UnpicklingError(f'unknown persistent class {name} (refusing to execute code from the file).')
-        return _PersistentRecord(name, meta['state'])
-    return record_from_meta
-
-
 def _gather_tensors(record: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
     """state_dict-style {name: tensor} of a placeholder tree (parameters and persistent buffers)."""
     state = record.state
-    params = state.get('_parameters') or {}
-    buffers = state.get('_buffers') or {}
     skip = set(state.get('_non_persistent_buffers_set') or ())
-    for kind, table in (('parameter', params), ('buffer', buffers)):
+    for kind, table in (('parameter', state.get('_parameters') or {}), ('buffer', state.get('_buffers') or {})):
         for key, value in table.items():
             if value is None or (kind == 'buffer' and key in skip):
                 continue
@@ -604,8 +587,7 @@ def _construct(cls: type, name: str, args: list, kwargs: dict, device: str | Non
 def _build(record: _PersistentRecord, memo: dict[int, Any], device: torch.device,
            class_map: Mapping[str, type]) -> Any:
     name = record.class_name
-    args = record.state.get('_init_args')
-    kwargs = record.state.get('_init_kwargs')
+    args, kwargs = record.state.get('_init_args'), record.state.get('_init_kwargs')
     if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
         raise pickle.UnpicklingError(f'persistent record {name} lacks its recorded constructor arguments.')
     if not all(isinstance(key, str) for key in kwargs):
