@@ -47,10 +47,6 @@ class Option:
     short: str | None = None      # Optional one-letter alias ('-n').
     config: str | None = None     # The `training_loop` kwarg it sets as is (converted by `type`); None: derived.
 
-    @property
-    def flag(self) -> str:
-        return flag(self.name)
-
 
 _O = Option
 _POS = dict(lo=0, lo_open=True)
@@ -304,23 +300,14 @@ def _network_parameters() -> dict[str, Any]:
 
 def _plain_value_ok(value: Any, default: Any) -> bool:
     """A network_kwargs value: plain JSON data, finite numbers, and the type of the parameter's default."""
+    if isinstance(value, (list, tuple)):   # a list of finite numbers, where the default is a list or None
+        return (default is None or isinstance(default, (list, tuple))) and all(_plain_value_ok(v, 0.0) for v in value)
     if isinstance(value, float) and not math.isfinite(value):
         return False
-    if isinstance(value, (list, tuple)):
-        if default is not None and not isinstance(default, (list, tuple)):
-            return False
-        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and _plain_value_ok(v, None) for v in value)
     if default is None:
         return value is None or isinstance(value, (bool, int, float, str))
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return False
+    allowed = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default), ())
+    return isinstance(value, allowed) and isinstance(value, bool) == isinstance(default, bool)
 
 
 def check_network_kwargs(network_kwargs: Any, source: str) -> dict:
