@@ -297,7 +297,7 @@ class ImageFolderDataset(Dataset):
         if self.endpoint not in ENDPOINTS:
             raise ValueError(f'dataset.json of {self._path} declares unknown endpoint {self.endpoint!r}.')
 
-        first = self._load_raw_image_by_name(self._image_names[0])
+        first = self._load_raw_image(0)   # the first image by name fixes [C, H, W]
         if verify:
             self._verify_headers(first.shape)
         raw_shape = [len(self._image_names)] + list(first.shape)
@@ -367,11 +367,9 @@ class ImageFolderDataset(Dataset):
                 raise ValueError(f'Image {name} is {size[0]}x{size[1]} with {channels} channel(s) but '
                                  f'{self._image_names[0]} is {w}x{h} with {c}; all images must match.')
 
-    def _load_raw_image_by_name(self, name: str) -> np.ndarray:
-        return load_image_array(io.BytesIO(self._read_bytes(name)), name).transpose(2, 0, 1)
-
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
-        return self._load_raw_image_by_name(self._image_names[raw_idx])
+        name = self._image_names[raw_idx]
+        return load_image_array(io.BytesIO(self._read_bytes(name)), name).transpose(2, 0, 1)
 
     def _load_raw_labels(self) -> np.ndarray:
         if 'dataset.json' not in self._all_names:

@@ -86,9 +86,8 @@ class SamplerOptions:
     @property
     def uses_ablation(self) -> bool:
         """EDM's rule: any ablation option selects the ablation sampler (InfoGrid and --sigmas take only `solver`)."""
-        if self.infogrid is not None or self.sigmas is not None:
-            return False
-        return any(getattr(self, k) is not None for k in ABLATION_KEYS)
+        return (self.infogrid is None and self.sigmas is None
+                and any(getattr(self, k) is not None for k in ABLATION_KEYS))
 
 
 def parse_seeds(spec: str | Sequence[int]) -> list[int]:

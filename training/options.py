@@ -529,11 +529,9 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     endpoint = opts['infonoise_endpoint']
     if endpoint == 'auto':   # the dataset's (continuous if it declares none)
         endpoint = dataset['endpoint'] if dataset.get('endpoint') in ('continuous', 'discrete') else 'continuous'
-    weighting = resolve_weighting(opts)
     net_class, loss_class = PRECOND_CLASSES[opts['precond']]
 
-    network_kwargs: dict[str, Any] = dict(class_name=net_class)
-    network_kwargs.update(copy.deepcopy(ARCH_KWARGS[opts['arch']]))
+    network_kwargs: dict[str, Any] = dict(class_name=net_class, **copy.deepcopy(ARCH_KWARGS[opts['arch']]))
     if opts.get('cbase') is not None:
         network_kwargs['model_channels'] = int(opts['cbase'])
     if opts.get('cres') is not None:
@@ -552,7 +550,7 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts['precond'] == 'edm':
         loss_kwargs.update(P_mean=float(opts['p_mean']), P_std=float(opts['p_std']))
     if opts['weighting'] not in ('auto', 'uncertainty'):
-        loss_kwargs['weighting'] = weighting
+        loss_kwargs['weighting'] = opts['weighting']
     if opts['weighting'] == 'min-snr':
         loss_kwargs['min_snr_gamma'] = float(opts['min_snr_gamma'])
     if opts['weighting'] == 'uncertainty':

@@ -86,8 +86,7 @@ def sampler_summary(profile: Mapping[str, Any] | None) -> dict:
     pi = np.asarray(profile.get('pi'), dtype=np.float64)
     sigma = np.asarray(profile.get('sigma'), dtype=np.float64)
     edges = np.asarray(profile.get('edges'), dtype=np.float64)
-    pivot = profile.get('pivot')
-    pivot = float('nan') if pivot is None else float(pivot)
+    pivot = float('nan') if profile.get('pivot') is None else float(profile['pivot'])
     if pi.size == 0 or not np.all(np.isfinite(pi)):
         return dict(pivot=pivot, peak=float('nan'), entropy=float('nan'), starved=starved)
     mass = pi * np.diff(edges)
@@ -492,15 +491,15 @@ def _open_logs(run_dir: str, guard: preemption.RunGuard, config: Mapping, option
                adaptive: bool, metrics: bool) -> dict[str, '_Log']:
     """Rank 0: the run directory (stale temporaries removed), training_options.json and the JSON-lines logs
     stats / infonoise / metrics (a log that is not written, as on the other ranks, ignores its rows)."""
-    if dist.get_rank() != 0:
-        return dict(stats=_Log(None, guard), infonoise=_Log(None, guard), metrics=_Log(None, guard))
-    os.makedirs(run_dir, exist_ok=True)
-    stale = checkpoint.remove_stale_temporaries(run_dir)
-    if stale:
-        logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
-    guard.write(util.write_json, os.path.join(run_dir, 'training_options.json'),
-                dict(config, options=dict(options) if options is not None else None), indent=2, default=str)
-    return {name: _Log(os.path.join(run_dir, f'{name}.jsonl') if wanted else None, guard)
+    rank0 = dist.get_rank() == 0
+    if rank0:
+        os.makedirs(run_dir, exist_ok=True)
+        stale = checkpoint.remove_stale_temporaries(run_dir)
+        if stale:
+            logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
+        guard.write(util.write_json, os.path.join(run_dir, 'training_options.json'),
+                    dict(config, options=dict(options) if options is not None else None), indent=2, default=str)
+    return {name: _Log(os.path.join(run_dir, f'{name}.jsonl') if wanted and rank0 else None, guard)
             for name, wanted in (('stats', True), ('infonoise', adaptive), ('metrics', metrics))}
 
 
