@@ -159,7 +159,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         opts['seed'] = int(dist.broadcast_object(int(torch.randint(1 << 31, size=[]).item())))
     opt_lib.validate_options(opts)
     try:
-        stop_signals = preemption.StopSignals(preemption.parse_signals(opts.get('preempt_signals')))
+        stop_signals = preemption.StopSignals(opts.get('preempt_signals'))
     except ValueError as err:
         raise click.ClickException(f'--preempt-signals: {first_line(err)}') from None
 

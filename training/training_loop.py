@@ -309,8 +309,8 @@ def train_step(run: Run, *, rounds: int, batch_gpu: int, batch_size: int, loss_s
 
 
 def write_checkpoints(run: Run, guard: preemption.RunGuard, *, run_dir: str, snapshot: bool, state: bool,
-                      dataset_kwargs: Mapping, profile_json: dict | None, config: Mapping,
-                      options: Mapping | None, start_nimg: int, last: dict) -> None:
+                      profile_json: dict | None, config: Mapping, options: Mapping | None, start_nimg: int,
+                      last: dict) -> None:
     """A network snapshot (ema, loss_fn, augment_pipe, dataset_kwargs, infonoise profile) and/or a training
     state (every rank's RNG and σ-sampler state gathered), written by rank 0 through `guard`; `last` gets
     the paths written."""
@@ -320,7 +320,8 @@ def write_checkpoints(run: Run, guard: preemption.RunGuard, *, run_dir: str, sna
         if rank == 0:
             path = checkpoint.snapshot_path(run_dir, kimg)
             if guard.write(checkpoint.save_network_snapshot, path, ema=run.ema, loss_fn=run.loss_fn,
-                           augment_pipe=run.augment_pipe, dataset_kwargs=dataset_kwargs, infonoise=profile_json):
+                           augment_pipe=run.augment_pipe, dataset_kwargs=config['dataset_kwargs'],
+                           infonoise=profile_json):
                 last['snapshot'] = path
     if state:
         sampler = run.sigma_sampler
@@ -441,12 +442,11 @@ def training_loop(
             _tick_report(run, collector, profile, start_time, tick_start_time, tick_end_time, tick_start_nimg,
                          maintenance_time, device)
             write_checkpoints(
-                run, guard, run_dir=run_dir, dataset_kwargs=dataset_kwargs, config=config, options=options,
+                run, guard, run_dir=run_dir, config=config, options=options, start_nimg=start_nimg, last=last,
                 snapshot=snapshot_ticks is not None and (done or preempted or run.cur_tick % snapshot_ticks == 0),
                 state=state_dump_ticks is not None and (
                     preempted or ((done or run.cur_tick % state_dump_ticks == 0) and run.cur_tick != 0)),
-                profile_json=_profile_json(profile) if adaptive and rank == 0 else None, start_nimg=start_nimg,
-                last=last)
+                profile_json=_profile_json(profile) if adaptive and rank == 0 else None)
             logs['stats'].append(dict(collector.as_dict(), timestamp=time.time()))
             run.cur_tick += 1
             tick_start_nimg, tick_start_time = run.cur_nimg, time.time()
