@@ -6,6 +6,7 @@ Thin CLI: options -> `training.options` (presets, validation, plain-data config)
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -315,10 +316,8 @@ class _LogFileHandler(logging.FileHandler):
         super().handleError(record)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             super().close()
-        except OSError:
-            pass
 
 
 def _setup_logging(run_dir: str, rank: int) -> list[logging.Handler]:

@@ -436,8 +436,7 @@ def iterate_samples(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOpt
     for batch in rank_batches(seeds, max_batch_size, rank, world_size):
         if not batch:
             continue
-        samples, classes = sample_batch_labeled(net, batch, opts, sigma_steps, class_idx, device)
-        yield batch, samples, classes
+        yield batch, *sample_batch_labeled(net, batch, opts, sigma_steps, class_idx, device)
 
 
 def image_path(outdir: str, seed: int, subdirs: bool = False) -> str:

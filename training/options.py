@@ -284,9 +284,8 @@ def _network_parameters() -> dict[str, Any]:
     from training import networks
     set_by_the_loop = {'self', 'img_resolution', 'img_channels', 'label_dim', 'in_channels', 'out_channels'}
     params: dict[str, Any] = {}
-    classes = [networks.VPPrecond, networks.VEPrecond, networks.iDDPMPrecond, networks.EDMPrecond,
-               *networks._MODEL_TYPES.values()]
-    for cls in classes:
+    for cls in (networks.VPPrecond, networks.VEPrecond, networks.iDDPMPrecond, networks.EDMPrecond,
+                *networks._MODEL_TYPES.values()):
         for p in inspect.signature(cls).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in set_by_the_loop:
                 continue
