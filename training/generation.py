@@ -1,11 +1,10 @@
 """Batched image generation: per-seed random streams, σ grids (EDM, InfoGrid, ablation), rank sharding.
 
-Reproducibility contract: every seed owns one `torch.Generator` seeded with `seed % 2**32`. A batch
-draws, per seed and in this order, the latents (`data_shape(net)`: [C, H, W] for images, [4, L] for DNA),
-then (for conditional networks) a class index, then one Gaussian tensor per sampler step (the sampler's
-`randn_like`). An image therefore
-depends only on its seed, the network and the sampler options — not on the batch size, the batch
-composition or the number of ranks — and matches EDM's generate.py for the same seed and device.
+Reproducibility contract: every seed owns one `torch.Generator` seeded with `seed % 2**32`. A batch draws, per seed
+and in this order, the latents (`data_shape(net)`: [C, H, W] for images, [4, L] for DNA), then (for conditional
+networks) a class index, then one Gaussian tensor per sampler step (the sampler's `randn_like`). An image therefore
+depends only on its seed, the network and the sampler options — not on the batch size, the batch composition or the
+number of ranks — and matches EDM's generate.py for the same seed and device.
 
 Sharding: seeds are split into `world_size * ceil(len / (max_batch * world_size))` consecutive batches
 of near-equal size and rank r takes batches r, r + world_size, ... (EDM's scheme), so every rank runs
@@ -29,9 +28,7 @@ from training.networks import data_shape
 
 ABLATION_KEYS = ('solver', 'discretization', 'schedule', 'scaling')
 INFOGRID_MEASURES = ('literal', 'entropic')
-# InfoGrid constructions (issue 10): 'eq19' = the paper's Eq. 19 family (measure + log-uniform floor);
-# 'tempered' = EDM's ρ-spacing tilted by the information density to the power γ (optionally calibrated);
-# 'solver-aware' = equal step error of the solver on a Gaussian surrogate fitted to the profile.
+# InfoGrid constructions (--infogrid-method; each is described by `infonoise.sigma_steps` and the option's help).
 INFOGRID_METHODS = ('eq19', 'tempered', 'solver-aware')
 DEFAULT_INFOGRID_METHOD = 'solver-aware'   # --infogrid's construction; how it compares: docs/BENCHMARKS.md §10
 DEFAULT_INFOGRID_GAMMA = infonoise.infogrid.TEMPERED_GAMMA
