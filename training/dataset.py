@@ -25,6 +25,7 @@ DataLoader would, without per-item loading and collation (the training loop's fa
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -180,10 +181,8 @@ class Dataset(torch.utils.data.Dataset):
         return image.copy(), self.get_label(idx)
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     # -- shape properties -------------------------------------------------------------------------
     @property

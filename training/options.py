@@ -274,9 +274,8 @@ def load_preset(name: str, preset_dir: str = PRESET_DIR) -> dict:
     bad = sorted(k for k in options if k not in DEFAULTS or k in RUN_ONLY)
     if bad:
         raise OptionsError(f'Preset {name!r} sets unknown or run-only option(s): {", ".join(bad)}.')
-    network_kwargs = check_network_kwargs(network_kwargs, f'Preset {name!r}')
     return dict(description=str(raw.get('description', '')), options=dict(options),
-                network_kwargs=dict(network_kwargs))
+                network_kwargs=check_network_kwargs(network_kwargs, f'Preset {name!r}'))
 
 
 def _network_parameters() -> dict[str, Any]:
