@@ -6,9 +6,9 @@ Thin CLI: options -> `training.options` (presets, validation, plain-data config)
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import re
 import sys
 from typing import Any, Callable
 
@@ -74,7 +74,7 @@ def _click_option(option: opt_lib.Option) -> Callable:
     if option.default is not None and not option.is_flag:
         kwargs.update(default=option.default)
     names = [option.short] if option.short else []
-    return click.option(*names, option.flag, option.name, **kwargs)
+    return click.option(*names, opt_lib.flag(option.name), option.name, **kwargs)
 
 
 def _options(f: Callable) -> Callable:
@@ -160,7 +160,7 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         opts['seed'] = int(dist.broadcast_object(int(torch.randint(1 << 31, size=[]).item())))
     opt_lib.validate_options(opts)
     try:
-        stop_signals = preemption.StopSignals(preemption.parse_signals(opts.get('preempt_signals')))
+        stop_signals = preemption.StopSignals(opts.get('preempt_signals'))
     except ValueError as err:
         raise click.ClickException(f'--preempt-signals: {first_line(err)}') from None
 
@@ -171,7 +171,8 @@ def run(kwargs: dict, explicit: set[str]) -> None:
     if resume_path is not None:
         checkpoint.check_compatible(header, config, resume_path, opts)
         if header['cur_nimg'] >= config['total_kimg'] * 1000:
-            if plan.run_dir is not None and _same_dir(os.path.dirname(resume_path), plan.run_dir):
+            if plan.run_dir is not None and (os.path.realpath(os.path.dirname(resume_path))
+                                             == os.path.realpath(plan.run_dir)):
                 # A requeued job whose run had finished (killed after its last state): nothing is left to do.
                 if dist.get_rank() == 0:
                     click.echo(f'--resume: the run in {plan.run_dir} is finished ({header["cur_nimg"] / 1000:g} '
@@ -238,13 +239,6 @@ def run(kwargs: dict, explicit: set[str]) -> None:
         raise click.exceptions.Exit(preemption.PREEMPTED_EXIT_CODE)
 
 
-def _same_dir(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
 def _open_dataset(opts: dict) -> dict:
     """Open the dataset once; return the facts build_config needs. Bad data -> one-line ClickException."""
     from training.dataset import open_dataset
@@ -276,9 +270,10 @@ def _pick_run_dir(outdir: str, desc: str, nosubdir: bool) -> str:
     """EDM's numbering: OUTDIR/NNNNN-desc with NNNNN one above the largest existing run id."""
     if nosubdir:
         return outdir
-    prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))] if os.path.isdir(outdir) else []
-    ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
-    run_dir = os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+    from training.checkpoint import RUN_DIR_RE, newest_run_dir
+    newest = newest_run_dir(outdir)
+    run_id = int(RUN_DIR_RE.match(os.path.basename(newest)).group(1)) + 1 if newest is not None else 0
+    run_dir = os.path.join(outdir, f'{run_id:05d}-{desc}')
     if os.path.exists(run_dir):
         raise click.ClickException(f'Run directory {run_dir} already exists.')
     return run_dir
@@ -321,10 +316,8 @@ class _LogFileHandler(logging.FileHandler):
         super().handleError(record)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             super().close()
-        except OSError:
-            pass
 
 
 def _setup_logging(run_dir: str, rank: int) -> list[logging.Handler]:

@@ -64,12 +64,14 @@ def test_stop_signals_record_the_first_signal_and_restore_the_previous_handlers(
     seen = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))
     try:
-        stop = preemption.StopSignals(['SIGUSR1', 'SIGUSR2'])
-        with stop:
+        stop = preemption.StopSignals(['SIGUSR1', 'SIGUSR2']).install()
+        try:
             assert stop.signum == 0
             os.kill(os.getpid(), signal.SIGUSR2)
             os.kill(os.getpid(), signal.SIGUSR1)       # a repeat (another signal) does not replace the first
             assert stop.signum == signal.SIGUSR2 and preemption.signal_name(stop.signum) == 'SIGUSR2'
+        finally:
+            stop.restore()
         assert seen == []
         os.kill(os.getpid(), signal.SIGUSR2)           # the handler from before is back
         assert seen == [signal.SIGUSR2]

@@ -309,7 +309,7 @@ def test_every_option_is_declared_once_and_the_cli_follows_the_declaration():
     assert set(params) == {o.name for o in O.OPTIONS}
     for option in O.OPTIONS:
         param = params[option.name]
-        assert param.opts[-1] == option.flag
+        assert param.opts[-1] == O.flag(option.name)
         if option.default is not None and not option.is_flag:
             assert param.default == option.default, option.name
         for bad in ([option.lo - 1] if option.lo is not None and option.type in (int, float) else []):

@@ -82,24 +82,16 @@ def make_training_state(*, net: torch.nn.Module, ema: torch.nn.Module, optimizer
     config:  the `training_loop` kwargs; its compatibility view is stored.
     options: the resolved CLI options (lets `train.py --resume` reuse them).
     """
-    state = dict(
+    return dict(
         format=STATE_FORMAT, version=STATE_VERSION,
         cur_nimg=int(cur_nimg), cur_tick=int(cur_tick), world_size=len(ranks),
         net=_cpu(net.state_dict()), ema=_cpu(ema.state_dict()), optimizer=_cpu(optimizer.state_dict()),
-        augment_pipe=_augment_state(augment_pipe),
+        augment_pipe=None if augment_pipe is None   # its constructor kwargs (AugmentPipe has no other state)
+        else util.jsonable(getattr(augment_pipe, '_init_kwargs', {}), default=str),
         ranks=[_cpu(r) for r in ranks],
         config=compat_view(config), options=util.jsonable(options) if options is not None else None,
+        **(extra or {}),
     )
-    if extra:
-        state.update(extra)
-    return state
-
-
-def _augment_state(pipe: Any) -> dict | None:
-    """The augment pipe's state: its constructor kwargs (AugmentPipe has no other state)."""
-    if pipe is None:
-        return None
-    return util.jsonable(getattr(pipe, '_init_kwargs', {}), default=str)
 
 
 def _cpu(obj: Any) -> Any:
@@ -157,10 +149,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _tensor_dict(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
-
-
 def _rng_problem(rng: Any) -> str | None:
     """Why a per-rank RNG state (misc.get_rng_state layout) cannot be restored; None when it can.
     Checked on throwaway generators, so the process's own streams are untouched."""
@@ -191,7 +179,9 @@ def _state_problem(state: dict) -> str | None:
     if state.get('options') is not None and not isinstance(state['options'], dict):
         return 'options is not a dict'
     for key in ('net', 'ema'):
-        if not _tensor_dict(state.get(key)):
+        value = state.get(key)
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in value.items()):
             return f'{key} is missing or not a dict of tensors'
     optimizer = state.get('optimizer')
     if not isinstance(optimizer, dict) or not isinstance(optimizer.get('state'), dict) \

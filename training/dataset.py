@@ -25,6 +25,7 @@ DataLoader would, without per-item loading and collation (the training loop's fa
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -180,10 +181,8 @@ class Dataset(torch.utils.data.Dataset):
         return image.copy(), self.get_label(idx)
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     # -- shape properties -------------------------------------------------------------------------
     @property
@@ -297,7 +296,7 @@ class ImageFolderDataset(Dataset):
         if self.endpoint not in ENDPOINTS:
             raise ValueError(f'dataset.json of {self._path} declares unknown endpoint {self.endpoint!r}.')
 
-        first = self._load_raw_image_by_name(self._image_names[0])
+        first = self._load_raw_image(0)   # the first image by name fixes [C, H, W]
         if verify:
             self._verify_headers(first.shape)
         raw_shape = [len(self._image_names)] + list(first.shape)
@@ -367,11 +366,9 @@ class ImageFolderDataset(Dataset):
                 raise ValueError(f'Image {name} is {size[0]}x{size[1]} with {channels} channel(s) but '
                                  f'{self._image_names[0]} is {w}x{h} with {c}; all images must match.')
 
-    def _load_raw_image_by_name(self, name: str) -> np.ndarray:
-        return load_image_array(io.BytesIO(self._read_bytes(name)), name).transpose(2, 0, 1)
-
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
-        return self._load_raw_image_by_name(self._image_names[raw_idx])
+        name = self._image_names[raw_idx]
+        return load_image_array(io.BytesIO(self._read_bytes(name)), name).transpose(2, 0, 1)
 
     def _load_raw_labels(self) -> np.ndarray:
         if 'dataset.json' not in self._all_names:

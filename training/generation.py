@@ -1,11 +1,10 @@
 """Batched image generation: per-seed random streams, σ grids (EDM, InfoGrid, ablation), rank sharding.
 
-Reproducibility contract: every seed owns one `torch.Generator` seeded with `seed % 2**32`. A batch
-draws, per seed and in this order, the latents (`data_shape(net)`: [C, H, W] for images, [4, L] for DNA),
-then (for conditional networks) a class index, then one Gaussian tensor per sampler step (the sampler's
-`randn_like`). An image therefore
-depends only on its seed, the network and the sampler options — not on the batch size, the batch
-composition or the number of ranks — and matches EDM's generate.py for the same seed and device.
+Reproducibility contract: every seed owns one `torch.Generator` seeded with `seed % 2**32`. A batch draws, per seed
+and in this order, the latents (`data_shape(net)`: [C, H, W] for images, [4, L] for DNA), then (for conditional
+networks) a class index, then one Gaussian tensor per sampler step (the sampler's `randn_like`). An image therefore
+depends only on its seed, the network and the sampler options — not on the batch size, the batch composition or the
+number of ranks — and matches EDM's generate.py for the same seed and device.
 
 Sharding: seeds are split into `world_size * ceil(len / (max_batch * world_size))` consecutive batches
 of near-equal size and rank r takes batches r, r + world_size, ... (EDM's scheme), so every rank runs
@@ -29,9 +28,7 @@ from training.networks import data_shape
 
 ABLATION_KEYS = ('solver', 'discretization', 'schedule', 'scaling')
 INFOGRID_MEASURES = ('literal', 'entropic')
-# InfoGrid constructions (issue 10): 'eq19' = the paper's Eq. 19 family (measure + log-uniform floor);
-# 'tempered' = EDM's ρ-spacing tilted by the information density to the power γ (optionally calibrated);
-# 'solver-aware' = equal step error of the solver on a Gaussian surrogate fitted to the profile.
+# InfoGrid constructions (--infogrid-method; each is described by `infonoise.sigma_steps` and the option's help).
 INFOGRID_METHODS = ('eq19', 'tempered', 'solver-aware')
 DEFAULT_INFOGRID_METHOD = 'solver-aware'   # --infogrid's construction; how it compares: docs/BENCHMARKS.md §10
 DEFAULT_INFOGRID_GAMMA = infonoise.infogrid.TEMPERED_GAMMA
@@ -86,9 +83,8 @@ class SamplerOptions:
     @property
     def uses_ablation(self) -> bool:
         """EDM's rule: any ablation option selects the ablation sampler (InfoGrid and --sigmas take only `solver`)."""
-        if self.infogrid is not None or self.sigmas is not None:
-            return False
-        return any(getattr(self, k) is not None for k in ABLATION_KEYS)
+        return (self.infogrid is None and self.sigmas is None
+                and any(getattr(self, k) is not None for k in ABLATION_KEYS))
 
 
 def parse_seeds(spec: str | Sequence[int]) -> list[int]:
@@ -437,8 +433,7 @@ def iterate_samples(net: torch.nn.Module, seeds: Sequence[int], opts: SamplerOpt
     for batch in rank_batches(seeds, max_batch_size, rank, world_size):
         if not batch:
             continue
-        samples, classes = sample_batch_labeled(net, batch, opts, sigma_steps, class_idx, device)
-        yield batch, samples, classes
+        yield batch, *sample_batch_labeled(net, batch, opts, sigma_steps, class_idx, device)
 
 
 def image_path(outdir: str, seed: int, subdirs: bool = False) -> str:

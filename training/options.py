@@ -47,10 +47,6 @@ class Option:
     short: str | None = None      # Optional one-letter alias ('-n').
     config: str | None = None     # The `training_loop` kwarg it sets as is (converted by `type`); None: derived.
 
-    @property
-    def flag(self) -> str:
-        return flag(self.name)
-
 
 _O = Option
 _POS = dict(lo=0, lo_open=True)
@@ -278,9 +274,8 @@ def load_preset(name: str, preset_dir: str = PRESET_DIR) -> dict:
     bad = sorted(k for k in options if k not in DEFAULTS or k in RUN_ONLY)
     if bad:
         raise OptionsError(f'Preset {name!r} sets unknown or run-only option(s): {", ".join(bad)}.')
-    network_kwargs = check_network_kwargs(network_kwargs, f'Preset {name!r}')
     return dict(description=str(raw.get('description', '')), options=dict(options),
-                network_kwargs=dict(network_kwargs))
+                network_kwargs=check_network_kwargs(network_kwargs, f'Preset {name!r}'))
 
 
 def _network_parameters() -> dict[str, Any]:
@@ -288,9 +283,8 @@ def _network_parameters() -> dict[str, Any]:
     from training import networks
     set_by_the_loop = {'self', 'img_resolution', 'img_channels', 'label_dim', 'in_channels', 'out_channels'}
     params: dict[str, Any] = {}
-    classes = [networks.VPPrecond, networks.VEPrecond, networks.iDDPMPrecond, networks.EDMPrecond,
-               *networks._MODEL_TYPES.values()]
-    for cls in classes:
+    for cls in (networks.VPPrecond, networks.VEPrecond, networks.iDDPMPrecond, networks.EDMPrecond,
+                *networks._MODEL_TYPES.values()):
         for p in inspect.signature(cls).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in set_by_the_loop:
                 continue
@@ -304,23 +298,14 @@ def _network_parameters() -> dict[str, Any]:
 
 def _plain_value_ok(value: Any, default: Any) -> bool:
     """A network_kwargs value: plain JSON data, finite numbers, and the type of the parameter's default."""
+    if isinstance(value, (list, tuple)):   # a list of finite numbers, where the default is a list or None
+        return (default is None or isinstance(default, (list, tuple))) and all(_plain_value_ok(v, 0.0) for v in value)
     if isinstance(value, float) and not math.isfinite(value):
         return False
-    if isinstance(value, (list, tuple)):
-        if default is not None and not isinstance(default, (list, tuple)):
-            return False
-        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and _plain_value_ok(v, None) for v in value)
     if default is None:
         return value is None or isinstance(value, (bool, int, float, str))
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return False
+    allowed = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default), ())
+    return isinstance(value, allowed) and isinstance(value, bool) == isinstance(default, bool)
 
 
 def check_network_kwargs(network_kwargs: Any, source: str) -> dict:
@@ -542,11 +527,9 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     endpoint = opts['infonoise_endpoint']
     if endpoint == 'auto':   # the dataset's (continuous if it declares none)
         endpoint = dataset['endpoint'] if dataset.get('endpoint') in ('continuous', 'discrete') else 'continuous'
-    weighting = resolve_weighting(opts)
     net_class, loss_class = PRECOND_CLASSES[opts['precond']]
 
-    network_kwargs: dict[str, Any] = dict(class_name=net_class)
-    network_kwargs.update(copy.deepcopy(ARCH_KWARGS[opts['arch']]))
+    network_kwargs: dict[str, Any] = dict(class_name=net_class, **copy.deepcopy(ARCH_KWARGS[opts['arch']]))
     if opts.get('cbase') is not None:
         network_kwargs['model_channels'] = int(opts['cbase'])
     if opts.get('cres') is not None:
@@ -565,7 +548,7 @@ def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size
     if opts['precond'] == 'edm':
         loss_kwargs.update(P_mean=float(opts['p_mean']), P_std=float(opts['p_std']))
     if opts['weighting'] not in ('auto', 'uncertainty'):
-        loss_kwargs['weighting'] = weighting
+        loss_kwargs['weighting'] = opts['weighting']
     if opts['weighting'] == 'min-snr':
         loss_kwargs['min_snr_gamma'] = float(opts['min_snr_gamma'])
     if opts['weighting'] == 'uncertainty':

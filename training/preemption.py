@@ -29,7 +29,6 @@ logger = logging.getLogger('training')
 # can requeue exactly on it: `python train.py ...; [ $? -eq 75 ] && scontrol requeue $SLURM_JOB_ID`.
 PREEMPTED_EXIT_CODE = 75
 
-DEFAULT_SIGNALS = ('SIGTERM', 'SIGUSR1')
 _UNCATCHABLE = ('SIGKILL', 'SIGSTOP')
 _POSIX_ONLY = ('SIGUSR1', 'SIGUSR2', 'SIGHUP', 'SIGQUIT', 'SIGALRM')   # skipped where the platform lacks them
 
@@ -61,14 +60,14 @@ def parse_signals(text: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 class StopSignals:
-    """Records the first of `names` that this process receives while installed (a context manager).
+    """Records the first of `names` that this process receives between `install` and `restore`.
 
     `signum` is 0 until then, afterwards that signal's number. Handlers are installed
     only from the main thread (Python's rule); elsewhere `install` logs that preemption is not handled.
     """
 
-    def __init__(self, names: Iterable[str] = DEFAULT_SIGNALS) -> None:
-        self.names = parse_signals(list(names))   # Signals to handle, e.g. ('SIGTERM', 'SIGUSR1').
+    def __init__(self, names: str | Iterable[str] | None) -> None:
+        self.names = parse_signals(names)         # Signals to handle, e.g. ('SIGTERM', 'SIGUSR1').
         self.signum = 0                           # First signal received (0: none yet).
         self._previous: dict[int, Any] = {}
 
@@ -93,12 +92,6 @@ class StopSignals:
         for number, previous in self._previous.items():
             signal.signal(number, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
-
-    def __enter__(self) -> 'StopSignals':
-        return self.install()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.restore()
 
 
 def signal_name(signum: int) -> str:

@@ -86,8 +86,7 @@ def sampler_summary(profile: Mapping[str, Any] | None) -> dict:
     pi = np.asarray(profile.get('pi'), dtype=np.float64)
     sigma = np.asarray(profile.get('sigma'), dtype=np.float64)
     edges = np.asarray(profile.get('edges'), dtype=np.float64)
-    pivot = profile.get('pivot')
-    pivot = float('nan') if pivot is None else float(pivot)
+    pivot = float('nan') if profile.get('pivot') is None else float(profile['pivot'])
     if pi.size == 0 or not np.all(np.isfinite(pi)):
         return dict(pivot=pivot, peak=float('nan'), entropy=float('nan'), starved=starved)
     mass = pi * np.diff(edges)
@@ -310,8 +309,8 @@ def train_step(run: Run, *, rounds: int, batch_gpu: int, batch_size: int, loss_s
 
 
 def write_checkpoints(run: Run, guard: preemption.RunGuard, *, run_dir: str, snapshot: bool, state: bool,
-                      dataset_kwargs: Mapping, profile_json: dict | None, config: Mapping,
-                      options: Mapping | None, start_nimg: int, last: dict) -> None:
+                      profile_json: dict | None, config: Mapping, options: Mapping | None, start_nimg: int,
+                      last: dict) -> None:
     """A network snapshot (ema, loss_fn, augment_pipe, dataset_kwargs, infonoise profile) and/or a training
     state (every rank's RNG and σ-sampler state gathered), written by rank 0 through `guard`; `last` gets
     the paths written."""
@@ -321,7 +320,8 @@ def write_checkpoints(run: Run, guard: preemption.RunGuard, *, run_dir: str, sna
         if rank == 0:
             path = checkpoint.snapshot_path(run_dir, kimg)
             if guard.write(checkpoint.save_network_snapshot, path, ema=run.ema, loss_fn=run.loss_fn,
-                           augment_pipe=run.augment_pipe, dataset_kwargs=dataset_kwargs, infonoise=profile_json):
+                           augment_pipe=run.augment_pipe, dataset_kwargs=config['dataset_kwargs'],
+                           infonoise=profile_json):
                 last['snapshot'] = path
     if state:
         sampler = run.sigma_sampler
@@ -442,12 +442,11 @@ def training_loop(
             _tick_report(run, collector, profile, start_time, tick_start_time, tick_end_time, tick_start_nimg,
                          maintenance_time, device)
             write_checkpoints(
-                run, guard, run_dir=run_dir, dataset_kwargs=dataset_kwargs, config=config, options=options,
+                run, guard, run_dir=run_dir, config=config, options=options, start_nimg=start_nimg, last=last,
                 snapshot=snapshot_ticks is not None and (done or preempted or run.cur_tick % snapshot_ticks == 0),
                 state=state_dump_ticks is not None and (
                     preempted or ((done or run.cur_tick % state_dump_ticks == 0) and run.cur_tick != 0)),
-                profile_json=_profile_json(profile) if adaptive and rank == 0 else None, start_nimg=start_nimg,
-                last=last)
+                profile_json=_profile_json(profile) if adaptive and rank == 0 else None)
             logs['stats'].append(dict(collector.as_dict(), timestamp=time.time()))
             run.cur_tick += 1
             tick_start_nimg, tick_start_time = run.cur_nimg, time.time()
@@ -492,15 +491,15 @@ def _open_logs(run_dir: str, guard: preemption.RunGuard, config: Mapping, option
                adaptive: bool, metrics: bool) -> dict[str, '_Log']:
     """Rank 0: the run directory (stale temporaries removed), training_options.json and the JSON-lines logs
     stats / infonoise / metrics (a log that is not written, as on the other ranks, ignores its rows)."""
-    if dist.get_rank() != 0:
-        return dict(stats=_Log(None, guard), infonoise=_Log(None, guard), metrics=_Log(None, guard))
-    os.makedirs(run_dir, exist_ok=True)
-    stale = checkpoint.remove_stale_temporaries(run_dir)
-    if stale:
-        logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
-    guard.write(util.write_json, os.path.join(run_dir, 'training_options.json'),
-                dict(config, options=dict(options) if options is not None else None), indent=2, default=str)
-    return {name: _Log(os.path.join(run_dir, f'{name}.jsonl') if wanted else None, guard)
+    rank0 = dist.get_rank() == 0
+    if rank0:
+        os.makedirs(run_dir, exist_ok=True)
+        stale = checkpoint.remove_stale_temporaries(run_dir)
+        if stale:
+            logger.info(f'Removed {len(stale)} temporary file(s) of writes that a kill interrupted.')
+        guard.write(util.write_json, os.path.join(run_dir, 'training_options.json'),
+                    dict(config, options=dict(options) if options is not None else None), indent=2, default=str)
+    return {name: _Log(os.path.join(run_dir, f'{name}.jsonl') if wanted and rank0 else None, guard)
             for name, wanted in (('stats', True), ('infonoise', adaptive), ('metrics', metrics))}
 
 
