@@ -43,7 +43,6 @@ Examples:
 from __future__ import annotations
 
 import collections
-import io
 import json
 import math
 import os
@@ -54,7 +53,7 @@ import click
 import numpy as np
 import scipy.stats
 
-from dnnlib.util import atomic_write
+from dnnlib.util import atomic_write, write_json
 
 ADAPTIVE = 'infonoise'   # the paper's method: its speed-up is the headline of a row
 ADAPTIVE_METHODS = ('infonoise', 'infonoise-freeze', 'loss-second-moment', 'kingma-gao', 'cdcd')
@@ -300,17 +299,12 @@ def read_jsonl(path: str) -> list[dict]:
     """The JSON objects of a .jsonl file; a truncated or malformed line (a run still writing) is skipped."""
     rows = []
     with open(path, 'r', encoding='utf-8') as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
+        for line in filter(str.strip, f):
             try:
-                obj = json.loads(line)
+                rows.append(json.loads(line))
             except ValueError:
                 continue
-            if isinstance(obj, dict):
-                rows.append(obj)
-    return rows
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def jsonable(obj: Any) -> Any:
@@ -376,15 +370,6 @@ def training_speed(run_dir: str) -> dict:
     return dict(kimg=last_kimg, sec_per_kimg=sec_per_kimg)
 
 
-def find_runs(root: str) -> list[str]:
-    """Every directory under `root` (itself included) that holds a metrics.jsonl, sorted."""
-    found = []
-    for dirpath, _dirnames, filenames in os.walk(root):
-        if 'metrics.jsonl' in filenames:
-            found.append(dirpath)
-    return sorted(found)
-
-
 def _read_json(path: str) -> Any:
     try:
         with open(path, 'r', encoding='utf-8') as f:
@@ -428,7 +413,7 @@ def load_runs(root: str) -> dict:
     floors{num: value}, curve_num, speed{method: {seed: ...}}); a row evaluated with several metrics becomes
     one entry per metric ('ROW:METRIC')."""
     rows: dict[tuple[str, str], dict] = {}
-    run_dirs = sorted(set(find_runs(root)) | {os.path.dirname(p) for p in _find(root, 'final.jsonl')})
+    run_dirs = sorted({d for d, _dirs, files in os.walk(root) if 'metrics.jsonl' in files or 'final.jsonl' in files})
     for run_dir in run_dirs:
         path = os.path.join(run_dir, 'metrics.jsonl')
         records = read_jsonl(path) if os.path.isfile(path) else []
@@ -443,9 +428,8 @@ def load_runs(root: str) -> dict:
         def entry(rec: Mapping[str, Any]) -> tuple[dict, str, int]:
             row = str(rec.get('row', default_row))
             metric = str(rec.get('metric', 'metric'))
-            info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='',
-                                                       metric=metric, curves={}, finals={}, floors={}, curve_num=None,
-                                                       profiles={},
+            info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='', metric=metric,
+                                                       curves={}, finals={}, floors={}, curve_num=None, profiles={},
                                                        speed={}, note=row_info.get('note')))
             for field in ('title', 'section'):
                 if rec.get(field):
@@ -480,10 +464,6 @@ def load_runs(root: str) -> dict:
         info['curves'] = {m: {s: sorted(c.items()) for s, c in seeds.items()} for m, seeds in info['curves'].items()}
     per_row = collections.Counter(row for row, _ in rows)
     return {row if per_row[row] == 1 else f'{row}:{metric}': info for (row, metric), info in sorted(rows.items())}
-
-
-def _find(root: str, name: str) -> list[str]:
-    return sorted(os.path.join(d, name) for d, _dirs, files in os.walk(root) if name in files)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,11 +510,6 @@ def format_speedup(speedup: Mapping[str, Any] | None) -> str:
     return ('≤' if speedup.get('bound') else '') + f'{speedup["value"]:.2f}×'
 
 
-def _final_sizes(info: Mapping[str, Any], kind: str = 'decoded') -> tuple[set, set]:
-    recs = [r[kind] for seeds in info['finals'].values() for r in seeds.values() if kind in r]
-    return {int(r.get('num', 0)) for r in recs}, {int(r.get('classes', 1) or 1) for r in recs}
-
-
 def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> str:
     """The Table 1(a) block of one row and metric: protocol checks, then one line per method."""
     metric = str(info['metric'])
@@ -570,7 +545,8 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     curve_num = info.get('curve_num')
     lines.append(f'- target: {fmt(s["target"])} = final seed-mean of {label(best)} on the curve'
                  + (f' ({curve_num} samples per evaluation)' if curve_num else '') + '.')
-    nums, classes = _final_sizes(info)
+    finals = [r['decoded'] for seeds in info['finals'].values() for r in seeds.values() if 'decoded' in r]
+    nums, classes = {int(r.get('num', 0)) for r in finals}, {int(r.get('classes', 1) or 1) for r in finals}
     floors = info.get('floors') or {}
     if nums:
         kind = 'sequence' if metric in SEQUENCE_METRICS else 'image'
@@ -586,11 +562,10 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
         lines.append(f'- real-data floor at the curve size ({curve_num}): {fmt(floors[curve_num])}.')
     raw = []
     for m in methods:
-        pairs = [(r['raw']['value'], r['decoded']['value']) for r in info['finals'].get(m, {}).values()
-                 if 'raw' in r and 'decoded' in r]
-        if pairs:
-            raw.append(f'{label(m)} {fmt(float(np.mean([a for a, _ in pairs])))} → '
-                       f'{fmt(float(np.mean([b for _, b in pairs])))}')
+        pairs = np.array([(r['raw']['value'], r['decoded']['value']) for r in info['finals'].get(m, {}).values()
+                          if 'raw' in r and 'decoded' in r]).reshape(-1, 2)
+        if len(pairs):
+            raw.append(f'{label(m)} {fmt(float(pairs[:, 0].mean()))} → {fmt(float(pairs[:, 1].mean()))}')
     if raw:
         lines.append('- raw → decoded final (seed means): ' + '; '.join(raw) + '.')
     lines.append('- protocol: ' + ('as specified.' if not breaches else 'NOT met: ' + '; '.join(breaches) + '.'))
@@ -678,11 +653,9 @@ def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format='png')
-    plt.close(fig)
     with atomic_write(path) as f:
-        f.write(buffer.getvalue())
+        fig.savefig(f, format='png')
+    plt.close(fig)
 
 
 def build_report(root: str) -> tuple[dict, dict]:
@@ -783,8 +756,7 @@ def main(runs: str, out_path: str | None, plot_dir: str | None, no_plots: bool, 
                          floors=rows[row]['floors'],
                          speed={m: {str(s): v for s, v in d.items()} for m, d in rows[row]['speed'].items()},
                          **summaries[row]) for row in rows}
-        with atomic_write(json_path) as f:
-            f.write((json.dumps(jsonable(out), indent=2, allow_nan=False) + '\n').encode('utf-8'))
+        write_json(json_path, jsonable(out), indent=2, allow_nan=False)
         click.echo(f'Wrote {json_path}', err=True)
 
 
