@@ -222,12 +222,11 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
         kex = first_evaluated(kimg, mean, target)
         seeds = {}
         for seed, c in curves[m].items():
-            c = sorted(c)
-            k_s, v_s = [p[0] for p in c], [p[1] for p in c]
+            k_s, v_s = zip(*sorted(c))
             hit = first_evaluated(k_s, v_s, target)
-            final = finals[m][seed] if finals and m in finals and seed in finals[m] else float(c[-1][1])
+            final = finals[m][seed] if finals and m in finals and seed in finals[m] else float(v_s[-1])
             seeds[str(seed)] = dict(kex=hit, reached=hit is not None, final=float(final),
-                                    curve_final=float(c[-1][1]), budget_kimg=float(c[-1][0]),
+                                    curve_final=float(v_s[-1]), budget_kimg=float(k_s[-1]),
                                     grid=evaluation_grid(k_s))
         final_values = [e['final'] for e in seeds.values()]
         summary['methods'][m] = dict(
@@ -239,11 +238,8 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
     base = summary['methods'][best]
     for m in methods:
         e = summary['methods'][m]
-        if base['kex'] is not None:
-            e['speedup'] = dict(value=base['kex'] / (e['kex'] if e['reached'] else e['budget_kimg']),
-                                bound=not e['reached'])
-        else:
-            e['speedup'] = dict(value=None, bound=False)
+        e['speedup'] = dict(value=None, bound=False) if base['kex'] is None else dict(
+            value=base['kex'] / (e['kex'] if e['reached'] else e['budget_kimg']), bound=not e['reached'])
         paired = sorted(set(e['seeds']) & set(base['seeds']), key=int)
         e['paired_seeds'] = paired
         e['same_seeds'] = set(e['seeds']) == set(base['seeds'])
@@ -308,16 +304,9 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def jsonable(obj: Any) -> Any:
-    """A copy of `obj` fit for strict JSON: numpy scalars -> Python numbers, NaN/Inf -> None, tuples -> lists."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    """A copy of `obj` fit for strict JSON: numpy scalars and arrays -> Python numbers and lists, NaN/Inf -> None,
+    tuples -> lists."""
+    return json.loads(json.dumps(obj, default=lambda x: x.tolist()), parse_constant=lambda _: None)
 
 
 def write_jsonl(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -510,6 +499,11 @@ def format_speedup(speedup: Mapping[str, Any] | None) -> str:
     return ('≤' if speedup.get('bound') else '') + f'{speedup["value"]:.2f}×'
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table: header, separator, one line per row."""
+    return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + ['| ' + ' | '.join(r) + ' |' for r in rows]
+
+
 def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> str:
     """The Table 1(a) block of one row and metric: protocol checks, then one line per method."""
     metric = str(info['metric'])
@@ -573,8 +567,7 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     header = ['method', 'final (mean ± std)', f'Δ final vs {label(best)} [95% CI]', 'verdict',
               'kEx@target (first evaluated)', 'per seed', f'Δ kEx vs {label(best)} [95% CI]', 'verdict', 'speed-up',
               'kEx@target interpolated (secondary)']
-    lines.append('| ' + ' | '.join(header) + ' |')
-    lines.append('|' + '---|' * len(header))
+    table = []
     for m in methods:
         e = s['methods'][m]
         per_seed = ', '.join(format_kex(v['kex'], v['budget_kimg']) for _, v in sorted(e['seeds'].items(),
@@ -587,24 +580,21 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
             if e['paired_kex']['censored']:
                 d_kex += f'; censored seeds {",".join(e["paired_kex"]["censored"])}'
         interp = fmt(e['kex_interp']) if e['kex_interp'] is not None else f'>{e["budget_kimg"]:g}'
-        lines.append('| ' + ' | '.join([label(m), format_value(e['final_mean'], e['final_std']), d_final, v_final,
-                                        format_kex(e['kex'], e['budget_kimg']), per_seed, d_kex, v_kex,
-                                        format_speedup(e['speedup']), interp]) + ' |')
-    lines.append('')
+        table.append([label(m), format_value(e['final_mean'], e['final_std']), d_final, v_final,
+                      format_kex(e['kex'], e['budget_kimg']), per_seed, d_kex, v_kex, format_speedup(e['speedup']),
+                      interp])
+    lines += markdown_table(header, table) + ['']
+    edges = [f'{b:g}' for b in PROFILE_BANDS]
+    bands = [f'σ < {edges[0]}', *(f'{a}–{b}' for a, b in zip(edges, edges[1:])), f'σ ≥ {edges[-1]}']
     for m in methods:
         for seed, drift in sorted((info.get('profiles') or {}).get(m, {}).items())[:1]:
-            bands = ['σ < 0.05', '0.05–0.5', '0.5–5', 'σ ≥ 5']
+            table = [['log-uniform, same grid', '–', '–', '–', *(f'{x:.3f}' for x in drift[0]['loguniform'])]]
+            table += [[f'{d["kimg"]:g}', fmt(d['pivot'], 3), fmt(d['peak'], 3), fmt(d['low_ratio'], 3),
+                       *(f'{x:.3f}' for x in d['mass'])] for d in drift]
             lines += [f'Profile drift of {label(m)} (seed {seed}) at evenly spaced refreshes: the pivot c, the mode of '
                       f'π per unit log σ, mse/σ² in the lowest σ bin (1 = the noise passes through undenoised) and '
-                      f'the share of π (floor included) per σ band.', '',
-                      '| kEx | pivot c | π mode | mse/σ², lowest bin | ' + ' | '.join(bands) + ' |',
-                      '|' + '---|' * (4 + len(bands))]
-            lines.append('| log-uniform, same grid | – | – | – | '
-                         + ' | '.join(f'{x:.3f}' for x in drift[0]['loguniform']) + ' |')
-            lines += [f'| {d["kimg"]:g} | {fmt(d["pivot"], 3)} | {fmt(d["peak"], 3)} | {fmt(d["low_ratio"], 3)} | '
-                      + ' | '.join(f'{x:.3f}' for x in d['mass']) + ' |'
-                      for d in drift]
-            lines.append('')
+                      f'the share of π (floor included) per σ band.', '']
+            lines += markdown_table(['kEx', 'pivot c', 'π mode', 'mse/σ², lowest bin', *bands], table) + ['']
     return '\n'.join(lines)
 
 
