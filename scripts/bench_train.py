@@ -33,6 +33,7 @@ Every timing goes through `torch_utils.timing` (device synchronised at both ends
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import statistics
@@ -119,39 +120,29 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
     return config, facts
 
 
-class LapTimer:
-    """Wall time per phase name since the previous lap (the network-only step's phases).
+class StepClock:
+    """Throughput stamps over the steps after the warm-up ((wall, CPU) seconds between two step counts) and, with
+    `laps`, the wall time per phase name between two `lap` calls over those steps (the network-only step's phases).
 
     On CUDA every lap synchronises the device first (so that a phase is charged with its own kernels);
     that happens only here, in the benchmark, never in normal training.
     """
 
-    def __init__(self, cuda: bool) -> None:
-        self._device = 'cuda' if cuda else None
-        self.totals: dict[str, float] = {}
-        self._prev = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        synchronize(self._device)
-        now = time.perf_counter()
-        self.totals[name] = self.totals.get(name, 0.0) + now - self._prev
-        self._prev = now
-
-    def restart(self) -> None:
-        """Forget the step phases so far (start of the steady state)."""
-        self.totals = {}
-        self._prev = time.perf_counter()
-
-
-class _Clock:
-    """Throughput stamps over the steps after the warm-up: (wall, CPU) seconds between two step counts."""
-
-    def __init__(self, device: str, warmup: int, steps: int, timer: LapTimer | None) -> None:
-        self.device, self.warmup, self.steps, self.timer = device, warmup, steps, timer
+    def __init__(self, device: str, warmup: int, steps: int, laps: bool = False) -> None:
+        self.device, self.warmup, self.steps, self.laps = device, warmup, steps, laps
         self.done = 0
         self.watch = Stopwatch(device)
-        self.phases: dict[str, float] = {}
+        self.totals: dict[str, float] = {}
         self.t_ready = self.t_first = None
+        self._prev = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Charge the time since the previous lap to phase `name` (with `laps` only)."""
+        if self.laps:
+            synchronize(self.device)
+            now = time.perf_counter()
+            self.totals[name] = self.totals.get(name, 0.0) + now - self._prev
+            self._prev = now
 
     def tick(self) -> None:
         """Call after every step."""
@@ -161,12 +152,9 @@ class _Clock:
             self.t_first = time.perf_counter()
         if self.done == self.warmup:
             self.watch.start()
-            if self.timer is not None:
-                self.timer.restart()
+            self.totals, self._prev = {}, time.perf_counter()   # the phases count from the steady state on
         elif self.done == self.steps:
-            if self.timer is not None:
-                self.timer('other')
-                self.phases = dict(self.timer.totals)
+            self.lap('other')
             self.watch.stop()
 
     def rates(self, images_per_step: int) -> tuple[float, float]:
@@ -174,7 +162,7 @@ class _Clock:
         return n / self.watch.wall, n / max(self.watch.cpu, 1e-9)
 
     def per_step_ms(self) -> dict[str, float]:
-        return {k: 1e3 * v / (self.steps - self.warmup) for k, v in self.phases.items()}
+        return {k: 1e3 * v / (self.steps - self.warmup) for k, v in self.totals.items()}
 
 
 def build_network(config: dict, facts: dict, device: str) -> Any:
@@ -210,20 +198,18 @@ def measure_network(config: dict, steps: int, warmup: int, device: str, timed: b
     labels = torch.zeros([batch, run.dataset.label_dim], device=dev)
     augment_dim = int(config['network_kwargs'].get('augment_dim', 0))
     augment_labels = torch.zeros([batch, augment_dim], device=dev) if config['augment_kwargs'] else None
-    timer = LapTimer(dev.type == 'cuda') if timed else None
-    lap = timer if timer is not None else (lambda name: None)
-    clock = _Clock(device, warmup, steps, timer)
+    clock = StepClock(device, warmup, steps, laps=timed)
     t0 = time.perf_counter()
     for _ in range(steps):
         run.optimizer.zero_grad(set_to_none=True)
-        lap('optimizer')
+        clock.lap('optimizer')
         for _ in range(rounds):
             loss = weight * (run.loss_net(noisy, sigma, labels, augment_labels=augment_labels) - y) ** 2
-            lap('forward')
+            clock.lap('forward')
             loss.sum().mul(1 / (batch * rounds)).backward()
-            lap('backward')
+            clock.lap('backward')
         run.optimizer.step()
-        lap('optimizer')
+        clock.lap('optimizer')
         clock.tick()
     wall, cpu = clock.rates(batch * rounds)
     return dict(img_per_s=wall, cpu_img_per_s=cpu, first_step_s=clock.t_first - t0, phases=clock.per_step_ms())
@@ -252,7 +238,7 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     prof_startup = profile(activities=activities) if startup else None
     prof_steps = profile(activities=activities) if timed else None
-    clock = _Clock(device, warmup, steps, None)
+    clock = StepClock(device, warmup, steps)
     calls = []
 
     def progress(cur_nimg: int, total_nimg: int) -> None:
@@ -372,12 +358,8 @@ def count_host_syncs(config: dict, steps: int, warmup: int, device: str, run_dir
         finally:
             torch.cuda.set_sync_debug_mode(0)
     window = [w for w in caught[marks[warmup]:marks[-1]] if 'synchroniz' in str(w.message)]
-    where: dict[str, int] = {}
-    for w in window:
-        key = f'{os.path.relpath(w.filename)}:{w.lineno}'
-        where[key] = where.get(key, 0) + 1
-    return dict(per_step=len(window) / max(len(marks) - 1 - warmup, 1),
-                where=dict(sorted(where.items(), key=lambda kv: -kv[1])))
+    where = collections.Counter(f'{os.path.relpath(w.filename)}:{w.lineno}' for w in window)
+    return dict(per_step=len(window) / max(len(marks) - 1 - warmup, 1), where=dict(where.most_common()))
 
 
 # ---------------------------------------------------------------------------------------------------
