@@ -46,6 +46,7 @@ import collections
 import json
 import math
 import os
+import pathlib
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -63,8 +64,6 @@ METHOD_LABELS = {'loguniform': 'log-uniform', 'edm': 'EDM transfer', 'lognormal-
                  'ddpm': 'DDPM (DNA-Diffusion)', 'infonoise': 'InfoNoise',
                  'infonoise-freeze': 'InfoNoise frozen at 8 kEx', 'loss-second-moment': 'loss 2nd moment',
                  'kingma-gao': 'Kingma–Gao', 'cdcd': 'CDCD'}
-SECTION_TITLES = {'a': 'Table 1(a): discrete domains', 'b': 'Table 1(b): continuous images',
-                  'digits': 'CPU-scale digits (digit-classifier Fréchet distance)'}
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pkl$')
 RUN_DIR_RE = re.compile(r'^(?P<method>.+)-seed(?P<seed>\d+)$')
 PLATEAU_REL = 0.05        # (a) relative improvement below which the best baseline counts as plateaued
@@ -292,8 +291,11 @@ def claim_verdict(kind: str, summary: Mapping[str, Any]) -> tuple[str, str]:
 # Run directories.
 
 def read_jsonl(path: str) -> list[dict]:
-    """The JSON objects of a .jsonl file; a truncated or malformed line (a run still writing) is skipped."""
+    """The JSON objects of a .jsonl file; a truncated or malformed line (a run still writing) is skipped, and a
+    missing file reads as none."""
     rows = []
+    if not os.path.isfile(path):
+        return rows
     with open(path, 'r', encoding='utf-8') as f:
         for line in filter(str.strip, f):
             try:
@@ -334,12 +336,10 @@ def snapshot_kimgs(run_dir: str) -> dict[str, float]:
     whole kimg). Without stats the rounded value is used.
     """
     exact: dict[int, float] = {}
-    stats = os.path.join(run_dir, 'stats.jsonl')
-    if os.path.isfile(stats):
-        for row in read_jsonl(stats):
-            k = _stat_mean(row, 'Progress/kimg')
-            if k is not None and math.isfinite(k):
-                exact[int(math.floor(k + 1e-6))] = round(k, 6)
+    for row in read_jsonl(os.path.join(run_dir, 'stats.jsonl')):
+        k = _stat_mean(row, 'Progress/kimg')
+        if k is not None and math.isfinite(k):
+            exact[int(math.floor(k + 1e-6))] = round(k, 6)
     out = {}
     for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
         m = SNAPSHOT_RE.match(name)
@@ -350,8 +350,7 @@ def snapshot_kimgs(run_dir: str) -> dict[str, float]:
 
 def training_speed(run_dir: str) -> dict:
     """Last kimg and mean seconds per kimg of a run, from stats.jsonl (None when absent)."""
-    path = os.path.join(run_dir, 'stats.jsonl')
-    rows = read_jsonl(path) if os.path.isfile(path) else []
+    rows = read_jsonl(os.path.join(run_dir, 'stats.jsonl'))
     kimgs = [k for k in (_stat_mean(r, 'Progress/kimg') for r in rows) if k is not None]
     total = [t for t in (_stat_mean(r, 'Timing/total_sec') for r in rows) if t is not None]
     last_kimg = kimgs[-1] if kimgs else None
@@ -404,8 +403,7 @@ def load_runs(root: str) -> dict:
     rows: dict[tuple[str, str], dict] = {}
     run_dirs = sorted({d for d, _dirs, files in os.walk(root) if 'metrics.jsonl' in files or 'final.jsonl' in files})
     for run_dir in run_dirs:
-        path = os.path.join(run_dir, 'metrics.jsonl')
-        records = read_jsonl(path) if os.path.isfile(path) else []
+        records = read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
         name_match = RUN_DIR_RE.match(os.path.basename(run_dir))
         default_row = os.path.basename(os.path.dirname(run_dir)) or 'run'
         default_method = name_match.group('method') if name_match else os.path.basename(run_dir)
@@ -436,13 +434,11 @@ def load_runs(root: str) -> dict:
             num = rec.get('num', options.get('metrics_num'))
             if isinstance(num, int):
                 info['curve_num'] = num
-        ppath = os.path.join(run_dir, 'infonoise.jsonl')
-        drift = profile_drift(ppath) if os.path.isfile(ppath) else []
+        drift = profile_drift(os.path.join(run_dir, 'infonoise.jsonl'))
         if drift and records:
             info, method, seed = entry(records[0])
             info['profiles'].setdefault(method, {})[seed] = drift
-        fpath = os.path.join(run_dir, 'final.jsonl')
-        for rec in read_jsonl(fpath) if os.path.isfile(fpath) else []:
+        for rec in read_jsonl(os.path.join(run_dir, 'final.jsonl')):
             if isinstance(rec.get('value'), (int, float)):
                 info, method, seed = entry(rec)
                 kind = 'decoded' if rec.get('decoded', True) else 'raw'
@@ -734,8 +730,7 @@ def main(runs: str, out_path: str | None, plot_dir: str | None, no_plots: bool, 
     if benchmarks is not None:
         key = os.path.basename(os.path.normpath(runs))
         try:
-            with open(benchmarks, 'r', encoding='utf-8') as f:
-                document = splice(f.read(), key, text)
+            document = splice(pathlib.Path(benchmarks).read_text(encoding='utf-8'), key, text)
         except (OSError, ValueError) as err:
             raise click.ClickException(f'Cannot update {benchmarks}: {err}') from None
         with atomic_write(benchmarks) as f:
