@@ -737,10 +737,8 @@ def main(runs: str, out_path: str | None, plot_dir: str | None, no_plots: bool, 
             f.write(document.encode('utf-8'))
         click.echo(f'Updated {benchmarks}', err=True)
     if json_path is not None:
-        out = {row: dict(title=rows[row]['title'], section=rows[row]['section'], metric=rows[row]['metric'],
-                         floors=rows[row]['floors'],
-                         speed={m: {str(s): v for s, v in d.items()} for m, d in rows[row]['speed'].items()},
-                         **summaries[row]) for row in rows}
+        out = {row: dict({k: rows[row][k] for k in ('title', 'section', 'metric', 'floors', 'speed')}, **summaries[row])
+               for row in rows}
         write_json(json_path, jsonable(out), indent=2, allow_nan=False)
         click.echo(f'Wrote {json_path}', err=True)
 
