@@ -35,10 +35,6 @@ adaptive, i.e. not infonoise, loss-second-moment, kingma-gao or cdcd):
       (undecoded) final value is printed once per row where recorded.
   (g) each paper claim a row tests (PAPER_CLAIMS) ends the report with one word, confirmed / not confirmed /
       refuted at this scale, from the intervals of (d) (claim_verdict) and the reason.
-
-Examples:
-    python -m scripts.report docs/results/table1a
-    python -m scripts.report runs/table1 --json table1.json --plots plots/
 """
 from __future__ import annotations
 
@@ -55,6 +51,7 @@ import numpy as np
 import scipy.stats
 
 from dnnlib.util import atomic_write, write_json
+from training.metrics import plotting
 
 ADAPTIVE = 'infonoise'   # the paper's method: its speed-up is the headline of a row
 ADAPTIVE_METHODS = ('infonoise', 'infonoise-freeze', 'loss-second-moment', 'kingma-gao', 'cdcd')
@@ -613,10 +610,7 @@ def markdown_report(rows: Mapping[str, Mapping[str, Any]], summaries: Mapping[st
 
 def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
     """Metric vs kEx (seed mean, ±std band) for one row, with the target and the floor; PNG written atomically."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
+    fig, ax = plotting.pyplot().subplots(figsize=(6.5, 4.2), dpi=100)
     lows, highs = [], []
     for m in method_order(summary['methods']):
         c = summary['methods'][m]['curve']
@@ -639,9 +633,7 @@ def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format='png')
-    plt.close(fig)
+    plotting.save_figure(fig, path, dpi=100, bbox_inches=None)
 
 
 def build_report(root: str) -> tuple[dict, dict]:
