@@ -165,15 +165,19 @@ class StepClock:
         return {k: 1e3 * v / (self.steps - self.warmup) for k, v in self.totals.items()}
 
 
-def build_network(config: dict, facts: dict, device: str) -> Any:
-    """The preset's network as the loop builds it: class and kwargs from the config, shape from the data (seed 0)."""
+def build_network_run(config: dict, device: str) -> Any:
+    """The loop's own `training_loop.build_run` (network, optimizer, fast paths, autocast; seed 0, the loop's TF32
+    and cuDNN settings) with the data loaded in the main process."""
     import torch
 
-    import dnnlib
+    from training.fast_paths import resolve_fast_paths
+    from training.training_loop import build_run, configure_backends
+    dev = torch.device(device)
+    configure_backends(dev, config['cudnn_benchmark'], config['deterministic'])
     torch.manual_seed(0)
-    net = dnnlib.util.construct_class_by_name(**config['network_kwargs'], img_resolution=facts['resolution'],
-                                              img_channels=facts['num_channels'], label_dim=facts['label_dim'])
-    return net.to(torch.device(device))
+    no_workers = dict(config, data_loader_kwargs=dict(config['data_loader_kwargs'], num_workers=0))
+    return build_run(no_workers, batch_gpu=int(config['batch_gpu']), fast=resolve_fast_paths(config['fast_paths']),
+                     device=dev)
 
 
 def measure_network(config: dict, steps: int, warmup: int, device: str, timed: bool) -> dict:
@@ -181,15 +185,10 @@ def measure_network(config: dict, steps: int, warmup: int, device: str, timed: b
     `training_loop.build_run` sets up (seed 0): img/s (wall, CPU) and, when `timed`, ms per step per phase."""
     import torch
 
-    from training.fast_paths import resolve_fast_paths
     from training.networks import data_shape
-    from training.training_loop import build_run, configure_backends
     dev = torch.device(device)
-    configure_backends(dev, config['cudnn_benchmark'], config['deterministic'])   # the loop's TF32/cuDNN settings
-    torch.manual_seed(0)
     batch, rounds = int(config['batch_gpu']), int(config['accumulation_rounds'])
-    no_workers = dict(config, data_loader_kwargs=dict(config['data_loader_kwargs'], num_workers=0))
-    run = build_run(no_workers, batch_gpu=batch, fast=resolve_fast_paths(config['fast_paths']), device=dev)
+    run = build_network_run(config, device)
     shape = [batch, *data_shape(run.net)]
     y = torch.rand(shape, device=dev) * 2 - 1
     sigma = (torch.randn([batch] + [1] * (len(shape) - 1), device=dev) * 1.2 - 1.2).exp()
@@ -427,8 +426,8 @@ def run_generate(name: str, device: str, reps: int, nfe: int, batch: int, workdi
     from training import generation
     from training.networks import data_shape
     num_steps = (nfe + 1) // 2
-    config, facts = build_config(name, None, 1, device, workdir, overrides, data_size=data_size)
-    net = build_network(config, facts, device).eval().requires_grad_(False)
+    config, _ = build_config(name, None, 1, device, workdir, overrides, data_size=data_size)
+    net = build_network_run(config, device).net.eval().requires_grad_(False)
     opts = generation.SamplerOptions(num_steps=num_steps)
     sigma_steps = generation.resolve_sigma_steps(net, opts)
     seeds = list(range(batch))
@@ -492,15 +491,11 @@ def format_report(r: dict) -> list[str]:
     net, loop = r['phases_network_ms'], r['phases_loop_ms']
     sync = ' (loop: one profiled run; network: synchronised laps in a separate run)' if r['device'] != 'cpu' \
         else ' (loop: one profiled run)'
-    if net or loop:
-        lines.append(f'per-step phases, ms{sync}:{"network":>10}{"loop":>10}{"loop-net":>10}')
-        for name in PHASES:
-            if name in net or name in loop:
-                a, b = net.get(name, 0.0), loop.get(name, 0.0)
-                lines.append(f'  {name:<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
     a, b = sum(net.values()), sum(loop.values())
     if net or loop:
-        lines.append(f'  {"total":<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
+        lines.append(f'per-step phases, ms{sync}:{"network":>10}{"loop":>10}{"loop-net":>10}')
+        cells = [(k, net.get(k, 0.0), loop.get(k, 0.0)) for k in PHASES if k in net or k in loop] + [('total', a, b)]
+        lines += [f'  {k:<26}{x:>10.2f}{y:>10.2f}{y - x:>+10.2f}' for k, x, y in cells]
     if a > 0 and loop:
         only = r['loop_only_ms']
         lines.append(f'loop-only phases ({", ".join(LOOP_ONLY)}): {only:.2f} ms/step = {100 * only / a:.2f}% of the '

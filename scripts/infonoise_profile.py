@@ -113,13 +113,10 @@ def measure_network_losses(net: torch.nn.Module, dataset: Any, sigma: torch.Tens
     return losses
 
 
-def dataset_array(dataset: Any) -> np.ndarray:
-    """All items of a dataset as float64 [n, C, H, W] in [−1, 1]."""
-    return np.stack([dataset[i][0] for i in range(len(dataset))]).astype(np.float64) / 127.5 - 1
-
-
-def oracle_mse(data: np.ndarray, sigma: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
-    """Per-element empirical-Bayes MMSE at each σ: EmpiricalBayes(data).mmse(σ) / (elements per item)."""
+def oracle_mse(dataset: Any, sigma: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
+    """Per-element empirical-Bayes MMSE at each σ: EmpiricalBayes(data).mmse(σ) / (elements per item), with data all
+    items of `dataset` as float64 [n, C, H, W] in [−1, 1]."""
+    data = np.stack([dataset[i][0] for i in range(len(dataset))]).astype(np.float64) / 127.5 - 1
     oracle = infonoise.EmpiricalBayes(torch.from_numpy(data))
     generator = torch.Generator().manual_seed(seed)
     mmse = oracle.mmse(np.asarray(sigma, np.float64), num_samples=num_samples, generator=generator)
@@ -215,7 +212,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
     try:
         if oracle:
             click.echo(f'Exact empirical-Bayes profile of {len(dataset)} items on {num_bins} bins ...')
-            mse = oracle_mse(dataset_array(dataset), grid.sigma.numpy(), per_bin, seed)
+            mse = oracle_mse(dataset, grid.sigma.numpy(), per_bin, seed)
             profile = profile_from_losses(grid, grid.sigma.clone(), torch.from_numpy(mse), weight_fn, endpoint,
                                           floor, smooth)
         else:
@@ -228,10 +225,9 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
         raise click.ClickException(str(exc)) from None
 
     record = infonoise.profile_to_json(profile)   # with its provenance
-    record.update(source='oracle' if oracle else 'network', network=network, data=data_spec, num_items=len(dataset),
-                  per_bin=per_bin, weight=weight, sigma_data=sigma_data, endpoint=endpoint, floor=floor, seed=seed)
-    if network is None:
-        del record['network']
+    record.update(source='oracle' if oracle else 'network', **({} if network is None else dict(network=network)),
+                  data=data_spec, num_items=len(dataset), per_bin=per_bin, weight=weight, sigma_data=sigma_data,
+                  endpoint=endpoint, floor=floor, seed=seed)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     util.write_json(out_path, record)
     pivot = profile.get('pivot', math.nan)
