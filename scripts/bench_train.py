@@ -19,17 +19,14 @@ DDPM++ preset on random 32x32 PNGs in the archive format; meant for a GPU). `--c
 loop with the other σ distribution (InfoNoise vs EDM's log-normal) to every repetition; `--sync-check`
 (CUDA) counts the host synchronisations per loop step and names where they happen.
 
---mode paths: the network-only step (forward, backward, optimizer step) of the preset under each opt-in fast
-path (exact = reference numerics, sdpa, channels_last, bf16, fp16 (CUDA only), compile, combined = sdpa +
-channels_last + bf16), one row per path with its img/s relative to exact (median over --reps).
+--mode paths: the network-only step under each opt-in fast path of FAST_PATHS (exact = reference numerics;
+fp16 on CUDA only), one row per path with its img/s relative to exact (median over --reps).
 
---mode generate: images/s of generate.py's sampling path (`training.generation.sample_batch`: per-seed
-latents and noise, deterministic Heun on EDM's grid) with the preset's network, randomly initialised, at
---nfe network evaluations (Heun: NFE = 2N − 1, so an even NFE is refused), after one warm-up batch; also the
-share of the per-seed random streams (the cost of batch-size-independent images).
-
-Every timing goes through `torch_utils.timing` (device synchronised at both ends of a timed block).
---json PATH writes the result record of any mode.
+--mode generate: images/s of generate.py's sampling path (`training.generation.sample_batch`: per-seed latents
+and noise, deterministic Heun on EDM's grid) with the preset's network, randomly initialised, at --nfe (Heun:
+NFE = 2N − 1) after one warm-up batch; also the share of the per-seed random streams (the cost of
+batch-size-independent images). Every timing goes through `torch_utils.timing` (device synchronised at both ends
+of a timed block); --json PATH writes the result record of any mode.
 """
 from __future__ import annotations
 
@@ -109,8 +106,7 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
     if opts['sigma_dist'] == 'infonoise':   # adaptive from the third step on, refreshing every 20 steps
         opts.update(infonoise_warmup=2, infonoise_refresh=20, infonoise_min_count=1)
     opts['kimg'] = steps * opts['batch'] / 1000
-    ds = open_dataset(opts['data'], use_labels=bool(opts['cond']), xflip=bool(opts['xflip']),
-                      cache=bool(opts['cache']))
+    ds = open_dataset(**O.dataset_kwargs(opts))
     facts = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
                  has_labels=ds.has_labels, endpoint=ds.endpoint, size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
     config = O.build_config(opts, facts)
@@ -301,8 +297,9 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
                 samples[f'loop:{d}'].append(measure_loop(cfg, steps, warmup, device, run_dir, timed=False,
                                                          startup=rep == 0 and d == dist))
     breakdown_net, breakdown_loop, profiled = {}, {}, None
-    if not cuda:
-        breakdown_net = _median_phases(samples['network'])
+    if not cuda:   # the laps of the timed runs themselves, median per phase
+        breakdown_net = {k: statistics.median(s['phases'].get(k, 0.0) for s in samples['network'])
+                         for k in {k for s in samples['network'] for k in s['phases']}}
     elif breakdown:   # the network-only phases from one extra synchronised run
         breakdown_net = measure_network(config, steps, warmup, device, timed=True)['phases']
     if breakdown:
@@ -453,11 +450,6 @@ def format_generate(r: dict) -> list[str]:
             f'{r["reps"]} timed batch(es)',
             f'{r["img_per_s"]:.2f} img/s ({r["s_per_batch"]:.3f} s per batch; per-seed random streams '
             f'{100 * r["rng_share"]:.1f}%)']
-
-
-def _median_phases(samples: list[dict]) -> dict[str, float]:
-    names = {k for s in samples for k in s['phases']}
-    return {k: statistics.median(s['phases'].get(k, 0.0) for s in samples) for k in names}
 
 
 def _process_start() -> float | None:

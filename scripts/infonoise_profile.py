@@ -31,6 +31,7 @@ import torch
 import tqdm
 
 import infonoise
+from cli_common import load_snapshot
 from dnnlib import util
 from training import generation
 from training.grid_calibration import NamedGrids
@@ -171,7 +172,6 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
          sigma_data: float | None, endpoint: str, floor: float, smooth: int, seed: int, device: str) -> None:
     """Entropy-rate profile of a network (or of the exact denoiser of a dataset) as a profile JSON."""
     from training.dataset import open_dataset
-    from training.network_io import load_network
     from training.networks import data_shape
 
     if oracle == (network is not None):
@@ -185,10 +185,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
 
     net = None
     if network is not None:
-        try:
-            net = load_network(network, device_t)['ema']
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+        net = load_snapshot(network, device_t)['ema']   # click error for an unreadable or non-finite snapshot
         if use_labels is None:
             use_labels = bool(getattr(net, 'label_dim', 0))
     try:
