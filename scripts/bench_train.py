@@ -604,7 +604,7 @@ def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, 
     torch.set_num_threads(threads or int(load_preset(PRESETS[name])['options'].get('threads', 0))
                           or torch.get_num_threads())
     overrides = {k: v for k, v in dict(batch=batch, cbase=cbase).items() if v is not None}
-    overrides.update(bf16=bf16, fp16=fp16, compile=compile_, sdpa=sdpa, channels_last=channels_last)
+    overrides.update(speed_flags)
     fast = dict(fused_adam=fused_adam, compile_mode=compile_mode)
     data_loader = dict(resident=None if loader == 'auto' else loader == 'resident')
     with tempfile.TemporaryDirectory() as workdir:

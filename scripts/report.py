@@ -166,13 +166,11 @@ def evaluation_grid(kimg: Sequence[float], tol: float = 0.1) -> dict:
 
 def paired_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> dict:
     """Mean of paired differences with its two-sided t-interval: dict(n, mean, lo, hi); lo/hi None when n < 2."""
-    d = np.asarray([x for x in differences], dtype=np.float64)
+    d = np.asarray(list(differences), dtype=np.float64)
     n = int(d.size)
-    if n == 0:
-        return dict(n=0, mean=None, lo=None, hi=None)
-    mean = float(d.mean())
+    mean = float(d.mean()) if n else None
     if n < 2:
-        return dict(n=1, mean=mean, lo=None, hi=None)
+        return dict(n=n, mean=mean, lo=None, hi=None)
     half = float(scipy.stats.t.ppf(0.5 + confidence / 2, df=n - 1) * d.std(ddof=1) / math.sqrt(n))
     return dict(n=n, mean=mean, lo=mean - half, hi=mean + half)
 
@@ -337,12 +335,8 @@ def snapshot_kimgs(run_dir: str) -> dict[str, float]:
         k = _stat_mean(row, 'Progress/kimg')
         if k is not None and math.isfinite(k):
             exact[int(math.floor(k + 1e-6))] = round(k, 6)
-    out = {}
-    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
-        m = SNAPSHOT_RE.match(name)
-        if m:
-            out[name] = exact.get(int(m.group(1)), float(int(m.group(1))))
-    return out
+    names = sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []
+    return {m.group(0): exact.get(int(m.group(1)), float(int(m.group(1)))) for m in map(SNAPSHOT_RE.match, names) if m}
 
 
 def training_speed(run_dir: str) -> dict:
@@ -415,9 +409,7 @@ def load_runs(root: str) -> dict:
             info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='', metric=metric,
                                                        curves={}, finals={}, floors={}, curve_num=None, profiles={},
                                                        speed={}, note=row_info.get('note')))
-            for field in ('title', 'section'):
-                if rec.get(field):
-                    info[field] = str(rec[field])
+            info.update({field: str(rec[field]) for field in ('title', 'section') if rec.get(field)})
             info['floors'].update({int(n): float(v) for n, v in (floor.get(metric) or {}).items()})
             return info, str(rec.get('method', default_method)), int(rec.get('seed', default_seed))
 
