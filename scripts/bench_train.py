@@ -234,10 +234,9 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
     prof_startup = profile(activities=activities) if startup else None
     prof_steps = profile(activities=activities) if timed else None
     clock = StepClock(device, warmup, steps)
-    calls = []
 
     def progress(cur_nimg: int, total_nimg: int) -> None:
-        if not calls:
+        if clock.t_ready is None:   # the first call: the set-up is over
             clock.t_ready = time.perf_counter()
             if prof_startup is not None:
                 prof_startup.stop()
@@ -247,7 +246,6 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
             clock.tick()
             if prof_steps is not None and clock.done == steps:
                 prof_steps.stop()    # after its end stamp
-        calls.append(cur_nimg)
 
     if prof_startup is not None:
         prof_startup.start()

@@ -103,9 +103,7 @@ def measure_network_losses(net: torch.nn.Module, dataset: Any, sigma: torch.Tens
         idx = index[start:start + batch_size].tolist()
         items = [dataset[i] for i in idx]
         y = torch.from_numpy(np.stack([im for im, _ in items])).to(device, torch.float32) / 127.5 - 1
-        labels = None
-        if label_dim:
-            labels = torch.from_numpy(np.stack([lb for _, lb in items])).to(device, torch.float32)
+        labels = torch.from_numpy(np.stack([lb for _, lb in items])).to(device, torch.float32) if label_dim else None
         s = sigma[start:start + batch_size].to(device, torch.float32)
         noise = torch.randn(y.shape, generator=generator).to(device)
         with torch.no_grad():
@@ -200,8 +198,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
         raise click.ClickException(str(exc)) from None
 
     grid = infonoise.SigmaGrid(sigma_min, sigma_max, num_bins)
-    if sigma_data is None:
-        sigma_data = float(getattr(net, 'sigma_data', 0.5) or 0.5)
+    sigma_data = sigma_data or float(getattr(net, 'sigma_data', 0.5) or 0.5)   # --sigma-data is never 0
     weight_fn = infonoise.get_weight(weight, sigma_data=sigma_data)
     endpoint = dataset.endpoint if endpoint == 'auto' else endpoint
     bar = lambda it, total: tqdm.tqdm(it, total=total, unit='batch')  # noqa: E731

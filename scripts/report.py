@@ -345,8 +345,7 @@ def training_speed(run_dir: str) -> dict:
     kimgs = [k for k in (_stat_mean(r, 'Progress/kimg') for r in rows) if k is not None]
     total = [t for t in (_stat_mean(r, 'Timing/total_sec') for r in rows) if t is not None]
     last_kimg = kimgs[-1] if kimgs else None
-    sec_per_kimg = total[-1] / last_kimg if total and last_kimg else None
-    return dict(kimg=last_kimg, sec_per_kimg=sec_per_kimg)
+    return dict(kimg=last_kimg, sec_per_kimg=total[-1] / last_kimg if total and last_kimg else None)
 
 
 def _read_json(path: str) -> Any:
@@ -512,8 +511,7 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     if min(counts) < MIN_EVALUATIONS or not all(g['even'] for g in grids):
         breaches.append(f'fewer than {MIN_EVALUATIONS} evenly spaced evaluations')
     seed_sets = {tuple(s['methods'][m]['seeds']) for m in methods}
-    nseeds = min(s['methods'][m]['num_seeds'] for m in methods)
-    if nseeds < MIN_SEEDS:
+    if min(s['methods'][m]['num_seeds'] for m in methods) < MIN_SEEDS:
         breaches.append(f'fewer than {MIN_SEEDS} seeds')
     if len(seed_sets) > 1:
         breaches.append('not the same seeds for every method')
@@ -631,12 +629,9 @@ def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> 
 def build_report(root: str) -> tuple[dict, dict]:
     """(rows as `load_runs` returns them, row -> compute_to_target summary) for a runs directory; rows
     without a fixed baseline yet are left out."""
-    rows = load_runs(root)
+    rows = {row: info for row, info in load_runs(root).items() if not all(map(is_adaptive, info['curves']))}
     summaries = {}
-    for row, info in list(rows.items()):
-        if not any(not is_adaptive(m) for m in info['curves']):
-            del rows[row]
-            continue
+    for row, info in rows.items():
         finals = {m: {seed: r['decoded']['value'] for seed, r in seeds.items() if 'decoded' in r}
                   for m, seeds in info['finals'].items()}
         summaries[row] = compute_to_target(info['curves'], finals=finals)
@@ -653,8 +648,7 @@ def splice(document: str, key: str, text: str) -> str:
     if begin not in document or end not in document:
         raise ValueError(f'the document has no "{begin}" ... "{end}" block.')
     head, rest = document.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    return f'{head}{begin}\n{text.rstrip()}\n{end}{tail}'
+    return f'{head}{begin}\n{text.rstrip()}\n{end}{rest.split(end, 1)[1]}'
 
 
 def spliced(document: str, key: str) -> str | None:
