@@ -369,12 +369,10 @@ def run_paths(name: str, device: str, reps: int, steps: int, warmup: int, workdi
     """Median img/s of `measure_network` per fast path over `reps` interleaved repetitions; one record per path."""
     import torch
     samples: dict[str, list[dict]] = {p: [] for p in paths}
-    notes: dict[str, str] = {}
+    notes: dict[str, str] = {} if device == 'cuda' else {'fp16': 'CUDA only'}
     batch = None
     for _ in range(reps):
         for path in paths:
-            if path == 'fp16' and device != 'cuda':
-                notes[path] = 'CUDA only'
             if path in notes:
                 continue
             config, _ = build_config(name, None, steps, device, workdir, dict(overrides or {}, **FAST_PATHS[path]),

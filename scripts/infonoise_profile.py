@@ -79,9 +79,8 @@ def profile_from_losses(grid: infonoise.SigmaGrid, sigma: torch.Tensor, losses: 
                         endpoint: str, floor: float, smooth: int = 0) -> dict:
     """Run per-sample (σ, unweighted loss) pairs through one refresh of an InfoNoiseSampler; its profile()."""
     counts = torch.bincount(grid.bin_index(sigma), minlength=grid.num_bins)
-    buffer_size = int(counts.max())
     s = infonoise.InfoNoiseSampler(grid, weight_fn=weight_fn, warmup_steps=0, refresh_every=1,
-                                   buffer_size=buffer_size, ema=1.0, min_count=1, endpoint=endpoint, floor=floor,
+                                   buffer_size=int(counts.max()), ema=1.0, min_count=1, endpoint=endpoint, floor=floor,
                                    smooth=smooth, device='cpu')
     s.observe(sigma.cpu().double(), losses.cpu().float())
     if int(counts.min()) < 1:
@@ -178,8 +177,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
         raise click.BadParameter(f'--sigma-min {sigma_min} must be below --sigma-max {sigma_max}.')
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
-    device_t = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else
-                            ('cpu' if device == 'auto' else device))
+    device_t = torch.device(device if device != 'auto' else 'cuda' if torch.cuda.is_available() else 'cpu')
 
     net = None
     if network is not None:
@@ -224,8 +222,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
                   endpoint=endpoint, floor=floor, seed=seed)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     util.write_json(out_path, record)
-    pivot = profile.get('pivot', math.nan)
-    click.echo(f'Wrote {out_path} (pivot σ = {float(pivot):.4g}).')
+    click.echo(f'Wrote {out_path} (pivot σ = {float(profile.get("pivot", math.nan)):.4g}).')
 
 
 @main.command(context_settings=dict(max_content_width=110))

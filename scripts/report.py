@@ -350,8 +350,7 @@ def training_speed(run_dir: str) -> dict:
 
 def _read_json(path: str) -> Any:
     try:
-        with open(path, 'r', encoding='utf-8') as f:
-            return json.load(f)
+        return json.loads(pathlib.Path(path).read_text(encoding='utf-8'))
     except (OSError, ValueError):
         return None
 
@@ -583,9 +582,8 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
 
 def markdown_report(rows: Mapping[str, Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]]) -> str:
     """The whole report: one block per row and metric (what RUNS/report.md holds)."""
-    out = ['<!-- Written by `python -m scripts.report`; regenerate, do not edit. -->', '']
-    for name in rows:
-        out.append(row_markdown(name, rows[name], summaries[name]))
+    out = ['<!-- Written by `python -m scripts.report`; regenerate, do not edit. -->', '',
+           *(row_markdown(name, rows[name], summaries[name]) for name in rows)]
     verdicts = [(name, *PAPER_CLAIMS[name], *claim_verdict(PAPER_CLAIMS[name][0], summaries[name]))
                 for name in rows if name in PAPER_CLAIMS and ADAPTIVE in summaries[name]['methods']]
     if verdicts:
