@@ -36,13 +36,11 @@ def bench_device(device: torch.device, batch: int, steps: int, refreshes: int, n
     """Timings on one device for a sampler in steady state (table built, no refresh in the timed steps)."""
     grid = infonoise.SigmaGrid(0.002, 80.0, num_bins)
     sampler = infonoise.InfoNoiseSampler(grid, base=infonoise.LogUniformSampler(0.002, 80.0), warmup_steps=0,
-                                         refresh_every=steps * 1000 + 1, buffer_size=512, min_count=1,
-                                         device=device)
+                                         refresh_every=1, buffer_size=512, min_count=1, device=device)
     gen = torch.Generator(device=device).manual_seed(0)
     warm = infonoise.LogUniformSampler(0.002, 80.0).sample(num_bins * 64, device=device, generator=gen)
     sampler.observe(warm, 0.25 * warm ** 2 / (0.25 + warm ** 2))
-    sampler.refresh_every = 1                   # one refresh now so that sampling uses the table
-    if not sampler.step():
+    if not sampler.step():                      # one refresh now so that sampling uses the table
         raise RuntimeError('the benchmark sampler failed to build its table')
     sampler.refresh_every = steps * 1000 + 1
     loss = torch.rand(batch, device=device, generator=gen)
@@ -124,9 +122,8 @@ def main(device: str, batch: int, num_bins: int, steps: int, refreshes: int, thr
         devices.append(torch.device('cuda', torch.cuda.current_device()))
     results = [bench_device(d, batch, steps, refreshes, num_bins) for d in devices]
     for r, d in zip(results, devices):
-        r['per_step_us'] = {'infonoise': r['us_per_step']}
-        r['per_step_us'].update({name: bench_rival(name, d, batch, steps, num_bins, rival_refresh)
-                              for name in RIVALS})
+        r['per_step_us'] = {'infonoise': r['us_per_step'],
+                            **{name: bench_rival(name, d, batch, steps, num_bins, rival_refresh) for name in RIVALS}}
         r['fraction_of_step'] = {name: us / (step_ms * 1e3) for name, us in r['per_step_us'].items()}
     record = dict(torch=torch.__version__, quick=quick, step_ms=step_ms, rival_refresh=rival_refresh, results=results)
     if json_path == '-':

@@ -19,20 +19,18 @@ DDPM++ preset on random 32x32 PNGs in the archive format; meant for a GPU). `--c
 loop with the other σ distribution (InfoNoise vs EDM's log-normal) to every repetition; `--sync-check`
 (CUDA) counts the host synchronisations per loop step and names where they happen.
 
---mode paths: the network-only step (forward, backward, optimizer step) of the preset under each opt-in fast
-path (exact = reference numerics, sdpa, channels_last, bf16, fp16 (CUDA only), compile, combined = sdpa +
-channels_last + bf16), one row per path with its img/s relative to exact (median over --reps).
+--mode paths: the network-only step under each opt-in fast path of FAST_PATHS (exact = reference numerics;
+fp16 on CUDA only), one row per path with its img/s relative to exact (median over --reps).
 
---mode generate: images/s of generate.py's sampling path (`training.generation.sample_batch`: per-seed
-latents and noise, deterministic Heun on EDM's grid) with the preset's network, randomly initialised, at
---nfe network evaluations (Heun: NFE = 2N − 1, so an even NFE is refused), after one warm-up batch; also the
-share of the per-seed random streams (the cost of batch-size-independent images).
-
-Every timing goes through `torch_utils.timing` (device synchronised at both ends of a timed block).
---json PATH writes the result record of any mode.
+--mode generate: images/s of generate.py's sampling path (`training.generation.sample_batch`: per-seed latents
+and noise, deterministic Heun on EDM's grid) with the preset's network, randomly initialised, at --nfe (Heun:
+NFE = 2N − 1) after one warm-up batch; also the share of the per-seed random streams (the cost of
+batch-size-independent images). Every timing goes through `torch_utils.timing` (device synchronised at both ends
+of a timed block); --json PATH writes the result record of any mode.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import statistics
@@ -108,8 +106,7 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
     if opts['sigma_dist'] == 'infonoise':   # adaptive from the third step on, refreshing every 20 steps
         opts.update(infonoise_warmup=2, infonoise_refresh=20, infonoise_min_count=1)
     opts['kimg'] = steps * opts['batch'] / 1000
-    ds = open_dataset(opts['data'], use_labels=bool(opts['cond']), xflip=bool(opts['xflip']),
-                      cache=bool(opts['cache']))
+    ds = open_dataset(**O.dataset_kwargs(opts))
     facts = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
                  has_labels=ds.has_labels, endpoint=ds.endpoint, size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
     config = O.build_config(opts, facts)
@@ -119,39 +116,29 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
     return config, facts
 
 
-class LapTimer:
-    """Wall time per phase name since the previous lap (the network-only step's phases).
+class StepClock:
+    """Throughput stamps over the steps after the warm-up ((wall, CPU) seconds between two step counts) and, with
+    `laps`, the wall time per phase name between two `lap` calls over those steps (the network-only step's phases).
 
     On CUDA every lap synchronises the device first (so that a phase is charged with its own kernels);
     that happens only here, in the benchmark, never in normal training.
     """
 
-    def __init__(self, cuda: bool) -> None:
-        self._device = 'cuda' if cuda else None
-        self.totals: dict[str, float] = {}
-        self._prev = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        synchronize(self._device)
-        now = time.perf_counter()
-        self.totals[name] = self.totals.get(name, 0.0) + now - self._prev
-        self._prev = now
-
-    def restart(self) -> None:
-        """Forget the step phases so far (start of the steady state)."""
-        self.totals = {}
-        self._prev = time.perf_counter()
-
-
-class _Clock:
-    """Throughput stamps over the steps after the warm-up: (wall, CPU) seconds between two step counts."""
-
-    def __init__(self, device: str, warmup: int, steps: int, timer: LapTimer | None) -> None:
-        self.device, self.warmup, self.steps, self.timer = device, warmup, steps, timer
+    def __init__(self, device: str, warmup: int, steps: int, laps: bool = False) -> None:
+        self.device, self.warmup, self.steps, self.laps = device, warmup, steps, laps
         self.done = 0
         self.watch = Stopwatch(device)
-        self.phases: dict[str, float] = {}
+        self.totals: dict[str, float] = {}
         self.t_ready = self.t_first = None
+        self._prev = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Charge the time since the previous lap to phase `name` (with `laps` only)."""
+        if self.laps:
+            synchronize(self.device)
+            now = time.perf_counter()
+            self.totals[name] = self.totals.get(name, 0.0) + now - self._prev
+            self._prev = now
 
     def tick(self) -> None:
         """Call after every step."""
@@ -161,12 +148,9 @@ class _Clock:
             self.t_first = time.perf_counter()
         if self.done == self.warmup:
             self.watch.start()
-            if self.timer is not None:
-                self.timer.restart()
+            self.totals, self._prev = {}, time.perf_counter()   # the phases count from the steady state on
         elif self.done == self.steps:
-            if self.timer is not None:
-                self.timer('other')
-                self.phases = dict(self.timer.totals)
+            self.lap('other')
             self.watch.stop()
 
     def rates(self, images_per_step: int) -> tuple[float, float]:
@@ -174,18 +158,22 @@ class _Clock:
         return n / self.watch.wall, n / max(self.watch.cpu, 1e-9)
 
     def per_step_ms(self) -> dict[str, float]:
-        return {k: 1e3 * v / (self.steps - self.warmup) for k, v in self.phases.items()}
+        return {k: 1e3 * v / (self.steps - self.warmup) for k, v in self.totals.items()}
 
 
-def build_network(config: dict, facts: dict, device: str) -> Any:
-    """The preset's network as the loop builds it: class and kwargs from the config, shape from the data (seed 0)."""
+def build_network_run(config: dict, device: str) -> Any:
+    """The loop's own `training_loop.build_run` (network, optimizer, fast paths, autocast; seed 0, the loop's TF32
+    and cuDNN settings) with the data loaded in the main process."""
     import torch
 
-    import dnnlib
+    from training.fast_paths import resolve_fast_paths
+    from training.training_loop import build_run, configure_backends
+    dev = torch.device(device)
+    configure_backends(dev, config['cudnn_benchmark'], config['deterministic'])
     torch.manual_seed(0)
-    net = dnnlib.util.construct_class_by_name(**config['network_kwargs'], img_resolution=facts['resolution'],
-                                              img_channels=facts['num_channels'], label_dim=facts['label_dim'])
-    return net.to(torch.device(device))
+    no_workers = dict(config, data_loader_kwargs=dict(config['data_loader_kwargs'], num_workers=0))
+    return build_run(no_workers, batch_gpu=int(config['batch_gpu']), fast=resolve_fast_paths(config['fast_paths']),
+                     device=dev)
 
 
 def measure_network(config: dict, steps: int, warmup: int, device: str, timed: bool) -> dict:
@@ -193,15 +181,10 @@ def measure_network(config: dict, steps: int, warmup: int, device: str, timed: b
     `training_loop.build_run` sets up (seed 0): img/s (wall, CPU) and, when `timed`, ms per step per phase."""
     import torch
 
-    from training.fast_paths import resolve_fast_paths
     from training.networks import data_shape
-    from training.training_loop import build_run, configure_backends
     dev = torch.device(device)
-    configure_backends(dev, config['cudnn_benchmark'], config['deterministic'])   # the loop's TF32/cuDNN settings
-    torch.manual_seed(0)
     batch, rounds = int(config['batch_gpu']), int(config['accumulation_rounds'])
-    no_workers = dict(config, data_loader_kwargs=dict(config['data_loader_kwargs'], num_workers=0))
-    run = build_run(no_workers, batch_gpu=batch, fast=resolve_fast_paths(config['fast_paths']), device=dev)
+    run = build_network_run(config, device)
     shape = [batch, *data_shape(run.net)]
     y = torch.rand(shape, device=dev) * 2 - 1
     sigma = (torch.randn([batch] + [1] * (len(shape) - 1), device=dev) * 1.2 - 1.2).exp()
@@ -210,20 +193,18 @@ def measure_network(config: dict, steps: int, warmup: int, device: str, timed: b
     labels = torch.zeros([batch, run.dataset.label_dim], device=dev)
     augment_dim = int(config['network_kwargs'].get('augment_dim', 0))
     augment_labels = torch.zeros([batch, augment_dim], device=dev) if config['augment_kwargs'] else None
-    timer = LapTimer(dev.type == 'cuda') if timed else None
-    lap = timer if timer is not None else (lambda name: None)
-    clock = _Clock(device, warmup, steps, timer)
+    clock = StepClock(device, warmup, steps, laps=timed)
     t0 = time.perf_counter()
     for _ in range(steps):
         run.optimizer.zero_grad(set_to_none=True)
-        lap('optimizer')
+        clock.lap('optimizer')
         for _ in range(rounds):
             loss = weight * (run.loss_net(noisy, sigma, labels, augment_labels=augment_labels) - y) ** 2
-            lap('forward')
+            clock.lap('forward')
             loss.sum().mul(1 / (batch * rounds)).backward()
-            lap('backward')
+            clock.lap('backward')
         run.optimizer.step()
-        lap('optimizer')
+        clock.lap('optimizer')
         clock.tick()
     wall, cpu = clock.rates(batch * rounds)
     return dict(img_per_s=wall, cpu_img_per_s=cpu, first_step_s=clock.t_first - t0, phases=clock.per_step_ms())
@@ -252,11 +233,10 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     prof_startup = profile(activities=activities) if startup else None
     prof_steps = profile(activities=activities) if timed else None
-    clock = _Clock(device, warmup, steps, None)
-    calls = []
+    clock = StepClock(device, warmup, steps)
 
     def progress(cur_nimg: int, total_nimg: int) -> None:
-        if not calls:
+        if clock.t_ready is None:   # the first call: the set-up is over
             clock.t_ready = time.perf_counter()
             if prof_startup is not None:
                 prof_startup.stop()
@@ -266,7 +246,6 @@ def measure_loop(config: dict, steps: int, warmup: int, device: str, run_dir: st
             clock.tick()
             if prof_steps is not None and clock.done == steps:
                 prof_steps.stop()    # after its end stamp
-        calls.append(cur_nimg)
 
     if prof_startup is not None:
         prof_startup.start()
@@ -316,8 +295,9 @@ def run_benchmark(name: str, device: str, reps: int, steps: int, warmup: int, wo
                 samples[f'loop:{d}'].append(measure_loop(cfg, steps, warmup, device, run_dir, timed=False,
                                                          startup=rep == 0 and d == dist))
     breakdown_net, breakdown_loop, profiled = {}, {}, None
-    if not cuda:
-        breakdown_net = _median_phases(samples['network'])
+    if not cuda:   # the laps of the timed runs themselves, median per phase
+        breakdown_net = {k: statistics.median(s['phases'].get(k, 0.0) for s in samples['network'])
+                         for k in {k for s in samples['network'] for k in s['phases']}}
     elif breakdown:   # the network-only phases from one extra synchronised run
         breakdown_net = measure_network(config, steps, warmup, device, timed=True)['phases']
     if breakdown:
@@ -372,12 +352,8 @@ def count_host_syncs(config: dict, steps: int, warmup: int, device: str, run_dir
         finally:
             torch.cuda.set_sync_debug_mode(0)
     window = [w for w in caught[marks[warmup]:marks[-1]] if 'synchroniz' in str(w.message)]
-    where: dict[str, int] = {}
-    for w in window:
-        key = f'{os.path.relpath(w.filename)}:{w.lineno}'
-        where[key] = where.get(key, 0) + 1
-    return dict(per_step=len(window) / max(len(marks) - 1 - warmup, 1),
-                where=dict(sorted(where.items(), key=lambda kv: -kv[1])))
+    where = collections.Counter(f'{os.path.relpath(w.filename)}:{w.lineno}' for w in window)
+    return dict(per_step=len(window) / max(len(marks) - 1 - warmup, 1), where=dict(where.most_common()))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -393,12 +369,10 @@ def run_paths(name: str, device: str, reps: int, steps: int, warmup: int, workdi
     """Median img/s of `measure_network` per fast path over `reps` interleaved repetitions; one record per path."""
     import torch
     samples: dict[str, list[dict]] = {p: [] for p in paths}
-    notes: dict[str, str] = {}
+    notes: dict[str, str] = {} if device == 'cuda' else {'fp16': 'CUDA only'}
     batch = None
     for _ in range(reps):
         for path in paths:
-            if path == 'fp16' and device != 'cuda':
-                notes[path] = 'CUDA only'
             if path in notes:
                 continue
             config, _ = build_config(name, None, steps, device, workdir, dict(overrides or {}, **FAST_PATHS[path]),
@@ -445,8 +419,8 @@ def run_generate(name: str, device: str, reps: int, nfe: int, batch: int, workdi
     from training import generation
     from training.networks import data_shape
     num_steps = (nfe + 1) // 2
-    config, facts = build_config(name, None, 1, device, workdir, overrides, data_size=data_size)
-    net = build_network(config, facts, device).eval().requires_grad_(False)
+    config, _ = build_config(name, None, 1, device, workdir, overrides, data_size=data_size)
+    net = build_network_run(config, device).net.eval().requires_grad_(False)
     opts = generation.SamplerOptions(num_steps=num_steps)
     sigma_steps = generation.resolve_sigma_steps(net, opts)
     seeds = list(range(batch))
@@ -472,11 +446,6 @@ def format_generate(r: dict) -> list[str]:
             f'{r["reps"]} timed batch(es)',
             f'{r["img_per_s"]:.2f} img/s ({r["s_per_batch"]:.3f} s per batch; per-seed random streams '
             f'{100 * r["rng_share"]:.1f}%)']
-
-
-def _median_phases(samples: list[dict]) -> dict[str, float]:
-    names = {k for s in samples for k in s['phases']}
-    return {k: statistics.median(s['phases'].get(k, 0.0) for s in samples) for k in names}
 
 
 def _process_start() -> float | None:
@@ -510,15 +479,11 @@ def format_report(r: dict) -> list[str]:
     net, loop = r['phases_network_ms'], r['phases_loop_ms']
     sync = ' (loop: one profiled run; network: synchronised laps in a separate run)' if r['device'] != 'cpu' \
         else ' (loop: one profiled run)'
-    if net or loop:
-        lines.append(f'per-step phases, ms{sync}:{"network":>10}{"loop":>10}{"loop-net":>10}')
-        for name in PHASES:
-            if name in net or name in loop:
-                a, b = net.get(name, 0.0), loop.get(name, 0.0)
-                lines.append(f'  {name:<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
     a, b = sum(net.values()), sum(loop.values())
     if net or loop:
-        lines.append(f'  {"total":<26}{a:>10.2f}{b:>10.2f}{b - a:>+10.2f}')
+        lines.append(f'per-step phases, ms{sync}:{"network":>10}{"loop":>10}{"loop-net":>10}')
+        cells = [(k, net.get(k, 0.0), loop.get(k, 0.0)) for k in PHASES if k in net or k in loop] + [('total', a, b)]
+        lines += [f'  {k:<26}{x:>10.2f}{y:>10.2f}{y - x:>+10.2f}' for k, x, y in cells]
     if a > 0 and loop:
         only = r['loop_only_ms']
         lines.append(f'loop-only phases ({", ".join(LOOP_ONLY)}): {only:.2f} ms/step = {100 * only / a:.2f}% of the '
@@ -635,7 +600,7 @@ def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, 
     torch.set_num_threads(threads or int(load_preset(PRESETS[name])['options'].get('threads', 0))
                           or torch.get_num_threads())
     overrides = {k: v for k, v in dict(batch=batch, cbase=cbase).items() if v is not None}
-    overrides.update(bf16=bf16, fp16=fp16, compile=compile_, sdpa=sdpa, channels_last=channels_last)
+    overrides.update(speed_flags)
     fast = dict(fused_adam=fused_adam, compile_mode=compile_mode)
     data_loader = dict(resident=None if loader == 'auto' else loader == 'resident')
     with tempfile.TemporaryDirectory() as workdir:

@@ -31,6 +31,7 @@ import torch
 import tqdm
 
 import infonoise
+from cli_common import load_snapshot
 from dnnlib import util
 from training import generation
 from training.grid_calibration import NamedGrids
@@ -78,9 +79,8 @@ def profile_from_losses(grid: infonoise.SigmaGrid, sigma: torch.Tensor, losses: 
                         endpoint: str, floor: float, smooth: int = 0) -> dict:
     """Run per-sample (σ, unweighted loss) pairs through one refresh of an InfoNoiseSampler; its profile()."""
     counts = torch.bincount(grid.bin_index(sigma), minlength=grid.num_bins)
-    buffer_size = int(counts.max())
     s = infonoise.InfoNoiseSampler(grid, weight_fn=weight_fn, warmup_steps=0, refresh_every=1,
-                                   buffer_size=buffer_size, ema=1.0, min_count=1, endpoint=endpoint, floor=floor,
+                                   buffer_size=int(counts.max()), ema=1.0, min_count=1, endpoint=endpoint, floor=floor,
                                    smooth=smooth, device='cpu')
     s.observe(sigma.cpu().double(), losses.cpu().float())
     if int(counts.min()) < 1:
@@ -102,9 +102,7 @@ def measure_network_losses(net: torch.nn.Module, dataset: Any, sigma: torch.Tens
         idx = index[start:start + batch_size].tolist()
         items = [dataset[i] for i in idx]
         y = torch.from_numpy(np.stack([im for im, _ in items])).to(device, torch.float32) / 127.5 - 1
-        labels = None
-        if label_dim:
-            labels = torch.from_numpy(np.stack([lb for _, lb in items])).to(device, torch.float32)
+        labels = torch.from_numpy(np.stack([lb for _, lb in items])).to(device, torch.float32) if label_dim else None
         s = sigma[start:start + batch_size].to(device, torch.float32)
         noise = torch.randn(y.shape, generator=generator).to(device)
         with torch.no_grad():
@@ -113,13 +111,10 @@ def measure_network_losses(net: torch.nn.Module, dataset: Any, sigma: torch.Tens
     return losses
 
 
-def dataset_array(dataset: Any) -> np.ndarray:
-    """All items of a dataset as float64 [n, C, H, W] in [−1, 1]."""
-    return np.stack([dataset[i][0] for i in range(len(dataset))]).astype(np.float64) / 127.5 - 1
-
-
-def oracle_mse(data: np.ndarray, sigma: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
-    """Per-element empirical-Bayes MMSE at each σ: EmpiricalBayes(data).mmse(σ) / (elements per item)."""
+def oracle_mse(dataset: Any, sigma: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
+    """Per-element empirical-Bayes MMSE at each σ: EmpiricalBayes(data).mmse(σ) / (elements per item), with data all
+    items of `dataset` as float64 [n, C, H, W] in [−1, 1]."""
+    data = np.stack([dataset[i][0] for i in range(len(dataset))]).astype(np.float64) / 127.5 - 1
     oracle = infonoise.EmpiricalBayes(torch.from_numpy(data))
     generator = torch.Generator().manual_seed(seed)
     mmse = oracle.mmse(np.asarray(sigma, np.float64), num_samples=num_samples, generator=generator)
@@ -174,7 +169,6 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
          sigma_data: float | None, endpoint: str, floor: float, smooth: int, seed: int, device: str) -> None:
     """Entropy-rate profile of a network (or of the exact denoiser of a dataset) as a profile JSON."""
     from training.dataset import open_dataset
-    from training.network_io import load_network
     from training.networks import data_shape
 
     if oracle == (network is not None):
@@ -183,15 +177,11 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
         raise click.BadParameter(f'--sigma-min {sigma_min} must be below --sigma-max {sigma_max}.')
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
-    device_t = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else
-                            ('cpu' if device == 'auto' else device))
+    device_t = torch.device(device if device != 'auto' else 'cuda' if torch.cuda.is_available() else 'cpu')
 
     net = None
     if network is not None:
-        try:
-            net = load_network(network, device_t)['ema']
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+        net = load_snapshot(network, device_t)['ema']   # click error for an unreadable or non-finite snapshot
         if use_labels is None:
             use_labels = bool(getattr(net, 'label_dim', 0))
     try:
@@ -206,8 +196,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
         raise click.ClickException(str(exc)) from None
 
     grid = infonoise.SigmaGrid(sigma_min, sigma_max, num_bins)
-    if sigma_data is None:
-        sigma_data = float(getattr(net, 'sigma_data', 0.5) or 0.5)
+    sigma_data = sigma_data or float(getattr(net, 'sigma_data', 0.5) or 0.5)   # --sigma-data is never 0
     weight_fn = infonoise.get_weight(weight, sigma_data=sigma_data)
     endpoint = dataset.endpoint if endpoint == 'auto' else endpoint
     bar = lambda it, total: tqdm.tqdm(it, total=total, unit='batch')  # noqa: E731
@@ -215,7 +204,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
     try:
         if oracle:
             click.echo(f'Exact empirical-Bayes profile of {len(dataset)} items on {num_bins} bins ...')
-            mse = oracle_mse(dataset_array(dataset), grid.sigma.numpy(), per_bin, seed)
+            mse = oracle_mse(dataset, grid.sigma.numpy(), per_bin, seed)
             profile = profile_from_losses(grid, grid.sigma.clone(), torch.from_numpy(mse), weight_fn, endpoint,
                                           floor, smooth)
         else:
@@ -228,14 +217,12 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
         raise click.ClickException(str(exc)) from None
 
     record = infonoise.profile_to_json(profile)   # with its provenance
-    record.update(source='oracle' if oracle else 'network', network=network, data=data_spec, num_items=len(dataset),
-                  per_bin=per_bin, weight=weight, sigma_data=sigma_data, endpoint=endpoint, floor=floor, seed=seed)
-    if network is None:
-        del record['network']
+    record.update(source='oracle' if oracle else 'network', **({} if network is None else dict(network=network)),
+                  data=data_spec, num_items=len(dataset), per_bin=per_bin, weight=weight, sigma_data=sigma_data,
+                  endpoint=endpoint, floor=floor, seed=seed)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     util.write_json(out_path, record)
-    pivot = profile.get('pivot', math.nan)
-    click.echo(f'Wrote {out_path} (pivot σ = {float(pivot):.4g}).')
+    click.echo(f'Wrote {out_path} (pivot σ = {float(profile.get("pivot", math.nan)):.4g}).')
 
 
 @main.command(context_settings=dict(max_content_width=110))

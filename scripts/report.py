@@ -35,18 +35,14 @@ adaptive, i.e. not infonoise, loss-second-moment, kingma-gao or cdcd):
       (undecoded) final value is printed once per row where recorded.
   (g) each paper claim a row tests (PAPER_CLAIMS) ends the report with one word, confirmed / not confirmed /
       refuted at this scale, from the intervals of (d) (claim_verdict) and the reason.
-
-Examples:
-    python -m scripts.report docs/results/table1a
-    python -m scripts.report runs/table1 --json table1.json --plots plots/
 """
 from __future__ import annotations
 
 import collections
-import io
 import json
 import math
 import os
+import pathlib
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -54,7 +50,8 @@ import click
 import numpy as np
 import scipy.stats
 
-from dnnlib.util import atomic_write
+from dnnlib.util import atomic_write, write_json
+from training.metrics import plotting
 
 ADAPTIVE = 'infonoise'   # the paper's method: its speed-up is the headline of a row
 ADAPTIVE_METHODS = ('infonoise', 'infonoise-freeze', 'loss-second-moment', 'kingma-gao', 'cdcd')
@@ -64,8 +61,6 @@ METHOD_LABELS = {'loguniform': 'log-uniform', 'edm': 'EDM transfer', 'lognormal-
                  'ddpm': 'DDPM (DNA-Diffusion)', 'infonoise': 'InfoNoise',
                  'infonoise-freeze': 'InfoNoise frozen at 8 kEx', 'loss-second-moment': 'loss 2nd moment',
                  'kingma-gao': 'Kingma–Gao', 'cdcd': 'CDCD'}
-SECTION_TITLES = {'a': 'Table 1(a): discrete domains', 'b': 'Table 1(b): continuous images',
-                  'digits': 'CPU-scale digits (digit-classifier Fréchet distance)'}
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pkl$')
 RUN_DIR_RE = re.compile(r'^(?P<method>.+)-seed(?P<seed>\d+)$')
 PLATEAU_REL = 0.05        # (a) relative improvement below which the best baseline counts as plateaued
@@ -171,13 +166,11 @@ def evaluation_grid(kimg: Sequence[float], tol: float = 0.1) -> dict:
 
 def paired_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> dict:
     """Mean of paired differences with its two-sided t-interval: dict(n, mean, lo, hi); lo/hi None when n < 2."""
-    d = np.asarray([x for x in differences], dtype=np.float64)
+    d = np.asarray(list(differences), dtype=np.float64)
     n = int(d.size)
-    if n == 0:
-        return dict(n=0, mean=None, lo=None, hi=None)
-    mean = float(d.mean())
+    mean = float(d.mean()) if n else None
     if n < 2:
-        return dict(n=1, mean=mean, lo=None, hi=None)
+        return dict(n=n, mean=mean, lo=None, hi=None)
     half = float(scipy.stats.t.ppf(0.5 + confidence / 2, df=n - 1) * d.std(ddof=1) / math.sqrt(n))
     return dict(n=n, mean=mean, lo=mean - half, hi=mean + half)
 
@@ -223,12 +216,11 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
         kex = first_evaluated(kimg, mean, target)
         seeds = {}
         for seed, c in curves[m].items():
-            c = sorted(c)
-            k_s, v_s = [p[0] for p in c], [p[1] for p in c]
+            k_s, v_s = zip(*sorted(c))
             hit = first_evaluated(k_s, v_s, target)
-            final = finals[m][seed] if finals and m in finals and seed in finals[m] else float(c[-1][1])
+            final = finals[m][seed] if finals and m in finals and seed in finals[m] else float(v_s[-1])
             seeds[str(seed)] = dict(kex=hit, reached=hit is not None, final=float(final),
-                                    curve_final=float(c[-1][1]), budget_kimg=float(c[-1][0]),
+                                    curve_final=float(v_s[-1]), budget_kimg=float(k_s[-1]),
                                     grid=evaluation_grid(k_s))
         final_values = [e['final'] for e in seeds.values()]
         summary['methods'][m] = dict(
@@ -240,11 +232,8 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
     base = summary['methods'][best]
     for m in methods:
         e = summary['methods'][m]
-        if base['kex'] is not None:
-            e['speedup'] = dict(value=base['kex'] / (e['kex'] if e['reached'] else e['budget_kimg']),
-                                bound=not e['reached'])
-        else:
-            e['speedup'] = dict(value=None, bound=False)
+        e['speedup'] = dict(value=None, bound=False) if base['kex'] is None else dict(
+            value=base['kex'] / (e['kex'] if e['reached'] else e['budget_kimg']), bound=not e['reached'])
         paired = sorted(set(e['seeds']) & set(base['seeds']), key=int)
         e['paired_seeds'] = paired
         e['same_seeds'] = set(e['seeds']) == set(base['seeds'])
@@ -297,33 +286,24 @@ def claim_verdict(kind: str, summary: Mapping[str, Any]) -> tuple[str, str]:
 # Run directories.
 
 def read_jsonl(path: str) -> list[dict]:
-    """The JSON objects of a .jsonl file; a truncated or malformed line (a run still writing) is skipped."""
+    """The JSON objects of a .jsonl file; a truncated or malformed line (a run still writing) is skipped, and a
+    missing file reads as none."""
     rows = []
+    if not os.path.isfile(path):
+        return rows
     with open(path, 'r', encoding='utf-8') as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
+        for line in filter(str.strip, f):
             try:
-                obj = json.loads(line)
+                rows.append(json.loads(line))
             except ValueError:
                 continue
-            if isinstance(obj, dict):
-                rows.append(obj)
-    return rows
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def jsonable(obj: Any) -> Any:
-    """A copy of `obj` fit for strict JSON: numpy scalars -> Python numbers, NaN/Inf -> None, tuples -> lists."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    """A copy of `obj` fit for strict JSON: numpy scalars and arrays -> Python numbers and lists, NaN/Inf -> None,
+    tuples -> lists."""
+    return json.loads(json.dumps(obj, default=lambda x: x.tolist()), parse_constant=lambda _: None)
 
 
 def write_jsonl(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -351,44 +331,26 @@ def snapshot_kimgs(run_dir: str) -> dict[str, float]:
     whole kimg). Without stats the rounded value is used.
     """
     exact: dict[int, float] = {}
-    stats = os.path.join(run_dir, 'stats.jsonl')
-    if os.path.isfile(stats):
-        for row in read_jsonl(stats):
-            k = _stat_mean(row, 'Progress/kimg')
-            if k is not None and math.isfinite(k):
-                exact[int(math.floor(k + 1e-6))] = round(k, 6)
-    out = {}
-    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
-        m = SNAPSHOT_RE.match(name)
-        if m:
-            out[name] = exact.get(int(m.group(1)), float(int(m.group(1))))
-    return out
+    for row in read_jsonl(os.path.join(run_dir, 'stats.jsonl')):
+        k = _stat_mean(row, 'Progress/kimg')
+        if k is not None and math.isfinite(k):
+            exact[int(math.floor(k + 1e-6))] = round(k, 6)
+    names = sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []
+    return {m.group(0): exact.get(int(m.group(1)), float(int(m.group(1)))) for m in map(SNAPSHOT_RE.match, names) if m}
 
 
 def training_speed(run_dir: str) -> dict:
     """Last kimg and mean seconds per kimg of a run, from stats.jsonl (None when absent)."""
-    path = os.path.join(run_dir, 'stats.jsonl')
-    rows = read_jsonl(path) if os.path.isfile(path) else []
+    rows = read_jsonl(os.path.join(run_dir, 'stats.jsonl'))
     kimgs = [k for k in (_stat_mean(r, 'Progress/kimg') for r in rows) if k is not None]
     total = [t for t in (_stat_mean(r, 'Timing/total_sec') for r in rows) if t is not None]
     last_kimg = kimgs[-1] if kimgs else None
-    sec_per_kimg = total[-1] / last_kimg if total and last_kimg else None
-    return dict(kimg=last_kimg, sec_per_kimg=sec_per_kimg)
-
-
-def find_runs(root: str) -> list[str]:
-    """Every directory under `root` (itself included) that holds a metrics.jsonl, sorted."""
-    found = []
-    for dirpath, _dirnames, filenames in os.walk(root):
-        if 'metrics.jsonl' in filenames:
-            found.append(dirpath)
-    return sorted(found)
+    return dict(kimg=last_kimg, sec_per_kimg=total[-1] / last_kimg if total and last_kimg else None)
 
 
 def _read_json(path: str) -> Any:
     try:
-        with open(path, 'r', encoding='utf-8') as f:
-            return json.load(f)
+        return json.loads(pathlib.Path(path).read_text(encoding='utf-8'))
     except (OSError, ValueError):
         return None
 
@@ -428,10 +390,9 @@ def load_runs(root: str) -> dict:
     floors{num: value}, curve_num, speed{method: {seed: ...}}); a row evaluated with several metrics becomes
     one entry per metric ('ROW:METRIC')."""
     rows: dict[tuple[str, str], dict] = {}
-    run_dirs = sorted(set(find_runs(root)) | {os.path.dirname(p) for p in _find(root, 'final.jsonl')})
+    run_dirs = sorted({d for d, _dirs, files in os.walk(root) if 'metrics.jsonl' in files or 'final.jsonl' in files})
     for run_dir in run_dirs:
-        path = os.path.join(run_dir, 'metrics.jsonl')
-        records = read_jsonl(path) if os.path.isfile(path) else []
+        records = read_jsonl(os.path.join(run_dir, 'metrics.jsonl'))
         name_match = RUN_DIR_RE.match(os.path.basename(run_dir))
         default_row = os.path.basename(os.path.dirname(run_dir)) or 'run'
         default_method = name_match.group('method') if name_match else os.path.basename(run_dir)
@@ -443,13 +404,10 @@ def load_runs(root: str) -> dict:
         def entry(rec: Mapping[str, Any]) -> tuple[dict, str, int]:
             row = str(rec.get('row', default_row))
             metric = str(rec.get('metric', 'metric'))
-            info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='',
-                                                       metric=metric, curves={}, finals={}, floors={}, curve_num=None,
-                                                       profiles={},
+            info = rows.setdefault((row, metric), dict(title=str(row_info.get('title', row)), section='', metric=metric,
+                                                       curves={}, finals={}, floors={}, curve_num=None, profiles={},
                                                        speed={}, note=row_info.get('note')))
-            for field in ('title', 'section'):
-                if rec.get(field):
-                    info[field] = str(rec[field])
+            info.update({field: str(rec[field]) for field in ('title', 'section') if rec.get(field)})
             info['floors'].update({int(n): float(v) for n, v in (floor.get(metric) or {}).items()})
             return info, str(rec.get('method', default_method)), int(rec.get('seed', default_seed))
 
@@ -463,13 +421,11 @@ def load_runs(root: str) -> dict:
             num = rec.get('num', options.get('metrics_num'))
             if isinstance(num, int):
                 info['curve_num'] = num
-        ppath = os.path.join(run_dir, 'infonoise.jsonl')
-        drift = profile_drift(ppath) if os.path.isfile(ppath) else []
+        drift = profile_drift(os.path.join(run_dir, 'infonoise.jsonl'))
         if drift and records:
             info, method, seed = entry(records[0])
             info['profiles'].setdefault(method, {})[seed] = drift
-        fpath = os.path.join(run_dir, 'final.jsonl')
-        for rec in read_jsonl(fpath) if os.path.isfile(fpath) else []:
+        for rec in read_jsonl(os.path.join(run_dir, 'final.jsonl')):
             if isinstance(rec.get('value'), (int, float)):
                 info, method, seed = entry(rec)
                 kind = 'decoded' if rec.get('decoded', True) else 'raw'
@@ -480,10 +436,6 @@ def load_runs(root: str) -> dict:
         info['curves'] = {m: {s: sorted(c.items()) for s, c in seeds.items()} for m, seeds in info['curves'].items()}
     per_row = collections.Counter(row for row, _ in rows)
     return {row if per_row[row] == 1 else f'{row}:{metric}': info for (row, metric), info in sorted(rows.items())}
-
-
-def _find(root: str, name: str) -> list[str]:
-    return sorted(os.path.join(d, name) for d, _dirs, files in os.walk(root) if name in files)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,9 +482,9 @@ def format_speedup(speedup: Mapping[str, Any] | None) -> str:
     return ('≤' if speedup.get('bound') else '') + f'{speedup["value"]:.2f}×'
 
 
-def _final_sizes(info: Mapping[str, Any], kind: str = 'decoded') -> tuple[set, set]:
-    recs = [r[kind] for seeds in info['finals'].values() for r in seeds.values() if kind in r]
-    return {int(r.get('num', 0)) for r in recs}, {int(r.get('classes', 1) or 1) for r in recs}
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table: header, separator, one line per row."""
+    return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + ['| ' + ' | '.join(r) + ' |' for r in rows]
 
 
 def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> str:
@@ -558,8 +510,7 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     if min(counts) < MIN_EVALUATIONS or not all(g['even'] for g in grids):
         breaches.append(f'fewer than {MIN_EVALUATIONS} evenly spaced evaluations')
     seed_sets = {tuple(s['methods'][m]['seeds']) for m in methods}
-    nseeds = min(s['methods'][m]['num_seeds'] for m in methods)
-    if nseeds < MIN_SEEDS:
+    if min(s['methods'][m]['num_seeds'] for m in methods) < MIN_SEEDS:
         breaches.append(f'fewer than {MIN_SEEDS} seeds')
     if len(seed_sets) > 1:
         breaches.append('not the same seeds for every method')
@@ -570,7 +521,8 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     curve_num = info.get('curve_num')
     lines.append(f'- target: {fmt(s["target"])} = final seed-mean of {label(best)} on the curve'
                  + (f' ({curve_num} samples per evaluation)' if curve_num else '') + '.')
-    nums, classes = _final_sizes(info)
+    finals = [r['decoded'] for seeds in info['finals'].values() for r in seeds.values() if 'decoded' in r]
+    nums, classes = {int(r.get('num', 0)) for r in finals}, {int(r.get('classes', 1) or 1) for r in finals}
     floors = info.get('floors') or {}
     if nums:
         kind = 'sequence' if metric in SEQUENCE_METRICS else 'image'
@@ -586,11 +538,10 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
         lines.append(f'- real-data floor at the curve size ({curve_num}): {fmt(floors[curve_num])}.')
     raw = []
     for m in methods:
-        pairs = [(r['raw']['value'], r['decoded']['value']) for r in info['finals'].get(m, {}).values()
-                 if 'raw' in r and 'decoded' in r]
-        if pairs:
-            raw.append(f'{label(m)} {fmt(float(np.mean([a for a, _ in pairs])))} → '
-                       f'{fmt(float(np.mean([b for _, b in pairs])))}')
+        pairs = np.array([(r['raw']['value'], r['decoded']['value']) for r in info['finals'].get(m, {}).values()
+                          if 'raw' in r and 'decoded' in r]).reshape(-1, 2)
+        if len(pairs):
+            raw.append(f'{label(m)} {fmt(float(pairs[:, 0].mean()))} → {fmt(float(pairs[:, 1].mean()))}')
     if raw:
         lines.append('- raw → decoded final (seed means): ' + '; '.join(raw) + '.')
     lines.append('- protocol: ' + ('as specified.' if not breaches else 'NOT met: ' + '; '.join(breaches) + '.'))
@@ -598,8 +549,7 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     header = ['method', 'final (mean ± std)', f'Δ final vs {label(best)} [95% CI]', 'verdict',
               'kEx@target (first evaluated)', 'per seed', f'Δ kEx vs {label(best)} [95% CI]', 'verdict', 'speed-up',
               'kEx@target interpolated (secondary)']
-    lines.append('| ' + ' | '.join(header) + ' |')
-    lines.append('|' + '---|' * len(header))
+    table = []
     for m in methods:
         e = s['methods'][m]
         per_seed = ', '.join(format_kex(v['kex'], v['budget_kimg']) for _, v in sorted(e['seeds'].items(),
@@ -612,32 +562,28 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
             if e['paired_kex']['censored']:
                 d_kex += f'; censored seeds {",".join(e["paired_kex"]["censored"])}'
         interp = fmt(e['kex_interp']) if e['kex_interp'] is not None else f'>{e["budget_kimg"]:g}'
-        lines.append('| ' + ' | '.join([label(m), format_value(e['final_mean'], e['final_std']), d_final, v_final,
-                                        format_kex(e['kex'], e['budget_kimg']), per_seed, d_kex, v_kex,
-                                        format_speedup(e['speedup']), interp]) + ' |')
-    lines.append('')
+        table.append([label(m), format_value(e['final_mean'], e['final_std']), d_final, v_final,
+                      format_kex(e['kex'], e['budget_kimg']), per_seed, d_kex, v_kex, format_speedup(e['speedup']),
+                      interp])
+    lines += markdown_table(header, table) + ['']
+    edges = [f'{b:g}' for b in PROFILE_BANDS]
+    bands = [f'σ < {edges[0]}', *(f'{a}–{b}' for a, b in zip(edges, edges[1:])), f'σ ≥ {edges[-1]}']
     for m in methods:
         for seed, drift in sorted((info.get('profiles') or {}).get(m, {}).items())[:1]:
-            bands = ['σ < 0.05', '0.05–0.5', '0.5–5', 'σ ≥ 5']
+            table = [['log-uniform, same grid', '–', '–', '–', *(f'{x:.3f}' for x in drift[0]['loguniform'])]]
+            table += [[f'{d["kimg"]:g}', fmt(d['pivot'], 3), fmt(d['peak'], 3), fmt(d['low_ratio'], 3),
+                       *(f'{x:.3f}' for x in d['mass'])] for d in drift]
             lines += [f'Profile drift of {label(m)} (seed {seed}) at evenly spaced refreshes: the pivot c, the mode of '
                       f'π per unit log σ, mse/σ² in the lowest σ bin (1 = the noise passes through undenoised) and '
-                      f'the share of π (floor included) per σ band.', '',
-                      '| kEx | pivot c | π mode | mse/σ², lowest bin | ' + ' | '.join(bands) + ' |',
-                      '|' + '---|' * (4 + len(bands))]
-            lines.append('| log-uniform, same grid | – | – | – | '
-                         + ' | '.join(f'{x:.3f}' for x in drift[0]['loguniform']) + ' |')
-            lines += [f'| {d["kimg"]:g} | {fmt(d["pivot"], 3)} | {fmt(d["peak"], 3)} | {fmt(d["low_ratio"], 3)} | '
-                      + ' | '.join(f'{x:.3f}' for x in d['mass']) + ' |'
-                      for d in drift]
-            lines.append('')
+                      f'the share of π (floor included) per σ band.', '']
+            lines += markdown_table(['kEx', 'pivot c', 'π mode', 'mse/σ², lowest bin', *bands], table) + ['']
     return '\n'.join(lines)
 
 
 def markdown_report(rows: Mapping[str, Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]]) -> str:
     """The whole report: one block per row and metric (what RUNS/report.md holds)."""
-    out = ['<!-- Written by `python -m scripts.report`; regenerate, do not edit. -->', '']
-    for name in rows:
-        out.append(row_markdown(name, rows[name], summaries[name]))
+    out = ['<!-- Written by `python -m scripts.report`; regenerate, do not edit. -->', '',
+           *(row_markdown(name, rows[name], summaries[name]) for name in rows)]
     verdicts = [(name, *PAPER_CLAIMS[name], *claim_verdict(PAPER_CLAIMS[name][0], summaries[name]))
                 for name in rows if name in PAPER_CLAIMS and ADAPTIVE in summaries[name]['methods']]
     if verdicts:
@@ -652,10 +598,7 @@ def markdown_report(rows: Mapping[str, Mapping[str, Any]], summaries: Mapping[st
 
 def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
     """Metric vs kEx (seed mean, ±std band) for one row, with the target and the floor; PNG written atomically."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
+    fig, ax = plotting.pyplot().subplots(figsize=(6.5, 4.2), dpi=100)
     lows, highs = [], []
     for m in method_order(summary['methods']):
         c = summary['methods'][m]['curve']
@@ -678,22 +621,15 @@ def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format='png')
-    plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buffer.getvalue())
+    plotting.save_figure(fig, path, dpi=100, bbox_inches=None)
 
 
 def build_report(root: str) -> tuple[dict, dict]:
     """(rows as `load_runs` returns them, row -> compute_to_target summary) for a runs directory; rows
     without a fixed baseline yet are left out."""
-    rows = load_runs(root)
+    rows = {row: info for row, info in load_runs(root).items() if not all(map(is_adaptive, info['curves']))}
     summaries = {}
-    for row, info in list(rows.items()):
-        if not any(not is_adaptive(m) for m in info['curves']):
-            del rows[row]
-            continue
+    for row, info in rows.items():
         finals = {m: {seed: r['decoded']['value'] for seed, r in seeds.items() if 'decoded' in r}
                   for m, seeds in info['finals'].items()}
         summaries[row] = compute_to_target(info['curves'], finals=finals)
@@ -710,8 +646,7 @@ def splice(document: str, key: str, text: str) -> str:
     if begin not in document or end not in document:
         raise ValueError(f'the document has no "{begin}" ... "{end}" block.')
     head, rest = document.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    return f'{head}{begin}\n{text.rstrip()}\n{end}{tail}'
+    return f'{head}{begin}\n{text.rstrip()}\n{end}{rest.split(end, 1)[1]}'
 
 
 def spliced(document: str, key: str) -> str | None:
@@ -771,20 +706,16 @@ def main(runs: str, out_path: str | None, plot_dir: str | None, no_plots: bool, 
     if benchmarks is not None:
         key = os.path.basename(os.path.normpath(runs))
         try:
-            with open(benchmarks, 'r', encoding='utf-8') as f:
-                document = splice(f.read(), key, text)
+            document = splice(pathlib.Path(benchmarks).read_text(encoding='utf-8'), key, text)
         except (OSError, ValueError) as err:
             raise click.ClickException(f'Cannot update {benchmarks}: {err}') from None
         with atomic_write(benchmarks) as f:
             f.write(document.encode('utf-8'))
         click.echo(f'Updated {benchmarks}', err=True)
     if json_path is not None:
-        out = {row: dict(title=rows[row]['title'], section=rows[row]['section'], metric=rows[row]['metric'],
-                         floors=rows[row]['floors'],
-                         speed={m: {str(s): v for s, v in d.items()} for m, d in rows[row]['speed'].items()},
-                         **summaries[row]) for row in rows}
-        with atomic_write(json_path) as f:
-            f.write((json.dumps(jsonable(out), indent=2, allow_nan=False) + '\n').encode('utf-8'))
+        out = {row: dict({k: rows[row][k] for k in ('title', 'section', 'metric', 'floors', 'speed')}, **summaries[row])
+               for row in rows}
+        write_json(json_path, jsonable(out), indent=2, allow_nan=False)
         click.echo(f'Wrote {json_path}', err=True)
 
 

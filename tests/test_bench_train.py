@@ -65,18 +65,18 @@ def test_report_names_the_phases_start_up_and_sigma_comparison(quick_run):
         assert text in output, text
 
 
-def test_lap_timer_charges_each_phase_with_its_own_time():
-    timer = bench.LapTimer(cuda=False)
+def test_step_clock_charges_each_phase_with_its_own_time():
+    timer = bench.StepClock('cpu', warmup=1, steps=3, laps=True)
     time.sleep(0.2)
-    timer('before')
-    timer.restart()
+    timer.lap('before')
+    timer.tick()                            # the warm-up ends: the phases count from here
     time.sleep(0.02)
-    timer('a')
-    timer('b')
+    timer.lap('a')
+    timer.lap('b')
     time.sleep(0.01)
-    timer('a')
+    timer.lap('a')
     assert timer.totals['a'] >= 0.03 and timer.totals['b'] < timer.totals['a']
-    assert 'before' not in timer.totals     # restart forgot it
+    assert 'before' not in timer.totals     # the warm-up's laps were forgotten
     assert timer.totals['a'] < 0.15         # and started the clock afresh (else 'a' holds the 0.2 s too)
 
 
