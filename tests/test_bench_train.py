@@ -58,7 +58,10 @@ def test_report_names_the_phases_start_up_and_sigma_comparison(quick_run):
     assert data['other_sigma']['sigma_dist'] == 'lognormal' and data['other_sigma']['img_per_s'] > 0
     s = data['startup']
     assert set(s['parts_s']) == set(bench.STARTUP) and all(v >= 0 for v in s['parts_s'].values())
-    assert sum(s['parts_s'].values()) == pytest.approx(s['setup_s'], abs=0.01)   # the parts make up the set-up
+    # The parts make up the set-up: only the code between the profiled ranges is left out (a few ms on an idle
+    # machine, tens of ms on a loaded one), so a phase missing from the ranges shows as a large shortfall.
+    parts = sum(s['parts_s'].values())
+    assert 0.8 * s['setup_s'] <= parts <= s['setup_s'] + 0.01
     assert s['first_step_s'] > 0 and s['imports_s'] > 0
     for text in ('network-only step', 'training loop (infonoise)', 'training loop (lognormal)', 'nonfinite',
                  'loop-only phases', 'start-up of the first loop run', 'per CPU-second', '--quick'):
