@@ -477,7 +477,9 @@ def format_interval(interval: Mapping[str, Any] | None, digits: int = 3) -> str:
 
 
 def format_speedup(speedup: Mapping[str, Any] | None) -> str:
-    if not speedup or speedup.get('value') is None:
+    """'1.33×'; '≤1.00×' for a censored method; '–' when there is none, or when a censored run stopped before
+    the best baseline's kEx@target (its bound exceeds 1× and says nothing)."""
+    if not speedup or speedup.get('value') is None or (speedup.get('bound') and speedup['value'] > 1):
         return '–'
     return ('≤' if speedup.get('bound') else '') + f'{speedup["value"]:.2f}×'
 

@@ -237,3 +237,10 @@ def test_profile_drift_shares_by_hand(tmp_path):
                                                   0.5 * 5 / 9], rtol=1e-12)
     np.testing.assert_allclose(drift[0]['loguniform'], [math.log10(5) / 3, 1 / 3, 1 / 3, math.log10(2) / 3],
                                rtol=1e-12)
+
+
+def test_speedup_text_of_censored_runs():
+    assert report.format_speedup(dict(value=1.3333, bound=False)) == '1.33×'
+    assert report.format_speedup(dict(value=0.5, bound=True)) == '≤0.50×'     # full budget, target never reached
+    assert report.format_speedup(dict(value=3.99, bound=True)) == '–'         # stopped before the baseline's kEx
+    assert report.format_speedup(dict(value=None, bound=False)) == '–'
