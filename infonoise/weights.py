@@ -21,13 +21,11 @@ def edm_weight(sigma, sigma_data: float = 0.5):
 
 
 def vp_weight(sigma):
-    """The VP objective's weight as EDM writes it in σ: 1 / σ²."""
+    """The VP objective's weight as EDM writes it in σ, which is also the VE objective's: 1 / σ²."""
     return 1 / sigma ** 2
 
 
-def ve_weight(sigma):
-    """The VE objective's weight: 1 / σ²."""
-    return 1 / sigma ** 2
+ve_weight = vp_weight
 
 
 def unit_weight(sigma):

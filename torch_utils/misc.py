@@ -28,18 +28,19 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds all CUDA devices
 
 
+_NUMPY_STATE_KEYS = ('kind', 'keys', 'pos', 'has_gauss', 'cached_gaussian')   # np.random.get_state()'s tuple
+
+
 def get_rng_state() -> dict:
     """Capture the Python, NumPy, torch CPU and CUDA generator states.
 
     The result holds only tensors, ints, floats, tuples and None, so it round-trips through
     `torch.save` / `torch.load(weights_only=True)`.
     """
-    np_kind, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
     state = dict(
         python=(py_version, tuple(py_internal), py_gauss),
-        numpy=dict(kind=str(np_kind), keys=torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-                   pos=int(np_pos), has_gauss=int(np_has_gauss), cached_gaussian=float(np_cached)),
+        numpy=dict(zip(_NUMPY_STATE_KEYS, _rng_state_to_plain(np.random.get_state()))),
         torch=torch.get_rng_state(),
         cuda=None,
     )
@@ -56,9 +57,7 @@ def set_rng_state(state: dict) -> None:
     """
     version, internal, gauss = state['python']
     random.setstate((int(version), tuple(int(v) for v in internal), gauss))
-    npst = state['numpy']
-    keys = np.asarray(torch.as_tensor(npst['keys']).numpy(), dtype=np.uint32)
-    np.random.set_state((npst['kind'], keys, int(npst['pos']), int(npst['has_gauss']), float(npst['cached_gaussian'])))
+    np.random.set_state(_rng_state_from_plain(tuple(state['numpy'][key] for key in _NUMPY_STATE_KEYS)))
     torch.set_rng_state(torch.as_tensor(state['torch'], dtype=torch.uint8).cpu())
     cuda_states = state.get('cuda')
     if cuda_states and torch.cuda.is_available() and torch.cuda.device_count() >= len(cuda_states):

@@ -38,9 +38,9 @@ import PIL.Image
 import torch
 
 from dnnlib.util import EasyDict, check_constructor_kwargs, resolve_class_name
+from infonoise.adaptive import ENDPOINTS
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
-ENDPOINTS = ('continuous', 'discrete')
 
 # PIL mode -> (mode to decode in, channel count). Modes not listed are refused with a clear error.
 _MODES = {

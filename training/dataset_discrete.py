@@ -166,12 +166,6 @@ def decode_dna(x: Any) -> list[str]:
     return [row.tobytes().decode() for row in letters]
 
 
-def _normalize_split(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return _SPLIT_ALIASES.get(str(value).strip().lower())
-
-
 def _read_rows(path: str) -> list[list[str]]:
     """All tab-separated rows of a plain or gzip table."""
     try:
@@ -223,7 +217,7 @@ def read_dna_table(path: str) -> dict[str, list]:
         raise ValueError(f'DNA table {path} has no cell-type column (expected "TAG").')
     flags = {name for name in header if name.lower() not in _PLAIN_COLUMNS}
     for (line, _), tag in zip(numbered, cell_types):
-        if tag.lower() in _NON_CELL_TAGS or _normalize_split(tag) is not None or not tag:
+        if tag.lower() in _NON_CELL_TAGS or tag.lower() in _SPLIT_ALIASES or not tag:
             raise ValueError(f'DNA table {path}, line {line}: TAG {tag!r} is not a cell type (DNA-Diffusion\'s '
                              f'training tables tag each row with its cell type, such as K562_ENCLB843GMH).')
         if flags and tag not in flags:
@@ -286,10 +280,6 @@ def read_dna_tables(tables: Sequence[str]) -> dict[str, list]:
     return table
 
 
-def _matches(cell_type: str, wanted: Sequence[str]) -> bool:
-    return any(cell_type == w or cell_type.split('_')[0] == w for w in wanted)
-
-
 class DNADataset(Dataset):
     """DNA-Diffusion sequences as one-hot uint8 arrays [4, seq_len] in {0, 255} (see the module docstring).
 
@@ -323,7 +313,7 @@ class DNADataset(Dataset):
                              f'{resolution}.')
         if xflip:
             raise ValueError('xflip is not meaningful for DNA: flipping would reverse the sequences.')
-        want_split = None if split in (None, 'all') else _normalize_split(split)
+        want_split = None if split in (None, 'all') else _SPLIT_ALIASES.get(str(split).strip().lower())
         if split not in (None, 'all') and want_split is None:
             raise ValueError(f'Unknown split {split!r}; use training, validation, test or None.')
         tables = dna_table_paths(path)
@@ -338,7 +328,7 @@ class DNADataset(Dataset):
         keep = np.ones(len(table['sequence']), dtype=bool)
         if cell_type is not None:
             wanted = [cell_type] if isinstance(cell_type, str) else list(cell_type)
-            keep &= np.array([_matches(c, wanted) for c in table['cell_type']], dtype=bool)
+            keep &= np.array([c in wanted or c.split('_')[0] in wanted for c in table['cell_type']], dtype=bool)
             if not keep.any():
                 raise ValueError(f'No sequences of cell type {cell_type!r}; available: {", ".join(found)}.')
         if want_split is not None:
