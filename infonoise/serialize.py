@@ -19,14 +19,11 @@ def _plain(value):
         return [_plain(v) for v in value.tolist()]
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
+    if isinstance(value, np.generic):   # numpy scalars -> bool, int, float (str)
+        value = value.item()
+    if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is None or isinstance(value, str):
+    if value is None or isinstance(value, (bool, int, str)):
         return value
     raise ValueError(f'cannot serialise a profile entry of type {type(value).__name__}')
 

@@ -97,26 +97,16 @@ class BinarizedDataset(torch.utils.data.Dataset):
         image, label = self._base[idx]
         return np.where(image > self._cut, np.uint8(255), np.uint8(0)), label
 
-    def get_label(self, idx: int) -> np.ndarray:
-        return self._base.get_label(idx)
-
-    def get_details(self, idx: int) -> EasyDict:
-        return self._base.get_details(idx)
-
-    def close(self) -> None:
-        self._base.close()
+    def __getattr__(self, attr: str) -> Any:
+        """Public attributes not defined here are the base's (get_label, get_details, close, image_shape, ...);
+        private ones are not forwarded (and copying or unpickling never recurses through a missing _base)."""
+        if attr.startswith('_'):
+            raise AttributeError(attr)
+        return getattr(self._base, attr)
 
     @property
     def name(self) -> str:
         return f'{self._base.name}-binary'
-
-    image_shape = property(lambda self: self._base.image_shape)
-    num_channels = property(lambda self: self._base.num_channels)
-    resolution = property(lambda self: self._base.resolution)
-    label_shape = property(lambda self: self._base.label_shape)
-    label_dim = property(lambda self: self._base.label_dim)
-    has_labels = property(lambda self: self._base.has_labels)
-    has_onehot_labels = property(lambda self: self._base.has_onehot_labels)
 
     @property
     def dataset_kwargs(self) -> EasyDict:
