@@ -37,9 +37,8 @@ def get_rng_state() -> dict:
     The result holds only tensors, ints, floats, tuples and None, so it round-trips through
     `torch.save` / `torch.load(weights_only=True)`.
     """
-    py_version, py_internal, py_gauss = random.getstate()
     state = dict(
-        python=(py_version, tuple(py_internal), py_gauss),
+        python=random.getstate(),   # (version, tuple of ints, gauss or None)
         numpy=dict(zip(_NUMPY_STATE_KEYS, _rng_state_to_plain(np.random.get_state()))),
         torch=torch.get_rng_state(),
         cuda=None,
