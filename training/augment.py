@@ -86,14 +86,6 @@ def _rotate2d(theta: torch.Tensor, batch: int, device) -> torch.Tensor:
     return _homogeneous([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]], batch, device)
 
 
-def _translate3d(tx, ty, tz, batch: int, device) -> torch.Tensor:
-    return _homogeneous([[1, 0, 0, tx], [0, 1, 0, ty], [0, 0, 1, tz], [0, 0, 0, 1]], batch, device)
-
-
-def _scale3d(sx, sy, sz, batch: int, device) -> torch.Tensor:
-    return _homogeneous([[sx, 0, 0, 0], [0, sy, 0, 0], [0, 0, sz, 0], [0, 0, 0, 1]], batch, device)
-
-
 def _rotate3d(axis: torch.Tensor, theta: torch.Tensor, batch: int, device) -> torch.Tensor:
     """Rotation by θ about the unit axis (Rodrigues: cos θ·I + (1 − cos θ)·vvᵀ + sin θ·[v]×)."""
     vx, vy, vz = axis[0], axis[1], axis[2]
@@ -353,14 +345,14 @@ class AugmentPipe:
         if self.brightness > 0:
             w = _gate(torch.randn([N], device=device), self.brightness * self.p, [N], device)
             b = w * self.brightness_std
-            compose(_translate3d(b, b, b, N, device))
+            compose(_homogeneous([[1, 0, 0, b], [0, 1, 0, b], [0, 0, 1, b], [0, 0, 0, 1]], N, device))
             labels.append(w)
             active |= w != 0
 
         if self.contrast > 0:
             w = _gate(torch.randn([N], device=device), self.contrast * self.p, [N], device)
             c = (w * self.contrast_std).exp2()
-            compose(_scale3d(c, c, c, N, device))
+            compose(_homogeneous([[c, 0, 0, 0], [0, c, 0, 0], [0, 0, c, 0], [0, 0, 0, 1]], N, device))
             labels.append(w)
             active |= w != 0
 

@@ -256,15 +256,14 @@ def read_dna_tables(tables: Sequence[str]) -> dict[str, list]:
     seen: dict[str, str] = {}
     for t in tables:
         part = read_dna_table(t)
-        if len(tables) > 1:
-            own = set(part['sequence'])
-            clash = next((s for s in own if s in seen), None)
-            if clash is not None:
-                shared = sum(s in seen for s in own)
-                raise ValueError(f'DNA tables {seen[clash]} and {t} share {shared} sequences (as the four-cell-type '
-                                 f'table does beside the per-cell tables it contains), so they would be trained twice; '
-                                 f'use one or the other.')
-            seen.update((s, t) for s in own)
+        own = set(part['sequence'])
+        clash = next((s for s in own if s in seen), None)
+        if clash is not None:
+            shared = sum(s in seen for s in own)
+            raise ValueError(f'DNA tables {seen[clash]} and {t} share {shared} sequences (as the four-cell-type '
+                             f'table does beside the per-cell tables it contains), so they would be trained twice; '
+                             f'use one or the other.')
+        seen.update((s, t) for s in own)
         for key, values in part.items():
             table[key] += values
     return table
