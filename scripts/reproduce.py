@@ -298,7 +298,7 @@ def evaluate_run(plan: Plan, row: Row, method: str, seed: int) -> int:
     snapshots = sorted(report.snapshot_kimgs(directory).items(), key=lambda item: item[1])
     chosen = [s for i, s in enumerate(snapshots) if i % plan.eval_every == 0 or i == len(snapshots) - 1]
     path = os.path.join(directory, 'metrics.jsonl')
-    records = report.read_jsonl(path) if os.path.isfile(path) else []
+    records = report.read_jsonl(path)
     key = dict(num=plan.fid_num or row.num, steps=plan.fid_steps or row.steps, ref=ref_path(plan, row),
                detector=detector_path(plan, row))
     done = {r.get('snapshot') for r in records if all(r.get(k) == v for k, v in key.items())}
@@ -451,7 +451,7 @@ def run_state(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> s
     the budget), 'trained' (a snapshot at the budget, to be evaluated), 'partial' (to resume) or 'new'."""
     row, run = plan.resolve(row), run_dir(plan, row, method, seed)
     path = os.path.join(run, FINAL_FILE)
-    have = {r.get('metric') for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
+    have = {r.get('metric') for r in report.read_jsonl(path)
             if r.get('num') == row.final_num and r.get('decoded', True) and float(r.get('kimg', 0)) >= row.kimg - 1e-6}
     if set(row.metrics) <= have:
         return 'done'
@@ -498,8 +498,7 @@ def best_grid_method(plan: ProtocolPlan, row: ProtocolRow) -> str | None:
     finals = {}
     for name in GRID_METHODS:
         path = os.path.join(run_dir(plan, row, name, plan.seeds[0]), FINAL_FILE)
-        recs = [r for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
-                if r.get('metric') == row.metrics[0] and r.get('decoded', True)]
+        recs = [r for r in report.read_jsonl(path) if r.get('metric') == row.metrics[0] and r.get('decoded', True)]
         if not recs:
             return None
         finals[name] = float(recs[-1]['value'])
@@ -593,7 +592,7 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
                          decoded=decoded, guidance=guidance, steps=steps, snapshot=name, commit=commit,
                          seconds=time.time() - start) for m, v in values.items()]
     path = os.path.join(run, FINAL_FILE)
-    old = report.read_jsonl(path) if os.path.isfile(path) else []
+    old = report.read_jsonl(path)
     report.write_jsonl(path, [r for r in old if r.get('num') != num] + records)
     floor_path = os.path.join(os.path.dirname(os.path.abspath(run)), 'floor.json')
     floors = report._read_json(floor_path) or {}

@@ -53,9 +53,8 @@ def save_image_grid(images: torch.Tensor | np.ndarray, path: str, grid_w: int | 
     canvas = tile(array, grid_w, pad)
     if scale > 1:
         canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
-    data = png_bytes(canvas)
     with util.atomic_write(path) as f:
-        f.write(data)
+        f.write(png_bytes(canvas))
 
 
 def png_bytes(image: np.ndarray, **save_kwargs: Any) -> bytes:
