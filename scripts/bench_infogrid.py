@@ -562,9 +562,8 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
             records[path] = fresh
     settings = dict(grids=list(grids), solvers=list(solvers), nfe=list(nfe), sets=sets, num=num, traj_num=traj_num,
                     ref_steps=ref_steps, calibrate=calibrate, calib_ref_steps=calib_ref_steps, seed=seed,
-                    converged_steps=converged_steps,
-                    quick=quick, threads=torch.get_num_threads(), tempered_gamma=TEMPERED_GAMMA, sde=SDE,
-                    seconds=round(time.time() - began, 1),
+                    converged_steps=converged_steps, quick=quick, threads=torch.get_num_threads(),
+                    tempered_gamma=TEMPERED_GAMMA, sde=SDE, seconds=round(time.time() - began, 1),
                     merged={source: runs.get('settings') for source, runs in merged})
     table = markdown(records)
     write_json(os.path.join(outdir, 'bench_infogrid.json'), dict(settings=settings, snapshots=records))
