@@ -83,9 +83,8 @@ def sample_images(net: torch.nn.Module, num: int, seed: int = 0, num_steps: int 
     return edm_sampler(net, latents, class_labels, num_steps=num_steps)
 
 
-def grid_width(net: torch.nn.Module, num: int) -> int:
-    """Row width for a sample grid: the class count for conditional nets (one class per column)."""
+def grid_width(net: torch.nn.Module, num: int) -> int | None:
+    """Row width for a sample grid of `num` images: the class count for conditional nets (one class per column),
+    else None (`tile`'s square default)."""
     label_dim = int(getattr(net, 'label_dim', 0) or 0)
-    if label_dim and label_dim <= num:
-        return label_dim
-    return int(math.ceil(math.sqrt(num)))
+    return label_dim if 0 < label_dim <= num else None
