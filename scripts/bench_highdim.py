@@ -266,12 +266,9 @@ def gm_metrics(gm: GaussianMixture, sigma_steps: torch.Tensor, sigma_max: float,
 
     roots = _zero_crossings(final_map, nodes, y_final)
     bounds = torch.cat([nodes[:1], roots, nodes[-1:]])
-    positive = bool(y_final[0] > 0)
-    mode_weight = 0.0
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if positive:
-            mode_weight += float(mixture_cdf(b) - mixture_cdf(a))
-        positive = not positive
+    first_positive = bool(y_final[0] > 0)       # the segments between crossings alternate in sign
+    mode_weight = sum((float(mixture_cdf(b) - mixture_cdf(a)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
+                       if (i % 2 == 0) == first_positive), 0.0)
     p_true = p * float(torch.special.ndtr(torch.tensor(mu / s))) + (1 - p) * float(
         torch.special.ndtr(torch.tensor(-mu / s)))
 
