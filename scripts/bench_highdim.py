@@ -163,8 +163,7 @@ def make_grid(name: str, num_steps: int, sigma_max: float, dim: int, mode_norm: 
 
 
 # ---------------------------------------------------------------------------------------------------
-# Sampling: training.sampler.heun_sampler (EDM Algorithm 2, S_churn = 0, Euler on the last step to 0)
-# driven by the exact denoisers.
+# Sampling with the exact denoisers.
 
 class OracleNet:
     """An exact denoiser as the net-like callable that training.sampler expects: net(x, sigma, labels)."""
@@ -267,12 +266,9 @@ def gm_metrics(gm: GaussianMixture, sigma_steps: torch.Tensor, sigma_max: float,
 
     roots = _zero_crossings(final_map, nodes, y_final)
     bounds = torch.cat([nodes[:1], roots, nodes[-1:]])
-    positive = bool(y_final[0] > 0)
-    mode_weight = 0.0
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if positive:
-            mode_weight += float(mixture_cdf(b) - mixture_cdf(a))
-        positive = not positive
+    first_positive = bool(y_final[0] > 0)       # the segments between crossings alternate in sign
+    mode_weight = sum((float(mixture_cdf(b) - mixture_cdf(a)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
+                       if (i % 2 == 0) == first_positive), 0.0)
     p_true = p * float(torch.special.ndtr(torch.tensor(mu / s))) + (1 - p) * float(
         torch.special.ndtr(torch.tensor(-mu / s)))
 
@@ -330,11 +326,10 @@ def cw_passes(metrics: dict) -> bool:
 # Drivers.
 
 def _n_star(per_n: dict, passes: Callable) -> Optional[int]:
-    hits = [n for n in sorted(per_n) if passes(per_n[n])]
-    return hits[0] if hits else None
+    return next((n for n in sorted(per_n) if passes(per_n[n])), None)
 
 
-def run_gm(dims, grids, ladder, kappa_vp, kappa_ve, m=1.0, s=0.5, p=0.8, log=None) -> dict:
+def run_gm(dims, grids, ladder, kappa_vp, kappa_ve, m=1.0, s=0.5, p=0.8, log=lambda line: None) -> dict:
     n_star, errors = {g: {} for g in grids}, {g: {} for g in grids}
     for d in dims:
         gm = GaussianMixture(d, m=m, s=s, p=p)
@@ -345,8 +340,7 @@ def run_gm(dims, grids, ladder, kappa_vp, kappa_ve, m=1.0, s=0.5, p=0.8, log=Non
             calib = gm_reduced_start(gm, CALIB_LATENTS, sigma_max, torch.Generator().manual_seed(1000 + d)) / sigma_max
         named = NamedGrids(ReducedGMNet(gm), profile, SIGMA_MIN, sigma_max, calib, calib_ref_steps=CALIB_REF_STEPS)
         for g in grids:
-            if log:
-                log(f'GM d={d} grid={g}')
+            log(f'GM d={d} grid={g}')
             per_n = {n: gm_metrics(gm, make_grid(g, n, sigma_max, d, gm.mu_norm, profile, kappa_vp, kappa_ve,
                                                  named=named), sigma_max) for n in ladder}
             errors[g][str(d)] = {str(n): v for n, v in per_n.items()}
@@ -357,7 +351,7 @@ def run_gm(dims, grids, ladder, kappa_vp, kappa_ve, m=1.0, s=0.5, p=0.8, log=Non
 
 
 def run_cw(dims, grids, ladder, samples, ref_steps, profile_samples, kappa_vp, kappa_ve, seed, device,
-           beta=2.0, h=0.5 * math.log(4.0), log=None) -> dict:
+           beta=2.0, h=0.5 * math.log(4.0), log=lambda line: None) -> dict:
     n_star, errors, reference = {g: {} for g in grids}, {g: {} for g in grids}, {}
     for d in dims:
         cw = CurieWeiss(d, beta=beta, h=h)
@@ -366,14 +360,12 @@ def run_cw(dims, grids, ladder, samples, ref_steps, profile_samples, kappa_vp, k
         gen = torch.Generator().manual_seed(seed + d)
         profile = None
         if any(g.startswith('infogrid-') for g in grids):
-            if log:
-                log(f'CW d={d}: Monte Carlo profile')
+            log(f'CW d={d}: Monte Carlo profile')
             profile = oracle_profile(
                 lambda sig: cw.rate(sig, num_samples=profile_samples, generator=gen), SIGMA_MIN, sigma_max)
         x_start = (cw.sample(samples, generator=gen)
                    + sigma_max * torch.randn(samples, d, dtype=torch.float64, generator=gen)).to(device)
-        if log:
-            log(f'CW d={d}: reference run ({ref_steps} EDM levels)')
+        log(f'CW d={d}: reference run ({ref_steps} EDM levels)')
         ref_grid = edm_sigma_steps(ref_steps, SIGMA_MIN, sigma_max, rho=7)
         ref_mag = sample_exact(cw, x_start, ref_grid).mean(1).cpu()
         ref_weight = float((ref_mag > 0).double().mean())
@@ -386,8 +378,7 @@ def run_cw(dims, grids, ladder, samples, ref_steps, profile_samples, kappa_vp, k
                 CALIB_LATENTS, d, dtype=torch.float64, generator=gen)).to(device) / sigma_max
         named = NamedGrids(OracleNet(cw), profile, SIGMA_MIN, sigma_max, calib, calib_ref_steps=CALIB_REF_STEPS)
         for g in grids:
-            if log:
-                log(f'CW d={d} grid={g}')
+            log(f'CW d={d} grid={g}')
             per_n = {}
             for n in ladder:
                 grid = make_grid(g, n, sigma_max, d, mode_norm, profile, kappa_vp, kappa_ve, named=named)

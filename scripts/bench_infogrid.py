@@ -91,18 +91,17 @@ Examples:
 Metric = Callable[[torch.Tensor, Optional[torch.Tensor]], float]     # (samples, class indices or None) -> value
 
 
-def _digits(reference: str) -> Metric:
-    from training.metrics.digit_features import digit_frechet
-    return lambda samples, classes: digit_frechet(samples, reference=reference)
+# Metric name -> the builtin dataset whose classifier features are the Fréchet distance's reference.
+BUILTIN_METRICS = {'fd-digits': 'digits', 'fd-digits-binary': 'digits-binary', 'fd-mnist': 'mnist5k',
+                   'fd-mnist-binary': 'mnist5k-binary'}
 
 
-def _mnist(reference: str) -> Metric:
-    from training.metrics.mnist_features import mnist_frechet
-    return lambda samples, classes: mnist_frechet(samples, reference=reference)
-
-
-BUILTIN_METRICS = {'fd-digits': lambda: _digits('digits'), 'fd-digits-binary': lambda: _digits('digits-binary'),
-                   'fd-mnist': lambda: _mnist('mnist5k'), 'fd-mnist-binary': lambda: _mnist('mnist5k-binary')}
+def _builtin_frechet(reference: str) -> Metric:
+    if reference.startswith('digits'):
+        from training.metrics.digit_features import digit_frechet as frechet
+    else:
+        from training.metrics.mnist_features import mnist_frechet as frechet
+    return lambda samples, classes: frechet(samples, reference=reference)
 
 
 def auto_metric(dataset_kwargs: Optional[dict]) -> str:
@@ -125,7 +124,7 @@ def resolve_metric(name: str, snapshot: dict) -> tuple[str, Metric]:
     if name == 'auto':
         name = auto_metric(snapshot.get('dataset_kwargs'))
     if name in BUILTIN_METRICS:
-        return name, BUILTIN_METRICS[name]()
+        return name, _builtin_frechet(BUILTIN_METRICS[name])
     from training.metrics import registry
     if name not in registry.METRICS:
         known = ', '.join(sorted(set(BUILTIN_METRICS) | set(registry.METRICS)))
@@ -164,9 +163,7 @@ def make_latents(net: Any, num: int, seed: int) -> tuple[torch.Tensor, Optional[
     gen = torch.Generator().manual_seed(seed)
     latents = torch.randn([num, *data_shape(net)], generator=gen)
     label_dim = int(getattr(net, 'label_dim', 0) or 0)
-    labels = None
-    if label_dim:
-        labels = torch.eye(label_dim)[torch.randint(label_dim, (num,), generator=gen)]
+    labels = torch.eye(label_dim)[torch.randint(label_dim, (num,), generator=gen)] if label_dim else None
     return latents, labels
 
 
@@ -417,11 +414,6 @@ def markdown(records: dict) -> str:
     return '\n'.join(lines + decision_markdown(records)) + '\n'
 
 
-def short_name(path: str) -> str:
-    """The snapshot's folder and file name (snapshots of different runs share file names)."""
-    return os.path.join(*os.path.normpath(path).split(os.sep)[-2:])
-
-
 def plot(records: dict, path: str) -> None:
     from training.metrics.plotting import pyplot, save_figure
     plt = pyplot()
@@ -446,12 +438,12 @@ def plot(records: dict, path: str) -> None:
                            label=f'converged ({rec["converged"]["num_steps"]} levels)')
             ax.set_xscale('log')
             ax.set_yscale('log')
-            ax.set_xticks(sorted(ticks))
-            ax.set_xticklabels([str(t) for t in sorted(ticks)])
+            ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
             ax.minorticks_off()
             ax.set_xlabel('NFE')
             ax.set_ylabel(label)
-            ax.set_title(f'{short_name(p)} · {solver}', fontsize=9)
+            folder_and_file = os.path.join(*os.path.normpath(p).split(os.sep)[-2:])   # snapshots share file names
+            ax.set_title(f'{folder_and_file} · {solver}', fontsize=9)
             ax.grid(True, which='both', alpha=0.3)
             if row == 0:
                 ax.legend(fontsize=7)
@@ -569,9 +561,8 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
             records[path] = fresh
     settings = dict(grids=list(grids), solvers=list(solvers), nfe=list(nfe), sets=sets, num=num, traj_num=traj_num,
                     ref_steps=ref_steps, calibrate=calibrate, calib_ref_steps=calib_ref_steps, seed=seed,
-                    converged_steps=converged_steps,
-                    quick=quick, threads=torch.get_num_threads(), tempered_gamma=TEMPERED_GAMMA, sde=SDE,
-                    seconds=round(time.time() - began, 1),
+                    converged_steps=converged_steps, quick=quick, threads=torch.get_num_threads(),
+                    tempered_gamma=TEMPERED_GAMMA, sde=SDE, seconds=round(time.time() - began, 1),
                     merged={source: runs.get('settings') for source, runs in merged})
     table = markdown(records)
     write_json(os.path.join(outdir, 'bench_infogrid.json'), dict(settings=settings, snapshots=records))

@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 
 import click
 
+from cli_common import seeds_callback
 from dnnlib.util import atomic_write
 from scripts import report
 from training import options as opt_lib
@@ -298,7 +299,7 @@ def evaluate_run(plan: Plan, row: Row, method: str, seed: int) -> int:
     snapshots = sorted(report.snapshot_kimgs(directory).items(), key=lambda item: item[1])
     chosen = [s for i, s in enumerate(snapshots) if i % plan.eval_every == 0 or i == len(snapshots) - 1]
     path = os.path.join(directory, 'metrics.jsonl')
-    records = report.read_jsonl(path) if os.path.isfile(path) else []
+    records = report.read_jsonl(path)
     key = dict(num=plan.fid_num or row.num, steps=plan.fid_steps or row.steps, ref=ref_path(plan, row),
                detector=detector_path(plan, row))
     done = {r.get('snapshot') for r in records if all(r.get(k) == v for k, v in key.items())}
@@ -451,7 +452,7 @@ def run_state(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> s
     the budget), 'trained' (a snapshot at the budget, to be evaluated), 'partial' (to resume) or 'new'."""
     row, run = plan.resolve(row), run_dir(plan, row, method, seed)
     path = os.path.join(run, FINAL_FILE)
-    have = {r.get('metric') for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
+    have = {r.get('metric') for r in report.read_jsonl(path)
             if r.get('num') == row.final_num and r.get('decoded', True) and float(r.get('kimg', 0)) >= row.kimg - 1e-6}
     if set(row.metrics) <= have:
         return 'done'
@@ -498,8 +499,7 @@ def best_grid_method(plan: ProtocolPlan, row: ProtocolRow) -> str | None:
     finals = {}
     for name in GRID_METHODS:
         path = os.path.join(run_dir(plan, row, name, plan.seeds[0]), FINAL_FILE)
-        recs = [r for r in (report.read_jsonl(path) if os.path.isfile(path) else [])
-                if r.get('metric') == row.metrics[0] and r.get('decoded', True)]
+        recs = [r for r in report.read_jsonl(path) if r.get('metric') == row.metrics[0] and r.get('decoded', True)]
         if not recs:
             return None
         finals[name] = float(recs[-1]['value'])
@@ -593,7 +593,7 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
                          decoded=decoded, guidance=guidance, steps=steps, snapshot=name, commit=commit,
                          seconds=time.time() - start) for m, v in values.items()]
     path = os.path.join(run, FINAL_FILE)
-    old = report.read_jsonl(path) if os.path.isfile(path) else []
+    old = report.read_jsonl(path)
     report.write_jsonl(path, [r for r in old if r.get('num') != num] + records)
     floor_path = os.path.join(os.path.dirname(os.path.abspath(run)), 'floor.json')
     floors = report._read_json(floor_path) or {}
@@ -632,14 +632,6 @@ def _parse_methods(value: str) -> list[str]:
     return [m for m in METHODS if m in methods]
 
 
-def _parse_seeds(value: str) -> list[int]:
-    from training.generation import parse_seeds
-    try:
-        return parse_seeds(value)
-    except ValueError as err:
-        raise click.BadParameter(f'{err}.', param_hint='--seeds') from None
-
-
 @click.group(invoke_without_command=True, context_settings=dict(show_default=True, max_content_width=110),
              epilog="""\b
 Examples:
@@ -666,7 +658,7 @@ Examples:
 @click.option('--rows', default='all', help='Comma-separated rows or groups: all (Table 1), a, b, cpu, or names: '
               + ', '.join(ROWS) + '.')
 @click.option('--methods', default=','.join(METHODS), help='Comma-separated methods: loguniform, edm, infonoise.')
-@click.option('--seeds', default='0', help='Training seeds, e.g. 0 or 0-2.')
+@click.option('--seeds', default='0', callback=seeds_callback, help='Training seeds, e.g. 0 or 0-2.')
 @click.option('--nproc', type=click.IntRange(min=1), default=8, help='Processes (GPUs) per command.')
 @click.option('--outdir', default='runs/table1', type=click.Path(file_okay=False), help='Root of the run directories.')
 @click.option('--data-root', default='datasets', type=click.Path(file_okay=False),
@@ -692,7 +684,7 @@ Examples:
 @click.option('--launch', is_flag=True, help='Run the commands (training, then evaluation) instead of printing them.')
 @click.option('--eval-only', is_flag=True, help='Only score new snapshots of existing runs.')
 @click.pass_context
-def main(ctx: click.Context, rows: str, methods: str, seeds: str, nproc: int, outdir: str, data_root: str,
+def main(ctx: click.Context, rows: str, methods: str, seeds: list[int], nproc: int, outdir: str, data_root: str,
          ref_root: str, dna_table: str | None, sei_detector: str | None, kimg: float | None, tick: float | None,
          snap: int | None, device: str | None, fid_num: int | None, fid_steps: int | None, fid_batch: int | None,
          eval_every: int, launch: bool, eval_only: bool) -> None:
@@ -705,7 +697,7 @@ def main(ctx: click.Context, rows: str, methods: str, seeds: str, nproc: int, ou
     chosen_methods = _parse_methods(methods)
     plan = Plan(outdir=outdir, data_root=data_root, ref_root=ref_root,
                 dna_table=dna_table or os.path.join(data_root, 'dna-diffusion.txt'), sei_detector=sei_detector,
-                nproc=nproc, seeds=_parse_seeds(seeds), kimg=kimg, tick=tick, snap=snap, device=device,
+                nproc=nproc, seeds=seeds, kimg=kimg, tick=tick, snap=snap, device=device,
                 fid_num=fid_num, fid_steps=fid_steps, fid_batch=fid_batch, eval_every=eval_every)
     if not (launch or eval_only):
         print_plan(plan, chosen_rows, chosen_methods)
@@ -733,7 +725,8 @@ A relaunch skips finished runs, evaluates trained ones and resumes the others fr
 @click.option('--rows', default='table1a', show_default=True, help='Comma-separated rows or groups.')
 @click.option('--methods', default=None, help='Comma-separated methods  [default: every method of the row but the '
                                               'tuning grid]')
-@click.option('--seeds', default='0-2', show_default=True, help='Seeds of every (row, method), e.g. 0-2 or 0,1,2.')
+@click.option('--seeds', default='0-2', show_default=True, callback=seeds_callback,
+              help='Seeds of every (row, method), e.g. 0-2 or 0,1,2.')
 @click.option('--outdir', default='runs/table1a', show_default=True, type=click.Path(file_okay=False),
               help='Root of the run directories (OUTDIR/ROW/METHOD-seedS).')
 @click.option('--results', default=os.path.join('docs', 'results', 'table1a'), show_default=True,
@@ -755,7 +748,7 @@ A relaunch skips finished runs, evaluates trained ones and resumes the others fr
               f'{QUICK["every"]:g} kEx on {QUICK["curve_num"]} samples, final {QUICK["final_num"]} '
               '(explicit options win).')
 @click.option('--dry-run', is_flag=True, help='Print the runs, their state and their commands; run nothing.')
-def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: str, dna4: str, jobs: int,
+def table1a(rows: str, methods: str | None, seeds: list[int], outdir: str, results: str, dna4: str, jobs: int,
             kimg: float | None, every: float | None, curve_num: int | None, final_num: int | None, steps: int,
             quick: bool, dry_run: bool) -> None:
     """Train and evaluate the Table 1(a) protocol runs (resumable); copy their text results for scripts.report."""
@@ -763,7 +756,7 @@ def table1a(rows: str, methods: str | None, seeds: str, outdir: str, results: st
     given = dict(kimg=kimg, every=every, curve_num=curve_num, final_num=final_num)
     overrides = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     plan = ProtocolPlan(outdir=os.path.abspath(outdir), results=os.path.abspath(results) if results else None,
-                        dna4=os.path.abspath(dna4), seeds=tuple(_parse_seeds(seeds)), overrides=overrides, steps=steps)
+                        dna4=os.path.abspath(dna4), seeds=tuple(seeds), overrides=overrides, steps=steps)
     for row in map(plan.resolve, chosen):
         if abs(row.kimg / row.every - round(row.kimg / row.every)) > 1e-9:
             raise click.BadParameter(f'the budget {row.kimg:g} kEx of row {row.key} is not a multiple of the '

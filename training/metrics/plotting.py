@@ -32,16 +32,13 @@ def save_figure(fig: Any, path: str, **savefig_kwargs: Any) -> None:
         f.write(buf.getvalue())
 
 
-def _floats(value: Any) -> np.ndarray:
-    """float64 array from an array or a JSON list (None entries, i.e. unknown estimates, become NaN)."""
+def _floats(value: Any) -> np.ndarray | None:
+    """float64 array from an array or a JSON list (None entries, i.e. unknown estimates, become NaN); None stays."""
+    if value is None:
+        return None
     if isinstance(value, (list, tuple)):
         value = [np.nan if v is None else v for v in value]
     return np.asarray(value, dtype=np.float64)
-
-
-def _array(profile: Mapping[str, Any], key: str) -> np.ndarray | None:
-    value = profile.get(key)
-    return None if value is None else _floats(value)
 
 
 def _positive(y: np.ndarray) -> np.ndarray:
@@ -77,15 +74,15 @@ def plot_profile(profile: Mapping[str, Any], path: str, title: str | None = None
     φ = π·w (each per unit ln σ, see `per_log_sigma`), and the CDF u. The pivot (when present) is drawn as a
     dashed vertical line. The default title names the `schedule` whose profile it is and the step.
     """
-    sigma = _array(profile, 'sigma')
+    sigma = _floats(profile.get('sigma'))
     if sigma is None:
         raise ValueError('The profile has no sigma array.')
-    edges = _array(profile, 'edges')
+    edges = _floats(profile.get('edges'))
     pivot = profile.get('pivot')
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), sharex=True)
     for ax, (key, label) in zip(axes.flat, profile_panels(profile)):
-        y = _array(profile, key)
+        y = _floats(profile.get(key))
         if y is not None and key not in ('u', 'counts') and y.shape == sigma.shape:
             y = per_log_sigma(y, sigma)
         shown = None if y is None else (y if key == 'u' else _positive(y))
