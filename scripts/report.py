@@ -218,8 +218,9 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
         for seed, c in curves[m].items():
             k_s, v_s = zip(*sorted(c))
             hit = first_evaluated(k_s, v_s, target)
-            final = finals[m][seed] if finals and m in finals and seed in finals[m] else float(v_s[-1])
-            seeds[str(seed)] = dict(kex=hit, reached=hit is not None, final=float(final),
+            measured = bool(finals and m in finals and seed in finals[m])   # else: the last curve point stands in
+            final = finals[m][seed] if measured else float(v_s[-1])
+            seeds[str(seed)] = dict(kex=hit, reached=hit is not None, final=float(final), final_measured=measured,
                                     curve_final=float(v_s[-1]), budget_kimg=float(k_s[-1]),
                                     grid=evaluation_grid(k_s))
         final_values = [e['final'] for e in seeds.values()]
@@ -264,9 +265,13 @@ def claim_verdict(kind: str, summary: Mapping[str, Any]) -> tuple[str, str]:
         return 'not confirmed', f'no {label(ADAPTIVE)} run yet.'
     best = label(summary['best_baseline'])
     if e['num_seeds'] < MIN_SEEDS or not e['same_seeds']:
-        base_final = summary['methods'][summary['best_baseline']]['final_mean']
+        base = summary['methods'][summary['best_baseline']]
+
+        def value(entry: Mapping[str, Any]) -> str:
+            measured = all(v.get('final_measured', True) for v in entry['seeds'].values())
+            return fmt(entry['final_mean']) + ('' if measured else f' (last curve point, {entry["budget_kimg"]:g} kEx)')
         return 'not confirmed', (f'{e["num_seeds"]} paired seed(s) of {MIN_SEEDS} needed; so far {label(ADAPTIVE)} '
-                                 f'ends at {fmt(e["final_mean"])} against {fmt(base_final)} for {best}, kEx@target '
+                                 f'ends at {value(e)} against {value(base)} for {best}, kEx@target '
                                  f'{format_kex(e["kex"], e["budget_kimg"])}.')
     final = e['paired_final']
     plateau = '' if summary['plateau']['plateau'] else ' (at a budget where the baseline has not plateaued)'

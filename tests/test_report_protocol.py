@@ -205,6 +205,7 @@ def test_claim_verdicts_follow_the_paired_intervals():
                                     'infonoise': {0: [(10, 9.0), (30, 6.0)]}})
     word, why = report.claim_verdict('faster', one)
     assert word == 'not confirmed' and '1 paired seed(s) of 3' in why
+    assert 'ends at 6 (last curve point, 30 kEx) against 2 (last curve point, 30 kEx)' in why   # no final evaluations
 
 
 def test_final_is_the_latest_snapshots_record(tmp_path):
