@@ -405,6 +405,7 @@ def load_runs(root: str) -> dict:
         options = _read_json(os.path.join(run_dir, 'training_options.json')) or {}
         floor = _read_json(os.path.join(os.path.dirname(run_dir), 'floor.json')) or {}
         row_info = _read_json(os.path.join(os.path.dirname(run_dir), 'row.json')) or {}
+        speed = training_speed(run_dir) if records else None   # one read of stats.jsonl per run
 
         def entry(rec: Mapping[str, Any]) -> tuple[dict, str, int]:
             row = str(rec.get('row', default_row))
@@ -422,7 +423,7 @@ def load_runs(root: str) -> dict:
                 continue
             info, method, seed = entry(rec)
             info['curves'].setdefault(method, {}).setdefault(seed, {})[round(float(kimg), 6)] = float(value)
-            info['speed'].setdefault(method, {})[seed] = training_speed(run_dir)
+            info['speed'].setdefault(method, {})[seed] = speed
             num = rec.get('num', options.get('metrics_num'))
             if isinstance(num, int):
                 info['curve_num'] = num
