@@ -26,7 +26,8 @@ applies (plateau check, 12 evenly spaced evaluations, 3 paired seeds, large deco
 the real-data floor): rows and methods are plain data (PROTOCOL_ROWS), at most --jobs runs at a time with one
 thread each; a relaunch skips finished runs, evaluates trained ones and resumes the others from their newest
 training state. Its `ttq` rows (8x8 digits) are the former time-to-quality benchmark. `final-eval RUN` is the
-final evaluation of one run (RUN/final.jsonl, RUN/../floor.json).
+final evaluation of one run (RUN/final.jsonl, RUN/../floor.json); it keeps its finished sample batches in
+RUN/final-samples-*/ until it has written them up, so a killed final evaluation resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -395,6 +396,7 @@ GRID_GROUP = 'lognormal-grid'       # --methods name: the 9 tuning settings, at 
 GRID_BEST = 'lognormal-best'        # --methods name: the best tuning setting (by final metric), at every seed
 QUICK = dict(kimg=2.0, every=1.0, curve_num=64, final_num=128)
 FINAL_FILE = 'final.jsonl'
+FINAL_CACHE = 'final-samples'     # RUN/final-samples-SNAPSHOT-nN-stepsS-gW/: finished batches of a final evaluation
 RESULT_FILES = ('metrics.jsonl', 'final.jsonl', 'infonoise.jsonl', 'training_options.json', 'stats.jsonl')
 PROFILE_LINES_KEPT = 100   # infonoise.jsonl is copied thinned to this many evenly spaced refreshes
 
@@ -585,7 +587,10 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
     start = time.time()
     for m in metrics:
         registry.check_metric_applicable(m, net)
-    samples, classes = registry.sample(net, num, seed=0, num_steps=steps, guidance=guidance)   # once, scored twice
+    # Sampled once (scored raw and decoded), through a cache of finished batches so that a killed evaluation
+    # resumes where it stopped; the cache is removed once final.jsonl holds the records.
+    cache = os.path.join(run, f'{FINAL_CACHE}-{os.path.splitext(name)[0]}-n{num}-steps{steps}-g{guidance:g}')
+    samples, classes = registry.sample(net, num, seed=0, num_steps=steps, guidance=guidance, cache=cache)
     for decoded in ([True, False] if discrete and images else [discrete]):
         values = registry.evaluate_samples(metrics, registry.decode(samples) if decoded else samples, classes,
                                            dataset_kwargs)
@@ -595,6 +600,7 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
     path = os.path.join(run, FINAL_FILE)
     old = report.read_jsonl(path)
     report.write_jsonl(path, [r for r in old if r.get('num') != num] + records)
+    shutil.rmtree(cache, ignore_errors=True)
     floor_path = os.path.join(os.path.dirname(os.path.abspath(run)), 'floor.json')
     floors = report._read_json(floor_path) or {}
     missing = [n for n in floor_sizes if any(str(n) not in floors.get(m, {}) for m in metrics)]

@@ -92,6 +92,26 @@ def test_sampling_is_balanced_deterministic_and_leaves_the_rng_alone(dna_net):
     assert not torch.allclose(guided[1], samples[1], atol=1e-3)
 
 
+def test_a_sample_cache_resumes_bitwise_and_its_batches_are_what_is_returned(dna_net, tmp_path):
+    # 6 samples, 2 classes, batch 2: files batch-0-0, batch-0-2, batch-1-0, batch-1-2 (class, start in class).
+    plain, classes = registry.sample(dna_net, 6, seed=10, num_steps=3, batch=2)
+    cache = tmp_path / 'cache'
+    cached, _ = registry.sample(dna_net, 6, seed=10, num_steps=3, batch=2, cache=cache)
+    assert torch.equal(cached, plain)
+    assert sorted(os.listdir(cache)) == ['batch-0-0.npy', 'batch-0-2.npy', 'batch-1-0.npy', 'batch-1-2.npy']
+    # What a kill leaves: some batches written, one missing, one truncated mid-write by hand, one of another shape.
+    (cache / 'batch-1-2.npy').unlink()
+    (cache / 'batch-0-2.npy').write_bytes((cache / 'batch-0-2.npy').read_bytes()[:100])
+    np.save(cache / 'batch-1-0.npy', np.zeros((1, 4, 200)))
+    resumed, again = registry.sample(dna_net, 6, seed=10, num_steps=3, batch=2, cache=cache)
+    assert torch.equal(resumed, plain) and again.tolist() == classes.tolist()
+    # A valid file is read, not resampled: samples 1 and 3 (class 1, starts 0) come from batch-1-0.
+    marker = np.arange(2 * 4 * 200, dtype=np.float64).reshape(2, 4, 200)
+    np.save(cache / 'batch-1-0.npy', marker)
+    read, _ = registry.sample(dna_net, 6, seed=10, num_steps=3, batch=2, cache=cache)
+    assert torch.equal(read[[1, 3]], torch.from_numpy(marker)) and torch.equal(read[[0, 2, 4, 5]], plain[[0, 2, 4, 5]])
+
+
 def test_kmer_dna_is_the_per_cell_type_mean(dna_net, dna_kwargs):
     value = registry.evaluate_metrics(['kmer-dna'], dna_net, dna_kwargs, 8, seed=3, num_steps=3)['kmer-dna']
     samples, classes = registry.sample(dna_net, 8, seed=3, num_steps=3)

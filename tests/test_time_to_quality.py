@@ -95,3 +95,40 @@ def test_bad_input_is_one_sentence(tmp_path):
         bad = CliRunner().invoke(reproduce.main, ['table1a', '--outdir', str(tmp_path), *argv, '--dry-run'])
         assert bad.exit_code != 0 and message in bad.output and not isinstance(bad.exception, (TypeError, KeyError)), \
             (argv, bad.output)
+
+
+def test_a_killed_final_evaluation_resumes_from_its_finished_batches(tmp_path, monkeypatch):
+    import torch
+    from training.checkpoint import save_network_snapshot
+    from training.dataset import dataset_kwargs_from_spec
+    from training.metrics import registry
+    from training.networks import EDMPrecond
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'dnnlib-cache'))
+    torch.manual_seed(0)
+    net = EDMPrecond(img_resolution=8, img_channels=1, label_dim=0, model_type='SongUNet', model_channels=8,
+                     channel_mult=[1], num_blocks=1, attn_resolutions=[], dropout=0)
+    for name in ('whole', 'cut'):
+        (tmp_path / name / 'row' / 'run').mkdir(parents=True)
+        save_network_snapshot(str(tmp_path / name / 'row' / 'run' / 'network-snapshot-000003.pkl'), net, None, None,
+                              dataset_kwargs_from_spec('builtin:digits-binary'), None)
+    args = ['--metrics', 'fd-digits', '--num', '256', '--floor-sizes', '256', '--steps', '3', '--commit', 'abc']
+    whole = CliRunner().invoke(reproduce.main, ['final-eval', str(tmp_path / 'whole' / 'row' / 'run'), *args])
+    assert whole.exit_code == 0, whole.output
+    # What a kill during sampling leaves: the first two of the four batches of 64 written, the rest not.
+    run = tmp_path / 'cut' / 'row' / 'run'
+    cache = run / 'final-samples-network-snapshot-000003-n256-steps3-g1'
+    samples, _ = registry.sample(net.eval(), 256, seed=0, num_steps=3, cache=cache)
+    for name in ('batch-None-128.npy', 'batch-None-192.npy'):
+        (cache / name).unlink()
+    assert sorted(os.listdir(cache)) == ['batch-None-0.npy', 'batch-None-64.npy']
+    from training import generation
+    sampled, real_sample_batch = [], generation.sample_batch
+    monkeypatch.setattr(generation, 'sample_batch', lambda net, seeds, *a, **k: (
+        sampled.append(list(seeds)), real_sample_batch(net, seeds, *a, **k))[1])
+    cut = CliRunner().invoke(reproduce.main, ['final-eval', str(run), *args])
+    assert cut.exit_code == 0, cut.output
+    assert sampled == [list(range(128, 192)), list(range(192, 256))]    # only the two missing batches were sampled
+    read = {name: report.read_jsonl(str(tmp_path / name / 'row' / 'run' / 'final.jsonl')) for name in ('whole', 'cut')}
+    assert [dict(r, seconds=0) for r in read['cut']] == [dict(r, seconds=0) for r in read['whole']]
+    assert {(r['decoded'], r['num']) for r in read['cut']} == {(True, 256), (False, 256)}
+    assert not cache.exists()                                        # written up: the batches are removed

@@ -17,6 +17,10 @@ label_dim, sampled as `generate.py --class` would for that seed), optionally wit
 weight `guidance` (`generate.py --guidance`; default 1 = plain conditional sampling). The global random
 state of torch is left untouched (`torch.random.fork_rng`), so evaluating during training does not change
 the training run. Sequence samples are decoded by the argmax over the four rows at every position.
+With `cache` (a directory), each finished batch is also saved there and a later call with the same directory
+loads it instead of sampling it again: a long evaluation that is killed resumes at its first missing batch,
+and its samples are bitwise those of an uninterrupted call (the batches are the same). The directory must be
+private to one (network, num_samples, seed, num_steps, batch, guidance): nothing in it is checked but shapes.
 
 Decoded scoring (`decode=True`, what `train.py --metrics` does on discrete data): binarised images are scored
 as the sign of each pixel (threshold 0, values ±1) and one-hot sequences as the one-hot of their argmax, as a
@@ -33,6 +37,7 @@ only sample and score the samples.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -108,12 +113,16 @@ def check_metric_applicable(name: str, net_or_dataset_kwargs: Any) -> None:
 
 def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.device | str = 'cpu',
            num_steps: int = 18, batch: int = DEFAULT_BATCH,
-           guidance: float = 1.0) -> tuple[torch.Tensor, np.ndarray | None]:
+           guidance: float = 1.0, cache: str | os.PathLike | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
     """(float64 samples [num_samples, *data_shape(net)] on the CPU, class index per sample or None).
 
     guidance: classifier-free guidance weight W (`training.guidance`; 1 = plain conditional sampling).
+    cache:    directory of finished batches (`batch-CLASS-START.npy`), written as they finish and read back
+              instead of resampled; see the module docstring. None: nothing is written.
     """
+    from dnnlib.util import atomic_write
     from training import generation
+    from training.networks import data_shape
     from training.guidance import GuidedDenoiser
     if num_samples < 2:
         raise ValueError(f'Metrics need at least 2 samples, got {num_samples}.')
@@ -133,12 +142,33 @@ def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.
                 index = np.arange(num_samples) if c is None else np.flatnonzero(classes == c)
                 for start in range(0, len(index), batch):
                     part = index[start:start + batch]
-                    x = generation.sample_batch(denoiser, seeds[part].tolist(), opts, sigma_steps, c, device)
-                    for i, row in zip(part, x.cpu()):
+                    path = None if cache is None else os.path.join(cache, f'batch-{c}-{start}.npy')
+                    x = _load_batch(path, (len(part), *data_shape(net)))
+                    if x is None:
+                        x = generation.sample_batch(denoiser, seeds[part].tolist(), opts, sigma_steps, c,
+                                                    device).cpu()
+                        if path is not None:
+                            os.makedirs(cache, exist_ok=True)
+                            with atomic_write(path) as f:
+                                np.save(f, x.numpy(), allow_pickle=False)
+                    for i, row in zip(part, x):
                         out[i] = row
     finally:
         net.train(was_training)
     return torch.stack(out), classes
+
+
+def _load_batch(path: str | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """A cached float64 batch of the expected shape, or None (no cache, not written yet, or not this batch)."""
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None                               # unreadable: sampled again and overwritten
+    if array.shape != shape or array.dtype != np.float64:
+        return None
+    return torch.from_numpy(array)
 
 
 def is_discrete(dataset_kwargs: Mapping[str, Any] | None) -> bool:
