@@ -505,7 +505,7 @@ def demo_snapshot(outdir: str, log: Callable[[str], None]) -> str:
               help='Latents per set for the trajectory error  [default: 64; quick: 16]')
 @click.option('--ref-steps', type=click.IntRange(min=2), default=256, help='Levels of the reference run.')
 @click.option('--calibrate', type=click.IntRange(min=0), default=None,
-              help='Calibration latents for infogrid-calibrated (0: skip it)  [default: 16; quick: 8]')
+              help='Calibration latents for infogrid-calibrated (0: leave that grid out)  [default: 16; quick: 8]')
 @click.option('--calib-ref-steps', type=click.IntRange(min=2), default=None,
               help='Levels of the calibration reference  [default: 256; quick: 128]')
 @click.option('--seed', type=click.IntRange(min=0), default=0, help='Seed of the first latent set.')
@@ -530,6 +530,12 @@ def main(networks, outdir, quick, grids, solvers, nfe, metric, sets, num, traj_n
     if threads:
         torch.set_num_threads(threads)
     log = functools.partial(click.echo, err=True)
+    if calibrate == 0 and 'infogrid-calibrated' in grids:
+        grids = [g for g in grids if g != 'infogrid-calibrated']
+        if not grids:
+            raise click.BadParameter('--calibrate 0 skips infogrid-calibrated, the only grid named; give --calibrate '
+                                     'N > 0 or more grids.', param_hint='--grids')
+        log('--calibrate 0: infogrid-calibrated is skipped.')
     note = unreachable_note(solvers, nfe)
     if note is not None:
         log(note)

@@ -85,6 +85,15 @@ def test_small_run_writes_table_json_and_png(snapshot, tmp_path):
     assert '| infogrid-solver |' in table and 'Best or tied' in table
 
 
+def test_calibrate_zero_leaves_the_calibrated_grid_out(snapshot, tmp_path):
+    rec = run_small(snapshot, tmp_path / 'out', 'edm,infogrid-calibrated', 'heun', '5', '--calibrate', '0')
+    assert set(rec['results']['heun']) == {'edm'} and not rec['calibration']
+    assert '--calibrate 0: infogrid-calibrated is skipped.' in run_small.output.splitlines()
+    alone = CliRunner().invoke(bench.main, ['--network', snapshot, '--outdir', str(tmp_path), '--nfe', '5',
+                                            '--grids', 'infogrid-calibrated', '--calibrate', '0'])
+    assert_clean_error(alone, 'only grid named')
+
+
 @pytest.mark.slow
 def test_every_grid_and_the_stochastic_sampler(snapshot, tmp_path):
     rec = run_small(snapshot, tmp_path / 'out', ','.join(bench.GRID_NAMES), 'heun,sde', '5')
