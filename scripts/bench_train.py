@@ -607,8 +607,8 @@ def main(mode: str, name: str, quick: bool, reps: int, steps: int, warmup: int, 
         if mode == 'paths':
             result = run_paths(name, device, reps, steps, warmup, workdir, list(paths), overrides, fast, data_size)
         elif mode == 'generate':
-            result = run_generate(name, device, reps, nfe, 8 if quick else batch or 64, workdir, dict(fp16=fp16),
-                                  data_size)
+            result = run_generate(name, device, reps, nfe, 8 if quick else batch or 64, workdir,
+                                  dict(fp16=fp16, **({'cbase': cbase} if cbase else {})), data_size)
         else:
             result = run_benchmark(name, device, reps, steps, warmup, workdir, overrides, fast, data_loader,
                                    compare_sigma, imports_s, breakdown, sync_check, data_size)

@@ -128,6 +128,11 @@ def test_generate_mode_reports_images_per_second_at_the_nfe(tmp_path):
     assert data['nfe'] == 5 and data['num_steps'] == 3 and data['batch'] == 8   # --quick: batch 8, NFE from --nfe
     assert data['img_per_s'] == pytest.approx(8 / data['s_per_batch'])
     assert 0 < data['rng_share'] < 1 and 'img/s' in r.output
+    # --cbase reaches the network: half the channels, about a quarter of the parameters.
+    half = CliRunner().invoke(bench.main, ['--mode', 'generate', '--config', 'digits-demo', '--quick', '--cbase', '4',
+                                           '--threads', '1', '--nfe', '3', '--json', str(path)])
+    assert half.exit_code == 0, half.output
+    assert json.loads(path.read_text())['params'] < data['params'] / 3
 
 
 def test_stopwatch_synchronises_and_measures_wall_and_cpu_time():
