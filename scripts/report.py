@@ -51,7 +51,7 @@ import numpy as np
 import scipy.stats
 
 from dnnlib.util import atomic_write, write_json
-from training.metrics import plotting
+from training.metrics import SEQUENCE_METRICS, plotting
 
 ADAPTIVE = 'infonoise'   # the paper's method: its speed-up is the headline of a row
 ADAPTIVE_METHODS = ('infonoise', 'infonoise-freeze', 'loss-second-moment', 'kingma-gao', 'cdcd')
@@ -68,7 +68,6 @@ PLATEAU_FROM = 0.75       # (a) ... measured from this fraction of the budget to
 MIN_EVALUATIONS = 12      # (b)
 MIN_SEEDS = 3             # (d)
 CONFIDENCE = 0.95         # (d)
-SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 MIN_FINAL_PER_CLASS = {'sequence': 1000, 'image': 2000}   # (e)
 
 Curve = Sequence[tuple[float, float]]   # [(kimg, value), ...] in increasing kimg

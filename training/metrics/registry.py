@@ -43,8 +43,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from training.metrics import SEQUENCE_METRICS
+
 METRICS = ('fd-digits', 'fd-mnist', 'fd-dna', 'kmer-dna', 'motif-dna', 'fid')
-SEQUENCE_METRICS = ('fd-dna', 'kmer-dna', 'motif-dna')
 IMAGE_SIDES = {'fd-digits': 8, 'fd-mnist': 32}
 DEFAULT_BATCH = 64
 
