@@ -25,13 +25,15 @@ existing runs (e.g. while training runs elsewhere) without training.
 applies (plateau check, 12 evenly spaced evaluations, 3 paired seeds, large decoded final evaluations next to
 the real-data floor): rows and methods are plain data (PROTOCOL_ROWS), at most --jobs runs at a time with one
 thread each; a relaunch skips finished runs, evaluates trained ones and resumes the others from their newest
-training state. Its `ttq` rows (8x8 digits) are the former time-to-quality benchmark. `final-eval RUN` is the
+training state. A run in use by another process (another driver, or a train.py that a killed driver left
+running: it inherits the run's lock) is reported BUSY and left alone. Its `ttq` rows (8x8 digits) are the former time-to-quality benchmark. `final-eval RUN` is the
 final evaluation of one run (RUN/final.jsonl, RUN/../floor.json); it keeps its finished sample batches in
 RUN/final-samples-*/ until it has written them up, so a killed final evaluation resumes where it stopped.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -41,7 +43,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import click
 
@@ -252,13 +254,15 @@ def print_plan(plan: Plan, rows: list[Row], methods: list[str], echo: Any = clic
 # ----------------------------------------------------------------------------------------------
 # Launching and evaluating.
 
-def execute(cmd: list[str], capture: bool = False, env: Mapping[str, str] | None = None) -> str:
+def execute(cmd: list[str], capture: bool = False, env: Mapping[str, str] | None = None,
+            pass_fds: Sequence[int] = ()) -> str:
     """Run a command from the repository root (`python` and `torchrun` as this interpreter's); a failure becomes
-    one ClickException sentence."""
+    one ClickException sentence. `pass_fds`: open descriptors the command inherits (a run's lock)."""
     click.echo(f'$ {shlex.join(cmd)}', err=True)
     interpreter = {'python': [sys.executable], 'torchrun': [sys.executable, '-m', 'torch.distributed.run']}
     proc = subprocess.run([*interpreter.get(cmd[0], cmd[:1]), *cmd[1:]], cwd=ROOT, text=True, env=env,
-                          stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
+                          stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None,
+                          pass_fds=tuple(pass_fds))
     if proc.returncode != 0:
         tail = [ln for ln in ((proc.stderr or '') + (proc.stdout or '')).splitlines() if ln.strip()] if capture else []
         reason = tail[-1].strip() if tail else f'exit code {proc.returncode}'
@@ -396,6 +400,7 @@ GRID_GROUP = 'lognormal-grid'       # --methods name: the 9 tuning settings, at 
 GRID_BEST = 'lognormal-best'        # --methods name: the best tuning setting (by final metric), at every seed
 QUICK = dict(kimg=2.0, every=1.0, curve_num=64, final_num=128)
 FINAL_FILE = 'final.jsonl'
+RUN_LOCK = '.reproduce.lock'      # RUN/.reproduce.lock: see run_lock
 FINAL_CACHE = 'final-samples'     # RUN/final-samples-SNAPSHOT-nN-stepsS-gW/: finished batches of a final evaluation
 RESULT_FILES = ('metrics.jsonl', 'final.jsonl', 'infonoise.jsonl', 'training_options.json', 'stats.jsonl')
 PROFILE_LINES_KEPT = 100   # infonoise.jsonl is copied thinned to this many evenly spaced refreshes
@@ -481,17 +486,48 @@ def copy_results(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -
         f.write((json.dumps(dict(title=row.title), indent=1) + '\n').encode('utf-8'))
 
 
+class RunBusy(click.ClickException):
+    """Another process holds the run's lock (`run_lock`)."""
+
+
+@contextlib.contextmanager
+def run_lock(run: str) -> Iterator[int | None]:
+    """Hold RUN/RUN_LOCK (an exclusive `flock`) while this driver trains or evaluates RUN; yields its descriptor,
+    which the driver's train.py and final-eval inherit, so that a child outliving a killed driver keeps the run
+    locked. The operating system releases the lock when the last holder ends, however it ends. RunBusy when
+    another process holds it; without fcntl (Windows) nothing is locked and None is yielded."""
+    try:
+        import fcntl
+    except ImportError:
+        yield None
+        return
+    os.makedirs(run, exist_ok=True)
+    fd = os.open(os.path.join(run, RUN_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f'{run} is in use by another process (another driver, or a train.py or final-eval that a '
+                          f'killed driver left running); relaunch once it has ended.') from None
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def protocol_job(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int, env: Mapping[str, str]) -> str:
-    """Bring one run to 'done' from whatever state it is in; returns what was done."""
+    """Bring one run to 'done' from whatever state it is in, holding its lock; returns what was done."""
     label = f'{row.key}/{method}-seed{seed}'
-    state = run_state(plan, row, method, seed)
-    if state == 'done':
+    with run_lock(run_dir(plan, row, method, seed)) as fd:
+        held = () if fd is None else (fd,)
+        state = run_state(plan, row, method, seed)
+        if state == 'done':
+            copy_results(plan, row, method, seed)
+            return f'{label}: finished earlier; skipped'
+        if state in ('new', 'partial'):
+            train(protocol_train_command(plan, row, method, seed), run_dir(plan, row, method, seed), capture=True,
+                  env=env, pass_fds=held)
+        execute(protocol_final_command(plan, row, method, seed), capture=True, env=env, pass_fds=held)
         copy_results(plan, row, method, seed)
-        return f'{label}: finished earlier; skipped'
-    if state in ('new', 'partial'):
-        train(protocol_train_command(plan, row, method, seed), run_dir(plan, row, method, seed), capture=True, env=env)
-    execute(protocol_final_command(plan, row, method, seed), capture=True, env=env)
-    copy_results(plan, row, method, seed)
     trained = ('resumed, ' if state == 'partial' else '') + ('trained and ' if state != 'trained' else '')
     return f'{label}: {trained}evaluated'
 
@@ -543,11 +579,12 @@ def run_protocol(plan: ProtocolPlan, runs: Sequence[tuple], jobs: int) -> None:
             try:
                 line = future.result()
             except click.ClickException as err:
-                line = f'{row.key}/{method}-seed{seed}: FAILED: {err.message}'
+                outcome = 'BUSY' if isinstance(err, RunBusy) else 'FAILED'
+                line = f'{row.key}/{method}-seed{seed}: {outcome}: {err.message}'
                 failed.append(line)
             click.echo(line, err=True)
     if failed:
-        raise click.ClickException(f'{len(failed)} of {len(runs)} run(s) failed; the first: {failed[0]}')
+        raise click.ClickException(f'{len(failed)} of {len(runs)} run(s) failed or were busy; the first: {failed[0]}')
 
 
 def source_commit() -> str | None:
@@ -727,7 +764,8 @@ Rows (plain data in PROTOCOL_ROWS): bmnist, dna, mnist (group table1a); digits, 
 Methods: a row's names (loguniform, edm, infonoise, and on bmnist / dna loss-second-moment, kingma-gao,
 ddpm), lognormal-grid (bmnist: the 9 log-normal settings at the first seed), lognormal-best (the best grid
 setting at every seed, once the grid has run). Run with `nice -n 19`; each run uses one thread.
-A relaunch skips finished runs, evaluates trained ones and resumes the others from their last state.""")
+A relaunch skips finished runs, evaluates trained ones and resumes the others from their last state (a final
+evaluation from its finished sample batches); a run another process still holds is reported BUSY and left alone.""")
 @click.option('--rows', default='table1a', show_default=True, help='Comma-separated rows or groups.')
 @click.option('--methods', default=None, help='Comma-separated methods  [default: every method of the row but the '
                                               'tuning grid]')

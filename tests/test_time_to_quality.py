@@ -132,3 +132,44 @@ def test_a_killed_final_evaluation_resumes_from_its_finished_batches(tmp_path, m
     assert [dict(r, seconds=0) for r in read['cut']] == [dict(r, seconds=0) for r in read['whole']]
     assert {(r['decoded'], r['num']) for r in read['cut']} == {(True, 256), (False, 256)}
     assert not cache.exists()                                        # written up: the batches are removed
+
+
+def test_a_run_in_use_is_skipped_and_a_child_outliving_its_driver_keeps_it_locked(tmp_path):
+    run = tmp_path / 'runs' / 'digits-binary' / 'loguniform-seed0'
+    # A driver that started a child (train.py) and was killed: the child inherited the lock and still runs.
+    with reproduce.run_lock(str(run)) as fd:
+        child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], pass_fds=(fd,))
+    try:
+        with pytest.raises(reproduce.RunBusy, match='in use by another process'):
+            with reproduce.run_lock(str(run)):
+                pass
+        r = CliRunner().invoke(reproduce.main, ['table1a', *TINY, '--outdir', str(tmp_path / 'runs')])
+        assert r.exit_code == 1 and 'digits-binary/loguniform-seed0: BUSY:' in r.output, r.output
+        assert 'relaunch once it has ended' in r.output and '$ python train.py' not in r.output
+        assert os.listdir(run) == [reproduce.RUN_LOCK]                   # nothing was trained or written
+    finally:
+        child.kill()
+        child.wait()
+    with reproduce.run_lock(str(run)) as fd:                              # the child ended: the lock is free
+        assert fd is not None
+
+
+def test_the_drivers_train_py_holds_the_lock_after_the_driver_is_killed(tmp_path):
+    run = tmp_path / 'cut' / 'digits-binary' / 'loguniform-seed0'
+    proc = subprocess.Popen(_driver(tmp_path, 'cut'), cwd=str(tmp_path), env=REPO_ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (run / 'training_options.json').is_file():
+            time.sleep(0.1)
+        assert (run / 'training_options.json').is_file(), 'train.py did not start'
+        os.kill(proc.pid, signal.SIGKILL)            # the driver only: its train.py goes on
+        proc.wait()
+        with pytest.raises(reproduce.RunBusy):
+            with reproduce.run_lock(str(run)):
+                pass
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
