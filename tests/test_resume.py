@@ -232,3 +232,30 @@ def test_resume_auto_picks_the_newest_run_directory_or_the_outdir(tmp_path):
     assert plan.run_dir == str(out / 'flat') and plan.state is None
     with pytest.raises(checkpoint.CheckpointError, match='does not exist'):
         checkpoint.plan_resume(str(out / 'training-state-000001.pt'), str(out))
+
+
+def test_a_state_from_before_a_constructor_parameter_existed_resumes_at_its_default_only(tmp_path):
+    part = tmp_path / 'part'
+    assert run_cli(part, *TINY, '--kimg', 0.5).exit_code == 0
+    path = checkpoint.list_states(str(part))[-1][1]
+    state = checkpoint.load_training_state(path)
+    # What a state written before --infonoise-freeze existed holds: neither the option nor the sampler's entry.
+    del state['config']['sigma_sampler_kwargs']['freeze_after'], state['options']['infonoise_freeze']
+    checkpoint.save_training_state(path, state)
+    refused = run_cli(tmp_path / 'frozen', '--resume', part, '--kimg', 1, '--infonoise-freeze', 3)
+    assert_clean_error(refused, 'first difference: sigma_sampler_kwargs.freeze_after (null vs 3)')
+    assert run_cli(tmp_path / 'default', '--resume', part, '--kimg', 1).exit_code == 0   # 0: the paper's default
+
+
+def test_constructor_defaults_fill_only_missing_entries_of_the_same_class():
+    fill = checkpoint.with_constructor_defaults
+    loss = {'class_name': 'training.loss.EDMLoss', 'P_mean': -1.2}
+    # EDMLoss(P_std=1.2, sigma_data=0.5, ...) by default: a missing entry at its default is filled in, nested too.
+    assert fill(dict(loss), dict(loss, P_std=1.2)) == dict(loss, P_std=1.2)
+    assert fill({'loss_kwargs': loss}, {'loss_kwargs': dict(loss, P_std=1.2)}) == {'loss_kwargs': dict(loss, P_std=1.2)}
+    assert fill(dict(loss), dict(loss, P_std=1.5)) == loss                      # not the default: still a difference
+    assert fill(dict(loss), dict(loss, nonexistent=1)) == loss                  # not a constructor parameter
+    other = dict(loss, class_name='training.loss.VPLoss')
+    assert fill(dict(loss), dict(other, P_std=1.2)) == loss                     # another class: nothing is assumed
+    refused = {'class_name': 'os.system'}
+    assert fill(dict(refused), dict(refused, command='x')) == refused           # never resolved outside the table

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -329,6 +330,28 @@ def first_difference(a: Any, b: Any, prefix: str = '') -> str | None:
     return None
 
 
+def with_constructor_defaults(saved: Any, current: Any) -> Any:
+    """`saved` (a stored config, JSON-like) plus every entry that only `current` has, where both name the same
+    `class_name` and that class's constructor takes the entry with `current`'s value as its default. A state
+    saved before a constructor parameter existed trained with its default, so it stays resumable at that
+    default and nowhere else. The class is resolved by `dnnlib.util.resolve_class_name` (this project's table)."""
+    if not (isinstance(saved, Mapping) and isinstance(current, Mapping)):
+        return saved
+    out = {k: with_constructor_defaults(v, current.get(k)) for k, v in saved.items()}
+    name = saved.get('class_name')
+    if name is None or name != current.get('class_name'):
+        return out
+    try:
+        parameters = inspect.signature(util.resolve_class_name(name)).parameters
+    except (TypeError, ValueError):
+        return out
+    for key in current.keys() - saved.keys():
+        default = getattr(parameters.get(key), 'default', inspect.Parameter.empty)
+        if default is not inspect.Parameter.empty and util.jsonable(default) == current[key]:
+            out[key] = current[key]
+    return out
+
+
 def check_compatible(state: Mapping[str, Any], config: Mapping[str, Any], path: str,
                      options: Mapping[str, Any] | None = None) -> None:
     """The one resume rule: a resumed run trains what the saved run trained; CheckpointError otherwise.
@@ -337,7 +360,8 @@ def check_compatible(state: Mapping[str, Any], config: Mapping[str, Any], path: 
     `training.options.OPTIONS`: what is trained; execution options and the training length may change) must
     equal the saved one, and the first that differs is named as a flag. Then the config entries those options
     build (`COMPAT_KEYS`, JSON-normalised) must equal the saved view, which also covers runs started without
-    train.py (`state['options']` None).
+    train.py (`state['options']` None); an entry the saved view lacks counts as its constructor's default
+    (`with_constructor_defaults`).
     """
     saved = state.get('options')
     if options is not None and saved:
@@ -348,7 +372,8 @@ def check_compatible(state: Mapping[str, Any], config: Mapping[str, Any], path: 
             if util.jsonable(saved[o.name]) != util.jsonable(options.get(o.name)):
                 raise CheckpointError(f'--resume: {path} was trained with {flag(o.name)}={saved[o.name]!r}, not '
                                       f'{options.get(o.name)!r}; pass the same value or start a new run.')
-    diff = first_difference(dict(state['config']), compat_view(config))
+    view = compat_view(config)
+    diff = first_difference(with_constructor_defaults(dict(state['config']), view), view)
     if diff is not None:
         raise CheckpointError(f'--resume: {path} was trained with a different configuration '
                               f'(first difference: {diff}); pass matching options or start a new run.')

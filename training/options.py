@@ -461,8 +461,7 @@ def sigma_sampler_kwargs(opts: Mapping[str, Any], endpoint: str, sigma_data: flo
         min_count=int(opts['infonoise_min_count']), gate_n=float(opts['infonoise_gate_n']),
         endpoint=endpoint, onset_p=float(opts['infonoise_onset_p']),
         floor=float(opts['infonoise_floor']), smooth=opts['infonoise_smooth'],
-        # Only when set: states saved before the option existed hold no key and stay resumable at the default.
-        **({'freeze_after': int(opts['infonoise_freeze'])} if opts['infonoise_freeze'] else {}),
+        freeze_after=int(opts['infonoise_freeze']),
     )
 
 
