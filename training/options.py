@@ -133,7 +133,8 @@ OPTIONS: tuple[Option, ...] = (
        metavar='STEPS'),
     _O('infonoise_refresh', _IN['refresh_every'], 'Steps between table refreshes', int, lo=1, metavar='STEPS'),
     _O('infonoise_freeze', _IN['freeze_after'], 'Variant: no refresh after this step, the last table serves to the '
-       'end (0: refresh to the end, the paper)', int, lo=0, metavar='STEPS'),
+       'end (0: refresh to the end, the paper; why and how it fares: docs/BENCHMARKS.md §16)', int, lo=0,
+       metavar='STEPS'),
     _O('infonoise_bins', _GRID['num_bins'], 'Log-σ grid bins', int, lo=2),
     _O('infonoise_buffer', _IN['buffer_size'], 'FIFO losses per bin per rank', int, lo=1),
     _O('infonoise_ema', float(_IN['ema']), 'EMA rate of the per-bin mean losses', float, lo=0, hi=1, lo_open=True),
