@@ -256,9 +256,7 @@ def _open_dataset(opts: dict) -> dict:
                 raise click.ClickException(f'--cond requires class labels in {opts["data"]}: {message}')
         raise click.ClickException(f'--data {opts["data"]}: {message}')
     try:
-        facts = dict(name=ds.name, shape=list(ds.image_shape), resolution=ds.resolution, num_channels=ds.num_channels,
-                     label_dim=ds.label_dim, has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'),
-                     size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
+        facts = opt_lib.dataset_facts(ds)
     except Exception as err:
         raise click.ClickException(f'--data {opts["data"]}: {first_line(err)}')
     finally:

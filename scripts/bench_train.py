@@ -107,8 +107,7 @@ def build_config(name: str, dist: str | None, steps: int, device: str, workdir: 
         opts.update(infonoise_warmup=2, infonoise_refresh=20, infonoise_min_count=1)
     opts['kimg'] = steps * opts['batch'] / 1000
     ds = open_dataset(**O.dataset_kwargs(opts))
-    facts = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
-                 has_labels=ds.has_labels, endpoint=ds.endpoint, size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
+    facts = O.dataset_facts(ds)
     config = O.build_config(opts, facts)
     config.update(snapshot_ticks=None, state_dump_ticks=None, kimg_per_tick=1e9)
     config['fast_paths'] = dict(config['fast_paths'], **(fast or {}))

@@ -329,9 +329,7 @@ def train_tiny(tmp_path, name, resident, device='cpu', **fast):
                  xflip=True, augment=0.3, lr_rampup=0.0, sigma_dist='lognormal')
     opts = O.resolve_options(given, O.load_preset('digits-demo'))
     ds = open_dataset(opts['data'], use_labels=True, xflip=True, cache=True)
-    facts = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels, label_dim=ds.label_dim,
-                 has_labels=ds.has_labels, endpoint=ds.endpoint, size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
-    config = O.build_config(opts, facts)
+    config = O.build_config(opts, O.dataset_facts(ds))
     config.update(snapshot_ticks=None, state_dump_ticks=1000, fast_paths=dict(config['fast_paths'], **fast),
                   data_loader_kwargs=dict(num_workers=0, resident=resident), deterministic=device != 'cpu',
                   cudnn_benchmark=False)

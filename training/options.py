@@ -502,10 +502,17 @@ def check_network_geometry(network_kwargs: Mapping[str, Any], dataset: Mapping[s
                            f'"attn_resolutions" in a preset\'s network_kwargs (e.g. [] for none).') from None
 
 
+def dataset_facts(ds: Any) -> dict:
+    """The facts `build_config` needs about an opened dataset (`training.dataset.open_dataset`), as plain data."""
+    return dict(name=ds.name, shape=list(ds.image_shape), resolution=ds.resolution, num_channels=ds.num_channels,
+                label_dim=ds.label_dim, has_labels=ds.has_labels, endpoint=getattr(ds, 'endpoint', 'continuous'),
+                size=len(ds), dataset_kwargs=dict(ds.dataset_kwargs))
+
+
 def build_config(opts: Mapping[str, Any], dataset: Mapping[str, Any], world_size: int = 1) -> dict:
     """Turn resolved, validated options (`validate_options`) into `training_loop` kwargs (plain data only).
 
-    dataset: facts about the opened dataset: name, resolution, num_channels, label_dim,
+    dataset: facts about the opened dataset (`dataset_facts`): name, resolution, num_channels, label_dim,
              has_labels, endpoint, size (number of items), dataset_kwargs (its own class_name +
              constructor kwargs, what the loop reopens and snapshots store).
     Raises OptionsError for a dataset without the labels --cond needs, a bad --metrics list and a batch
