@@ -514,6 +514,18 @@ def run_lock(run: str) -> Iterator[int | None]:
         os.close(fd)
 
 
+def run_in_use(run: str) -> bool:
+    """Whether another process holds RUN's lock now (`run_lock`); creates nothing."""
+    path = os.path.join(run, RUN_LOCK)
+    if not os.path.isfile(path):
+        return False
+    try:
+        with run_lock(run):
+            return False
+    except RunBusy:
+        return True
+
+
 def protocol_job(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int, env: Mapping[str, str]) -> str:
     """Bring one run to 'done' from whatever state it is in, holding its lock; returns what was done."""
     label = f'{row.key}/{method}-seed{seed}'
@@ -808,7 +820,8 @@ def table1a(rows: str, methods: str | None, seeds: list[int], outdir: str, resul
     runs = protocol_runs(plan, chosen, [m.strip() for m in methods.split(',') if m.strip()] if methods else None)
     if dry_run:
         for row, method, seed in runs:
-            click.echo(f'# {row.key}/{method}-seed{seed}: {run_state(plan, row, method, seed)}')
+            busy = ' (BUSY: another process holds it)' if run_in_use(run_dir(plan, row, method, seed)) else ''
+            click.echo(f'# {row.key}/{method}-seed{seed}: {run_state(plan, row, method, seed)}{busy}')
             click.echo(shlex.join(protocol_train_command(plan, row, method, seed)))
             click.echo(shlex.join(protocol_final_command(plan, row, method, seed)))
         return

@@ -147,11 +147,15 @@ def test_a_run_in_use_is_skipped_and_a_child_outliving_its_driver_keeps_it_locke
         assert r.exit_code == 1 and 'digits-binary/loguniform-seed0: BUSY:' in r.output, r.output
         assert 'relaunch once it has ended' in r.output and '$ python train.py' not in r.output
         assert os.listdir(run) == [reproduce.RUN_LOCK]                   # nothing was trained or written
+        listed = CliRunner().invoke(reproduce.main, ['table1a', *TINY, '--outdir', str(tmp_path / 'runs'), '--dry-run'])
+        assert '# digits-binary/loguniform-seed0: new (BUSY: another process holds it)' in listed.output
     finally:
         child.kill()
         child.wait()
     with reproduce.run_lock(str(run)) as fd:                              # the child ended: the lock is free
         assert fd is not None
+    assert not reproduce.run_in_use(str(run)) and not reproduce.run_in_use(str(tmp_path / 'nowhere'))
+    assert not (tmp_path / 'nowhere').exists()
 
 
 def test_the_drivers_train_py_holds_the_lock_after_the_driver_is_killed(tmp_path):
