@@ -388,6 +388,11 @@ PROTOCOL_ROWS = {r.key: r for r in [
                 methods={**method_flags(True, RIVALS), **VARIANT_METHODS}, extra=('--metrics-guidance', '2')),
     ProtocolRow('mnist', 'MNIST (EDM objective)', 'mnist5k-cpu', 'builtin:mnist5k', ('fd-mnist',),
                 kimg=192, every=16, curve_num=512, final_num=2000, classes=1, methods=method_flags(False)),
+    # The DNA row at DNA-Diffusion's width (preset dna: dim 200, 94.6 M parameters, batch 120, its Adam 1e-4), for
+    # a GPU (`--device cuda`): the paper's 100 kEx rounded to 12 evaluations, the other settings as the dna row's.
+    ProtocolRow('dna200', 'DNA at DNA-Diffusion\'s width (dim 200; w = 1, guidance 2)', 'dna', 'dna:{dna4}',
+                ('fd-dna', 'kmer-dna'), kimg=96, every=8, curve_num=256, final_num=4000, classes=4, guidance=2.0,
+                methods={**method_flags(True, RIVALS), **VARIANT_METHODS}, extra=('--metrics-guidance', '2')),
     # The former time-to-quality benchmark on scikit-learn's 8x8 digits (CPU minutes, not part of Table 1).
     ProtocolRow('digits', '8x8 digits (EDM objective)', 'digits-demo', 'builtin:digits', ('fd-digits',),
                 kimg=60, every=5, curve_num=1000, final_num=1797, classes=1, methods=method_flags(False)),
@@ -395,7 +400,7 @@ PROTOCOL_ROWS = {r.key: r for r in [
                 ('fd-digits',), kimg=60, every=5, curve_num=1000, final_num=1797, classes=1,
                 methods=method_flags(True)),
 ]}
-PROTOCOL_GROUPS = {'table1a': ['bmnist', 'dna', 'mnist'], 'ttq': ['digits', 'digits-binary']}
+PROTOCOL_GROUPS = {'table1a': ['bmnist', 'dna', 'mnist'], 'ttq': ['digits', 'digits-binary'], 'gpu': ['dna200']}
 GRID_GROUP = 'lognormal-grid'       # --methods name: the 9 tuning settings, at the first seed only
 GRID_BEST = 'lognormal-best'        # --methods name: the best tuning setting (by final metric), at every seed
 QUICK = dict(kimg=2.0, every=1.0, curve_num=64, final_num=128)
@@ -428,6 +433,7 @@ class ProtocolPlan:
     seeds: tuple[int, ...]      # Seeds of every (row, method); the tuning grid uses the first only.
     overrides: dict             # kimg / every / curve_num / final_num replacing the rows' values.
     steps: int                  # Heun σ levels of every evaluation.
+    device: str = 'cpu'         # 'cpu' (one thread per run) or 'cuda' (training and sampling on the GPU).
 
     def resolve(self, row: ProtocolRow) -> ProtocolRow:
         """`row` with this invocation's overrides of its budget, evaluation interval and sample counts."""
@@ -441,8 +447,8 @@ def protocol_train_command(plan: ProtocolPlan, row: ProtocolRow, method: str, se
             '--outdir', run_dir(plan, row, method, seed), '--nosubdir', '--seed', str(seed), *row.methods[method],
             '--kimg', f'{row.kimg:g}', '--tick', f'{row.every:g}', '--dump', '1', '--snap', '1000000',
             '--metrics', ','.join(row.metrics), '--metrics-every', f'{row.every:g}', '--metrics-num',
-            str(row.curve_num), '--metrics-steps', str(plan.steps), '--grid', '0', '--plot', '0', '--threads', '1',
-            '--device', 'cpu', *row.extra]
+            str(row.curve_num), '--metrics-steps', str(plan.steps), '--grid', '0', '--plot', '0',
+            *(['--threads', '1'] if plan.device == 'cpu' else []), '--device', plan.device, *row.extra]
 
 
 def protocol_final_command(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> list[str]:
@@ -451,7 +457,7 @@ def protocol_final_command(plan: ProtocolPlan, row: ProtocolRow, method: str, se
     return ['python', '-m', 'scripts.reproduce', 'final-eval', run_dir(plan, row, method, seed),
             '--metrics', ','.join(row.metrics), '--num', str(row.final_num),
             '--floor-sizes', f'{row.curve_num},{row.final_num}', '--guidance', f'{row.guidance:g}',
-            '--steps', str(plan.steps)]
+            '--steps', str(plan.steps), *(['--device', plan.device] if plan.device != 'cpu' else [])]
 
 
 def run_state(plan: ProtocolPlan, row: ProtocolRow, method: str, seed: int) -> str:
@@ -614,7 +620,7 @@ def source_commit() -> str | None:
 
 
 def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Sequence[int], guidance: float,
-                     steps: int, commit: str | None) -> list[dict]:
+                     steps: int, commit: str | None, device: str = 'cpu') -> list[dict]:
     """Score RUN's final snapshot on `num` samples (decoded; also raw for binarised images), append the records
     to RUN/final.jsonl, and write the missing real-data floors of the row to RUN/../floor.json."""
     import torch
@@ -624,7 +630,7 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
     if not snaps:
         raise click.ClickException(f'{run} has no network snapshot to evaluate.')
     name, snap_kimg = max(snaps.items(), key=lambda item: item[1])
-    data = load_network(os.path.join(run, name), 'cpu')
+    data = load_network(os.path.join(run, name), device)
     net, dataset_kwargs = data['ema'], data.get('dataset_kwargs')
     if dataset_kwargs is None:
         raise click.ClickException(f'{name} carries no dataset_kwargs; the metrics need the run\'s data.')
@@ -639,7 +645,8 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
     # Sampled once (scored raw and decoded), through a cache of finished batches so that a killed evaluation
     # resumes where it stopped; the cache is removed once final.jsonl holds the records.
     cache = os.path.join(run, f'{FINAL_CACHE}-{os.path.splitext(name)[0]}-n{num}-steps{steps}-g{guidance:g}')
-    samples, classes = registry.sample(net, num, seed=0, num_steps=steps, guidance=guidance, cache=cache)
+    samples, classes = registry.sample(net, num, seed=0, device=device, num_steps=steps, guidance=guidance,
+                                       cache=cache)
     for decoded in ([True, False] if discrete and images else [discrete]):
         values = registry.evaluate_samples(metrics, registry.decode(samples) if decoded else samples, classes,
                                            dataset_kwargs)
@@ -665,6 +672,12 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
 
 # ----------------------------------------------------------------------------------------------
 # CLI.
+
+def _check_device(device: str) -> None:
+    import torch
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
+
 
 def _parse_rows(value: str, rows: Mapping[str, Any], groups: Mapping[str, list[str]]) -> list:
     """The rows (of `rows`) that --rows names, rows and groups alike, in order and each once."""
@@ -772,7 +785,8 @@ def main(ctx: click.Context, rows: str, methods: str, seeds: list[int], nproc: i
 
 
 @main.command('table1a', epilog="""\b
-Rows (plain data in PROTOCOL_ROWS): bmnist, dna, mnist (group table1a); digits, digits-binary (group ttq).
+Rows (plain data in PROTOCOL_ROWS): bmnist, dna, mnist (group table1a); digits, digits-binary (group ttq);
+dna200 (group gpu: the dna row at DNA-Diffusion's width, with --device cuda).
 Methods: a row's names (loguniform, edm, infonoise, and on bmnist / dna loss-second-moment, kingma-gao,
 ddpm), lognormal-grid (bmnist: the 9 log-normal settings at the first seed), lognormal-best (the best grid
 setting at every seed, once the grid has run). Run with `nice -n 19`; each run uses one thread.
@@ -788,7 +802,7 @@ evaluation from its finished sample batches); a run another process still holds 
 @click.option('--results', default=os.path.join('docs', 'results', 'table1a'), show_default=True,
               type=click.Path(file_okay=False), help='Copy the small text results here ("" = nowhere).')
 @click.option('--dna4', default=os.path.join('..', 'shared', 'data', 'dna4'), show_default=True,
-              help='The four-cell-type DNA-Diffusion table (folder or file) of the dna row.')
+              help='The four-cell-type DNA-Diffusion table (folder or file) of the dna rows.')
 @click.option('--jobs', type=click.IntRange(min=1), default=2, show_default=True, help='Runs at a time.')
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None,
               help="Budget per run  [default: the row's]")
@@ -803,16 +817,19 @@ evaluation from its finished sample batches); a run another process still holds 
 @click.option('--quick', is_flag=True, help=f'Pipeline check: {QUICK["kimg"]:g} kEx, evaluation every '
               f'{QUICK["every"]:g} kEx on {QUICK["curve_num"]} samples, final {QUICK["final_num"]} '
               '(explicit options win).')
+@click.option('--device', type=click.Choice(['cpu', 'cuda']), default='cpu', show_default=True,
+              help='Where every run trains and samples (cpu: one thread per run; the dna200 row needs cuda).')
 @click.option('--dry-run', is_flag=True, help='Print the runs, their state and their commands; run nothing.')
 def table1a(rows: str, methods: str | None, seeds: list[int], outdir: str, results: str, dna4: str, jobs: int,
             kimg: float | None, every: float | None, curve_num: int | None, final_num: int | None, steps: int,
-            quick: bool, dry_run: bool) -> None:
+            quick: bool, device: str, dry_run: bool) -> None:
     """Train and evaluate the Table 1(a) protocol runs (resumable); copy their text results for scripts.report."""
     chosen = _parse_rows(rows, PROTOCOL_ROWS, PROTOCOL_GROUPS)
     given = dict(kimg=kimg, every=every, curve_num=curve_num, final_num=final_num)
     overrides = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     plan = ProtocolPlan(outdir=os.path.abspath(outdir), results=os.path.abspath(results) if results else None,
-                        dna4=os.path.abspath(dna4), seeds=tuple(seeds), overrides=overrides, steps=steps)
+                        dna4=os.path.abspath(dna4), seeds=tuple(seeds), overrides=overrides, steps=steps,
+                        device=device)
     for row in map(plan.resolve, chosen):
         if abs(row.kimg / row.every - round(row.kimg / row.every)) > 1e-9:
             raise click.BadParameter(f'the budget {row.kimg:g} kEx of row {row.key} is not a multiple of the '
@@ -825,6 +842,7 @@ def table1a(rows: str, methods: str | None, seeds: list[int], outdir: str, resul
             click.echo(shlex.join(protocol_train_command(plan, row, method, seed)))
             click.echo(shlex.join(protocol_final_command(plan, row, method, seed)))
         return
+    _check_device(device)
     run_protocol(plan, runs, jobs)
     where = plan.results or plan.outdir
     click.echo(f'{len(runs)} run(s) complete. Report: python -m scripts.report {shlex.quote(where)}')
@@ -839,10 +857,13 @@ def table1a(rows: str, methods: str | None, seeds: list[int], outdir: str, resul
 @click.option('--steps', type=click.IntRange(min=1), default=18, show_default=True, help='Heun σ levels.')
 @click.option('--commit', default=None, help='Commit the run was made from  [default: the checkout\'s HEAD, or the '
                                              'commit a `git archive` copy was made from]')
+@click.option('--device', type=click.Choice(['cpu', 'cuda']), default='cpu', show_default=True,
+              help='Where the network samples.')
 def final_eval(run: str, metrics: str, num: int, floor_sizes: str, guidance: float, steps: int,
-               commit: str | None) -> None:
+               commit: str | None, device: str) -> None:
     """The final evaluation of one training run: RUN/final.jsonl and the row's real-data floors."""
     from training.metrics import registry
+    _check_device(device)
     try:
         names = registry.parse_metrics(metrics)
         sizes = [int(x) for x in floor_sizes.split(',') if x.strip()]
@@ -851,7 +872,7 @@ def final_eval(run: str, metrics: str, num: int, floor_sizes: str, guidance: flo
     if commit is None:
         commit = source_commit()
     try:
-        records = final_evaluation(run, names, num, sizes, guidance, steps, commit)
+        records = final_evaluation(run, names, num, sizes, guidance, steps, commit, device)
     except (OSError, ValueError) as err:
         raise click.ClickException(f'Final evaluation of {run} failed: {err}') from None
     for r in records:

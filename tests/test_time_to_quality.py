@@ -76,9 +76,29 @@ def test_dry_run_lists_states_and_commands(tmp_path):
     train = next(line for line in lines if 'lognormal--1.2-1.2-seed0' in line and 'train.py' in line)
     assert '--p-mean -1.2 --p-std 1.2 --weighting unit' in train and '--dump 1' in train
     assert '--kimg 384 --tick 16' in train and '--metrics-every 16' in train     # 24 evaluations
+    assert '--threads 1 --device cpu' in train
     import train as train_cli
     args = train.split('train.py', 1)[1].split()
     train_cli.main.make_context('train.py', args)                            # train.py accepts the command
+
+
+def test_the_dim_200_dna_row_runs_on_a_gpu_and_says_so_on_a_machine_without_one(tmp_path):
+    import torch
+    argv = ['table1a', '--rows', 'gpu', '--methods', 'loguniform,infonoise', '--seeds', '0', '--device', 'cuda',
+            '--outdir', str(tmp_path), '--dna4', str(tmp_path / 'dna4')]
+    listed = CliRunner().invoke(reproduce.main, [*argv, '--dry-run'])           # printable anywhere
+    assert listed.exit_code == 0, listed.output
+    train = next(line for line in listed.output.splitlines() if 'dna200/infonoise-seed0' in line and 'train.py' in line)
+    final = next(line for line in listed.output.splitlines() if 'dna200/infonoise-seed0' in line and 'final-eval' in line)
+    assert '--preset dna ' in train and '--kimg 96 --tick 8' in train and '--metrics-guidance 2' in train
+    assert '--device cuda' in train and '--threads' not in train               # the GPU, not one CPU thread
+    assert final.endswith('--guidance 2 --steps 18 --device cuda') and '--num 4000' in final
+    import train as train_cli
+    train_cli.main.make_context('train.py', train.split('train.py', 1)[1].split())
+    if not torch.cuda.is_available():
+        for args in (argv, ['final-eval', str(tmp_path), '--metrics', 'fd-dna', '--num', '8', '--device', 'cuda']):
+            r = CliRunner().invoke(reproduce.main, args)
+            assert r.exit_code == 2 and 'CUDA is not available on this machine.' in r.output, r.output
 
 
 def test_protocol_rows_have_at_least_twelve_even_evaluations():
@@ -177,3 +197,32 @@ def test_the_drivers_train_py_holds_the_lock_after_the_driver_is_killed(tmp_path
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.gpu
+def test_a_final_evaluation_with_device_cuda_samples_on_the_gpu(tmp_path, monkeypatch):
+    import torch
+    from training.checkpoint import save_network_snapshot
+    from training.dataset import dataset_kwargs_from_spec
+    from training.metrics import registry
+    from training.networks import EDMPrecond
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'dnnlib-cache'))
+    torch.manual_seed(0)
+    net = EDMPrecond(img_resolution=8, img_channels=1, label_dim=0, model_type='SongUNet', model_channels=8,
+                     channel_mult=[1], num_blocks=1, attn_resolutions=[], dropout=0).eval()
+    kwargs = dataset_kwargs_from_spec('builtin:digits-binary')
+    values = {}
+    for device in ('cpu', 'cuda'):
+        run = tmp_path / device / 'row' / 'run'
+        run.mkdir(parents=True)
+        save_network_snapshot(str(run / 'network-snapshot-000003.pkl'), net, None, None, kwargs, None)
+        r = CliRunner().invoke(reproduce.main, ['final-eval', str(run), '--metrics', 'fd-digits', '--num', '64',
+                                                '--steps', '3', '--device', device])
+        assert r.exit_code == 0, r.output
+        values[device] = {x['decoded']: x['value'] for x in report.read_jsonl(str(run / 'final.jsonl'))}
+    # Per-seed generators live on the sampling device, so CUDA draws other latents than the CPU (as EDM's
+    # generate.py does): the CUDA final is what sampling on the GPU gives, not the CPU's value.
+    samples, classes = registry.sample(net.cuda(), 64, seed=0, device='cuda', num_steps=3)
+    direct = registry.evaluate_samples(['fd-digits'], registry.decode(samples), classes, kwargs)['fd-digits']
+    assert values['cuda'][True] == pytest.approx(direct, rel=1e-6)
+    assert values['cuda'][True] != pytest.approx(values['cpu'][True], rel=1e-6)
