@@ -123,8 +123,8 @@ def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.
     """
     from dnnlib.util import atomic_write
     from training import generation
-    from training.networks import data_shape
     from training.guidance import GuidedDenoiser
+    from training.networks import data_shape
     if num_samples < 2:
         raise ValueError(f'Metrics need at least 2 samples, got {num_samples}.')
     seeds = np.arange(seed, seed + num_samples)
