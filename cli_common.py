@@ -242,11 +242,16 @@ def sampler_options_from_cli(kwargs: dict[str, Any], snapshot: dict, network: st
     return generation.SamplerOptions(**dict(fields, infogrid=profile, infogrid_method=method))
 
 
+def check_device(device: str) -> None:
+    """A --device of cuda on a machine without CUDA is one BadParameter sentence."""
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
+
+
 def init_distributed(device: str) -> torch.device:
     """Initialise torch.distributed (torchrun) or a single process; return this rank's device (cuda:LOCAL_RANK on
     CUDA)."""
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
+    check_device(device)
     return dist.init(device=None if device == 'auto' else device)
 
 

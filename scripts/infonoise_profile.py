@@ -31,7 +31,7 @@ import torch
 import tqdm
 
 import infonoise
-from cli_common import load_snapshot
+from cli_common import check_device, load_snapshot
 from dnnlib import util
 from training import generation
 from training.grid_calibration import NamedGrids
@@ -175,8 +175,7 @@ def measure(network: str | None, data_spec: str, out_path: str, oracle: bool, nu
         raise click.UsageError('Give either --network or --oracle.')
     if not sigma_min < sigma_max:
         raise click.BadParameter(f'--sigma-min {sigma_min} must be below --sigma-max {sigma_max}.')
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
+    check_device(device)
     device_t = torch.device(device if device != 'auto' else 'cuda' if torch.cuda.is_available() else 'cpu')
 
     net = None

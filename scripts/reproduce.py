@@ -26,9 +26,10 @@ applies (plateau check, 12 evenly spaced evaluations, 3 paired seeds, large deco
 the real-data floor): rows and methods are plain data (PROTOCOL_ROWS), at most --jobs runs at a time with one
 thread each; a relaunch skips finished runs, evaluates trained ones and resumes the others from their newest
 training state. A run in use by another process (another driver, or a train.py that a killed driver left
-running: it inherits the run's lock) is reported BUSY and left alone. Its `ttq` rows (8x8 digits) are the former time-to-quality benchmark. `final-eval RUN` is the
-final evaluation of one run (RUN/final.jsonl, RUN/../floor.json); it keeps its finished sample batches in
-RUN/final-samples-*/ until it has written them up, so a killed final evaluation resumes where it stopped.
+running: it inherits the run's lock) is reported BUSY and left alone. Its `ttq` rows (8x8 digits) are the
+former time-to-quality benchmark. `final-eval RUN` is the final evaluation of one run (RUN/final.jsonl,
+RUN/../floor.json); it keeps its finished sample batches in RUN/final-samples-*/ until it has written them up,
+so a killed final evaluation resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import click
 
-from cli_common import seeds_callback
+from cli_common import check_device, seeds_callback
 from dnnlib.util import atomic_write
 from scripts import report
 from training import options as opt_lib
@@ -673,12 +674,6 @@ def final_evaluation(run: str, metrics: Sequence[str], num: int, floor_sizes: Se
 # ----------------------------------------------------------------------------------------------
 # CLI.
 
-def _check_device(device: str) -> None:
-    import torch
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine.', param_hint='--device')
-
-
 def _parse_rows(value: str, rows: Mapping[str, Any], groups: Mapping[str, list[str]]) -> list:
     """The rows (of `rows`) that --rows names, rows and groups alike, in order and each once."""
     keys = [name for part in value.split(',') if part.strip() for name in groups.get(part.strip(), [part.strip()])]
@@ -842,7 +837,7 @@ def table1a(rows: str, methods: str | None, seeds: list[int], outdir: str, resul
             click.echo(shlex.join(protocol_train_command(plan, row, method, seed)))
             click.echo(shlex.join(protocol_final_command(plan, row, method, seed)))
         return
-    _check_device(device)
+    check_device(device)
     run_protocol(plan, runs, jobs)
     where = plan.results or plan.outdir
     click.echo(f'{len(runs)} run(s) complete. Report: python -m scripts.report {shlex.quote(where)}')
@@ -863,7 +858,7 @@ def final_eval(run: str, metrics: str, num: int, floor_sizes: str, guidance: flo
                commit: str | None, device: str) -> None:
     """The final evaluation of one training run: RUN/final.jsonl and the row's real-data floors."""
     from training.metrics import registry
-    _check_device(device)
+    check_device(device)
     try:
         names = registry.parse_metrics(metrics)
         sizes = [int(x) for x in floor_sizes.split(',') if x.strip()]
