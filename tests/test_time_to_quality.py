@@ -117,27 +117,35 @@ def test_bad_input_is_one_sentence(tmp_path):
             (argv, bad.output)
 
 
-def test_a_killed_final_evaluation_resumes_from_its_finished_batches(tmp_path, monkeypatch):
+def _tiny_digits_runs(tmp_path, monkeypatch, names):
+    """(network, dataset kwargs): a tiny untrained 8x8 network, snapshotted at 3 kimg on binarised digits into
+    TMP/NAME/row/run for each name (the metric's classifier cached under TMP)."""
     import torch
     from training.checkpoint import save_network_snapshot
     from training.dataset import dataset_kwargs_from_spec
-    from training.metrics import registry
     from training.networks import EDMPrecond
     monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'dnnlib-cache'))
     torch.manual_seed(0)
     net = EDMPrecond(img_resolution=8, img_channels=1, label_dim=0, model_type='SongUNet', model_channels=8,
                      channel_mult=[1], num_blocks=1, attn_resolutions=[], dropout=0)
-    for name in ('whole', 'cut'):
+    kwargs = dataset_kwargs_from_spec('builtin:digits-binary')
+    for name in names:
         (tmp_path / name / 'row' / 'run').mkdir(parents=True)
         save_network_snapshot(str(tmp_path / name / 'row' / 'run' / 'network-snapshot-000003.pkl'), net, None, None,
-                              dataset_kwargs_from_spec('builtin:digits-binary'), None)
+                              kwargs, None)
+    return net.eval(), kwargs
+
+
+def test_a_killed_final_evaluation_resumes_from_its_finished_batches(tmp_path, monkeypatch):
+    from training.metrics import registry
+    net, _ = _tiny_digits_runs(tmp_path, monkeypatch, ('whole', 'cut'))
     args = ['--metrics', 'fd-digits', '--num', '256', '--floor-sizes', '256', '--steps', '3', '--commit', 'abc']
     whole = CliRunner().invoke(reproduce.main, ['final-eval', str(tmp_path / 'whole' / 'row' / 'run'), *args])
     assert whole.exit_code == 0, whole.output
     # What a kill during sampling leaves: the first two of the four batches of 64 written, the rest not.
     run = tmp_path / 'cut' / 'row' / 'run'
     cache = run / 'final-samples-network-snapshot-000003-n256-steps3-g1'
-    samples, _ = registry.sample(net.eval(), 256, seed=0, num_steps=3, cache=cache)
+    samples, _ = registry.sample(net, 256, seed=0, num_steps=3, cache=cache)
     for name in ('batch-None-128.npy', 'batch-None-192.npy'):
         (cache / name).unlink()
     assert sorted(os.listdir(cache)) == ['batch-None-0.npy', 'batch-None-64.npy']
@@ -201,21 +209,11 @@ def test_the_drivers_train_py_holds_the_lock_after_the_driver_is_killed(tmp_path
 
 @pytest.mark.gpu
 def test_a_final_evaluation_with_device_cuda_samples_on_the_gpu(tmp_path, monkeypatch):
-    import torch
-    from training.checkpoint import save_network_snapshot
-    from training.dataset import dataset_kwargs_from_spec
     from training.metrics import registry
-    from training.networks import EDMPrecond
-    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'dnnlib-cache'))
-    torch.manual_seed(0)
-    net = EDMPrecond(img_resolution=8, img_channels=1, label_dim=0, model_type='SongUNet', model_channels=8,
-                     channel_mult=[1], num_blocks=1, attn_resolutions=[], dropout=0).eval()
-    kwargs = dataset_kwargs_from_spec('builtin:digits-binary')
+    net, kwargs = _tiny_digits_runs(tmp_path, monkeypatch, ('cpu', 'cuda'))
     values = {}
     for device in ('cpu', 'cuda'):
         run = tmp_path / device / 'row' / 'run'
-        run.mkdir(parents=True)
-        save_network_snapshot(str(run / 'network-snapshot-000003.pkl'), net, None, None, kwargs, None)
         r = CliRunner().invoke(reproduce.main, ['final-eval', str(run), '--metrics', 'fd-digits', '--num', '64',
                                                 '--steps', '3', '--device', device])
         assert r.exit_code == 0, r.output
