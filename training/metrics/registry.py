@@ -134,6 +134,8 @@ def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.
     out: list[torch.Tensor | None] = [None] * num_samples
     was_training = net.training
     devices = [torch.device(device)] if torch.device(device).type == 'cuda' else []
+    if cache is not None:
+        os.makedirs(cache, exist_ok=True)
     try:
         net.eval()
         denoiser = net if float(guidance) == 1 else GuidedDenoiser(net, guidance)
@@ -149,7 +151,6 @@ def sample(net: torch.nn.Module, num_samples: int, seed: int = 0, device: torch.
                         x = generation.sample_batch(denoiser, seeds[part].tolist(), opts, sigma_steps, c,
                                                     device).cpu()
                         if path is not None:
-                            os.makedirs(cache, exist_ok=True)
                             with atomic_write(path) as f:
                                 np.save(f, x.numpy(), allow_pickle=False)
                     for i, row in zip(part, x):
