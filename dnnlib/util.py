@@ -138,10 +138,17 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def jsonable(obj: Any, **dumps_kwargs: Any) -> Any:
+def jsonable(obj: Any, strict: bool = False, **dumps_kwargs: Any) -> Any:
     """What `obj` reads back as after a JSON round trip (tuples become lists; `json.dumps` kwargs such as
-    sort_keys or default=str apply)."""
-    return json.loads(json.dumps(obj, **dumps_kwargs))
+    sort_keys or default=str apply).
+
+    strict: also fit for strict JSON (`allow_nan=False`): numpy scalars and arrays become Python numbers and
+            lists (unless `default` is given), NaN and ±Inf become None.
+    """
+    if not strict:
+        return json.loads(json.dumps(obj, **dumps_kwargs))
+    dumps_kwargs.setdefault('default', lambda x: x.tolist())
+    return json.loads(json.dumps(obj, **dumps_kwargs), parse_constant=lambda _: None)
 
 
 def format_time(seconds: float) -> str:

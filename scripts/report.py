@@ -50,7 +50,7 @@ import click
 import numpy as np
 import scipy.stats
 
-from dnnlib.util import atomic_write, write_json
+from dnnlib.util import atomic_write, jsonable, write_json
 from training.metrics import SEQUENCE_METRICS, plotting
 
 ADAPTIVE = 'infonoise'   # the paper's method: its speed-up is the headline of a row
@@ -302,12 +302,6 @@ def read_jsonl(path: str) -> list[dict]:
             except ValueError:
                 continue
     return [r for r in rows if isinstance(r, dict)]
-
-
-def jsonable(obj: Any) -> Any:
-    """A copy of `obj` fit for strict JSON: numpy scalars and arrays -> Python numbers and lists, NaN/Inf -> None,
-    tuples -> lists."""
-    return json.loads(json.dumps(obj, default=lambda x: x.tolist()), parse_constant=lambda _: None)
 
 
 def write_jsonl(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -722,7 +716,7 @@ def main(runs: str, out_path: str | None, plot_dir: str | None, no_plots: bool, 
     if json_path is not None:
         out = {row: dict({k: rows[row][k] for k in ('title', 'section', 'metric', 'floors', 'speed')}, **summaries[row])
                for row in rows}
-        write_json(json_path, jsonable(out), indent=2, allow_nan=False)
+        write_json(json_path, jsonable(out, strict=True), indent=2, allow_nan=False)
         click.echo(f'Wrote {json_path}', err=True)
 
 

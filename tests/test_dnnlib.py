@@ -2,10 +2,13 @@
 and objects by name."""
 import hashlib
 import http.server
+import json
+import math
 import os
 import pathlib
 import threading
 
+import numpy as np
 import pytest
 
 from dnnlib import util
@@ -203,3 +206,16 @@ def test_write_json_round_trips_and_leaves_an_old_file_on_a_failed_write(tmp_pat
         write_json(path, {'x': object()})   # not JSON: the body fails, the old file stays
     assert json.loads(path.read_text()) == {'a': [1, 2.5], 'b': None}
     assert [p.name for p in tmp_path.iterdir()] == ['r.json']
+
+
+def test_jsonable_round_trip_and_strict_mode():
+    value = {'t': (1, 2), 'x': 0.5}
+    assert util.jsonable(value) == {'t': [1, 2], 'x': 0.5}
+    assert util.jsonable({'p': pathlib.PurePosixPath('/a')}, default=str) == {'p': '/a'}
+    with pytest.raises(TypeError):
+        util.jsonable({'a': np.float32(1.5)})              # plain mode keeps json.dumps' refusal
+    # strict: numpy -> Python, NaN/±Inf -> None, so the result passes json.dumps(allow_nan=False).
+    out = util.jsonable({'a': np.float32(1.5), 'b': np.arange(3), 'c': [math.nan, math.inf, -math.inf, 2.0]},
+                        strict=True)
+    assert out == {'a': 1.5, 'b': [0, 1, 2], 'c': [None, None, None, 2.0]}
+    assert json.loads(json.dumps(out, allow_nan=False)) == out

@@ -10,6 +10,7 @@ import pytest
 import scipy.stats
 from click.testing import CliRunner
 
+from dnnlib import util
 from scripts import report
 
 KIMG = [10, 20, 30, 40]
@@ -93,7 +94,7 @@ def test_compute_to_target_known_answers():
     assert pf['diffs'] == [-2.0, -2.0, 0.5] and pf['mean'] == pytest.approx(-7 / 6)
     ci = scipy.stats.ttest_rel([3, 1, 4.5], [5, 3, 4]).confidence_interval(0.95)
     assert (pf['lo'], pf['hi']) == (pytest.approx(ci.low), pytest.approx(ci.high)) and pf['verdict'] == 'tied'
-    json.dumps(report.jsonable(s), allow_nan=False)
+    json.dumps(util.jsonable(s, strict=True), allow_nan=False)
 
 
 def test_finals_at_the_large_size_replace_the_curve_ends():
