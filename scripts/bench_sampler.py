@@ -17,6 +17,7 @@ import click
 import torch
 
 import infonoise
+from cli_common import check_device
 from dnnlib.util import first_line, write_json
 from torch_utils.timing import best_seconds_per_call
 
@@ -110,8 +111,7 @@ def bench_rival(name: str, device: torch.device, batch: int, steps: int, num_bin
 def main(device: str, batch: int, num_bins: int, steps: int, refreshes: int, threads: int, quick: bool,
          rival_refresh: int, step_ms: float, json_path: str | None) -> None:
     """Time the InfoNoise σ-sampler's per-step and per-refresh overhead, and the rival schedules' per step."""
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise click.UsageError('--device cuda was requested but CUDA is not available on this machine.')
+    check_device(device)
     if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
         raise click.BadParameter(f'the folder of {json_path} does not exist.', param_hint='--json')
     torch.set_num_threads(threads)

@@ -414,6 +414,9 @@ def test_bench_sampler_reports_every_sampler_as_a_fraction_of_the_step(tmp_path)
     result = CliRunner().invoke(bench_sampler.main, ['--device', 'cpu', '--quick', '--json', str(missing)])
     assert_clean_error(result, 'does not exist', '--json')
     assert result.exit_code == 2 and not missing.parent.exists()
+    if not torch.cuda.is_available():        # the same sentence as every other CLI's --device cuda
+        result = CliRunner().invoke(bench_sampler.main, ['--device', 'cuda', '--quick'])
+        assert_clean_error(result, 'CUDA is not available on this machine.', '--device')
 
 
 @pytest.mark.usefixtures('one_torch_thread')
