@@ -137,6 +137,17 @@ def mean_curve(curves: Iterable[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.array(common, dtype=np.float64), values.mean(axis=0), std
 
 
+def lead_on_curve(kimg: Sequence[float], values: Sequence[float], base_kimg: Sequence[float],
+                  base_values: Sequence[float]) -> dict:
+    """Where one (seed-mean) curve is below another at the evaluations both have (kimg matched to 1e-3):
+    dict(shared, ahead_at, behind_at, level_at), each *_at a list of kimg (ahead = lower value)."""
+    mine = {round(float(k), 3): float(v) for k, v in zip(*_check_curve(kimg, values))}
+    base = {round(float(k), 3): float(v) for k, v in zip(*_check_curve(base_kimg, base_values))}
+    shared = sorted(set(mine) & set(base))
+    return dict(shared=len(shared), ahead_at=[k for k in shared if mine[k] < base[k]],
+                behind_at=[k for k in shared if mine[k] > base[k]], level_at=[k for k in shared if mine[k] == base[k]])
+
+
 def plateau_check(kimg: Sequence[float], values: Sequence[float], rel: float = PLATEAU_REL,
                   start: float = PLATEAU_FROM) -> dict:
     """Rule (a) on one (seed-mean) curve: relative improvement from the first evaluation at or after
@@ -239,6 +250,7 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
         e['same_seeds'] = set(e['seeds']) == set(base['seeds'])
         if m == best:
             continue
+        e['lead'] = lead_on_curve(means[m][0], means[m][1], means[best][0], means[best][1])
         d_final = [e['seeds'][s]['final'] - base['seeds'][s]['final'] for s in paired]
         both = [s for s in paired if e['seeds'][s]['reached'] and base['seeds'][s]['reached']]
         d_kex = [e['seeds'][s]['kex'] - base['seeds'][s]['kex'] for s in both]
@@ -567,6 +579,10 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
                       format_kex(e['kex'], e['budget_kimg']), per_seed, d_kex, v_kex, format_speedup(e['speedup']),
                       interp])
     lines += markdown_table(header, table) + ['']
+    leads = [f'{label(m)} {format_lead(s["methods"][m]["lead"])}' for m in methods if m != best]
+    if leads:
+        lines += [f'On the seed-mean curves, against {label(best)} at the evaluations both have: '
+                  + '; '.join(leads) + '.', '']
     edges = [f'{b:g}' for b in PROFILE_BANDS]
     bands = [f'σ < {edges[0]}', *(f'{a}–{b}' for a, b in zip(edges, edges[1:])), f'σ ≥ {edges[-1]}']
     for m in methods:
@@ -579,6 +595,17 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
                       f'the share of π (floor included) per σ band.', '']
             lines += markdown_table(['kEx', 'pivot c', 'π mode', 'mse/σ², lowest bin', *bands], table) + ['']
     return '\n'.join(lines)
+
+
+def format_lead(lead: Mapping[str, Any]) -> str:
+    """'ahead at 3 of 12 evaluations (at 4, 8, 12 kEx)': the kEx of the rarer outcome when there are 6 or fewer."""
+    ahead, n = lead['ahead_at'], lead['shared']
+    text = f'ahead at {len(ahead)} of {n} evaluation{"s" if n != 1 else ""}'
+    if 0 < len(ahead) <= min(6, n // 2):
+        text += ' (at ' + ', '.join(f'{k:g}' for k in ahead) + ' kEx)'
+    elif 0 < n - len(ahead) <= 6 and len(ahead) > n // 2:
+        text += ' (not at ' + ', '.join(f'{k:g}' for k in lead['behind_at'] + lead['level_at']) + ' kEx)'
+    return text
 
 
 def markdown_report(rows: Mapping[str, Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]]) -> str:

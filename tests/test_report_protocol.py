@@ -67,6 +67,20 @@ def test_plateau_yes_and_no():
     assert not report.plateau_check([4], [10])['plateau']    # one evaluation cannot show a plateau
 
 
+def test_lead_on_curve_counts_the_shared_evaluations_by_hand():
+    # base at 4, 8.032, 12, 16; the method also at 20 (not shared) and 8.0321 (matches 8.032 to 1e-3).
+    lead = report.lead_on_curve([4, 8.0321, 12, 16, 20], [9, 5, 6, 3, 1], [4, 8.032, 12, 16], [10, 5, 4, 4])
+    assert lead == dict(shared=4, ahead_at=[4.0, 16.0], behind_at=[12.0], level_at=[8.032])
+    assert report.format_lead(lead) == 'ahead at 2 of 4 evaluations (at 4, 16 kEx)'
+    most = dict(shared=12, ahead_at=[4.0 * i for i in range(2, 13)], behind_at=[4.0], level_at=[])
+    assert report.format_lead(most) == 'ahead at 11 of 12 evaluations (not at 4 kEx)'
+    assert report.format_lead(dict(shared=1, ahead_at=[], behind_at=[4.0], level_at=[])) == 'ahead at 0 of 1 evaluation'
+    s = report.compute_to_target(CURVES)
+    assert 'lead' not in s['methods']['loguniform']                     # the best baseline is not compared with itself
+    assert s['methods']['infonoise']['lead']['ahead_at'] == KIMG                 # 8 4.667 3.667 2.833 < 10 8 6 4
+    assert s['methods']['edm']['lead'] == dict(shared=4, ahead_at=[10, 20, 30], behind_at=[40], level_at=[])
+
+
 def test_evaluation_grid():
     assert report.evaluation_grid([8.032 * i for i in range(1, 13)]) == dict(count=12, every=pytest.approx(8.032),
                                                                              even=True, ok=True)
