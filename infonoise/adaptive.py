@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .grid import SigmaGrid, check_int
-from .profile import entropy_rate, gate, log_smooth, onset_pivot, powerlaw_pivot, sampler_table
+from .profile import gated_profile, sampler_table
 from .samplers import LogNormalSampler, empty_profile, loguniform_bin_density, weight_on_grid
 from .weights import edm_weight, get_weight
 
@@ -329,11 +329,7 @@ class InfoNoiseSampler(_BinBuffers):
         grid = self.grid
         sigma, edges = grid.sigma.numpy(), grid.edges.numpy()
         mse = means if self._refreshes == 0 else (1 - self.ema) * self._mse + self.ema * means
-        rate = entropy_rate(sigma, mse)
-        if self.smooth:
-            rate = log_smooth(rate, self.smooth)
-        pivot = onset_pivot(sigma, rate, self.onset_p) if self.endpoint == 'continuous' else powerlaw_pivot(sigma, rate)
-        gated = rate * gate(sigma, pivot, self.gate_n)
+        rate, pivot, gated = gated_profile(sigma, mse, self.endpoint, self.gate_n, self.onset_p, self.smooth)
         q = gated / self._weights
         if not (np.all(np.isfinite(q)) and np.all(q >= 0) and q.sum() > 0):
             return False
@@ -356,6 +352,24 @@ class InfoNoiseSampler(_BinBuffers):
         return torch.from_numpy(u_edges[1:-1].copy()).to(device), torch.from_numpy(rows).to(device)
 
     # ------------------------------------------------------------------ telemetry
+
+    def table_from_mse(self, mse, pivot: float | None = None) -> dict:
+        """The table a refresh would build from this per-bin mse, without changing the sampler (a replay).
+
+        mse:   [K] per-bin errors after the EMA, as `profile()['mse']` and infonoise.jsonl record them (so a
+               recorded line gives back the recorded table).
+        pivot: hold the pivot (> 0) at this value instead of the endpoint's rule.
+        Returns dict(rate, pivot, gated_rate, pi) with pi the bin-averaged sampling density, floor included.
+        """
+        grid = self.grid
+        mse = np.asarray(mse, dtype=np.float64)
+        if mse.shape != (grid.num_bins,):
+            raise ValueError(f'mse must have one value per bin ({grid.num_bins}), got shape {mse.shape}')
+        rate, pivot, gated = gated_profile(grid.sigma.numpy(), mse, self.endpoint, self.gate_n, self.onset_p,
+                                           self.smooth, pivot)
+        density, _ = sampler_table(grid.edges.numpy(), gated / self._weights)
+        floor_pi = loguniform_bin_density(grid, grid.sigma_min, grid.sigma_max)
+        return dict(rate=rate, pivot=pivot, gated_rate=gated, pi=(1 - self.floor) * density + self.floor * floor_pi)
 
     def profile(self) -> dict:
         """Telemetry on the grid (numpy arrays sigma, edges, mse, rate, gated_rate, rho, pi, phi, u, counts and

@@ -134,6 +134,24 @@ def powerlaw_pivot(sigma, rate, tol: float = 0.5, low_bins: int | None = None, m
     return float(s_np[_curvature_knee(x, y)])
 
 
+def gated_profile(sigma, mse, endpoint: str = 'continuous', gate_n: float = 3, onset_p: float = 2e-3,
+                  smooth: int = 0, pivot: float | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+    """One refresh from the per-bin mse to the gated rate, as the sampler computes it (numpy float64).
+
+    endpoint: 'continuous' (onset pivot with threshold onset_p) or 'discrete' (power-law pivot).
+    smooth:   passes of `log_smooth` on the rate before the pivot and the gate.
+    pivot:    use this pivot instead of the endpoint's rule (a replay that holds c fixed).
+    Returns (rate r, pivot c, gated rate r̃ = r · g_{c,gate_n}).
+    """
+    sigma_np = _np(sigma)
+    rate = entropy_rate(sigma_np, _np(mse))
+    if smooth:
+        rate = log_smooth(rate, smooth)
+    if pivot is None:
+        pivot = onset_pivot(sigma_np, rate, onset_p) if endpoint == 'continuous' else powerlaw_pivot(sigma_np, rate)
+    return rate, float(pivot), rate * gate(sigma_np, pivot, gate_n)
+
+
 def sampler_table(edges, q):
     """Piecewise-constant density proportional to q_k on [edge_k, edge_{k+1}] and its CDF at the edges.
 
@@ -153,3 +171,13 @@ def sampler_table(edges, q):
     cdf = np.concatenate([[0.0], np.cumsum(mass) / total])
     cdf[-1] = 1.0
     return _like(qn / total, q), _like(cdf, q)
+
+
+def band_shares(edges, density, bands) -> np.ndarray:
+    """The share of a piecewise-constant density on the bins (flat in σ inside each bin) that lies in each σ
+    band: below bands[0], between consecutive bands, and at or above bands[-1] (len(bands) + 1 shares that sum
+    to 1; the grid's ends close the outer bands)."""
+    e = _np(edges)
+    mass = _np(density) * np.diff(e)
+    cum = np.interp(np.asarray(bands, dtype=np.float64), e, np.concatenate([[0.0], np.cumsum(mass)]))
+    return np.diff(np.concatenate([[0.0], cum, [mass.sum()]])) / mass.sum()

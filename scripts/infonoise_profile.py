@@ -13,6 +13,12 @@ Oracle mode (`--oracle`) replaces the network by the exact empirical-Bayes denoi
 centre σ_k over N draws of (x0, ε), divided by the number of elements (the per-element convention of
 the training estimator), and goes through the same machinery.
 
+`replay`: the sampling table of each refresh a run recorded (RUN/infonoise.jsonl), rebuilt from the run's
+per-bin errors under another rule (`REPLAY_VARIANTS`: the continuous pivot rule, a pivot held at its first
+value, another floor, no gate), as the share of π in σ bands. The run's own settings come first and give back
+the recorded tables (the line "as run: largest |Δπ|" checks it). A replay shows the table a rule builds from
+the errors this run measured; it cannot show how training on that table would have changed the errors.
+
 `plot`: PNGs of a profile (ρ, π, φ, u against σ), of the emergence of π over training and of σ grids (EDM vs
 InfoGrid variants at the same number of steps), from a profile JSON, a run's `infonoise.jsonl` (one profile
 per refresh; the last one is plotted) or a network snapshot with an embedded profile. Outputs go to
@@ -31,7 +37,7 @@ import torch
 import tqdm
 
 import infonoise
-from cli_common import check_device, load_snapshot
+from cli_common import check_device, comma_list, load_snapshot
 from dnnlib import util
 from training import generation
 from training.grid_calibration import NamedGrids
@@ -47,6 +53,9 @@ Examples:
   # Exact empirical-Bayes profile of 500 digits (no network)
   python -m scripts.infonoise_profile measure --oracle --data builtin:digits --max-size 500 --out oracle.json
 \b
+  # The tables a run's recorded errors give under other pivot rules and floors
+  python -m scripts.infonoise_profile replay docs/results/table1a/bmnist/infonoise-seed0 --rows 6
+\b
   # Plots of a run's profiles, and of a profile JSON with a grid written by generate.py --grid-out
   python -m scripts.infonoise_profile plot runs/00000-digits-demo/infonoise.jsonl --outdir runs/00000-digits-demo/plots
   python -m scripts.infonoise_profile plot profile.json --outdir plots --steps 18 --grid grid.json
@@ -56,6 +65,18 @@ Examples:
 # for a profile with an entropy rate.
 COMPARED_GRIDS = {'EDM ρ=7': 'edm', 'log-uniform': 'loguniform', 'InfoGrid literal': 'infogrid-literal',
                   'InfoGrid entropic': 'infogrid-entropic', 'InfoGrid literal + 50% log-uniform': 'infogrid-blend'}
+
+# Replays: name -> (what it is, the σ-sampler settings it changes, the pivot it holds: None = the rule's,
+# 'first' = the one of the run's first recorded refresh, a number = that c).
+REPLAY_VARIANTS: dict[str, tuple[str, dict[str, Any], float | str | None]] = {
+    'as-run': ("the run's own settings", {}, None),
+    'onset-pivot': ('the continuous-data pivot rule (onset, p = 2e-3)', dict(endpoint='continuous', onset_p=2e-3),
+                    None),
+    'first-pivot': ("the pivot held at the run's first refresh", {}, 'first'),
+    'floor-0.25': ('a log-uniform floor of 0.25', dict(floor=0.25), None),
+    'ungated': ('no gate (c = 1e-9, far below the grid: g ≈ 1, so π ∝ r / w), floor as run', {}, 1e-9),
+}
+REPLAY_BANDS = (0.05, 0.5, 5.0)   # σ band edges of the replay tables (the bands of BENCHMARKS §16's drift tables)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -128,6 +149,59 @@ def compare_grids(profile: dict, num_steps: int, sigma_min: float, sigma_max: fl
     return {label: grids(name, num_steps).tolist() for label, name in COMPARED_GRIDS.items()
             if infonoise.infogrid.has_rate(profile) or not name.startswith('infogrid-')}
 
+
+def replay_run(run: str, variants: tuple[str, ...], rows: int, bands: tuple[float, ...]) -> dict:
+    """`replay` as data: dict(run, bands, refreshes, check, variants{name: dict(title, table[{kimg, pivot, shares}])})
+    at `rows` evenly spaced recorded refreshes; `check` is the largest |π_replay − π_recorded| / max π_recorded of
+    the run's own settings over all recorded refreshes (0 up to rounding when the replay is faithful)."""
+    from training.training_loop import build_sigma_sampler
+    for name in ('training_options.json', 'infonoise.jsonl'):
+        if not os.path.isfile(os.path.join(run, name)):
+            raise ValueError(f'{run} has no {name}, so it is not the folder of an InfoNoise training run')
+    with open(os.path.join(run, 'training_options.json'), encoding='utf-8') as f:
+        options = json.load(f)
+    kwargs = (options.get('sigma_sampler_kwargs') if isinstance(options, dict) else None) or {}
+    if kwargs.get('class_name') != 'infonoise.InfoNoiseSampler':
+        raise ValueError(f'{run} is not an InfoNoise run (its training_options.json names no InfoNoiseSampler)')
+    lines = [r for r in generation.load_profile_rows(os.path.join(run, 'infonoise.jsonl'))
+             if r.get('refreshes') and r.get('mse') is not None and 'kimg' in r]
+    if not lines:
+        raise ValueError(f'{run}/infonoise.jsonl holds no refresh with per-bin errors')
+    picks = sorted({round(i * (len(lines) - 1) / max(rows - 1, 1)) for i in range(rows)})
+    out: dict[str, Any] = dict(run=run, bands=list(bands), refreshes=len(lines), variants={})
+    for name in variants:
+        title, changes, hold = REPLAY_VARIANTS[name]
+        sampler = build_sigma_sampler({**kwargs, **changes})
+        pivot = float(lines[0]['pivot']) if hold == 'first' else hold
+        table = []
+        for i, line in enumerate(lines):
+            if i not in picks and name != 'as-run':
+                continue
+            built = sampler.table_from_mse(line['mse'], pivot)
+            if name == 'as-run':
+                recorded = np.asarray(line['pi'], dtype=np.float64)
+                err = float(np.max(np.abs(built['pi'] - recorded)) / np.max(recorded))
+                out['check'] = max(out.get('check', 0.0), err)
+                if i not in picks:
+                    continue
+            table.append(dict(kimg=float(line['kimg']), pivot=built['pivot'],
+                              shares=infonoise.band_shares(line['edges'], built['pi'], bands).tolist()))
+        out['variants'][name] = dict(title=title, table=table)
+    return out
+
+
+def replay_markdown(result: dict) -> str:
+    """The replay as markdown: one table per variant (kEx, pivot, share of π per σ band)."""
+    edges = [f'{b:g}' for b in result['bands']]
+    header = ['kEx', 'pivot c', f'σ < {edges[0]}', *(f'{a}–{b}' for a, b in zip(edges, edges[1:])), f'σ ≥ {edges[-1]}']
+    out = [f'Replay of {result["run"]} ({result["refreshes"]} recorded refreshes); as run: largest |Δπ| / max π = '
+           f'{result["check"]:.1e}.', '']
+    for name, v in result['variants'].items():
+        out += [f'{name}: {v["title"]}', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+        out += ['| ' + ' | '.join([f'{r["kimg"]:g}', f'{r["pivot"]:.3g}', *(f'{x:.3f}' for x in r['shares'])]) + ' |'
+                for r in v['table']]
+        out.append('')
+    return '\n'.join(out)
 
 # ---------------------------------------------------------------------------------------------------
 # CLI.
@@ -271,6 +345,28 @@ def plot(source: str, outdir: str, num_steps: int, sigma_min: float, sigma_max: 
     if not infonoise.infogrid.has_rate(profile):
         click.echo('No InfoGrid in grids.png: InfoGrid needs an InfoNoise profile with an entropy rate, and this '
                    'one has none.')
+
+
+@main.command(context_settings=dict(max_content_width=110))
+@click.argument('run', type=click.Path(exists=True, file_okay=False))
+@click.option('--variants', default=','.join(REPLAY_VARIANTS), show_default=True,
+              callback=comma_list(tuple(REPLAY_VARIANTS)),
+              help='Replays, comma-separated: ' + '; '.join(f'{k}: {v[0]}' for k, v in REPLAY_VARIANTS.items()) + '.')
+@click.option('--rows', type=click.IntRange(min=2), default=8, show_default=True,
+              help='Recorded refreshes shown per variant, evenly spaced (the first and the last included).')
+@click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None,
+              help='Also write the replay as JSON to this file.')
+def replay(run: str, variants: tuple[str, ...], rows: int, json_path: str | None) -> None:
+    """Rebuild an InfoNoise run's recorded sampling tables under other pivot rules, floors or no gate."""
+    if 'as-run' not in variants:
+        variants = ('as-run', *variants)                # the check that the replay is faithful always runs
+    try:
+        result = replay_run(run, variants, rows, REPLAY_BANDS)
+        if json_path:
+            util.write_json(json_path, util.jsonable(result, strict=True), indent=1, allow_nan=False)
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        raise click.ClickException(str(exc).rstrip('.') + '.') from None
+    click.echo(replay_markdown(result))
 
 
 if __name__ == '__main__':

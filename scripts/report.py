@@ -376,13 +376,13 @@ def profile_drift(path: str, rows: int = PROFILE_ROWS) -> list[dict]:
     lines = [r for r in read_jsonl(path) if 'pi' in r and 'edges' in r and 'kimg' in r]
     if not lines:
         return []
+    from infonoise.profile import band_shares    # here, not at the top: the rest of the report runs without torch
     picks = sorted({round(i * (len(lines) - 1) / max(rows - 1, 1)) for i in range(rows)})
     out = []
     for r in (lines[i] for i in picks):
         edges = np.asarray(r['edges'], dtype=np.float64)
         mass = np.asarray(r['pi'], dtype=np.float64) * np.diff(edges)
-        cum = np.interp(PROFILE_BANDS, edges, np.concatenate([[0.0], np.cumsum(mass)]))   # π is flat in σ per bin
-        shares = np.diff(np.concatenate([[0.0], cum, [mass.sum()]])) / mass.sum()
+        shares = band_shares(edges, r['pi'], PROFILE_BANDS)
         x = np.clip(np.log(PROFILE_BANDS), np.log(edges[0]), np.log(edges[-1]))   # log-uniform on the same grid
         uniform = np.diff(np.concatenate([[0.0], (x - np.log(edges[0])) / np.log(edges[-1] / edges[0]), [1.0]]))
         pivot = r.get('pivot')

@@ -234,6 +234,35 @@ def refreshed(weight_fn, floor, smooth=0):
     return s
 
 
+def test_table_from_mse_rebuilds_the_refresh_and_leaves_the_sampler_alone():
+    s = make(warmup_steps=0, refresh_every=1, min_count=4, buffer_size=256, weight_fn=unit_weight, floor=0.1,
+             endpoint='discrete', smooth=1)
+    fill_exact(s, mse=lambda sg: gaussian_mse(sg) * (1 + 0.5 * torch.sin(3 * sg.log())))
+    assert s.step()
+    before = s.profile()
+    built = s.table_from_mse(before['mse'])
+    assert built['pivot'] == before['pivot']                             # the same rule on the same numbers
+    for key in ('rate', 'gated_rate', 'pi'):
+        np.testing.assert_array_equal(built[key], before[key])
+    after = s.profile()
+    assert all(np.array_equal(after[k], before[k], equal_nan=True) for k in before if isinstance(before[k], np.ndarray))
+    # A held pivot: r̃ = r · σ³/(σ³ + c³) by hand, and π = 0.9 · r̃/Σ r̃Δσ + 0.1 · log-uniform.
+    sigma, edges, widths = GRID.sigma.numpy(), GRID.edges.numpy(), GRID.widths.numpy()
+    held = s.table_from_mse(before['mse'], pivot=0.7)
+    gated = before['rate'] * sigma ** 3 / (sigma ** 3 + 0.7 ** 3)
+    loguniform = np.log(edges[1:] / edges[:-1]) / math.log(80 / 0.002) / widths    # bin-averaged 1/(σ log R)
+    np.testing.assert_allclose(held['gated_rate'], gated, rtol=1e-12)
+    np.testing.assert_allclose(held['pi'], 0.9 * gated / np.sum(gated * widths) + 0.1 * loguniform, rtol=1e-12)
+    with pytest.raises(ValueError, match='one value per bin'):
+        s.table_from_mse(before['mse'][:-1])
+
+
+def test_band_shares_by_hand():
+    # density 0.5 on [1, 2) and 0.25 on [2, 4): masses 0.5 and 0.5, flat in σ inside each bin.
+    assert infonoise.band_shares([1, 2, 4], [0.5, 0.25], [1.5]).tolist() == [0.25, 0.75]
+    np.testing.assert_allclose(infonoise.band_shares([1, 2, 4], [0.5, 0.25], [0.5, 3, 10]), [0, 0.75, 0.25, 0])
+
+
 def test_sampled_histogram_matches_the_table_with_floor():
     f = 0.05
     s = refreshed(unit_weight, floor=f)

@@ -1,4 +1,5 @@
-"""scripts.infonoise_profile: measure (network and exact empirical-Bayes profiles) and plot; the plotting library."""
+"""scripts.infonoise_profile: measure (network and exact empirical-Bayes profiles), replay and plot; the plotting
+library."""
 import json
 import os
 
@@ -163,3 +164,45 @@ def test_profile_densities_are_plotted_per_unit_log_sigma():
     np.testing.assert_allclose(flat, 1 / np.log(80 / 0.002), rtol=2e-3)   # bin-averaged 1/σ times σ_k
     assert prof['pi'][0] / prof['pi'][-1] > 1e4
     assert all('per unit ln σ' in label for key, label in plotting._PROFILE_PANELS if key != 'u')
+
+
+RECORDED_RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            'docs', 'results', 'table1a', 'bmnist', 'infonoise-seed0')
+
+
+def test_replay_gives_back_a_runs_recorded_tables_and_holds_or_changes_the_rule(tmp_path):
+    # A real run's log (bMNIST, seed 0, 100 recorded refreshes, written by the training code of c256f0e).
+    out = tmp_path / 'replay.json'
+    r = CliRunner().invoke(profile_cli.main, ['replay', RECORDED_RUN, '--rows', '4', '--variants',
+                                              'first-pivot,floor-0.25', '--json', str(out)])
+    assert r.exit_code == 0, r.output
+    assert 'largest |Δπ| / max π = 0.0e+00' in r.output                 # the recorded π, to the last bit
+    result = json.loads(out.read_text())
+    assert list(result['variants']) == ['as-run', 'first-pivot', 'floor-0.25'] and result['refreshes'] == 100
+    lines = [json.loads(ln) for ln in open(os.path.join(RECORDED_RUN, 'infonoise.jsonl'))]
+    as_run, held, floor = (result['variants'][v]['table'] for v in ('as-run', 'first-pivot', 'floor-0.25'))
+    assert [row['kimg'] for row in as_run] == [lines[i]['kimg'] for i in (0, 33, 66, 99)]
+    assert [row['pivot'] for row in as_run] == [lines[i]['pivot'] for i in (0, 33, 66, 99)]
+    assert {row['pivot'] for row in held} == {lines[0]['pivot']}
+    for row in as_run + held + floor:
+        assert sum(row['shares']) == pytest.approx(1) and len(row['shares']) == 4
+    # A floor of 0.25 puts at least a quarter of log-uniform's share above σ = 5 (log 16 / log 40,000).
+    assert all(row['shares'][3] >= 0.25 * np.log(16) / np.log(4e4) for row in floor)
+
+
+def test_replay_refuses_a_run_without_infonoise_in_one_sentence(tmp_path):
+    fixed = os.path.join(os.path.dirname(RECORDED_RUN), 'loguniform-seed0')       # no infonoise.jsonl
+    r = CliRunner().invoke(profile_cli.main, ['replay', fixed])
+    assert r.exit_code == 1 and 'has no infonoise.jsonl' in r.output and 'Traceback' not in r.output
+    rival = tmp_path / 'rival'                                  # a rival's run also logs profiles
+    rival.mkdir()
+    options = json.load(open(os.path.join(RECORDED_RUN, 'training_options.json')))
+    options['sigma_sampler_kwargs']['class_name'] = 'infonoise.KingmaGaoSampler'
+    (rival / 'training_options.json').write_text(json.dumps(options))
+    (rival / 'infonoise.jsonl').write_text(open(os.path.join(RECORDED_RUN, 'infonoise.jsonl')).read())
+    r = CliRunner().invoke(profile_cli.main, ['replay', str(rival)])
+    assert r.exit_code == 1 and 'is not an InfoNoise run' in r.output and 'Traceback' not in r.output
+    r = CliRunner().invoke(profile_cli.main, ['replay', RECORDED_RUN, '--variants', 'as-run,lower-pivot'])
+    assert r.exit_code == 2 and 'unknown name(s) lower-pivot' in r.output
+    r = CliRunner().invoke(profile_cli.main, ['replay', str(tmp_path)])
+    assert r.exit_code == 1 and 'training_options.json' in r.output and 'Traceback' not in r.output
