@@ -12,7 +12,8 @@ directory names. `python -m scripts.report RUNS` prints the report, writes it to
 metric-vs-kEx plot per row and metric to RUNS/plots/.
 
 The rules the report applies (lower metric = better; "fixed baselines" are all methods that are not
-adaptive, i.e. not infonoise, loss-second-moment, kingma-gao or cdcd):
+adaptive, i.e. not infonoise, its variants infonoise-freeze and infonoise-onset, loss-second-moment, kingma-gao or
+cdcd):
 
   (a) plateau: the best fixed baseline's seed-mean curve improves by less than 5% between the first
       evaluation at or after 75% of the budget and the last one -> "plateau: yes", else "no".
@@ -54,12 +55,13 @@ from dnnlib.util import atomic_write, jsonable, write_json
 from training.metrics import SEQUENCE_METRICS, plotting
 
 ADAPTIVE = 'infonoise'   # the paper's method: its speed-up is the headline of a row
-ADAPTIVE_METHODS = ('infonoise', 'infonoise-freeze', 'loss-second-moment', 'kingma-gao', 'cdcd')
-METHOD_ORDER = ('loguniform', 'edm', 'ddpm', 'lognormal-w1', 'infonoise', 'infonoise-freeze', 'loss-second-moment',
-                'kingma-gao', 'cdcd')
+ADAPTIVE_METHODS = ('infonoise', 'infonoise-freeze', 'infonoise-onset', 'loss-second-moment', 'kingma-gao', 'cdcd')
+METHOD_ORDER = ('loguniform', 'edm', 'ddpm', 'lognormal-w1', 'infonoise', 'infonoise-freeze', 'infonoise-onset',
+                'loss-second-moment', 'kingma-gao', 'cdcd')
 METHOD_LABELS = {'loguniform': 'log-uniform', 'edm': 'EDM transfer', 'lognormal-w1': 'log-normal (w=1)',
                  'ddpm': 'DDPM (DNA-Diffusion)', 'infonoise': 'InfoNoise',
-                 'infonoise-freeze': 'InfoNoise frozen at 8 kEx', 'loss-second-moment': 'loss 2nd moment',
+                 'infonoise-freeze': 'InfoNoise frozen at 8 kEx',
+                 'infonoise-onset': 'InfoNoise, onset pivot', 'loss-second-moment': 'loss 2nd moment',
                  'kingma-gao': 'Kingma–Gao', 'cdcd': 'CDCD'}
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pkl$')
 RUN_DIR_RE = re.compile(r'^(?P<method>.+)-seed(?P<seed>\d+)$')
