@@ -206,3 +206,15 @@ def test_replay_refuses_a_run_without_infonoise_in_one_sentence(tmp_path):
     assert r.exit_code == 2 and 'unknown name(s) lower-pivot' in r.output
     r = CliRunner().invoke(profile_cli.main, ['replay', str(tmp_path)])
     assert r.exit_code == 1 and 'training_options.json' in r.output and 'Traceback' not in r.output
+
+
+@pytest.mark.parametrize('row', ['bmnist', 'dna'])
+def test_committed_replays_equal_the_commands_output(row, monkeypatch):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    committed = open(os.path.join(root, 'docs', 'results', 'table1a-replay', f'{row}-infonoise-seed0.md')).read()
+    rows = committed.split('\n\n')[2].count('\n') - 1          # the as-run table: header, rule, then one line per row
+    monkeypatch.chdir(root)                                      # the committed file names the run relative to the root
+    r = CliRunner().invoke(profile_cli.main, ['replay', f'docs/results/table1a/{row}/infonoise-seed0',
+                                              '--rows', str(rows)])
+    assert r.exit_code == 0, r.output
+    assert r.output == committed
