@@ -1,13 +1,15 @@
 """Pure functions from an estimated mmse profile to a sampling table (paper §3–5, App. B).
 
 Every function takes arrays on the grid — numpy arrays or torch tensors — and returns the same kind
-(float64; tensors come back on the input's device). The maths runs in float64 numpy, so the sampler's
-refresh, `profile()` telemetry and InfoGrid all share one implementation.
+(float64; tensors come back on the input's device), except `gated_profile` (one whole refresh, as the sampler
+and replays use it) and `band_shares` (a summary), which return numpy. The maths runs in float64 numpy, so the
+sampler's refresh, `profile()` telemetry, replays and InfoGrid all share one implementation.
 
     rate      r_k = mse_k / σ_k³                         (I–MMSE: d H[x0|xσ]/dσ = mmse(σ)/σ³)
     pivot     c   = onset_pivot (continuous data) or powerlaw_pivot (discrete data)
     gated     r̃_k = r_k · g_{c,n}(σ_k),  g_{c,n}(σ) = σⁿ / (σⁿ + cⁿ)
     table     q_k = r̃_k / w(σ_k), normalised to a piecewise-constant density on the bins
+    bands     the share of such a density in σ bands (`band_shares`)
 """
 from __future__ import annotations
 
