@@ -253,10 +253,14 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
         if m == best:
             continue
         e['lead'] = lead_on_curve(means[m][0], means[m][1], means[best][0], means[best][1])
-        d_final = [e['seeds'][s]['final'] - base['seeds'][s]['final'] for s in paired]
+        # Like with like: a pair where either run lacks its large final evaluation compares both curve ends
+        # (the same sample size), never a large-sample final with a small-sample curve point.
+        ends = [s for s in paired if not (e['seeds'][s]['final_measured'] and base['seeds'][s]['final_measured'])]
+        key = {s: 'curve_final' if s in ends else 'final' for s in paired}
+        d_final = [e['seeds'][s][key[s]] - base['seeds'][s][key[s]] for s in paired]
         both = [s for s in paired if e['seeds'][s]['reached'] and base['seeds'][s]['reached']]
         d_kex = [e['seeds'][s]['kex'] - base['seeds'][s]['kex'] for s in both]
-        e['paired_final'] = dict(paired_interval(d_final), diffs=d_final)
+        e['paired_final'] = dict(paired_interval(d_final), diffs=d_final, curve_ends=ends)
         e['paired_final']['verdict'] = verdict(e['paired_final'])
         e['paired_kex'] = dict(paired_interval(d_kex), diffs=d_kex, seeds=both,
                                censored=[s for s in paired if s not in both])
@@ -468,6 +472,11 @@ def fmt(x: float | None, digits: int = 4) -> str:
     return '–' if x is None or not math.isfinite(x) else f'{x:.{digits}g}'
 
 
+def seed_list(seeds: Sequence[str]) -> str:
+    """'seed 0' or 'seeds 0,2'."""
+    return ('seed ' if len(seeds) == 1 else 'seeds ') + ','.join(seeds)
+
+
 def format_value(mean: float | None, std: float | None = None, digits: int = 4) -> str:
     text = fmt(mean, digits)
     if text != '–' and std is not None and std > 0:
@@ -573,11 +582,17 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
             d_final = d_kex = v_final = v_kex = '(baseline)'
         else:
             d_final, v_final = format_interval(e['paired_final']), e['paired_final']['verdict']
+            if e['paired_final']['curve_ends']:
+                d_final += f'; curve ends for {seed_list(e["paired_final"]["curve_ends"])}'
             d_kex, v_kex = format_interval(e['paired_kex']), e['paired_kex']['verdict']
             if e['paired_kex']['censored']:
                 d_kex += f'; censored seeds {",".join(e["paired_kex"]["censored"])}'
         interp = fmt(e['kex_interp']) if e['kex_interp'] is not None else f'>{e["budget_kimg"]:g}'
-        table.append([label(m), format_value(e['final_mean'], e['final_std']), d_final, v_final,
+        unmeasured = [seed for seed, v in sorted(e['seeds'].items(), key=lambda kv: int(kv[0]))
+                      if not v['final_measured']]
+        final_text = format_value(e['final_mean'], e['final_std']) + (
+            f' (curve end for {seed_list(unmeasured)})' if unmeasured else '')
+        table.append([label(m), final_text, d_final, v_final,
                       format_kex(e['kex'], e['budget_kimg']), per_seed, d_kex, v_kex, format_speedup(e['speedup']),
                       interp])
     lines += markdown_table(header, table) + ['']

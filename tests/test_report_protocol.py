@@ -121,6 +121,19 @@ def test_finals_at_the_large_size_replace_the_curve_ends():
     assert s['methods']['edm']['paired_final']['verdict'] == 'worse'     # 1, 0.9, 1.1
     finals['infonoise'] = {0: 4.0, 1: 4.2, 2: 3.9}
     assert report.compute_to_target(CURVES, finals=finals)['methods']['infonoise']['paired_final']['verdict'] == 'better'
+    assert pf['curve_ends'] == []
+
+
+def test_a_pair_without_both_large_finals_compares_both_curve_ends():
+    # InfoNoise's seed 1 has no final yet: that pair compares the curve ends 1 (InfoNoise) and 7 (log-uniform),
+    # never InfoNoise's curve end with log-uniform's final.
+    finals = {'loguniform': {0: 5.0, 1: 5.1, 2: 4.9}, 'infonoise': {0: 4.0, 2: 3.4}}
+    s = report.compute_to_target(CURVES, finals=finals)
+    pf = s['methods']['infonoise']['paired_final']
+    assert pf['diffs'] == pytest.approx([-1.0, 1 - 3, -1.5]) and pf['curve_ends'] == ['1']
+    text = report.row_markdown('r', dict(title='r', metric='m', curves=CURVES, finals={}, floors={}), s)
+    line = next(ln for ln in text.splitlines() if ln.startswith('| InfoNoise'))
+    assert '(curve end for seed 1)' in line and 'curve ends for seed 1' in line
 
 
 def test_adaptive_methods_never_set_the_target():
