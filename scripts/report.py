@@ -257,10 +257,12 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
         # (the same sample size), never a large-sample final with a small-sample curve point.
         ends = [s for s in paired if not (e['seeds'][s]['final_measured'] and base['seeds'][s]['final_measured'])]
         key = {s: 'curve_final' if s in ends else 'final' for s in paired}
-        d_final = [e['seeds'][s][key[s]] - base['seeds'][s][key[s]] for s in paired]
+        mine, theirs = [e['seeds'][s][key[s]] for s in paired], [base['seeds'][s][key[s]] for s in paired]
+        d_final = [a - b for a, b in zip(mine, theirs)]
         both = [s for s in paired if e['seeds'][s]['reached'] and base['seeds'][s]['reached']]
         d_kex = [e['seeds'][s]['kex'] - base['seeds'][s]['kex'] for s in both]
-        e['paired_final'] = dict(paired_interval(d_final), diffs=d_final, curve_ends=ends)
+        e['paired_final'] = dict(paired_interval(d_final), diffs=d_final, curve_ends=ends, values=mine,
+                                 base_values=theirs)
         e['paired_final']['verdict'] = verdict(e['paired_final'])
         e['paired_kex'] = dict(paired_interval(d_kex), diffs=d_kex, seeds=both,
                                censored=[s for s in paired if s not in both])
@@ -282,14 +284,15 @@ def claim_verdict(kind: str, summary: Mapping[str, Any]) -> tuple[str, str]:
         return 'not confirmed', f'no {label(ADAPTIVE)} run yet.'
     best = label(summary['best_baseline'])
     if e['num_seeds'] < MIN_SEEDS or not e['same_seeds']:
-        base = summary['methods'][summary['best_baseline']]
-
-        def value(entry: Mapping[str, Any]) -> str:
-            measured = all(v.get('final_measured', True) for v in entry['seeds'].values())
-            return fmt(entry['final_mean']) + ('' if measured else f' (last curve point, {entry["budget_kimg"]:g} kEx)')
-        return 'not confirmed', (f'{e["num_seeds"]} paired seed(s) of {MIN_SEEDS} needed; so far {label(ADAPTIVE)} '
-                                 f'ends at {value(e)} against {value(base)} for {best}, kEx@target '
-                                 f'{format_kex(e["kex"], e["budget_kimg"])}.')
+        pf = e['paired_final']
+        paired = e['paired_seeds']
+        if not paired:
+            return 'not confirmed', f'{label(ADAPTIVE)} has no seed in common with {best} yet.'
+        ends = ' (curve ends)' if pf['curve_ends'] else ''
+        return 'not confirmed', (f'{len(paired)} paired seed(s) of {MIN_SEEDS} needed; so far, on the '
+                                 f'{seed_list(paired)} both have, {label(ADAPTIVE)} ends at '
+                                 f'{fmt(float(np.mean(pf["values"])))} against {fmt(float(np.mean(pf["base_values"])))} '
+                                 f'for {best}{ends}, kEx@target {format_kex(e["kex"], e["budget_kimg"])}.')
     final = e['paired_final']
     plateau = '' if summary['plateau']['plateau'] else ' (at a budget where the baseline has not plateaued)'
     why_final = f'paired final Δ {format_interval(final)} ({final["verdict"]})'

@@ -233,7 +233,17 @@ def test_claim_verdicts_follow_the_paired_intervals():
                                     'infonoise': {0: [(10, 9.0), (30, 6.0)]}})
     word, why = report.claim_verdict('faster', one)
     assert word == 'not confirmed' and '1 paired seed(s) of 3' in why
-    assert 'ends at 6 (last curve point, 30 kEx) against 2 (last curve point, 30 kEx)' in why   # no final evaluations
+    assert 'on the seed 0 both have, InfoNoise ends at 6 against 2 for log-uniform (curve ends)' in why   # no finals
+    # Unequal seeds: the interim sentence compares the seeds both have (log-uniform's seed 1 ends at 1, not counted),
+    # and a large final counts only where both runs of the pair have one.
+    uneven = report.compute_to_target({'loguniform': {0: [(10, 9.0), (30, 2.0)], 1: [(10, 8.0), (30, 1.0)]},
+                                       'infonoise': {0: [(10, 9.0), (30, 6.0)]}},
+                                      finals={'loguniform': {0: 2.5, 1: 1.5}, 'infonoise': {0: 5.0}})
+    assert 'on the seed 0 both have, InfoNoise ends at 5 against 2.5 for log-uniform,' in report.claim_verdict(
+        'faster', uneven)[1]
+    apart = report.compute_to_target({'loguniform': {0: [(10, 9.0), (30, 2.0)]}, 'infonoise': {1: [(10, 9.0)]}})
+    assert report.claim_verdict('faster', apart) == ('not confirmed',
+                                                     'InfoNoise has no seed in common with log-uniform yet.')
 
 
 def test_final_is_the_latest_snapshots_record(tmp_path):
