@@ -36,6 +36,12 @@ cdcd):
       (undecoded) final value is printed once per row where recorded.
   (g) each paper claim a row tests (PAPER_CLAIMS) ends the report with one word, confirmed / not confirmed /
       refuted at this scale, from the intervals of (d) (claim_verdict) and the reason.
+  (h) tuning (issue 17): the log-normal settings `lognormal-PMEAN-PSTD` of LOGNORMAL_GRID run at the first seed;
+      the best of them (lowest final there) runs at every seed. A setting with fewer than MIN_SEEDS seeds neither
+      sets the target nor enters the main table; the tuning line lists the settings and compares InfoNoise with
+      the best one over the seeds both have (paired final differences as in (d)): "within" when the interval is
+      'tied' or 'better', "not within" when 'worse', "undecided" with fewer than MIN_SEEDS pairs. InfoNoise costs
+      one run per seed, the grid len(LOGNORMAL_GRID) runs at the first seed.
 """
 from __future__ import annotations
 
@@ -71,6 +77,10 @@ MIN_EVALUATIONS = 12      # (b)
 MIN_SEEDS = 3             # (d)
 CONFIDENCE = 0.95         # (d)
 MIN_FINAL_PER_CLASS = {'sequence': 1000, 'image': 2000}   # (e)
+# (h) The tuning a user would otherwise do (issue 17): log-normal σ, w = 1, P_mean × P_std; method names
+# lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8). scripts.reproduce builds its runs from this list.
+LOGNORMAL_GRID = [(m, s) for m in (-1.2, -0.4, 0.4) for s in (0.8, 1.2, 1.8)]
+GRID_METHOD_RE = re.compile(r'^lognormal-(?P<p_mean>-?\d+(?:\.\d+)?)-(?P<p_std>\d+(?:\.\d+)?)$')
 
 Curve = Sequence[tuple[float, float]]   # [(kimg, value), ...] in increasing kimg
 
@@ -253,21 +263,52 @@ def compute_to_target(curves: Mapping[str, Mapping[Any, Curve]], baselines: Sequ
         if m == best:
             continue
         e['lead'] = lead_on_curve(means[m][0], means[m][1], means[best][0], means[best][1])
-        # Like with like: a pair where either run lacks its large final evaluation compares both curve ends
-        # (the same sample size), never a large-sample final with a small-sample curve point.
-        ends = [s for s in paired if not (e['seeds'][s]['final_measured'] and base['seeds'][s]['final_measured'])]
-        key = {s: 'curve_final' if s in ends else 'final' for s in paired}
-        mine, theirs = [e['seeds'][s][key[s]] for s in paired], [base['seeds'][s][key[s]] for s in paired]
-        d_final = [a - b for a, b in zip(mine, theirs)]
         both = [s for s in paired if e['seeds'][s]['reached'] and base['seeds'][s]['reached']]
         d_kex = [e['seeds'][s]['kex'] - base['seeds'][s]['kex'] for s in both]
-        e['paired_final'] = dict(paired_interval(d_final), diffs=d_final, curve_ends=ends, values=mine,
-                                 base_values=theirs)
-        e['paired_final']['verdict'] = verdict(e['paired_final'])
+        e['paired_final'] = paired_finals(e['seeds'], base['seeds'])
         e['paired_kex'] = dict(paired_interval(d_kex), diffs=d_kex, seeds=both,
                                censored=[s for s in paired if s not in both])
         e['paired_kex']['verdict'] = verdict(e['paired_kex'])
     return summary
+
+
+def paired_finals(seeds: Mapping[str, Mapping[str, Any]], base_seeds: Mapping[str, Mapping[str, Any]]) -> dict:
+    """Paired final differences (method − base) over the seeds both have, as `compute_to_target` lists seeds,
+    with their interval and verdict (rule d). Like with like: a pair where either run lacks its large final
+    evaluation compares both curve ends (the same sample size), never a large-sample final with a curve point."""
+    paired = sorted(set(seeds) & set(base_seeds), key=int)
+    ends = [s for s in paired if not (seeds[s]['final_measured'] and base_seeds[s]['final_measured'])]
+    key = {s: 'curve_final' if s in ends else 'final' for s in paired}
+    mine, theirs = [seeds[s][key[s]] for s in paired], [base_seeds[s][key[s]] for s in paired]
+    diffs = [a - b for a, b in zip(mine, theirs)]
+    out = dict(paired_interval(diffs), diffs=diffs, curve_ends=ends, values=mine, base_values=theirs, seeds=paired)
+    out['verdict'] = verdict(out)
+    return out
+
+
+def tuning_summary(grid: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any]) -> dict | None:
+    """Rule (h) for one row: `grid` maps each tuning setting that ran to its per-seed entries (as
+    `compute_to_target` lists them under methods[m]['seeds']); `summary` is the row's compute_to_target result.
+    Returns None without grid runs, else dict(settings {name: first-seed value}, expected, best, comparison
+    (paired_finals of InfoNoise against the best setting, or None), word)."""
+    if not grid:
+        return None
+    first = min((s for seeds in grid.values() for s in seeds), key=int)
+    settings = {m: seeds[first]['final'] for m, seeds in grid.items() if first in seeds}
+    out: dict[str, Any] = dict(first_seed=first, settings=settings, expected=len(LOGNORMAL_GRID), best=None,
+                               comparison=None, word='undecided')
+    if len(settings) < len(LOGNORMAL_GRID):
+        return out
+    out['best'] = best = min(settings, key=lambda m: settings[m] if math.isfinite(settings[m]) else math.inf)
+    ada = summary['methods'].get(ADAPTIVE)
+    if ada is None:
+        return out
+    comparison = paired_finals(ada['seeds'], grid[best])
+    out['comparison'] = comparison
+    if comparison['n'] >= MIN_SEEDS:
+        out['word'] = {'better': 'within', 'tied': 'within', 'worse': 'not within'}.get(comparison['verdict'],
+                                                                                     'undecided')
+    return out
 
 
 def claim_verdict(kind: str, summary: Mapping[str, Any]) -> tuple[str, str]:
@@ -518,7 +559,7 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     """The Table 1(a) block of one row and metric: protocol checks, then one line per method."""
     metric = str(info['metric'])
     best = s['best_baseline']
-    methods = method_order(s['methods'])
+    methods = table_methods(s)
     lines = [f'#### {info["title"]} ({metric})', '']
     if info.get('note'):
         lines.append(f'- note: {info["note"]}')
@@ -603,6 +644,8 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
     if leads:
         lines += [f'On the seed-mean curves, against {label(best)} at the evaluations both have: '
                   + '; '.join(leads) + '.', '']
+    if s.get('tuning'):
+        lines += [tuning_text(s['tuning']), '']
     edges = [f'{b:g}' for b in PROFILE_BANDS]
     bands = [f'σ < {edges[0]}', *(f'{a}–{b}' for a, b in zip(edges, edges[1:])), f'σ ≥ {edges[-1]}']
     for m in methods:
@@ -615,6 +658,26 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
                       f'the share of π (floor included) per σ band.', '']
             lines += markdown_table(['kEx', 'pivot c', 'π mode', 'mse/σ², lowest bin', *bands], table) + ['']
     return '\n'.join(lines)
+
+
+def tuning_text(t: Mapping[str, Any]) -> str:
+    """Rule (h) as one paragraph: the settings at the first seed, the best, and InfoNoise against it."""
+    settings = ', '.join(f'{m} {fmt(v)}' for m, v in sorted(t['settings'].items(), key=lambda kv: kv[1]))
+    text = (f'Tuning (log-normal σ, w = 1; rule h): {len(t["settings"])} of {t["expected"]} settings at seed '
+            f'{t["first_seed"]}: {settings}.')
+    if t['best'] is None:
+        return text + ' The comparison waits for the whole grid.'
+    c = t['comparison']
+    if c is None:
+        return text + f' Best: {t["best"]}; no {label(ADAPTIVE)} run to compare yet.'
+    ends = f'; curve ends for {seed_list(c["curve_ends"])}' if c['curve_ends'] else ''
+    text += (f' Best: {t["best"]}. {label(ADAPTIVE)} − {t["best"]}, final: {format_interval(c)}{ends} '
+             f'({c["verdict"]}). ')
+    if t['word'] == 'undecided':
+        return text + f'Whether {label(ADAPTIVE)} lands within the tuned best is undecided until both have ' \
+                      f'{MIN_SEEDS} paired seeds.'
+    return text + (f'{label(ADAPTIVE)} lands **{t["word"]}** the tuned best, at one run per seed against the '
+                   f'grid\'s {t["expected"]} runs at one seed (1/{t["expected"]} of the tuning compute).')
 
 
 def format_lead(lead: Mapping[str, Any]) -> str:
@@ -648,7 +711,7 @@ def plot_row(path: str, info: Mapping[str, Any], summary: Mapping[str, Any]) -> 
     """Metric vs kEx (seed mean, ±std band) for one row, with the target and the floor; PNG written atomically."""
     fig, ax = plotting.pyplot().subplots(figsize=(6.5, 4.2), dpi=100)
     lows, highs = [], []
-    for m in method_order(summary['methods']):
+    for m in table_methods(summary):
         c = summary['methods'][m]['curve']
         k, mean, std = (np.asarray(c[x], dtype=np.float64) for x in ('kimg', 'mean', 'std'))
         lows.append(float(np.nanmin(mean)))
@@ -680,8 +743,24 @@ def build_report(root: str) -> tuple[dict, dict]:
     for row, info in rows.items():
         finals = {m: {seed: r['decoded']['value'] for seed, r in seeds.items() if 'decoded' in r}
                   for m, seeds in info['finals'].items()}
-        summaries[row] = compute_to_target(info['curves'], finals=finals)
+        curves = info['curves']
+        # Rule (h): a tuning setting at fewer than MIN_SEEDS seeds does not set the target.
+        eligible = [m for m in curves if not is_adaptive(m) and not tuning_only(m, len(curves[m]))]
+        summary = compute_to_target(curves, baselines=eligible or None, finals=finals)
+        summary['tuning'] = tuning_summary({m: summary['methods'][m]['seeds'] for m in curves
+                                            if GRID_METHOD_RE.match(m)}, summary)
+        summaries[row] = summary
     return rows, summaries
+
+
+def tuning_only(method: str, num_seeds: int) -> bool:
+    """Rule (h): a tuning-grid setting with fewer than MIN_SEEDS seeds (shown on the tuning line only)."""
+    return bool(GRID_METHOD_RE.match(method)) and num_seeds < MIN_SEEDS
+
+
+def table_methods(summary: Mapping[str, Any]) -> list[str]:
+    """The methods of a row's main table and plot, in table order (tuning-only settings left out)."""
+    return [m for m in method_order(summary['methods']) if not tuning_only(m, summary['methods'][m]['num_seeds'])]
 
 
 BEGIN_MARK = '<!-- BEGIN scripts.report {} -->'

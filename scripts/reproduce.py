@@ -350,7 +350,6 @@ def _absolute(plan: Plan) -> Plan:
 # on FINAL_NUM samples (decoded; raw too for binarised images), and the row's real-data floor at the curve and
 # final sizes. The small text results are copied to RESULTS/ROW/METHOD-seedS/ (and RESULTS/ROW/floor.json).
 
-LOGNORMAL_GRID = [(m, s) for m in (-1.2, -0.4, 0.4) for s in (0.8, 1.2, 1.8)]
 RIVALS = ('loss-second-moment', 'kingma-gao', 'ddpm')
 # The variants of the early-lead investigation (docs/BENCHMARKS.md §16), each InfoNoise with one setting changed:
 # infonoise-freeze stops refreshing the table after step 125 (8 kEx at the rows' batch of 64), so the pivot cannot
@@ -358,9 +357,10 @@ RIVALS = ('loss-second-moment', 'kingma-gao', 'ddpm')
 # the replay of the recorded bMNIST and DNA errors holds at 0.09-0.18 where the discrete rule fell to 0.009-0.017.
 VARIANT_METHODS = {'infonoise-freeze': ['--sigma-dist', 'infonoise', *W1, '--infonoise-freeze', '125'],
                    'infonoise-onset': ['--sigma-dist', 'infonoise', *W1, '--infonoise-endpoint', 'continuous']}
-# Tuning-grid method names: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8).
+# Tuning-grid method names: lognormal-PMEAN-PSTD (e.g. lognormal--1.2-0.8, lognormal-0.4-1.8); the grid and its
+# rule (h) are the report's.
 GRID_METHODS = {f'lognormal-{m:g}-{s:g}': ['--sigma-dist', 'lognormal', '--p-mean', f'{m:g}', '--p-std', f'{s:g}', *W1]
-                for m, s in LOGNORMAL_GRID}
+                for m, s in report.LOGNORMAL_GRID}
 
 
 @dataclasses.dataclass(frozen=True)

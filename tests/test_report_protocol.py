@@ -145,8 +145,8 @@ def test_adaptive_methods_never_set_the_target():
         report.compute_to_target({'infonoise': curves['infonoise']})
 
 
-def _write_runs(root):
-    for method, seeds in CURVES.items():
+def _write_runs(root, curves=CURVES):
+    for method, seeds in curves.items():
         for seed, curve in seeds.items():
             d = os.path.join(root, 'bmnist', f'{method}-seed{seed}')
             os.makedirs(d)
@@ -184,6 +184,46 @@ def test_report_cli_writes_the_tables_and_splices_benchmarks(tmp_path):
     assert 'protocol: NOT met: fewer than 12 evenly spaced evaluations.' in text   # 3 seeds, 2,000 finals: fine
     bad = CliRunner().invoke(report.main, [str(tmp_path / 'nothing')])
     assert bad.exit_code == 2 and 'not a directory' in bad.output
+
+
+def test_tuning_grid_settings_at_one_seed_never_set_the_target_and_the_best_is_compared_with_infonoise(tmp_path):
+    grid = {f'lognormal-{m:g}-{sd:g}': {0: list(zip(KIMG, [12, 10, 9, 8 + i / 10]))}
+            for i, (m, sd) in enumerate(report.LOGNORMAL_GRID)}
+    best = 'lognormal--0.4-1.2'
+    grid[best] = {0: list(zip(KIMG, [12, 10, 9, 1.0]))}           # far below log-uniform's 4, at one seed
+    root = tmp_path / 'one'
+    _write_runs(str(root), {**CURVES, **grid})
+    rows, summaries = report.build_report(str(root))
+    s = summaries['bmnist']
+    assert s['best_baseline'] == 'loguniform' and s['target'] == 4.0   # a one-seed setting does not set it
+    assert report.table_methods(s) == ['loguniform', 'edm', 'infonoise']
+    t = s['tuning']
+    assert t['best'] == best and len(t['settings']) == 9 and t['settings'][best] == 0.5   # its final (curve − 0.5)
+    assert t['comparison']['seeds'] == ['0'] and t['word'] == 'undecided'
+    text = report.markdown_report(rows, summaries)
+    assert 'Tuning (log-normal σ, w = 1; rule h): 9 of 9 settings at seed 0: lognormal--0.4-1.2 0.5,' in text
+    assert 'undecided until both have 3 paired seeds' in text and '| lognormal-' not in text
+    # The best at seeds 1-2 (finals 0.4 and 4.1 against InfoNoise's 0.5 and 4.0; seed 0: 0.5 against 2.5): now a
+    # three-seed fixed baseline, it sets the target, enters the table, and InfoNoise is compared with it.
+    grid[best].update({1: list(zip(KIMG, [12, 10, 9, 0.9])), 2: list(zip(KIMG, [12, 10, 9, 4.6]))})
+    root = tmp_path / 'three'
+    _write_runs(str(root), {**CURVES, **grid})
+    rows, summaries = report.build_report(str(root))
+    s = summaries['bmnist']
+    assert s['best_baseline'] == best and report.table_methods(s) == ['loguniform', 'edm', 'infonoise', best]
+    c = s['tuning']['comparison']
+    assert c['diffs'] == pytest.approx([2.0, 0.1, -0.1]) and c['verdict'] == 'tied' and s['tuning']['word'] == 'within'
+    assert 'InfoNoise lands **within** the tuned best' in report.markdown_report(rows, summaries)
+    # Consistently worse than the best -> "not within" (entries as compute_to_target lists seeds).
+    entry = lambda v: dict(final=v, final_measured=True, curve_final=v)                   # noqa: E731
+    worse = report.tuning_summary({best: {str(k): entry(1.0) for k in range(3)},
+                                   'lognormal-0.4-0.8': {'0': entry(2.0)}},
+                                  dict(methods={'infonoise': dict(seeds={str(k): entry(2.0 + k / 100) for k in range(3)})}))
+    assert worse['best'] is None                                                 # 2 of 9 settings: no best yet
+    full = {m: {'0': entry(5.0)} for m in grid} | {best: {str(k): entry(1.0) for k in range(3)}}
+    worse = report.tuning_summary(full, dict(methods={'infonoise': dict(seeds={str(k): entry(2.0 + k / 100)
+                                                                                for k in range(3)})}))
+    assert worse['best'] == best and worse['comparison']['verdict'] == 'worse' and worse['word'] == 'not within'
 
 
 def _committed_results():
