@@ -276,12 +276,16 @@ def paired_finals(seeds: Mapping[str, Mapping[str, Any]], base_seeds: Mapping[st
     """Paired final differences (method − base) over the seeds both have, as `compute_to_target` lists seeds,
     with their interval and verdict (rule d). Like with like: a pair where either run lacks its large final
     evaluation compares both curve ends (the same sample size), never a large-sample final with a curve point."""
-    paired = sorted(set(seeds) & set(base_seeds), key=int)
+    common = sorted(set(seeds) & set(base_seeds), key=int)
+    # A run still short of the other's budget (an interim collection) has no final to compare yet.
+    budgets_differ = [s for s in common if abs(seeds[s]['budget_kimg'] - base_seeds[s]['budget_kimg']) > 1e-3]
+    paired = [s for s in common if s not in budgets_differ]
     ends = [s for s in paired if not (seeds[s]['final_measured'] and base_seeds[s]['final_measured'])]
     key = {s: 'curve_final' if s in ends else 'final' for s in paired}
     mine, theirs = [seeds[s][key[s]] for s in paired], [base_seeds[s][key[s]] for s in paired]
     diffs = [a - b for a, b in zip(mine, theirs)]
-    out = dict(paired_interval(diffs), diffs=diffs, curve_ends=ends, values=mine, base_values=theirs, seeds=paired)
+    out = dict(paired_interval(diffs), diffs=diffs, curve_ends=ends, values=mine, base_values=theirs, seeds=paired,
+               budgets_differ=budgets_differ)
     out['verdict'] = verdict(out)
     return out
 
@@ -326,9 +330,9 @@ def claim_verdict(kind: str, summary: Mapping[str, Any]) -> tuple[str, str]:
     best = label(summary['best_baseline'])
     if e['num_seeds'] < MIN_SEEDS or not e['same_seeds']:
         pf = e['paired_final']
-        paired = e['paired_seeds']
+        paired = pf['seeds']
         if not paired:
-            return 'not confirmed', f'{label(ADAPTIVE)} has no seed in common with {best} yet.'
+            return 'not confirmed', f'{label(ADAPTIVE)} has no seed in common with {best} at the same budget yet.'
         ends = ' (curve ends)' if pf['curve_ends'] else ''
         return 'not confirmed', (f'{len(paired)} paired seed(s) of {MIN_SEEDS} needed; so far, on the '
                                  f'{seed_list(paired)} both have, {label(ADAPTIVE)} ends at '
@@ -628,6 +632,8 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
             d_final, v_final = format_interval(e['paired_final']), e['paired_final']['verdict']
             if e['paired_final']['curve_ends']:
                 d_final += f'; curve ends for {seed_list(e["paired_final"]["curve_ends"])}'
+            if e['paired_final']['budgets_differ']:
+                d_final += f'; not yet at the same budget: {seed_list(e["paired_final"]["budgets_differ"])}'
             d_kex, v_kex = format_interval(e['paired_kex']), e['paired_kex']['verdict']
             if e['paired_kex']['censored']:
                 d_kex += f'; censored seeds {",".join(e["paired_kex"]["censored"])}'

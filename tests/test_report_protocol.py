@@ -215,7 +215,7 @@ def test_tuning_grid_settings_at_one_seed_never_set_the_target_and_the_best_is_c
     assert c['diffs'] == pytest.approx([2.0, 0.1, -0.1]) and c['verdict'] == 'tied' and s['tuning']['word'] == 'within'
     assert 'InfoNoise lands **within** the tuned best' in report.markdown_report(rows, summaries)
     # Consistently worse than the best -> "not within" (entries as compute_to_target lists seeds).
-    entry = lambda v: dict(final=v, final_measured=True, curve_final=v)                   # noqa: E731
+    entry = lambda v: dict(final=v, final_measured=True, curve_final=v, budget_kimg=40.0)   # noqa: E731
     worse = report.tuning_summary({best: {str(k): entry(1.0) for k in range(3)},
                                    'lognormal-0.4-0.8': {'0': entry(2.0)}},
                                   dict(methods={'infonoise': dict(seeds={str(k): entry(2.0 + k / 100) for k in range(3)})}))
@@ -282,8 +282,16 @@ def test_claim_verdicts_follow_the_paired_intervals():
     assert 'on the seed 0 both have, InfoNoise ends at 5 against 2.5 for log-uniform,' in report.claim_verdict(
         'faster', uneven)[1]
     apart = report.compute_to_target({'loguniform': {0: [(10, 9.0), (30, 2.0)]}, 'infonoise': {1: [(10, 9.0)]}})
-    assert report.claim_verdict('faster', apart) == ('not confirmed',
-                                                     'InfoNoise has no seed in common with log-uniform yet.')
+    assert report.claim_verdict('faster', apart) == ('not confirmed', 'InfoNoise has no seed in common with '
+                                                                      'log-uniform at the same budget yet.')
+    # A run still training (curve to 10 kEx against a finished 30 kEx baseline) has no final difference yet.
+    short = report.compute_to_target({'loguniform': {0: [(10, 9.0), (30, 2.0)], 1: [(10, 8.0), (30, 1.0)]},
+                                      'infonoise': {0: [(10, 7.0)], 1: [(10, 6.0), (30, 3.0)]}})
+    pf = short['methods']['infonoise']['paired_final']
+    assert pf['seeds'] == ['1'] and pf['budgets_differ'] == ['0'] and pf['diffs'] == [2.0]
+    assert 'on the seed 1 both have, InfoNoise ends at 3 against 1' in report.claim_verdict('faster', short)[1]
+    text = report.row_markdown('r', dict(title='r', metric='m', curves={}, finals={}, floors={}), short)
+    assert 'not yet at the same budget: seed 0' in text
 
 
 def test_final_is_the_latest_snapshots_record(tmp_path):
