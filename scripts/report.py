@@ -499,6 +499,10 @@ def load_runs(root: str) -> dict:
                     kept[kind] = dict(rec)
     for info in rows.values():
         info['curves'] = {m: {s: sorted(c.items()) for s, c in seeds.items()} for m, seeds in info['curves'].items()}
+        for seeds in info['finals'].values():      # continuous data: the one (undecoded) record is the final
+            for kept in seeds.values():
+                if 'decoded' not in kept and 'raw' in kept:
+                    kept['decoded'] = dict(kept.pop('raw'), as_is=True)
     per_row = collections.Counter(row for row, _ in rows)
     return {row if per_row[row] == 1 else f'{row}:{metric}': info for (row, metric), info in sorted(rows.items())}
 
@@ -602,7 +606,8 @@ def row_markdown(name: str, info: Mapping[str, Any], s: Mapping[str, Any]) -> st
         if per_class < MIN_FINAL_PER_CLASS[kind]:
             breaches.append(f'final evaluation below {MIN_FINAL_PER_CLASS[kind]:,} samples per class')
         floor_text = '; '.join(f'real-data floor at {n}: {fmt(floors.get(n))}' for n in sorted(nums))
-        lines.append(f'- final: {"/".join(map(str, sorted(nums)))} samples ({per_class} per class), decoded; '
+        scored = 'as sampled (continuous data)' if all(r.get('as_is') for r in finals) else 'decoded'
+        lines.append(f'- final: {"/".join(map(str, sorted(nums)))} samples ({per_class} per class), {scored}; '
                      f'{floor_text}.')
     else:
         breaches.append('no final evaluation at the protocol size (finals = last curve point)')

@@ -294,6 +294,22 @@ def test_claim_verdicts_follow_the_paired_intervals():
     assert 'not yet at the same budget: seed 0' in text
 
 
+def test_a_continuous_rows_undecoded_final_is_its_final(tmp_path):
+    # final-eval writes one record with decoded = false on continuous data (nothing to decode): it is the final.
+    curves = {m: {s: c for s, c in seeds.items()} for m, seeds in CURVES.items()}
+    _write_runs(str(tmp_path / 'r'), curves)
+    for method, seeds in CURVES.items():
+        for seed, curve in seeds.items():
+            with open(tmp_path / 'r' / 'bmnist' / f'{method}-seed{seed}' / 'final.jsonl', 'w') as f:
+                f.write(json.dumps(dict(kimg=40, metric='fd-mnist', value=curve[-1][1] - 0.25, num=2000, classes=1,
+                                        decoded=False)) + '\n')
+    rows, summaries = report.build_report(str(tmp_path / 'r'))
+    lu = summaries['bmnist']['methods']['loguniform']
+    assert lu['final_mean'] == pytest.approx(4 - 0.25) and all(v['final_measured'] for v in lu['seeds'].values())
+    text = report.markdown_report(rows, summaries)
+    assert 'no final evaluation at the protocol size' not in text and '(2000 per class), as sampled' in text
+
+
 def test_final_is_the_latest_snapshots_record(tmp_path):
     """A run extended past its first budget carries two final evaluations; the report uses the latest, whatever the
     order of the lines."""
