@@ -786,8 +786,8 @@ def main(ctx: click.Context, rows: str, methods: str, seeds: list[int], nproc: i
 Rows (plain data in PROTOCOL_ROWS): bmnist, dna, mnist (group table1a); digits, digits-binary (group ttq);
 dna200 (group gpu: the dna row at DNA-Diffusion's width, with --device cuda).
 Methods: a row's names (loguniform, edm, infonoise, and on bmnist / dna loss-second-moment, kingma-gao,
-ddpm and the InfoNoise variants infonoise-freeze, infonoise-onset), lognormal-grid (bmnist: the 9 log-normal settings at the first seed), lognormal-best (the best grid
-setting at every seed, once the grid has run). Run with `nice -n 19`; each run uses one thread.
+ddpm and the InfoNoise variants infonoise-freeze, infonoise-onset), lognormal-grid (bmnist: the 9 log-normal
+settings at the first seed), lognormal-best (the best grid setting at every seed, once the grid has run). Run with `nice -n 19`; each run uses one thread.
 A relaunch skips finished runs, evaluates trained ones and resumes the others from their last state (a final
 evaluation from its finished sample batches); a run another process still holds is reported BUSY and left alone.""")
 @click.option('--rows', default='table1a', show_default=True, help='Comma-separated rows or groups.')
